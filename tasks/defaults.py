@@ -1,0 +1,17 @@
+"""Defaults, in one place. Everything here can be overridden in the inventory unless it says otherwise."""
+
+APP_NAME = "app"
+DEPLOY_USER = "deploy"
+ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+MAX_UPLOAD_MB = 20
+
+# Below this much memory a swap file keeps pip builds and migrations from being killed by the OOM killer.
+SWAP_BELOW_MIB = 2048
+SWAP_SIZE_MIB = 1024
+
+# What the server gets. Debian's own packages: security updates come with the distribution.
+PACKAGES = (
+    "python3", "python3-venv", "python3-dev", "build-essential", "libpq-dev", "pkg-config",
+    "postgresql", "nginx", "certbot", "nftables", "unattended-upgrades", "systemd-timesyncd",
+    "sudo", "curl", "ca-certificates", "openssl",
+)

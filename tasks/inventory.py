@@ -1,0 +1,358 @@
+"""The inventory: one YAML file per environment in `inventory/`, validated before anything touches a server.
+
+Every error names the file, the key and the fix, because the person reading it may never have edited YAML
+for a server before. Loading is pure apart from reading the file and checking that key files exist.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from tasks import defaults
+
+INVENTORY_DIR = Path(__file__).resolve().parent.parent / "inventory"
+
+
+class InventoryError(Exception):
+    """An inventory that cannot be used; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Host:
+    address: str
+    user: str = "root"
+    port: int = 22
+    key: Path | None = None
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.address}" + (f":{self.port}" if self.port != 22 else "")
+
+
+@dataclass(frozen=True)
+class Acme:
+    email: str | None = None
+    directory: str = defaults.ACME_DIRECTORY
+    ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True)
+class Proxy:
+    url: str
+    no_proxy: tuple[str, ...] = ()
+
+    def environment(self) -> dict[str, str]:
+        """The variables that make apt, pip and certbot use the proxy."""
+        env = {"http_proxy": self.url, "https_proxy": self.url,
+               "HTTP_PROXY": self.url, "HTTPS_PROXY": self.url}
+        if self.no_proxy:
+            env["no_proxy"] = env["NO_PROXY"] = ",".join(self.no_proxy)
+        return env
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    domains: tuple[str, ...] = ()
+    wsgi_module: str = ""
+    max_upload_mb: int = defaults.MAX_UPLOAD_MB
+
+    @property
+    def wsgi(self) -> str:
+        return self.wsgi_module or f"{self.name}.wsgi"
+
+
+@dataclass(frozen=True)
+class Inventory:
+    app: App
+    hosts: tuple[Host, ...]
+    acme: Acme = field(default_factory=Acme)
+    proxy: Proxy | None = None
+    deploy_user: str = defaults.DEPLOY_USER
+    ssh_keys: tuple[str, ...] = ()
+    source: str = "(defaults)"
+
+    @property
+    def tls(self) -> bool:
+        """TLS needs names: a certificate from an ACME CA is issued for domains, not for addresses."""
+        return bool(self.app.domains)
+
+
+# --- checks: each returns an error text (what is wrong and how to fix it) or None -------------------------
+
+_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_APP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PYTHON_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_RESERVED_NAMES = {"root", "postgres", "www-data", "nobody", "daemon", "sys", "bin", "sshd", "admin"}
+
+
+def _hostname_problem(value: str, need_dot: bool) -> str | None:
+    name = value.rstrip(".").lower()
+    if len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
+        return "letters, digits and hyphens in dot-separated labels, e.g. www.example.com"
+    if need_dot and "." not in name:
+        return "a full domain name with a dot, e.g. example.com"
+    return None
+
+
+def check_domain(value: str) -> str | None:
+    if value.startswith("*."):
+        return ("is a wildcard; certificates here are obtained by HTTP-01 validation, which cannot issue "
+                "wildcards. List each name instead, e.g. www.example.com")
+    try:
+        ipaddress.ip_address(value)
+        return "is an address; list the domain names that point at the server, e.g. example.com"
+    except ValueError:
+        pass
+    problem = _hostname_problem(value, need_dot=True)
+    return f"is not a valid domain name: use {problem}" if problem else None
+
+
+def check_address(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        problem = _hostname_problem(value, need_dot=False)
+        return f"is neither an IP address nor a host name: use e.g. 203.0.113.10 or {problem}" if problem else None
+
+
+def check_app_name(value: str) -> str | None:
+    if not _APP_NAME.match(value):
+        return ("is not a usable app name: it becomes a Unix user, a database and a service name, so use "
+                "lower-case letters, digits and underscores, starting with a letter (at most 31), e.g. mysite")
+    if value in _RESERVED_NAMES:
+        return f"is a system account's name; choose another, e.g. {value}_app"
+    return None
+
+
+def check_unix_user(value: str) -> str | None:
+    return None if _UNIX_NAME.match(value) else "is not a valid Unix user name, e.g. deploy"
+
+
+def check_email(value: str) -> str | None:
+    return None if _EMAIL.match(value) else "is not an e-mail address, e.g. admin@example.com"
+
+
+def check_https_url(value: str) -> str | None:
+    return None if re.match(r"^https://[^\s/]+", value) else "must be an https:// URL"
+
+
+def check_proxy_url(value: str) -> str | None:
+    return None if re.match(r"^https?://[^\s/]+", value) else "must be an http:// URL, e.g. http://proxy.internal:3128"
+
+
+def check_port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be a port number between 1 and 65535"
+
+
+def check_python_module(value: str) -> str | None:
+    return None if _PYTHON_DOTTED.match(value) else "must be a dotted Python module path, e.g. mysite.wsgi"
+
+
+def check_public_key(value: str) -> str | None:
+    parts = value.split()
+    if len(parts) >= 2 and (parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-")
+                            or parts[0].startswith("sk-")):
+        return None
+    return "is not an OpenSSH public key line, e.g. 'ssh-ed25519 AAAA... you@laptop'"
+
+
+def check_positive(value: int) -> str | None:
+    return None if value > 0 else "must be a positive number"
+
+
+# --- the schema ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a mapping: its type, whether it must be there, its check, and a hint for the reader."""
+    kind: type | tuple[type, ...]
+    hint: str
+    required: bool = False
+    check: Callable[[Any], str | None] | None = None
+    each: Callable[[Any], str | None] | None = None  # for lists: the check applied to every item
+    item_kind: type | None = None
+
+
+HOST_KEYS = {
+    "address": Key(str, "the server's IP address or host name", required=True, check=check_address),
+    "user": Key(str, "the SSH user for the first connection (root, or a user with sudo)", check=check_unix_user),
+    "port": Key(int, "the SSH port", check=check_port),
+    "key": Key(str, "path of your SSH private key, e.g. ~/.ssh/id_ed25519"),
+}
+APP_KEYS = {
+    "name": Key(str, "the app's short name, e.g. mysite", required=True, check=check_app_name),
+    "domains": Key(list, "the domain names the site answers on, e.g. [example.com, www.example.com]",
+                   each=check_domain, item_kind=str),
+    "wsgi_module": Key(str, "the Django project's WSGI module, e.g. mysite.wsgi", check=check_python_module),
+    "max_upload_mb": Key(int, "the largest request body nginx accepts, in MB", check=check_positive),
+}
+ACME_KEYS = {
+    "email": Key(str, "the e-mail address for the ACME account (expiry notices)", check=check_email),
+    "directory": Key(str, "the ACME directory URL (Let's Encrypt by default)", check=check_https_url),
+    "ca_bundle": Key(str, "a PEM file the ACME client trusts for a private or test CA"),
+}
+PROXY_KEYS = {
+    "url": Key(str, "the outbound HTTP proxy, e.g. http://proxy.internal:3128", required=True,
+               check=check_proxy_url),
+    "no_proxy": Key(list, "hosts reached directly, not through the proxy", item_kind=str),
+}
+TOP_KEYS = {
+    "app": Key(dict, "the app: name, domains", required=True),
+    "hosts": Key(list, "the servers: a list of {address, user, port, key}", item_kind=dict),
+    "acme": Key(dict, "where TLS certificates come from: email, directory, ca_bundle"),
+    "proxy": Key(dict, "an outbound HTTP proxy for servers that reach the internet only through one"),
+    "deploy_user": Key(str, "the account you and fab log in as after provisioning", check=check_unix_user),
+    "ssh_keys": Key(list, "more public keys allowed to log in as the deploy user", each=check_public_key,
+                    item_kind=str),
+}
+
+_TYPE_NAMES = {str: "a string", int: "a number", list: "a list", dict: "a mapping (key: value lines)",
+               bool: "true or false"}
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, text: str) -> InventoryError:
+        return InventoryError(f"{self.source}: {where}: {text}")
+
+    def mapping(self, data: Any, keys: dict[str, Key], where: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(where or "top level", f"must be {_TYPE_NAMES[dict]}, found {_kind(data)}")
+        for name in data:
+            if name not in keys:
+                close = difflib.get_close_matches(str(name), keys, n=1)
+                fix = f"did you mean '{close[0]}'?" if close else f"known keys here: {', '.join(keys)}"
+                raise self.fail(_join(where, name), f"unknown key; {fix}")
+        for name, key in keys.items():
+            path = _join(where, name)
+            if name not in data or data[name] is None:
+                if key.required:
+                    raise self.fail(path, f"is missing; add it: {key.hint}")
+                continue
+            self.value(data[name], key, path)
+        return {k: v for k, v in data.items() if v is not None}
+
+    def value(self, value: Any, key: Key, path: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, key.kind):
+            raise self.fail(path, f"must be {_TYPE_NAMES[key.kind]} ({key.hint}), found {_kind(value)}")
+        if key.check and (problem := key.check(value)):
+            raise self.fail(path, f"{value!r} {problem}")
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if key.item_kind and (isinstance(item, bool) or not isinstance(item, key.item_kind)):
+                    raise self.fail(f"{path}[{i}]", f"must be {_TYPE_NAMES[key.item_kind]}, found {_kind(item)}")
+                if key.each and (problem := key.each(item)):
+                    raise self.fail(f"{path}[{i}]", f"{item!r} {problem}")
+
+
+def _join(where: str, name: Any) -> str:
+    return f"{where}.{name}" if where else str(name)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    return f"{type(value).__name__} {value!r}" if isinstance(value, (int, float, str)) else type(value).__name__
+
+
+def _key_path(raw: str, base: Path, checker: _Checker, where: str) -> Path:
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise checker.fail(where, f"{raw!r}: no such file. Fix the path, or create a key with "
+                                  f"`ssh-keygen -t ed25519` and use ~/.ssh/id_ed25519")
+    return path
+
+
+def parse(data: Any, source: str, base: Path) -> Inventory:
+    """Validate a loaded YAML document and build the Inventory; raises InventoryError naming key and fix."""
+    checker = _Checker(source)
+    top = checker.mapping(data, TOP_KEYS, "")
+    app = checker.mapping(top["app"], APP_KEYS, "app")
+    domains = [d.rstrip(".").lower() for d in app.get("domains", [])]
+    for i, d in enumerate(domains):
+        if d in domains[:i]:
+            raise checker.fail(f"app.domains[{i}]", f"{d!r} is listed twice; remove one")
+    hosts = []
+    for i, raw in enumerate(top.get("hosts", [])):
+        h = checker.mapping(raw, HOST_KEYS, f"hosts[{i}]")
+        key = _key_path(h["key"], base, checker, f"hosts[{i}].key") if "key" in h else None
+        hosts.append(Host(address=h["address"], user=h.get("user", "root"), port=h.get("port", 22), key=key))
+    acme_data = checker.mapping(top.get("acme", {}), ACME_KEYS, "acme")
+    ca_bundle = None
+    if "ca_bundle" in acme_data:
+        ca_bundle = Path(acme_data["ca_bundle"]).expanduser()
+        ca_bundle = ca_bundle if ca_bundle.is_absolute() else base / ca_bundle
+        if not ca_bundle.is_file():
+            raise checker.fail("acme.ca_bundle", f"{acme_data['ca_bundle']!r}: no such file; point it at the "
+                                                 "CA's PEM certificate, or remove the key to use public CAs")
+    proxy = None
+    if "proxy" in top:
+        p = checker.mapping(top["proxy"], PROXY_KEYS, "proxy")
+        proxy = Proxy(url=p["url"], no_proxy=tuple(p.get("no_proxy", ())))
+    return Inventory(
+        app=App(name=app["name"], domains=tuple(domains), wsgi_module=app.get("wsgi_module", ""),
+                max_upload_mb=app.get("max_upload_mb", defaults.MAX_UPLOAD_MB)),
+        hosts=tuple(hosts),
+        acme=Acme(email=acme_data.get("email"), directory=acme_data.get("directory", defaults.ACME_DIRECTORY),
+                  ca_bundle=ca_bundle),
+        proxy=proxy,
+        deploy_user=top.get("deploy_user", defaults.DEPLOY_USER),
+        ssh_keys=tuple(top.get("ssh_keys", ())),
+        source=source,
+    )
+
+
+def resolve_path(name: str, directory: Path = INVENTORY_DIR) -> Path:
+    """`production` means inventory/production.yaml; anything with a slash or .yaml suffix is a path."""
+    if "/" in name or name.endswith((".yaml", ".yml")):
+        return Path(name).expanduser()
+    return directory / f"{name}.yaml"
+
+
+def load(name: str, directory: Path = INVENTORY_DIR) -> Inventory:
+    """Read and validate an inventory by name (inventory/NAME.yaml) or path."""
+    path = resolve_path(name, directory)
+    source = _display(path)
+    if not path.is_file():
+        known = sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "example")
+        hint = f"known: {', '.join(known)}" if known else "copy inventory/example.yaml to inventory/production.yaml"
+        raise InventoryError(f"{source}: no such inventory file ({hint})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(error, "problem", None) or str(error)
+        raise InventoryError(f"{source}: {where}: not valid YAML ({problem}); check the indentation and that "
+                             "every key is followed by a colon") from None
+    if data is None:
+        raise InventoryError(f"{source}: the file is empty; start from inventory/example.yaml")
+    return parse(data, source, path.parent)
+
+
+def for_host(host: Host, app_name: str = defaults.APP_NAME) -> Inventory:
+    """The inventory `fab -H host provision` uses when there is no inventory file: defaults, no TLS."""
+    return Inventory(app=App(name=app_name), hosts=(host,))
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(INVENTORY_DIR.parent))
+    except ValueError:
+        return str(path)

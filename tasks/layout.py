@@ -1,0 +1,107 @@
+"""Where things live on the server, and what they are called: the one place that knows.
+
+    /srv/APP/                 root, 755
+      releases/RELEASE/       one directory per deploy (owned by the deploy user)
+      shared/                 survives releases: env file, media
+        media/                the only place the app user may write
+      current -> releases/X   the release nginx serves static files from
+    /etc/gangway/APP/         rendered config: gunicorn.conf.py, nginx backend include
+    /run/APP/RELEASE/         one Gunicorn socket per running release
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TOOL = "gangway"
+CONFIG_ROOT = f"/etc/{TOOL}"
+ACME_WEBROOT = f"/var/www/{TOOL}-acme"
+
+
+@dataclass(frozen=True)
+class Layout:
+    app: str
+
+    # --- the app's tree -------------------------------------------------------------------------------------
+    @property
+    def root(self) -> str:
+        return f"/srv/{self.app}"
+
+    @property
+    def releases(self) -> str:
+        return f"{self.root}/releases"
+
+    @property
+    def shared(self) -> str:
+        return f"{self.root}/shared"
+
+    @property
+    def media(self) -> str:
+        return f"{self.shared}/media"
+
+    @property
+    def env_file(self) -> str:
+        return f"{self.shared}/env"
+
+    @property
+    def current(self) -> str:
+        return f"{self.root}/current"
+
+    @property
+    def placeholder(self) -> str:
+        """Static pages nginx serves before the first deploy and while the app is down."""
+        return f"{self.root}/pages"
+
+    def release(self, release_id: str) -> str:
+        return f"{self.releases}/{release_id}"
+
+    # --- config the tool renders ---------------------------------------------------------------------------
+    @property
+    def config_dir(self) -> str:
+        return f"{CONFIG_ROOT}/{self.app}"
+
+    @property
+    def gunicorn_conf(self) -> str:
+        return f"{self.config_dir}/gunicorn.conf.py"
+
+    @property
+    def nginx_backend(self) -> str:
+        """The include that points nginx at the live release; rewriting it is how traffic switches."""
+        return f"{self.config_dir}/backend.conf"
+
+    @property
+    def nginx_site(self) -> str:
+        return f"/etc/nginx/sites-available/{self.app}"
+
+    @property
+    def nginx_site_enabled(self) -> str:
+        return f"/etc/nginx/sites-enabled/{self.app}"
+
+    # --- services --------------------------------------------------------------------------------------------
+    @property
+    def unit_template(self) -> str:
+        """Gunicorn runs as APP@RELEASE.service, so two releases can run side by side during a switch."""
+        return f"{self.app}@.service"
+
+    @property
+    def unit_path(self) -> str:
+        return f"/etc/systemd/system/{self.unit_template}"
+
+    def unit(self, release_id: str) -> str:
+        return f"{self.app}@{release_id}.service"
+
+    @property
+    def runtime_dir(self) -> str:
+        return f"/run/{self.app}"
+
+    def socket(self, release_id: str) -> str:
+        return f"{self.runtime_dir}/{release_id}/gunicorn.sock"
+
+    # --- TLS ------------------------------------------------------------------------------------------------
+    @property
+    def certificate_dir(self) -> str:
+        return f"/etc/letsencrypt/live/{self.app}"
+
+    @property
+    def acme_ca_bundle(self) -> str:
+        return f"{self.config_dir}/acme-ca.pem"

@@ -1,0 +1,43 @@
+"""`fab provision`: turn a fresh Debian server into a production home for a Django app."""
+
+from __future__ import annotations
+
+from fabric import task
+from invoke.exceptions import Exit
+
+from tasks import provisioning, targets
+from tasks.inventory import InventoryError
+from tasks.remote import RemoteError, Stats
+from tasks.runner import Reporter, apply
+
+
+@task(auto_shortflags=False,
+      help={"inventory": "inventory name (inventory/NAME.yaml) or path; default: production"})
+def provision(c, inventory=None):
+    """Set up a server: packages, users, PostgreSQL, Gunicorn, nginx, TLS, firewall, SSH. Safe to re-run."""
+    reporter = Reporter()
+    try:
+        inv, hosts = targets.select(c, inventory)
+        for host in hosts:
+            provision_host(inv, host, reporter)
+    except (InventoryError, RemoteError) as error:
+        raise Exit(f"provision failed: {error}", code=1) from None
+
+
+def provision_host(inventory, host, reporter: Reporter) -> None:
+    stats = Stats()
+    keys = targets.public_keys(host, inventory)
+    remote = targets.login(host, inventory, stats)
+    reporter.line(f"provision {host.address} as {remote.user} ({inventory.source})")
+    if not inventory.tls:
+        reporter.line("  note: the inventory lists no domains, so the site is served over HTTP only; add "
+                      "app.domains to get a certificate")
+    server = provisioning.Server(inventory=inventory, host=host, public_keys=keys,
+                                 prove_deploy_login=lambda: targets.prove_login(host, inventory.deploy_user, stats))
+    try:
+        recap = apply(remote, provisioning.steps(server), reporter)
+    finally:
+        remote.close()
+    reporter.line(f"recap {host.address}: {recap.steps} steps, {len(recap.changed)} changed, "
+                  f"{len(recap.unchanged)} unchanged; {stats.commands} remote commands over "
+                  f"{stats.connections} SSH connection{'s' if stats.connections != 1 else ''}; {stats.seconds:.2f} s")

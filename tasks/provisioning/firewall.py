@@ -1,0 +1,43 @@
+"""The firewall: nftables, only SSH, HTTP and HTTPS in.
+
+The rules are one file loaded in one transaction (the SSH rule can't lag behind the drop policy), checked
+with `nft -c` first, and confirmed afterwards by opening a new SSH connection; if that fails they are
+flushed again, so a mistake cannot lock the operator out.
+"""
+
+from __future__ import annotations
+
+from tasks.provisioning import Server
+from tasks.render import render
+from tasks.steps import Change, Check, File, Probe, Step
+
+RULES = "/etc/nftables.conf"
+
+
+def ruleset(ssh_port: int) -> str:
+    return render("firewall/nftables.conf.j2", ssh_port=ssh_port, ports=sorted({ssh_port, 80, 443}))
+
+
+def parse_live(out: str, rc: int) -> dict:
+    return {"loaded": "policy drop" in out, "enabled": out.strip().endswith("enabled")}
+
+
+LIVE = Probe("nftables-live", "nft list chain inet filter input; systemctl is-enabled nftables", parse_live)
+
+
+def _live_changes(state: dict, facts) -> list[Change]:
+    out = []
+    if not state["loaded"]:
+        out.append(Change("rules loaded", ()))  # `after` loads them
+    if not state["enabled"]:
+        out.append(Change("loaded at boot", ("systemctl enable nftables",)))
+    return out
+
+
+def rules(server: Server) -> Step:
+    port = server.host.port
+    return Step("firewall", [
+        File(RULES, ruleset(port), mode="755"),
+        Check(LIVE, _live_changes),
+    ], validate=f"nft -c -f {RULES}", after=[f"nft -f {RULES}"], confirm=server.prove_deploy_login,
+        undo="nft flush ruleset", note=f"open: {', '.join(map(str, sorted({port, 80, 443})))}/tcp")

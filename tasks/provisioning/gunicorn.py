@@ -1,0 +1,26 @@
+"""Gunicorn under systemd: a template unit (one instance per release) and its config file."""
+
+from __future__ import annotations
+
+from tasks.provisioning import Server
+from tasks.render import render
+from tasks.steps import File, Step
+
+
+def unit_file(server: Server) -> str:
+    layout = server.layout
+    return render("systemd/app@.service.j2", app=server.inventory.app.name, releases=layout.releases,
+                  env_file=layout.env_file, gunicorn_conf=layout.gunicorn_conf, wsgi=server.inventory.app.wsgi,
+                  media=layout.media)
+
+
+def config_file(server: Server) -> str:
+    return render("gunicorn/gunicorn.conf.py.j2", app=server.inventory.app.name)
+
+
+def service(server: Server) -> Step:
+    layout = server.layout
+    return Step("gunicorn service", [
+        File(layout.gunicorn_conf, config_file(server)),
+        File(layout.unit_path, unit_file(server)),
+    ], after=["systemctl daemon-reload"], note=f"{layout.unit_template}, sandboxed, restarts on failure")

@@ -1,0 +1,77 @@
+"""The base system: package sources, packages, automatic security updates, time, swap."""
+
+from __future__ import annotations
+
+from tasks import defaults
+from tasks.provisioning import Server
+from tasks.render import render
+from tasks.steps import Absent, Change, Check, File, Packages, Probe, Step
+
+APT_PROXY = "/etc/apt/apt.conf.d/80gangway-proxy"
+AUTO_UPGRADES = "/etc/apt/apt.conf.d/20auto-upgrades"
+SWAPFILE = "/swapfile"
+
+
+def apt_proxy(server: Server) -> Step:
+    proxy = server.inventory.proxy
+    if proxy:
+        op = File(APT_PROXY, render("apt/proxy.conf.j2", url=proxy.url))
+    else:
+        op = Absent(APT_PROXY, "no proxy in the inventory")
+    return Step("apt proxy", [op], note=f"through {proxy.url}" if proxy else "direct, no proxy")
+
+
+def packages(server: Server) -> Step:
+    return Step("system packages", [Packages(defaults.PACKAGES, env=server.proxy_env)],
+                note=f"{len(defaults.PACKAGES)} installed")
+
+
+def security_updates(server: Server) -> Step:
+    return Step("automatic security updates", [File(AUTO_UPGRADES, render("apt/auto-upgrades.j2"))],
+                note="unattended-upgrades daily")
+
+
+def _time_sync(state: str | None, facts) -> list[Change]:
+    if state == "enabled":
+        return []
+    return [Change("systemd-timesyncd enabled", ("systemctl enable --now systemd-timesyncd",))]
+
+
+def time_sync(server: Server) -> Step:
+    probe = Probe("timesyncd", "systemctl is-enabled systemd-timesyncd",
+                  lambda out, rc: out.strip() or None)
+    return Step("time sync", [Check(probe, _time_sync)], note="systemd-timesyncd enabled")
+
+
+def parse_memory(out: str, rc: int) -> dict:
+    memory, swaps, virt = (out.split() + ["0", "0", "none"])[:3]
+    return {"memory_mib": int(memory), "swaps": int(swaps), "container": virt != "none"}
+
+
+def swap_changes(state: dict, facts) -> list[Change]:
+    if state["container"] or state["swaps"] or state["memory_mib"] >= defaults.SWAP_BELOW_MIB:
+        return []
+    size = defaults.SWAP_SIZE_MIB
+    return [Change(f"{SWAPFILE} of {size} MiB", (
+        f"[ -f {SWAPFILE} ] || {{ fallocate -l {size}M {SWAPFILE} || dd if=/dev/zero of={SWAPFILE} bs=1M count={size}; }}",
+        f"chmod 600 {SWAPFILE}",
+        f"mkswap {SWAPFILE} >/dev/null",
+        f"swapon {SWAPFILE}",
+        f"grep -q '^{SWAPFILE} ' /etc/fstab || echo '{SWAPFILE} none swap sw 0 0' >> /etc/fstab",
+    ))]
+
+
+def _swap_note(facts) -> str:
+    state = facts["memory"]
+    if state["container"]:
+        return "a container: swap is the host's business"
+    if state["swaps"]:
+        return "swap is on"
+    return f"{state['memory_mib']} MiB of memory, no swap needed"
+
+
+def swap(server: Server) -> Step:
+    probe = Probe("memory", "echo $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) "
+                            "$(swapon --noheadings --show=NAME | wc -l) "
+                            "$(systemd-detect-virt --container || true)", parse_memory)
+    return Step("swap", [Check(probe, swap_changes)], note=_swap_note)

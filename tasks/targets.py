@@ -1,0 +1,98 @@
+"""Which servers a task acts on, and how to log in to them.
+
+The inventory comes from `--inventory NAME` (inventory/NAME.yaml, or a path), else Fabric's config key
+`gangway.inventory` (fabric.yaml, or the FABRIC_GANGWAY_INVENTORY environment variable), else
+inventory/production.yaml when it exists. `fab -H user@host[:port]` overrides the inventory's hosts, and
+works without any inventory file (defaults, HTTP only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import paramiko
+from fabric import Connection
+
+from tasks.inventory import INVENTORY_DIR, Host, Inventory, InventoryError, for_host, load
+from tasks.remote import Remote, RemoteError, Stats, open_connection
+
+DEFAULT_INVENTORY = "production"
+DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+def select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
+    """The inventory and the hosts for this invocation of a task."""
+    name = inventory_name or (c.config.get("gangway") or {}).get("inventory")
+    cli = c if isinstance(c, Connection) else None
+    if name:
+        inventory = load(name)
+    elif (INVENTORY_DIR / f"{DEFAULT_INVENTORY}.yaml").is_file():
+        inventory = load(DEFAULT_INVENTORY)
+    elif cli:
+        inventory = None
+    else:
+        raise InventoryError("no inventory: copy inventory/example.yaml to inventory/production.yaml and fill it "
+                             "in, pass --inventory NAME, or name a server: fab -H root@203.0.113.10 provision")
+    if cli:
+        keys = cli.connect_kwargs.get("key_filename") or []
+        keys = [keys] if isinstance(keys, str) else keys
+        key = Path(keys[0]).expanduser() if keys else (inventory.hosts[0].key if inventory and inventory.hosts
+                                                        else None)
+        host = Host(address=cli.host, user=cli.user, port=cli.port or 22, key=key)
+        return (inventory or for_host(host)), [host]
+    if not inventory.hosts:
+        raise InventoryError(f"{inventory.source}: hosts is empty; add a server (address, user, key), "
+                             "or name one with fab -H")
+    return inventory, list(inventory.hosts)
+
+
+def login(host: Host, inventory: Inventory, stats: Stats) -> Remote:
+    """Log in as the deploy user if it exists yet (root login is off after provisioning), else as host.user."""
+    users = [inventory.deploy_user] + ([host.user] if host.user != inventory.deploy_user else [])
+    for user in users:
+        try:
+            return Remote(open_connection(host, user, stats), stats)
+        except paramiko.AuthenticationException:
+            continue
+    key = f"the key {host.key}" if host.key else "your SSH keys (~/.ssh/id_*, the SSH agent)"
+    raise RemoteError(f"{host.address} refused {key} for {' and '.join(users)}. Check hosts[].user and "
+                      "hosts[].key in the inventory (or fab -H user@host -i KEY)")
+
+
+def prove_login(host: Host, user: str, stats: Stats) -> None:
+    """A fresh connection as `user` that can use sudo: proof before closing other ways in."""
+    try:
+        connection = open_connection(host, user, stats)
+    except paramiko.AuthenticationException:
+        raise RemoteError(f"{user}@{host.address} cannot log in with your key; nothing was locked down") from None
+    try:
+        stats.commands += 1
+        if not connection.run("sudo -n true", hide=True, warn=True, in_stream=False).ok:
+            raise RemoteError(f"{user}@{host.address} logs in but cannot use sudo; nothing was locked down")
+    finally:
+        connection.close()
+
+
+def public_keys(host: Host, inventory: Inventory) -> tuple[str, ...]:
+    """The operator's public key (from the key file in use) plus the inventory's ssh_keys."""
+    candidates = [host.key] if host.key else [Path.home() / ".ssh" / n for n in DEFAULT_KEYS]
+    keys = []
+    for path in candidates:
+        if path is None or not path.is_file():
+            continue
+        pub = Path(f"{path}.pub")
+        if pub.is_file():
+            keys.append(pub.read_text().strip())
+        else:
+            try:
+                pkey = paramiko.PKey.from_path(path)
+            except (paramiko.SSHException, OSError) as error:
+                raise InventoryError(f"{path}: cannot read the public half of this key ({error}); put it "
+                                     f"next to it as {pub.name}") from None
+            keys.append(f"{pkey.get_name()} {pkey.get_base64()}")
+        break
+    keys += [k for k in inventory.ssh_keys if k not in keys]
+    if not keys:
+        raise InventoryError("no SSH key to let the deploy user log in with: set hosts[].key in the inventory, "
+                             "pass -i KEY, or create one with `ssh-keygen -t ed25519`")
+    return tuple(keys)
