@@ -138,6 +138,12 @@ def check_unix_user(value: str) -> str | None:
     return None if _UNIX_NAME.match(value) else "is not a valid Unix user name, e.g. deploy"
 
 
+def check_deploy_user(value: str) -> str | None:
+    if value == "root":
+        return "cannot be root: root login is switched off after provisioning, so it is not the deploy user"
+    return check_unix_user(value)
+
+
 def check_email(value: str) -> str | None:
     return None if _EMAIL.match(value) else "is not an e-mail address, e.g. admin@example.com"
 
@@ -211,7 +217,7 @@ TOP_KEYS = {
     "hosts": Key(list, "the servers: a list of {address, user, port, key}", item_kind=dict),
     "acme": Key(dict, "where TLS certificates come from: email, directory, ca_bundle"),
     "proxy": Key(dict, "an outbound HTTP proxy for servers that reach the internet only through one"),
-    "deploy_user": Key(str, "the account you and fab log in as after provisioning", check=check_unix_user),
+    "deploy_user": Key(str, "the account you and fab log in as after provisioning", check=check_deploy_user),
     "ssh_keys": Key(list, "more public keys allowed to log in as the deploy user", each=check_public_key,
                     item_kind=str),
 }

@@ -14,8 +14,16 @@ def join(*tokens: str) -> str:
 
 
 def script(*commands: str) -> str:
-    """Commands that stop at the first failure."""
-    return "\n".join(("set -e", *commands))
+    """Commands that stop at the first failure, naming it.
+
+    `set -e` alone would miss a failure early in an `a && b` chain; each command is therefore checked
+    explicitly, and the first one that fails ends the script with its exit status.
+    """
+    lines = ["set -e"]
+    for command in commands:
+        first = command.strip().splitlines()[0][:160] if command.strip() else command
+        lines.append(f"{{ {command}\n}} || {{ s=$?; echo {q('failed: ' + first)} >&2; exit $s; }}")
+    return "\n".join(lines)
 
 
 def with_env(env: dict[str, str], command: str) -> str:

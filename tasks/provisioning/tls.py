@@ -13,7 +13,7 @@ from tasks.layout import ACME_WEBROOT
 from tasks.provisioning import Server
 from tasks.render import render
 from tasks.shell import join, q, with_env
-from tasks.steps import Absent, Change, Check, Facts, File, Probe, Step
+from tasks.steps import Absent, Change, Check, Directory, Facts, File, Probe, Step
 
 RENEWAL_DROPIN = "/etc/systemd/system/certbot.service.d/gangway.conf"
 
@@ -109,8 +109,9 @@ def certificate(server: Server) -> list[Step]:
     env = client_environment(server)
     renewal = [
         File(layout.acme_ca_bundle, bundle.read_text()) if bundle else Absent(layout.acme_ca_bundle),
-        File(RENEWAL_DROPIN, render("certbot/renewal-environment.conf.j2", environment=env)) if env
-        else Absent(RENEWAL_DROPIN),
+        *([Directory(RENEWAL_DROPIN.rsplit("/", 1)[0]),
+           File(RENEWAL_DROPIN, render("certbot/renewal-environment.conf.j2", environment=env))] if env
+          else [Absent(RENEWAL_DROPIN)]),
         Check(Probe("certbot-timer", "systemctl is-enabled certbot.timer", lambda out, rc: out.strip()), _timer),
     ]
     return [

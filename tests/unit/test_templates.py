@@ -1,0 +1,102 @@
+"""Rendered config files: the values land where they should. (nginx -t and systemd-analyze verify run
+against these on a real server in tests/integration.)"""
+
+from pathlib import Path
+
+import pytest
+
+from tasks.inventory import parse
+from tasks.provisioning import Server, gunicorn, nginx, firewall, ssh, tls
+from tasks.render import render
+
+
+def server(domains=("app.test", "www.app.test"), port=22, **acme):
+    inv = parse({"app": {"name": "mysite", "domains": list(domains)},
+                 "hosts": [{"address": "10.0.0.2", "port": port}], "acme": acme}, "x", Path("."))
+    return Server(inv, inv.hosts[0], ("ssh-ed25519 AAAA me",), lambda: None)
+
+
+def test_nginx_with_tls_redirects_http_and_sets_hsts_and_mozilla_intermediate():
+    conf = nginx.site_config(server(), tls=True, nginx_version=(1, 26, 0))
+    assert "return 301 https://$host$request_uri;" in conf
+    assert "Strict-Transport-Security" in conf and "ssl_protocols TLSv1.2 TLSv1.3;" in conf
+    assert "server_name app.test www.app.test;" in conf and "http2 on;" in conf
+    assert "/.well-known/acme-challenge/" in conf
+    assert "include /etc/gangway/mysite/backend.conf;" in conf
+    assert "alias /srv/mysite/current/static/;" in conf and "alias /srv/mysite/shared/media/;" in conf
+
+
+def test_nginx_before_the_certificate_serves_http_and_no_tls():
+    conf = nginx.site_config(server(), tls=False, nginx_version=(1, 26, 0))
+    assert "ssl_certificate" not in conf and "return 301" not in conf
+    assert "add_header Strict-Transport-Security" not in conf
+    assert "include /etc/gangway/mysite/backend.conf;" in conf
+
+
+def test_nginx_older_than_1_25_gets_http2_on_the_listen_line():
+    conf = nginx.site_config(server(), tls=True, nginx_version=(1, 22, 1))
+    assert "listen 443 ssl http2 default_server;" in conf and "http2 on;" not in conf
+
+
+def test_nginx_without_domains_answers_any_name():
+    assert "server_name _;" in nginx.site_config(server(domains=()), tls=False, nginx_version=(1, 26, 0))
+
+
+def test_gunicorn_unit_runs_the_release_as_the_app_user_sandboxed():
+    unit = gunicorn.unit_file(server())
+    assert "User=mysite" in unit and "WorkingDirectory=/srv/mysite/releases/%i" in unit
+    assert "ExecStart=/srv/mysite/releases/%i/.venv/bin/gunicorn --config /etc/gangway/mysite/gunicorn.conf.py " \
+           "mysite.wsgi:application" in unit
+    assert "RuntimeDirectory=mysite/%i" in unit and "ProtectSystem=strict" in unit
+    assert "ReadWritePaths=/srv/mysite/shared/media" in unit and "Restart=on-failure" in unit
+
+
+def test_gunicorn_config_is_valid_python_and_binds_the_runtime_socket():
+    source = gunicorn.config_file(server())
+    compile(source, "gunicorn.conf.py", "exec")
+    namespace = {}
+    import os
+    os.environ["RUNTIME_DIRECTORY"] = "/run/mysite/r1"
+    exec(source, namespace)
+    assert namespace["bind"] == "unix:/run/mysite/r1/gunicorn.sock" and namespace["umask"] == 0o007
+
+
+def test_firewall_opens_the_ssh_port_in_use_plus_web():
+    rules = firewall.ruleset(2222)
+    assert "tcp dport { 80, 443, 2222 } accept" in rules and "policy drop" in rules
+    assert "tcp dport { 22, 80, 443 } accept" in firewall.ruleset(22)
+
+
+def test_ssh_hardening_turns_off_root_and_passwords():
+    conf = render("ssh/hardening.conf.j2", deploy_user="deploy")
+    assert "PermitRootLogin no" in conf and "PasswordAuthentication no" in conf
+
+
+def test_certbot_command_uses_the_directory_email_domains_and_reload_hook():
+    cmd = tls.certbot_command(server(email="a@b.co", directory="https://ca.test/dir"), force=False)
+    assert "--server https://ca.test/dir" in cmd and "--email a@b.co" in cmd
+    assert "--domain app.test --domain www.app.test" in cmd and "'systemctl reload nginx'" in cmd
+    assert "--force-renewal" not in cmd
+    assert "--register-unsafely-without-email" in tls.certbot_command(server(), force=True)
+
+
+def test_certificate_state_is_parsed_from_openssl_output():
+    out = ("notAfter=Feb 22 10:00:00 2027 GMT\nX509v3 Subject Alternative Name: \n"
+           "    DNS:app.test, DNS:www.app.test\nstate=fresh\nserver = https://ca.test/dir\n")
+    state = tls.parse_certificate(out, 0)
+    assert state.domains == {"app.test", "www.app.test"} and state.fresh and state.server == "https://ca.test/dir"
+    assert tls.parse_certificate("", 1) is None
+
+
+@pytest.mark.parametrize("domains, server_url, fresh, reason", [
+    ({"app.test"}, "https://acme-v02.api.letsencrypt.org/directory", True, "domains changed"),
+    ({"app.test", "www.app.test"}, "https://other/dir", True, "directory changed"),
+    ({"app.test", "www.app.test"}, "https://acme-v02.api.letsencrypt.org/directory", False, "expires"),
+])
+def test_certificate_is_reissued_when_it_no_longer_matches(domains, server_url, fresh, reason):
+    s = server()
+    state = tls.CertificateState(frozenset(domains), "x", fresh, server_url)
+    [change] = tls.certificate_changes(s)(state, {})
+    assert reason in change.what and "--force-renewal" in change.commands[0]
+    ok = tls.CertificateState(frozenset({"app.test", "www.app.test"}), "x", True, s.inventory.acme.directory)
+    assert tls.certificate_changes(s)(ok, {}) == []
