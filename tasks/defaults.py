@@ -5,6 +5,15 @@ DEPLOY_USER = "deploy"
 ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 MAX_UPLOAD_MB = 20
 
+# Deploys.
+REQUIREMENTS = "requirements.txt"
+HEALTH_CHECK = "/"
+KEEP_RELEASES = 5
+KEEP_FAILED = 3
+HEALTH_TIMEOUT_S = 30
+# Added to the venv when the project's requirements do not name Gunicorn.
+GUNICORN = "gunicorn>=23,<24"
+
 # Below this much memory a swap file keeps pip builds and migrations from being killed by the OOM killer.
 SWAP_BELOW_MIB = 2048
 SWAP_SIZE_MIB = 1024

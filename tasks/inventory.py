@@ -62,6 +62,11 @@ class App:
     domains: tuple[str, ...] = ()
     wsgi_module: str = ""
     max_upload_mb: int = defaults.MAX_UPLOAD_MB
+    source: Path = Path(".")
+    requirements: str = defaults.REQUIREMENTS
+    health_check: str = defaults.HEALTH_CHECK
+    keep_releases: int = defaults.KEEP_RELEASES
+    keep_failed: int = defaults.KEEP_FAILED
 
     @property
     def wsgi(self) -> str:
@@ -176,6 +181,19 @@ def check_positive(value: int) -> str | None:
     return None if value > 0 else "must be a positive number"
 
 
+def check_at_least_two(value: int) -> str | None:
+    return None if value >= 2 else "must be at least 2: the live release and the previous one are always kept"
+
+
+def check_url_path(value: str) -> str | None:
+    return None if re.match(r"^/[^\s]*$", value) else "must be a URL path starting with /, e.g. /healthz/"
+
+
+def check_relative_path(value: str) -> str | None:
+    return None if value and not value.startswith("/") and ".." not in value.split("/") else \
+        "must be a path inside the project, e.g. requirements.txt"
+
+
 # --- the schema ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -201,6 +219,12 @@ APP_KEYS = {
                    each=check_domain, item_kind=str),
     "wsgi_module": Key(str, "the Django project's WSGI module, e.g. mysite.wsgi", check=check_python_module),
     "max_upload_mb": Key(int, "the largest request body nginx accepts, in MB", check=check_positive),
+    "source": Key(str, "the Django project's directory (with manage.py), relative to this file"),
+    "requirements": Key(str, "the requirements file, relative to the project", check=check_relative_path),
+    "health_check": Key(str, "the path a new release must answer before it gets traffic, e.g. /healthz/",
+                        check=check_url_path),
+    "keep_releases": Key(int, "how many good releases to keep on the server", check=check_at_least_two),
+    "keep_failed": Key(int, "how many failed releases to keep aside for inspection", check=check_positive),
 }
 ACME_KEYS = {
     "email": Key(str, "the e-mail address for the ACME account (expiry notices)", check=check_email),
@@ -311,9 +335,15 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
     if "proxy" in top:
         p = checker.mapping(top["proxy"], PROXY_KEYS, "proxy")
         proxy = Proxy(url=p["url"], no_proxy=tuple(p.get("no_proxy", ())))
+    project = Path(app.get("source", ".")).expanduser()
     return Inventory(
         app=App(name=app["name"], domains=tuple(domains), wsgi_module=app.get("wsgi_module", ""),
-                max_upload_mb=app.get("max_upload_mb", defaults.MAX_UPLOAD_MB)),
+                max_upload_mb=app.get("max_upload_mb", defaults.MAX_UPLOAD_MB),
+                source=project if project.is_absolute() else (base / project).resolve(),
+                requirements=app.get("requirements", defaults.REQUIREMENTS),
+                health_check=app.get("health_check", defaults.HEALTH_CHECK),
+                keep_releases=app.get("keep_releases", defaults.KEEP_RELEASES),
+                keep_failed=app.get("keep_failed", defaults.KEEP_FAILED)),
         hosts=tuple(hosts),
         acme=Acme(email=acme_data.get("email"), directory=acme_data.get("directory", defaults.ACME_DIRECTORY),
                   ca_bundle=ca_bundle),

@@ -2,8 +2,14 @@
 
     /srv/APP/                 root, 755
       releases/RELEASE/       one directory per deploy (owned by the deploy user)
+        .gangway/release.json what the release is: commit, status, migrations
+        .venv -> ../../venvs/H  its Python environment, shared by releases with the same requirements
+      venvs/HASH/             Python environments, keyed by a hash of the requirements
+      failed/RELEASE/         releases that failed, kept aside for inspection
       shared/                 survives releases: env file, media
         media/                the only place the app user may write
+      backups/                database dumps taken before migrations (postgres only)
+      state/                  the deploy lock and the audit log
       current -> releases/X   the release nginx serves static files from
     /etc/gangway/APP/         rendered config: gunicorn.conf.py, nginx backend include
     /run/APP/RELEASE/         one Gunicorn socket per running release
@@ -54,6 +60,41 @@ class Layout:
 
     def release(self, release_id: str) -> str:
         return f"{self.releases}/{release_id}"
+
+    def release_meta(self, release_id: str) -> str:
+        return f"{self.release(release_id)}/.gangway/release.json"
+
+    @property
+    def venvs(self) -> str:
+        return f"{self.root}/venvs"
+
+    def venv(self, requirements_hash: str) -> str:
+        return f"{self.venvs}/{requirements_hash}"
+
+    @property
+    def failed(self) -> str:
+        return f"{self.root}/failed"
+
+    @property
+    def backups(self) -> str:
+        return f"{self.root}/backups"
+
+    @property
+    def state(self) -> str:
+        return f"{self.root}/state"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.state}/deploy.lock"
+
+    @property
+    def lock_info(self) -> str:
+        return f"{self.state}/deploy.lock.info"
+
+    @property
+    def history(self) -> str:
+        """The audit log: one line per deploy, switch, rollback and failure."""
+        return f"{self.state}/history.log"
 
     # --- config the tool renders ---------------------------------------------------------------------------
     @property

@@ -1,0 +1,85 @@
+"""The deploy lock: one deploy or rollback at a time per app, released even when the client dies.
+
+The lock is an flock(1) held by a process on the server that lives exactly as long as this SSH channel:
+when fab ends, is interrupted, or loses its connection, the channel closes, the process sees end of input
+and exits, and the lock is free again. `fab unlock` ends a holder that is still there (a hung connection).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from datetime import datetime, timezone
+
+from tasks.layout import Layout
+from tasks.remote import Remote, RemoteError
+from tasks.shell import q
+
+BUSY = 75  # flock's exit code when the lock is taken
+
+
+class LockBusy(RemoteError):
+    """Another deploy or rollback holds the lock."""
+
+
+def holder_command(layout: Layout, info: dict) -> str:
+    """Take the lock, record who holds it, then wait for the end of input while holding it."""
+    lock, info_path = q(layout.lock), q(layout.lock_info)
+    record = q(json.dumps(info))
+    hold = q(f"printf '%s\\n' {record} | sed \"s/\\\"pid\\\": 0/\\\"pid\\\": $$/\" > {info_path}; "
+             f"echo acquired; exec cat >/dev/null")
+    return (f"flock --nonblock --conflict-exit-code {BUSY} {lock} sh -c {hold} "
+            f"|| {{ s=$?; if [ $s = {BUSY} ]; then echo busy; cat {info_path} 2>/dev/null; fi; exit $s; }}")
+
+
+def describe_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError:
+        return "another run (no details recorded)"
+    return f"{info.get('who', '?')} ({info.get('what', '?')}) since {info.get('since', '?')}"
+
+
+class DeployLock:
+    def __init__(self, remote: Remote, layout: Layout, what: str):
+        self.remote = remote
+        self.layout = layout
+        self.what = what
+        self.channel = None
+
+    def __enter__(self) -> "DeployLock":
+        info = {"who": f"{getpass.getuser()}@{socket.gethostname()}", "what": self.what, "pid": 0,
+                "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
+        transport = self.remote.connection.transport
+        self.channel = transport.open_session()
+        self.channel.settimeout(30)
+        self.remote.stats.commands += 1
+        self.channel.exec_command(holder_command(self.layout, info))
+        reader = self.channel.makefile("r")
+        first = reader.readline().strip()
+        if first == "acquired":
+            return self
+        rest = reader.read().strip()
+        self.channel.close()
+        if first == "busy":
+            raise LockBusy(f"another deploy or rollback is running: {describe_holder(rest)}. Wait for it to "
+                           "finish; if that run is dead, clear its lock with `fab unlock`")
+        raise RemoteError(f"could not take the deploy lock {self.layout.lock} ({first} {rest}); was the server "
+                          "provisioned with `fab provision`?")
+
+    def __exit__(self, *exc) -> None:
+        if self.channel is not None:
+            try:
+                self.channel.shutdown_write()
+                self.channel.close()
+            except Exception:
+                pass  # the connection is gone: the server frees the lock by itself
+
+
+def unlock_command(layout: Layout) -> str:
+    """End the process holding the lock, if any; print who it was."""
+    info = q(layout.lock_info)
+    return (f"if flock --nonblock {q(layout.lock)} true; then echo free; else "
+            f"cat {info}; pid=$(sed -n 's/.*\"pid\": \\([0-9]*\\).*/\\1/p' {info}); "
+            f"[ -n \"$pid\" ] && kill \"$pid\" 2>/dev/null; sleep 0.2; echo; echo cleared; fi")

@@ -1,0 +1,229 @@
+"""The shell scripts a deploy or rollback runs on the server, built as plain strings (nothing here runs).
+
+Each function returns one script, so each phase of a deploy costs one round trip.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tasks import shell
+from tasks.layout import Layout
+from tasks.releases import Release
+from tasks.shell import as_user, q
+from tasks.steps import Probe
+
+HEALTH_FAILED = 4
+MIGRATION_FAILED = 5
+CHECK_FAILED = 6
+BUILD_FAILED = 7
+
+
+# --- facts --------------------------------------------------------------------------------------------------
+
+def state_probes(layout: Layout) -> list[Probe]:
+    """Everything a deploy or rollback needs to know, for one gather."""
+    app = layout.app
+    meta = ".gangway/release.json"
+    return [
+        Probe("releases", f"cd {q(layout.releases)} && for d in */; do d=${{d%/}}; "
+                          f"printf '%s\\t' \"$d\"; tr -d '\\n' < \"$d/{meta}\" 2>/dev/null; echo; done",
+              lambda out, rc: out),
+        Probe("failed", f"ls -1 {q(layout.failed)}", lambda out, rc: out.split()),
+        Probe("backend", f"cat {q(layout.nginx_backend)}", lambda out, rc: out if rc == 0 else None),
+        Probe("running", f"systemctl list-units --plain --no-legend --state=active {q(app + '@*.service')} "
+                         "| awk '{print $1}'",
+              lambda out, rc: [u[len(app) + 1:-len(".service")] for u in out.split()]),
+        Probe("history", f"tail -n 500 {q(layout.history)}", lambda out, rc: out),
+        Probe("venvs", f"cd {q(layout.venvs)} && for v in */; do [ -f \"$v.complete\" ] && echo \"${{v%/}}\"; done",
+              lambda out, rc: out.split()),
+        Probe("python", "python3 -c 'import sys; print(sys.version.split()[0])'", lambda out, rc: out.strip()),
+        Probe("provisioned", f"test -f {q(layout.unit_path)} && test -d {q(layout.state)}",
+              lambda out, rc: rc == 0),
+    ]
+
+
+def applied_migrations(app: str) -> str:
+    """The migrations the database has applied, as app.name lines in the order they were applied."""
+    sql = "select app || '.' || name from django_migrations order by id"
+    guard = "select to_regclass('django_migrations') is not null"
+    return (f"cd / && if [ \"$({as_user(app, f'psql -X -q -t -A -d {q(app)} -c {q(guard)}')})\" = t ]; then "
+            f"{as_user(app, f'psql -X -q -t -A -d {q(app)} -c {q(sql)}')}; fi")
+
+
+# --- building a release ------------------------------------------------------------------------------------
+
+def manage(layout: Layout, release_id: str, user: str, args: str) -> str:
+    """`manage.py ARGS` in a release, as `user`, with the app's environment file loaded (as systemd would)."""
+    release = layout.release(release_id)
+    inner = (f"set -a; . {q(layout.env_file)}; set +a; "
+             f"export GANGWAY_RELEASE={q(release_id)} DJANGO_STATIC_ROOT={q(release + '/static')}; "
+             f"cd {q(release)} && exec runuser -u {q(user)} -- .venv/bin/python manage.py {args}")
+    return f"sh -c {q(inner)}"
+
+
+def env_file(layout: Layout, managed: dict[str, str]) -> str:
+    """Create the environment file once (with a new secret key), then keep the managed keys up to date.
+
+    Lines the operator added are left alone; the secret key is generated on the server and never printed.
+    """
+    program = f"""
+import os, re, secrets, sys
+path = {layout.env_file!r}
+managed = {managed!r}
+lines = open(path).read().splitlines() if os.path.exists(path) else []
+keys = {{re.split(r"\\s*=", l, 1)[0].strip() for l in lines if "=" in l and not l.lstrip().startswith("#")}}
+if "DJANGO_SECRET_KEY" not in keys:
+    lines.append("DJANGO_SECRET_KEY='%s'" % secrets.token_urlsafe(50))
+out = []
+for line in lines:
+    key = re.split(r"\\s*=", line, 1)[0].strip()
+    out.append(f"{{key}}='{{managed.pop(key)}}'" if key in managed else line)
+out += [f"{{k}}='{{v}}'" for k, v in managed.items()]
+text = "\\n".join(out) + "\\n"
+if not os.path.exists(path) or open(path).read() != text:
+    tmp = path + ".gw-new"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+"""
+    return f"python3 -c {q(program)}"
+
+
+def unpack(layout: Layout, release: Release, archive: str, deploy_user: str) -> str:
+    path = layout.release(release.id)
+    return "\n".join([
+        shell.join("install", "-d", "-o", deploy_user, "-g", deploy_user, path, f"{path}/.gangway"),
+        as_user(deploy_user, f"tar -xzf {q(archive)} -C {q(path)}") + f" && rm -f {q(archive)}",
+        # Projects whose MEDIA_ROOT is BASE_DIR / "media" find the shared media there.
+        f"[ -e {q(path + '/media')} ] || ln -s {q(layout.media)} {q(path + '/media')}",
+        shell.write_file(layout.release_meta(release.id), release.to_json(), "644", deploy_user, deploy_user),
+    ])
+
+
+def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_file: str, extra: str,
+         deploy_user: str, env: dict[str, str]) -> str:
+    """Reuse the venv built for the same requirements, or build it; a venv counts once `.complete` exists."""
+    target = layout.venv(requirements_hash)
+    release = layout.release(release_id)
+    pip = (f"python3 -m venv {q(target)} && "
+           f"{q(target)}/bin/pip install --quiet --disable-pip-version-check --no-input "
+           f"-r {q(release + '/' + requirements_file)} {extra} && touch {q(target + '/.complete')}")
+    build = (f"rm -rf {q(target)}; echo building the Python environment; "
+             f"if ! out=$({as_user(deploy_user, shell.with_env(env, pip))} 2>&1); then "
+             f"echo \"$out\" | tail -n 30 >&2; rm -rf {q(target)}; exit {BUILD_FAILED}; fi")
+    return "\n".join([
+        f"if [ -f {q(target + '/.complete')} ]; then echo reusing the Python environment; else {build}; fi",
+        shell.symlink(f"{release}/.venv", target),
+    ])
+
+
+def release_check(layout: Layout, release_id: str, deploy_user: str, script: str) -> str:
+    """Django's deploy checks, collectstatic and the list of known migrations, in one Python process."""
+    inner = manage(layout, release_id, deploy_user, f"shell --no-startup --interface python "
+                                                    f"--command {q(script)}")
+    return (f"if ! out=$({inner} 2>&1); then echo \"$out\" | tail -n 40 >&2; exit {CHECK_FAILED}; fi; "
+            f"printf '%s\\n' \"$out\"")
+
+
+def backup(layout: Layout, app: str, name: str) -> str:
+    """A custom-format dump (pg_restore can restore it), taken as postgres, kept in backups/."""
+    path = f"{layout.backups}/{name}.dump"
+    return (f"cd / && runuser -u postgres -- pg_dump --format=custom --file={q(path)} {q(app)} && "
+            f"echo {q(path)}")
+
+
+def migrate(layout: Layout, release_id: str, app: str, targets: dict[str, str] | None = None) -> str:
+    """Apply (or, with targets, reverse down to) migrations, as the app user (peer authentication)."""
+    if not targets:
+        return manage(layout, release_id, app, "migrate --noinput")
+    return "\n".join(manage(layout, release_id, app, f"migrate --noinput {q(a)} {q(t)}")
+                     for a, t in targets.items())
+
+
+# --- switching traffic ----------------------------------------------------------------------------------------
+
+def start_and_check(layout: Layout, release_id: str, host: str, path: str, https: bool, timeout: int) -> str:
+    """Start the release's Gunicorn and ask it for `path` over its own socket, with the app's real settings
+    (its Host header must be in ALLOWED_HOSTS). Fails with its journal when it does not answer healthy."""
+    unit, sock = layout.unit(release_id), layout.socket(release_id)
+    headers = f"-H {q('Host: ' + host)}" + (" -H 'X-Forwarded-Proto: https'" if https else "")
+    return f"""systemctl reset-failed {q(unit)} 2>/dev/null || true
+systemctl start {q(unit)}
+deadline=$(( $(date +%s) + {timeout} )); code=; body=
+while :; do
+  if [ -S {q(sock)} ]; then
+    body=$(curl -s --max-time 10 -w '\\n%{{http_code}}' --unix-socket {q(sock)} {headers} {q('http://' + host + path)} || true)
+    code=$(printf '%s' "$body" | tail -n 1)
+    case "$code" in 2??|3??) break ;; esac
+  fi
+  restarts=$(systemctl show -p NRestarts --value {q(unit)})
+  state=$(systemctl show -p ActiveState --value {q(unit)})
+  if [ "$state" = failed ] || [ "${{restarts:-0}}" -gt 0 ] || [ $(date +%s) -ge $deadline ]; then
+    echo "release {release_id} is not healthy: GET {path} answered ${{code:-nothing}} (unit $state)" >&2
+    [ "$code" = 400 ] && echo "(400 from Django usually means the Host header '{host}' is not in ALLOWED_HOSTS)" >&2
+    printf '%s\\n' "$body" | head -n -1 | head -c 1500 >&2
+    echo "--- journalctl -u {unit}:" >&2
+    journalctl -u {q(unit)} -n 30 --no-pager -o cat >&2
+    systemctl stop {q(unit)}
+    exit {HEALTH_FAILED}
+  fi
+  sleep 0.1
+done
+echo "healthy: GET {path} -> $code"
+"""
+
+
+def backend_conf(layout: Layout, release_id: str) -> str:
+    return (f"# Written by gangway on deploy and rollback: the release nginx sends traffic to.\n"
+            f"# live: {release_id}\n"
+            f"proxy_pass http://unix:{layout.socket(release_id)};\n")
+
+
+def switch(layout: Layout, release: Release, old: str | None, history_line: dict, deploy_user: str) -> str:
+    """Point nginx and `current` at the new release, wait until no old nginx worker is left (so no request
+    reaches the old release once this returns), then stop the old release. Runs to the end even if the
+    connection drops."""
+    previous_backend = f"{layout.nginx_backend}.gw-prev"
+    stop_old = f"systemctl stop --no-block {q(layout.unit(old))}" if old and old != release.id else ""
+    return "\n".join([
+        "trap '' HUP PIPE",
+        shell.write_file(layout.release_meta(release.id), release.to_json(), "644", deploy_user, deploy_user),
+        shell.symlink(layout.current, layout.release(release.id)),
+        f"cp -a {q(layout.nginx_backend)} {q(previous_backend)} 2>/dev/null || true",
+        shell.write_file(layout.nginx_backend, backend_conf(layout, release.id), "644", "root", "root"),
+        f"if ! out=$(nginx -t 2>&1); then mv -f {q(previous_backend)} {q(layout.nginx_backend)}; "
+        f"echo \"nginx rejected the switch: $out\" >&2; exit 3; fi",
+        f"rm -f {q(previous_backend)}",
+        "old_workers=$(pgrep -P \"$(cat /run/nginx.pid)\" | tr '\\n' ' ')",
+        "systemctl reload nginx",
+        "for i in $(seq 1 300); do alive=; for p in $old_workers; do kill -0 \"$p\" 2>/dev/null && alive=1; done; "
+        "[ -z \"$alive\" ] && break; sleep 0.05; done",
+        stop_old,
+        history(layout, history_line),
+    ])
+
+
+def history(layout: Layout, line: dict) -> str:
+    return f"printf '%s\\n' {q(json.dumps(line, sort_keys=True))} >> {q(layout.history)}"
+
+
+def set_aside(layout: Layout, release: Release, deploy_user: str, history_line: dict) -> str:
+    """Stop a failed release and move it to failed/, where it is kept for inspection."""
+    return "\n".join([
+        f"systemctl stop {q(layout.unit(release.id))} 2>/dev/null || true",
+        shell.write_file(layout.release_meta(release.id), release.to_json(), "644", deploy_user, deploy_user),
+        f"mv -fT {q(layout.release(release.id))} {q(layout.failed + '/' + release.id)}",
+        history(layout, history_line),
+    ])
+
+
+def cleanup(layout: Layout, stop: list[str], remove_releases: list[str], remove_failed: list[str],
+            remove_venvs: list[str]) -> str:
+    """Stop stray units and remove what is no longer kept; each path is named, nothing is globbed."""
+    lines = [f"systemctl stop --no-block {q(layout.unit(r))}" for r in stop]
+    paths = ([layout.release(r) for r in remove_releases] + [f"{layout.failed}/{r}" for r in remove_failed]
+             + [layout.venv(v) for v in remove_venvs])
+    if paths:
+        lines.append("rm -rf -- " + " ".join(q(p) for p in paths))
+    return "\n".join(lines) or "true"

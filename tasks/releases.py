@@ -1,0 +1,149 @@
+"""Releases as data: ids, what the server says about them, which to keep, which migrations stand between two.
+
+Pure functions only; `tasks.deploy` gathers the facts and runs the scripts built from these answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7,12}(-dirty)?$")
+
+# A release's status, in .gangway/release.json.
+BUILDING = "building"  # being built; left behind only by an interrupted deploy
+GOOD = "good"          # passed its health check and went live at least once
+FAILED = "failed"      # moved to failed/ for inspection
+
+
+def new_release_id(commit: str, dirty: bool = False, now: datetime | None = None) -> str:
+    """Sorts by time and names the commit: 20261124T051203Z-1a2b3c4."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{commit[:7]}" + ("-dirty" if dirty else "")
+
+
+@dataclass
+class Release:
+    id: str
+    status: str = BUILDING
+    commit: str = ""
+    ref: str = ""
+    created: str = ""
+    deployed_by: str = ""
+    requirements: str = ""  # hash of the requirements: the name of its venv
+    migrations: list[str] = field(default_factory=list)  # every migration its code knows, "app.name", in plan order
+    error: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Release":
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class ServerState:
+    """What the server says about the app's releases, gathered in one round trip."""
+    releases: dict[str, Release]      # in releases/, by id
+    failed: list[str]                 # ids in failed/, oldest first
+    live: str | None                  # the release nginx sends traffic to
+    running: list[str]                # release ids whose Gunicorn unit is active
+    history: list[dict]               # the audit log, oldest first
+    venvs: list[str]                  # requirement hashes with a built venv
+    python: str = ""                  # the server's python3 version
+
+    def previous_good(self) -> str | None:
+        """The release that was live before the live one, if it still exists and is good."""
+        seen_live = False
+        abandoned = {e.get("from") for e in self.history if e.get("event") == "rollback"}
+        for event in reversed(self.history):
+            if event.get("event") not in ("live", "rollback"):
+                continue
+            release = event.get("release")
+            if release == self.live and not seen_live:
+                seen_live = True
+                continue
+            if seen_live and release != self.live and release not in abandoned and self._good(release):
+                return release
+        # No usable history (an old server, a truncated log): the newest good release before the live one.
+        candidates = [r for r in self.good_ids() if (self.live is None or r < self.live) and r not in abandoned]
+        return candidates[-1] if candidates else None
+
+    def good_ids(self) -> list[str]:
+        return sorted(r for r, rel in self.releases.items() if rel.status == GOOD)
+
+    def _good(self, release: str | None) -> bool:
+        return bool(release and release in self.releases and self.releases[release].status == GOOD)
+
+    def unfinished(self) -> list[str]:
+        """Releases an interrupted deploy left behind: never live, never finished."""
+        return sorted(r for r, rel in self.releases.items() if rel.status != GOOD and r != self.live)
+
+
+def parse_history(text: str) -> list[dict]:
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill: the rest of the log still counts
+    return events
+
+
+def parse_releases(text: str) -> dict[str, Release]:
+    """`ID<TAB>JSON` lines; a release whose metadata is missing or broken counts as unfinished."""
+    releases = {}
+    for line in text.splitlines():
+        release_id, _, meta = line.partition("\t")
+        if not RELEASE_ID.match(release_id):
+            continue
+        try:
+            releases[release_id] = Release.from_json(meta)
+            releases[release_id].id = release_id
+        except (json.JSONDecodeError, TypeError):
+            releases[release_id] = Release(release_id)
+    return releases
+
+
+def parse_live(backend_conf: str) -> str | None:
+    match = re.search(r"^# live: (\S+)$", backend_conf, re.M)
+    return match.group(1) if match else None
+
+
+def to_prune(state: ServerState, keep: int, new_live: str, previous: str | None) -> list[str]:
+    """Good releases beyond the newest `keep`; the live one and the previous one are never among them."""
+    protected = {new_live, previous} - {None}
+    good = [r for r in state.good_ids() if r not in protected]
+    room = max(keep - len(protected), 0)
+    return good[:-room] if room else good
+
+
+def failed_to_prune(failed: list[str], keep: int) -> list[str]:
+    """Failed releases beyond the newest `keep`."""
+    return sorted(failed)[:max(len(failed) - keep, 0)]
+
+
+def venvs_to_prune(state: ServerState, kept_releases: list[str]) -> list[str]:
+    """Venvs no kept release uses."""
+    used = {state.releases[r].requirements for r in kept_releases if r in state.releases}
+    return [v for v in state.venvs if v not in used]
+
+
+def migrations_to_reverse(applied: list[str], target_known: list[str]) -> list[str]:
+    """Migrations applied in the database that the target release's code does not know."""
+    known = set(target_known)
+    return [m for m in applied if m not in known]
+
+
+def reverse_targets(to_reverse: list[str], target_known: list[str], applied: list[str]) -> dict[str, str]:
+    """For each app with migrations to reverse: the migration to go back to ("zero" for none)."""
+    applied_set = set(applied)
+    targets = {}
+    for app in dict.fromkeys(m.split(".", 1)[0] for m in to_reverse):
+        kept = [m.split(".", 1)[1] for m in target_known if m.startswith(app + ".") and m in applied_set]
+        targets[app] = kept[-1] if kept else "zero"
+    return targets

@@ -1,0 +1,43 @@
+# Run inside a new release by `manage.py shell --command` (so the project's own manage.py picks the settings),
+# before the release gets any traffic: Django's deploy checks, collectstatic, and the migrations the code knows.
+# Prints one JSON line last; exits non-zero with Django's own message when the release must not go live.
+import json
+import sys
+from io import StringIO
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.db.migrations.loader import MigrationLoader
+
+report = {"warnings": []}
+checks = StringIO()
+try:
+    call_command("check", deploy=True, stdout=checks, stderr=checks)
+except SystemCheckError as error:
+    sys.exit(f"`manage.py check --deploy` found problems:\n{error}")
+report["warnings"] = [line for line in checks.getvalue().splitlines() if ": (" in line]
+
+release = Path.cwd().resolve()
+if not settings.STATIC_ROOT:
+    sys.exit("STATIC_ROOT is not set: set it, e.g. STATIC_ROOT = os.environ.get('DJANGO_STATIC_ROOT', "
+             "BASE_DIR / 'static')")
+call_command("collectstatic", interactive=False, verbosity=0)
+static_root = Path(settings.STATIC_ROOT).resolve()
+served = release / "static"
+if static_root != served:
+    if release not in static_root.parents:
+        sys.exit(f"STATIC_ROOT is {static_root}, outside the release: nginx serves each release's own static "
+                 "files, so read it from DJANGO_STATIC_ROOT (which gangway sets) or keep it inside the project")
+    if not served.exists():
+        served.symlink_to(static_root.relative_to(release))
+
+loader = MigrationLoader(None, ignore_no_migrations=True)
+plan = []
+for leaf in sorted(loader.graph.leaf_nodes()):
+    for app, name in loader.graph.forwards_plan(leaf):
+        if f"{app}.{name}" not in plan:
+            plan.append(f"{app}.{name}")
+report["migrations"] = plan
+print(json.dumps(report))
