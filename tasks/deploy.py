@@ -106,6 +106,10 @@ def _login(inventory: Inventory, host: Host, reporter: Reporter) -> tuple[Sessio
     return Session(inventory, host, targets.login(host, inventory, stats), reporter), stats
 
 
+def _serving(state: ServerState) -> str:
+    return f"{state.live} is still serving" if state.live else "the placeholder page still shows (nothing was live)"
+
+
 def _fail(what: str, error: Exception) -> Exit:
     return Exit(f"{what} failed: {error}", code=1)
 
@@ -155,8 +159,7 @@ def deploy_to(inventory: Inventory, host: Host, src: source.Source, reporter: Re
             except DeployError as error:
                 reversed_ = _undo_migrations(session, release, applied_before) if pending else ""
                 _set_aside(session, release, str(error))
-                raise DeployError(f"release {release.id} did not go live; {state.live or 'nothing'} is still "
-                                  f"serving{reversed_}. Its release is kept in {layout.failed}/.\n{error}") from None
+                raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its release is kept in {layout.failed}/.\n{error}") from None
             _prune(session, session.state(), release.id, state.live)
     except KeyboardInterrupt:
         raise Exit("deploy interrupted: the live release is untouched unless the switch had begun; the next "
@@ -206,7 +209,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         _set_aside(session, release, result.tail(40))
         what = {commands.BUILD_FAILED: "building its Python environment (pip) failed",
                 commands.CHECK_FAILED: "Django's checks or collectstatic failed"}.get(result.code, "building it failed")
-        raise DeployError(f"release {release.id}: {what}; {state.live or 'nothing'} is still serving. Kept in "
+        raise DeployError(f"release {release.id}: {what}; {_serving(state)}. Kept in "
                           f"{layout.failed}/ for inspection.\n{result.tail(40)}")
     report = json.loads(next(line for line in reversed(result.stdout.splitlines()) if line.startswith("{")))
     release.migrations = report["migrations"]

@@ -72,12 +72,12 @@ import os, re, secrets, sys
 path = {layout.env_file!r}
 managed = {managed!r}
 lines = open(path).read().splitlines() if os.path.exists(path) else []
-keys = {{re.split(r"\\s*=", l, 1)[0].strip() for l in lines if "=" in l and not l.lstrip().startswith("#")}}
+keys = {{re.split(r"\\s*=", l, maxsplit=1)[0].strip() for l in lines if "=" in l and not l.lstrip().startswith("#")}}
 if "DJANGO_SECRET_KEY" not in keys:
     lines.append("DJANGO_SECRET_KEY='%s'" % secrets.token_urlsafe(50))
 out = []
 for line in lines:
-    key = re.split(r"\\s*=", line, 1)[0].strip()
+    key = re.split(r"\\s*=", line, maxsplit=1)[0].strip()
     out.append(f"{{key}}='{{managed.pop(key)}}'" if key in managed else line)
 out += [f"{{k}}='{{v}}'" for k, v in managed.items()]
 text = "\\n".join(out) + "\\n"

@@ -30,7 +30,7 @@ def with_env(env: dict[str, str], command: str) -> str:
     """`command` run with extra environment variables (e.g. an outbound proxy)."""
     if not env:
         return command
-    return "env " + " ".join(q(f"{k}={v}") for k, v in sorted(env.items())) + " " + command
+    return "env " + " ".join(q(f"{k}={v}") for k, v in sorted(env.items())) + f" sh -c {q(command)}"
 
 
 def as_user(user: str, command: str) -> str:
