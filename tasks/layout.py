@@ -88,6 +88,11 @@ class Layout:
         return f"{self.state}/deploy.lock"
 
     @property
+    def lock_work(self) -> str:
+        """Held (shared) by every command of a locked run; see tasks/lock.py."""
+        return f"{self.state}/deploy.work"
+
+    @property
     def lock_info(self) -> str:
         return f"{self.state}/deploy.lock.info"
 

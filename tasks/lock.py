@@ -3,6 +3,10 @@
 The lock is an flock(1) held by a process on the server that lives exactly as long as this SSH channel:
 when fab ends, is interrupted, or loses its connection, the channel closes, the process sees end of input
 and exits, and the lock is free again. `fab unlock` ends a holder that is still there (a hung connection).
+
+A run that dies can leave commands running on the server (a pip install, a migration). Each command of a
+locked run holds a shared lock on a second file for as long as it and its children live, and a new run,
+once it holds the lock, waits until no such command is left before it touches anything.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from tasks.remote import Remote, RemoteError
 from tasks.shell import q
 
 BUSY = 75  # flock's exit code when the lock is taken
+WORK_WAIT_S = 900  # how long a new run waits for an interrupted run's commands to end
 
 
 class LockBusy(RemoteError):
@@ -25,12 +30,18 @@ class LockBusy(RemoteError):
 
 def holder_command(layout: Layout, info: dict) -> str:
     """Take the lock, record who holds it, then wait for the end of input while holding it."""
-    lock, info_path = q(layout.lock), q(layout.lock_info)
+    lock, info_path, work = q(layout.lock), q(layout.lock_info), q(layout.lock_work)
     record = q(json.dumps(info))
-    hold = q(f"printf '%s\\n' {record} | sed \"s/\\\"pid\\\": 0/\\\"pid\\\": $$/\" > {info_path}; "
+    hold = q(f"flock --exclusive --wait {WORK_WAIT_S} {work} true || {{ echo stuck; exit 1; }}; "
+             f"printf '%s\\n' {record} | sed \"s/\\\"pid\\\": 0/\\\"pid\\\": $$/\" > {info_path}; "
              f"echo acquired; exec cat >/dev/null")
     return (f"flock --nonblock --conflict-exit-code {BUSY} {lock} sh -c {hold} "
             f"|| {{ s=$?; if [ $s = {BUSY} ]; then echo busy; cat {info_path} 2>/dev/null; fi; exit $s; }}")
+
+
+def guarded(layout: Layout, script: str) -> str:
+    """`script`, holding the shared work lock while it and anything it starts are alive."""
+    return f"exec 9>>{q(layout.lock_work)}; flock --shared 9\n{script}"
 
 
 def describe_holder(text: str) -> str:
@@ -59,9 +70,13 @@ class DeployLock:
         reader = self.channel.makefile("r")
         first = reader.readline().strip()
         if first == "acquired":
+            self.remote.wrap = lambda script: guarded(self.layout, script)
             return self
         rest = reader.read().strip()
         self.channel.close()
+        if first == "stuck":
+            raise RemoteError(f"commands of an interrupted run are still running on the server after "
+                              f"{WORK_WAIT_S} s; look at them with `ps -ef`, end them, then try again")
         if first == "busy":
             raise LockBusy(f"another deploy or rollback is running: {describe_holder(rest)}. Wait for it to "
                            "finish; if that run is dead, clear its lock with `fab unlock`")
@@ -69,6 +84,7 @@ class DeployLock:
                           "provisioned with `fab provision`?")
 
     def __exit__(self, *exc) -> None:
+        self.remote.wrap = None
         if self.channel is not None:
             try:
                 self.channel.shutdown_write()

@@ -7,7 +7,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import paramiko
 from fabric import Connection
@@ -85,12 +85,15 @@ class Remote:
         self.connection = connection
         self.stats = stats
         self.user = connection.user
+        self.wrap: Callable[[str], str] | None = None  # e.g. a lock every command must hold
 
     @property
     def name(self) -> str:
         return f"{self.user}@{self.connection.host}"
 
     def run(self, command: str, *, as_root: bool = True, timeout: int | None = None) -> Result:
+        if self.wrap:
+            command = self.wrap(command)
         if as_root and self.user != "root":
             command = f"sudo -n -H sh -c {q(command)}"
         self.stats.commands += 1

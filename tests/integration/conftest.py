@@ -19,10 +19,20 @@ APP = "mysite"
 DOMAINS = ("app.test", "www.app.test")
 
 
+# Modules that share the provisioned trixie server run in this order: provision checks first (they expect
+# the placeholder page), then the release history. Unlisted modules run after them.
+MODULE_ORDER = ["test_provision", "test_releases"]
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+    def rank(item):
+        name = Path(str(item.fspath)).stem
+        return (MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER),)
+    items.sort(key=lambda item: ("tests/integration" in str(item.fspath), rank(item)))
 
 
 @pytest.fixture(scope="session", autouse=True)

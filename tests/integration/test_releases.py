@@ -1,0 +1,377 @@
+"""`fab deploy`, `fab rollback`, `fab releases`, `fab unlock` on a real provisioned server, with the example app.
+
+The tests in this module build on each other in order (a release history is the point), on the shared
+provisioned Debian 13 server; they run after tests/integration/test_provision.py (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import APP, DOMAINS, REPO, Provisioned, fab
+from tests.load import Load
+from tests.outside import https_get
+from tests import testhost
+
+KEEP_RELEASES = 3
+KEEP_FAILED = 2
+
+GOOD_MIGRATION = '''from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("counter", "0001_initial")]
+    operations = [migrations.AddField("hit", "agent", models.CharField(max_length=200, default=""))]
+'''
+
+FAILING_MIGRATION = '''from django.db import migrations
+
+
+def fail(apps, schema_editor):
+    raise RuntimeError("migration broken on purpose")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("counter", "0002_hit_agent")]
+    operations = [migrations.RunPython(fail, migrations.RunPython.noop)]
+'''
+
+
+class AppRepo:
+    """The user's project: a git repository holding a copy of example/."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        shutil.copytree(REPO / "example", path, ignore=shutil.ignore_patterns("__pycache__", "db.sqlite3",
+                                                                             "static", "media"))
+        shutil.copytree(REPO / "example" / "counter" / "static", path / "counter" / "static", dirs_exist_ok=True)
+        self.git("init", "-q")
+        self.commit("the example app")
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=Test", "-c", "user.email=test@app.test", *args],
+                              cwd=self.path, check=True, capture_output=True, text=True).stdout.strip()
+
+    def write(self, relative: str, content: str) -> None:
+        (self.path / relative).write_text(content)
+
+    def commit(self, message: str, **files: str) -> str:
+        for relative, content in files.items():
+            self.write(relative.replace("__", "/"), content)
+        self.git("add", "-A")
+        self.git("commit", "-q", "--allow-empty", "-m", message)
+        return self.git("rev-parse", "HEAD")
+
+    def set_version(self, version: str) -> str:
+        return self.commit(f"version {version}", **{"mysite__version.py": f'VERSION = "{version}"\n'})
+
+    def reset(self, commit: str) -> None:
+        self.git("reset", "-q", "--hard", commit)
+
+
+@dataclass
+class Site:
+    server: Provisioned
+    repo: AppRepo
+    inventory: Path
+
+    def deploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return fab("deploy", "--inventory", str(self.inventory), *args, check=check)
+
+    def rollback(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return fab("rollback", "--inventory", str(self.inventory), *args, check=check)
+
+    def get(self, path: str = "/version/"):
+        return https_get(self.server.host.address, DOMAINS[0], self.server.host.acme_root, path)
+
+    def answering(self) -> str:
+        response = self.get()
+        assert response.status == 200, response.body
+        return response.body.strip()
+
+    def sql(self, query: str) -> str:
+        out = self.server.root(f"cd /tmp && runuser -u {APP} -- psql -XtAc {quote(query)}")
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    def hits(self) -> int:
+        return int(self.sql("select count(*) from counter_hit"))
+
+    def ls(self, directory: str) -> list[str]:
+        return self.server.root(f"ls -1 /srv/{APP}/{directory}").stdout.split()
+
+
+def quote(text: str) -> str:
+    import shlex
+    return shlex.quote(text)
+
+
+def deployed_id(out: subprocess.CompletedProcess) -> str:
+    match = re.search(r"deployed (\S+) to", out.stdout)
+    assert match, out.stdout
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def site(trixie, tmp_path_factory) -> Site:
+    tmp = tmp_path_factory.mktemp("site")
+    repo = AppRepo(tmp / "project")
+    inventory = tmp / "site.yaml"
+    testhost.write_inventory(trixie.host, inventory, app=APP, domains=DOMAINS, source=repo.path,
+                             health_check="/healthz/", keep_releases=KEEP_RELEASES, keep_failed=KEEP_FAILED)
+    return Site(trixie, repo, inventory)
+
+
+@pytest.fixture(scope="module")
+def history() -> dict:
+    """Release ids by name, shared by the tests of this module as the history grows."""
+    return {}
+
+
+def test_first_deploy_serves_the_app_over_https(site, history):
+    out = site.deploy()
+    history["v1"] = release = deployed_id(out)
+    assert re.match(r"^\d{8}T\d{6}Z-[0-9a-f]{7}$", release)
+    assert site.answering() == f"1 {release}"
+    page = site.get("/")
+    assert page.status == 200 and f'<dd id="release">{release}</dd>' in page.body
+    css = re.search(r'href="(/static/counter/style\.[0-9a-f]+\.css)"', page.body).group(1)
+    static = site.get(css)
+    assert static.status == 200 and "text/css" in static.header("content-type")
+    assert site.hits() >= 1
+    assert "migrations" in out.stdout and "after a backup" in out.stdout
+    assert any(name.startswith(f"{release}-before-migrate") for name in site.ls("backups"))
+
+
+def test_the_secret_key_is_made_on_the_server_and_never_printed(site):
+    env = site.server.root(f"cat /srv/{APP}/shared/env").stdout
+    secret = re.search(r"^DJANGO_SECRET_KEY='(.+)'$", env, re.M).group(1)
+    assert len(secret) >= 50
+    out = site.deploy()
+    assert secret not in out.stdout + out.stderr
+    assert site.server.root(f"stat -c '%a %U' /srv/{APP}/shared/env").stdout.strip() == "600 root"
+    assert site.server.root(f"cat /srv/{APP}/shared/env").stdout == env  # kept across deploys
+
+
+def test_a_code_change_under_load_drops_no_request_and_only_the_new_code_answers_after(site, history):
+    site.repo.set_version("2")
+    with Load(site.server.host.address, DOMAINS[0], site.server.host.acme_root) as load:
+        out = site.deploy()
+        returned = time.monotonic()
+        time.sleep(1)
+    history["v2"] = release = deployed_id(out)
+    assert "Python environment reused" in out.stdout
+    assert len(load.samples) > 50
+    assert load.failures() == [], load.failures()[:5]
+    assert load.answered_after(returned) == {f"2 {release}"}
+
+
+def test_rollback_under_load_drops_no_request_and_only_the_old_code_answers_after(site, history):
+    with Load(site.server.host.address, DOMAINS[0], site.server.host.acme_root) as load:
+        out = site.rollback()
+        returned = time.monotonic()
+        time.sleep(1)
+    assert f"rolled back to {history['v1']}" in out.stdout
+    assert load.failures() == [], load.failures()[:5]
+    assert load.answered_after(returned) == {f"1 {history['v1']}"}
+    listing = fab("releases", "--inventory", str(site.inventory)).stdout
+    assert re.search(rf"{history['v1']}.*current", listing)
+    # Forward again: the abandoned release is not the "previous" one any more, a new deploy is.
+    history["v2b"] = deployed_id(site.deploy())
+    assert site.answering() == f"2 {history['v2b']}"
+
+
+def test_a_dirty_work_tree_is_refused_unless_asked(site):
+    site.repo.write("mysite/version.py", 'VERSION = "dirty"\n')
+    try:
+        out = site.deploy(check=False)
+        assert out.returncode != 0 and "uncommitted changes" in out.stderr and "--allow-dirty" in out.stderr
+        out = site.deploy("--allow-dirty")
+        assert deployed_id(out).endswith("-dirty") and site.answering().startswith("dirty ")
+    finally:
+        site.repo.git("checkout", "--", ".")
+    site.deploy()
+
+
+def _assert_set_aside(site: Site, out, before: str, hits: int) -> None:
+    assert out.returncode != 0
+    assert site.answering() == before, "the live release must keep serving"
+    assert site.hits() >= hits, "data must be intact"
+    failed = re.search(r"release (\S+) did not go live|release (\S+): ", out.stderr)
+    assert failed, out.stderr
+    release = failed.group(1) or failed.group(2)
+    assert release in site.ls("failed") and release not in site.ls("releases")
+    assert site.server.root(f"systemctl is-active {APP}@{release}").stdout.strip() != "active"
+
+
+def test_an_unhealthy_release_is_set_aside_with_its_own_log(site):
+    before, hits, good = site.answering(), site.hits(), site.repo.git("rev-parse", "HEAD")
+    site.repo.commit("health check broken", **{"mysite__urls.py": (site.repo.path / "mysite/urls.py").read_text() +
+                     "\nfrom django.http import HttpResponseServerError\n"
+                     "urlpatterns.insert(0, path('healthz/', lambda request: HttpResponseServerError("
+                     "'health broken on purpose')))\n"})
+    out = site.deploy(check=False)
+    _assert_set_aside(site, out, before, hits)
+    assert "is not healthy: GET /healthz/ answered 500" in out.stderr
+    assert "health broken on purpose" in out.stderr and "journalctl" in out.stderr
+    site.repo.reset(good)
+
+
+def test_a_release_that_crashes_at_start_is_set_aside_with_its_traceback(site):
+    before, hits, good = site.answering(), site.hits(), site.repo.git("rev-parse", "HEAD")
+    site.repo.commit("crash at import", **{"mysite__wsgi.py": "raise ImportError('crash on purpose')\n"})
+    out = site.deploy(check=False)
+    _assert_set_aside(site, out, before, hits)
+    assert "crash on purpose" in out.stderr
+    site.repo.reset(good)
+
+
+def test_a_failing_check_deploy_gate_stops_the_release(site):
+    before, hits, good = site.answering(), site.hits(), site.repo.git("rev-parse", "HEAD")
+    site.repo.commit("invalid model", **{"counter__models.py": (site.repo.path / "counter/models.py").read_text()
+                                         + "\n\nclass Broken(models.Model):\n    name = models.CharField()\n"})
+    out = site.deploy(check=False)
+    _assert_set_aside(site, out, before, hits)
+    assert "check --deploy" in out.stderr and "fields.E120" in out.stderr
+    site.repo.reset(good)
+
+
+def test_a_failing_migration_leaves_the_schema_and_the_live_release_as_they_were(site):
+    before, hits, good = site.answering(), site.hits(), site.repo.git("rev-parse", "HEAD")
+    site.repo.commit("two migrations, the second fails", **{
+        "counter__migrations__0002_hit_agent.py": GOOD_MIGRATION,
+        "counter__migrations__0003_fails.py": FAILING_MIGRATION,
+    })
+    out = site.deploy(check=False)
+    _assert_set_aside(site, out, before, hits)
+    assert "migration broken on purpose" in out.stderr
+    assert "reversed" in out.stderr  # 0002 went through before 0003 failed: it is undone
+    assert site.sql("select count(*) from django_migrations where app = 'counter'") == "1"
+    assert site.sql("select count(*) from information_schema.columns where table_name = 'counter_hit' "
+                    "and column_name = 'agent'") == "0"
+    site.repo.reset(good)
+
+
+def test_two_concurrent_deploys_one_is_refused_with_who_holds_the_lock(site):
+    site.repo.commit("new requirement", **{"requirements.txt": (site.repo.path / "requirements.txt").read_text()
+                                           + "six>=1.16\n"})
+    first = subprocess.Popen([sys.executable, "-m", "fabric", "deploy", "--inventory", str(site.inventory)],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().startswith("deploy "), "the first deploy should be under way"
+        second = site.deploy(check=False)
+        assert second.returncode != 0
+        assert "another deploy or rollback is running" in second.stderr and "since" in second.stderr
+        assert "fab unlock" in second.stderr
+        rest, errors = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, errors
+    assert "Python environment built" in rest
+
+
+@pytest.mark.parametrize("after_seconds", [0.3, 0.9, 1.5])
+def test_a_deploy_killed_at_any_moment_leaves_the_live_release_serving(site, after_seconds):
+    before = site.answering()
+    site.repo.set_version(f"killed-{after_seconds}")
+    run = subprocess.Popen([sys.executable, "-m", "fabric", "deploy", "--inventory", str(site.inventory)],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_seconds)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    answer = site.answering()  # either the old release, or the new one if the switch had begun: never nothing
+    assert answer == before or answer.startswith(f"killed-{after_seconds} ")
+    site.repo.set_version(f"after-kill-{after_seconds}")
+    release = deployed_id(site.deploy())
+    assert site.answering() == f"after-kill-{after_seconds} {release}"
+    running = site.server.root(f"systemctl list-units --plain --no-legend --state=active '{APP}@*'").stdout
+    assert running.count(f"{APP}@") == 1, running  # no stray release left running
+
+
+def test_ctrl_c_stops_a_deploy_and_frees_the_lock(site):
+    before = site.answering()
+    site.repo.commit("another requirement", **{"requirements.txt": (site.repo.path / "requirements.txt").read_text()
+                                               + "idna>=3\n"})
+    run = subprocess.Popen([sys.executable, "-m", "fabric", "deploy", "--inventory", str(site.inventory)],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout.readline().startswith("deploy ")
+        run.send_signal(signal.SIGINT)
+        _, errors = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode != 0 and "interrupted" in errors
+    assert site.answering() == before
+    # The next deploy is not refused: it waits for the interrupted pip to end on the server, then goes on.
+    site.deploy()
+
+
+def test_a_stuck_lock_is_refused_with_its_holder_and_can_be_cleared(site):
+    # A holder that hangs on the server (a run whose connection never closed): deploys are refused...
+    holder = ("printf '{\"who\": \"ghost@elsewhere\", \"what\": \"deploy\", \"since\": \"earlier\", "
+              "\"pid\": %s}\\n' $$ > deploy.lock.info; exec sleep 300")
+    site.server.ssh(f"cd /srv/{APP}/state && nohup flock deploy.lock sh -c {quote(holder)} >/dev/null 2>&1 &")
+    time.sleep(0.5)
+    refused = site.deploy(check=False)
+    assert refused.returncode != 0 and "ghost@elsewhere" in refused.stderr, refused.stderr
+    cleared = fab("unlock", "--inventory", str(site.inventory))
+    assert "cleared the lock held by ghost@elsewhere" in cleared.stdout
+    site.deploy()
+    assert "the lock was free" in fab("unlock", "--inventory", str(site.inventory)).stdout
+
+
+def test_rollback_refuses_to_leave_the_database_ahead_of_the_code_unless_told(site, history):
+    history["before-migration"] = previous = deployed_id(site.deploy())
+    site.repo.commit("a field", **{"counter__migrations__0002_hit_agent.py": GOOD_MIGRATION,
+                                   "counter__models.py": (site.repo.path / "counter/models.py").read_text()
+                                   + "    agent = models.CharField(max_length=200, default='')\n"})
+    site.repo.set_version("with-migration")
+    out = site.deploy()
+    assert "1 applied (counter.0002_hit_agent)" in out.stdout
+    hits = site.hits()
+    refused = site.rollback(check=False)
+    assert refused.returncode != 0
+    assert "counter.0002_hit_agent" in refused.stderr and "--migrate-back" in refused.stderr
+    assert site.answering().startswith("with-migration ")
+    out = site.rollback("--to", previous, "--migrate-back")
+    assert "1 reversed (counter.0002_hit_agent) after a backup" in out.stdout
+    assert site.answering().endswith(previous)
+    assert site.sql("select count(*) from django_migrations where app = 'counter'") == "1"
+    assert site.hits() >= hits  # rows kept; only the added column is gone
+    assert any("before-rollback" in name for name in site.ls("backups"))
+
+
+def test_a_rollback_with_no_migration_involved_is_quick(site, history):
+    site.repo.reset(site.repo.git("rev-list", "--max-count=1", "HEAD~2"))  # back before the migration commit
+    site.repo.set_version("quick-a")
+    a = deployed_id(site.deploy())
+    site.repo.set_version("quick-b")
+    deployed_id(site.deploy())
+    out = site.rollback()
+    seconds = float(re.search(r"in ([\d.]+) s", out.stdout).group(1))
+    assert site.answering() == f"quick-a {a}"
+    assert "migrations" not in out.stdout
+    assert seconds < 10  # the benchmark reports the real figure; this only catches a hang
+
+
+def test_old_releases_are_pruned_but_current_previous_and_failed_ones_are_kept(site):
+    listing = fab("releases", "--inventory", str(site.inventory)).stdout
+    releases = site.ls("releases")
+    assert len(releases) <= KEEP_RELEASES, releases
+    current = re.search(r"^(\S+) .* current ", listing, re.M).group(1)
+    previous = re.search(r"^(\S+) .* previous ", listing, re.M).group(1)
+    assert {current, previous} <= set(releases)
+    assert 1 <= len(site.ls("failed")) <= KEEP_FAILED
+    venvs = site.ls("venvs")
+    assert len(venvs) <= len(releases)
