@@ -66,7 +66,7 @@ class Session:
         return ServerState(releases=releases.parse_releases(facts["releases"]), failed=sorted(facts["failed"]),
                            live=releases.parse_live(facts["backend"] or ""), running=facts["running"],
                            history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
-                           python=facts["python"])
+                           python=facts["python"], applied=facts["applied"])
 
     def applied_migrations(self) -> list[str]:
         return self.remote.check(commands.applied_migrations(self.app), "reading the applied migrations"
@@ -135,7 +135,7 @@ def deploy(c, inventory=None, ref="HEAD", allow_dirty=False):
 
 def deploy_to(inventory: Inventory, host: Host, src: source.Source, reporter: Reporter) -> str:
     session, stats = _login(inventory, host, reporter)
-    layout, app = session.layout, session.app
+    layout = session.layout
     try:
         with DeployLock(session.remote, layout, f"deploy {src.commit[:7]}"):
             state = session.state()
@@ -143,7 +143,7 @@ def deploy_to(inventory: Inventory, host: Host, src: source.Source, reporter: Re
             reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
                           f"({inventory.source})")
             _build(session, state, src, release)
-            applied_before = session.applied_migrations()
+            applied_before = state.applied
             pending = [m for m in release.migrations if m not in set(applied_before)]
             try:
                 if pending:
@@ -298,7 +298,7 @@ def rollback_on(inventory: Inventory, host: Host, to: str | None, migrate_back: 
             if release.requirements not in state.venvs:
                 raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "
                                   f"({release.commit[:7]}) instead")
-            applied = session.applied_migrations()
+            applied = state.applied
             extra = releases.migrations_to_reverse(applied, release.migrations)
             if extra and not migrate_back:
                 raise DeployError(

@@ -40,6 +40,7 @@ def state_probes(layout: Layout) -> list[Probe]:
         Probe("python", "python3 -c 'import sys; print(sys.version.split()[0])'", lambda out, rc: out.strip()),
         Probe("provisioned", f"test -f {q(layout.unit_path)} && test -d {q(layout.state)}",
               lambda out, rc: rc == 0),
+        Probe("applied", applied_migrations(app), lambda out, rc: out.split()),
     ]
 
 
@@ -119,11 +120,15 @@ def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_f
 
 
 def release_check(layout: Layout, release_id: str, deploy_user: str, script: str) -> str:
-    """Django's deploy checks, collectstatic and the list of known migrations, in one Python process."""
+    """Django's deploy checks, collectstatic and the list of known migrations, in one Python process; then
+    the project's bytecode, compiled once here because the app user may not write into its release."""
+    release = layout.release(release_id)
     inner = manage(layout, release_id, deploy_user, f"shell --no-startup --interface python "
                                                     f"--command {q(script)}")
+    compile_ = as_user(deploy_user, f"{q(release)}/.venv/bin/python -m compileall -q -x '/(\.venv|static|media|node_modules)/' "
+                                    f"{q(release)} >/dev/null")
     return (f"if ! out=$({inner} 2>&1); then echo \"$out\" | tail -n 40 >&2; exit {CHECK_FAILED}; fi; "
-            f"printf '%s\\n' \"$out\"")
+            f"{compile_} || true; printf '%s\\n' \"$out\"")
 
 
 def backup(layout: Layout, app: str, name: str) -> str:

@@ -55,6 +55,7 @@ class ServerState:
     history: list[dict]               # the audit log, oldest first
     venvs: list[str]                  # requirement hashes with a built venv
     python: str = ""                  # the server's python3 version
+    applied: list[str] = field(default_factory=list)  # migrations the database has applied, in order
 
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""

@@ -21,7 +21,7 @@ DOMAINS = ("app.test", "www.app.test")
 
 # Modules that share the provisioned trixie server run in this order: provision checks first (they expect
 # the placeholder page), then the release history. Unlisted modules run after them.
-MODULE_ORDER = ["test_provision", "test_releases"]
+MODULE_ORDER = ["test_provision", "test_releases", "test_bookworm"]
 
 
 def pytest_collection_modifyitems(items):

@@ -7,7 +7,6 @@ provisioned Debian 13 server; they run after tests/integration/test_provision.py
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from tests.integration.conftest import APP, DOMAINS, REPO, Provisioned, fab
 from tests.load import Load
 from tests.outside import https_get
 from tests import testhost
+from tests.apprepo import AppRepo
 
 KEEP_RELEASES = 3
 KEEP_FAILED = 2
@@ -44,38 +44,6 @@ class Migration(migrations.Migration):
     dependencies = [("counter", "0002_hit_agent")]
     operations = [migrations.RunPython(fail, migrations.RunPython.noop)]
 '''
-
-
-class AppRepo:
-    """The user's project: a git repository holding a copy of example/."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        shutil.copytree(REPO / "example", path, ignore=shutil.ignore_patterns("__pycache__", "db.sqlite3",
-                                                                             "static", "media"))
-        shutil.copytree(REPO / "example" / "counter" / "static", path / "counter" / "static", dirs_exist_ok=True)
-        self.git("init", "-q")
-        self.commit("the example app")
-
-    def git(self, *args: str) -> str:
-        return subprocess.run(["git", "-c", "user.name=Test", "-c", "user.email=test@app.test", *args],
-                              cwd=self.path, check=True, capture_output=True, text=True).stdout.strip()
-
-    def write(self, relative: str, content: str) -> None:
-        (self.path / relative).write_text(content)
-
-    def commit(self, message: str, **files: str) -> str:
-        for relative, content in files.items():
-            self.write(relative.replace("__", "/"), content)
-        self.git("add", "-A")
-        self.git("commit", "-q", "--allow-empty", "-m", message)
-        return self.git("rev-parse", "HEAD")
-
-    def set_version(self, version: str) -> str:
-        return self.commit(f"version {version}", **{"mysite__version.py": f'VERSION = "{version}"\n'})
-
-    def reset(self, commit: str) -> None:
-        self.git("reset", "-q", "--hard", commit)
 
 
 @dataclass
@@ -152,11 +120,12 @@ def test_first_deploy_serves_the_app_over_https(site, history):
     assert any(name.startswith(f"{release}-before-migrate") for name in site.ls("backups"))
 
 
-def test_the_secret_key_is_made_on_the_server_and_never_printed(site):
+def test_the_secret_key_is_made_on_the_server_and_never_printed(site, history):
     env = site.server.root(f"cat /srv/{APP}/shared/env").stdout
     secret = re.search(r"^DJANGO_SECRET_KEY='(.+)'$", env, re.M).group(1)
     assert len(secret) >= 50
     out = site.deploy()
+    history["v1"] = deployed_id(out)
     assert secret not in out.stdout + out.stderr
     assert site.server.root(f"stat -c '%a %U' /srv/{APP}/shared/env").stdout.strip() == "600 root"
     assert site.server.root(f"cat /srv/{APP}/shared/env").stdout == env  # kept across deploys
@@ -238,10 +207,11 @@ def test_a_release_that_crashes_at_start_is_set_aside_with_its_traceback(site):
 def test_a_failing_check_deploy_gate_stops_the_release(site):
     before, hits, good = site.answering(), site.hits(), site.repo.git("rev-parse", "HEAD")
     site.repo.commit("invalid model", **{"counter__models.py": (site.repo.path / "counter/models.py").read_text()
-                                         + "\n\nclass Broken(models.Model):\n    name = models.CharField()\n"})
+                                         + "\n\nclass Broken(models.Model):\n"
+                                         "    other = models.ForeignKey('nope.Missing', on_delete=models.CASCADE)\n"})
     out = site.deploy(check=False)
     _assert_set_aside(site, out, before, hits)
-    assert "check --deploy" in out.stderr and "fields.E120" in out.stderr
+    assert "check --deploy" in out.stderr and "fields.E300" in out.stderr
     site.repo.reset(good)
 
 
@@ -321,7 +291,7 @@ def test_a_stuck_lock_is_refused_with_its_holder_and_can_be_cleared(site):
     # A holder that hangs on the server (a run whose connection never closed): deploys are refused...
     holder = ("printf '{\"who\": \"ghost@elsewhere\", \"what\": \"deploy\", \"since\": \"earlier\", "
               "\"pid\": %s}\\n' $$ > deploy.lock.info; exec sleep 300")
-    site.server.ssh(f"cd /srv/{APP}/state && nohup flock deploy.lock sh -c {quote(holder)} >/dev/null 2>&1 &")
+    site.server.ssh(f"cd /srv/{APP}/state && nohup flock deploy.lock sh -c {quote(holder)} </dev/null >/dev/null 2>&1 &")
     time.sleep(0.5)
     refused = site.deploy(check=False)
     assert refused.returncode != 0 and "ghost@elsewhere" in refused.stderr, refused.stderr

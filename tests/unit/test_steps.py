@@ -3,7 +3,6 @@
 import hashlib
 import subprocess
 
-import pytest
 
 from tasks import shell
 from tasks.remote import parse_sections

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tasks.inventory import parse
-from tasks.provisioning import Server, gunicorn, nginx, firewall, ssh, tls
+from tasks.provisioning import Server, firewall, gunicorn, nginx, tls
 from tasks.render import render
 
 

@@ -1,0 +1,113 @@
+"""Benchmark `fab deploy` and `fab rollback` on a local throwaway Debian server (run as root from the repo):
+
+    python3 -m bench.deploy [--suite trixie] [--runs 5]
+
+Provisions a fresh test server, then times: the first deploy of the example app (Python environment built,
+migrations applied), code-only deploys, a deploy with new requirements, and rollbacks with no migration.
+Code-only deploys and rollbacks run under a continuous HTTPS load (bounded in count and time, sent only to
+the test server) that counts failed requests and the worst latency during each switch. Figures, not
+pass/fail: this machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests import testhost
+from tests.apprepo import AppRepo
+from tests.load import Load
+
+REPO = Path(__file__).resolve().parent.parent
+DOMAIN = "app.test"
+
+
+@dataclass
+class Run:
+    label: str
+    wall: float
+    commands: int
+    requests: int = 0
+    failures: int = 0
+    worst: float = 0.0
+
+
+def fab(*args: str) -> tuple[float, str]:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=REPO, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"fab {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return seconds, result.stdout
+
+
+def commands(output: str) -> int:
+    return int(re.search(r"(\d+) remote commands", output).group(1))
+
+
+def timed(label: str, host: testhost.TestHost, *args: str, load: bool = False) -> tuple[Run, str]:
+    if not load:
+        wall, out = fab(*args)
+        return Run(label, wall, commands(out)), out
+    with Load(host.address, DOMAIN, host.acme_root, workers=6, max_seconds=60) as traffic:
+        wall, out = fab(*args)
+    return Run(label, wall, commands(out), len(traffic.samples), len(traffic.failures()),
+               traffic.worst_latency()), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default=testhost.DEFAULT_SUITE, choices=testhost.SUITES)
+    parser.add_argument("--runs", type=int, default=5, help="code-only deploys and rollbacks to time")
+    args = parser.parse_args()
+
+    runs: list[Run] = []
+    with testhost.start(args.suite) as host, tempfile.TemporaryDirectory() as tmp:
+        repo = AppRepo(Path(tmp) / "project")
+        inventory = Path(tmp) / "bench.yaml"
+        testhost.write_inventory(host, inventory, app="mysite", domains=(DOMAIN,), source=repo.path,
+                                 health_check="/healthz/", keep_releases=args.runs + 3)
+        inv = ("--inventory", str(inventory))
+        print("provisioning a fresh test server...", file=sys.stderr)
+        fab("provision", *inv)
+
+        run, _ = timed("first deploy (venv + migrations)", host, "deploy", *inv)
+        runs.append(run)
+        code_only = []
+        for i in range(args.runs):
+            repo.set_version(f"bench-{i}")
+            run, out = timed("code-only deploy", host, "deploy", *inv, load=True)
+            code_only.append(run)
+        rollbacks = []
+        live = re.search(r"deployed (\S+) to", out).group(1)
+        for i in range(args.runs):
+            run, out = timed("rollback, no migration", host, "rollback", *inv, load=True) if i % 2 == 0 else \
+                timed("rollback, no migration", host, "rollback", "--to", live, *inv, load=True)
+            rollbacks.append(run)
+        repo.commit("new requirement", **{"requirements.txt": (repo.path / "requirements.txt").read_text()
+                                          + "six>=1.16\n"})
+        run, _ = timed("deploy with new requirements", host, "deploy", *inv)
+        runs.append(run)
+
+    print(f"\nfab deploy / rollback on Debian {args.suite} (local test server, example app)")
+    print(f"{'run':<36}{'wall s':>8}{'commands':>10}{'requests':>10}{'failed':>8}{'worst ms':>10}")
+    for run in [runs[0], *code_only, runs[1], *rollbacks]:
+        load = f"{run.requests:>10}{run.failures:>8}{run.worst * 1000:>10.0f}" if run.requests else ""
+        print(f"{run.label:<36}{run.wall:>8.2f}{run.commands:>10}{load}")
+    print(f"\nmedian code-only deploy: {statistics.median(r.wall for r in code_only):.2f} s (target < 3 s)")
+    print(f"median rollback without migrations: {statistics.median(r.wall for r in rollbacks):.2f} s "
+          "(target < 1 s)")
+    failed = sum(r.failures for r in code_only + rollbacks)
+    total = sum(r.requests for r in code_only + rollbacks)
+    print(f"failed requests during switches: {failed} of {total} (target 0)")
+
+
+if __name__ == "__main__":
+    main()
