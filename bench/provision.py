@@ -4,12 +4,15 @@
 
 Prints wall time, remote commands and SSH connections for a fresh provision and for a re-run with nothing to
 change, next to the floor a fresh provision cannot beat: `apt-get install` of the same packages on an
-identical fresh server, measured in the same run. Figures, not pass/fail: this machine is shared and noisy.
+identical fresh server, and next to pyinfra doing the same checks (same packages, files, directories, links,
+users, services) on the same provisioned server, all measured in the same run. Figures, not pass/fail: this
+machine is shared and noisy.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import subprocess
@@ -18,7 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks import defaults
+from bench.peers import pyinfra_peer
+from tasks import defaults, provisioning, targets
+from tasks.inventory import load
+from tasks.remote import Stats
 from tests import testhost
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,6 +56,21 @@ def apt_floor(suite: str) -> float:
         return seconds
 
 
+def pyinfra_runs(host: testhost.TestHost, inventory_path: Path, workdir: Path, runs: int) -> list[float]:
+    """pyinfra's no-change runs over the same state: one run to settle, then `runs` timed ones."""
+    inventory = load(str(inventory_path))
+    remote = targets.login(inventory.hosts[0], inventory, Stats())
+    server = provisioning.Server(inventory, inventory.hosts[0], targets.public_keys(inventory.hosts[0], inventory),
+                                 lambda: None)
+    steps = provisioning.steps(server)
+    facts = remote.gather(p for s in steps for p in s.probes())
+    remote.close()
+    spec_file = workdir / "peer-spec.json"
+    spec_file.write_text(json.dumps(pyinfra_peer.spec(server, facts, workdir)))
+    pyinfra_peer.run(host.address, inventory.deploy_user, host.ssh_key, spec_file)
+    return [pyinfra_peer.run(host.address, inventory.deploy_user, host.ssh_key, spec_file) for _ in range(runs)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default=testhost.DEFAULT_SUITE, choices=testhost.SUITES)
@@ -63,6 +84,7 @@ def main() -> None:
         testhost.write_inventory(host, inventory, app="mysite", domains=("app.test", "www.app.test"))
         fresh, fresh_stats = fab_provision(inventory)
         reruns = [fab_provision(inventory) for _ in range(args.runs)]
+        peer = pyinfra_runs(host, inventory, Path(tmp), args.runs)
 
     again = statistics.median(s for s, _ in reruns)
     again_stats = reruns[0][1]
@@ -73,8 +95,12 @@ def main() -> None:
           f"{fresh_stats['connections']:>11}")
     print(f"{f'no-change re-run (median of {args.runs})':<32}{again:>8.2f}{again_stats['changed']:>9}"
           f"{again_stats['commands']:>10}{again_stats['connections']:>11}")
+    peer_median = statistics.median(peer)
+    print(f"{f'pyinfra, same checks (median of {args.runs})':<32}{peer_median:>8.2f}")
     print(f"\nfresh / apt floor: {fresh / floor:.2f}x (target 1.3x plus the certificate)")
     print(f"no-change re-runs: {', '.join(f'{s:.2f}' for s, _ in reruns)} s (target < 1.5 s)")
+    print(f"pyinfra no-change runs: {', '.join(f'{s:.2f}' for s in peer)} s; gangway is {peer_median / again:.1f}x "
+          "faster")
 
 
 if __name__ == "__main__":

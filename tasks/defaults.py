@@ -11,6 +11,8 @@ HEALTH_CHECK = "/"
 KEEP_RELEASES = 5
 KEEP_FAILED = 3
 HEALTH_TIMEOUT_S = 30
+# After a switch the release that was live stays warm this long, so that rolling back to it is instant.
+STANDBY_MINUTES = 10
 # Added to the venv when the project's requirements do not name Gunicorn.
 GUNICORN = "gunicorn>=23,<24"
 

@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from fabric import task
 from invoke.exceptions import Exit
@@ -52,6 +53,10 @@ class Session:
     reporter: Reporter
 
     @property
+    def stats(self) -> Stats:
+        return self.remote.stats
+
+    @property
     def layout(self) -> Layout:
         return Layout(self.inventory.app.name)
 
@@ -81,12 +86,15 @@ class Session:
         script = shell.script(
             commands.start_and_check(self.layout, release.id, self.health_host(), inv.app.health_check,
                                      https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S),
-            commands.switch(self.layout, release, old, event, inv.deploy_user))
+            commands.switch(self.layout, release, old, event, inv.deploy_user, inv.app.standby_minutes))
         result = self.remote.run(script)
         if not result.ok:
             raise DeployError(result.tail(60))
+        said = result.stdout.strip().splitlines()
+        health = next((line for line in said if line.startswith("healthy")), "")
+        warm = ", it was still running, nothing to start" if any("standby" in line for line in said) else ""
         self.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
-                           + f"; {result.stdout.strip().splitlines()[0] if result.stdout.strip() else ''}")
+                           + f"; {health}{warm}")
 
     def migrate(self, release_id: str, name: str, targets_: dict[str, str] | None = None) -> str:
         """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""
@@ -101,17 +109,23 @@ class MigrationFailed(DeployError):
     pass
 
 
-def _login(inventory: Inventory, host: Host, reporter: Reporter) -> tuple[Session, Stats]:
-    stats = Stats()
-    return Session(inventory, host, targets.login(host, inventory, stats), reporter), stats
+def _on_each_host(c, inventory: str | None, what: str, action: Callable[[Session], None]) -> None:
+    """Select the hosts the Fabric way, log in to each, run `action`, and turn failures into one clear line."""
+    reporter = Reporter()
+    try:
+        inv, hosts = targets.select(c, inventory)
+        for host in hosts:
+            session = Session(inv, host, targets.login(host, inv, Stats()), reporter)
+            try:
+                action(session)
+            finally:
+                session.remote.close()
+    except (InventoryError, RemoteError, source.SourceError) as error:
+        raise Exit(f"{what} failed: {error}", code=1) from None
 
 
 def _serving(state: ServerState) -> str:
     return f"{state.live} is still serving" if state.live else "the placeholder page still shows (nothing was live)"
-
-
-def _fail(what: str, error: Exception) -> Exit:
-    return Exit(f"{what} failed: {error}", code=1)
 
 
 # --- deploy --------------------------------------------------------------------------------------------------
@@ -123,18 +137,19 @@ def _fail(what: str, error: Exception) -> Exit:
 })
 def deploy(c, inventory=None, ref="HEAD", allow_dirty=False):
     """Ship a release: build it, migrate after a backup, switch traffic once it answers healthy."""
-    reporter = Reporter()
-    try:
-        inv, hosts = targets.select(c, inventory)
-        src = source.read(inv.app.source, ref, allow_dirty, inv.app.requirements)
-        for host in hosts:
-            deploy_to(inv, host, src, reporter)
-    except (InventoryError, RemoteError, source.SourceError) as error:
-        raise _fail("deploy", error) from None
+    shipped: dict[Path, source.Source] = {}  # read the project once, whatever the number of hosts
+
+    def ship(session: Session) -> None:
+        project = session.inventory.app.source
+        if project not in shipped:
+            shipped[project] = source.read(project, ref, allow_dirty, session.inventory.app.requirements)
+        deploy_to(session, shipped[project])
+
+    _on_each_host(c, inventory, "deploy", ship)
 
 
-def deploy_to(inventory: Inventory, host: Host, src: source.Source, reporter: Reporter) -> str:
-    session, stats = _login(inventory, host, reporter)
+def deploy_to(session: Session, src: source.Source) -> str:
+    inventory, host, reporter, stats = session.inventory, session.host, session.reporter, session.stats
     layout = session.layout
     try:
         with DeployLock(session.remote, layout, f"deploy {src.commit[:7]}"):
@@ -159,13 +174,12 @@ def deploy_to(inventory: Inventory, host: Host, src: source.Source, reporter: Re
             except DeployError as error:
                 reversed_ = _undo_migrations(session, release, applied_before) if pending else ""
                 _set_aside(session, release, str(error))
-                raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its release is kept in {layout.failed}/.\n{error}") from None
+                raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its "
+                                  f"release is kept in {layout.failed}/.\n{error}") from None
             _prune(session, session.state(), release.id, state.live)
     except KeyboardInterrupt:
         raise Exit("deploy interrupted: the live release is untouched unless the switch had begun; the next "
                    "deploy cleans up what this one left", code=130) from None
-    finally:
-        session.remote.close()
     reporter.line(f"deployed {release.id} to {host.address} in {stats.seconds:.2f} s; {stats.commands} remote "
                   f"commands over {stats.connections} SSH connection{'s' if stats.connections != 1 else ''}")
     return release.id
@@ -277,45 +291,36 @@ def _prune(session: Session, state: ServerState, live: str, previous: str | None
 })
 def rollback(c, inventory=None, to=None, migrate_back=False):
     """Go back to the previous good release (or --to RELEASE), migration-aware, with no failed request."""
-    reporter = Reporter()
-    try:
-        inv, hosts = targets.select(c, inventory)
-        for host in hosts:
-            rollback_on(inv, host, to, migrate_back, reporter)
-    except (InventoryError, RemoteError) as error:
-        raise _fail("rollback", error) from None
+    _on_each_host(c, inventory, "rollback", lambda session: rollback_on(session, to, migrate_back))
 
 
-def rollback_on(inventory: Inventory, host: Host, to: str | None, migrate_back: bool, reporter: Reporter) -> str:
-    session, stats = _login(inventory, host, reporter)
-    try:
-        with DeployLock(session.remote, session.layout, f"rollback{' to ' + to if to else ''}"):
-            state = session.state()
-            current = state.live
-            target = _rollback_target(state, to)
-            reporter.line(f"rollback {host.address}: {current} -> {target}")
-            release = state.releases[target]
-            if release.requirements not in state.venvs:
-                raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "
-                                  f"({release.commit[:7]}) instead")
-            applied = state.applied
-            extra = releases.migrations_to_reverse(applied, release.migrations)
-            if extra and not migrate_back:
-                raise DeployError(
-                    f"the database has {len(extra)} migration(s) that release {target} does not know: "
-                    f"{', '.join(extra)}. Its code would run against a schema it was not written for. To reverse "
-                    f"them first (a backup is taken; data in the columns and tables they added is lost), run: "
-                    f"fab rollback --to {target} --migrate-back")
-            if extra:
-                dump = session.migrate(current, f"{current}-before-rollback",
-                                       releases.reverse_targets(extra, release.migrations, applied))
-                reporter.step("changed", "migrations", f"{len(extra)} reversed ({', '.join(extra)}) after a "
-                              f"backup: {dump}")
-            event = {"time": _now(), "event": "rollback", "release": target, "from": current, "by": _who()}
-            session.go_live(release, current, event)
-    finally:
-        session.remote.close()
-    reporter.line(f"rolled back to {target} in {stats.seconds:.2f} s; {stats.commands} remote commands")
+def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
+    reporter = session.reporter
+    with DeployLock(session.remote, session.layout, f"rollback{' to ' + to if to else ''}"):
+        state = session.state()
+        current = state.live
+        target = _rollback_target(state, to)
+        reporter.line(f"rollback {session.host.address}: {current} -> {target}")
+        release = state.releases[target]
+        if release.requirements not in state.venvs:
+            raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "
+                              f"({release.commit[:7]}) instead")
+        extra = releases.migrations_to_reverse(state.applied, release.migrations)
+        if extra and not migrate_back:
+            raise DeployError(
+                f"the database has {len(extra)} migration(s) that release {target} does not know: "
+                f"{', '.join(extra)}. Its code would run against a schema it was not written for. To reverse "
+                f"them first (a backup is taken; data in the columns and tables they added is lost), run: "
+                f"fab rollback --to {target} --migrate-back")
+        if extra:
+            dump = session.migrate(current, f"{current}-before-rollback",
+                                   releases.reverse_targets(extra, release.migrations, state.applied))
+            reporter.step("changed", "migrations", f"{len(extra)} reversed ({', '.join(extra)}) after a "
+                          f"backup: {dump}")
+        event = {"time": _now(), "event": "rollback", "release": target, "from": current, "by": _who()}
+        session.go_live(release, current, event)
+    reporter.line(f"rolled back to {target} in {session.stats.seconds:.2f} s; {session.stats.commands} remote "
+                  "commands")
     return target
 
 
@@ -353,36 +358,23 @@ def release_table(state: ServerState) -> list[str]:
 @task(name="releases", auto_shortflags=False, help={"inventory": "inventory name (inventory/NAME.yaml) or path"})
 def list_releases(c, inventory=None):
     """List the releases on the server: id, commit, when, and which is current, previous, failed."""
-    reporter = Reporter()
-    try:
-        inv, hosts = targets.select(c, inventory)
-        for host in hosts:
-            session, _ = _login(inv, host, reporter)
-            try:
-                state = session.state()
-            finally:
-                session.remote.close()
-            reporter.line(f"{host.address}: {inv.app.name}")
-            reporter.line(f"{'RELEASE':<34} {'COMMIT':<8} {'CREATED':<21} {'STATUS':<9} BY")
-            for row in release_table(state):
-                reporter.line(row)
-    except (InventoryError, RemoteError) as error:
-        raise _fail("releases", error) from None
+    def show(session: Session) -> None:
+        state = session.state()
+        session.reporter.line(f"{session.host.address}: {session.app}")
+        session.reporter.line(f"{'RELEASE':<34} {'COMMIT':<8} {'CREATED':<21} {'STATUS':<9} BY")
+        for row in release_table(state):
+            session.reporter.line(row)
+
+    _on_each_host(c, inventory, "releases", show)
 
 
 @task(auto_shortflags=False, help={"inventory": "inventory name (inventory/NAME.yaml) or path"})
 def unlock(c, inventory=None):
     """Clear the deploy lock left by a run that died (ends its holder on the server)."""
-    reporter = Reporter()
-    try:
-        inv, hosts = targets.select(c, inventory)
-        for host in hosts:
-            session, _ = _login(inv, host, reporter)
-            try:
-                out = session.remote.check(unlock_command(session.layout), "unlock").stdout.strip()
-            finally:
-                session.remote.close()
-            reporter.line(f"{host.address}: " + ("the lock was free" if out == "free" else
-                                                 f"cleared the lock held by {describe_holder(out.splitlines()[0])}"))
-    except (InventoryError, RemoteError) as error:
-        raise _fail("unlock", error) from None
+    def clear(session: Session) -> None:
+        out = session.remote.check(unlock_command(session.layout), "unlock").stdout.strip()
+        session.reporter.line(f"{session.host.address}: " + (
+            "the lock was free" if out == "free" else
+            f"cleared the lock held by {describe_holder(out.splitlines()[0])}"))
+
+    _on_each_host(c, inventory, "unlock", clear)

@@ -67,6 +67,7 @@ class App:
     health_check: str = defaults.HEALTH_CHECK
     keep_releases: int = defaults.KEEP_RELEASES
     keep_failed: int = defaults.KEEP_FAILED
+    standby_minutes: int = defaults.STANDBY_MINUTES
 
     @property
     def wsgi(self) -> str:
@@ -181,6 +182,10 @@ def check_positive(value: int) -> str | None:
     return None if value > 0 else "must be a positive number"
 
 
+def check_not_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
 def check_at_least_two(value: int) -> str | None:
     return None if value >= 2 else "must be at least 2: the live release and the previous one are always kept"
 
@@ -225,6 +230,8 @@ APP_KEYS = {
                         check=check_url_path),
     "keep_releases": Key(int, "how many good releases to keep on the server", check=check_at_least_two),
     "keep_failed": Key(int, "how many failed releases to keep aside for inspection", check=check_positive),
+    "standby_minutes": Key(int, "how long the previous release keeps running after a switch, for an instant "
+                                "rollback (0: stop it at once)", check=check_not_negative),
 }
 ACME_KEYS = {
     "email": Key(str, "the e-mail address for the ACME account (expiry notices)", check=check_email),
@@ -343,7 +350,8 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
                 requirements=app.get("requirements", defaults.REQUIREMENTS),
                 health_check=app.get("health_check", defaults.HEALTH_CHECK),
                 keep_releases=app.get("keep_releases", defaults.KEEP_RELEASES),
-                keep_failed=app.get("keep_failed", defaults.KEEP_FAILED)),
+                keep_failed=app.get("keep_failed", defaults.KEEP_FAILED),
+                standby_minutes=app.get("standby_minutes", defaults.STANDBY_MINUTES)),
         hosts=tuple(hosts),
         acme=Acme(email=acme_data.get("email"), directory=acme_data.get("directory", defaults.ACME_DIRECTORY),
                   ca_bundle=ca_bundle),

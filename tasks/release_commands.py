@@ -17,6 +17,7 @@ HEALTH_FAILED = 4
 MIGRATION_FAILED = 5
 CHECK_FAILED = 6
 BUILD_FAILED = 7
+UNHEALTHY_GRACE_S = 3
 
 
 # --- facts --------------------------------------------------------------------------------------------------
@@ -47,9 +48,8 @@ def state_probes(layout: Layout) -> list[Probe]:
 def applied_migrations(app: str) -> str:
     """The migrations the database has applied, as app.name lines in the order they were applied."""
     sql = "select app || '.' || name from django_migrations order by id"
-    guard = "select to_regclass('django_migrations') is not null"
-    return (f"cd / && if [ \"$({as_user(app, f'psql -X -q -t -A -d {q(app)} -c {q(guard)}')})\" = t ]; then "
-            f"{as_user(app, f'psql -X -q -t -A -d {q(app)} -c {q(sql)}')}; fi")
+    # Before the first migrate there is no such table: psql fails, and that means "none applied".
+    return f"cd / && {as_user(app, f'psql -X -q -t -A -d {q(app)} -c {q(sql)} 2>/dev/null')} || true"
 
 
 # --- building a release ------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def release_check(layout: Layout, release_id: str, deploy_user: str, script: str
     release = layout.release(release_id)
     inner = manage(layout, release_id, deploy_user, f"shell --no-startup --interface python "
                                                     f"--command {q(script)}")
-    compile_ = as_user(deploy_user, f"{q(release)}/.venv/bin/python -m compileall -q -x '/(\.venv|static|media|node_modules)/' "
+    compile_ = as_user(deploy_user, f"{q(release)}/.venv/bin/python -m compileall -q -x '/(\\.venv|static|media|node_modules)/' "
                                     f"{q(release)} >/dev/null")
     return (f"if ! out=$({inner} 2>&1); then echo \"$out\" | tail -n 40 >&2; exit {CHECK_FAILED}; fi; "
             f"{compile_} || true; printf '%s\\n' \"$out\"")
@@ -154,22 +154,40 @@ def start_and_check(layout: Layout, release_id: str, host: str, path: str, https
     unit, sock = layout.unit(release_id), layout.socket(release_id)
     headers = f"-H {q('Host: ' + host)}" + (" -H 'X-Forwarded-Proto: https'" if https else "")
     return f"""systemctl reset-failed {q(unit)} 2>/dev/null || true
+if systemctl is-active --quiet {q(unit)}; then echo "was still running (standby)"; fi
 systemctl start {q(unit)}
-deadline=$(( $(date +%s) + {timeout} )); code=; body=
+restarts0=$(systemctl show -p NRestarts --value {q(unit)})
+deadline=$(( $(date +%s) + {timeout} )); code=; body=; unhealthy_since=
 while :; do
   if [ -S {q(sock)} ]; then
     body=$(curl -s --max-time 10 -w '\\n%{{http_code}}' --unix-socket {q(sock)} {headers} {q('http://' + host + path)} || true)
     code=$(printf '%s' "$body" | tail -n 1)
-    case "$code" in 2??|3??) break ;; esac
+    case "$code" in
+      2??|3??) break ;;
+      000|"") ;;
+      *) unhealthy_since=${{unhealthy_since:-$(date +%s)}} ;;
+    esac
   fi
   restarts=$(systemctl show -p NRestarts --value {q(unit)})
   state=$(systemctl show -p ActiveState --value {q(unit)})
-  if [ "$state" = failed ] || [ "${{restarts:-0}}" -gt 0 ] || [ $(date +%s) -ge $deadline ]; then
-    echo "release {release_id} is not healthy: GET {path} answered ${{code:-nothing}} (unit $state)" >&2
+  # A wrong answer may be a moment of warming up; one that lasts {UNHEALTHY_GRACE_S} s is the answer.
+  if [ "$state" = failed ] || [ "${{restarts:-0}}" -gt "${{restarts0:-0}}" ] || [ $(date +%s) -ge $deadline ] || \
+     {{ [ -n "$unhealthy_since" ] && [ $(( $(date +%s) - unhealthy_since )) -ge {UNHEALTHY_GRACE_S} ]; }}; then
+    if [ "$state" = failed ] || [ "${{restarts:-0}}" -gt "${{restarts0:-0}}" ]; then
+      echo "release {release_id} crashed while starting (systemd: $state)" >&2
+    elif [ -n "$unhealthy_since" ]; then
+      echo "release {release_id} is not healthy: GET {path} answered $code" >&2
+    else
+      echo "release {release_id} gave no healthy answer to GET {path} within {timeout} s" >&2
+    fi
     [ "$code" = 400 ] && echo "(400 from Django usually means the Host header '{host}' is not in ALLOWED_HOSTS)" >&2
     printf '%s\\n' "$body" | head -n -1 | head -c 1500 >&2
-    echo "--- journalctl -u {unit}:" >&2
-    journalctl -u {q(unit)} -n 30 --no-pager -o cat >&2
+    # Python 3.13 underlines tracebacks with ~ and ^ lines: drop them, and show the errors before the tail.
+    log=$(journalctl -u {q(unit)} -n 300 --no-pager -o cat | grep -vE '^[[:space:]~^]*$')
+    echo "--- errors in its log:" >&2
+    printf '%s\\n' "$log" | grep -E '[A-Za-z]+(Error|Exception)([: ]|$)' | grep -v HaltServer | tail -n 8 >&2
+    echo "--- the end of its log (journalctl -u {unit}):" >&2
+    printf '%s\\n' "$log" | tail -n 20 >&2
     systemctl stop {q(unit)}
     exit {HEALTH_FAILED}
   fi
@@ -185,14 +203,34 @@ def backend_conf(layout: Layout, release_id: str) -> str:
             f"proxy_pass http://unix:{layout.socket(release_id)};\n")
 
 
-def switch(layout: Layout, release: Release, old: str | None, history_line: dict, deploy_user: str) -> str:
+def standby_timer(layout: Layout, release_id: str) -> str:
+    return f"{layout.app}-standby-{release_id}"
+
+
+def stop_later(layout: Layout, release_id: str, minutes: int) -> str:
+    """Stop a release's Gunicorn in `minutes` (now if 0). Until then it stays warm: a rollback to it is a
+    switch, with nothing to start."""
+    unit = layout.unit(release_id)
+    if minutes <= 0:
+        return f"systemctl stop --no-block {q(unit)}"
+    timer = standby_timer(layout, release_id)
+    return (f"systemctl stop {q(timer + '.timer')} {q(timer + '.service')} 2>/dev/null || true\n"
+            f"systemd-run --quiet --unit={q(timer)} --on-active={minutes}min --timer-property=AccuracySec=5s "
+            f"systemctl stop {q(unit)}")
+
+
+def switch(layout: Layout, release: Release, old: str | None, history_line: dict, deploy_user: str,
+           standby_minutes: int) -> str:
     """Point nginx and `current` at the new release, wait until no old nginx worker is left (so no request
-    reaches the old release once this returns), then stop the old release. Runs to the end even if the
-    connection drops."""
+    reaches the old release once this returns), then let the old release go (after its standby time). Runs
+    to the end even if the connection drops."""
     previous_backend = f"{layout.nginx_backend}.gw-prev"
-    stop_old = f"systemctl stop --no-block {q(layout.unit(old))}" if old and old != release.id else ""
+    new_timer = standby_timer(layout, release.id)
+    stop_old = stop_later(layout, old, standby_minutes) if old and old != release.id else ""
     return "\n".join([
         "trap '' HUP PIPE",
+        # The new live release must not be stopped by a standby timer left from an earlier switch.
+        f"systemctl stop {q(new_timer + '.timer')} 2>/dev/null || true",
         shell.write_file(layout.release_meta(release.id), release.to_json(), "644", deploy_user, deploy_user),
         shell.symlink(layout.current, layout.release(release.id)),
         f"cp -a {q(layout.nginx_backend)} {q(previous_backend)} 2>/dev/null || true",
