@@ -109,11 +109,15 @@ class MigrationFailed(DeployError):
     pass
 
 
-def _on_each_host(c, inventory: str | None, what: str, action: Callable[[Session], None]) -> None:
-    """Select the hosts the Fabric way, log in to each, run `action`, and turn failures into one clear line."""
+def _on_each_host(c, inventory: str | None, what: str, action: Callable[[Session], None],
+                  before: Callable[[Inventory], None] | None = None) -> None:
+    """Select the hosts the Fabric way, log in to each, run `action`, and turn failures into one clear line.
+    `before` runs once, before any connection (local checks that should fail fast)."""
     reporter = Reporter()
     try:
         inv, hosts = targets.select(c, inventory)
+        if before:
+            before(inv)
         for host in hosts:
             session = Session(inv, host, targets.login(host, inv, Stats()), reporter)
             try:
@@ -137,15 +141,12 @@ def _serving(state: ServerState) -> str:
 })
 def deploy(c, inventory=None, ref="HEAD", allow_dirty=False):
     """Ship a release: build it, migrate after a backup, switch traffic once it answers healthy."""
-    shipped: dict[Path, source.Source] = {}  # read the project once, whatever the number of hosts
+    shipped = []  # the project, read once, before connecting to any host
 
-    def ship(session: Session) -> None:
-        project = session.inventory.app.source
-        if project not in shipped:
-            shipped[project] = source.read(project, ref, allow_dirty, session.inventory.app.requirements)
-        deploy_to(session, shipped[project])
+    def read(inv: Inventory) -> None:
+        shipped.append(source.read(inv.app.source, ref, allow_dirty, inv.app.requirements))
 
-    _on_each_host(c, inventory, "deploy", ship)
+    _on_each_host(c, inventory, "deploy", lambda session: deploy_to(session, shipped[0]), before=read)
 
 
 def deploy_to(session: Session, src: source.Source) -> str:
