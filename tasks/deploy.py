@@ -373,7 +373,7 @@ def list_releases(c, inventory=None):
 def unlock(c, inventory=None):
     """Clear the deploy lock left by a run that died (ends its holder on the server)."""
     def clear(session: Session) -> None:
-        out = session.remote.check(unlock_command(session.layout), "unlock").stdout.strip()
+        out = session.remote.check(unlock_command(session.layout), "clearing the lock").stdout.strip()
         session.reporter.line(f"{session.host.address}: " + (
             "the lock was free" if out == "free" else
             f"cleared the lock held by {describe_holder(out.splitlines()[0])}"))

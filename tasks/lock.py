@@ -94,8 +94,14 @@ class DeployLock:
 
 
 def unlock_command(layout: Layout) -> str:
-    """End the process holding the lock, if any; print who it was."""
-    info = q(layout.lock_info)
-    return (f"if flock --nonblock {q(layout.lock)} true; then echo free; else "
-            f"cat {info}; pid=$(sed -n 's/.*\"pid\": \\([0-9]*\\).*/\\1/p' {info}); "
-            f"[ -n \"$pid\" ] && kill \"$pid\" 2>/dev/null; sleep 0.2; echo; echo cleared; fi")
+    """End the processes holding the lock (the recorded holder, and anything else that has the lock file
+    open); print who held it, then whether the lock is free now."""
+    lock, info = q(layout.lock), q(layout.lock_info)
+    return f"""if flock --nonblock {lock} true; then echo free; exit 0; fi
+cat {info} 2>/dev/null || echo '{{}}'
+echo
+pid=$(sed -n 's/.*"pid": \\([0-9][0-9]*\\).*/\\1/p' {info} 2>/dev/null)
+holders=$(for p in /proc/[0-9]*; do ls -l "$p/fd" 2>/dev/null | grep -q -- "-> {layout.lock}$" && echo "${{p#/proc/}}"; done)
+for p in $pid $holders; do kill "$p" 2>/dev/null || true; done
+if flock --wait 5 {lock} true; then echo cleared; else echo "still held"; exit 1; fi
+"""

@@ -291,7 +291,7 @@ def test_ctrl_c_stops_a_deploy_and_frees_the_lock(site):
 def test_a_stuck_lock_is_refused_with_its_holder_and_can_be_cleared(site):
     # A holder that hangs on the server (a run whose connection never closed), detached from any session.
     holder = ("printf '{\"who\": \"ghost@elsewhere\", \"what\": \"deploy\", \"since\": \"earlier\", "
-              "\"pid\": %s}\\n' $$ > deploy.lock.info; exec sleep 300")
+              "\"pid\": %s}\\n' $$$$ > deploy.lock.info; exec sleep 300")  # systemd-run turns $$ into $
     started = site.server.root(f"systemd-run --quiet --uid=deploy --gid=deploy --working-directory=/srv/{APP}/state "
                                f"--unit=gangway-ghost-lock flock deploy.lock sh -c {quote(holder)}")
     assert started.returncode == 0, started.stderr
