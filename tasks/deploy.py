@@ -13,6 +13,7 @@ import io
 import json
 import re
 import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,15 +99,13 @@ class Session:
 
     def migrate(self, release_id: str, name: str, targets_: dict[str, str] | None = None) -> str:
         """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""
-        dump = self.remote.check(commands.backup(self.layout, self.app, name), "the database backup")
+        dump = self.remote.run(commands.backup(self.layout, self.app, name))
+        if not dump.ok:
+            raise DeployError(f"the database backup failed, so nothing was migrated:\n{dump.tail()}")
         result = self.remote.run(shell.script(commands.migrate(self.layout, release_id, self.app, targets_)))
         if not result.ok:
-            raise MigrationFailed(result.tail(40))
+            raise DeployError(f"manage.py migrate failed:\n{result.tail(40)}")
         return dump.stdout.strip().splitlines()[-1]
-
-
-class MigrationFailed(DeployError):
-    pass
 
 
 def _on_each_host(c, inventory: str | None, what: str, action: Callable[[Session], None],
@@ -155,7 +154,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
     try:
         with DeployLock(session.remote, layout, f"deploy {src.commit[:7]}"):
             state = session.state()
-            release = _new_release(inventory, src, state, session)
+            release = _new_release(src, state)
             reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
                           f"({inventory.source})")
             _build(session, state, src, release)
@@ -191,11 +190,11 @@ def _extra_requirements(src: source.Source) -> str:
     return "" if re.search(r"(?im)^\s*gunicorn\b", src.requirements.decode(errors="replace")) else defaults.GUNICORN
 
 
-def _new_release(inventory: Inventory, src: source.Source, state: ServerState, session: Session) -> Release:
+def _new_release(src: source.Source, state: ServerState) -> Release:
     release_id = releases.new_release_id(src.commit, src.dirty)
     while release_id in state.releases or release_id in state.failed:  # two deploys of one commit in a second
-        release_id = releases.new_release_id(src.commit, src.dirty,
-                                             datetime.now(timezone.utc).replace(microsecond=0))
+        time.sleep(0.2)
+        release_id = releases.new_release_id(src.commit, src.dirty)
     return Release(id=release_id, commit=src.commit, ref=src.ref, created=_now(), deployed_by=_who(),
                    requirements=source.requirements_hash(src.requirements, state.python,
                                                          _extra_requirements(src)))
@@ -216,7 +215,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         commands.unpack(layout, release, archive, inv.deploy_user),
         commands.env_file(layout, _managed_environment(session)),
         commands.venv(layout, release.id, release.requirements, inv.app.requirements, shell.q(extra) if extra else "",
-                      inv.deploy_user, session.inventory.proxy.environment() if inv.proxy else {}),
+                      inv.deploy_user, inv.proxy_environment),
         commands.release_check(layout, release.id, inv.deploy_user, CHECK_SCRIPT.read_text()),
     )
     result = session.remote.run(script)
@@ -345,14 +344,15 @@ def _rollback_target(state: ServerState, to: str | None) -> str:
 # --- releases, unlock ----------------------------------------------------------------------------------------
 
 def release_table(state: ServerState) -> list[str]:
-    previous = state.previous_good()
+    previous, rolled_back = state.previous_good(), state.rolled_back()
     rows = []
     for rid in sorted(state.releases):
         rel = state.releases[rid]
-        mark = "current" if rid == state.live else "previous" if rid == previous else rel.status
-        rows.append(f"{rid:<34} {rel.commit[:7]:<8} {rel.created:<21} {mark:<9} {rel.deployed_by}")
+        mark = ("current" if rid == state.live else "previous" if rid == previous else
+                "rolled-back" if rid in rolled_back else rel.status)
+        rows.append(f"{rid:<34} {rel.commit[:7]:<8} {rel.created:<21} {mark:<11} {rel.deployed_by}")
     for rid in state.failed:
-        rows.append(f"{rid:<34} {'':<8} {'':<21} {'failed':<9} (in failed/)")
+        rows.append(f"{rid:<34} {'':<8} {'':<21} {'failed':<11} (in failed/)")
     return rows
 
 
@@ -362,7 +362,7 @@ def list_releases(c, inventory=None):
     def show(session: Session) -> None:
         state = session.state()
         session.reporter.line(f"{session.host.address}: {session.app}")
-        session.reporter.line(f"{'RELEASE':<34} {'COMMIT':<8} {'CREATED':<21} {'STATUS':<9} BY")
+        session.reporter.line(f"{'RELEASE':<34} {'COMMIT':<8} {'CREATED':<21} {'STATUS':<11} BY")
         for row in release_table(state):
             session.reporter.line(row)
 

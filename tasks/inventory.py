@@ -85,6 +85,10 @@ class Inventory:
     source: str = "(defaults)"
 
     @property
+    def proxy_environment(self) -> dict[str, str]:
+        return self.proxy.environment() if self.proxy else {}
+
+    @property
     def tls(self) -> bool:
         """TLS needs names: a certificate from an ACME CA is issued for domains, not for addresses."""
         return bool(self.app.domains)

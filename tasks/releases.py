@@ -60,7 +60,7 @@ class ServerState:
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""
         seen_live = False
-        abandoned = {e.get("from") for e in self.history if e.get("event") == "rollback"}
+        abandoned = self.rolled_back()
         for event in reversed(self.history):
             if event.get("event") not in ("live", "rollback"):
                 continue
@@ -73,6 +73,10 @@ class ServerState:
         # No usable history (an old server, a truncated log): the newest good release before the live one.
         candidates = [r for r in self.good_ids() if (self.live is None or r < self.live) and r not in abandoned]
         return candidates[-1] if candidates else None
+
+    def rolled_back(self) -> set[str]:
+        """Releases a rollback moved away from: not a "previous" to go back to, unless asked by name."""
+        return {e.get("from") for e in self.history if e.get("event") == "rollback"} - {None, self.live}
 
     def good_ids(self) -> list[str]:
         return sorted(r for r, rel in self.releases.items() if rel.status == GOOD)

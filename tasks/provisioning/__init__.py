@@ -27,9 +27,6 @@ class Server:
     def layout(self) -> Layout:
         return Layout(self.inventory.app.name)
 
-    @property
-    def proxy_env(self) -> dict[str, str]:
-        return self.inventory.proxy.environment() if self.inventory.proxy else {}
 
 
 def steps(server: Server) -> list[Step]:

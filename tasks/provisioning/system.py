@@ -22,7 +22,7 @@ def apt_proxy(server: Server) -> Step:
 
 
 def packages(server: Server) -> Step:
-    return Step("system packages", [Packages(defaults.PACKAGES, env=server.proxy_env)],
+    return Step("system packages", [Packages(defaults.PACKAGES, env=server.inventory.proxy_environment)],
                 note=f"{len(defaults.PACKAGES)} installed")
 
 

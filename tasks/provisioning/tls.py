@@ -65,7 +65,7 @@ def certbot_command(server: Server, force: bool) -> str:
 
 def client_environment(server: Server) -> dict[str, str]:
     """What certbot needs in its environment, both now and when its timer renews."""
-    env = dict(server.proxy_env)
+    env = dict(server.inventory.proxy_environment)
     if server.inventory.acme.ca_bundle:
         env["REQUESTS_CA_BUNDLE"] = server.layout.acme_ca_bundle
     return env

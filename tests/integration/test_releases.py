@@ -340,12 +340,15 @@ def test_a_rollback_with_no_migration_involved_is_quick(site, history):
 
 
 def test_old_releases_are_pruned_but_current_previous_and_failed_ones_are_kept(site):
+    before = site.answering().split()[1]
+    site.repo.set_version("last")
+    live = deployed_id(site.deploy())
     listing = fab("releases", "--inventory", str(site.inventory)).stdout
     releases = site.ls("releases")
     assert len(releases) <= KEEP_RELEASES, releases
-    current = re.search(r"^(\S+) .* current ", listing, re.M).group(1)
-    previous = re.search(r"^(\S+) .* previous ", listing, re.M).group(1)
-    assert {current, previous} <= set(releases)
-    assert 1 <= len(site.ls("failed")) <= KEEP_FAILED
-    venvs = site.ls("venvs")
-    assert len(venvs) <= len(releases)
+    assert {live, before} <= set(releases)
+    assert re.search(rf"^{live} .* current ", listing, re.M) and re.search(rf"^{before} .* previous ", listing, re.M)
+    assert re.search(r" rolled-back ", listing), listing  # the release a rollback left is marked as such
+    failed = site.ls("failed")
+    assert 1 <= len(failed) <= KEEP_FAILED and all(re.search(rf"^{f} .* failed ", listing, re.M) for f in failed)
+    assert len(site.ls("venvs")) <= len(releases)
