@@ -65,7 +65,8 @@ def timed(label: str, host: testhost.TestHost, *args: str, load: bool = False) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default=testhost.DEFAULT_SUITE, choices=testhost.SUITES)
-    parser.add_argument("--runs", type=int, default=5, help="code-only deploys and rollbacks to time")
+    parser.add_argument("--runs", type=int, default=5, help="code-only deploys and rollbacks to time, each "
+                                                           "without and then with load")
     args = parser.parse_args()
 
     runs: list[Run] = []
@@ -73,40 +74,46 @@ def main() -> None:
         repo = AppRepo(Path(tmp) / "project")
         inventory = Path(tmp) / "bench.yaml"
         testhost.write_inventory(host, inventory, app="mysite", domains=(DOMAIN,), source=repo.path,
-                                 health_check="/healthz/", keep_releases=args.runs + 3)
+                                 health_check="/healthz/", keep_releases=2 * args.runs + 3)
         inv = ("--inventory", str(inventory))
         print("provisioning a fresh test server...", file=sys.stderr)
         fab("provision", *inv)
 
-        run, _ = timed("first deploy (venv + migrations)", host, "deploy", *inv)
-        runs.append(run)
-        code_only = []
-        for i in range(args.runs):
-            repo.set_version(f"bench-{i}")
-            run, out = timed("code-only deploy", host, "deploy", *inv, load=True)
-            code_only.append(run)
-        rollbacks = []
+        runs.append(timed("first deploy (venv + migrations)", host, "deploy", *inv)[0])
+        out = ""
+        for load in (False, True):
+            for i in range(args.runs):
+                repo.set_version(f"bench-{load}-{i}")
+                run, out = timed("code-only deploy" + (", under load" if load else ""), host, "deploy", *inv,
+                                 load=load)
+                runs.append(run)
         live = re.search(r"deployed (\S+) to", out).group(1)
-        for i in range(args.runs):
-            run, out = timed("rollback, no migration", host, "rollback", *inv, load=True) if i % 2 == 0 else \
-                timed("rollback, no migration", host, "rollback", "--to", live, *inv, load=True)
-            rollbacks.append(run)
+        for load in (False, True):
+            for i in range(args.runs):  # back to the previous release, then forward again to `live`
+                back = ("rollback",) if i % 2 == 0 else ("rollback", "--to", live)
+                runs.append(timed("rollback, no migration" + (", under load" if load else ""), host, *back,
+                                  *inv, load=load)[0])
         repo.commit("new requirement", **{"requirements.txt": (repo.path / "requirements.txt").read_text()
                                           + "six>=1.16\n"})
-        run, _ = timed("deploy with new requirements", host, "deploy", *inv)
-        runs.append(run)
+        runs.append(timed("deploy with new requirements", host, "deploy", *inv)[0])
 
     print(f"\nfab deploy / rollback on Debian {args.suite} (local test server, example app)")
-    print(f"{'run':<36}{'wall s':>8}{'commands':>10}{'requests':>10}{'failed':>8}{'worst ms':>10}")
-    for run in [runs[0], *code_only, runs[1], *rollbacks]:
+    print(f"{'run':<40}{'wall s':>8}{'commands':>10}{'requests':>10}{'failed':>8}{'worst ms':>10}")
+    for run in runs:
         load = f"{run.requests:>10}{run.failures:>8}{run.worst * 1000:>10.0f}" if run.requests else ""
-        print(f"{run.label:<36}{run.wall:>8.2f}{run.commands:>10}{load}")
-    print(f"\nmedian code-only deploy: {statistics.median(r.wall for r in code_only):.2f} s (target < 3 s)")
-    print(f"median rollback without migrations: {statistics.median(r.wall for r in rollbacks):.2f} s "
-          "(target < 1 s)")
-    failed = sum(r.failures for r in code_only + rollbacks)
-    total = sum(r.requests for r in code_only + rollbacks)
-    print(f"failed requests during switches: {failed} of {total} (target 0)")
+        print(f"{run.label:<40}{run.wall:>8.2f}{run.commands:>10}{load}")
+
+    def median(label: str) -> float:
+        return statistics.median(r.wall for r in runs if r.label == label)
+
+    print(f"\nmedian code-only deploy: {median('code-only deploy'):.2f} s (target < 3 s); under load "
+          f"{median('code-only deploy, under load'):.2f} s")
+    print(f"median rollback without migrations: {median('rollback, no migration'):.2f} s (target < 1 s); under "
+          f"load {median('rollback, no migration, under load'):.2f} s")
+    loaded = [r for r in runs if r.requests]
+    print(f"failed requests during switches: {sum(r.failures for r in loaded)} of "
+          f"{sum(r.requests for r in loaded)} (target 0); worst latency {max(r.worst for r in loaded) * 1000:.0f} ms")
+    print("(the load runs on the same 2 cores as fab and the server, so times under load are inflated)")
 
 
 if __name__ == "__main__":

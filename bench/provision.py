@@ -89,14 +89,14 @@ def main() -> None:
     again = statistics.median(s for s, _ in reruns)
     again_stats = reruns[0][1]
     print(f"\nfab provision on Debian {args.suite} (local test server)")
-    print(f"{'run':<32}{'wall s':>8}{'changed':>9}{'commands':>10}{'ssh conns':>11}")
-    print(f"{'apt-get install alone (floor)':<32}{floor:>8.1f}{'':>9}{'':>10}{'':>11}")
-    print(f"{'fresh provision':<32}{fresh:>8.1f}{fresh_stats['changed']:>9}{fresh_stats['commands']:>10}"
+    print(f"{'run':<36}{'wall s':>8}{'changed':>9}{'commands':>10}{'ssh conns':>11}")
+    print(f"{'apt-get install alone (floor)':<36}{floor:>8.1f}{'':>9}{'':>10}{'':>11}")
+    print(f"{'fresh provision':<36}{fresh:>8.1f}{fresh_stats['changed']:>9}{fresh_stats['commands']:>10}"
           f"{fresh_stats['connections']:>11}")
-    print(f"{f'no-change re-run (median of {args.runs})':<32}{again:>8.2f}{again_stats['changed']:>9}"
+    print(f"{f'no-change re-run (median of {args.runs})':<36}{again:>8.2f}{again_stats['changed']:>9}"
           f"{again_stats['commands']:>10}{again_stats['connections']:>11}")
     peer_median = statistics.median(peer)
-    print(f"{f'pyinfra, same checks (median of {args.runs})':<32}{peer_median:>8.2f}")
+    print(f"{f'pyinfra, same checks (median of {args.runs})':<36}{peer_median:>8.2f}")
     print(f"\nfresh / apt floor: {fresh / floor:.2f}x (target 1.3x plus the certificate)")
     print(f"no-change re-runs: {', '.join(f'{s:.2f}' for s, _ in reruns)} s (target < 1.5 s)")
     print(f"pyinfra no-change runs: {', '.join(f'{s:.2f}' for s in peer)} s; gangway is {peer_median / again:.1f}x "

@@ -244,6 +244,7 @@ def _managed_environment(session: Session) -> dict[str, str]:
         "DJANGO_ALLOWED_HOSTS": ",".join(inv.app.domains or (session.host.address,)),
         "DJANGO_DB_NAME": inv.app.name,
         "DJANGO_MEDIA_ROOT": session.layout.media,
+        "DJANGO_HTTPS": "1" if inv.tls else "0",
     }
 
 

@@ -20,6 +20,8 @@ loads it from the app's env file. Nothing secret lives in this file.
                                  SQLite (db.sqlite3 in the project directory) for local development.
     DJANGO_STATIC_ROOT           Where collectstatic writes. Default: static/ in the project directory.
     DJANGO_MEDIA_ROOT            Where uploaded files go. Default: media/ in the project directory.
+    DJANGO_HTTPS                 "0" when the site is served over plain HTTP (a server without a domain).
+                                 Default: HTTPS, with redirects and secure cookies.
 
 Not a setting of this file, but shown on the pages: GANGWAY_RELEASE, the release that answered (see
 counter/views.py).
@@ -193,11 +195,15 @@ STORAGES = {
 # https://docs.djangoproject.com/en/5.2/ref/middleware/#module-django.middleware.security
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = not DEBUG
+# Served over HTTPS, as it should be. A server without a domain (no certificate) is plain HTTP: gangway then
+# sets DJANGO_HTTPS=0, so the app neither redirects to an https:// address nothing answers nor makes cookies
+# a browser would never send back.
+HTTPS = not DEBUG and env_str("DJANGO_HTTPS", "1") != "0"
+SECURE_SSL_REDIRECT = HTTPS
 # A health check may come straight to Gunicorn's socket, without nginx and its X-Forwarded-Proto.
 SECURE_REDIRECT_EXEMPT = [r"^healthz/$"]
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = 63072000  # two years; sent only over HTTPS
 # HSTS for every subdomain, and the browsers' preload list, commit the whole domain, including names this
 # app does not serve, to HTTPS for years. That is the domain owner's call, not this app's: both stay off,
