@@ -49,7 +49,7 @@ def fab(*args: str) -> tuple[float, str]:
 
 
 def commands(output: str) -> int:
-    return int(re.search(r"(\d+) remote commands", output).group(1))
+    return int(re.search(r"(\d+) remote commands?", output).group(1))
 
 
 def timed(label: str, host: testhost.TestHost, *args: str, load: bool = False) -> tuple[Run, str]:

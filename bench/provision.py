@@ -28,7 +28,7 @@ from tasks.remote import Stats
 from tests import testhost
 
 REPO = Path(__file__).resolve().parent.parent
-RECAP = re.compile(r"recap \S+: (\d+) steps, (\d+) changed, \d+ unchanged; (\d+) remote commands over (\d+) SSH")
+RECAP = re.compile(r"recap \S+: (\d+) steps, (\d+) changed, \d+ unchanged; (\d+) remote commands? over (\d+) SSH")
 
 
 def fab_provision(inventory: Path) -> tuple[float, dict]:

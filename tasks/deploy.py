@@ -180,8 +180,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
     except KeyboardInterrupt:
         raise Exit("deploy interrupted: the live release is untouched unless the switch had begun; the next "
                    "deploy cleans up what this one left", code=130) from None
-    reporter.line(f"deployed {release.id} to {host.address} in {stats.seconds:.2f} s; {stats.commands} remote "
-                  f"commands over {stats.connections} SSH connection{'s' if stats.connections != 1 else ''}")
+    reporter.line(f"deployed {release.id} to {host.address}: {stats.summary()}")
     return release.id
 
 
@@ -320,8 +319,7 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
                           f"backup: {dump}")
         event = {"time": _now(), "event": "rollback", "release": target, "from": current, "by": _who()}
         session.go_live(release, current, event)
-    reporter.line(f"rolled back to {target} in {session.stats.seconds:.2f} s; {session.stats.commands} remote "
-                  "commands")
+    reporter.line(f"rolled back to {target}: {session.stats.summary()}")
     return target
 
 

@@ -39,5 +39,4 @@ def provision_host(inventory, host, reporter: Reporter) -> None:
     finally:
         remote.close()
     reporter.line(f"recap {host.address}: {recap.steps} steps, {len(recap.changed)} changed, "
-                  f"{len(recap.unchanged)} unchanged; {stats.commands} remote commands over "
-                  f"{stats.connections} SSH connection{'s' if stats.connections != 1 else ''}; {stats.seconds:.2f} s")
+                  f"{len(recap.unchanged)} unchanged; {stats.summary()}")

@@ -34,6 +34,11 @@ class Stats:
     def seconds(self) -> float:
         return time.monotonic() - self.started
 
+    def summary(self) -> str:
+        """e.g. "1 remote command over 1 SSH connection in 0.41 s"."""
+        return (f"{self.commands} remote command{'s' * (self.commands != 1)} over {self.connections} SSH "
+                f"connection{'s' * (self.connections != 1)} in {self.seconds:.2f} s")
+
 
 @dataclass
 class Result:
