@@ -72,7 +72,7 @@ class Session:
         return ServerState(releases=releases.parse_releases(facts["releases"]), failed=sorted(facts["failed"]),
                            live=releases.parse_live(facts["backend"] or ""), running=facts["running"],
                            history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
-                           python=facts["python"], applied=facts["applied"])
+                           python=facts["python"], applied=facts["applied"], backups=facts["backups"])
 
     def applied_migrations(self) -> list[str]:
         return self.remote.check(commands.applied_migrations(self.app), "reading the applied migrations"
@@ -364,6 +364,11 @@ def list_releases(c, inventory=None):
         session.reporter.line(f"{'RELEASE':<34} {'COMMIT':<8} {'CREATED':<21} {'STATUS':<11} BY")
         for row in release_table(state):
             session.reporter.line(row)
+        if state.backups:
+            session.reporter.line(f"database backups in {session.layout.backups}/ (restore one with pg_restore):")
+            for line in state.backups:
+                name, size, *when = line.split()
+                session.reporter.line(f"  {name:<60} {int(size) / 1024:>9.1f} KiB  {' '.join(when)[:19]}")
 
     _on_each_host(c, inventory, "releases", show)
 

@@ -42,6 +42,8 @@ def state_probes(layout: Layout) -> list[Probe]:
         Probe("provisioned", f"test -f {q(layout.unit_path)} && test -d {q(layout.state)}",
               lambda out, rc: rc == 0),
         Probe("applied", applied_migrations(app), lambda out, rc: out.split()),
+        Probe("backups", f"cd {q(layout.backups)} && stat -c '%n %s %y' -- *.dump",
+              lambda out, rc: out.splitlines() if rc == 0 else []),
     ]
 
 

@@ -56,6 +56,7 @@ class ServerState:
     venvs: list[str]                  # requirement hashes with a built venv
     python: str = ""                  # the server's python3 version
     applied: list[str] = field(default_factory=list)  # migrations the database has applied, in order
+    backups: list[str] = field(default_factory=list)  # "NAME BYTES MTIME" of each database dump
 
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""

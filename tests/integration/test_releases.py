@@ -323,6 +323,8 @@ def test_rollback_refuses_to_leave_the_database_ahead_of_the_code_unless_told(si
     assert site.sql("select count(*) from django_migrations where app = 'counter'") == "1"
     assert site.hits() >= hits  # rows kept; only the added column is gone
     assert any("before-rollback" in name for name in site.ls("backups"))
+    listing = fab("releases", "--inventory", str(site.inventory)).stdout
+    assert "database backups in /srv/mysite/backups/" in listing and "-before-rollback.dump" in listing
 
 
 def test_a_rollback_with_no_migration_involved_is_quick(site, history):
