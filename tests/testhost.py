@@ -956,20 +956,25 @@ def _teardown(state: dict, procs: dict | None = None) -> None:
     _state_path(state["name"]).unlink(missing_ok=True)
 
 
-def _copy_in_use(copy: Path) -> bool:
-    """systemd-nspawn holds a lock on ``.#COPY.lck`` (an OFD lock, which a POSIX lock test sees)
-    from before it makes its ephemeral copy until it has removed it."""
+def _locked_by_another(path: Path, lock=fcntl.lockf, create: bool = False) -> bool:
+    """Whether another process holds a lock on PATH (tested by trying to take it, then letting go)."""
     try:
-        fd = os.open(copy.with_name(f".#{copy.name}.lck"), os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o644)
     except FileNotFoundError:
         return False
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
     except OSError:
         return True
     finally:
         os.close(fd)  # also drops our test lock
+
+
+def _copy_in_use(copy: Path) -> bool:
+    """systemd-nspawn holds a lock on ``.#COPY.lck`` (an OFD lock, which a POSIX lock test sees)
+    from before it makes its ephemeral copy until it has removed it."""
+    return _locked_by_another(copy.with_name(f".#{copy.name}.lck"))
 
 
 def stale_ephemeral_copies(image: Path) -> list[Path]:
@@ -1012,14 +1017,7 @@ def _reap_orphans(states: list[dict]) -> None:
     slots = {s.get("slot") for s in states}
 
     def slot_free(slot: int) -> bool:  # not being set up right now by a live process
-        fd = os.open(RUN_DIR / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)
+        return not _locked_by_another(RUN_DIR / f"slot-{slot}.lock", lock=fcntl.flock, create=True)
 
     rundir = re.escape(str(RUN_DIR))
     signatures = [  # command lines only we start, and the slot or name they belong to
