@@ -47,7 +47,10 @@ def read(directory: Path, ref: str = "HEAD", allow_dirty: bool = False,
     except SourceError:
         raise SourceError(f"{directory} is not in a git repository: deploys ship a commit, so run `git init` "
                           "and commit your project first") from None
-    commit = _git(directory, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    try:
+        commit = _git(directory, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except SourceError:
+        raise SourceError(f"{ref!r} is not a commit, branch or tag of the repository at {directory}") from None
     status = _git(directory, "status", "--porcelain", "--untracked-files=no", "--", ".")
     dirty = bool(status) and ref == "HEAD"
     if dirty and not allow_dirty:
@@ -57,11 +60,14 @@ def read(directory: Path, ref: str = "HEAD", allow_dirty: bool = False,
     if dirty:
         commit = _git(directory, "stash", "create") or commit
     tree = f"{commit}:{prefix}" if prefix else commit
-    archive = _git(directory, "archive", "--format=tar.gz", tree, binary=True)
+    top = Path(_git(directory, "rev-parse", "--show-toplevel"))  # archive paths are relative to where git runs
+    archive = _git(top, "archive", "--format=tar.gz", tree, binary=True)
     try:
         requirements = _git(directory, "show", f"{commit}:{prefix}{requirements_file}", binary=True)
     except SourceError:
-        requirements = b""
+        raise SourceError(f"{requirements_file} is not in commit {commit[:7]} of {directory}: the server builds "
+                          "the app's Python environment from it. List your dependencies there (e.g. `pip freeze "
+                          "> requirements.txt`), commit it, or set app.requirements in the inventory") from None
     return Source(commit=commit, ref=ref, dirty=dirty, archive=archive, requirements=requirements)
 
 

@@ -354,3 +354,10 @@ def test_old_releases_are_pruned_but_current_previous_and_failed_ones_are_kept(s
     failed = site.ls("failed")
     assert 1 <= len(failed) <= KEEP_FAILED and all(re.search(rf"^{f} .* failed ", listing, re.M) for f in failed)
     assert len(site.ls("venvs")) <= len(releases)
+
+
+def test_provisioning_again_after_deploys_changes_nothing_and_keeps_the_live_release(site):
+    live = site.answering()
+    out = site.server.provision().stdout
+    assert re.search(r"recap \S+: \d+ steps, 0 changed", out), out
+    assert site.answering() == live
