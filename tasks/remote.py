@@ -127,8 +127,10 @@ class Remote:
         result = self.run("\n".join(parts))
         sections = parse_sections(result.stdout, token, len(probes))
         if sections is None:
+            hint = (f"\n{self.user} needs sudo without a password here (or connect as root)"
+                    if "password is required" in result.stderr else "")
             raise RemoteError(f"could not read the server's state from {self.connection.host} "
-                              f"(exit {result.code}):\n{result.tail()}")
+                              f"(exit {result.code}):\n{result.tail()}{hint}")
         return {p.key: p.parse(out, rc) for p, (out, rc) in zip(probes, sections)}
 
     def close(self) -> None:

@@ -35,11 +35,13 @@ def test_nginx_before_the_certificate_serves_http_and_no_tls():
 
 def test_nginx_older_than_1_25_gets_http2_on_the_listen_line():
     conf = nginx.site_config(server(), tls=True, nginx_version=(1, 22, 1))
-    assert "listen 443 ssl http2 default_server;" in conf and "http2 on;" not in conf
+    assert "listen 443 ssl http2;" in conf and "http2 on;" not in conf
 
 
-def test_nginx_without_domains_answers_any_name():
-    assert "server_name _;" in nginx.site_config(server(domains=()), tls=False, nginx_version=(1, 26, 0))
+def test_nginx_without_domains_answers_any_name_and_with_domains_leaves_room_for_other_sites():
+    conf = nginx.site_config(server(domains=()), tls=False, nginx_version=(1, 26, 0))
+    assert "server_name _;" in conf and "listen 80 default_server;" in conf
+    assert "default_server" not in nginx.site_config(server(), tls=True, nginx_version=(1, 26, 0))
 
 
 def test_gunicorn_unit_runs_the_release_as_the_app_user_sandboxed():
