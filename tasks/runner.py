@@ -66,6 +66,7 @@ def apply(remote: Remote, steps: Sequence[Step], reporter: Reporter) -> Recap:
                 raise StepFailed(f"step '{step.title}': applied, but a new SSH connection then failed ({error}); "
                                  + ("the change was undone." if undone else "undoing it failed too.")) from None
         recap.changed.append(step.title)
-        reporter.step("changed", step.title, "; ".join(c.what for c in plan.changes))
+        reporter.step("changed", step.title, "; ".join(c.what for c in plan.changes)
+                      + (f" ({step.changed_note})" if step.changed_note else ""))
         facts = None  # a change can alter what later steps see
     return recap

@@ -230,7 +230,7 @@ class Step:
     and the step fails with the validator's output, so a broken config never replaces a working one.
     `after` runs once when anything changed (a reload). `before` runs locally before any change (e.g. prove
     that a new login works before closing the old way in); `confirm` runs locally after it, and if it raises,
-    `undo` runs on the server. `note` explains an unchanged step in the recap; `hint` helps when it fails.
+    `undo` runs on the server. `note` explains an unchanged step in the recap, `changed_note` a changed one; `hint` helps when it fails.
     """
     title: str
     operations: Sequence[Operation]
@@ -241,6 +241,7 @@ class Step:
     undo: str | None = None
     note: Callable[[Facts], str] | str = ""
     hint: str = ""
+    changed_note: str = ""  # said after the changes, e.g. when they take effect
     extra_probes: Sequence[Probe] = ()
 
     def probes(self) -> list[Probe]:

@@ -53,9 +53,10 @@ def test_nothing_to_change_costs_one_gather_and_no_commands():
 def test_after_a_change_the_remaining_steps_are_probed_again():
     remote = FakeRemote({"a": "bad", "b": "good"})
     out = io.StringIO()
-    recap = apply(remote, [Step("A", [wants_good("a")]), Step("B", [wants_good("b")])], Reporter(out))
+    recap = apply(remote, [Step("A", [wants_good("a")], changed_note="from the next start"),
+                           Step("B", [wants_good("b")])], Reporter(out))
     assert recap.changed == ["A"] and remote.gathers == [["a", "b"], ["b"]]
-    assert "changed   A: a fixed" in out.getvalue()
+    assert "changed   A: a fixed (from the next start)" in out.getvalue()
 
 
 def test_a_failing_step_stops_the_run_with_its_output_and_hint():
