@@ -22,6 +22,7 @@ from dataclasses import dataclass
 TOOL = "gangway"
 CONFIG_ROOT = f"/etc/{TOOL}"
 ACME_WEBROOT = f"/var/www/{TOOL}-acme"
+RELEASE_META = f".{TOOL}/release.json"  # inside each release directory
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Layout:
         return f"{self.releases}/{release_id}"
 
     def release_meta(self, release_id: str) -> str:
-        return f"{self.release(release_id)}/.gangway/release.json"
+        return f"{self.release(release_id)}/{RELEASE_META}"
 
     @property
     def venvs(self) -> str:

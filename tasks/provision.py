@@ -25,6 +25,7 @@ def provision(c, inventory=None):
 
 
 def provision_host(inventory, host, reporter: Reporter) -> None:
+    """Log in (as the deploy user once it exists), apply the steps, print the recap."""
     stats = Stats()
     keys = targets.public_keys(host, inventory)
     remote = targets.login(host, inventory, stats)

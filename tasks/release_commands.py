@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 
 from tasks import shell
-from tasks.layout import Layout
+from tasks.layout import RELEASE_META, Layout
 from tasks.releases import Release
 from tasks.shell import as_user, q
 from tasks.steps import Probe
 
 HEALTH_FAILED = 4
-MIGRATION_FAILED = 5
 CHECK_FAILED = 6
 BUILD_FAILED = 7
 UNHEALTHY_GRACE_S = 3
@@ -25,7 +24,7 @@ UNHEALTHY_GRACE_S = 3
 def state_probes(layout: Layout) -> list[Probe]:
     """Everything a deploy or rollback needs to know, for one gather."""
     app = layout.app
-    meta = ".gangway/release.json"
+    meta = RELEASE_META
     return [
         Probe("releases", f"cd {q(layout.releases)} && for d in */; do d=${{d%/}}; "
                           f"printf '%s\\t' \"$d\"; tr -d '\\n' < \"$d/{meta}\" 2>/dev/null; echo; done",
@@ -96,7 +95,8 @@ if not os.path.exists(path) or open(path).read() != text:
 def unpack(layout: Layout, release: Release, archive: str, deploy_user: str) -> str:
     path = layout.release(release.id)
     return "\n".join([
-        shell.join("install", "-d", "-o", deploy_user, "-g", deploy_user, path, f"{path}/.gangway"),
+        shell.join("install", "-d", "-o", deploy_user, "-g", deploy_user, path,
+                   layout.release_meta(release.id).rsplit("/", 1)[0]),
         as_user(deploy_user, f"tar -xzf {q(archive)} -C {q(path)}") + f" && rm -f {q(archive)}",
         # Projects whose MEDIA_ROOT is BASE_DIR / "media" find the shared media there.
         f"[ -e {q(path + '/media')} ] || ln -s {q(layout.media)} {q(path + '/media')}",
