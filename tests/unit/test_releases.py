@@ -125,3 +125,20 @@ def test_the_lock_is_exclusive_and_says_who_holds_it(tmp_path):
     assert again.stdout.readline().strip() == "acquired"
     again.stdin.close()
     again.wait(timeout=5)
+
+
+def test_the_managed_environment_follows_the_inventory():
+    from pathlib import Path
+
+    from tasks.deploy import Session, _managed_environment
+    from tasks.inventory import parse
+
+    def env(domains):
+        inv = parse({"app": {"name": "m", "domains": domains}, "hosts": [{"address": "192.0.2.9"}]}, "x", Path("."))
+        return _managed_environment(Session(inv, inv.hosts[0], remote=None, reporter=None))
+
+    with_tls = env(["a.example", "b.example"])
+    assert with_tls["DJANGO_ALLOWED_HOSTS"] == "a.example,b.example" and with_tls["DJANGO_HTTPS"] == "1"
+    plain = env([])  # no domain, no certificate: the address is the host name, and the app must not force HTTPS
+    assert plain["DJANGO_ALLOWED_HOSTS"] == "192.0.2.9" and plain["DJANGO_HTTPS"] == "0"
+    assert plain["DJANGO_DB_NAME"] == "m" and plain["DJANGO_MEDIA_ROOT"] == "/srv/m/shared/media"
