@@ -8,11 +8,8 @@ sets the new one aside in failed/ with its own error.
 
 from __future__ import annotations
 
-import getpass
-import io
 import json
 import re
-import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,7 +22,7 @@ from invoke.exceptions import Exit
 from tasks import defaults, release_commands as commands, releases, shell, source, targets
 from tasks.inventory import Host, Inventory, InventoryError
 from tasks.layout import Layout
-from tasks.lock import DeployLock, describe_holder, unlock_command
+from tasks.lock import DeployLock, describe_holder, unlock_command, who
 from tasks.releases import FAILED, GOOD, Release, ServerState
 from tasks.remote import Remote, RemoteError, Stats
 from tasks.runner import Reporter
@@ -39,10 +36,6 @@ class DeployError(RemoteError):
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _who() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 @dataclass
@@ -169,14 +162,14 @@ def deploy_to(session: Session, src: source.Source) -> str:
                     reporter.step("ok", "migrations", "nothing to apply")
                 release.status = GOOD
                 event = {"time": _now(), "event": "live", "release": release.id, "previous": state.live,
-                         "commit": src.commit, "by": _who()}
+                         "commit": src.commit, "by": who()}
                 session.go_live(release, state.live, event)
             except DeployError as error:
                 reversed_ = _undo_migrations(session, release, applied_before) if pending else ""
                 _set_aside(session, release, str(error))
                 raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its "
                                   f"release is kept in {layout.failed}/.\n{error}") from None
-            _prune(session, session.state(), release.id, state.live)
+            _prune(session, state.after_deploy(release), release.id, state.live)
     except KeyboardInterrupt:
         raise Exit("deploy interrupted: the live release is untouched unless the switch had begun; the next "
                    "deploy cleans up what this one left", code=130) from None
@@ -194,7 +187,7 @@ def _new_release(src: source.Source, state: ServerState) -> Release:
     while release_id in state.releases or release_id in state.failed:  # two deploys of one commit in a second
         time.sleep(0.2)
         release_id = releases.new_release_id(src.commit, src.dirty)
-    return Release(id=release_id, commit=src.commit, ref=src.ref, created=_now(), deployed_by=_who(),
+    return Release(id=release_id, commit=src.commit, ref=src.ref, created=_now(), deployed_by=who(),
                    requirements=source.requirements_hash(src.requirements, state.python,
                                                          _extra_requirements(src)))
 
@@ -204,8 +197,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
     the upload. Also clears what an interrupted deploy left behind."""
     inv, layout = session.inventory, session.layout
     archive = f"{layout.releases}/{release.id}.tar.gz"
-    session.remote.stats.commands += 1
-    session.remote.connection.put(io.BytesIO(src.archive), archive)
+    session.remote.put(src.archive, archive)
     stray_units = [r for r in state.running if r != state.live]
     leftovers = state.unfinished()
     extra = _extra_requirements(src)
@@ -263,7 +255,7 @@ def _undo_migrations(session: Session, release: Release, applied_before: list[st
 
 def _set_aside(session: Session, release: Release, error: str) -> None:
     release.status, release.error = FAILED, error[-2000:]
-    event = {"time": _now(), "event": "failed", "release": release.id, "by": _who(), "error": error[-300:]}
+    event = {"time": _now(), "event": "failed", "release": release.id, "by": who(), "error": error[-300:]}
     session.remote.run(shell.script(commands.set_aside(session.layout, release, session.inventory.deploy_user,
                                                        event)))
     session.reporter.step("FAILED", "release", f"{release.id} set aside in {session.layout.failed}/")
@@ -317,7 +309,7 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
                                    releases.reverse_targets(extra, release.migrations, state.applied))
             reporter.step("changed", "migrations", f"{len(extra)} reversed ({', '.join(extra)}) after a "
                           f"backup: {dump}")
-        event = {"time": _now(), "event": "rollback", "release": target, "from": current, "by": _who()}
+        event = {"time": _now(), "event": "rollback", "release": target, "from": current, "by": who()}
         session.go_live(release, current, event)
     reporter.line(f"rolled back to {target}: {session.stats.summary()}")
     return target

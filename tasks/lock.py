@@ -44,6 +44,11 @@ def guarded(layout: Layout, script: str) -> str:
     return f"exec 9>>{q(layout.lock_work)}; flock --shared 9\n{script}"
 
 
+def who() -> str:
+    """The operator, as the lock and the audit log name them: user@machine."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
 def describe_holder(text: str) -> str:
     try:
         info = json.loads(text)
@@ -60,7 +65,7 @@ class DeployLock:
         self.channel = None
 
     def __enter__(self) -> "DeployLock":
-        info = {"who": f"{getpass.getuser()}@{socket.gethostname()}", "what": self.what, "pid": 0,
+        info = {"who": who(), "what": self.what, "pid": 0,
                 "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
         transport = self.remote.connection.transport
         self.channel = transport.open_session()

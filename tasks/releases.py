@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7,12}(-dirty)?$")
@@ -84,6 +84,13 @@ class ServerState:
 
     def _good(self, release: str | None) -> bool:
         return bool(release and release in self.releases and self.releases[release].status == GOOD)
+
+    def after_deploy(self, release: Release) -> "ServerState":
+        """The state once `release` is live and the unfinished leftovers are gone (the deploy removed them):
+        known without asking the server again."""
+        kept = {r: rel for r, rel in self.releases.items() if r not in self.unfinished()}
+        return replace(self, releases={**kept, release.id: release}, live=release.id,
+                       venvs=sorted({*self.venvs, release.requirements}))
 
     def unfinished(self) -> list[str]:
         """Releases an interrupted deploy left behind: never live, never finished."""

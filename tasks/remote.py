@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import secrets
 import socket
 import time
@@ -108,6 +109,14 @@ class Remote:
             raise RemoteError(f"{self.name}: the connection broke while running a command ({error}); the "
                               "server kept whatever it had finished. Run the same command again.") from None
         return Result(r.stdout, r.stderr, r.exited)
+
+    def put(self, data: bytes, path: str) -> None:
+        """Upload `data` to `path` over SFTP, as the logged-in user."""
+        self.stats.commands += 1
+        try:
+            self.connection.put(io.BytesIO(data), path)
+        except (paramiko.SSHException, OSError) as error:
+            raise RemoteError(f"{self.name}: uploading {path} failed ({error})") from None
 
     def check(self, command: str, what: str, **kwargs) -> Result:
         """Run and raise RemoteError with the command's own output when it fails."""

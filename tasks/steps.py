@@ -88,10 +88,9 @@ class File(Operation):
     mode: str = "644"
     owner: str = "root"
     group: str = "root"
-    extra_probes: Sequence[Probe] = ()
 
     def probes(self) -> Sequence[Probe]:
-        return (path_probe(self.path), *self.extra_probes)
+        return (path_probe(self.path),)
 
     def wanted(self, facts: Facts) -> bytes:
         content = self.content(facts) if callable(self.content) else self.content

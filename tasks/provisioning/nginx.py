@@ -10,8 +10,8 @@ import re
 
 from tasks.layout import ACME_WEBROOT, CONFIG_ROOT
 from tasks.provisioning import Server
-from tasks.render import render
-from tasks.render import TEMPLATES
+from tasks.provisioning.tls import certificate_probe
+from tasks.render import TEMPLATES, render
 from tasks.steps import Absent, Facts, File, FileIfAbsent, Link, Probe, Step
 
 DHPARAM = f"{CONFIG_ROOT}/ffdhe2048.pem"
@@ -27,9 +27,8 @@ NGINX_VERSION = Probe("nginx-version", "nginx -v 2>&1", parse_version)
 
 
 def certificate_present(facts: Facts, server: Server) -> bool:
-    from tasks.provisioning.tls import certificate_probe
     state = facts[certificate_probe(server).key]
-    return bool(server.inventory.tls and state and state.usable)
+    return bool(server.inventory.tls and state and state.fresh)
 
 
 def site_config(server: Server, tls: bool, nginx_version: tuple[int, ...]) -> str:
@@ -43,8 +42,6 @@ def site_config(server: Server, tls: bool, nginx_version: tuple[int, ...]) -> st
 
 
 def site(server: Server) -> Step:
-    from tasks.provisioning.tls import certificate_probe
-
     layout = server.layout
     app = server.inventory.app.name
 

@@ -25,10 +25,6 @@ class CertificateState:
     fresh: bool  # more than a day left
     server: str | None
 
-    @property
-    def usable(self) -> bool:
-        return self.fresh
-
 
 def parse_certificate(out: str, rc: int) -> CertificateState | None:
     if rc != 0:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -72,12 +73,7 @@ class Provisioned:
 
     def root(self, command: str) -> subprocess.CompletedProcess:
         """A root command, through the deploy user's sudo (root cannot log in any more)."""
-        return self.host.ssh(f"sudo -n sh -c {shlex_quote(command)}", user="deploy")
-
-
-def shlex_quote(text: str) -> str:
-    import shlex
-    return shlex.quote(text)
+        return self.host.ssh(f"sudo -n sh -c {shlex.quote(command)}", user="deploy")
 
 
 def provision_fresh(suite: str, tmp_path_factory) -> Provisioned:

@@ -7,6 +7,7 @@ provisioned Debian 13 server; they run after tests/integration/test_provision.py
 from __future__ import annotations
 
 import re
+from shlex import quote
 import signal
 import subprocess
 import sys
@@ -76,11 +77,6 @@ class Site:
 
     def ls(self, directory: str) -> list[str]:
         return self.server.root(f"ls -1 /srv/{APP}/{directory}").stdout.split()
-
-
-def quote(text: str) -> str:
-    import shlex
-    return shlex.quote(text)
 
 
 def deployed_id(out: subprocess.CompletedProcess) -> str:

@@ -142,3 +142,12 @@ def test_the_managed_environment_follows_the_inventory():
     plain = env([])  # no domain, no certificate: the address is the host name, and the app must not force HTTPS
     assert plain["DJANGO_ALLOWED_HOSTS"] == "192.0.2.9" and plain["DJANGO_HTTPS"] == "0"
     assert plain["DJANGO_DB_NAME"] == "m" and plain["DJANGO_MEDIA_ROOT"] == "/srv/m/shared/media"
+
+
+def test_the_state_after_a_deploy_is_derived_without_asking_the_server():
+    s = state(good=["r1", "r2"], live="r2", building=["r3"], venvs=["h1"])
+    new = Release("r4", GOOD, requirements="h4")
+    after = s.after_deploy(new)
+    assert after.live == "r4" and sorted(after.releases) == ["r1", "r2", "r4"]  # r3 was cleaned up
+    assert after.venvs == ["h1", "h4"] and s.live == "r2"  # the original is left as it was
+    assert releases.to_prune(after, keep=2, new_live="r4", previous="r2") == ["r1"]

@@ -48,7 +48,7 @@ def test_file_is_written_when_content_differs_and_only_chmodded_when_mode_differ
 
 
 def test_file_content_may_depend_on_facts():
-    op = File("/etc/x", lambda facts: "tls\n" if facts["cert"] else "plain\n", extra_probes=())
+    op = File("/etc/x", lambda facts: "tls\n" if facts["cert"] else "plain\n")
     assert op.plan({"path:/etc/x": state("tls\n"), "cert": True}) == []
     assert op.plan({"path:/etc/x": state("tls\n"), "cert": False})
 
