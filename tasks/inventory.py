@@ -6,9 +6,11 @@ for a server before. Loading is pure apart from reading the file and checking th
 
 from __future__ import annotations
 
+import base64
 import difflib
 import ipaddress
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -96,17 +98,53 @@ class Inventory:
 
 # --- checks: each returns an error text (what is wrong and how to fix it) or None -------------------------
 
-_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_APP_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PYTHON_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# Every value below ends up in a shell command, a config file or a URL on the server, so every pattern must
+# match the whole value: re.fullmatch, never re.match (whose `$` also matches before a trailing newline).
+# Character classes are spelled out in ASCII: \w, \d and \s would let Unicode look-alikes through.
+_UNIX_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_APP_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*")
+_PYTHON_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_PCT = r"%[0-9A-Fa-f]{2}"
+# A URL's host: a name, an IPv4 address (a name-shaped string, checked below) or [an IPv6 address].
+_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?:(?P<userinfo>(?:[A-Za-z0-9._~+-]|" + _PCT + r")+"
+                  r"(?::(?:[A-Za-z0-9._~+-]|" + _PCT + r")*)?)@)?"
+                  r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?"
+                  r"(?P<path>/(?:[A-Za-z0-9._~/?=&+,:@-]|" + _PCT + r")*)?")
+# A URL path and query: unreserved characters, percent-encodings and / ? = & - . _ ~ % + , : @; nothing the
+# shell, nginx or curl would read as syntax ($ ` ' " ; | < > \, spaces, line breaks).
+_URL_PATH = re.compile(r"/(?:[A-Za-z0-9._~/?=&+,:@-]|" + _PCT + r")*")
+_URL_PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/?=&+,:@%")
+_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+              "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
 _RESERVED_NAMES = {"root", "postgres", "www-data", "nobody", "daemon", "sys", "bin", "sshd", "admin"}
 
 
+def _control_problem(value: str) -> str | None:
+    """Line breaks, tabs and other invisible characters have no place in any inventory value."""
+    for i, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") or (char.isspace() and char != " "):
+            kind = "a line break" if char in "\n\r\x0b\x0c\x85\u2028\u2029" else "an invisible control character"
+            return (f"contains {kind} ({char!r} at position {i + 1}); write it on one line, without special "
+                    "characters (check for a stray quote or a paste from a web page)")
+    return None
+
+
+def _first_bad(value: str, allowed: set[str]) -> str:
+    """How to tell the reader which character is wrong: the first one outside `allowed`."""
+    for i, char in enumerate(value):
+        if char not in allowed:
+            return f" ({char!r} at position {i + 1} is not allowed)"
+    return ""
+
+
 def _hostname_problem(value: str, need_dot: bool) -> str | None:
+    if not value.isascii():
+        return ("plain ASCII letters, digits and hyphens (write an international name in its xn-- form), "
+                "e.g. www.example.com")
     name = value.rstrip(".").lower()
-    if len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
         return "letters, digits and hyphens in dot-separated labels, e.g. www.example.com"
     if need_dot and "." not in name:
         return "a full domain name with a dot, e.g. example.com"
@@ -117,26 +155,30 @@ def check_domain(value: str) -> str | None:
     if value.startswith("*."):
         return ("is a wildcard; certificates here are obtained by HTTP-01 validation, which cannot issue "
                 "wildcards. List each name instead, e.g. www.example.com")
-    try:
-        ipaddress.ip_address(value)
+    if "%" not in value and _is_ip(value):
         return "is an address; list the domain names that point at the server, e.g. example.com"
-    except ValueError:
-        pass
     problem = _hostname_problem(value, need_dot=True)
     return f"is not a valid domain name: use {problem}" if problem else None
 
 
-def check_address(value: str) -> str | None:
+def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
-        return None
+        return True
     except ValueError:
-        problem = _hostname_problem(value, need_dot=False)
-        return f"is neither an IP address nor a host name: use e.g. 203.0.113.10 or {problem}" if problem else None
+        return False
+
+
+def check_address(value: str) -> str | None:
+    # ipaddress accepts an IPv6 scope (fe80::1%anything): not a server address, and not safe text.
+    if "%" not in value and _is_ip(value):
+        return None
+    problem = _hostname_problem(value, need_dot=False)
+    return f"is neither an IP address nor a host name: use e.g. 203.0.113.10 or {problem}" if problem else None
 
 
 def check_app_name(value: str) -> str | None:
-    if not _APP_NAME.match(value):
+    if not _APP_NAME.fullmatch(value):
         return ("is not a usable app name: it becomes a Unix user, a database and a service name, so use "
                 "lower-case letters, digits and underscores, starting with a letter (at most 31), e.g. mysite")
     if value in _RESERVED_NAMES:
@@ -145,7 +187,10 @@ def check_app_name(value: str) -> str | None:
 
 
 def check_unix_user(value: str) -> str | None:
-    return None if _UNIX_NAME.match(value) else "is not a valid Unix user name, e.g. deploy"
+    if _UNIX_NAME.fullmatch(value):
+        return None
+    return ("is not a valid Unix user name: lower-case letters, digits, _ and -, starting with a letter "
+            "(at most 32), e.g. deploy")
 
 
 def check_deploy_user(value: str) -> str | None:
@@ -155,15 +200,65 @@ def check_deploy_user(value: str) -> str | None:
 
 
 def check_email(value: str) -> str | None:
-    return None if _EMAIL.match(value) else "is not an e-mail address, e.g. admin@example.com"
+    local, at, domain = value.rpartition("@")
+    if (at and len(value) <= 254 and len(local) <= 64 and _EMAIL_LOCAL.fullmatch(local)
+            and not _hostname_problem(domain, need_dot=True)):
+        return None
+    return ("is not an e-mail address: letters, digits and . _ % + - before the @, a domain name after it, "
+            "nothing else (no spaces, quotes or line breaks), e.g. admin@example.com")
+
+
+def _url_problem(value: str, schemes: tuple[str, ...], with_path: bool, with_userinfo: bool) -> str | None:
+    """What is wrong with a URL, or None; `schemes`, and whether a path and a user:password may be there."""
+    if problem := _control_problem(value):
+        return problem
+    match = _URL.fullmatch(value)
+    if not match:
+        if bad := _first_bad(value, _URL_PATH_CHARS | set("[]")):
+            return f"has a character a URL here may not have (no spaces, quotes, $, backticks or backslashes){bad}"
+        return "is not a URL of the form scheme://host[:port]"
+    if match["scheme"] not in schemes:
+        return f"must start with {' or '.join(s + '://' for s in schemes)}"
+    if match["userinfo"] and not with_userinfo:
+        return "must not contain a user name or password"
+    if match["path"] and not with_path and match["path"] != "/":
+        return "must not have a path: only scheme, host and port"
+    host = match["host"]
+    if host.startswith("["):
+        if not _is_ip(host[1:-1]) or ipaddress.ip_address(host[1:-1]).version != 6:
+            return f"has {host}, which is not an IPv6 address"
+    elif not _is_ip(host) and (problem := _hostname_problem(host, need_dot=False)):
+        return f"has the host {host!r}, which is not a host name or address: use {problem}"
+    if match["port"] and not 1 <= int(match["port"]) <= 65535:
+        return f"has the port {match['port']}: a port is between 1 and 65535"
+    return None
 
 
 def check_https_url(value: str) -> str | None:
-    return None if re.match(r"^https://[^\s/]+", value) else "must be an https:// URL"
+    problem = _url_problem(value, ("https",), with_path=True, with_userinfo=False)
+    return f"{problem}; use an https:// URL, e.g. {defaults.ACME_DIRECTORY}" if problem else None
 
 
 def check_proxy_url(value: str) -> str | None:
-    return None if re.match(r"^https?://[^\s/]+", value) else "must be an http:// URL, e.g. http://proxy.internal:3128"
+    problem = _url_problem(value, ("http", "https"), with_path=False, with_userinfo=True)
+    return (f"{problem}; use http://[user:password@]host[:port], e.g. http://proxy.internal:3128 "
+            "(percent-encode special characters in a password, e.g. %40 for @)") if problem else None
+
+
+def check_no_proxy(value: str) -> str | None:
+    """A host name, a .domain suffix, an address or a network (CIDR): what apt, pip and certbot understand."""
+    if "%" not in value and "/" in value:
+        try:
+            ipaddress.ip_network(value, strict=False)
+            return None
+        except ValueError:
+            pass
+    elif "%" not in value and _is_ip(value):
+        return None
+    elif not _hostname_problem(value[1:] if value.startswith(".") else value, need_dot=False):
+        return None
+    return ("is not a host name, a .domain suffix, an address or a network: use e.g. internal.example.com, "
+            ".example.com, 10.0.0.5 or 10.0.0.0/8, one per list item")
 
 
 def check_port(value: int) -> str | None:
@@ -171,15 +266,28 @@ def check_port(value: int) -> str | None:
 
 
 def check_python_module(value: str) -> str | None:
-    return None if _PYTHON_DOTTED.match(value) else "must be a dotted Python module path, e.g. mysite.wsgi"
+    if _PYTHON_DOTTED.fullmatch(value):
+        return None
+    return "must be a dotted Python module path (letters, digits and _ between dots), e.g. mysite.wsgi"
 
 
 def check_public_key(value: str) -> str | None:
-    parts = value.split()
-    if len(parts) >= 2 and (parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-")
-                            or parts[0].startswith("sk-")):
-        return None
-    return "is not an OpenSSH public key line, e.g. 'ssh-ed25519 AAAA... you@laptop'"
+    example = "e.g. 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... you@laptop' (the one line of your .pub file)"
+    if problem := _control_problem(value):
+        return f"{problem}; one key per list item, {example}"
+    kind, _, rest = value.strip().partition(" ")
+    blob, _, comment = rest.strip().partition(" ")
+    if kind not in _KEY_TYPES:
+        return (f"is not an OpenSSH public key line: it must start with the key type ({', '.join(_KEY_TYPES)}), "
+                f"with no options before it; {example}")
+    try:
+        data = base64.b64decode(blob, validate=True)
+    except ValueError:
+        data = b""
+    # The blob starts with its own type, length-prefixed: a copy-paste cut short or mixed up shows here.
+    if data[4:4 + len(kind)] != kind.encode() or int.from_bytes(data[:4], "big") != len(kind):
+        return f"has a key type and a key that do not belong together (is it cut short?); {example}"
+    return None
 
 
 def check_positive(value: int) -> str | None:
@@ -195,10 +303,25 @@ def check_at_least_two(value: int) -> str | None:
 
 
 def check_url_path(value: str) -> str | None:
-    return None if re.match(r"^/[^\s]*$", value) else "must be a URL path starting with /, e.g. /healthz/"
+    if _URL_PATH.fullmatch(value) and len(value) <= 2000:
+        return None
+    if problem := _control_problem(value):
+        return f"{problem}: use a URL path starting with /, e.g. /healthz/"
+    return ("must be a URL path starting with /, e.g. /healthz/ or /healthz/?full=1: letters, digits and "
+            "- . _ ~ / ? = & + , : @ only, percent-encode anything else (e.g. %20 for a space)"
+            + _first_bad(value, _URL_PATH_CHARS))
+
+
+def check_local_path(value: str) -> str | None:
+    """A path on this machine: any name a file may have, but on one line."""
+    if not value:
+        return "is empty: give a path"
+    return _control_problem(value)
 
 
 def check_relative_path(value: str) -> str | None:
+    if problem := _control_problem(value):
+        return problem
     return None if value and not value.startswith("/") and ".." not in value.split("/") else \
         "must be a path inside the project, e.g. requirements.txt"
 
@@ -220,7 +343,7 @@ HOST_KEYS = {
     "address": Key(str, "the server's IP address or host name", required=True, check=check_address),
     "user": Key(str, "the SSH user for the first connection (root, or a user with sudo)", check=check_unix_user),
     "port": Key(int, "the SSH port", check=check_port),
-    "key": Key(str, "path of your SSH private key, e.g. ~/.ssh/id_ed25519"),
+    "key": Key(str, "path of your SSH private key, e.g. ~/.ssh/id_ed25519", check=check_local_path),
 }
 APP_KEYS = {
     "name": Key(str, "the app's short name, e.g. mysite", required=True, check=check_app_name),
@@ -228,7 +351,8 @@ APP_KEYS = {
                    each=check_domain, item_kind=str),
     "wsgi_module": Key(str, "the Django project's WSGI module, e.g. mysite.wsgi", check=check_python_module),
     "max_upload_mb": Key(int, "the largest request body nginx accepts, in MB", check=check_positive),
-    "source": Key(str, "the Django project's directory (with manage.py), relative to this file"),
+    "source": Key(str, "the Django project's directory (with manage.py), relative to this file",
+                  check=check_local_path),
     "requirements": Key(str, "the requirements file, relative to the project", check=check_relative_path),
     "health_check": Key(str, "the path a new release must answer before it gets traffic, e.g. /healthz/",
                         check=check_url_path),
@@ -240,12 +364,12 @@ APP_KEYS = {
 ACME_KEYS = {
     "email": Key(str, "the e-mail address for the ACME account (expiry notices)", check=check_email),
     "directory": Key(str, "the ACME directory URL (Let's Encrypt by default)", check=check_https_url),
-    "ca_bundle": Key(str, "a PEM file the ACME client trusts for a private or test CA"),
+    "ca_bundle": Key(str, "a PEM file the ACME client trusts for a private or test CA", check=check_local_path),
 }
 PROXY_KEYS = {
     "url": Key(str, "the outbound HTTP proxy, e.g. http://proxy.internal:3128", required=True,
                check=check_proxy_url),
-    "no_proxy": Key(list, "hosts reached directly, not through the proxy", item_kind=str),
+    "no_proxy": Key(list, "hosts reached directly, not through the proxy", each=check_no_proxy, item_kind=str),
 }
 TOP_KEYS = {
     "app": Key(dict, "the app: name, domains", required=True),
@@ -299,6 +423,8 @@ class _Checker:
 
 
 def _join(where: str, name: Any) -> str:
+    # A key with a line break in it must not break the one-line message.
+    name = name if isinstance(name, str) and name.isprintable() else repr(name)
     return f"{where}.{name}" if where else str(name)
 
 
@@ -333,7 +459,7 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
     for i, raw in enumerate(top.get("hosts", [])):
         h = checker.mapping(raw, HOST_KEYS, f"hosts[{i}]")
         key = _key_path(h["key"], base, checker, f"hosts[{i}].key") if "key" in h else None
-        hosts.append(Host(address=h["address"], user=h.get("user", "root"), port=h.get("port", 22), key=key))
+        hosts.append(Host(address=h["address"].lower(), user=h.get("user", "root"), port=h.get("port", 22), key=key))
     acme_data = checker.mapping(top.get("acme", {}), ACME_KEYS, "acme")
     ca_bundle = None
     if "ca_bundle" in acme_data:

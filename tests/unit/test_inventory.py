@@ -115,3 +115,89 @@ def test_proxy_environment_covers_apt_pip_and_certbot():
     inv = parse(with_change("proxy", {"url": "http://proxy:3128", "no_proxy": ["10.0.0.1"]}), "x", Path("."))
     env = inv.proxy.environment()
     assert env["https_proxy"] == "http://proxy:3128" and env["no_proxy"] == "10.0.0.1"
+
+
+def ed25519_key(comment: str = "alice@laptop") -> str:
+    """A well-formed public key line (the blob names its own type, as ssh-keygen writes it)."""
+    import base64
+    blob = (11).to_bytes(4, "big") + b"ssh-ed25519" + (32).to_bytes(4, "big") + bytes(range(32))
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()} {comment}".strip()
+
+
+@pytest.mark.parametrize("path, value", [
+    ("app.health_check", "/healthz/"),
+    ("app.health_check", "/health/?full=1&db=yes"),
+    ("app.health_check", "/status/%C3%A9t%C3%A9/~user/a-b_c.d+e,f:g@h"),
+    ("acme.email", "first.last+certs@mail.example.co.uk"),
+    ("acme.email", "ADMIN_1%x@Example.COM"),
+    ("acme.directory", "https://acme-staging-v02.api.letsencrypt.org/directory"),
+    ("acme.directory", "https://10.213.0.1:14000/dir"),
+    ("acme.directory", "https://[2001:db8::1]:14000/dir?x=1"),
+    ("proxy", {"url": "http://proxy.internal:3128"}),
+    ("proxy", {"url": "http://proxy.internal:3128/"}),
+    ("proxy", {"url": "https://user:p%40ss%22word@10.0.0.1:8080"}),
+    ("proxy", {"url": "http://[2001:db8::1]:3128",
+               "no_proxy": ["localhost", ".internal.example.com", "10.0.0.5", "10.0.0.0/8", "2001:db8::/32"]}),
+    ("ssh_keys", [ed25519_key(), ed25519_key(""), ed25519_key("Alice Smith (work) <alice@example.com>")]),
+    ("deploy_user", "deploy-2"),
+    ("app.wsgi_module", "config.wsgi"),
+    ("app.requirements", "requirements/prod.txt"),
+    ("app.source", "../my project (été)"),
+    ("hosts.0.address", "2001:db8::10"),
+    ("hosts.0.address", "server-1.example.com"),
+])
+def test_real_values_still_pass_the_tighter_checks(path, value):
+    parse(with_change(path, value), "inventory/test.yaml", Path("."))
+
+
+@pytest.mark.parametrize("path, value, expected", [
+    # Reproduced in the issue "Trust": each of these passed validation and reached the server.
+    ("app.health_check", "/healthz/?x=$(touch${IFS}/tmp/x)", ["app.health_check", "'$' at position 13",
+                                                              "percent-encode", "e.g. /healthz/"]),
+    ("acme.email", "admin@example.com\n", ["acme.email", "not an e-mail address", "e.g. admin@example.com"]),
+    ("acme.email", 'ad"min@example.com', ["acme.email", "no spaces, quotes or line breaks"]),
+    ("proxy", {"url": 'http://proxy:3128"'}, ["proxy.url", "'\"' at position 18", "http://proxy.internal:3128"]),
+    ("proxy", {"url": "http://proxy:3128\nAcquire::x"}, ["proxy.url", "line break"]),
+    # `$` in a pattern matches before a final newline: every check matches the whole value now.
+    ("app.name", "mysite\n", ["app.name", "lower-case letters"]),
+    ("deploy_user", "deploy\n", ["deploy_user", "not a valid Unix user name"]),
+    ("hosts.0.user", "root\n", ["hosts[0].user", "not a valid Unix user name"]),
+    ("app.wsgi_module", "mysite.wsgi\n", ["app.wsgi_module", "dotted Python module"]),
+    ("app.domains", ["example.com\n"], ["app.domains[0]", "not a valid domain"]),
+    ("hosts.0.address", "203.0.113.10\n", ["hosts[0].address", "neither an IP address"]),
+    ("hosts.0.address", "fe80::1%eth0;id", ["hosts[0].address", "neither an IP address"]),
+    ("app.domains", ["\u212aexample.com"], ["app.domains[0]", "ASCII", "xn--"]),
+    ("acme.directory", "https://ca.test/dir\n", ["acme.directory", "line break"]),
+    ("acme.directory", "https://user:pw@ca.test/dir", ["acme.directory", "user name or password"]),
+    ("acme.directory", "https://ca..test/dir", ["acme.directory", "host 'ca..test'"]),
+    ("proxy", {"url": "http://proxy:70000"}, ["proxy.url", "port 70000", "between 1 and 65535"]),
+    ("proxy", {"url": "http://proxy:3128/path"}, ["proxy.url", "must not have a path"]),
+    ("proxy", {"url": "socks5://proxy:1080"}, ["proxy.url", "http:// or https://"]),
+    ("proxy", {"url": "http://proxy:3128", "no_proxy": ["a.example.com,b.example.com"]},
+     ["proxy.no_proxy[0]", "one per list item"]),
+    ("proxy", {"url": "http://proxy:3128", "no_proxy": ["*"]}, ["proxy.no_proxy[0]", ".example.com"]),
+    ("ssh_keys", ["ssh-ed25519 AAAA me"], ["ssh_keys[0]", "do not belong together"]),
+    ("ssh_keys", ["ssh-dss AAAAB3NzaC1kc3MAAACB me"], ["ssh_keys[0]", "key type"]),
+    ("ssh_keys", ['command="id" ' + ed25519_key()], ["ssh_keys[0]", "no options before it"]),
+    ("ssh_keys", [ed25519_key() + "\n" + ed25519_key()], ["ssh_keys[0]", "line break", "one key per list item"]),
+    ("app.requirements", "requirements.txt\n", ["app.requirements", "line break"]),
+    ("app.source", "project\x1b[2J", ["app.source", "control character"]),
+    ("acme.ca_bundle", "ca.pem\n", ["acme.ca_bundle", "line break"]),
+    ("hosts.0.key", "id_ed25519\r", ["hosts[0].key", "line break"]),
+    ("app.health_check", "/\u200bhealthz/", ["app.health_check", "control character"]),
+])
+def test_values_that_would_escape_their_quotes_are_refused(path, value, expected):
+    message = error_for(with_change(path, value))
+    assert message.startswith("inventory/test.yaml: ") and "\n" not in message, message
+    for part in expected:
+        assert part in message, message
+
+
+def test_an_unknown_key_with_a_line_break_keeps_the_message_on_one_line():
+    message = error_for(with_change("app.na\nme", "x"))
+    assert "\n" not in message and "'na\\nme'" in message and "unknown key" in message
+
+
+def test_an_address_is_kept_in_lower_case():
+    assert parse(with_change("hosts.0.address", "Server.Example.COM"), "x", Path(".")).hosts[0].address \
+        == "server.example.com"
