@@ -1,7 +1,8 @@
 """Throwaway Debian servers on this machine, for integration tests.
 
 A test host is a debootstrapped Debian image booted with ``systemd-nspawn -x`` (an ephemeral copy,
-so the cached image is never changed) inside its own network namespace, joined to the host by a veth
+so the cached image is never changed), or, with ``persistent=True``, booted on its own copy of the image
+that keeps its disk across ``reboot()`` (removed at teardown), inside its own network namespace, joined to the host by a veth
 pair on its own /24 (10.213.N.0/24: host end .1, container .2).  The container has no route out:
 next to it the host runs, on 10.213.N.1, a private tinyproxy (its way to apt and PyPI) and a pebble
 ACME server with pebble-challtestsrv answering every DNS name with the container's address.
@@ -52,6 +53,9 @@ DEFAULT_SUITE = SUITES[0]
 # neither do the network namespaces and processes it describes.
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gangway" / "testhost"
 IMAGES_DIR = CACHE_DIR / "images"
+# Disks of persistent hosts: next to the images (same file system, so a reflink copy where it can), not in
+# the runtime dir, which is often a small tmpfs and a provisioned server is over a gigabyte.
+HOSTS_DIR = CACHE_DIR / "hosts"
 SSH_KEY = CACHE_DIR / "id_ed25519"
 RUN_DIR = Path("/run/gangway-testhost")
 STATE_LOCK = RUN_DIR / "state.lock"  # held while hosts are recorded, reaped or taken down
@@ -78,12 +82,15 @@ SSH_READY_TIMEOUT = 120
 BOOT_FINISHED_TIMEOUT = 120
 SERVICE_READY_TIMEOUT = 30
 NSPAWN_STOP_TIMEOUT = 30
+COPY_TIMEOUT = 300
+REBOOT_TIMEOUT = 120
 PROCESS_STOP_TIMEOUT = 5
 
 # Host commands and the Debian package that provides each.
 TOOL_PACKAGES = {
     "debootstrap": "debootstrap",
     "chroot": "coreutils",
+    "cp": "coreutils",
     "ssh-keygen": "openssh-client",
     "ssh": "openssh-client",
     "systemd-nspawn": "systemd-container",
@@ -133,6 +140,7 @@ class TestHost:
     acme_root: Path
     password_user: str = PASSWORD_USER
     password: str = PASSWORD
+    persistent: bool = False  # booted on its own copy of the image: reboot() keeps its disk
     _state: dict = field(default_factory=dict, repr=False, compare=False)
     _procs: dict = field(default_factory=dict, repr=False, compare=False)
     _lock_fd: int | None = field(default=None, repr=False, compare=False)
@@ -155,6 +163,52 @@ class TestHost:
     def timings(self) -> dict:
         """Seconds spent in each phase of start and stop, for reports."""
         return self._state.get("timings", {})
+
+    @property
+    def powered_on(self) -> float | None:
+        """When (``time.monotonic()``) its container was last started: at start, or by ``reboot()``."""
+        return self._state.get("powered_on")
+
+    def reboot(self, timeout: float = REBOOT_TIMEOUT) -> float:
+        """Power the server off cleanly and on again, as a real reboot does; return the seconds from
+        power-off until SSH answers.  Its disk is kept; the network namespace, the proxy and pebble
+        keep running.  Only a persistent host can (``start(persistent=True)``).
+
+        Not ``systemctl reboot`` inside: that makes nspawn exit, and nothing would start it again.
+        SIGTERM to the nspawn we started powers the container off (units stopped in order); then the
+        same nspawn command boots the same directory."""
+        if not self.persistent:
+            raise TestHostError(f"{self.name} boots an ephemeral copy, which loses its disk when it stops: "
+                                "start it with persistent=True to reboot it")
+        if self._done:
+            raise TestHostError(f"{self.name} is not ours to reboot (stopped, or started by another process)")
+        st = self._state
+        t0 = time.monotonic()
+        nspawn = st["procs"]["nspawn"]
+        if not _alive(nspawn):
+            raise TestHostError(f"{self.name}: its container is not running; " +
+                                _tail(Path(st["runtime_dir"]) / "nspawn.log"))
+        if not _terminate(nspawn, self._procs.get("nspawn"), NSPAWN_STOP_TIMEOUT):
+            raise TestHostError(f"{self.name}: the container did not power off within {NSPAWN_STOP_TIMEOUT} s "
+                                "(killed); " + _tail(Path(st["runtime_dir"]) / "nspawn.log"))
+        if _alive(st.get("leader")):  # nspawn waits for its container: this is only a safety net
+            _signal(st["leader"], signal.SIGKILL)
+            _wait_gone(st["leader"], None, 5)
+        st["leader"] = None
+        off = time.monotonic()
+        _boot(self)
+        try:
+            _wait_ssh(self, timeout)
+        except BaseException:
+            _write_state(st)
+            raise
+        kids = _children(st["procs"]["nspawn"]["pid"])
+        st["leader"] = _record(kids[0]) if kids else None
+        done = time.monotonic()
+        st.setdefault("reboots", []).append({"off": round(off - t0, 2), "on_to_ssh": round(done - off, 2)})
+        _write_state(st)
+        log.info("%s rebooted: off in %.1f s, SSH after %.1f s more", self.name, off - t0, done - off)
+        return round(done - t0, 2)
 
     def stop(self) -> None:
         """Tear down the container, its services and network.  Safe to call more than once."""
@@ -190,8 +244,13 @@ class TestHost:
             self._lock_fd = None
 
 
-def start(suite: str = DEFAULT_SUITE, name: str | None = None, image: Path | None = None) -> TestHost:
-    """Boot a fresh ephemeral server from IMAGE (default: the cached image of SUITE); wait until ready."""
+def start(suite: str = DEFAULT_SUITE, name: str | None = None, image: Path | None = None,
+          persistent: bool = False) -> TestHost:
+    """Boot a fresh server from IMAGE (default: the cached image of SUITE); wait until ready.
+
+    By default on an ephemeral copy (``systemd-nspawn -x``): quicker to start, gone when it stops.
+    PERSISTENT boots its own copy of the image instead, so that ``reboot()`` keeps its disk; the copy
+    is removed at teardown (or by ``reap_stale`` once its run is dead)."""
     _check_suite(suite)
     require_host(START_TOOLS)
     if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", name):
@@ -201,7 +260,7 @@ def start(suite: str = DEFAULT_SUITE, name: str | None = None, image: Path | Non
     if not (image / "usr/lib/systemd/systemd").exists() and not (image / "lib/systemd/systemd").exists():
         raise TestHostError(f"{image} is not a bootable image (no systemd in it)")
     key = ensure_ssh_key()
-    host = _allocate(suite, name, image, key)
+    host = _allocate(suite, name, image, key, persistent)
     _install_signal_handlers()
     try:
         _launch(host)
@@ -686,13 +745,13 @@ def _host_addresses() -> str:
     return _run(["ip", "-o", "addr", "show"]).stdout
 
 
-def _allocate(suite: str, name: str | None, image: Path, key: Path) -> TestHost:
+def _allocate(suite: str, name: str | None, image: Path, key: Path, persistent: bool = False) -> TestHost:
     """Claim a free slot (lock held for the host's life) and record the host before creating anything."""
     with _flock(STATE_LOCK):  # so that reap_stale never sees half of a new host
-        return _allocate_locked(suite, name, image, key)
+        return _allocate_locked(suite, name, image, key, persistent)
 
 
-def _allocate_locked(suite: str, name: str | None, image: Path, key: Path) -> TestHost:
+def _allocate_locked(suite: str, name: str | None, image: Path, key: Path, persistent: bool = False) -> TestHost:
     if name is not None and _state_path(name).exists():
         raise TestHostError(f"a test host named {name} already exists (see: python -m tests.testhost list)")
     claimed = {s.get("slot") for s in _load_states()}
@@ -718,10 +777,13 @@ def _allocate_locked(suite: str, name: str | None, image: Path, key: Path) -> Te
     host = TestHost(
         name=hostname, suite=suite, slot=slot, address=address, gateway=gateway, ssh_key=key,
         proxy_url="", acme_directory=f"https://{gateway}:{PEBBLE_PORT}/dir",
-        acme_ca_bundle=rundir / "pebble-ca.pem", acme_root=rundir / "acme-root.pem", _lock_fd=fd)
+        acme_ca_bundle=rundir / "pebble-ca.pem", acme_root=rundir / "acme-root.pem", persistent=persistent,
+        _lock_fd=fd)
     host._state = {
         "name": hostname, "slot": slot, "suite": suite, "image": str(image), "netns": netns,
         "link": link, "runtime_dir": str(rundir), "status": "starting", "created": time.time(),
+        # A persistent host's own disk, recorded before it exists so that teardown and the reaper find it.
+        "copy": str(HOSTS_DIR / hostname) if persistent else None,
         "owner": _record(os.getpid()), "detached": False, "procs": {}, "leader": None, "timings": {},
     }
     _write_state(host._state)
@@ -755,10 +817,14 @@ def _launch(host: TestHost) -> None:
         _write_state(st)
 
     # The container first: it takes longest (copy of the image, then boot).
-    nspawn_argv = ["systemd-nspawn", "-D", st["image"], "-x", "-b", "-M", host.name, "--register=no",
-                   "--keep-unit", f"--network-namespace-path={NETNS_DIR / netns}",
-                   "--capability=CAP_NET_ADMIN"]
-    spawn("nspawn", nspawn_argv, {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"})
+    if st.get("copy"):
+        copy = Path(st["copy"])
+        HOSTS_DIR.mkdir(parents=True, exist_ok=True)
+        _remove_copy(copy)  # a leftover of a host of the same name that no state claims any more
+        _run(["cp", "-a", "--reflink=auto", "--", st["image"], str(copy)], what=f"copying the image to {copy}",
+             timeout=COPY_TIMEOUT)
+        st["timings"]["copy"] = round(time.monotonic() - t0, 2)
+    _boot(host)
 
     # tinyproxy: the target's only way out.
     port = _free_port(gw, PROXY_PORTS)
@@ -798,6 +864,19 @@ def _launch(host: TestHost) -> None:
     st["host"] = _host_json(host)
     _write_state(st)
     log.info("%s ready at %s in %.1f s", host.name, addr, st["timings"]["ready"])
+
+
+def _boot(host: TestHost) -> None:
+    """Start the container: on an ephemeral copy of the image (``-x``), or on the host's own copy."""
+    st = host._state
+    root = ["-D", st["copy"]] if st.get("copy") else ["-D", st["image"], "-x"]
+    argv = ["systemd-nspawn", *root, "-b", "-M", host.name, "--register=no", "--keep-unit",
+            f"--network-namespace-path={NETNS_DIR / st['netns']}", "--capability=CAP_NET_ADMIN"]
+    popen = _spawn(argv, Path(st["runtime_dir"]) / "nspawn.log", {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"})
+    host._procs["nspawn"] = popen
+    st["procs"]["nspawn"] = _record(popen.pid, argv)
+    st["powered_on"] = time.monotonic()
+    _write_state(st)
 
 
 def _free_port(ip: str, ports) -> int:
@@ -950,6 +1029,8 @@ def _teardown(state: dict, procs: dict | None = None) -> None:
         subprocess.run(["ip", "netns", "del", netns], capture_output=True)
     if state.get("image"):  # nspawn leaves its copy behind when killed, or stopped while copying
         _remove_ephemeral_copies(Path(state["image"]))
+    if state.get("copy"):  # a persistent host's disk
+        _remove_copy(Path(state["copy"]))
 
     if state.get("runtime_dir"):
         shutil.rmtree(state["runtime_dir"], ignore_errors=True)
@@ -990,6 +1071,19 @@ def _remove_ephemeral_copies(image: Path) -> None:
         log.info("removing leftover ephemeral copy %s", copy)
         shutil.rmtree(copy, ignore_errors=True)
         copy.with_name(f".#{copy.name}.lck").unlink(missing_ok=True)
+
+
+def _remove_copy(copy: Path) -> None:
+    """Remove a persistent host's copy of the image, unless a systemd-nspawn still runs on it."""
+    if not copy.exists():
+        return
+    if _copy_in_use(copy):
+        log.warning("not removing %s: a systemd-nspawn still runs on it", copy)
+        return
+    shutil.rmtree(copy, ignore_errors=True)
+    copy.with_name(f".#{copy.name}.lck").unlink(missing_ok=True)
+    if copy.exists():
+        log.warning("could not remove all of %s", copy)
 
 
 def _owner_alive(state: dict) -> bool:
@@ -1056,6 +1150,11 @@ def _reap_orphans(states: list[dict]) -> None:
             shutil.rmtree(path, ignore_errors=True)
     for image in {IMAGES_DIR / s for s in SUITES} | {Path(s["image"]) for s in states if s.get("image")}:
         _remove_ephemeral_copies(image)
+    copies = {s.get("copy") for s in states}  # recorded before they are made: any other is an orphan
+    for copy in HOSTS_DIR.iterdir() if HOSTS_DIR.is_dir() else []:
+        if copy.is_dir() and str(copy) not in copies:
+            log.info("removing leftover disk of a persistent test host %s", copy)
+            _remove_copy(copy)
 
 
 def _remove_dead_builds() -> None:
@@ -1121,6 +1220,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("up", help="boot a test host that outlives this command; print it as JSON")
     p.add_argument("--suite", default=DEFAULT_SUITE, choices=SUITES)
     p.add_argument("--name")
+    p.add_argument("--persistent", action="store_true",
+                   help="boot its own copy of the image (kept across reboots, removed by down)")
     p = sub.add_parser("down", help="tear down a test host")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("name", nargs="?")
@@ -1148,7 +1249,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"suite": args.suite, "image": str(path),
                               "seconds": round(time.monotonic() - t0, 1)}, indent=1))
         elif args.command == "up":
-            host = start(args.suite, args.name)
+            host = start(args.suite, args.name, persistent=args.persistent)
             host._detach()
             print(json.dumps({**_host_json(host), "timings": host.timings}, indent=1))
         elif args.command == "down":
