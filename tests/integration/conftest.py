@@ -21,8 +21,10 @@ DOMAINS = ("app.test", "www.app.test")
 
 
 # Modules that share the provisioned trixie server run in this order: provision checks first (they expect
-# the placeholder page), then the release history. Unlisted modules run after them.
-MODULE_ORDER = ["test_provision", "test_releases", "test_bookworm"]
+# the placeholder page), then the release history, then deploys under keep-alive load. Unlisted modules run
+# after them, and test_reboot last of all, because it powers the shared server off and on.
+MODULE_ORDER = ["test_provision", "test_releases", "test_keepalive", "test_bookworm"]
+LAST = ["test_reboot"]
 
 
 def pytest_collection_modifyitems(items):
@@ -32,6 +34,8 @@ def pytest_collection_modifyitems(items):
 
     def rank(item):
         name = Path(str(item.fspath)).stem
+        if name in LAST:
+            return (len(MODULE_ORDER) + 1 + LAST.index(name),)
         return (MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER),)
     items.sort(key=lambda item: ("tests/integration" in str(item.fspath), rank(item)))
 
@@ -76,8 +80,8 @@ class Provisioned:
         return self.host.ssh(f"sudo -n sh -c {shlex.quote(command)}", user="deploy")
 
 
-def provision_fresh(suite: str, tmp_path_factory) -> Provisioned:
-    host = testhost.start(suite)
+def provision_fresh(suite: str, tmp_path_factory, persistent: bool = False) -> Provisioned:
+    host = testhost.start(suite, persistent=persistent)
     try:
         inventory = tmp_path_factory.mktemp(f"inventory-{suite}") / "test.yaml"
         testhost.write_inventory(host, inventory, app=APP, domains=DOMAINS)
@@ -89,7 +93,8 @@ def provision_fresh(suite: str, tmp_path_factory) -> Provisioned:
 
 @pytest.fixture(scope="session")
 def trixie(tmp_path_factory):
-    server = provision_fresh("trixie", tmp_path_factory)
+    # On its own disk, not an ephemeral copy: test_reboot really reboots it (TestHost.reboot).
+    server = provision_fresh("trixie", tmp_path_factory, persistent=True)
     yield server
     server.host.stop()
 
