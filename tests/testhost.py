@@ -171,7 +171,7 @@ class TestHost:
 
     def reboot(self, timeout: float = REBOOT_TIMEOUT) -> float:
         """Power the server off cleanly and on again, as a real reboot does; return the seconds from
-        power-off until SSH answers.  Its disk is kept; the network namespace, the proxy and pebble
+        power-off until its SSH server answers (its banner: a provisioned server may refuse root).  Its disk is kept; the network namespace, the proxy and pebble
         keep running.  Only a persistent host can (``start(persistent=True)``).
 
         Not ``systemctl reboot`` inside: that makes nspawn exit, and nothing would start it again.
@@ -198,7 +198,7 @@ class TestHost:
         off = time.monotonic()
         _boot(self)
         try:
-            _wait_ssh(self, timeout)
+            _wait_ssh_banner(self, timeout)
         except BaseException:
             _write_state(st)
             raise
@@ -976,6 +976,24 @@ def _wait_ssh(host: TestHost, timeout: float = SSH_READY_TIMEOUT) -> None:
             last = str(exc)
         if time.monotonic() > deadline:
             raise _timeout_error(host, "nspawn", f"SSH as root at {host.address} ({last})", timeout)
+        time.sleep(0.2)
+
+
+def _wait_ssh_banner(host: TestHost, timeout: float = SSH_READY_TIMEOUT) -> None:
+    """Wait until sshd answers with its banner (whoever may log in)."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        _check_running(host, "nspawn")
+        try:
+            with socket.create_connection((host.address, 22), timeout=1) as sock:
+                sock.settimeout(5)
+                if sock.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError as exc:
+            last = str(exc)
+        if time.monotonic() > deadline:
+            raise _timeout_error(host, "nspawn", f"SSH answering at {host.address} ({last})", timeout)
         time.sleep(0.2)
 
 
