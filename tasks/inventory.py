@@ -104,7 +104,7 @@ class Inventory:
 _UNIX_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _APP_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*")
 _PYTHON_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _PCT = r"%[0-9A-Fa-f]{2}"
 # A URL's host: a name, an IPv4 address (a name-shaped string, checked below) or [an IPv6 address].
@@ -118,6 +118,8 @@ _URL_PATH = re.compile(r"/(?:[A-Za-z0-9._~/?=&+,:@-]|" + _PCT + r")*")
 _URL_PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/?=&+,:@%")
 _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
               "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+_PROJECT_PATH = re.compile(r"[A-Za-z0-9._+@/-]+")
+_PROJECT_PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+@/-")
 _RESERVED_NAMES = {"root", "postgres", "www-data", "nobody", "daemon", "sys", "bin", "sshd", "admin"}
 
 
@@ -204,7 +206,7 @@ def check_email(value: str) -> str | None:
     if (at and len(value) <= 254 and len(local) <= 64 and _EMAIL_LOCAL.fullmatch(local)
             and not _hostname_problem(domain, need_dot=True)):
         return None
-    return ("is not an e-mail address: letters, digits and . _ % + - before the @, a domain name after it, "
+    return ("is not an e-mail address: letters, digits and . _ + - before the @, a domain name after it, "
             "nothing else (no spaces, quotes or line breaks), e.g. admin@example.com")
 
 
@@ -322,8 +324,13 @@ def check_local_path(value: str) -> str | None:
 def check_relative_path(value: str) -> str | None:
     if problem := _control_problem(value):
         return problem
-    return None if value and not value.startswith("/") and ".." not in value.split("/") else \
-        "must be a path inside the project, e.g. requirements.txt"
+    if not value or value.startswith("/") or ".." in value.split("/"):
+        return "must be a path inside the project, e.g. requirements.txt"
+    # It is used in commands on the server (quoted there too): a plain file name needs nothing else.
+    if not _PROJECT_PATH.fullmatch(value):
+        return ("must be a plain relative path: letters, digits and . _ - + @ / only, e.g. requirements/prod.txt"
+                + _first_bad(value, _PROJECT_PATH_CHARS))
+    return None
 
 
 # --- the schema ---------------------------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def ed25519_key(comment: str = "alice@laptop") -> str:
     ("app.health_check", "/health/?full=1&db=yes"),
     ("app.health_check", "/status/%C3%A9t%C3%A9/~user/a-b_c.d+e,f:g@h"),
     ("acme.email", "first.last+certs@mail.example.co.uk"),
-    ("acme.email", "ADMIN_1%x@Example.COM"),
+    ("acme.email", "ADMIN_1-x@Example.COM"),
     ("acme.directory", "https://acme-staging-v02.api.letsencrypt.org/directory"),
     ("acme.directory", "https://10.213.0.1:14000/dir"),
     ("acme.directory", "https://[2001:db8::1]:14000/dir?x=1"),
