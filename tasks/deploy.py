@@ -365,13 +365,16 @@ def list_releases(c, inventory=None):
     _on_each_host(c, inventory, "releases", show)
 
 
-@task(auto_shortflags=False, help={"inventory": "inventory name (inventory/NAME.yaml) or path"})
-def unlock(c, inventory=None):
-    """Clear the deploy lock left by a run that died (ends its holder on the server)."""
+@task(auto_shortflags=False, help={
+    "inventory": "inventory name (inventory/NAME.yaml) or path",
+    "force": "end the holder even though its SSH connection is still alive (a run in progress, which then "
+             "fails); only when you are sure it is stuck",
+})
+def unlock(c, inventory=None, force=False):
+    """Clear the deploy lock of a run that is stuck; refuses while that run is still connected, unless --force."""
+    from tasks.lock import clear_lock
+
     def clear(session: Session) -> None:
-        out = session.remote.check(unlock_command(session.layout), "clearing the lock").stdout.strip()
-        session.reporter.line(f"{session.host.address}: " + (
-            "the lock was free" if out == "free" else
-            f"cleared the lock held by {describe_holder(out.splitlines()[0])}"))
+        session.reporter.line(f"{session.host.address}: {clear_lock(session.remote, session.layout, force)}")
 
     _on_each_host(c, inventory, "unlock", clear)

@@ -2,7 +2,10 @@
 
 The lock is an flock(1) held by a process on the server that lives exactly as long as this SSH channel:
 when fab ends, is interrupted, or loses its connection, the channel closes, the process sees end of input
-and exits, and the lock is free again. `fab unlock` ends a holder that is still there (a hung connection).
+and exits, and the lock is free again. `fab unlock` ends a holder that is still there but no longer attached
+to an SSH connection (a hung process); a holder whose connection is alive is a run in progress, and only
+`fab unlock --force` ends it. sshd drops a dead client's connection within about a minute (ClientAlive*),
+and the lock with it.
 
 A run that dies can leave commands running on the server (a pip install, a migration). Each command of a
 locked run holds a shared lock on a second file for as long as it and its children live, and a new run,
@@ -14,6 +17,7 @@ from __future__ import annotations
 import getpass
 import json
 import socket
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from tasks.layout import Layout
@@ -98,15 +102,101 @@ class DeployLock:
                 pass  # the connection is gone: the server frees the lock by itself
 
 
-def unlock_command(layout: Layout) -> str:
-    """End the processes holding the lock (the recorded holder, and anything else that has the lock file
-    open); print who held it, then whether the lock is free now."""
-    lock, info = q(layout.lock), q(layout.lock_info)
-    return f"""if flock --nonblock {lock} true; then echo free; exit 0; fi
-cat {info} 2>/dev/null || echo '{{}}'
-echo
-pid=$(sed -n 's/.*"pid": \\([0-9][0-9]*\\).*/\\1/p' {info} 2>/dev/null)
-holders=$(for p in /proc/[0-9]*; do ls -l "$p/fd" 2>/dev/null | grep -q -- "-> {layout.lock}$" && echo "${{p#/proc/}}"; done)
-for p in $pid $holders; do kill "$p" 2>/dev/null || true; done
-if flock --wait 5 {lock} true; then echo cleared; else echo "still held"; exit 1; fi
+# The per-connection sshd process that a holder started over SSH descends from: `sshd-session` on Debian 13,
+# `sshd` (titled "sshd: user@notty") on Debian 12. The listening sshd is an ancestor only through one of them.
+SSH_SESSIONS = ("sshd-session", "sshd")
+
+# Runs as root on the server with LOCK, INFO, FORCE and SESSIONS set before it; prints one JSON line.
+# A holder is any process with the lock file open; it is "connected" when one of its ancestors is an sshd
+# session process. The values in the line are written by the holder (JSON) or are pids and process names.
+_UNLOCK_SCRIPT = r"""
+emit() {
+  list=; for p in $pids; do list="${list:+$list,}$p"; done
+  printf '{"result": "%s", "holder": "%s", "pids": [%s], "session": "%s"}\n' "$1" "$holder" "$list" "$session"
+}
+holder=; pids=; session=
+if flock --nonblock "$LOCK" true; then emit free; exit 0; fi
+holder=$(head -c 2000 "$INFO" 2>/dev/null | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')
+# Every process with the lock file open (find -lname takes a pattern: the path's wildcards are escaped).
+pattern=$(printf '%s\n' "$LOCK" | sed 's/[][*?\\]/\\&/g')
+pids=$(find /proc/[0-9]*/fd -maxdepth 1 -lname "$pattern" 2>/dev/null | cut -d / -f 3 | sort -nu | tr '\n' ' ')
+for p in $pids; do
+  a=$p; n=0
+  while [ -z "$session" ] && [ -n "$a" ] && [ "$a" -gt 1 ] && [ $n -lt 64 ]; do
+    comm=$(cat "/proc/$a/comm" 2>/dev/null) || break
+    for s in $SESSIONS; do [ "$comm" = "$s" ] && session="$a $comm"; done
+    a=$(sed 's/.*) //' "/proc/$a/stat" 2>/dev/null | cut -d ' ' -f 2); n=$((n + 1))
+  done
+done
+if [ -n "$session" ] && [ "$FORCE" != 1 ]; then emit connected; exit 0; fi
+for p in $pids; do kill "$p" 2>/dev/null; done
+if flock --wait 5 "$LOCK" true; then emit cleared; exit 0; fi
+for p in $pids; do kill -KILL "$p" 2>/dev/null; done
+if flock --wait 3 "$LOCK" true; then emit cleared; else emit held; fi
 """
+
+
+def unlock_command(layout: Layout, force: bool = False, sessions: tuple[str, ...] = SSH_SESSIONS) -> str:
+    """The script `fab unlock` runs (as root): free if nobody holds the lock; "connected" (and nothing
+    ended) if a holder is attached to a live SSH session, unless `force`; else it ends every process holding
+    the lock file and says whether the lock is free now. One JSON line, read by `parse_unlock`."""
+    return (f"LOCK={q(layout.lock)} INFO={q(layout.lock_info)} FORCE={1 if force else 0} "
+            f"SESSIONS={q(' '.join(sessions))}" + _UNLOCK_SCRIPT)
+
+
+@dataclass
+class Unlocked:
+    """What the unlock script found and did."""
+    result: str  # free, connected (nothing done), cleared, held (could not be cleared)
+    holder: str = ""  # the lock info the holder recorded (JSON text), if any
+    pids: list[int] = field(default_factory=list)  # the processes that held the lock file
+    session: str = ""  # "PID NAME" of the live SSH session a holder belongs to, if any
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.session)
+
+
+def parse_unlock(stdout: str) -> Unlocked | None:
+    """The unlock script's JSON line; None when there is none (the script did not run to its end)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+                return Unlocked(str(data["result"]), str(data.get("holder") or ""),
+                                [int(p) for p in data.get("pids") or []], str(data.get("session") or ""))
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
+class LockHeld(RemoteError):
+    """`fab unlock` left the lock in place: its holder is still connected, or could not be ended."""
+
+
+def unlock_report(outcome: Unlocked, host: str) -> str:
+    """The line `fab unlock` prints; raises LockHeld when the lock is still held."""
+    holder = describe_holder(outcome.holder) if outcome.holder else "another run (no details recorded)"
+    pids = " ".join(map(str, outcome.pids)) or "none found"
+    if outcome.result == "free":
+        return "the lock was free"
+    if outcome.result == "cleared":
+        return f"cleared the lock held by {holder}" + (
+            " (its connection was still alive: that run stops without going live)" if outcome.connected else "")
+    if outcome.result == "connected":
+        pid, _, name = outcome.session.partition(" ")
+        raise LockHeld(f"the deploy lock on {host} is held by {holder}, still connected (its SSH session, "
+                       f"{name} process {pid}, is alive): wait for it to finish, or run `fab unlock --force` "
+                       "if you are sure it is stuck")
+    raise LockHeld(f"the deploy lock on {host} is still held by {holder} after ending its processes ({pids}); "
+                   f"look at them with `ps -f -p {pids.replace(' ', ',')}`")
+
+
+def clear_lock(remote: Remote, layout: Layout, force: bool = False) -> str:
+    """Run the unlock script on the server and say what it did (LockHeld if the lock stays held)."""
+    result = remote.run(unlock_command(layout, force))
+    outcome = parse_unlock(result.stdout)
+    if outcome is None:
+        raise RemoteError(f"clearing the lock failed on {remote.connection.host} (exit {result.code}):\n"
+                          f"{result.tail()}")
+    return unlock_report(outcome, remote.connection.host)
