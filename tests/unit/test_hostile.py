@@ -436,3 +436,21 @@ def test_the_helper_reports_findings_with_their_lines():
         assert_shellcheck_clean("dir=$1\nrm -rf $dir\n")
     assert_shellcheck_clean('dir=$1\nrm -rf "$dir"\n')
     assert_shellcheck_clean("echo $(date) $(id -u)\n", exclude=("SC2046",))
+
+
+NGINX_SYNTAX = [p for p in PAYLOADS if p != "%n%s%%"] + ["a b", "x;", "{", "}", "#x", "$host"]  # % is plain text
+
+
+@pytest.mark.parametrize("raw", NGINX_SYNTAX, ids=ids(NGINX_SYNTAX))
+def test_the_nginx_filter_refuses_anything_nginx_would_read_as_syntax(raw):
+    from tasks.render import nginx_value
+    with pytest.raises(UnsafeValue):
+        nginx_value(raw.replace("CANARY", "/tmp/pwned"))
+
+
+def test_the_filters_pass_ordinary_values_through():
+    from tasks.render import apt_quote, nginx_value, systemd_quote
+    assert nginx_value("www.example.com") == "www.example.com" and nginx_value("/srv/my_site/current") \
+        == "/srv/my_site/current"
+    assert apt_quote("http://proxy:3128") == '"http://proxy:3128"'
+    assert systemd_quote('a "b" \\ 100%') == '"a \\"b\\" \\\\ 100%%"'
