@@ -13,4 +13,4 @@ from tasks.deploy import deploy, list_releases, rollback, unlock
 from tasks.provision import provision
 
 namespace = Collection(provision, deploy, rollback, list_releases, unlock)
-namespace.configure({"gangway": {"inventory": None}})
+namespace.configure({"gangway": {"inventory": None, "known_hosts": None}})

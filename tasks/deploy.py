@@ -111,7 +111,7 @@ def _on_each_host(c, inventory: str | None, what: str, action: Callable[[Session
         if before:
             before(inv)
         for host in hosts:
-            session = Session(inv, host, targets.login(host, inv, Stats()), reporter)
+            session = Session(inv, host, targets.login(host, inv, Stats(), c.config), reporter)
             try:
                 action(session)
             finally:

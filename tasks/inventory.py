@@ -84,6 +84,7 @@ class Inventory:
     proxy: Proxy | None = None
     deploy_user: str = defaults.DEPLOY_USER
     ssh_keys: tuple[str, ...] = ()
+    known_hosts: Path | None = None  # None: the user's ~/.ssh/known_hosts
     source: str = "(defaults)"
 
     @property
@@ -386,6 +387,8 @@ TOP_KEYS = {
     "deploy_user": Key(str, "the account you and fab log in as after provisioning", check=check_deploy_user),
     "ssh_keys": Key(list, "more public keys allowed to log in as the deploy user", each=check_public_key,
                     item_kind=str),
+    "known_hosts": Key(str, "the file that holds these servers' SSH host keys instead of ~/.ssh/known_hosts, "
+                            "relative to this file, e.g. production.known_hosts"),
 }
 
 _TYPE_NAMES = {str: "a string", int: "a number", list: "a list", dict: "a mapping (key: value lines)",
@@ -495,6 +498,7 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
         proxy=proxy,
         deploy_user=top.get("deploy_user", defaults.DEPLOY_USER),
         ssh_keys=tuple(top.get("ssh_keys", ())),
+        known_hosts=(base / Path(top["known_hosts"]).expanduser()) if "known_hosts" in top else None,
         source=source,
     )
 

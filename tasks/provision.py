@@ -19,22 +19,23 @@ def provision(c, inventory=None):
     try:
         inv, hosts = targets.select(c, inventory)
         for host in hosts:
-            provision_host(inv, host, reporter)
+            provision_host(inv, host, reporter, c.config)
     except (InventoryError, RemoteError) as error:
         raise Exit(f"provision failed: {error}", code=1) from None
 
 
-def provision_host(inventory, host, reporter: Reporter) -> None:
-    """Log in (as the deploy user once it exists), apply the steps, print the recap."""
+def provision_host(inventory, host, reporter: Reporter, config=None) -> None:
+    """Log in (as the deploy user once it exists), apply the steps, print the recap. `config` is the task's
+    Fabric config: every connection (the first login, the proof of the deploy user's) is built from it."""
     stats = Stats()
     keys = targets.public_keys(host, inventory)
-    remote = targets.login(host, inventory, stats)
+    remote = targets.login(host, inventory, stats, config)
     reporter.line(f"provision {host.address} as {remote.user} ({inventory.source})")
     if not inventory.tls:
         reporter.line("  note: the inventory lists no domains, so the site is served over HTTP only; add "
                       "app.domains to get a certificate")
     server = provisioning.Server(inventory=inventory, host=host, public_keys=keys,
-                                 prove_deploy_login=lambda: targets.prove_login(host, inventory.deploy_user, stats))
+                                 prove_deploy_login=lambda: targets.prove_login(host, inventory, stats, config))
     try:
         recap = apply(remote, provisioning.steps(server), reporter)
     finally:

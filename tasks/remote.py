@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import errno
+import hashlib
 import io
+import os
+import re
 import secrets
+import shlex
 import socket
 import time
 from dataclasses import dataclass, field
@@ -11,17 +17,33 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import paramiko
-from fabric import Connection
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut, ThreadException
 
 from tasks.inventory import Host
 from tasks.shell import q
 from tasks.steps import Facts, Probe
 
-CONNECT_TIMEOUT = 15
+CONNECT_TIMEOUT = 15    # seconds for the TCP connection, unless ssh_config's ConnectTimeout or Fabric's config says
+SLOW_SERVER_TIMEOUT = 30  # seconds for the server's SSH banner and for authentication: a busy or fresh server is slow
+RETRY_DELAYS = (1, 2, 3, 4)  # seconds between connection attempts while a server is still starting: 5 attempts
+RETRY_WINDOW = 40       # seconds: no new attempt starts when it could not end within this time
 
 
 class RemoteError(Exception):
     """A server that cannot be reached or a command that failed; the message says what to do."""
+
+
+class ConnectionLost(RemoteError):
+    """The SSH connection went away; gangway never reconnects behind the user's back."""
+
+
+class HostKeyChanged(RemoteError):
+    """The server's host key is not the one recorded: refused before anything is sent."""
+
+
+class KeyFileError(RemoteError):
+    """A key file that cannot be used for logging in."""
 
 
 @dataclass
@@ -56,29 +78,305 @@ class Result:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _connect_kwargs(key: Path | None) -> dict:
-    return {"key_filename": [str(key)]} if key else {}
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
-def open_connection(host: Host, user: str, stats: Stats, key: Path | None = None) -> Connection:
-    """An SSH connection, opened now so that a wrong address, port or key fails here with a clear message."""
-    connection = Connection(host.address, user=user, port=host.port, connect_timeout=CONNECT_TIMEOUT,
-                            connect_kwargs=_connect_kwargs(key or host.key))
-    where = f"{user}@{host.address} port {host.port}"
+def shown(path: Path) -> str:
+    """A path as the user would type it: ~/.ssh/known_hosts rather than /home/ada/.ssh/known_hosts."""
+    home = str(Path.home())
+    text = str(path)
+    return "~" + text[len(home):] if home != "/" and (text == home or text.startswith(home + "/")) else text
+
+
+# --- host keys ------------------------------------------------------------------------------------------------
+
+_KEY_TYPES = {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA", "ssh-dss": "DSA",
+              "sk-ssh-ed25519@openssh.com": "ED25519-SK", "sk-ecdsa-sha2-nistp256@openssh.com": "ECDSA-SK"}
+
+
+def key_type(key: paramiko.PKey) -> str:
+    """The key's type the way OpenSSH names it in its messages: ED25519, ECDSA, RSA."""
+    name = key.get_name()
+    return _KEY_TYPES.get(name) or ("ECDSA" if name.startswith("ecdsa-") else name)
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """The SHA256 fingerprint as OpenSSH prints it: SHA256: and base64 without padding."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    """How known_hosts names a server: the address alone on port 22, [address]:port otherwise."""
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def _server(name: str) -> str:
+    """`[10.0.0.2]:2222` back to `10.0.0.2 port 2222` for messages."""
+    match = re.fullmatch(r"\[(.+)\]:(\d+)", name)
+    return f"{match[1]} port {match[2]}" if match else name
+
+
+def record_host_key(path: Path, name: str, key: paramiko.PKey) -> None:
+    """Append one OpenSSH known_hosts line; a missing file is created 600 (and its directory 700)."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
+        if not created and path.is_file() and path.stat().st_size:
+            with open(path, "rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                if existing.read(1) != b"\n":
+                    os.write(fd, b"\n")
+        os.write(fd, f"{name} {key.get_name()} {key.get_base64()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+class RecordNewHostKey(paramiko.MissingHostKeyPolicy):
+    """First contact with a server: say which key it showed, and record it so later connections are checked."""
+
+    def __init__(self, known_hosts: Path, tell: Callable[[str], None] = say):
+        self.known_hosts = known_hosts
+        self.tell = tell
+
+    def missing_host_key(self, client, hostname, key):
+        try:
+            record_host_key(self.known_hosts, hostname, key)
+        except OSError as error:
+            raise RemoteError(f"cannot record the host key of {_server(hostname)} in {shown(self.known_hosts)} "
+                              f"({error.strerror or error}); make the file writable, or name another one "
+                              "with known_hosts in the inventory") from None
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.tell(first_contact_line(hostname, key, self.known_hosts))
+
+
+def first_contact_line(name: str, key: paramiko.PKey, known_hosts: Path) -> str:
+    return (f"first connection to {_server(name)}: its {key_type(key)} key is {fingerprint(key)}; "
+            f"recorded in {shown(known_hosts)}")
+
+
+def changed_key_message(name: str, old: paramiko.PKey, new: paramiko.PKey, known_hosts: Path) -> str:
+    return (f"the host key of {_server(name)} has CHANGED, so nothing was sent to it. Either someone is "
+            "intercepting the connection (a man-in-the-middle attack), or the server was reinstalled or its "
+            f"SSH keys were regenerated. Recorded in {shown(known_hosts)}: {key_type(old)} {fingerprint(old)}; "
+            f"the server now shows: {key_type(new)} {fingerprint(new)}. If you know the change is legitimate "
+            "(compare with the server's console: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), remove the "
+            f"old key with `ssh-keygen -R {shlex.quote(name)} -f {shown(known_hosts)}` and connect again: the "
+            "new key is then recorded")
+
+
+@dataclass(frozen=True)
+class KnownHosts:
+    """Where host keys are read from (the first file that knows a server decides) and where a new one goes."""
+    record: Path
+    read: tuple[Path, ...]
+
+    @classmethod
+    def choose(cls, explicit: Path | None, ssh_config: dict | None = None) -> "KnownHosts":
+        """The inventory's (or gangway.known_hosts') file stands in for the user's files, as ssh's
+        UserKnownHostsFile option does; otherwise ssh_config's UserKnownHostsFile, ~/.ssh/known_hosts and the
+        system-wide file are read, and a new key goes to the first of the user's files."""
+        if explicit:
+            return cls(explicit, (explicit,))
+        default = Path.home() / ".ssh" / "known_hosts"
+        configured = (ssh_config or {}).get("userknownhostsfile") or ""
+        configured = configured if isinstance(configured, str) else " ".join(configured)
+        user = [Path(p).expanduser() for p in configured.split()] or [default]
+        read = list(dict.fromkeys([*user, default, Path("/etc/ssh/ssh_known_hosts")]))
+        return cls(user[0], tuple(read))
+
+    def holder(self, name: str) -> Path:
+        """The file whose entry for `name` decided, for the fix in a message."""
+        for path in self.read:
+            try:
+                if path.is_file() and paramiko.HostKeys(str(path)).lookup(name):
+                    return path
+            except Exception:
+                continue
+        return self.record
+
+    def apply(self, client: paramiko.SSHClient, tell: Callable[[str], None] = say) -> None:
+        """Check host keys against these files; a server none of them knows is recorded (after Fabric's
+        Connection() has installed its AutoAddPolicy, which accepts any key silently)."""
+        for path in self.read:
+            if not path.is_file():
+                continue
+            try:
+                client.load_system_host_keys(str(path))
+            except (OSError, paramiko.SSHException, paramiko.hostkeys.InvalidHostKey, ValueError) as error:
+                raise RemoteError(f"cannot read the known hosts file {shown(path)} ({error}); fix or remove "
+                                  "the broken line") from None
+        client.set_missing_host_key_policy(RecordNewHostKey(self.record, tell))
+
+
+# --- key files ----------------------------------------------------------------------------------------------
+
+_KEY_CLASSES = (paramiko.RSAKey, paramiko.ECDSAKey, paramiko.Ed25519Key)
+
+
+def _agent_has_keys() -> bool:
+    agent = paramiko.Agent()
+    try:
+        return bool(agent.get_keys())
+    except paramiko.SSHException:
+        return False
+    finally:
+        agent.close()
+
+
+def key_file_problem(path: Path, passphrase: str | None = None, agent: bool = True) -> str | None:
+    """What keeps `path` from being used as an SSH private key, with the fix; None when it is usable."""
+    where = shown(path)
+    try:
+        head = path.read_bytes()[:100].decode("latin-1").lstrip()
+    except OSError as error:
+        return f"{where}: cannot read this key file ({error.strerror or error}); fix the path or its permissions"
+    if head.startswith(("ssh-", "ecdsa-", "sk-")):
+        return (f"{where} is a public key, but logging in needs the private key: use the same path without "
+                f"{'.pub' if path.suffix == '.pub' else 'the public part'} (e.g. ~/.ssh/id_ed25519)")
+    encrypted = False
+    for cls in _KEY_CLASSES:
+        try:
+            cls.from_private_key_file(str(path), password=passphrase)
+            return None
+        except paramiko.PasswordRequiredException:
+            encrypted = True
+        except (paramiko.SSHException, ValueError, TypeError, UnicodeError):
+            continue
+    if encrypted or "ENCRYPTED" in head:
+        if agent and _agent_has_keys():
+            return None  # the agent may hold it; if it does not, the server's refusal says so
+        return (f"{where} is protected by a passphrase and no SSH agent offers it: run `eval $(ssh-agent)` and "
+                f"`ssh-add {where}`, or give the passphrase as connect_kwargs.passphrase in fabric.yaml")
+    if passphrase and "OPENSSH PRIVATE KEY" in head:
+        return f"{where}: the passphrase in connect_kwargs.passphrase does not open this key"
+    return (f"{where} is not an SSH private key; point hosts[].key in the inventory (or -i) at your private key, "
+            "e.g. ~/.ssh/id_ed25519, or create one with `ssh-keygen -t ed25519`")
+
+
+# --- connecting ------------------------------------------------------------------------------------------
+
+_TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
+
+
+def transient(error: BaseException) -> bool:
+    """An error a server that is still starting (or busy) gives, which a new attempt may not."""
+    if isinstance(error, (paramiko.AuthenticationException, paramiko.BadHostKeyException, socket.gaierror,
+                          RemoteError)):
+        return False
+    if isinstance(error, paramiko.ssh_exception.NoValidConnectionsError):
+        return True
+    if isinstance(error, (socket.timeout, TimeoutError, EOFError)):
+        return True
+    if isinstance(error, OSError):
+        return error.errno in _TRANSIENT_ERRNOS
+    if isinstance(error, paramiko.SSHException):
+        text = str(error)
+        return "protocol banner" in text or "EOF" in text or "reset" in text.lower()
+    return False
+
+
+def retrying(attempt: Callable[[], None], what: str, *, tell: Callable[[str], None] = say,
+             sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+             delays: tuple[float, ...] = RETRY_DELAYS, window: float = RETRY_WINDOW) -> int:
+    """Run `attempt` until it succeeds, retrying transient errors with growing pauses; at most
+    len(delays) + 1 attempts, and none that could not end within `window` seconds. Says "retrying" once.
+    Returns the number of attempts; raises the last error."""
+    started = clock()
+    longest = 0.0
+    for number, delay in enumerate((*delays, None), start=1):
+        began = clock()
+        try:
+            attempt()
+            return number
+        except Exception as error:
+            longest = max(longest, clock() - began)
+            if (delay is None or not transient(error)
+                    or clock() - started + delay + longest > window):
+                raise
+            if number == 1:
+                tell(f"{what}: {describe(error)}; the server may still be starting or busy: retrying for up "
+                     f"to {window:g} s")
+        sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def describe(error: BaseException) -> str:
+    text = str(error).strip() or error.__class__.__name__
+    return text if isinstance(error, paramiko.SSHException) else f"{error.__class__.__name__}: {text}"
+
+
+def make_connection(host: Host, user: str, key: Path | None = None, config=None) -> Connection:
+    """A Connection built by Fabric from its config (fabric.yaml's connect_kwargs, ssh_config's Host aliases,
+    Port, IdentityFile, ConnectTimeout); the inventory's address, user, port (when not 22) and key win."""
+    if config is None:
+        config = Config()
+    elif not isinstance(config, Config):
+        config = config.clone(into=Config)
+    kwargs = {k: v for k, v in dict(config.connect_kwargs).items() if k != "key_filename"}
+    kwargs.setdefault("banner_timeout", SLOW_SERVER_TIMEOUT)
+    kwargs.setdefault("auth_timeout", SLOW_SERVER_TIMEOUT)
+    connection = Connection(host.address, user=user, port=host.port if host.port != 22 else None,
+                            config=config, connect_kwargs=kwargs)
+    if connection.connect_timeout is None and "timeout" not in connection.connect_kwargs:
+        connection.connect_timeout = CONNECT_TIMEOUT
+    # Fabric lists the config's keys, then ssh_config's IdentityFile ones; the inventory's key goes first.
+    # ssh skips IdentityFile entries that do not exist, and so does gangway.
+    found = [str(Path(k).expanduser()) for k in connection.connect_kwargs.get("key_filename", [])]
+    found = [k for k in found if Path(k).exists()]
+    keys = list(dict.fromkeys(([str(key)] if key else []) + found))
+    if keys:
+        connection.connect_kwargs["key_filename"] = keys
+    else:
+        connection.connect_kwargs.pop("key_filename", None)
+    return connection
+
+
+def open_connection(host: Host, user: str, stats: Stats, key: Path | None = None, *, config=None,
+                    known_hosts: Path | None = None, tell: Callable[[str], None] = say,
+                    sleep: Callable[[float], None] = time.sleep) -> Connection:
+    """An SSH connection, opened now so that a wrong address, port, key or host key fails here with a clear
+    message. The server's host key is checked (or, on first contact, shown and recorded) before logging in."""
+    connection = make_connection(host, user, key or host.key, config)
+    for path in connection.connect_kwargs.get("key_filename", []):
+        problem = key_file_problem(Path(path), connection.connect_kwargs.get("passphrase"),
+                                   connection.connect_kwargs.get("allow_agent", True))
+        if problem:
+            raise KeyFileError(problem)
+    trust = KnownHosts.choose(known_hosts, connection.ssh_config)
+    where = f"{user}@{connection.host} port {connection.port}"
+
+    def attempt() -> None:
+        connection.client.close()  # a failed attempt leaves its transport behind
+        trust.apply(connection.client, tell)
         connection.open()
+
+    try:
+        retrying(attempt, where, tell=tell, sleep=sleep)
+    except paramiko.BadHostKeyException as error:
+        connection.client.close()
+        name = known_hosts_name(connection.host, connection.port)
+        raise HostKeyChanged(changed_key_message(name, error.expected_key, error.key, trust.holder(name))) from None
     except paramiko.AuthenticationException:
+        connection.client.close()
+        raise
+    except RemoteError:
+        connection.client.close()
         raise
     except socket.gaierror:
-        raise RemoteError(f"cannot resolve the host name {host.address!r}: check hosts[].address in the "
+        raise RemoteError(f"cannot resolve the host name {connection.host!r}: check hosts[].address in the "
                           "inventory (or the -H option)") from None
     except (socket.timeout, TimeoutError):
-        raise RemoteError(f"{where}: no answer within {CONNECT_TIMEOUT} s. Check the address and port, that "
-                          "the server is running, and that a firewall lets SSH through") from None
-    except (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError, OSError) as error:
-        raise RemoteError(f"{where}: cannot connect ({error.__class__.__name__}: {error}). Check the address "
-                          "and port, and that the SSH server runs") from None
+        raise RemoteError(f"{where}: no answer within {connection.connect_timeout or CONNECT_TIMEOUT} s. Check the "
+                          "address and port, that the server is running, and that a firewall lets SSH "
+                          "through") from None
+    except (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError, OSError, EOFError) as error:
+        raise RemoteError(f"{where}: cannot connect ({describe(error)}). Check the address and port, and that "
+                          "the SSH server runs") from None
     except paramiko.SSHException as error:
+        connection.client.close()
         raise RemoteError(f"{where}: SSH failed: {error}") from None
     stats.connections += 1
     return connection
@@ -97,26 +395,63 @@ class Remote:
     def name(self) -> str:
         return f"{self.user}@{self.connection.host}"
 
+    def _lost(self, doing: str, what: str = "it") -> ConnectionLost:
+        return ConnectionLost(f"the connection to {self.connection.host} was lost while {doing}; the server may "
+                              f"have finished or stopped {what}, and nothing more was sent. Check that the server "
+                              "is up (ssh to it), then run the same task again: it starts from what the server has")
+
+    def _connected(self) -> bool:
+        transport = self.connection.client.get_transport()
+        return bool(transport and transport.is_active())
+
+    def _ensure_connected(self, doing: str) -> None:
+        """Fabric would open a new connection silently; a lost one is reported instead (the deploy lock, for
+        one, lives on the first connection)."""
+        if not self._connected():
+            raise self._lost(f"idle, before {doing}", "the previous command")
+
+    def _gone_after(self, seconds: float = 1.0) -> bool:
+        """True once the transport has ended: a channel closes a moment before its transport says so."""
+        deadline = time.monotonic() + seconds
+        while self._connected():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
     def run(self, command: str, *, as_root: bool = True, timeout: int | None = None) -> Result:
         if self.wrap:
             command = self.wrap(command)
         if as_root and self.user != "root":
             command = f"sudo -n -H sh -c {q(command)}"
+        self._ensure_connected("the next command")
         self.stats.commands += 1
         try:
             r = self.connection.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
-        except (paramiko.SSHException, OSError, EOFError) as error:
-            raise RemoteError(f"{self.name}: the connection broke while running a command ({error}); the "
-                              "server kept whatever it had finished. Run the same command again.") from None
+        except CommandTimedOut:
+            raise RemoteError(f"a command on {self.connection.host} did not finish within {timeout} s") from None
+        except (paramiko.SSHException, OSError, EOFError, ThreadException) as error:
+            if self._gone_after():
+                raise self._lost("running a command") from None
+            raise RemoteError(f"{self.name}: running a command failed ({describe(error)}); the server kept "
+                              "whatever it had finished. Run the same task again.") from None
+        if r.exited is None or r.exited == -1:
+            if self._gone_after():
+                raise self._lost("running a command")
+            # the connection is fine: the command ended by a signal, which SSH reports without an exit status
+            return Result(r.stdout, (r.stderr + "\n(the command was ended by a signal)").strip(), -1)
         return Result(r.stdout, r.stderr, r.exited)
 
     def put(self, data: bytes, path: str) -> None:
         """Upload `data` to `path` over SFTP, as the logged-in user."""
+        self._ensure_connected(f"uploading {path}")
         self.stats.commands += 1
         try:
             self.connection.put(io.BytesIO(data), path)
-        except (paramiko.SSHException, OSError) as error:
-            raise RemoteError(f"{self.name}: uploading {path} failed ({error})") from None
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            if self._gone_after():
+                raise self._lost(f"uploading {path}", "the upload") from None
+            raise RemoteError(f"{self.name}: uploading {path} failed ({describe(error)})") from None
 
     def check(self, command: str, what: str, **kwargs) -> Result:
         """Run and raise RemoteError with the command's own output when it fails."""

@@ -4,17 +4,23 @@ The inventory comes from `--inventory NAME` (inventory/NAME.yaml, or a path), el
 `gangway.inventory` (fabric.yaml, or the FABRIC_GANGWAY_INVENTORY environment variable), else
 inventory/production.yaml when it exists. `fab -H user@host[:port]` overrides the inventory's hosts, and
 works without any inventory file (defaults, HTTP only).
+
+Connections are built by Fabric from the task's config, so ~/.ssh/config (Host aliases, User, Port,
+IdentityFile) and fabric.yaml's connect_kwargs apply; the inventory's explicit values win. Host keys are checked
+against the inventory's `known_hosts` file, else Fabric's config key `gangway.known_hosts`
+(FABRIC_GANGWAY_KNOWN_HOSTS), else ~/.ssh/known_hosts (and ssh_config's UserKnownHostsFile).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import paramiko
 from fabric import Connection
 
 from tasks.inventory import INVENTORY_DIR, Host, Inventory, InventoryError, for_host, load
-from tasks.remote import Remote, RemoteError, Stats, open_connection
+from tasks.remote import Remote, RemoteError, Stats, key_file_problem, open_connection
 
 DEFAULT_INVENTORY = "production"
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -22,6 +28,14 @@ DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 def select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
     """The inventory and the hosts for this invocation of a task."""
+    inventory, hosts = _select(c, inventory_name)
+    configured = (c.config.get("gangway") or {}).get("known_hosts")
+    if configured and inventory.known_hosts is None:
+        inventory = dataclasses.replace(inventory, known_hosts=Path(configured).expanduser())
+    return inventory, hosts
+
+
+def _select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
     name = inventory_name or (c.config.get("gangway") or {}).get("inventory")
     cli = c if isinstance(c, Connection) else None
     if name:
@@ -46,12 +60,14 @@ def select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
     return inventory, list(inventory.hosts)
 
 
-def login(host: Host, inventory: Inventory, stats: Stats) -> Remote:
-    """Log in as the deploy user if it exists yet (root login is off after provisioning), else as host.user."""
+def login(host: Host, inventory: Inventory, stats: Stats, config=None) -> Remote:
+    """Log in as the deploy user if it exists yet (root login is off after provisioning), else as host.user.
+    `config` is the task's Fabric config (c.config): ssh_config and connect_kwargs come from it."""
     users = [inventory.deploy_user] + ([host.user] if host.user != inventory.deploy_user else [])
     for user in users:
         try:
-            return Remote(open_connection(host, user, stats), stats)
+            return Remote(open_connection(host, user, stats, config=config, known_hosts=inventory.known_hosts),
+                          stats)
         except paramiko.AuthenticationException:
             continue
     key = f"the key {host.key}" if host.key else "your SSH keys (~/.ssh/id_*, the SSH agent)"
@@ -59,10 +75,12 @@ def login(host: Host, inventory: Inventory, stats: Stats) -> Remote:
                       "hosts[].key in the inventory (or fab -H user@host -i KEY)")
 
 
-def prove_login(host: Host, user: str, stats: Stats) -> None:
-    """A fresh connection as `user` that can use sudo: proof before closing other ways in."""
+def prove_login(host: Host, inventory: Inventory, stats: Stats, config=None) -> None:
+    """A fresh connection as the deploy user that can use sudo: proof before closing other ways in. It checks
+    the server's host key like every other connection."""
+    user = inventory.deploy_user
     try:
-        connection = open_connection(host, user, stats)
+        connection = open_connection(host, user, stats, config=config, known_hosts=inventory.known_hosts)
     except paramiko.AuthenticationException:
         raise RemoteError(f"{user}@{host.address} cannot log in with your key; nothing was locked down") from None
     try:
@@ -81,12 +99,16 @@ def public_keys(host: Host, inventory: Inventory) -> tuple[str, ...]:
         if path is None or not path.is_file():
             continue
         pub = Path(f"{path}.pub")
+        if problem := key_file_problem(path, agent=False):
+            if "passphrase" not in problem or not pub.is_file():
+                raise InventoryError(problem + ("" if "passphrase" not in problem else
+                                                f"; or put its public half next to it as {pub.name}"))
         if pub.is_file():
             keys.append(pub.read_text().strip())
         else:
             try:
                 pkey = paramiko.PKey.from_path(path)
-            except (paramiko.SSHException, OSError) as error:
+            except (paramiko.SSHException, OSError, ValueError, TypeError) as error:
                 raise InventoryError(f"{path}: cannot read the public half of this key ({error}); put it "
                                      f"next to it as {pub.name}") from None
             keys.append(f"{pkey.get_name()} {pkey.get_base64()}")

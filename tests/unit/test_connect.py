@@ -1,0 +1,326 @@
+"""Connecting without SSH: host keys (first contact, changed key), key files, retries, lost connections."""
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import paramiko
+import pytest
+from fabric import Config, Connection
+from invoke import Context
+from paramiko.config import SSHConfig
+
+from tasks import inventory, remote, targets
+from tasks.inventory import Host, InventoryError, for_host
+from tasks.remote import (ConnectionLost, HostKeyChanged, KeyFileError, KnownHosts, RecordNewHostKey, Remote,
+                          RemoteError, Stats, changed_key_message, fingerprint, key_file_problem, key_type,
+                          known_hosts_name, retrying)
+
+
+def ed25519(tmp_path: Path, name: str = "key", passphrase: str = "") -> Path:
+    if not shutil.which("ssh-keygen"):
+        pytest.skip("needs ssh-keygen")
+    path = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "", "-f", str(path)], check=True)
+    return path
+
+
+def public(path: Path) -> paramiko.PKey:
+    kind, data = path.with_suffix(".pub").read_text().split()[:2]
+    return paramiko.PKey.from_type_string(kind, __import__("base64").b64decode(data))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to really connect fails the test: these tests send nothing anywhere."""
+    def refuse(self):
+        raise AssertionError(f"tried to connect to {self.host}")
+    monkeypatch.setattr(Connection, "open", refuse)
+
+
+# --- fingerprints and known_hosts lines ------------------------------------------------------------------
+
+def test_fingerprints_read_like_openssh(tmp_path):
+    path = ed25519(tmp_path)
+    shown = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", f"{path}.pub"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    key = public(path)
+    assert fingerprint(key) == shown[1] and not fingerprint(key).endswith("=")
+    assert f"({key_type(key)})" == shown[-1] == "(ED25519)"
+    assert key_type(paramiko.RSAKey.generate(1024)) == "RSA"
+
+
+def test_known_hosts_names_a_port_other_than_22_in_brackets():
+    assert known_hosts_name("10.0.0.2", 22) == "10.0.0.2"
+    assert known_hosts_name("10.0.0.2", 2222) == "[10.0.0.2]:2222"
+
+
+@pytest.mark.parametrize("port", [22, 2222])
+def test_first_contact_records_an_openssh_line_and_says_which_key(tmp_path, port):
+    key = public(ed25519(tmp_path))
+    known = tmp_path / "new" / "known_hosts"
+    said = []
+    client = paramiko.SSHClient()
+    name = known_hosts_name("10.0.0.2", port)
+    RecordNewHostKey(known, said.append).missing_host_key(client, name, key)
+
+    assert known.read_text() == f"{name} ssh-ed25519 {key.get_base64()}\n"
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600 and stat.S_IMODE(known.parent.stat().st_mode) == 0o700
+    where = "10.0.0.2" if port == 22 else "10.0.0.2 port 2222"
+    assert said == [f"first connection to {where}: its ED25519 key is {fingerprint(key)}; recorded in {known}"]
+    # what was written is what paramiko (and so the next connection) reads back
+    assert paramiko.HostKeys(str(known)).lookup(name)["ssh-ed25519"] == key
+    assert client.get_host_keys().lookup(name)["ssh-ed25519"] == key
+
+
+def test_recording_keeps_the_lines_already_there(tmp_path):
+    key = public(ed25519(tmp_path))
+    known = tmp_path / "known_hosts"
+    known.write_text("# mine\n198.51.100.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample")  # no final newline
+    os.chmod(known, 0o644)
+    remote.record_host_key(known, "10.0.0.2", key)
+    assert known.read_text().splitlines()[1:] == ["198.51.100.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample",
+                                                  f"10.0.0.2 ssh-ed25519 {key.get_base64()}"]
+    assert stat.S_IMODE(known.stat().st_mode) == 0o644  # the user's own file keeps its mode
+
+
+def test_the_home_directory_is_shown_as_a_tilde(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert remote.shown(tmp_path / ".ssh" / "known_hosts") == "~/.ssh/known_hosts"
+    assert remote.shown(Path("/etc/ssh/ssh_known_hosts")) == "/etc/ssh/ssh_known_hosts"
+
+
+# --- which known_hosts files ------------------------------------------------------------------------------
+
+def test_an_inventory_file_stands_in_for_the_users_files(tmp_path):
+    mine = tmp_path / "prod.known_hosts"
+    assert KnownHosts.choose(mine, {"userknownhostsfile": "/dev/null"}) == KnownHosts(mine, (mine,))
+
+
+def test_without_one_ssh_config_and_the_users_file_are_read(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    default = tmp_path / ".ssh" / "known_hosts"
+    chosen = KnownHosts.choose(None, {})
+    assert chosen.record == default and chosen.read[0] == default
+    chosen = KnownHosts.choose(None, {"userknownhostsfile": "~/.ssh/work_hosts ~/.ssh/more"})
+    assert chosen.record == tmp_path / ".ssh" / "work_hosts"
+    assert chosen.read[:3] == (tmp_path / ".ssh" / "work_hosts", tmp_path / ".ssh" / "more", default)
+
+
+def test_the_connection_checks_keys_with_gangways_policy_not_fabrics_auto_add(tmp_path):
+    key = public(ed25519(tmp_path))
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[10.0.0.2]:2222 ssh-ed25519 {key.get_base64()}\n")
+    connection = Connection("10.0.0.2", port=2222)
+    assert isinstance(connection.client._policy, paramiko.AutoAddPolicy)  # what Fabric installs
+    KnownHosts.choose(known).apply(connection.client)
+    assert isinstance(connection.client._policy, RecordNewHostKey)
+    assert connection.client._system_host_keys.lookup("[10.0.0.2]:2222")["ssh-ed25519"] == key
+
+
+def test_a_changed_key_says_what_it_may_mean_both_fingerprints_and_the_fix(tmp_path):
+    old, new = public(ed25519(tmp_path, "old")), public(ed25519(tmp_path, "new"))
+    text = changed_key_message("[10.0.0.2]:2222", old, new, tmp_path / "known_hosts")
+    assert "10.0.0.2 port 2222 has CHANGED" in text and "nothing was sent" in text
+    assert "intercepting" in text and "reinstalled" in text
+    assert f"ED25519 {fingerprint(old)}" in text and f"ED25519 {fingerprint(new)}" in text
+    assert f"ssh-keygen -R '[10.0.0.2]:2222' -f {tmp_path / 'known_hosts'}" in text
+
+
+def test_a_changed_key_is_refused_before_logging_in_with_one_message(tmp_path, monkeypatch):
+    old, new = public(ed25519(tmp_path, "old")), public(ed25519(tmp_path, "new"))
+    known = tmp_path / "known_hosts"
+    known.write_text(f"10.0.0.2 ssh-ed25519 {old.get_base64()}\n")
+
+    def open_(self):  # what paramiko's connect does once the server showed its key
+        assert self.client._system_host_keys.lookup("10.0.0.2")
+        raise paramiko.BadHostKeyException("10.0.0.2", new, old)
+    monkeypatch.setattr(Connection, "open", open_)
+    with pytest.raises(HostKeyChanged) as raised:
+        remote.open_connection(Host("10.0.0.2"), "root", Stats(), known_hosts=known, tell=print)
+    assert isinstance(raised.value, RemoteError)
+    assert fingerprint(old) in str(raised.value) and f"-f {known}" in str(raised.value)
+
+
+# --- Fabric's config and ssh_config -----------------------------------------------------------------------
+
+def test_connections_follow_ssh_config_and_fabric_config_but_the_inventory_wins(tmp_path):
+    mine, theirs = ed25519(tmp_path, "mine"), ed25519(tmp_path, "theirs")
+    ssh_config = SSHConfig.from_text(f"Host web\n  HostName 192.0.2.7\n  Port 2200\n  User admin\n"
+                                     f"  IdentityFile {theirs}\n  IdentityFile {tmp_path}/missing\n")
+    config = Config(ssh_config=ssh_config, overrides={"connect_kwargs": {"passphrase": "x", "banner_timeout": 5}})
+    connection = remote.make_connection(Host("web"), "deploy", mine, config)
+    assert (connection.host, connection.port, connection.user) == ("192.0.2.7", 2200, "deploy")
+    assert connection.connect_kwargs["key_filename"] == [str(mine), str(theirs)]  # missing ones skipped, as ssh does
+    assert connection.connect_kwargs["passphrase"] == "x" and connection.connect_kwargs["banner_timeout"] == 5
+    assert connection.connect_kwargs["auth_timeout"] == remote.SLOW_SERVER_TIMEOUT
+    assert connection.connect_timeout == remote.CONNECT_TIMEOUT
+    assert "key_filename" not in config.connect_kwargs  # Fabric's config is not changed behind its back
+    explicit = remote.make_connection(Host("web", port=2201), "deploy", None, config)
+    assert explicit.port == 2201
+
+
+def test_the_known_hosts_file_comes_from_the_inventory_or_fabrics_config(tmp_path, monkeypatch):
+    monkeypatch.setattr(targets, "INVENTORY_DIR", tmp_path)
+    config = Config(overrides={"gangway": {"known_hosts": str(tmp_path / "cli.known_hosts")}})
+    chosen, _ = targets.select(Connection("192.0.2.5", user="root", config=config), None)
+    assert chosen.known_hosts == tmp_path / "cli.known_hosts"
+    (tmp_path / "staging.yaml").write_text("app: {name: mysite}\nhosts: [{address: 192.0.2.6}]\n"
+                                           "known_hosts: keys/staging.known_hosts\n")
+    chosen, _ = targets.select(Context(config=config), str(tmp_path / "staging.yaml"))
+    assert chosen.known_hosts == tmp_path / "keys" / "staging.known_hosts"
+
+
+def test_the_inventory_known_hosts_key_is_a_path_relative_to_the_inventory(tmp_path):
+    parsed = inventory.parse({"app": {"name": "mysite"}, "known_hosts": "prod.known_hosts"}, "x.yaml", tmp_path)
+    assert parsed.known_hosts == tmp_path / "prod.known_hosts"
+    assert inventory.parse({"app": {"name": "mysite"}}, "x.yaml", tmp_path).known_hosts is None
+    with pytest.raises(InventoryError, match="known_hosts: must be a string"):
+        inventory.parse({"app": {"name": "mysite"}, "known_hosts": 3}, "x.yaml", tmp_path)
+
+
+# --- key files ----------------------------------------------------------------------------------------------
+
+def test_a_usable_key_has_no_problem(tmp_path):
+    assert key_file_problem(ed25519(tmp_path)) is None
+
+
+def test_a_text_file_is_not_a_key(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("my server is 203.0.113.10\n")
+    problem = key_file_problem(text)
+    assert problem.startswith(f"{text} is not an SSH private key") and "hosts[].key" in problem
+
+
+def test_a_public_key_given_as_the_private_key_says_so(tmp_path):
+    path = ed25519(tmp_path)
+    problem = key_file_problem(Path(f"{path}.pub"))
+    assert f"{path}.pub is a public key" in problem and "without .pub" in problem
+
+
+def test_an_encrypted_key_without_an_agent_names_the_fixes(tmp_path, monkeypatch):
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    path = ed25519(tmp_path, passphrase="secret")
+    problem = key_file_problem(path)
+    assert "passphrase" in problem and f"ssh-add {path}" in problem and "connect_kwargs.passphrase" in problem
+    assert key_file_problem(path, passphrase="secret") is None
+
+
+def test_a_bad_key_stops_before_connecting(tmp_path, no_network):
+    text = tmp_path / "id_ed25519"
+    text.write_text("not a key\n")
+    with pytest.raises(KeyFileError, match="is not an SSH private key"):
+        remote.open_connection(Host("192.0.2.5", key=text), "root", Stats(), known_hosts=tmp_path / "k")
+
+
+def test_public_keys_names_a_public_key_given_as_the_key(tmp_path):
+    path = Path(f"{ed25519(tmp_path)}.pub")
+    host = Host("192.0.2.5", key=path)
+    with pytest.raises(InventoryError, match=r"is a public key"):
+        targets.public_keys(host, for_host(host))
+
+
+# --- retries ------------------------------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.now, self.slept = 0.0, []
+
+    def sleep(self, seconds):
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def flaky(failures: int, error: Exception, clock: Clock, takes: float = 0.0):
+    calls = []
+
+    def attempt():
+        calls.append(clock.now)
+        clock.now += takes
+        if len(calls) <= failures:
+            raise error
+    return attempt, calls
+
+
+def test_a_slow_server_is_retried_and_the_user_told_once():
+    clock, said = Clock(), []
+    attempt, calls = flaky(3, paramiko.SSHException("Error reading SSH protocol banner"), clock)
+    assert retrying(attempt, "root@10.0.0.2 port 22", tell=said.append, sleep=clock.sleep,
+                    clock=lambda: clock.now) == 4
+    assert clock.slept == [1, 2, 3] and len(said) == 1 and "retrying" in said[0] and "banner" in said[0]
+
+
+def test_retries_are_bounded_in_number():
+    clock = Clock()
+    attempt, calls = flaky(99, ConnectionRefusedError(111, "Connection refused"), clock)
+    with pytest.raises(ConnectionRefusedError):
+        retrying(attempt, "x", tell=lambda _: None, sleep=clock.sleep, clock=lambda: clock.now)
+    assert len(calls) == len(remote.RETRY_DELAYS) + 1 and clock.now <= remote.RETRY_WINDOW
+
+
+def test_retries_are_bounded_in_time_when_each_attempt_times_out():
+    clock = Clock()
+    attempt, calls = flaky(99, socket.timeout("timed out"), clock, takes=15)
+    with pytest.raises(socket.timeout):
+        retrying(attempt, "x", tell=lambda _: None, sleep=clock.sleep, clock=lambda: clock.now)
+    assert len(calls) == 2 and clock.now <= remote.RETRY_WINDOW
+
+
+@pytest.mark.parametrize("error", [paramiko.AuthenticationException("no"), socket.gaierror(-2, "Name unknown"),
+                                   paramiko.BadHostKeyException("h", paramiko.RSAKey.generate(1024),
+                                                                paramiko.RSAKey.generate(1024))])
+def test_errors_a_retry_cannot_fix_are_not_retried(error):
+    clock = Clock()
+    attempt, calls = flaky(1, error, clock)
+    with pytest.raises(type(error)):
+        retrying(attempt, "x", tell=lambda _: None, sleep=clock.sleep, clock=lambda: clock.now)
+    assert len(calls) == 1 and clock.slept == []
+
+
+# --- lost connections ---------------------------------------------------------------------------------------
+
+class FakeTransport:
+    def __init__(self, active=True):
+        self.active = active
+
+    def is_active(self):
+        return self.active
+
+
+class FakeConnection:
+    """Stands in for Fabric's Connection: its run() would silently reconnect, so it must not be reached."""
+    host, user = "10.0.0.2", "deploy"
+
+    def __init__(self, transport, exited=0, drop=False):
+        self.client = SimpleNamespace(get_transport=lambda: transport)
+        self.transport, self.exited, self.drop, self.commands = transport, exited, drop, []
+
+    def run(self, command, **kwargs):
+        self.commands.append(command)
+        if self.drop:
+            self.transport.active = False
+        return SimpleNamespace(stdout="", stderr="", exited=self.exited)
+
+
+@pytest.mark.parametrize("transport", [None, FakeTransport(active=False)])
+def test_a_closed_connection_is_reported_and_never_reopened(transport):
+    connection = FakeConnection(transport)
+    with pytest.raises(ConnectionLost, match="the connection to 10.0.0.2 was lost while idle") as raised:
+        Remote(connection, Stats()).run("true")
+    assert connection.commands == [] and isinstance(raised.value, RemoteError)
+
+
+def test_a_connection_lost_during_a_command_is_called_that():
+    connection = FakeConnection(FakeTransport(), exited=-1, drop=True)
+    with pytest.raises(ConnectionLost, match="lost while running a command; the server may have finished or "
+                                             "stopped it"):
+        Remote(connection, Stats()).run("sleep 60")
+
+
+def test_a_command_ended_by_a_signal_on_a_live_connection_is_a_failure_not_a_lost_connection():
+    result = Remote(FakeConnection(FakeTransport(), exited=-1), Stats()).run("kill -9 $$")
+    assert not result.ok and "signal" in result.stderr
