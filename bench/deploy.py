@@ -5,8 +5,9 @@
 Provisions a fresh test server, then times: the first deploy of the example app (Python environment built,
 migrations applied), code-only deploys, a deploy with new requirements, and rollbacks with no migration.
 Code-only deploys and rollbacks run under a continuous HTTPS load (bounded in count and time, sent only to
-the test server) that counts failed requests and the worst latency during each switch. Figures, not
-pass/fail: this machine is shared and noisy.
+the test server) that counts failed requests and the worst latency during each switch: one connection per
+request (tests/load.py) and, at the same time, kept-alive connections (wrk, tests/wrk.py; skipped if wrk is
+not installed). Figures, not pass/fail: this machine is shared and noisy.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from pathlib import Path
 from tests import testhost
 from tests.apprepo import AppRepo
 from tests.load import Load
+from tests.wrk import Wrk, require_wrk
 
 REPO = Path(__file__).resolve().parent.parent
 DOMAIN = "app.test"
+KEEPALIVE = True  # wrk is there: kept-alive connections too during the loaded switches
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Run:
     requests: int = 0
     failures: int = 0
     worst: float = 0.0
+    keepalive_requests: int = 0  # wrk, kept-alive connections
+    keepalive_failures: int = 0  # socket errors of every kind + answers not 2xx/3xx
 
 
 def fab(*args: str) -> tuple[float, str]:
@@ -57,9 +62,15 @@ def timed(label: str, host: testhost.TestHost, *args: str, load: bool = False) -
         wall, out = fab(*args)
         return Run(label, wall, commands(out)), out
     with Load(host.address, DOMAIN, host.acme_root, workers=6, max_seconds=60) as traffic:
-        wall, out = fab(*args)
-    return Run(label, wall, commands(out), len(traffic.samples), len(traffic.failures()),
-               traffic.worst_latency()), out
+        if not KEEPALIVE:
+            wall, out = fab(*args)
+        else:
+            with Wrk(host.address, DOMAIN, seconds=60, connections=16, threads=2, count_answers=False) as wrk:
+                wall, out = fab(*args)
+    run = Run(label, wall, commands(out), len(traffic.samples), len(traffic.failures()), traffic.worst_latency())
+    if KEEPALIVE:
+        run.keepalive_requests, run.keepalive_failures = wrk.result.requests, wrk.result.failed
+    return run, out
 
 
 def main() -> None:
@@ -68,6 +79,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="code-only deploys and rollbacks to time, each "
                                                            "without and then with load")
     args = parser.parse_args()
+    global KEEPALIVE
+    try:
+        require_wrk()
+    except RuntimeError as missing:
+        print(f"no keep-alive figures: {missing}", file=sys.stderr)
+        KEEPALIVE = False
 
     runs: list[Run] = []
     with testhost.start(args.suite) as host, tempfile.TemporaryDirectory() as tmp:
@@ -98,9 +115,12 @@ def main() -> None:
         runs.append(timed("deploy with new requirements", host, "deploy", *inv)[0])
 
     print(f"\nfab deploy / rollback on Debian {args.suite} (local test server, example app)")
-    print(f"{'run':<40}{'wall s':>8}{'commands':>10}{'requests':>10}{'failed':>8}{'worst ms':>10}")
+    print(f"{'run':<40}{'wall s':>8}{'commands':>10}{'requests':>10}{'failed':>8}{'worst ms':>10}"
+          + (f"{'keep-alive':>12}{'failed':>8}" if KEEPALIVE else ""))
     for run in runs:
         load = f"{run.requests:>10}{run.failures:>8}{run.worst * 1000:>10.0f}" if run.requests else ""
+        if run.requests and KEEPALIVE:
+            load += f"{run.keepalive_requests:>12}{run.keepalive_failures:>8}"
         print(f"{run.label:<40}{run.wall:>8.2f}{run.commands:>10}{load}")
 
     def median(label: str) -> float:
@@ -113,6 +133,9 @@ def main() -> None:
     loaded = [r for r in runs if r.requests]
     print(f"failed requests during switches: {sum(r.failures for r in loaded)} of "
           f"{sum(r.requests for r in loaded)} (target 0); worst latency {max(r.worst for r in loaded) * 1000:.0f} ms")
+    if KEEPALIVE:
+        print(f"failed keep-alive requests (wrk -c16) during switches: {sum(r.keepalive_failures for r in loaded)} "
+              f"of {sum(r.keepalive_requests for r in loaded)} (target 0)")
     print("(the load runs on the same 2 cores as fab and the server, so times under load are inflated)")
 
 
