@@ -1,0 +1,393 @@
+"""Faults a real server meets, on its own freshly provisioned Debian 13 server (these tests break things, so
+they do not share the session's server): `fab unlock` against a run that is alive, a disk that fills up
+during the upload or the build, PostgreSQL stopping between migrate and switch, a connection that is lost
+mid-deploy. Each fault must end in one clear message, nothing half-written left behind, the live release
+still serving, and a next deploy that works.
+
+The tests run in order and build on each other: the full upload disk comes before any deploy.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from shlex import quote
+
+import pytest
+
+from tests import testhost
+from tests.apprepo import AppRepo
+from tests.integration.conftest import APP, DOMAINS, REPO, Provisioned, fab, provision_fresh
+from tests.outside import https_get
+
+ROOT = f"/srv/{APP}"
+
+# Files that are empty by design, which the checks for half-written files leave out: the lock files (flock
+# needs a file, not content) and the marker a finished Python environment gets.
+EXPECTED_EMPTY = (re.compile(rf"^{ROOT}/state/deploy\.(lock|work)$"), re.compile(rf"^{ROOT}/venvs/[^/]+/\.complete$"))
+
+GOOD_MIGRATION = '''from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("counter", "0001_initial")]
+    operations = [migrations.AddField("hit", "agent", models.CharField(max_length=200, default=""))]
+'''
+
+UNHEALTHY_AFTER_3_S = '''
+
+import time as _time
+
+from django.http import HttpResponseServerError
+
+
+def _unhealthy(request):
+    _time.sleep(3)
+    return HttpResponseServerError("unhealthy on purpose")
+
+
+urlpatterns.insert(0, path("healthz/", _unhealthy))
+'''
+
+
+@dataclass
+class Site:
+    server: Provisioned
+    repo: AppRepo
+    inventory: Path
+
+    def fab(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return fab(*args[:1], "--inventory", str(self.inventory), *args[1:], check=check)
+
+    def deploy(self, check: bool = True) -> subprocess.CompletedProcess:
+        return self.fab("deploy", check=check)
+
+    def start(self, *args: str) -> "Run":
+        return Run([sys.executable, "-m", "fabric", args[0], "--inventory", str(self.inventory), *args[1:]])
+
+    def get(self, path: str = "/version/"):
+        return https_get(self.server.host.address, DOMAINS[0], self.server.host.acme_root, path)
+
+    def answering(self) -> str:
+        response = self.get()
+        assert response.status == 200, f"{response.status}: {response.body[:500]}"
+        return response.body.strip()
+
+    def root(self, command: str, check: bool = True) -> str:
+        out = self.server.root(command)
+        if check:
+            assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    def add_requirement(self, line: str) -> str:
+        return self.repo.commit(f"requirement {line}", **{
+            "requirements.txt": (self.repo.path / "requirements.txt").read_text() + line + "\n"})
+
+    def empty_files(self) -> set[str]:
+        return set(self.root(f"find {ROOT} -type f -size 0").split())
+
+    def leftovers(self, empty_before: set[str]) -> list[str]:
+        """What a failed run left half-written: partial archives, and empty files that were not there before
+        (complete Python environments hold many, e.g. py.typed and __init__.py) and are neither a marker nor
+        one of the project's own empty files in a release kept in releases/ or failed/."""
+        partial = self.root(f"find {ROOT} -name '*.tar.gz*'").split()
+        project_empty = [f for f in self.repo.git("ls-files").split() if (self.repo.path / f).stat().st_size == 0]
+        expected = [*EXPECTED_EMPTY, *(re.compile(rf"^{ROOT}/(releases|failed)/[^/]+/{re.escape(f)}$")
+                                       for f in project_empty)]
+        empty = [f for f in self.empty_files() - empty_before if not any(p.match(f) for p in expected)]
+        return partial + sorted(empty)
+
+
+class Run:
+    """A fab command running in the background; its output is read as it comes, every wait is bounded."""
+
+    def __init__(self, argv: list[str]):
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, True)),
+                         threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, False))]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream, into: list[str], announce: bool) -> None:
+        for line in stream:
+            into.append(line)
+            if announce:
+                self.lines.put(line)
+
+    def wait_for_line(self, matches, timeout: float = 120) -> str:
+        """The first stdout line (from now on) that `matches`; fails if the run ends or time is up first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    self.finish(5)
+                    raise AssertionError(f"the run ended before the line we waited for:\n{self.output}")
+                continue
+            if matches(line):
+                return line
+        raise AssertionError(f"no such line within {timeout} s:\n{self.output}")
+
+    def finish(self, timeout: float = 300) -> subprocess.CompletedProcess:
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            for reader in self._readers:
+                reader.join(timeout=10)
+        return subprocess.CompletedProcess(self.process.args, self.process.returncode, "".join(self.stdout),
+                                           "".join(self.stderr))
+
+    def stop(self) -> None:
+        """End the run if it is still going (a test that failed midway)."""
+        if self.process.poll() is None:
+            self.finish(5)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.stdout) + "\n--- stderr:\n" + "".join(self.stderr)
+
+
+def deployed_id(out: subprocess.CompletedProcess) -> str:
+    match = re.search(r"deployed (\S+) to", out.stdout)
+    assert match, out.stdout + out.stderr
+    return match.group(1)
+
+
+def one_clear_failure(out: subprocess.CompletedProcess) -> None:
+    assert out.returncode == 1, f"{out.returncode}\n{out.stdout}\n{out.stderr}"
+    assert "Traceback" not in out.stderr, out.stderr
+    assert not re.search(r"^deployed ", out.stdout, re.M), out.stdout
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = provision_fresh("trixie", tmp_path_factory)
+    yield server
+    server.host.stop()
+
+
+@pytest.fixture(scope="module")
+def site(server, tmp_path_factory) -> Site:
+    tmp = tmp_path_factory.mktemp("faults")
+    repo = AppRepo(tmp / "project")
+    inventory = tmp / "faults.yaml"
+    testhost.write_inventory(server.host, inventory, app=APP, domains=DOMAINS, source=repo.path,
+                             health_check="/healthz/")
+    return Site(server, repo, inventory)
+
+
+def mount_small(site: Site, directory: str, size: str, keep_content: bool = False) -> None:
+    """A small tmpfs over `directory`, owned and permitted as the directory was. With `keep_content`, what
+    the directory held is copied onto it first and `size` is the room left on top of that: the live release's
+    Python environment must stay where it was, since its Gunicorn workers import from it."""
+    d = quote(directory)
+    uid, gid, mode = site.root(f"stat -c '%u %g %a' {d}").split()
+    copy = "/var/tmp/gangway-test-copy"
+    if keep_content:
+        site.root(f"rm -rf {copy} && cp -a {d} {copy}")
+        used_kib = int(site.root(f"du -sk {copy} | cut -f 1"))
+        size = f"{used_kib + int(size.rstrip('k'))}k"
+    site.root(f"mount -t tmpfs -o size={size},uid={uid},gid={gid},mode=0{mode} gangway-test-full {d}")
+    if keep_content:
+        site.root(f"cp -a {copy}/. {d}/ && rm -rf {copy}")
+
+
+def free_bytes(site: Site, directory: str) -> int:
+    return int(site.root(f"df -B1 --output=avail {quote(directory)} | tail -n 1"))
+
+
+# --- a full disk during the upload (before any deploy) -------------------------------------------------------
+
+def test_a_full_disk_during_the_upload_is_one_clear_message_and_leaves_nothing_half_written(site):
+    archive = int(subprocess.run("git archive --format=tar.gz HEAD | wc -c", shell=True, cwd=site.repo.path,
+                                 capture_output=True, text=True, check=True).stdout)
+    releases = f"{ROOT}/releases"
+    empty_before = site.empty_files()
+    mount_small(site, releases, "1m")
+    try:
+        room = free_bytes(site, releases)
+        site.root(f"head -c {room - 4096} /dev/zero > {releases}/.filler")  # leaves one 4 KiB page
+        free = free_bytes(site, releases)
+        print(f"release archive {archive / 1024:.1f} KiB; free on the full releases/ {free / 1024:.1f} KiB")
+        assert free < archive
+        out = site.deploy(check=False)
+        print(out.stderr.strip())
+        one_clear_failure(out)
+        assert "not enough disk space" in out.stderr and "MiB free" in out.stderr, out.stderr
+        assert site.leftovers(empty_before) == []
+    finally:
+        site.root(f"umount {releases}")
+    assert site.leftovers(empty_before) == []
+    out = site.deploy()
+    release = deployed_id(out)
+    assert site.answering() == f"1 {release}"
+
+
+# --- fab unlock against a run that is alive ------------------------------------------------------------------
+
+def test_unlock_refuses_to_end_a_run_that_is_still_connected(site):
+    site.add_requirement("six>=1.16")
+    run = site.start("deploy")
+    try:
+        run.wait_for_line(lambda line: line.startswith("deploy "))
+        t0 = time.monotonic()
+        refused = site.fab("unlock", check=False)
+        print(f"unlock refused in {time.monotonic() - t0:.2f} s: {refused.stderr.strip()}")
+        assert refused.returncode != 0
+        assert "still connected" in refused.stderr and "--force" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        done = run.finish()
+    finally:
+        run.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    release = deployed_id(done)
+    assert site.answering() == f"1 {release}"
+
+
+def test_unlock_force_ends_a_live_run_which_then_does_not_claim_success(site):
+    before = site.answering()
+    site.add_requirement("idna>=3")
+    run = site.start("deploy")
+    try:
+        run.wait_for_line(lambda line: line.startswith("deploy "))
+        forced = site.fab("unlock", "--force")
+        print(forced.stdout.strip())
+        assert "cleared the lock held by" in forced.stdout
+        done = run.finish()
+    finally:
+        run.stop()
+    print(f"the run whose lock was cleared: exit {done.returncode}: {done.stderr.strip()[-400:]}")
+    assert done.returncode != 0, done.stdout
+    assert not re.search(r"^deployed ", done.stdout, re.M), done.stdout
+    assert site.answering() == before
+    # Nothing is left holding the lock: the next deploy goes ahead.
+    release = deployed_id(site.deploy())
+    assert site.answering() == f"1 {release}"
+
+
+# --- a full disk during the build ----------------------------------------------------------------------------
+
+def test_a_full_disk_during_the_build_is_named_and_the_live_release_keeps_serving(site):
+    before = site.answering()
+    venvs = f"{ROOT}/venvs"
+    site.add_requirement("attrs>=23")
+    empty_before = site.empty_files()
+    mount_small(site, venvs, "4096k", keep_content=True)  # the environments built so far, and 4 MiB more
+    print(f"free on the nearly full venvs/: {free_bytes(site, venvs) / 2**20:.1f} MiB")
+    try:
+        out = site.deploy(check=False)
+        print(out.stderr.strip()[-600:])
+        one_clear_failure(out)
+        assert "ran out of disk space" in out.stderr and "MiB free" in out.stderr, out.stderr
+        assert site.leftovers(empty_before) == []
+        assert site.answering() == before
+    finally:
+        # Room again, on the same mount: an unmount now would hide the environment the next deploy builds.
+        site.root(f"mount -o remount,size=1G {venvs}")
+    release = deployed_id(site.deploy())
+    assert site.answering() == f"1 {release}"
+
+
+# --- a connection lost mid-deploy ----------------------------------------------------------------------------
+
+# Precisely the deploy's own connection: the lock holder's recorded pid, then each sshd-session process above
+# it. The holder runs over the deploy's one SSH connection (the same transport as its commands), and this
+# command arrives over another connection, whose sshd-session processes are not ancestors of that holder: the
+# test's own commands and anything else on the server are untouched. Killing the per-connection processes
+# closes the TCP connection from the server's side, as a network that drops it would.
+CUT_THE_DEPLOYS_CONNECTION = rf"""
+pid=$(sed -n 's/.*"pid": \([0-9][0-9]*\).*/\1/p' {ROOT}/state/deploy.lock.info)
+[ -n "$pid" ] && [ -d "/proc/$pid" ] || {{ echo "no lock holder running (pid '$pid')" >&2; exit 1; }}
+a=$pid; sessions=; n=0
+while [ "$a" -gt 1 ] && [ $n -lt 64 ]; do
+  [ "$(cat /proc/$a/comm)" = sshd-session ] && sessions="$sessions $a"
+  a=$(sed 's/.*) //' /proc/$a/stat | cut -d ' ' -f 2); n=$((n + 1))
+done
+[ -n "$sessions" ] || {{ echo "the holder $pid has no sshd-session above it" >&2; exit 1; }}
+echo $sessions
+kill -KILL $sessions
+"""
+
+
+def test_a_lost_connection_is_called_that_and_the_next_deploy_works(site):
+    before = site.answering()
+    site.add_requirement("packaging>=23")
+    run = site.start("deploy")
+    try:
+        run.wait_for_line(lambda line: line.startswith("deploy "))
+        deadline = time.monotonic() + 60
+        while "pip" not in site.root("pgrep -af '[p]ip install' || true"):  # building: pip runs
+            assert time.monotonic() < deadline and run.process.poll() is None, run.output
+            time.sleep(0.3)
+        killed = site.root(CUT_THE_DEPLOYS_CONNECTION).split()
+        cut = time.monotonic()
+        done = run.finish(120)
+        print(f"cut the deploy's connection (sshd-session {' '.join(killed)}); it ended "
+              f"{time.monotonic() - cut:.2f} s later: {done.stderr.strip()[-400:]}")
+    finally:
+        run.stop()
+    one_clear_failure(done)
+    assert "connection to" in done.stderr and "was lost" in done.stderr, done.stderr
+    assert "building it failed" not in done.stderr
+    assert site.answering() == before
+    t0 = time.monotonic()
+    release = deployed_id(site.deploy())
+    print(f"the next deploy (it waits for the cut run's pip on the server): {time.monotonic() - t0:.1f} s")
+    assert site.answering() == f"1 {release}"
+
+
+# --- PostgreSQL stops between migrate and switch (last: it leaves the database ahead of the code) ------------
+
+def test_postgres_stopping_after_migrate_names_the_migration_and_how_to_reverse_it(site):
+    before, good = site.answering(), site.repo.git("rev-parse", "HEAD")
+    site.repo.commit("a field, and a release that is unhealthy", **{
+        "counter__migrations__0002_hit_agent.py": GOOD_MIGRATION,
+        "counter__models.py": (site.repo.path / "counter/models.py").read_text()
+        + "    agent = models.CharField(max_length=200, default='')\n",
+        "mysite__urls.py": (site.repo.path / "mysite/urls.py").read_text() + UNHEALTHY_AFTER_3_S})
+    run = site.start("deploy")
+    try:
+        migrated = run.wait_for_line(lambda line: "migrations" in line and "applied" in line)
+        t0 = time.monotonic()
+        site.root("systemctl stop postgresql")
+        print(f"{migrated.strip()}\nPostgreSQL stopped {time.monotonic() - t0:.2f} s after that line")
+        done = run.finish()
+    finally:
+        run.stop()
+    try:
+        print(done.stderr.strip()[-1200:])
+        one_clear_failure(done)
+        assert "counter.0002_hit_agent" in done.stderr, done.stderr
+        assert "migrate counter 0001_initial" in done.stderr, done.stderr
+        # /version/ does not use the database: the live release still answers it.
+        assert site.answering() == before
+    finally:
+        site.root("systemctl start postgresql")
+
+    def ahead(out: subprocess.CompletedProcess) -> list[str]:
+        return [line for line in (out.stdout + out.stderr).splitlines()
+                if "ahead" in line and "counter.0002_hit_agent" in line]
+
+    listing = site.fab("releases")
+    assert ahead(listing), listing.stdout + listing.stderr
+    print(ahead(listing)[0])
+    site.repo.reset(good)
+    out = site.deploy(check=False)
+    print(f"deploy of the good commit: exit {out.returncode}")
+    assert ahead(out), out.stdout + out.stderr
