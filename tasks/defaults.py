@@ -10,6 +10,8 @@ REQUIREMENTS = "requirements.txt"
 HEALTH_CHECK = "/"
 KEEP_RELEASES = 5
 KEEP_FAILED = 3
+# Database dumps taken before migrations: the newest this many are kept.
+KEEP_BACKUPS = 10
 HEALTH_TIMEOUT_S = 30
 # After a switch the release that was live stays warm this long, so that rolling back to it is instant.
 STANDBY_MINUTES = 10

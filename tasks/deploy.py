@@ -1,14 +1,13 @@
 """`fab deploy`, `fab rollback`, `fab releases`, `fab unlock`: ship releases and move traffic between them.
 
-A deploy builds the new release next to the live one, migrates (after a backup) only when its code has
-migrations the database lacks, starts it and asks it for the health-check path over its own socket, and
-only then points nginx at it. Anything that fails before that point leaves the live release serving and
-sets the new one aside in failed/ with its own error.
+A deploy builds the new release next to the live one (as the build user, never with root power), migrates
+(after a backup) only when its code has migrations the database lacks, starts it and asks it for the
+health-check path over its own socket, and only then points the live link at it. Anything that fails before
+that point leaves the live release serving and sets the new one aside in failed/ with its own error.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -22,12 +21,15 @@ from invoke.exceptions import Exit
 from tasks import defaults, release_commands as commands, releases, shell, source, targets
 from tasks.inventory import Host, Inventory, InventoryError
 from tasks.layout import Layout
-from tasks.lock import DeployLock, describe_holder, unlock_command, who
+from tasks.lock import DeployLock, who
 from tasks.releases import FAILED, GOOD, Release, ServerState
-from tasks.remote import Remote, RemoteError, Stats
+from tasks.remote import ConnectionLost, Remote, RemoteError, Stats
 from tasks.runner import Reporter
 
 CHECK_SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "deploy" / "release_check.py"
+MIB = 1024 * 1024
+# Room a release needs beyond its archive: the unpacked tree, collected static files, bytecode.
+UNPACK_FACTOR, SPARE_MIB = 4, 16
 
 
 class DeployError(RemoteError):
@@ -61,44 +63,45 @@ class Session:
     def state(self) -> ServerState:
         facts = self.remote.gather(commands.state_probes(self.layout))
         if not facts["provisioned"]:
-            raise DeployError(f"{self.host.address} is not provisioned for {self.app}: run `fab provision` first")
+            raise DeployError(f"{self.host.address} is not provisioned for {self.app} by this version of gangway: "
+                              "run `fab provision` first")
         return ServerState(releases=releases.parse_releases(facts["releases"]), failed=sorted(facts["failed"]),
-                           live=releases.parse_live(facts["backend"] or ""), running=facts["running"],
+                           live=facts["live"], running=facts["running"],
                            history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
-                           python=facts["python"], applied=facts["applied"], backups=facts["backups"])
+                           python=facts["python"], applied=facts["applied"], backups=facts["backups"],
+                           free_kib=facts["free"], backend=facts["backend"] or "")
 
-    def applied_migrations(self) -> list[str]:
-        return self.remote.check(commands.applied_migrations(self.app), "reading the applied migrations"
-                                 ).stdout.split()
+    def run(self, what: str, *steps: str | tuple[str, str]) -> tuple[bool, dict, str]:
+        """Run a script of named steps: (ok, its report, its output's tail)."""
+        result = self.remote.run(shell.script(*steps))
+        return result.ok, shell.parse_reports(result.stdout), result.tail(60)
 
     def health_host(self) -> str:
         return self.inventory.app.domains[0] if self.inventory.app.domains else self.host.address
 
-    def go_live(self, release: Release, old: str | None, event: dict) -> None:
-        """Start `release`, check its health, switch traffic to it, stop `old`: one round trip."""
-        inv = self.inventory
-        script = shell.script(
-            commands.start_and_check(self.layout, release.id, self.health_host(), inv.app.health_check,
-                                     https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S),
-            commands.switch(self.layout, release, old, event, inv.deploy_user, inv.app.standby_minutes))
-        result = self.remote.run(script)
-        if not result.ok:
-            raise DeployError(result.tail(60))
-        said = result.stdout.strip().splitlines()
-        health = next((line for line in said if line.startswith("healthy")), "")
-        warm = ", it was still running, nothing to start" if any("standby" in line for line in said) else ""
+    def go_live(self, release: Release, state: ServerState, event: dict) -> None:
+        """Start `release`, check its health, switch traffic to it, let the old one go: one round trip."""
+        inv, layout, old = self.inventory, self.layout, state.live
+        ok, report, tail = self.run("switch", (
+            "start", commands.start_and_check(layout, release.id, self.health_host(), inv.app.health_check,
+                                              https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S)), (
+            "switch", commands.switch(layout, release, old, event, inv.app.standby_minutes,
+                                      backend_ready=state.backend == commands.backend_conf(layout))))
+        if not ok:
+            raise DeployError(tail)
+        warm = ", it was still running, nothing to start" if report.get("standby") else ""
         self.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
-                           + f"; {health}{warm}")
+                           + f"; healthy: GET {inv.app.health_check} -> {report.get('health', '?')}{warm}")
 
     def migrate(self, release_id: str, name: str, targets_: dict[str, str] | None = None) -> str:
         """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""
-        dump = self.remote.run(commands.backup(self.layout, self.app, name))
-        if not dump.ok:
-            raise DeployError(f"the database backup failed, so nothing was migrated:\n{dump.tail()}")
-        result = self.remote.run(shell.script(commands.migrate(self.layout, release_id, self.app, targets_)))
-        if not result.ok:
-            raise DeployError(f"manage.py migrate failed:\n{result.tail(40)}")
-        return dump.stdout.strip().splitlines()[-1]
+        ok, report, tail = self.run("backup", ("backup", commands.backup(self.layout, self.app, name)))
+        if not ok:
+            raise DeployError(f"the database backup failed, so nothing was migrated:\n{tail}")
+        ok, _, tail = self.run("migrate", ("migrate", commands.migrate(self.layout, release_id, self.app, targets_)))
+        if not ok:
+            raise DeployError(f"manage.py migrate failed:\n{tail}")
+        return report["backup"]
 
 
 def _on_each_host(c, inventory: str | None, what: str, action: Callable[[Session], None],
@@ -124,6 +127,23 @@ def _serving(state: ServerState) -> str:
     return f"{state.live} is still serving" if state.live else "the placeholder page still shows (nothing was live)"
 
 
+def _free_mib(state: ServerState) -> str:
+    free = state.free_kib
+    return (f"{free[0] / 1024:.1f} MiB free in releases/, {free[-1] / 1024:.1f} MiB in venvs/" if free
+            else "free space unknown")
+
+
+def _schema_warning(session: Session, state: ServerState) -> None:
+    """Say so when the database has migrations the live code does not know (a deploy that could not undo
+    them, or one killed after its migrate)."""
+    ahead = state.schema_ahead()
+    if ahead:
+        session.reporter.line(f"  WARNING   the database schema is ahead of the live release {state.live}: "
+                              f"{len(ahead)} migration(s) it does not know: {', '.join(ahead)}. Deploy the "
+                              "code that has them, or reverse them (see the message of the deploy that applied "
+                              "them, or `fab rollback --migrate-back`)")
+
+
 # --- deploy --------------------------------------------------------------------------------------------------
 
 @task(auto_shortflags=False, help={
@@ -147,9 +167,14 @@ def deploy_to(session: Session, src: source.Source) -> str:
     try:
         with DeployLock(session.remote, layout, f"deploy {src.commit[:7]}"):
             state = session.state()
+            if state.applied is None:
+                raise DeployError("cannot read which migrations the database has applied: is PostgreSQL "
+                                  "running? (`sudo systemctl status postgresql` on the server). Nothing was "
+                                  f"changed; {_serving(state)}")
             release = _new_release(src, state)
             reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
                           f"({inventory.source})")
+            _schema_warning(session, state)
             _build(session, state, src, release)
             applied_before = state.applied
             pending = [m for m in release.migrations if m not in set(applied_before)]
@@ -163,9 +188,9 @@ def deploy_to(session: Session, src: source.Source) -> str:
                 release.status = GOOD
                 event = {"time": _now(), "event": "live", "release": release.id, "previous": state.live,
                          "commit": src.commit, "by": who()}
-                session.go_live(release, state.live, event)
+                session.go_live(release, state, event)
             except DeployError as error:
-                reversed_ = _undo_migrations(session, release, applied_before) if pending else ""
+                reversed_ = _undo_migrations(session, release, applied_before, pending) if pending else ""
                 _set_aside(session, release, str(error))
                 raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its "
                                   f"release is kept in {layout.failed}/.\n{error}") from None
@@ -173,13 +198,17 @@ def deploy_to(session: Session, src: source.Source) -> str:
     except KeyboardInterrupt:
         raise Exit("deploy interrupted: the live release is untouched unless the switch had begun; the next "
                    "deploy cleans up what this one left", code=130) from None
+    except ConnectionLost as error:
+        raise ConnectionLost(f"{error} The live release is untouched unless the switch had begun; the next "
+                             "deploy cleans up what this one left.") from None
     reporter.line(f"deployed {release.id} to {host.address}: {stats.summary()}")
     return release.id
 
 
-def _extra_requirements(src: source.Source) -> str:
+def _extra_requirements(src: source.Source) -> list[str]:
     """Gunicorn, when the project's requirements do not name it."""
-    return "" if re.search(r"(?im)^\s*gunicorn\b", src.requirements.decode(errors="replace")) else defaults.GUNICORN
+    named = re.search(r"(?im)^\s*gunicorn\b", src.requirements.decode(errors="replace"))
+    return [] if named else [defaults.GUNICORN]
 
 
 def _new_release(src: source.Source, state: ServerState) -> Release:
@@ -189,43 +218,76 @@ def _new_release(src: source.Source, state: ServerState) -> Release:
         release_id = releases.new_release_id(src.commit, src.dirty)
     return Release(id=release_id, commit=src.commit, ref=src.ref, created=_now(), deployed_by=who(),
                    requirements=source.requirements_hash(src.requirements, state.python,
-                                                         _extra_requirements(src)))
+                                                         " ".join(_extra_requirements(src))))
+
+
+def _disk_full(session: Session, what: str) -> DeployError:
+    state = session.state()
+    return DeployError(f"not enough disk space on {session.host.address} {what}: {_free_mib(state)}. Free some "
+                       f"space (old database dumps in {session.layout.backups}/, `sudo apt-get clean`, "
+                       "`sudo journalctl --vacuum-size=100M`) and deploy again; nothing of this release was kept, "
+                       f"{_serving(state)}")
+
+
+def _upload(session: Session, state: ServerState, src: source.Source, release: Release) -> str:
+    """The archive in releases/, after checking there is room for it; never a partial file left behind."""
+    layout = session.layout
+    archive = commands.upload_path(layout, release.id)
+    need = len(src.archive) * UNPACK_FACTOR + SPARE_MIB * MIB
+    if state.free_kib and state.free_kib[0] * 1024 < need:
+        raise _disk_full(session, f"for release {release.id} (it needs about {need / MIB:.1f} MiB)")
+    try:
+        session.remote.put(src.archive, archive)
+    except ConnectionLost:
+        raise
+    except RemoteError as error:
+        session.remote.run(shell.join("rm", "-f", archive))
+        if "size mismatch" in str(error) or "No space" in str(error) or "Failure" in str(error):
+            raise _disk_full(session, f"while uploading release {release.id}") from None
+        raise
+    return archive
 
 
 def _build(session: Session, state: ServerState, src: source.Source, release: Release) -> None:
     """Upload, unpack, environment, Python venv, Django's checks and collectstatic: one round trip after
     the upload. Also clears what an interrupted deploy left behind."""
     inv, layout = session.inventory, session.layout
-    archive = f"{layout.releases}/{release.id}.tar.gz"
-    session.remote.put(src.archive, archive)
-    stray_units = [r for r in state.running if r != state.live]
+    archive = _upload(session, state, src, release)
     leftovers = state.unfinished()
-    extra = _extra_requirements(src)
-    script = shell.script(
-        commands.cleanup(layout, stray_units, leftovers, [], []),
-        commands.unpack(layout, release, archive, inv.deploy_user),
-        commands.env_file(layout, _managed_environment(session)),
-        commands.venv(layout, release.id, release.requirements, inv.app.requirements, shell.q(extra) if extra else "",
-                      inv.deploy_user, inv.proxy_environment),
-        commands.release_check(layout, release.id, inv.deploy_user, CHECK_SCRIPT.read_text()),
+    ok, report, tail = session.run(
+        "build",
+        ("cleanup", commands.cleanup(layout, [r for r in state.running if r != state.live], leftovers, [], [],
+                                     uploading=archive)),
+        ("unpack", commands.unpack(layout, release, archive)),
+        ("environment", commands.env_file(layout, _managed_environment(session))),
+        ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
+                              _extra_requirements(src), inv.proxy_environment)),
+        ("checks", commands.release_check(layout, release.id, CHECK_SCRIPT.read_text())),
     )
-    result = session.remote.run(script)
-    if not result.ok:
-        _set_aside(session, release, result.tail(40))
-        what = {commands.BUILD_FAILED: "building its Python environment (pip) failed",
-                commands.CHECK_FAILED: "Django's checks or collectstatic failed"}.get(result.code, "building it failed")
+    if not ok:
+        if any(sign in tail for sign in commands.DISK_FULL_SIGNS):
+            _set_aside(session, release, tail, keep=False)
+            state = session.state()
+            raise DeployError(f"release {release.id}: the server ran out of disk space while building it "
+                              f"({_free_mib(state)}). Free some space (old database dumps in {layout.backups}/, "
+                              "`sudo apt-get clean`) and deploy again; the release was removed, "
+                              f"{_serving(state)}.\n{tail}")
+        _set_aside(session, release, tail)
+        what = {"pip": "building its Python environment (pip) failed",
+                "checks": "Django's checks or collectstatic failed"}.get(report.get("failed"),
+                                                                         f"its {report.get('failed')} step failed")
         raise DeployError(f"release {release.id}: {what}; {_serving(state)}. Kept in "
-                          f"{layout.failed}/ for inspection.\n{result.tail(40)}")
-    report = json.loads(next(line for line in reversed(result.stdout.splitlines()) if line.startswith("{")))
+                          f"{layout.failed}/ for inspection.\n{tail}")
     release.migrations = report["migrations"]
-    reused = "reused" if "reusing the Python environment" in result.stdout else "built"
     session.reporter.step("changed", "release", f"{release.id} unpacked ({len(src.archive) // 1024} KiB), "
-                          f"Python environment {reused}" + (f", {len(leftovers)} unfinished release(s) from an "
-                                                             f"interrupted deploy removed" if leftovers else ""))
+                          f"Python environment {report['venv']}" + (f", {len(leftovers)} unfinished release(s) "
+                                                                   f"from an interrupted deploy removed"
+                                                                   if leftovers else ""))
     warnings = report["warnings"]
-    session.reporter.step("ok", "checks", "manage.py check --deploy passed" +
-                          (f" with {len(warnings)} warning(s): {'; '.join(warnings)}" if warnings else "") +
-                          "; static files collected")
+    detail = "manage.py check --deploy passed; static files collected"
+    if warnings:  # one per line: each is a thing to fix, not a wall of text
+        detail += f"; {len(warnings)} warning(s):" + "".join(f"\n            {w}" for w in warnings)
+    session.reporter.step("ok", "checks", detail)
 
 
 def _managed_environment(session: Session) -> dict[str, str]:
@@ -239,26 +301,34 @@ def _managed_environment(session: Session) -> dict[str, str]:
     }
 
 
-def _undo_migrations(session: Session, release: Release, applied_before: list[str]) -> str:
-    """Reverse what this deploy applied, with the new release's code (it holds the reverse operations)."""
+def _undo_migrations(session: Session, release: Release, applied_before: list[str], pending: list[str]) -> str:
+    """Reverse what this deploy applied, with the new release's code (it holds the reverse operations). When
+    the database cannot be read or the reverse fails, say so loudly, with the exact command to finish."""
+    layout = session.layout
+    after = session.remote.gather([p for p in commands.state_probes(layout) if p.key == "applied"])["applied"]
+    extra = releases.migrations_to_reverse(after, applied_before) if after is not None else pending
+    if not extra:
+        return ""
+    targets_ = releases.reverse_targets(extra, applied_before, after if after is not None else applied_before + extra)
     try:
-        after = session.applied_migrations()
-        extra = releases.migrations_to_reverse(after, applied_before)
-        if not extra:
-            return ""
-        session.migrate(release.id, f"{release.id}-before-reverse",
-                        releases.reverse_targets(extra, applied_before, after))
+        if after is None:
+            raise DeployError("cannot read which migrations the database has applied (is PostgreSQL running?)")
+        session.migrate(release.id, f"{release.id}-before-reverse", targets_)
         return f"; the {len(extra)} migration(s) it applied were reversed"
     except DeployError as error:
-        return f"; reversing its migrations failed too (the backups are in {session.layout.backups}/):\n{error}"
+        command = commands.reverse_command(layout, f"{layout.failed}/{release.id}", session.app, targets_)
+        return (f".\nWARNING: its migrations may still be applied and could not be reversed: {', '.join(extra)}. "
+                f"The live code runs on a schema it does not know until they are. Once the database is back, "
+                f"reverse them on the server (as {session.inventory.deploy_user}):\n    {command}\n"
+                f"(database backups are in {layout.backups}/). {error}")
 
 
-def _set_aside(session: Session, release: Release, error: str) -> None:
+def _set_aside(session: Session, release: Release, error: str, keep: bool = True) -> None:
     release.status, release.error = FAILED, error[-2000:]
     event = {"time": _now(), "event": "failed", "release": release.id, "by": who(), "error": error[-300:]}
-    session.remote.run(shell.script(commands.set_aside(session.layout, release, session.inventory.deploy_user,
-                                                       event)))
-    session.reporter.step("FAILED", "release", f"{release.id} set aside in {session.layout.failed}/")
+    session.run("set aside", ("set aside", commands.set_aside(session.layout, release, event, keep)))
+    session.reporter.step("FAILED", "release", f"{release.id} " + (f"set aside in {session.layout.failed}/" if keep
+                                                                   else "removed"))
 
 
 def _prune(session: Session, state: ServerState, live: str, previous: str | None) -> None:
@@ -267,11 +337,16 @@ def _prune(session: Session, state: ServerState, live: str, previous: str | None
     kept = [r for r in state.releases if r not in old]
     failed = releases.failed_to_prune(state.failed, app.keep_failed)
     venvs = releases.venvs_to_prune(state, kept)
-    if old or failed or venvs:
-        session.remote.check(shell.script(commands.cleanup(session.layout, [], old, failed, venvs)), "pruning")
-    session.reporter.step("changed" if old or failed else "ok", "cleanup",
+    backups = releases.backups_to_prune(state.backups, app.keep_backups)
+    if old or failed or venvs or backups:
+        ok, _, tail = session.run("prune", ("prune", commands.cleanup(session.layout, [], old, failed, venvs, backups)),
+                                  ("static", commands.prune_static(session.layout, kept) if old else "true"))
+        if not ok:
+            raise DeployError(f"pruning failed:\n{tail}")
+    session.reporter.step("changed" if old or failed or backups else "ok", "cleanup",
                           f"{len(kept)} release(s) kept" + (f", {len(old)} old removed" if old else "")
-                          + (f", {len(failed)} old failed removed" if failed else ""))
+                          + (f", {len(failed)} old failed removed" if failed else "")
+                          + (f", {len(backups)} old database dump(s) removed" if backups else ""))
 
 
 # --- rollback --------------------------------------------------------------------------------------------------
@@ -292,11 +367,15 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
         state = session.state()
         current = state.live
         target = _rollback_target(state, to)
-        reporter.line(f"rollback {session.host.address}: {current} -> {target}")
+        reporter.line(f"rollback {session.host.address}: {current} -> {target}" +
+                      (" (it is live but not running: starting it)" if target == current else ""))
         release = state.releases[target]
         if release.requirements not in state.venvs:
             raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "
                               f"({release.commit[:7]}) instead")
+        if state.applied is None:
+            raise DeployError("cannot read which migrations the database has applied: is PostgreSQL running? "
+                              "(`sudo systemctl status postgresql` on the server). Nothing was changed")
         extra = releases.migrations_to_reverse(state.applied, release.migrations)
         if extra and not migrate_back:
             raise DeployError(
@@ -310,7 +389,7 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
             reporter.step("changed", "migrations", f"{len(extra)} reversed ({', '.join(extra)}) after a "
                           f"backup: {dump}")
         event = {"time": _now(), "event": "rollback", "release": target, "from": current, "by": who()}
-        session.go_live(release, current, event)
+        session.go_live(release, state, event)
     reporter.line(f"rolled back to {target}: {session.stats.summary()}")
     return target
 
@@ -319,8 +398,8 @@ def _rollback_target(state: ServerState, to: str | None) -> str:
     if state.live is None:
         raise DeployError("no release is live yet: nothing to roll back from")
     if to:
-        if to == state.live:
-            raise DeployError(f"{to} is already live")
+        if to == state.live and to in state.running:
+            raise DeployError(f"{to} is already live and running")
         release = state.releases.get(to)
         if release is None or release.status != GOOD:
             where = " (it failed and is kept in failed/)" if to in state.failed else ""
@@ -356,6 +435,12 @@ def list_releases(c, inventory=None):
         session.reporter.line(f"{'RELEASE':<34} {'COMMIT':<8} {'CREATED':<21} {'STATUS':<11} BY")
         for row in release_table(state):
             session.reporter.line(row)
+        if state.live and state.live not in state.running:
+            session.reporter.line(f"  WARNING   the live release {state.live} is not running: nginx answers 502. "
+                                  f"Start it with `fab rollback --to {state.live}`")
+        if state.applied is None:
+            session.reporter.line("  WARNING   cannot read the database's migrations: is PostgreSQL running?")
+        _schema_warning(session, state)
         if state.backups:
             session.reporter.line(f"database backups in {session.layout.backups}/ (restore one with pg_restore):")
             for line in state.backups:

@@ -69,6 +69,7 @@ class App:
     health_check: str = defaults.HEALTH_CHECK
     keep_releases: int = defaults.KEEP_RELEASES
     keep_failed: int = defaults.KEEP_FAILED
+    keep_backups: int = defaults.KEEP_BACKUPS
     standby_minutes: int = defaults.STANDBY_MINUTES
 
     @property
@@ -103,7 +104,8 @@ class Inventory:
 # match the whole value: re.fullmatch, never re.match (whose `$` also matches before a trailing newline).
 # Character classes are spelled out in ASCII: \w, \d and \s would let Unicode look-alikes through.
 _UNIX_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-_APP_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
+# At most 26: the build user is APP_build, and Unix user names end at 32 characters.
+_APP_NAME = re.compile(r"[a-z][a-z0-9_]{0,25}")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9_+-]+(\.[A-Za-z0-9_+-]+)*")
 _PYTHON_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -183,7 +185,7 @@ def check_address(value: str) -> str | None:
 def check_app_name(value: str) -> str | None:
     if not _APP_NAME.fullmatch(value):
         return ("is not a usable app name: it becomes a Unix user, a database and a service name, so use "
-                "lower-case letters, digits and underscores, starting with a letter (at most 31), e.g. mysite")
+                "lower-case letters, digits and underscores, starting with a letter (at most 26), e.g. mysite")
     if value in _RESERVED_NAMES:
         return f"is a system account's name; choose another, e.g. {value}_app"
     return None
@@ -366,6 +368,7 @@ APP_KEYS = {
                         check=check_url_path),
     "keep_releases": Key(int, "how many good releases to keep on the server", check=check_at_least_two),
     "keep_failed": Key(int, "how many failed releases to keep aside for inspection", check=check_positive),
+    "keep_backups": Key(int, "how many database dumps (taken before migrations) to keep", check=check_positive),
     "standby_minutes": Key(int, "how long the previous release keeps running after a switch, for an instant "
                                 "rollback (0: stop it at once)", check=check_not_negative),
 }
@@ -491,6 +494,7 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
                 health_check=app.get("health_check", defaults.HEALTH_CHECK),
                 keep_releases=app.get("keep_releases", defaults.KEEP_RELEASES),
                 keep_failed=app.get("keep_failed", defaults.KEEP_FAILED),
+                keep_backups=app.get("keep_backups", defaults.KEEP_BACKUPS),
                 standby_minutes=app.get("standby_minutes", defaults.STANDBY_MINUTES)),
         hosts=tuple(hosts),
         acme=Acme(email=acme_data.get("email"), directory=acme_data.get("directory", defaults.ACME_DIRECTORY),

@@ -1,16 +1,22 @@
 """Where things live on the server, and what they are called: the one place that knows.
 
     /srv/APP/                 root, 755
-      releases/RELEASE/       one directory per deploy (owned by the deploy user)
+      releases/RELEASE/       one directory per deploy; written by the build user while it is built, then
+                              sealed (owned by root, read-only to everyone else)
         .gangway/release.json what the release is: commit, status, migrations
         .venv -> ../../venvs/H  its Python environment, shared by releases with the same requirements
-      venvs/HASH/             Python environments, keyed by a hash of the requirements
+        static/               its collected static files (STATIC_ROOT)
+      venvs/HASH/             Python environments, keyed by a hash of the requirements (sealed like releases)
       failed/RELEASE/         releases that failed, kept aside for inspection
       shared/                 survives releases: env file, media
         media/                the only place the app user may write
+      static/                 what nginx serves at /static/: every kept release's files, so a page rendered
+                              by the previous release still gets its hashed CSS and JS after a switch
       backups/                database dumps taken before migrations (postgres only)
       state/                  the deploy lock and the audit log
-      current -> releases/X   the release nginx serves static files from
+      current -> releases/X   the live release
+      live.sock -> /run/APP/X/gunicorn.sock
+                              the socket nginx proxies to: re-pointing it switches traffic with no reload
     /etc/gangway/APP/         rendered config: gunicorn.conf.py, nginx backend include
     /run/APP/RELEASE/         one Gunicorn socket per running release
 """
@@ -53,6 +59,15 @@ class Layout:
     @property
     def current(self) -> str:
         return f"{self.root}/current"
+
+    @property
+    def live_socket(self) -> str:
+        """A link to the live release's socket; nginx resolves it for every new upstream connection."""
+        return f"{self.root}/live.sock"
+
+    @property
+    def static(self) -> str:
+        return f"{self.root}/static"
 
     @property
     def placeholder(self) -> str:
@@ -113,7 +128,8 @@ class Layout:
 
     @property
     def nginx_backend(self) -> str:
-        """The include that points nginx at the live release; rewriting it is how traffic switches."""
+        """The include holding nginx's proxy_pass: a placeholder page until the first deploy, then the live
+        socket link for good (later switches re-point the link and leave nginx alone)."""
         return f"{self.config_dir}/backend.conf"
 
     @property
@@ -123,6 +139,12 @@ class Layout:
     @property
     def nginx_site_enabled(self) -> str:
         return f"/etc/nginx/sites-enabled/{self.app}"
+
+    # --- users ----------------------------------------------------------------------------------------------
+    @property
+    def build_user(self) -> str:
+        """Runs pip, Django's checks and collectstatic: no sudo, and it owns only the release being built."""
+        return f"{self.app}_build"
 
     # --- services --------------------------------------------------------------------------------------------
     @property
@@ -143,6 +165,17 @@ class Layout:
 
     def socket(self, release_id: str) -> str:
         return f"{self.runtime_dir}/{release_id}/gunicorn.sock"
+
+    def release_of_socket(self, target: str) -> str | None:
+        """The release id in a socket path (the live link's target), or None."""
+        prefix, suffix = f"{self.runtime_dir}/", "/gunicorn.sock"
+        if target.startswith(prefix) and target.endswith(suffix):
+            return target[len(prefix):-len(suffix)] or None
+        return None
+
+    def build_unit(self, release_id: str) -> str:
+        """The transient unit a build step runs in; a later deploy stops what an interrupted one left."""
+        return f"{self.app}-build-{release_id}"
 
     # --- TLS ------------------------------------------------------------------------------------------------
     @property

@@ -1,6 +1,13 @@
 """The shell scripts a deploy or rollback runs on the server, built as plain strings (nothing here runs).
 
-Each function returns one script, so each phase of a deploy costs one round trip.
+Each function returns one step (or one probe); `tasks.deploy` joins the steps of a phase with `shell.script`,
+so each phase costs one round trip and stops at its first failing line. Every value that comes from the
+inventory or the project is quoted here, through `tasks.shell`. What a script finds out comes back as report
+lines (`shell.report`), never as words to grep for.
+
+Project code (pip's build backends, Django's checks, collectstatic, migrations) never runs with root power:
+it runs in a transient systemd unit as the build user (which owns only the release being built) or as the
+app user, with the app's environment file read by systemd itself — it is data, never sourced by a shell.
 """
 
 from __future__ import annotations
@@ -10,16 +17,25 @@ import json
 from tasks import shell
 from tasks.layout import RELEASE_META, Layout
 from tasks.releases import Release
-from tasks.shell import as_user, q
+from tasks.shell import as_user, join, q, report
 from tasks.steps import Probe
 
-HEALTH_FAILED = 4
-CHECK_FAILED = 6
-BUILD_FAILED = 7
 UNHEALTHY_GRACE_S = 3
+DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
 
 
 # --- facts --------------------------------------------------------------------------------------------------
+
+def parse_free(out: str, rc: int) -> list[int]:
+    """`df -Pk A B` output -> the free KiB where A and B live, in the order asked."""
+    return [int(fields[3]) for fields in (line.split() for line in out.splitlines()[1:])
+            if len(fields) >= 6 and fields[3].isdigit()]
+
+
+def parse_applied(out: str, rc: int) -> list[str] | None:
+    """The applied migrations, or None when the database could not be read (never "none applied")."""
+    return out.split() if rc == 0 else None
+
 
 def state_probes(layout: Layout) -> list[Probe]:
     """Everything a deploy or rollback needs to know, for one gather."""
@@ -30,6 +46,8 @@ def state_probes(layout: Layout) -> list[Probe]:
                           f"printf '%s\\t' \"$d\"; tr -d '\\n' < \"$d/{meta}\" 2>/dev/null; echo; done",
               lambda out, rc: out),
         Probe("failed", f"ls -1 {q(layout.failed)}", lambda out, rc: out.split()),
+        Probe("live", f"readlink {q(layout.live_socket)}",
+              lambda out, rc: layout.release_of_socket(out.strip()) if rc == 0 else None),
         Probe("backend", f"cat {q(layout.nginx_backend)}", lambda out, rc: out if rc == 0 else None),
         Probe("running", f"systemctl list-units --plain --no-legend --state=active {q(app + '@*.service')} "
                          "| awk '{print $1}'",
@@ -38,37 +56,68 @@ def state_probes(layout: Layout) -> list[Probe]:
         Probe("venvs", f"cd {q(layout.venvs)} && for v in */; do [ -f \"$v.complete\" ] && echo \"${{v%/}}\"; done",
               lambda out, rc: out.split()),
         Probe("python", "python3 -c 'import sys; print(sys.version.split()[0])'", lambda out, rc: out.strip()),
-        Probe("provisioned", f"test -f {q(layout.unit_path)} && test -d {q(layout.state)}",
+        Probe("provisioned", f"test -f {q(layout.unit_path)} && test -d {q(layout.state)} && "
+                             f"test -d {q(layout.static)} && id -u {q(layout.build_user)}",
               lambda out, rc: rc == 0),
-        Probe("applied", applied_migrations(app), lambda out, rc: out.split()),
-        Probe("backups", f"cd {q(layout.backups)} && stat -c '%n %s %y' -- *.dump",
+        Probe("applied", applied_migrations(app), parse_applied),
+        Probe("backups", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
+                         "-printf '%f %s %TY-%Tm-%Td %TH:%TM\\n' | sort",
               lambda out, rc: out.splitlines() if rc == 0 else []),
+        Probe("free", f"df -Pk {q(layout.releases)} {q(layout.venvs)}", parse_free),
     ]
 
 
 def applied_migrations(app: str) -> str:
-    """The migrations the database has applied, as app.name lines in the order they were applied."""
-    sql = "select app || '.' || name from django_migrations order by id"
-    # Before the first migrate there is no such table: psql fails, and that means "none applied".
-    return f"cd / && {as_user(app, f'psql -X -q -t -A -d {q(app)} -c {q(sql)} 2>/dev/null')} || true"
+    """The migrations the database has applied, as app.name lines in the order they were applied. Before the
+    first migrate there is no such table: that is "none" (exit 0); a database that cannot be read fails."""
+    sql = ("select to_regclass('django_migrations') is not null as has_table \\gset\n"
+           "\\if :has_table\nselect app || '.' || name from django_migrations order by id;\n\\endif\n")
+    return (f"cd / && printf '%s' {q(sql)} | "
+            f"{as_user(app, f'psql -X -q -t -A -v ON_ERROR_STOP=1 -d {q(app)}')}")
+
+
+# --- running project code, sandboxed -------------------------------------------------------------------------
+
+def sandboxed(layout: Layout, unit: str, user: str, workdir: str, argv: list[str], writable: list[str],
+              env: dict[str, str] | None = None) -> str:
+    """`argv` in a transient systemd unit as `user`: the app's environment file read by systemd (as data),
+    the system read-only but for `writable`, no way to gain privileges, its own /tmp. Output comes back."""
+    props = [f"WorkingDirectory={workdir}", f"EnvironmentFile=-{layout.env_file}", "NoNewPrivileges=yes",
+             "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "UMask=0022",
+             *([f"ReadWritePaths={' '.join(writable)}"] if writable else [])]
+    variables = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PIP_NO_CACHE_DIR": "1", **(env or {})}
+    return join("systemd-run", "--quiet", "--pipe", "--wait", "--collect", "--service-type=exec",
+                f"--unit={unit}", f"--uid={user}", f"--gid={user}",
+                *[f"--property={p}" for p in props],
+                *[f"--setenv={k}={v}" for k, v in sorted(variables.items())],
+                "--", *argv)
+
+
+def release_environment(layout: Layout, release_id: str, release_dir: str) -> dict[str, str]:
+    """What a release's own process gets besides the env file (the Gunicorn unit sets the same)."""
+    return {"GANGWAY_RELEASE": release_id, "DJANGO_STATIC_ROOT": f"{release_dir}/static"}
+
+
+def manage(layout: Layout, release_id: str, user: str, args: list[str], writable: list[str] = (),
+           release_dir: str | None = None, unit: str | None = None) -> str:
+    """`manage.py ARGS` of a release, as `user`, sandboxed, with the app's environment."""
+    release_dir = release_dir or layout.release(release_id)
+    return sandboxed(layout, unit or layout.build_unit(release_id), user, release_dir,
+                     [f"{release_dir}/.venv/bin/python", "manage.py", *args], list(writable),
+                     release_environment(layout, release_id, release_dir))
 
 
 # --- building a release ------------------------------------------------------------------------------------
-
-def manage(layout: Layout, release_id: str, user: str, args: str) -> str:
-    """`manage.py ARGS` in a release, as `user`, with the app's environment file loaded (as systemd would)."""
-    release = layout.release(release_id)
-    inner = (f"set -a; . {q(layout.env_file)}; set +a; "
-             f"export GANGWAY_RELEASE={q(release_id)} DJANGO_STATIC_ROOT={q(release + '/static')}; "
-             f"cd {q(release)} && exec runuser -u {q(user)} -- .venv/bin/python manage.py {args}")
-    return f"sh -c {q(inner)}"
-
 
 def env_file(layout: Layout, managed: dict[str, str]) -> str:
     """Create the environment file once (with a new secret key), then keep the managed keys up to date.
 
     Lines the operator added are left alone; the secret key is generated on the server and never printed.
+    systemd reads the file (EnvironmentFile=): no shell ever sources it.
     """
+    for key, value in managed.items():
+        if not key.isidentifier() or any(c in value for c in "'\\\n\r"):
+            raise ValueError(f"{key}={value!r} cannot be written to the environment file")
     program = f"""
 import os, re, secrets, sys
 path = {layout.env_file!r}
@@ -85,66 +134,96 @@ out += [f"{{k}}='{{v}}'" for k, v in managed.items()]
 text = "\\n".join(out) + "\\n"
 if not os.path.exists(path) or open(path).read() != text:
     tmp = path + ".gw-new"
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 """
     return f"python3 -c {q(program)}"
 
 
-def unpack(layout: Layout, release: Release, archive: str, deploy_user: str) -> str:
-    path = layout.release(release.id)
+def unpack(layout: Layout, release: Release, archive: str) -> str:
+    """The release directory, owned by the build user, with the project unpacked into it by that user."""
+    path, builder = layout.release(release.id), layout.build_user
+    meta_dir = layout.release_meta(release.id).rsplit("/", 1)[0]
     return "\n".join([
-        shell.join("install", "-d", "-o", deploy_user, "-g", deploy_user, path,
-                   layout.release_meta(release.id).rsplit("/", 1)[0]),
-        as_user(deploy_user, f"tar -xzf {q(archive)} -C {q(path)}") + f" && rm -f {q(archive)}",
+        join("install", "-d", "-m", "755", "-o", builder, "-g", builder, path),
+        join("chmod", "644", archive),
+        as_user(builder, join("tar", "-xzf", archive, "-C", path, "--no-same-owner")),
+        join("rm", "-f", archive),
         # Projects whose MEDIA_ROOT is BASE_DIR / "media" find the shared media there.
         f"[ -e {q(path + '/media')} ] || ln -s {q(layout.media)} {q(path + '/media')}",
-        shell.write_file(layout.release_meta(release.id), release.to_json(), "644", deploy_user, deploy_user),
+        join("rm", "-rf", meta_dir),
+        join("install", "-d", "-m", "755", meta_dir),
+        shell.write_file(layout.release_meta(release.id), release.to_json(), "644", "root", "root"),
     ])
 
 
-def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_file: str, extra: str,
-         deploy_user: str, env: dict[str, str]) -> str:
-    """Reuse the venv built for the same requirements, or build it; a venv counts once `.complete` exists."""
-    target = layout.venv(requirements_hash)
-    release = layout.release(release_id)
-    pip = (f"python3 -m venv {q(target)} && "
-           f"{q(target)}/bin/pip install --quiet --disable-pip-version-check --no-input "
-           f"-r {q(release + '/' + requirements_file)} {extra} && touch {q(target + '/.complete')}")
-    build = (f"rm -rf {q(target)}; echo building the Python environment; "
-             f"if ! out=$({as_user(deploy_user, shell.with_env(env, pip))} 2>&1); then "
-             f"echo \"$out\" | tail -n 30 >&2; rm -rf {q(target)}; exit {BUILD_FAILED}; fi")
+def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_file: str, extra: list[str],
+         env: dict[str, str]) -> str:
+    """Reuse the venv built for the same requirements, or build it as the build user (pip runs the project's
+    dependencies' build code: never as root); a venv counts once it is sealed and `.complete` exists."""
+    target, release = layout.venv(requirements_hash), layout.release(release_id)
+    builder = layout.build_user
+    pip = ["sh", "-ec", 'python3 -m venv "$0"; "$0/bin/pip" install --quiet --disable-pip-version-check '
+           '--no-input "$@"', target, "-r", f"{release}/{requirements_file}", *extra]
+    build = sandboxed(layout, layout.build_unit(release_id), builder, release, pip, [target, release], env)
     return "\n".join([
-        f"if [ -f {q(target + '/.complete')} ]; then echo reusing the Python environment; else {build}; fi",
+        f"if [ -f {q(target + '/.complete')} ]; then {report(venv='reused')}; else",
+        f"  rm -rf {q(target)}",
+        f"  {join('install', '-d', '-m', '755', '-o', builder, '-g', builder, target)}",
+        "  # shellcheck disable=SC2016  # pip's little script expands its own $0 and $@, on the server",
+        f"  if ! out=$({build} 2>&1); then printf '%s\\n' \"$out\" | tail -n 30 >&2; rm -rf {q(target)}; exit 1; fi",
+        # Sealed: from now on nothing but root may change it.
+        f"  chown -R root:root {q(target)}",
+        f"  touch {q(target + '/.complete')}",
+        f"  {report(venv='built')}",
+        "fi",
         shell.symlink(f"{release}/.venv", target),
     ])
 
 
-def release_check(layout: Layout, release_id: str, deploy_user: str, script: str) -> str:
+def release_check(layout: Layout, release_id: str, script: str) -> str:
     """Django's deploy checks, collectstatic and the list of known migrations, in one Python process; then
-    the project's bytecode, compiled once here because the app user may not write into its release."""
-    release = layout.release(release_id)
-    inner = manage(layout, release_id, deploy_user, f"shell --no-startup --interface python "
-                                                    f"--command {q(script)}")
-    compile_ = as_user(deploy_user, f"{q(release)}/.venv/bin/python -m compileall -q -x '/(\\.venv|static|media|node_modules)/' "
-                                    f"{q(release)} >/dev/null")
-    return (f"if ! out=$({inner} 2>&1); then echo \"$out\" | tail -n 40 >&2; exit {CHECK_FAILED}; fi; "
-            f"{compile_} || true; printf '%s\\n' \"$out\"")
+    the project's bytecode, compiled once here because the app user may not write into its release. All as
+    the build user; then the release is sealed."""
+    release, builder = layout.release(release_id), layout.build_user
+    check = manage(layout, release_id, builder, ["shell", "--no-startup", "--interface", "python",
+                                                 "--command", script], writable=[release])
+    compile_ = sandboxed(layout, layout.build_unit(release_id), builder, release,
+                         [f"{release}/.venv/bin/python", "-m", "compileall", "-q", "-x",
+                          "/(\\.venv|static|media|node_modules)/", release], [release])
+    return "\n".join([
+        f"if ! out=$({check} 2>&1); then printf '%s\\n' \"$out\" | tail -n 40 >&2; exit 1; fi",
+        "printf '%s\\n' \"$out\" | grep '^@gangway ' || true",
+        f"{compile_} >/dev/null 2>&1 || true",
+        f"chown -R root:root {q(release)}",
+    ])
 
 
 def backup(layout: Layout, app: str, name: str) -> str:
-    """A custom-format dump (pg_restore can restore it), taken as postgres, kept in backups/."""
+    """A custom-format dump (pg_restore can restore it), taken as postgres, kept in backups/. Written under a
+    temporary name and renamed when complete: a failed dump leaves nothing that looks like a backup."""
     path = f"{layout.backups}/{name}.dump"
-    return (f"cd / && runuser -u postgres -- pg_dump --format=custom --file={q(path)} {q(app)} && "
-            f"echo {q(path)}")
+    part = f"{path}.part"
+    return "\n".join([
+        f"if ! (cd / && {as_user('postgres', join('pg_dump', '--format=custom', f'--file={part}', app))}); then "
+        f"rm -f {q(part)}; exit 1; fi",
+        join("mv", "-f", part, path),
+        report(backup=path),
+    ])
 
 
-def migrate(layout: Layout, release_id: str, app: str, targets: dict[str, str] | None = None) -> str:
+def migrate(layout: Layout, release_id: str, app: str, targets: dict[str, str] | None = None,
+            release_dir: str | None = None) -> str:
     """Apply (or, with targets, reverse down to) migrations, as the app user (peer authentication)."""
     if not targets:
-        return manage(layout, release_id, app, "migrate --noinput")
-    return "\n".join(manage(layout, release_id, app, f"migrate --noinput {q(a)} {q(t)}")
+        return manage(layout, release_id, app, ["migrate", "--noinput"], release_dir=release_dir)
+    return "\n".join(manage(layout, release_id, app, ["migrate", "--noinput", a, t], release_dir=release_dir)
                      for a, t in targets.items())
 
 
@@ -153,16 +232,20 @@ def migrate(layout: Layout, release_id: str, app: str, targets: dict[str, str] |
 def start_and_check(layout: Layout, release_id: str, host: str, path: str, https: bool, timeout: int) -> str:
     """Start the release's Gunicorn and ask it for `path` over its own socket, with the app's real settings
     (its Host header must be in ALLOWED_HOSTS). Fails with its journal when it does not answer healthy."""
-    unit, sock = layout.unit(release_id), layout.socket(release_id)
-    headers = f"-H {q('Host: ' + host)}" + (" -H 'X-Forwarded-Proto: https'" if https else "")
-    return f"""systemctl reset-failed {q(unit)} 2>/dev/null || true
-if systemctl is-active --quiet {q(unit)}; then echo "was still running (standby)"; fi
-systemctl start {q(unit)}
-restarts0=$(systemctl show -p NRestarts --value {q(unit)})
-deadline=$(( $(date +%s) + {timeout} )); code=; body=; unhealthy_since=
+    unit = layout.unit(release_id)
+    values = "\n".join(f"{name}={q(value)}" for name, value in (
+        ("unit", unit), ("sock", layout.socket(release_id)), ("host", host), ("path", path),
+        ("url", f"http://{host}{path}"), ("release", release_id)))
+    proto = "-H 'X-Forwarded-Proto: https'" if https else ""
+    return values + f"""
+systemctl reset-failed "$unit" 2>/dev/null || true
+if systemctl is-active --quiet "$unit"; then {report(standby=True)}; fi
+systemctl start "$unit"
+restarts0=$(systemctl show -p NRestarts --value "$unit")
+deadline=$(( $(date +%s) + {int(timeout)} )); code=; body=; unhealthy_since=
 while :; do
-  if [ -S {q(sock)} ]; then
-    body=$(curl -s --max-time 10 -w '\\n%{{http_code}}' --unix-socket {q(sock)} {headers} {q('http://' + host + path)} || true)
+  if [ -S "$sock" ]; then
+    body=$(curl -s --max-time 10 -w '\\n%{{http_code}}' --unix-socket "$sock" -H "Host: $host" {proto} "$url" || true)
     code=$(printf '%s' "$body" | tail -n 1)
     case "$code" in
       2??|3??) break ;;
@@ -170,39 +253,42 @@ while :; do
       *) unhealthy_since=${{unhealthy_since:-$(date +%s)}} ;;
     esac
   fi
-  restarts=$(systemctl show -p NRestarts --value {q(unit)})
-  state=$(systemctl show -p ActiveState --value {q(unit)})
+  restarts=$(systemctl show -p NRestarts --value "$unit")
+  state=$(systemctl show -p ActiveState --value "$unit")
   # A wrong answer may be a moment of warming up; one that lasts {UNHEALTHY_GRACE_S} s is the answer.
-  if [ "$state" = failed ] || [ "${{restarts:-0}}" -gt "${{restarts0:-0}}" ] || [ $(date +%s) -ge $deadline ] || \
+  if [ "$state" = failed ] || [ "${{restarts:-0}}" -gt "${{restarts0:-0}}" ] || [ "$(date +%s)" -ge "$deadline" ] || \\
      {{ [ -n "$unhealthy_since" ] && [ $(( $(date +%s) - unhealthy_since )) -ge {UNHEALTHY_GRACE_S} ]; }}; then
     if [ "$state" = failed ] || [ "${{restarts:-0}}" -gt "${{restarts0:-0}}" ]; then
-      echo "release {release_id} crashed while starting (systemd: $state)" >&2
+      printf 'release %s crashed while starting (systemd: %s)\\n' "$release" "$state" >&2
     elif [ -n "$unhealthy_since" ]; then
-      echo "release {release_id} is not healthy: GET {path} answered $code" >&2
+      printf 'release %s is not healthy: GET %s answered %s\\n' "$release" "$path" "$code" >&2
     else
-      echo "release {release_id} gave no healthy answer to GET {path} within {timeout} s" >&2
+      printf 'release %s gave no healthy answer to GET %s within {int(timeout)} s\\n' "$release" "$path" >&2
     fi
-    [ "$code" = 400 ] && echo "(400 from Django usually means the Host header '{host}' is not in ALLOWED_HOSTS)" >&2
+    if [ "$code" = 400 ]; then
+      printf "(400 from Django usually means the Host header '%s' is not in ALLOWED_HOSTS)\\n" "$host" >&2
+    fi
     printf '%s\\n' "$body" | head -n -1 | head -c 1500 >&2
     # Python 3.13 underlines tracebacks with ~ and ^ lines: drop them, and show the errors before the tail.
-    log=$(journalctl -u {q(unit)} -n 300 --no-pager -o cat | grep -vE '^[[:space:]~^]*$')
+    log=$(journalctl -u "$unit" -n 300 --no-pager -o cat | grep -vE '^[[:space:]~^]*$' || true)
     echo "--- errors in its log:" >&2
-    printf '%s\\n' "$log" | grep -E '[A-Za-z]+(Error|Exception)([: ]|$)' | grep -v HaltServer | tail -n 8 >&2
-    echo "--- the end of its log (journalctl -u {unit}):" >&2
+    printf '%s\\n' "$log" | grep -E '[A-Za-z]+(Error|Exception)([: ]|$)' | grep -v HaltServer | tail -n 8 >&2 || true
+    printf -- '--- the end of its log (journalctl -u %s):\\n' "$unit" >&2
     printf '%s\\n' "$log" | tail -n 20 >&2
-    systemctl stop {q(unit)}
-    exit {HEALTH_FAILED}
+    systemctl stop "$unit"
+    exit 4
   fi
   sleep 0.1
 done
-echo "healthy: GET {path} -> $code"
+printf '%s {{"health": "%s"}}\\n' {q(shell.REPORT)} "$code"
 """
 
 
-def backend_conf(layout: Layout, release_id: str) -> str:
-    return (f"# Written by gangway on deploy and rollback: the release nginx sends traffic to.\n"
-            f"# live: {release_id}\n"
-            f"proxy_pass http://unix:{layout.socket(release_id)};\n")
+def backend_conf(layout: Layout) -> str:
+    """nginx's proxy_pass once a release is live: the live link, resolved anew for every upstream connection
+    (no upstream keepalive), so re-pointing the link moves traffic without reloading nginx."""
+    return (f"# Written by gangway at the first deploy: traffic goes to the release the link points at.\n"
+            f"proxy_pass http://unix:{layout.live_socket};\n")
 
 
 def standby_timer(layout: Layout, release_id: str) -> str:
@@ -211,64 +297,115 @@ def standby_timer(layout: Layout, release_id: str) -> str:
 
 def stop_later(layout: Layout, release_id: str, minutes: int) -> str:
     """Stop a release's Gunicorn in `minutes` (now if 0). Until then it stays warm: a rollback to it is a
-    switch, with nothing to start."""
+    switch, with nothing to start. It is not enabled, so a reboot ends its standby too."""
     unit = layout.unit(release_id)
     if minutes <= 0:
-        return f"systemctl stop --no-block {q(unit)}"
+        return join("systemctl", "stop", "--no-block", unit)
     timer = standby_timer(layout, release_id)
     return (f"systemctl stop {q(timer + '.timer')} {q(timer + '.service')} 2>/dev/null || true\n"
-            f"systemd-run --quiet --unit={q(timer)} --on-active={minutes}min --timer-property=AccuracySec=5s "
-            f"systemctl stop {q(unit)}")
+            + join("systemd-run", "--quiet", f"--unit={timer}", f"--on-active={int(minutes)}min",
+                   "--timer-property=AccuracySec=5s", "systemctl", "stop", unit))
 
 
-def switch(layout: Layout, release: Release, old: str | None, history_line: dict, deploy_user: str,
-           standby_minutes: int) -> str:
-    """Point nginx and `current` at the new release, wait until no old nginx worker is left (so no request
-    reaches the old release once this returns), then let the old release go (after its standby time). Runs
-    to the end even if the connection drops."""
-    previous_backend = f"{layout.nginx_backend}.gw-prev"
-    new_timer = standby_timer(layout, release.id)
-    stop_old = stop_later(layout, old, standby_minutes) if old and old != release.id else ""
-    return "\n".join([
-        "trap '' HUP PIPE",
-        # The new live release must not be stopped by a standby timer left from an earlier switch.
-        f"systemctl stop {q(new_timer + '.timer')} 2>/dev/null || true",
-        shell.write_file(layout.release_meta(release.id), release.to_json(), "644", deploy_user, deploy_user),
-        shell.symlink(layout.current, layout.release(release.id)),
-        f"cp -a {q(layout.nginx_backend)} {q(previous_backend)} 2>/dev/null || true",
-        shell.write_file(layout.nginx_backend, backend_conf(layout, release.id), "644", "root", "root"),
-        f"if ! out=$(nginx -t 2>&1); then mv -f {q(previous_backend)} {q(layout.nginx_backend)}; "
-        f"echo \"nginx rejected the switch: $out\" >&2; exit 3; fi",
-        f"rm -f {q(previous_backend)}",
-        "old_workers=$(pgrep -P \"$(cat /run/nginx.pid)\" | tr '\\n' ' ')",
-        "systemctl reload nginx",
-        "for i in $(seq 1 300); do alive=; for p in $old_workers; do kill -0 \"$p\" 2>/dev/null && alive=1; done; "
-        "[ -z \"$alive\" ] && break; sleep 0.05; done",
-        stop_old,
-        history(layout, history_line),
-    ])
+def switch(layout: Layout, release: Release, old: str | None, history_line: dict, standby_minutes: int,
+           backend_ready: bool) -> str:
+    """Serve `release`: its static files join the shared ones, the live link and `current` flip atomically,
+    and its unit is the one started at boot. The first time, nginx's backend include is written and checked
+    before anything flips, then nginx is reloaded once; later switches do not touch nginx at all. Runs to the
+    end even if the connection drops."""
+    release_dir = layout.release(release.id)
+    steps = ["trap '' HUP PIPE",
+             # The new live release must not be stopped by a standby timer left from an earlier switch.
+             f"systemctl stop {q(standby_timer(layout, release.id) + '.timer')} 2>/dev/null || true",
+             shell.write_file(layout.release_meta(release.id), release.to_json(), "644", "root", "root")]
+    if not backend_ready:
+        previous = f"{layout.nginx_backend}.gw-prev"
+        steps += [f"cp -a {q(layout.nginx_backend)} {q(previous)} 2>/dev/null || true",
+                  shell.write_file(layout.nginx_backend, backend_conf(layout), "644", "root", "root"),
+                  f"if ! out=$(nginx -t 2>&1); then mv -f {q(previous)} {q(layout.nginx_backend)}; "
+                  f"printf 'nginx rejected the switch: %s\\n' \"$out\" >&2; exit 3; fi",
+                  f"rm -f {q(previous)}"]
+    steps += [
+        # Hashed files are immutable; the newest release's copy of an unhashed name wins.
+        f"cp -a {q(release_dir + '/static/.')} {q(layout.static + '/')}",
+        shell.symlink(layout.live_socket, layout.socket(release.id)),
+        shell.symlink(layout.current, release_dir),
+        *(["systemctl reload nginx"] if not backend_ready else []),
+        join("systemctl", "enable", "--quiet", "--no-reload", layout.unit(release.id)),
+    ]
+    if old and old != release.id:
+        steps += [join("systemctl", "disable", "--quiet", "--no-reload", layout.unit(old)),
+                  stop_later(layout, old, standby_minutes)]
+    steps.append(history(layout, history_line))
+    return "\n".join(steps)
 
 
 def history(layout: Layout, line: dict) -> str:
     return f"printf '%s\\n' {q(json.dumps(line, sort_keys=True))} >> {q(layout.history)}"
 
 
-def set_aside(layout: Layout, release: Release, deploy_user: str, history_line: dict) -> str:
-    """Stop a failed release and move it to failed/, where it is kept for inspection."""
+def set_aside(layout: Layout, release: Release, history_line: dict, keep: bool = True) -> str:
+    """Stop a failed release and move it to failed/ (sealed), where it is kept for inspection; or remove it
+    (`keep=False`, e.g. when the disk is full)."""
+    path = layout.release(release.id)
+    if keep:
+        keep_it = [f"if [ -d {q(path)} ]; then",
+                   f"  {join('install', '-d', '-m', '755', path + '/' + RELEASE_META.rsplit('/', 1)[0])}",
+                   "  " + shell.write_file(layout.release_meta(release.id), release.to_json(), "644", "root",
+                                           "root").replace("\n", "\n  "),
+                   f"  chown -R root:root {q(path)}",
+                   f"  mv -fT {q(path)} {q(layout.failed + '/' + release.id)}",
+                   "fi"]
+    else:
+        keep_it = [join("rm", "-rf", "--", path)]
     return "\n".join([
-        f"systemctl stop {q(layout.unit(release.id))} 2>/dev/null || true",
-        shell.write_file(layout.release_meta(release.id), release.to_json(), "644", deploy_user, deploy_user),
-        f"mv -fT {q(layout.release(release.id))} {q(layout.failed + '/' + release.id)}",
+        join("systemctl", "stop", layout.unit(release.id)) + " 2>/dev/null || true",
+        join("systemctl", "disable", "--quiet", "--no-reload", layout.unit(release.id)) + " 2>/dev/null || true",
+        *keep_it,
         history(layout, history_line),
     ])
 
 
+def upload_path(layout: Layout, release_id: str) -> str:
+    return f"{layout.releases}/{release_id}.tar.gz"
+
+
 def cleanup(layout: Layout, stop: list[str], remove_releases: list[str], remove_failed: list[str],
-            remove_venvs: list[str]) -> str:
-    """Stop stray units and remove what is no longer kept; each path is named, nothing is globbed."""
-    lines = [f"systemctl stop --no-block {q(layout.unit(r))}" for r in stop]
+            remove_venvs: list[str], remove_backups: list[str] = (), uploading: str | None = None) -> str:
+    """Stop stray units and remove what is no longer kept; each path is named, nothing is globbed but the
+    uploads and build units an interrupted deploy left (`uploading` is this deploy's own upload)."""
+    lines = [
+        # Build steps an interrupted deploy left running, and its half-uploaded archives.
+        f"systemctl stop {q(layout.app + '-build-*')} 2>/dev/null || true",
+        join("find", layout.releases, "-maxdepth", "1", "-type", "f", "-name", "*.tar.gz",
+             *(["!", "-name", uploading.rsplit("/", 1)[1]] if uploading else []), "-delete"),
+        *[join("systemctl", "disable", "--quiet", "--no-reload", layout.unit(r)) + " 2>/dev/null || true"
+          for r in remove_releases],
+        *[join("systemctl", "stop", "--no-block", layout.unit(r)) for r in stop],
+    ]
     paths = ([layout.release(r) for r in remove_releases] + [f"{layout.failed}/{r}" for r in remove_failed]
-             + [layout.venv(v) for v in remove_venvs])
+             + [layout.venv(v) for v in remove_venvs] + [f"{layout.backups}/{b}" for b in remove_backups])
     if paths:
-        lines.append("rm -rf -- " + " ".join(q(p) for p in paths))
-    return "\n".join(lines) or "true"
+        lines.append(join("rm", "-rf", "--", *paths))
+    return "\n".join(lines)
+
+
+def prune_static(layout: Layout, kept_releases: list[str]) -> str:
+    """Remove from the shared static directory what no kept release has any more."""
+    program = f"""
+import os, sys
+root, releases = {layout.static!r}, {[layout.release(r) + '/static' for r in kept_releases]!r}
+for folder, _, files in os.walk(root):
+    for name in files:
+        relative = os.path.relpath(os.path.join(folder, name), root)
+        if not any(os.path.lexists(os.path.join(r, relative)) for r in releases):
+            os.remove(os.path.join(folder, name))
+"""
+    return f"python3 -c {q(program)}"
+
+
+def reverse_command(layout: Layout, release_dir: str, app: str, targets: dict[str, str]) -> str:
+    """What an operator runs (as the deploy user, over SSH) to reverse migrations by hand."""
+    return "; ".join("sudo " + manage(layout, "manual", app, ["migrate", "--noinput", a, t], release_dir=release_dir,
+                                      unit=f"{layout.app}-manual-migrate")
+                     for a, t in targets.items())

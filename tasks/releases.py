@@ -55,8 +55,10 @@ class ServerState:
     history: list[dict]               # the audit log, oldest first
     venvs: list[str]                  # requirement hashes with a built venv
     python: str = ""                  # the server's python3 version
-    applied: list[str] = field(default_factory=list)  # migrations the database has applied, in order
-    backups: list[str] = field(default_factory=list)  # "NAME BYTES MTIME" of each database dump
+    applied: list[str] | None = field(default_factory=list)  # migrations applied, in order; None: unreadable
+    backups: list[str] = field(default_factory=list)  # "NAME BYTES DATE TIME" of each database dump, oldest first
+    free_kib: list[int] = field(default_factory=list)  # free space where releases/ and venvs/ live
+    backend: str = ""                 # nginx's backend include as it is on the server
 
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""
@@ -92,6 +94,13 @@ class ServerState:
         return replace(self, releases={**kept, release.id: release}, live=release.id,
                        venvs=sorted({*self.venvs, release.requirements}))
 
+    def schema_ahead(self) -> list[str]:
+        """Migrations the database has applied that the live release's code does not know."""
+        live = self.releases.get(self.live or "")
+        if live is None or not live.migrations or self.applied is None:
+            return []
+        return migrations_to_reverse(self.applied, live.migrations)
+
     def unfinished(self) -> list[str]:
         """Releases an interrupted deploy left behind: never live, never finished."""
         return sorted(r for r, rel in self.releases.items() if rel.status != GOOD and r != self.live)
@@ -122,11 +131,6 @@ def parse_releases(text: str) -> dict[str, Release]:
     return releases
 
 
-def parse_live(backend_conf: str) -> str | None:
-    match = re.search(r"^# live: (\S+)$", backend_conf, re.M)
-    return match.group(1) if match else None
-
-
 def to_prune(state: ServerState, keep: int, new_live: str, previous: str | None) -> list[str]:
     """Good releases beyond the newest `keep`; the live one and the previous one are never among them."""
     protected = {new_live, previous} - {None}
@@ -138,6 +142,12 @@ def to_prune(state: ServerState, keep: int, new_live: str, previous: str | None)
 def failed_to_prune(failed: list[str], keep: int) -> list[str]:
     """Failed releases beyond the newest `keep`."""
     return sorted(failed)[:max(len(failed) - keep, 0)]
+
+
+def backups_to_prune(backups: list[str], keep: int) -> list[str]:
+    """Database dumps beyond the newest `keep` (by time), as file names."""
+    by_time = sorted(backups, key=lambda line: line.split(" ", 2)[2:] + [line])
+    return [line.split(" ", 1)[0] for line in by_time[:max(len(by_time) - keep, 0)]]
 
 
 def venvs_to_prune(state: ServerState, kept_releases: list[str]) -> list[str]:

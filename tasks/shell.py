@@ -1,11 +1,19 @@
-"""Building remote shell commands as plain strings: quoting in one place, nothing here runs anything."""
+"""Building remote shell commands as plain strings: quoting in one place, nothing here runs anything.
+
+Every value that comes from the inventory, the operator or the project goes through `q` (or `join`) here; a
+script is made by `script`, which stops at its first failing line and says which step failed as data.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 import shlex
 
 q = shlex.quote
+
+# A line a remote script prints to report facts as data: the marker, a space, one JSON object.
+REPORT = "@gangway"
 
 
 def join(*tokens: str) -> str:
@@ -13,17 +21,53 @@ def join(*tokens: str) -> str:
     return shlex.join(tokens)
 
 
-def script(*commands: str) -> str:
-    """Commands that stop at the first failure, naming it.
+def report(**facts) -> str:
+    """A command printing `facts` (known when the script is built) as one report line."""
+    return f"printf '%s\\n' {q(REPORT + ' ' + json.dumps(facts, sort_keys=True))}"
 
-    `set -e` alone would miss a failure early in an `a && b` chain; each command is therefore checked
-    explicitly, and the first one that fails ends the script with its exit status.
+
+def parse_reports(stdout: str) -> dict:
+    """Every report line of a script's output, merged in order (a later line wins)."""
+    merged: dict = {}
+    for line in stdout.splitlines():
+        if line.startswith(REPORT + " "):
+            try:
+                value = json.loads(line[len(REPORT) + 1:])
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                merged.update(value)
+    return merged
+
+
+def script(*steps: str | tuple[str, str]) -> str:
+    """Commands that stop at the first failing line, always.
+
+    Each step is a command (one or more lines) or a `(name, command)` pair. The script runs under `set -e`
+    at its top level (never inside `{ } ||` or `if`, where the shell silently switches it off), and after each
+    step its status is checked once more, so a failing `a && b` ends it too. When it stops, it reports the
+    step that failed as data ({"failed": name, "code": status}) and names the step's first line on stderr.
     """
-    lines = ["set -e"]
-    for command in commands:
-        first = command.strip().splitlines()[0][:160] if command.strip() else command
-        lines.append(f"{{ {command}\n}} || {{ s=$?; echo {q('failed: ' + first)} >&2; exit $s; }}")
+    lines = ["set -e",
+             "gw_step=start",
+             # On any non-zero exit: the failed step as data on stdout, the same in words on stderr.
+             "trap 'gw_rc=$?; if [ \"$gw_rc\" -ne 0 ]; then "
+             f"printf \"{REPORT} {{\\\"failed\\\": \\\"%s\\\", \\\"code\\\": %d}}\\n\" \"$gw_step\" \"$gw_rc\"; "
+             "printf \"failed (%s): %s\\n\" \"$gw_step\" \"$gw_line\" >&2; fi' EXIT"]
+    for index, step in enumerate(steps):
+        name, command = step if isinstance(step, tuple) else (f"step {index + 1}", step)
+        if not command.strip():
+            continue
+        first = command.strip().splitlines()[0][:160]
+        lines += [f"gw_step={q(_label(name))}; gw_line={q(first)}",
+                  command,
+                  'gw_rc=$?; [ "$gw_rc" -eq 0 ] || exit "$gw_rc"']
     return "\n".join(lines)
+
+
+def _label(name: str) -> str:
+    """A step name safe inside the JSON the EXIT trap prints."""
+    return "".join(c for c in name if c.isalnum() or c in " -_.")[:60] or "step"
 
 
 def with_env(env: dict[str, str], command: str) -> str:
@@ -39,17 +83,19 @@ def as_user(user: str, command: str) -> str:
 
 
 def write_file(path: str, content: str | bytes, mode: str, owner: str, group: str) -> str:
-    """Replace `path` atomically (temp file + rename), with mode and owner set before it appears."""
+    """Replace `path` atomically (temp file + rename), with mode and owner set before it appears; a failure
+    on the way (a full disk) removes the temp file, so nothing half-written is left."""
     data = content.encode() if isinstance(content, str) else content
     encoded = base64.b64encode(data).decode()
-    return (f"t=$(mktemp {q(path)}.gw-XXXXXX) && printf %s {encoded} | base64 -d > \"$t\" && "
-            f"chown {q(owner)}:{q(group)} \"$t\" && chmod {mode} \"$t\" && mv -f \"$t\" {q(path)}")
+    return (f"t=$(mktemp {q(path)}.gw-XXXXXX)\n"
+            f"if printf %s {encoded} | base64 -d > \"$t\" && chown {q(owner)}:{q(group)} \"$t\" && "
+            f"chmod {q(mode)} \"$t\"; then mv -f \"$t\" {q(path)}; else rm -f \"$t\"; exit 1; fi")
 
 
 def ensure_directory(path: str, mode: str, owner: str, group: str) -> str:
-    return f"install -d -m {mode} -o {q(owner)} -g {q(group)} {q(path)}"
+    return join("install", "-d", "-m", mode, "-o", owner, "-g", group, path)
 
 
 def symlink(path: str, target: str) -> str:
     """Point `path` at `target` atomically: a new link renamed over the old one."""
-    return f"ln -sfn {q(target)} {q(path)}.gw-new && mv -fT {q(path)}.gw-new {q(path)}"
+    return f"ln -sfn {q(target)} {q(path + '.gw-new')}\nmv -fT {q(path + '.gw-new')} {q(path)}"

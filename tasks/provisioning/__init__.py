@@ -45,6 +45,7 @@ def steps(server: Server) -> list[Step]:
         gunicorn.service(server),
         nginx.site(server),
         # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS.
+        users.build_user(server),
         *([*tls.certificate(server), nginx.site(server)] if server.inventory.tls else []),
         firewall.rules(server),
         ssh.hardening(server),

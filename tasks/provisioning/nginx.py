@@ -37,7 +37,7 @@ def site_config(server: Server, tls: bool, nginx_version: tuple[int, ...]) -> st
     return render("nginx/site.conf.j2", app=app.name, domains=app.domains, tls=tls,
                   http2_directive=nginx_version >= (1, 25, 1), certificate_dir=layout.certificate_dir,
                   dhparam=DHPARAM, acme_webroot=ACME_WEBROOT, backend=layout.nginx_backend,
-                  current=layout.current, media=layout.media, pages=layout.placeholder,
+                  static=layout.static, media=layout.media, pages=layout.placeholder,
                   max_upload_mb=app.max_upload_mb)
 
 

@@ -2,6 +2,8 @@
 
 - the deploy user: you (and fab) log in as it with your key, and it administers the server with sudo;
 - the app user: runs Gunicorn and owns only what the app must write (media); it cannot log in;
+- the build user: runs pip, Django's checks and collectstatic for a new release; it has no sudo, cannot log
+  in, and owns only the release being built (and its new venv) until the release is sealed;
 - www-data (nginx) joins the app's group, so it may connect to Gunicorn's socket.
 """
 
@@ -55,16 +57,25 @@ def app_user(server: Server) -> Step:
     ], note="no login, no sudo; nginx may reach its socket")
 
 
+def build_user(server: Server) -> Step:
+    name = server.layout.build_user
+    create = (f"useradd --system --user-group --home-dir /nonexistent --no-create-home "
+              f"--shell /usr/sbin/nologin {q(name)}")
+    return Step(f"build user {name}", [Check(_account_probe(name), _create_user(name, create))],
+                note="no login, no sudo; builds releases, owns nothing once they are sealed")
+
+
 def directories(server: Server) -> Step:
     layout = server.layout
     app, deploy = server.inventory.app.name, server.inventory.deploy_user
     return Step("release layout", [
         Directory(layout.root, "755"),
-        Directory(layout.releases, "755", deploy, deploy),
+        Directory(layout.releases, "755", deploy, deploy),  # deploy uploads here; each release is sealed
         Directory(layout.shared, "755", deploy, deploy),
         Directory(layout.media, "755", app, app),
-        Directory(layout.venvs, "755", deploy, deploy),
-        Directory(layout.failed, "755", deploy, deploy),
+        Directory(layout.venvs, "755"),
+        Directory(layout.failed, "755"),
+        Directory(layout.static, "755"),
         Directory(layout.state, "750", deploy, deploy),
         Directory(layout.backups, "700", "postgres", "postgres"),
         Directory(layout.placeholder, "755"),

@@ -87,7 +87,8 @@ def test_server_listings_are_parsed_and_broken_metadata_counts_as_unfinished():
     assert parsed["20260101T000000Z-abcdef1"].status == GOOD
     assert parsed["20260102T000000Z-abcdef2"].status == releases.BUILDING
     assert "not-a-release" not in parsed
-    assert releases.parse_live(release_commands.backend_conf(Layout("m"), "R1")) == "R1"
+    layout = Layout("m")
+    assert layout.release_of_socket(layout.socket("R1")) == "R1" and layout.release_of_socket("/elsewhere") is None
     assert releases.parse_history('{"event": "live"}\n{"event": "li') == [{"event": "live"}]
 
 

@@ -23,7 +23,7 @@ def test_nginx_with_tls_redirects_http_and_sets_hsts_and_mozilla_intermediate():
     assert "server_name app.test www.app.test;" in conf and "http2 on;" in conf
     assert "/.well-known/acme-challenge/" in conf
     assert "include /etc/gangway/mysite/backend.conf;" in conf
-    assert "alias /srv/mysite/current/static/;" in conf and "alias /srv/mysite/shared/media/;" in conf
+    assert "alias /srv/mysite/static/;" in conf and "alias /srv/mysite/shared/media/;" in conf
 
 
 def test_nginx_before_the_certificate_serves_http_and_no_tls():

@@ -1,0 +1,177 @@
+"""The deploy's server-side scripts, without a server: they stop at their first failing line, report as data,
+pass shellcheck, and keep hostile values (from the inventory or the project) inert."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tasks import release_commands as commands, shell
+from tasks.layout import Layout
+from tasks.releases import GOOD, Release
+from tests.unit.shellcheck import assert_shellcheck_clean
+
+LAYOUT = Layout("mysite")
+RELEASE = Release("20260101T000000Z-abcdef1", GOOD, commit="abcdef1" + "0" * 33, requirements="h1")
+HOSTILE = ["$(touch CANARY)", "`touch CANARY`", "'; touch CANARY; '", '"$(touch CANARY)"', "a\ntouch CANARY",
+           "x;touch CANARY", "${IFS}touch${IFS}CANARY"]
+
+
+def run(script: str, tmp_path: Path, stubs: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `script` with sh in `tmp_path`, with stub commands (name -> sh body) first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in (stubs or {}).items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return subprocess.run(["sh", "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=30)
+
+
+# --- the command layer ---------------------------------------------------------------------------------------
+
+def test_a_script_stops_at_its_first_failing_line_even_inside_a_multi_line_step(tmp_path):
+    out = run(shell.script("false\necho second"), tmp_path)
+    assert out.returncode == 1 and "second" not in out.stdout
+    assert shell.parse_reports(out.stdout) == {"failed": "step 1", "code": 1}
+    assert "failed (step 1): false" in out.stderr
+
+
+def test_a_failing_and_list_ends_the_script_too(tmp_path):
+    out = run(shell.script(("first", "false && true"), ("second", "echo second")), tmp_path)
+    assert out.returncode == 1 and "second" not in out.stdout
+    assert shell.parse_reports(out.stdout)["failed"] == "first"
+
+
+def test_the_failed_step_is_named_with_its_exit_status_and_reports_merge(tmp_path):
+    out = run(shell.script(("a", shell.report(venv="reused")), ("pip", "exit 7"), ("after", "echo no")), tmp_path)
+    assert out.returncode == 7 and "no" not in out.stdout.split()
+    assert shell.parse_reports(out.stdout) == {"venv": "reused", "failed": "pip", "code": 7}
+
+
+def test_a_script_that_succeeds_reports_no_failure(tmp_path):
+    out = run(shell.script(("a", "true"), ("b", shell.report(x=[1, "two"]))), tmp_path)
+    assert out.returncode == 0 and shell.parse_reports(out.stdout) == {"x": [1, "two"]}
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_step_name_or_first_line_cannot_break_out_of_the_script(tmp_path, value):
+    out = run(shell.script((value, f"exit 3 # {value}")), tmp_path)
+    assert out.returncode == 3 and not (tmp_path / "CANARY").exists()
+    assert "failed" in shell.parse_reports(out.stdout)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_writing_a_file_keeps_its_content_literal_and_leaves_no_temp_file_on_failure(tmp_path, value):
+    target = tmp_path / "f"
+    out = run(shell.write_file(str(target), value, "600", str(os.getuid()), str(os.getgid())), tmp_path)
+    assert out.returncode == 0 and target.read_text() == value and not (tmp_path / "CANARY").exists()
+    failing = run(shell.script(shell.write_file(str(target), "x", "600", "no-such-user-here", "nogroup")), tmp_path)
+    assert failing.returncode != 0 and sorted(p.name for p in tmp_path.iterdir()) == ["bin", "f"]
+
+
+# --- the deploy's scripts --------------------------------------------------------------------------------------
+
+def build_script() -> str:
+    return shell.script(
+        ("cleanup", commands.cleanup(LAYOUT, ["r0"], ["r1"], ["f1"], ["v1"], ["b.dump"],
+                                     uploading=commands.upload_path(LAYOUT, RELEASE.id))),
+        ("unpack", commands.unpack(LAYOUT, RELEASE, commands.upload_path(LAYOUT, RELEASE.id))),
+        ("environment", commands.env_file(LAYOUT, {"DJANGO_ALLOWED_HOSTS": "a.test"})),
+        ("pip", commands.venv(LAYOUT, RELEASE.id, "h1", "requirements.txt", ["gunicorn>=23,<24"],
+                              {"https_proxy": "http://proxy:3128"})),
+        ("checks", commands.release_check(LAYOUT, RELEASE.id, "print(1)")),
+    )
+
+
+@pytest.mark.parametrize("script", [
+    build_script(),
+    shell.script(("start", commands.start_and_check(LAYOUT, RELEASE.id, "app.test", "/healthz/", True, 30)),
+                 ("switch", commands.switch(LAYOUT, RELEASE, "r0", {"event": "live"}, 10, backend_ready=False))),
+    shell.script(commands.switch(LAYOUT, RELEASE, None, {"event": "live"}, 0, backend_ready=True)),
+    shell.script(commands.set_aside(LAYOUT, RELEASE, {"event": "failed"})),
+    shell.script(commands.set_aside(LAYOUT, RELEASE, {"event": "failed"}, keep=False)),
+    shell.script(commands.backup(LAYOUT, "mysite", "r-before-migrate")),
+    shell.script(commands.migrate(LAYOUT, RELEASE.id, "mysite", {"counter": "0001_initial", "auth": "zero"})),
+    shell.script(commands.prune_static(LAYOUT, ["r1", "r2"])),
+], ids=["build", "start+switch (first)", "switch", "set aside", "remove", "backup", "reverse", "prune static"])
+def test_every_deploy_script_passes_shellcheck(script):
+    assert_shellcheck_clean(script)
+
+
+def test_the_state_probes_pass_shellcheck():
+    for probe in commands.state_probes(LAYOUT):
+        assert_shellcheck_clean(probe.command)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_hostile_health_check_path_or_host_stays_a_value(tmp_path, value):
+    """The path and host go into curl and into messages; they must never run."""
+    script = shell.script(commands.start_and_check(LAYOUT, RELEASE.id, value, "/h?" + value, False, 1))
+    out = run(script, tmp_path, {"systemctl": 'case "$*" in *NRestarts*) echo 0 ;; *ActiveState*) echo active ;; '
+                                              '*is-active*) exit 3 ;; esac', "journalctl": "true"})
+    assert out.returncode == 4 and not (tmp_path / "CANARY").exists()
+    assert f"gave no healthy answer to GET /h?{value.splitlines()[0]}" in out.stderr
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_project_code_runs_sandboxed_with_every_value_as_one_argument(tmp_path, value):
+    """systemd-run gets the env file as a property (systemd parses it: no shell sources it), and each
+    value (a proxy URL, a requirement) as one argument."""
+    script = commands.venv(LAYOUT, RELEASE.id, "h1", "requirements.txt", [value], {"https_proxy": value})
+    out = run(shell.script(script), tmp_path, {
+        "systemd-run": 'printf "%s\\n" "$@" > args; exit 9', "install": "true", "rm": "true"})
+    assert out.returncode != 0 and not (tmp_path / "CANARY").exists()
+    args = (tmp_path / "args").read_text()
+    assert f"--setenv=https_proxy={value}\n" in args
+    assert f"--uid={LAYOUT.build_user}" in args and f"--property=EnvironmentFile=-{LAYOUT.env_file}" in args
+    assert "--property=NoNewPrivileges=yes" in args and "--property=ProtectSystem=strict" in args
+
+
+@pytest.mark.parametrize("value", ["it's", "a\nB=c", "back\\slash"])
+def test_a_managed_value_that_would_break_the_env_file_is_refused(value):
+    with pytest.raises(ValueError):
+        commands.env_file(LAYOUT, {"DJANGO_ALLOWED_HOSTS": value})
+
+
+def test_a_failed_dump_leaves_nothing_that_looks_like_a_backup(tmp_path):
+    layout = Layout("m")
+    script = commands.backup(layout, "m", "r-before-migrate").replace(layout.backups, str(tmp_path))
+    out = run(shell.script(("backup", script)), tmp_path, {
+        "runuser": 'shift 2; exec "$@"', "pg_dump": 'for a; do case "$a" in --file=*) echo partial > "${a#--file=}";;'
+                                                     ' esac; done; exit 1'})
+    assert out.returncode != 0 and shell.parse_reports(out.stdout)["failed"] == "backup"
+    assert [p.name for p in tmp_path.iterdir()] == ["bin"]
+
+
+def test_the_switch_flips_the_live_link_and_current_only_after_nginx_accepts_the_backend():
+    script = commands.switch(LAYOUT, RELEASE, "r0", {"event": "live"}, 10, backend_ready=False)
+    assert script.index("nginx -t") < script.index(f"ln -sfn {LAYOUT.socket(RELEASE.id)}")
+    assert script.index(f"ln -sfn {LAYOUT.socket(RELEASE.id)}") < script.index("systemctl reload nginx")
+    ready = commands.switch(LAYOUT, RELEASE, "r0", {"event": "live"}, 10, backend_ready=True)
+    assert "nginx" not in ready  # a switch on a server that has served before never touches nginx
+    assert f"systemctl enable --quiet --no-reload {LAYOUT.unit(RELEASE.id)}" in ready
+    assert f"systemctl disable --quiet --no-reload {LAYOUT.unit('r0')}" in ready
+
+
+def test_static_files_no_kept_release_has_are_pruned(tmp_path):
+    layout = Layout("m")
+    shared, kept = tmp_path / "static", tmp_path / "r1" / "static"
+    for path in (shared / "css/a.1.css", shared / "css/a.2.css", kept / "css/a.2.css"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    script = commands.prune_static(layout, ["r1"]).replace(repr(layout.static), repr(str(shared))).replace(
+        repr(layout.release("r1") + "/static"), repr(str(kept)))
+    run(script, tmp_path)
+    assert sorted(p.name for p in (shared / "css").iterdir()) == ["a.2.css"]
+
+
+def test_free_space_and_applied_migrations_are_parsed():
+    df = ("Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+          "/dev/vda 100 50 4096 50% /\ntmpfs 10 9 1 90% /srv/m/venvs\n")
+    assert commands.parse_free(df, 0) == [4096, 1]
+    assert commands.parse_applied("a.0001\nb.0001\n", 0) == ["a.0001", "b.0001"]
+    assert commands.parse_applied("", 0) == [] and commands.parse_applied("", 2) is None
