@@ -32,6 +32,10 @@ class LockBusy(RemoteError):
     """Another deploy or rollback holds the lock."""
 
 
+class LockLost(RemoteError):
+    """The lock this run held is gone (forced away): nothing more may be changed."""
+
+
 def holder_command(layout: Layout, info: dict) -> str:
     """Take the lock, record who holds it, then wait for the end of input while holding it."""
     lock, info_path, work = q(layout.lock), q(layout.lock_info), q(layout.lock_work)
@@ -79,7 +83,7 @@ class DeployLock:
         reader = self.channel.makefile("r")
         first = reader.readline().strip()
         if first == "acquired":
-            self.remote.wrap = lambda script: guarded(self.layout, script)
+            self.remote.wrap = self._guarded
             return self
         rest = reader.read().strip()
         self.channel.close()
@@ -91,6 +95,16 @@ class DeployLock:
                            "finish; if that run is dead, clear its lock with `fab unlock`")
         raise RemoteError(f"could not take the deploy lock {self.layout.lock} ({first} {rest}); was the server "
                           "provisioned with `fab provision`?")
+
+    def _guarded(self, script: str) -> str:
+        """Every command of the run holds the work lock; none starts once the deploy lock was taken away."""
+        transport = self.remote.connection.transport
+        alive = transport is not None and transport.is_active()  # if not, Remote says the connection was lost
+        if alive and (self.channel.closed or self.channel.exit_status_ready()):
+            raise LockLost(f"this run's deploy lock on {self.remote.connection.host} was taken away (by `fab unlock "
+                           "--force`, or its holder was killed); it stopped before its next step. Another run may "
+                           "be changing the server now: look at `fab releases` before deploying again")
+        return guarded(self.layout, script)
 
     def __exit__(self, *exc) -> None:
         self.remote.wrap = None

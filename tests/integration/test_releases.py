@@ -155,6 +155,21 @@ def test_rollback_under_load_drops_no_request_and_only_the_old_code_answers_afte
     assert site.answering() == f"2 {history['v2b']}"
 
 
+def test_an_old_page_keeps_its_static_files_after_a_switch(site, history):
+    """A browser that loaded a page just before a deploy asks for that page's hashed CSS afterwards."""
+    old_page = site.get("/").body
+    old_css = re.search(r'href="(/static/counter/style\.[0-9a-f]+\.css)"', old_page).group(1)
+    style = site.repo.path / "counter/static/counter/style.css"
+    site.repo.commit("restyled", **{"counter__static__counter__style.css": style.read_text() + "\nh1 { color: teal; }\n"})
+    deployed_id(site.deploy())
+    new_css = re.search(r'href="(/static/counter/style\.[0-9a-f]+\.css)"', site.get("/").body).group(1)
+    assert new_css != old_css
+    for path in (old_css, new_css):
+        response = site.get(path)
+        assert response.status == 200 and "text/css" in response.header("content-type"), path
+    assert "teal" in site.get(new_css).body and "teal" not in site.get(old_css).body
+
+
 def test_a_dirty_work_tree_is_refused_unless_asked(site):
     site.repo.write("mysite/version.py", 'VERSION = "dirty"\n')
     try:
@@ -176,6 +191,31 @@ def _assert_set_aside(site: Site, out, before: str, hits: int) -> None:
     release = failed.group(1) or failed.group(2)
     assert release in site.ls("failed") and release not in site.ls("releases")
     assert site.server.root(f"systemctl is-active {APP}@{release}").stdout.strip() != "active"
+
+
+def test_project_code_builds_without_root_power_and_the_env_file_is_never_run(site):
+    """Settings run at build time as the build user (no sudo, owns only the release being built); the release
+    is sealed once built; an operator's env line that looks like a command stays a value."""
+    good = site.repo.git("rev-parse", "HEAD")
+    settings = (site.repo.path / "mysite/settings.py").read_text()
+    site.repo.commit("settings record who imports them", **{"mysite__settings.py": settings + (
+        "\nimport getpass as _gp\n"
+        "if os.access(BASE_DIR, os.W_OK):  # only while the release is being built\n"
+        "    (BASE_DIR / 'built-by').write_text(_gp.getuser())\n")})
+    env = f"/srv/{APP}/shared/env"
+    site.server.root(f"printf '%s\\n' 'GW_EVIL=a; touch /tmp/gw-env-canary' 'GW_EVIL2=$(touch /tmp/gw-env-canary)' >> {env}")
+    try:
+        release = deployed_id(site.deploy())
+        path = f"/srv/{APP}/releases/{release}"
+        assert site.server.root(f"cat {path}/built-by").stdout == f"{APP}_build"
+        owners = site.server.root(f"find {path} {path}/.venv/ -not -user root | head -n 3").stdout
+        assert owners == "", f"not sealed: {owners}"
+        assert site.server.root(f"runuser -u {APP}_build -- sudo -n true").returncode != 0
+        assert site.server.root("test -e /tmp/gw-env-canary").returncode != 0
+    finally:
+        site.server.root(f"sed -i '/^GW_EVIL/d' {env}")
+        site.repo.reset(good)
+    site.deploy()
 
 
 def test_an_unhealthy_release_is_set_aside_with_its_own_log(site):
