@@ -6,6 +6,7 @@ import base64
 import errno
 import hashlib
 import io
+import logging
 import os
 import re
 import secrets
@@ -23,6 +24,11 @@ from invoke.exceptions import CommandTimedOut, ThreadException
 from tasks.inventory import Host
 from tasks.shell import q
 from tasks.steps import Facts, Probe
+
+# paramiko logs a dropped connection or a late banner, with a traceback, on stderr when nothing else is set up
+# to receive its log; gangway says what happened in its own words instead. Logging set up by the user still
+# receives paramiko's records.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CONNECT_TIMEOUT = 15    # seconds for the TCP connection, unless ssh_config's ConnectTimeout or Fabric's config says
 SLOW_SERVER_TIMEOUT = 30  # seconds for the server's SSH banner and for authentication: a busy or fresh server is slow
@@ -101,6 +107,11 @@ def key_type(key: paramiko.PKey) -> str:
     return _KEY_TYPES.get(name) or ("ECDSA" if name.startswith("ecdsa-") else name)
 
 
+def _file_type(key: paramiko.PKey) -> str:
+    """The type as sshd names its host key files: /etc/ssh/ssh_host_ed25519_key.pub."""
+    return {"ED25519": "ed25519", "ECDSA": "ecdsa", "RSA": "rsa", "DSA": "dsa"}.get(key_type(key), "ed25519")
+
+
 def fingerprint(key: paramiko.PKey) -> str:
     """The SHA256 fingerprint as OpenSSH prints it: SHA256: and base64 without padding."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
@@ -162,9 +173,9 @@ def changed_key_message(name: str, old: paramiko.PKey, new: paramiko.PKey, known
             "intercepting the connection (a man-in-the-middle attack), or the server was reinstalled or its "
             f"SSH keys were regenerated. Recorded in {shown(known_hosts)}: {key_type(old)} {fingerprint(old)}; "
             f"the server now shows: {key_type(new)} {fingerprint(new)}. If you know the change is legitimate "
-            "(compare with the server's console: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), remove the "
-            f"old key with `ssh-keygen -R {shlex.quote(name)} -f {shown(known_hosts)}` and connect again: the "
-            "new key is then recorded")
+            f"(compare with the server's console: ssh-keygen -lf /etc/ssh/ssh_host_{_file_type(new)}_key.pub), "
+            f"remove the old key with `ssh-keygen -R {shlex.quote(name)} -f {shown(known_hosts)}` and connect "
+            "again: the new key is then recorded")
 
 
 @dataclass(frozen=True)

@@ -324,3 +324,105 @@ def test_a_connection_lost_during_a_command_is_called_that():
 def test_a_command_ended_by_a_signal_on_a_live_connection_is_a_failure_not_a_lost_connection():
     result = Remote(FakeConnection(FakeTransport(), exited=-1), Stats()).run("kill -9 $$")
     assert not result.ok and "signal" in result.stderr
+
+
+# --- a real SSH handshake, on loopback: a paramiko server that accepts any key ----------------------------
+
+class AnyKey(paramiko.ServerInterface):
+    def get_allowed_auths(self, username):
+        return "publickey"
+
+    def check_auth_publickey(self, username, key):
+        return paramiko.AUTH_SUCCESSFUL
+
+
+class LoopbackServer:
+    """An SSH server on 127.0.0.1 with a host key of its own; the first `hang_up` connections are closed before
+    the SSH banner, like a server still starting."""
+
+    def __init__(self, host_key: paramiko.PKey, hang_up: int = 0):
+        self.host_key, self.hang_up = host_key, hang_up
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted, self.transports = 0, []
+        __import__("threading").Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.accepted <= self.hang_up:
+                sock.close()
+                continue
+            transport = paramiko.Transport(sock)
+            transport.add_server_key(self.host_key)
+            self.transports.append(transport)
+            try:
+                transport.start_server(server=AnyKey())
+            except (paramiko.SSHException, EOFError):
+                pass
+
+    def close(self):
+        self.listener.close()
+        for transport in self.transports:
+            transport.close()
+
+
+@pytest.fixture
+def loopback(tmp_path):
+    servers = []
+
+    def start(host_key=None, hang_up=0):
+        server = LoopbackServer(host_key or paramiko.Ed25519Key.from_private_key_file(str(ed25519(tmp_path, "hk"))),
+                                hang_up)
+        servers.append(server)
+        return server
+    yield start
+    for server in servers:
+        server.close()
+
+
+def connect(server, tmp_path, said, known):
+    key = tmp_path / "client"
+    if not key.exists():
+        ed25519(tmp_path, "client")
+    connection = remote.open_connection(Host("127.0.0.1", port=server.port, key=key), "deploy", Stats(),
+                                        known_hosts=known, tell=said.append, sleep=lambda s: None)
+    connection.close()
+
+
+def test_first_contact_then_checked_then_a_changed_key_refused_over_real_ssh(loopback, tmp_path, capfd):
+    known, said = tmp_path / "known_hosts", []
+    first = loopback()
+    connect(first, tmp_path, said, known)
+    name = f"[127.0.0.1]:{first.port}"
+    assert said == [f"first connection to 127.0.0.1 port {first.port}: its ED25519 key is "
+                    f"{fingerprint(first.host_key)}; recorded in {known}"]
+    assert known.read_text() == f"{name} ssh-ed25519 {first.host_key.get_base64()}\n"
+
+    connect(first, tmp_path, said, known)
+    assert len(said) == 1  # known now: checked, nothing to say
+
+    first.close()
+    second = LoopbackServer(paramiko.Ed25519Key.from_private_key_file(str(ed25519(tmp_path, "hk2"))))
+    try:
+        known.write_text(known.read_text().replace(name, f"[127.0.0.1]:{second.port}"))
+        with pytest.raises(HostKeyChanged) as raised:
+            connect(second, tmp_path, said, known)
+        assert fingerprint(first.host_key) in str(raised.value) and fingerprint(second.host_key) in str(raised.value)
+        assert second.transports and not second.transports[0].is_authenticated()  # refused before logging in
+    finally:
+        second.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_server_that_hangs_up_before_its_banner_is_retried_quietly(loopback, tmp_path, capfd):
+    known, said = tmp_path / "known_hosts", []
+    server = loopback(hang_up=2)
+    connect(server, tmp_path, said, known)
+    assert server.accepted == 3 and len(said) == 2
+    assert "retrying" in said[0] and said[1].startswith("first connection")
+    assert capfd.readouterr().err == ""  # no paramiko log lines or tracebacks
