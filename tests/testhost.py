@@ -10,7 +10,7 @@ ACME server with pebble-challtestsrv answering every DNS name with the container
     with testhost.start() as host:
         host.ssh("systemctl is-system-running")
 
-From a shell (as root): ``python -m tests.testhost up|down NAME|--all|list|image``.
+From a shell (as root): ``python -m tests.testhost up [--persistent]|reboot NAME|down NAME|--all|list|image``.
 
 Everything a host holds is recorded in /run/gangway-testhost/NAME.json, so that a later run can tear
 down what a dead one left behind (``reap_stale``).  Only the standard library is used here.
@@ -1219,6 +1219,28 @@ def find(name: str) -> TestHost:
     raise TestHostError(f"no test host named {name} (see: python -m tests.testhost list)")
 
 
+def reboot_detached(name: str, timeout: float = REBOOT_TIMEOUT) -> float:
+    """Reboot a persistent host started by `up` (its container owns it); return the seconds it took."""
+    require_host(("ip",))
+    with _flock(STATE_LOCK):  # its owner, the nspawn, is gone for a moment: no reaper may see that
+        states = [s for s in _load_states() if s["name"] == name]
+        if not states:
+            raise TestHostError(f"no test host named {name} (see: python -m tests.testhost list)")
+        state = states[0]
+        if not state.get("detached"):
+            raise TestHostError(f"{name} belongs to process {state['owner']['pid']}: reboot it from there")
+        host = find(name)
+        host._state, host._done = state, False
+        try:
+            return host.reboot(timeout)
+        finally:
+            host._done = True
+            if _alive(state["procs"]["nspawn"]):
+                state["owner"] = state["procs"]["nspawn"]
+            _write_state(state)
+            host._procs.clear()
+
+
 def down(name: str | None = None) -> list[str]:
     """Tear down host NAME (or every recorded host and any orphans if None), whoever started it."""
     require_host(("ip",))
@@ -1255,6 +1277,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("name", nargs="?")
     g.add_argument("--all", action="store_true", help="every recorded host and any orphans")
     sub.add_parser("list", help="list recorded test hosts")
+    p = sub.add_parser("reboot", help="power a host started with `up --persistent` off and on again")
+    p.add_argument("name")
     p = sub.add_parser("show", help="print a host as JSON, or one of its fields")
     p.add_argument("name")
     p.add_argument("field", nargs="?")
@@ -1283,6 +1307,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             for name in down(None if args.all else args.name):
                 print(f"stopped {name}")
+        elif args.command == "reboot":
+            print(json.dumps({"name": args.name, "seconds": reboot_detached(args.name)}))
         elif args.command == "show":
             shown = _host_json(find(args.name))
             print(shown[args.field] if args.field else json.dumps(shown, indent=1))
