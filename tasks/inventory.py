@@ -391,7 +391,7 @@ TOP_KEYS = {
     "ssh_keys": Key(list, "more public keys allowed to log in as the deploy user", each=check_public_key,
                     item_kind=str),
     "known_hosts": Key(str, "the file that holds these servers' SSH host keys instead of ~/.ssh/known_hosts, "
-                            "relative to this file, e.g. production.known_hosts"),
+                            "relative to this file, e.g. production.known_hosts", check=check_local_path),
 }
 
 _TYPE_NAMES = {str: "a string", int: "a number", list: "a list", dict: "a mapping (key: value lines)",

@@ -96,6 +96,7 @@ LENIENT_KEYS = [
     (("app", "source"), "app.source", lambda p: "project" + p),
     (("hosts", 0, "key"), "hosts[0].key", lambda p: "id_ed25519" + p),
     (("acme", "ca_bundle"), "acme.ca_bundle", lambda p: "ca" + p + ".pem"),
+    (("known_hosts",), "known_hosts", lambda p: "production" + p + ".known_hosts"),
     (("ssh_keys", 0), "ssh_keys[0]", lambda p: _key_line("alice" + p)),
 ]
 
