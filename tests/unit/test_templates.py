@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tasks.inventory import parse
-from tasks.provisioning import Server, firewall, gunicorn, nginx, tls
+from tasks.provisioning import Server, firewall, gunicorn, nginx, ssh, tls
 from tasks.render import render
 
 
@@ -70,7 +70,7 @@ def test_firewall_opens_the_ssh_port_in_use_plus_web():
 
 
 def test_ssh_hardening_turns_off_root_and_passwords():
-    conf = render("ssh/hardening.conf.j2", deploy_user="deploy")
+    conf = ssh.sshd_config("deploy", frozenset(), {"ed25519": 256, "rsa": 3072})
     assert "PermitRootLogin no" in conf and "PasswordAuthentication no" in conf
 
 
@@ -102,3 +102,61 @@ def test_certificate_is_reissued_when_it_no_longer_matches(domains, server_url, 
     assert reason in change.what and "--force-renewal" in change.commands[0]
     ok = tls.CertificateState(frozenset({"app.test", "www.app.test"}), "x", True, s.inventory.acme.directory)
     assert tls.certificate_changes(s)(ok, {}) == []
+
+
+# --- hardening: sshd, nginx judges, kernel and login defaults -------------------------------------------------
+
+OPENSSH_10 = frozenset({"mlkem768x25519-sha256", "sntrup761x25519-sha512@openssh.com", "curve25519-sha256",
+                        "curve25519-sha256@libssh.org", "diffie-hellman-group16-sha512",
+                        "diffie-hellman-group18-sha512", "ecdh-sha2-nistp256", "chacha20-poly1305@openssh.com",
+                        "aes256-gcm@openssh.com", "aes128-gcm@openssh.com", "aes256-ctr", "aes192-ctr",
+                        "aes128-ctr", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com"})
+OPENSSH_9_2 = OPENSSH_10 - {"mlkem768x25519-sha256"}
+
+
+def _directive(conf, name):
+    return next(line.split(None, 1)[1] for line in conf.splitlines() if line.startswith(name + " "))
+
+
+def test_sshd_offers_no_nist_curves_and_only_what_this_openssh_knows():
+    new = ssh.sshd_config("deploy", OPENSSH_10, {"ed25519": 256, "rsa": 3072})
+    old = ssh.sshd_config("deploy", OPENSSH_9_2, {"ed25519": 256, "rsa": 3072})
+    assert _directive(new, "KexAlgorithms").startswith("mlkem768x25519-sha256,")
+    assert "mlkem" not in old  # OpenSSH 9.2 (Debian 12) would refuse to start on it
+    for conf in (new, old):
+        assert "nistp" not in conf and "sha1" not in conf and "group-exchange" not in conf
+        assert _directive(conf, "HostKeyAlgorithms") == "ssh-ed25519,rsa-sha2-512,rsa-sha2-256"
+        assert "HostKey /etc/ssh/ssh_host_ecdsa_key" not in conf
+        assert _directive(conf, "MACs") == "hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com"
+
+
+def test_sshd_keeps_an_algorithm_paramiko_speaks_in_every_list():
+    import paramiko
+    conf = ssh.sshd_config("deploy", OPENSSH_9_2, {"ed25519": 256})
+    for directive, ours in (("KexAlgorithms", paramiko.Transport._preferred_kex),
+                            ("Ciphers", paramiko.Transport._preferred_ciphers),
+                            ("MACs", paramiko.Transport._preferred_macs),
+                            ("HostKeyAlgorithms", paramiko.Transport._preferred_keys)):
+        assert set(_directive(conf, directive).split(",")) & set(ours), directive
+
+
+def test_sshd_drops_a_small_rsa_host_key_and_limits_sessions_and_forwarding():
+    conf = ssh.sshd_config("deploy", OPENSSH_10, {"ed25519": 256, "rsa": 2048})
+    assert _directive(conf, "HostKeyAlgorithms") == "ssh-ed25519"
+    assert "ssh_host_rsa_key" not in conf
+    for line in ("MaxAuthTries 3", "AllowTcpForwarding no", "AllowAgentForwarding no", "LogLevel VERBOSE",
+                 "AllowUsers deploy", "PermitRootLogin no", "PasswordAuthentication no"):
+        assert line in conf.splitlines(), line
+    assert int(_directive(conf, "MaxSessions")) >= 10  # fab opens several channels per connection
+    # A dead client (and the deploy lock it holds) is dropped within about a minute.
+    assert int(_directive(conf, "ClientAliveInterval")) * (int(_directive(conf, "ClientAliveCountMax")) + 1) <= 75
+
+
+def test_sshd_fallback_keeps_the_login_rules_without_algorithm_choices():
+    conf = ssh.sshd_config("deploy", frozenset(), {}, crypto=False)
+    assert "PermitRootLogin no" in conf and "KexAlgorithms" not in conf and "HostKey" not in conf
+
+
+def test_sshd_without_an_answer_leaves_out_only_ml_kem():
+    assert ssh.supported(ssh.KEX, frozenset()) == [a for a in ssh.KEX if not a.startswith("mlkem")]
+    assert ssh.parse_host_keys("ed25519 256\nrsa 3072\n", 0) == {"ed25519": 256, "rsa": 3072}
