@@ -30,7 +30,7 @@ class Server:
 
 
 def steps(server: Server) -> list[Step]:
-    from tasks.provisioning import firewall, gunicorn, nginx, postgres, ssh, system, tls, users
+    from tasks.provisioning import catch_all, firewall, gunicorn, nginx, postgres, ssh, system, tls, users
 
     return [
         system.apt_proxy(server),
@@ -47,6 +47,7 @@ def steps(server: Server) -> list[Step]:
         # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS.
         users.build_user(server),
         *([*tls.certificate(server), nginx.site(server)] if server.inventory.tls else []),
+        catch_all.unknown_hosts(server),
         firewall.rules(server),
         ssh.hardening(server),
     ]

@@ -1,0 +1,34 @@
+"""nginx's catch-all: a request for a host name that no site here serves is refused, not served a site.
+
+It matters only once the site has domains: a site without domains answers by address and is itself the
+default server, so then the catch-all is removed.
+"""
+
+from __future__ import annotations
+
+from tasks.provisioning import Server
+from tasks.provisioning.nginx import NGINX_VERSION
+from tasks.render import render
+from tasks.steps import Absent, Facts, File, Step
+
+CATCH_ALL = "/etc/nginx/conf.d/gangway-catch-all.conf"
+# ssl_reject_handshake: refuse TLS for an unknown name without a certificate to show.
+REJECT_HANDSHAKE_SINCE = (1, 19, 4)
+
+
+def config(nginx_version: tuple[int, ...]) -> str:
+    return render("nginx/catch-all.conf.j2", reject_handshake=nginx_version >= REJECT_HANDSHAKE_SINCE)
+
+
+def unknown_hosts(server: Server) -> Step:
+    if not server.inventory.app.domains:
+        return Step("nginx catch-all", [Absent(CATCH_ALL, "the site without domains answers every name")],
+                    validate="nginx -t", after=["systemctl reload-or-restart nginx"],
+                    note="none: the site answers every name")
+
+    def content(facts: Facts) -> str:
+        return config(facts[NGINX_VERSION.key])
+
+    return Step("nginx catch-all", [File(CATCH_ALL, content)], extra_probes=[NGINX_VERSION],
+                validate="nginx -t", after=["systemctl reload-or-restart nginx"],
+                note="unknown host names refused (444, TLS handshake rejected)")
