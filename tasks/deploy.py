@@ -221,8 +221,7 @@ def _new_release(src: source.Source, state: ServerState) -> Release:
                                                          " ".join(_extra_requirements(src))))
 
 
-def _disk_full(session: Session, what: str) -> DeployError:
-    state = session.state()
+def _disk_full(session: Session, state: ServerState, what: str) -> DeployError:
     return DeployError(f"not enough disk space on {session.host.address} {what}: {_free_mib(state)}. Free some "
                        f"space (old database dumps in {session.layout.backups}/, `sudo apt-get clean`, "
                        "`sudo journalctl --vacuum-size=100M`) and deploy again; nothing of this release was kept, "
@@ -231,19 +230,24 @@ def _disk_full(session: Session, what: str) -> DeployError:
 
 def _upload(session: Session, state: ServerState, src: source.Source, release: Release) -> str:
     """The archive in releases/, after checking there is room for it; never a partial file left behind."""
-    layout = session.layout
-    archive = commands.upload_path(layout, release.id)
+    archive = commands.upload_path(session.layout, release.id)
     need = len(src.archive) * UNPACK_FACTOR + SPARE_MIB * MIB
-    if state.free_kib and state.free_kib[0] * 1024 < need:
-        raise _disk_full(session, f"for release {release.id} (it needs about {need / MIB:.1f} MiB)")
+
+    def short_of_space(state: ServerState) -> bool:
+        return bool(state.free_kib) and state.free_kib[0] * 1024 < need
+
+    what = f"for release {release.id} (it needs about {need / MIB:.1f} MiB)"
+    if short_of_space(state):
+        raise _disk_full(session, state, what)
     try:
         session.remote.put(src.archive, archive)
     except ConnectionLost:
         raise
-    except RemoteError as error:
+    except RemoteError:
         session.remote.run(shell.join("rm", "-f", archive))
-        if "size mismatch" in str(error) or "No space" in str(error) or "Failure" in str(error):
-            raise _disk_full(session, f"while uploading release {release.id}") from None
+        after = session.state()
+        if short_of_space(after):
+            raise _disk_full(session, after, what) from None
         raise
     return archive
 
