@@ -27,4 +27,8 @@ PACKAGES = (
     "python3", "python3-venv", "python3-dev", "build-essential", "libpq-dev", "pkg-config",
     "postgresql", "nginx", "certbot", "nftables", "unattended-upgrades", "systemd-timesyncd",
     "sudo", "curl", "ca-certificates", "openssl",
+    # Hardening: restart services after library updates, verify installed files against the packages'
+    # checksums, show what an upgrade changes, refuse weak passwords should anyone ever set one, block
+    # addresses that keep failing to log in (fail2ban reads the journal through python3-systemd).
+    "needrestart", "debsums", "apt-listchanges", "libpam-pwquality", "fail2ban", "python3-systemd",
 )

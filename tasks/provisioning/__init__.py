@@ -30,14 +30,20 @@ class Server:
 
 
 def steps(server: Server) -> list[Step]:
-    from tasks.provisioning import catch_all, firewall, gunicorn, nginx, postgres, ssh, system, tls, users
+    from tasks.provisioning import (catch_all, firewall, gunicorn, hardening, nginx, postgres, ssh, system, tls,
+                                    users)
 
     return [
         system.apt_proxy(server),
+        system.hostname(server),
         system.packages(server),
         system.security_updates(server),
         system.time_sync(server),
         system.swap(server),
+        hardening.kernel(server),
+        hardening.login_limits(server),
+        hardening.packages(server),
+        hardening.login_guard(server),
         users.deploy_user(server),
         users.app_user(server),
         users.directories(server),

@@ -1,10 +1,11 @@
-"""The base system: package sources, packages, automatic security updates, time, swap."""
+"""The base system: package sources, packages, automatic security updates, time, swap, the host name."""
 
 from __future__ import annotations
 
 from tasks import defaults
 from tasks.provisioning import Server
 from tasks.render import render
+from tasks.shell import q
 from tasks.steps import Absent, Change, Check, File, Packages, Probe, Step
 
 APT_PROXY = "/etc/apt/apt.conf.d/80gangway-proxy"
@@ -75,3 +76,33 @@ def swap(server: Server) -> Step:
                             "$(swapon --noheadings --show=NAME | wc -l) "
                             "$(systemd-detect-virt --container || true)", parse_memory)
     return Step("swap", [Check(probe, swap_changes)], note=_swap_note)
+
+
+def parse_hostname(out: str, rc: int) -> dict:
+    lines = out.splitlines()
+    return {"name": lines[0].strip() if lines else "", "listed": "listed" in lines[1:]}
+
+
+HOSTNAME = Probe("hostname", "h=$(hostname); echo \"$h\"; "
+                             "if awk -v h=\"$h\" '!/^[[:space:]]*#/ { for (i = 2; i <= NF; i++) if ($i == h) found = 1 } "
+                             "END { exit !found }' /etc/hosts; then echo listed; fi", parse_hostname)
+
+
+def _hostname_changes(state: dict, facts) -> list[Change]:
+    name = state["name"]
+    if state["listed"] or not name:
+        return []
+    # Debian's way: the host's own name on 127.0.1.1. Written in place (not renamed over), since /etc/hosts
+    # may be a mount point; added to an existing 127.0.1.1 line rather than a second one.
+    lit = q(name)
+    return [Change(f"{name} added to /etc/hosts", (
+        f"awk -v h={lit} '/^127\\.0\\.1\\.1[[:space:]]/ && !done {{ $0 = $0 \" \" h; done = 1 }} {{ print }} "
+        f"END {{ if (!done) print \"127.0.1.1\\t\" h }}' /etc/hosts > /etc/hosts.gangway-new",
+        "cat /etc/hosts.gangway-new > /etc/hosts && rm -f /etc/hosts.gangway-new"))]
+
+
+def hostname(server: Server) -> Step:
+    """sudo looks up the host's own name; without it in /etc/hosts every sudo says "unable to resolve host"
+    (and waits for DNS first)."""
+    return Step("hostname", [Check(HOSTNAME, _hostname_changes)],
+                note=lambda facts: f"{facts[HOSTNAME.key]['name']} resolves locally")
