@@ -105,3 +105,11 @@ def test_accepting_a_legitimate_change_records_the_new_key(server, inventory):
     out = probe(inventory)
     [line] = FIRST_CONTACT.findall(out.stdout)
     assert line[2] == server_fingerprint(server) and "is not provisioned" in out.stderr
+
+
+def test_fab_dash_h_checks_the_key_in_the_file_fabrics_config_names(server, inventory):
+    known = testhost.known_hosts_path(inventory)
+    out = fab("-H", f"root@{server.address}", "-i", str(server.ssh_key), "releases",
+              env={"FABRIC_GANGWAY_KNOWN_HOSTS": str(known)})
+    assert "is not provisioned" in out.stderr and "first connection" not in out.stdout, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
