@@ -350,19 +350,33 @@ def open_connection(host: Host, user: str, stats: Stats, key: Path | None = None
                     sleep: Callable[[float], None] = time.sleep) -> Connection:
     """An SSH connection, opened now so that a wrong address, port, key or host key fails here with a clear
     message. The server's host key is checked (or, on first contact, shown and recorded) before logging in."""
-    connection = make_connection(host, user, key or host.key, config)
-    for path in connection.connect_kwargs.get("key_filename", []):
-        problem = key_file_problem(Path(path), connection.connect_kwargs.get("passphrase"),
-                                   connection.connect_kwargs.get("allow_agent", True))
-        if problem:
-            raise KeyFileError(problem)
+    key = key or host.key
+    connection = make_connection(host, user, key, config)
+    kwargs = connection.connect_kwargs
+    usable = []
+    for path in kwargs.get("key_filename", []):
+        problem = key_file_problem(Path(path), kwargs.get("passphrase"), kwargs.get("allow_agent", True))
+        if problem and key and Path(path) == key:
+            raise KeyFileError(problem)  # the key the inventory or -i names must work
+        if not problem:
+            usable.append(path)  # others (ssh_config's IdentityFile, fabric.yaml's) are skipped, as ssh does
+    if usable:
+        kwargs["key_filename"] = usable
+    else:
+        kwargs.pop("key_filename", None)
     trust = KnownHosts.choose(known_hosts, connection.ssh_config)
     where = f"{user}@{connection.host} port {connection.port}"
+    attempts = []
 
     def attempt() -> None:
+        attempts.append(time.monotonic())
         connection.client.close()  # a failed attempt leaves its transport behind
         trust.apply(connection.client, tell)
         connection.open()
+
+    def tried() -> str:
+        return (f" ({len(attempts)} attempts in {time.monotonic() - attempts[0]:.0f} s)" if len(attempts) > 1
+                else "")
 
     try:
         retrying(attempt, where, tell=tell, sleep=sleep)
@@ -380,14 +394,21 @@ def open_connection(host: Host, user: str, stats: Stats, key: Path | None = None
         raise RemoteError(f"cannot resolve the host name {connection.host!r}: check hosts[].address in the "
                           "inventory (or the -H option)") from None
     except (socket.timeout, TimeoutError):
-        raise RemoteError(f"{where}: no answer within {connection.connect_timeout or CONNECT_TIMEOUT} s. Check the "
-                          "address and port, that the server is running, and that a firewall lets SSH "
+        connection.client.close()
+        raise RemoteError(f"{where}: no answer within {connection.connect_timeout or CONNECT_TIMEOUT} s{tried()}. "
+                          "Check the address and port, that the server is running, and that a firewall lets SSH "
                           "through") from None
     except (paramiko.ssh_exception.NoValidConnectionsError, ConnectionError, OSError, EOFError) as error:
-        raise RemoteError(f"{where}: cannot connect ({describe(error)}). Check the address and port, and that "
-                          "the SSH server runs") from None
+        connection.client.close()
+        raise RemoteError(f"{where}: cannot connect ({describe(error)}){tried()}. Check the address and port, "
+                          "and that the SSH server runs") from None
     except paramiko.SSHException as error:
         connection.client.close()
+        if "authentication" in str(error).lower():  # e.g. "No authentication methods available": no key at all
+            raise paramiko.AuthenticationException(str(error)) from None
+        if transient(error):
+            raise RemoteError(f"{where}: the server's SSH did not answer in time ({error}){tried()}: it may be "
+                              "overloaded or still starting; try again in a minute") from None
         raise RemoteError(f"{where}: SSH failed: {error}") from None
     stats.connections += 1
     return connection

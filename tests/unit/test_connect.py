@@ -426,3 +426,23 @@ def test_a_server_that_hangs_up_before_its_banner_is_retried_quietly(loopback, t
     assert server.accepted == 3 and len(said) == 2
     assert "retrying" in said[0] and said[1].startswith("first connection")
     assert capfd.readouterr().err == ""  # no paramiko log lines or tracebacks
+
+
+def test_a_server_that_keeps_hanging_up_is_one_clear_line_after_the_retries(loopback, tmp_path):
+    server = loopback(hang_up=99)
+    with pytest.raises(RemoteError) as raised:
+        connect(server, tmp_path, [], tmp_path / "known_hosts")
+    assert server.accepted == len(remote.RETRY_DELAYS) + 1
+    message = str(raised.value)
+    assert message.startswith(f"deploy@127.0.0.1 port {server.port}: ") and "5 attempts" in message
+    assert "\n" not in message
+
+
+def test_a_broken_identity_file_from_ssh_config_is_skipped_not_fatal(tmp_path, no_network):
+    broken = tmp_path / "old_key"
+    broken.write_text("not a key\n")
+    good = ed25519(tmp_path)
+    config = Config(ssh_config=SSHConfig.from_text(f"Host *\n  IdentityFile {broken}\n"))
+    with pytest.raises(AssertionError, match="tried to connect"):  # got as far as connecting
+        remote.open_connection(Host("192.0.2.5", key=good), "root", Stats(), config=config,
+                               known_hosts=tmp_path / "k")
