@@ -168,12 +168,20 @@ def first_contact_line(name: str, key: paramiko.PKey, known_hosts: Path) -> str:
             f"recorded in {shown(known_hosts)}")
 
 
+def _other_type(old: paramiko.PKey, new: paramiko.PKey) -> str:
+    if key_type(old) == key_type(new):
+        return ""
+    return (f", or it no longer offers its {key_type(old)} key (gangway's SSH hardening keeps only Ed25519 and "
+            "RSA host keys)")
+
+
 def changed_key_message(name: str, old: paramiko.PKey, new: paramiko.PKey, known_hosts: Path) -> str:
     return (f"the host key of {_server(name)} has CHANGED, so nothing was sent to it. Either someone is "
             "intercepting the connection (a man-in-the-middle attack), or the server was reinstalled or its "
-            f"SSH keys were regenerated. Recorded in {shown(known_hosts)}: {key_type(old)} {fingerprint(old)}; "
-            f"the server now shows: {key_type(new)} {fingerprint(new)}. If you know the change is legitimate "
-            f"(compare with the server's console: ssh-keygen -lf /etc/ssh/ssh_host_{_file_type(new)}_key.pub), "
+            f"SSH keys were regenerated{_other_type(old, new)}. Recorded in {shown(known_hosts)}: {key_type(old)} "
+            f"{fingerprint(old)}; the server now shows: {key_type(new)} {fingerprint(new)}. If you know the change "
+            "is legitimate (compare with the server's console: "
+            f"ssh-keygen -lf /etc/ssh/ssh_host_{_file_type(new)}_key.pub), "
             f"remove the old key with `ssh-keygen -R {shlex.quote(name)} -f {shown(known_hosts)}` and connect "
             "again: the new key is then recorded")
 

@@ -446,3 +446,10 @@ def test_a_broken_identity_file_from_ssh_config_is_skipped_not_fatal(tmp_path, n
     with pytest.raises(AssertionError, match="tried to connect"):  # got as far as connecting
         remote.open_connection(Host("192.0.2.5", key=good), "root", Stats(), config=config,
                                known_hosts=tmp_path / "k")
+
+
+def test_a_key_of_another_type_says_the_server_may_have_stopped_offering_the_old_one(tmp_path):
+    old, new = paramiko.ECDSAKey.generate(), public(ed25519(tmp_path))
+    text = changed_key_message("10.0.0.2", old, new, tmp_path / "known_hosts")
+    assert "no longer offers its ECDSA key" in text and f"ECDSA {fingerprint(old)}" in text
+    assert "ssh_host_ed25519_key.pub" in text
