@@ -200,11 +200,12 @@ def mount_small(site: Site, directory: str, size: str, keep_content: bool = Fals
     copy = "/var/tmp/gangway-test-copy"
     if keep_content:
         site.root(f"rm -rf {copy} && cp -a {d} {copy}")
-        used_kib = int(site.root(f"du -sk {copy} | cut -f 1"))
-        size = f"{used_kib + int(size.rstrip('k'))}k"
-    site.root(f"mount -t tmpfs -o size={size},uid={uid},gid={gid},mode=0{mode} gangway-test-full {d}")
-    if keep_content:
+    site.root(f"mount -t tmpfs -o size={'1G' if keep_content else size},uid={uid},gid={gid},mode=0{mode} "
+              f"gangway-test-full {d}")
+    if keep_content:  # copied in, then shrunk to what the copy takes there plus `size`
         site.root(f"cp -a {copy}/. {d}/ && rm -rf {copy}")
+        used_kib = int(site.root(f"df -k --output=used {d} | tail -n 1"))
+        site.root(f"mount -o remount,size={used_kib + int(size.rstrip('k'))}k {d}")
 
 
 def free_bytes(site: Site, directory: str) -> int:
@@ -374,7 +375,10 @@ def test_postgres_stopping_after_migrate_names_the_migration_and_how_to_reverse_
         print(done.stderr.strip()[-1200:])
         one_clear_failure(done)
         assert "counter.0002_hit_agent" in done.stderr, done.stderr
-        assert "migrate counter 0001_initial" in done.stderr, done.stderr
+        # The command to reverse it (options may come between `migrate` and its arguments); run below.
+        reverse = [line.strip() for line in done.stderr.splitlines()
+                   if re.search(r"\bmigrate( -\S+)* counter 0001_initial\b", line)]
+        assert reverse, done.stderr
         # /version/ does not use the database: the live release still answers it.
         assert site.answering() == before
     finally:
@@ -391,3 +395,9 @@ def test_postgres_stopping_after_migrate_names_the_migration_and_how_to_reverse_
     out = site.deploy(check=False)
     print(f"deploy of the good commit: exit {out.returncode}")
     assert ahead(out), out.stdout + out.stderr
+    # The command the failed deploy printed is exact: run as it says (as deploy), it puts the schema back.
+    undone = site.server.ssh(reverse[0])
+    assert undone.returncode == 0, f"{reverse[0]}\n{undone.stdout}\n{undone.stderr}"
+    assert site.root(f"cd /tmp && runuser -u {APP} -- psql -XtAc "
+                     "\"select count(*) from django_migrations where app = 'counter'\"").strip() == "1"
+    assert not ahead(site.fab("releases"))
