@@ -1,8 +1,9 @@
 """Host keys on a real server: the first connection shows and records the key, later ones check it, and a
 changed key is refused before any command runs.
 
-The server is a fresh, unprovisioned Debian 13 of its own (the tests regenerate its host keys). `fab releases`
-serves as the probe: it logs in and runs one read-only command, then stops at "not provisioned".
+Most tests use a fresh, unprovisioned Debian 13 of their own (they regenerate its host keys). `fab releases`
+serves as the probe: it logs in and runs one read-only command, then stops at "not provisioned". The last
+one looks at the shared provisioned server's logins.
 """
 
 from __future__ import annotations
@@ -113,3 +114,13 @@ def test_fab_dash_h_checks_the_key_in_the_file_fabrics_config_names(server, inve
               env={"FABRIC_GANGWAY_KNOWN_HOSTS": str(known)})
     assert "is not provisioned" in out.stderr and "first connection" not in out.stdout, out.stdout + out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_whole_provision_checks_every_login_against_one_recorded_key(trixie):
+    """Provision logs in as the deploy user (refused on a fresh server), as root, and once more as the deploy
+    user to prove its login: the key is recorded once, at the first, and every later login is checked."""
+    known = testhost.known_hosts_path(trixie.inventory)
+    assert len(FIRST_CONTACT.findall(trixie.first_run.stdout)) == 1, trixie.first_run.stdout
+    assert len(known.read_text().splitlines()) == 1
+    again = trixie.provision()
+    assert "first connection" not in again.stdout and len(known.read_text().splitlines()) == 1
