@@ -23,8 +23,8 @@ DOMAINS = ("app.test", "www.app.test")
 # Modules that share the provisioned trixie server run in this order: provision checks first (they expect
 # the placeholder page), then the release history, then deploys under keep-alive load. Unlisted modules run
 # after them, and test_reboot last of all, because it powers the shared server off and on.
-MODULE_ORDER = ["test_provision", "test_hostile", "test_releases", "test_hostkeys", "test_faults",
-                "test_keepalive", "test_bookworm"]
+MODULE_ORDER = ["test_provision", "test_judges", "test_hostile", "test_releases", "test_hostkeys",
+                "test_faults", "test_keepalive", "test_bookworm"]
 LAST = ["test_reboot"]
 
 

@@ -145,7 +145,7 @@ def test_sshd_drops_a_small_rsa_host_key_and_limits_sessions_and_forwarding():
     assert _directive(conf, "HostKeyAlgorithms") == "ssh-ed25519"
     assert "ssh_host_rsa_key" not in conf
     for line in ("MaxAuthTries 3", "AllowTcpForwarding no", "AllowAgentForwarding no", "LogLevel VERBOSE",
-                 "AllowUsers deploy", "PermitRootLogin no", "PasswordAuthentication no"):
+                 "AllowUsers deploy", "PermitRootLogin no", "PasswordAuthentication no", "Compression no"):
         assert line in conf.splitlines(), line
     assert int(_directive(conf, "MaxSessions")) >= 10  # fab opens several channels per connection
     # A dead client (and the deploy lock it holds) is dropped within about a minute.
@@ -160,3 +160,89 @@ def test_sshd_fallback_keeps_the_login_rules_without_algorithm_choices():
 def test_sshd_without_an_answer_leaves_out_only_ml_kem():
     assert ssh.supported(ssh.KEX, frozenset()) == [a for a in ssh.KEX if not a.startswith("mlkem")]
     assert ssh.parse_host_keys("ed25519 256\nrsa 3072\n", 0) == {"ed25519": 256, "rsa": 3072}
+
+
+def test_nginx_tls_server_orders_ciphers_and_does_not_compress_app_pages():
+    conf = nginx.site_config(server(), tls=True, nginx_version=(1, 26, 0))
+    assert "ssl_prefer_server_ciphers on;" in conf
+    proxied = conf[conf.index("\tlocation / {\n\t\tproxy_set_header"):]
+    assert "gzip off;" in proxied[:proxied.index("\t}\n")]  # BREACH: nothing secret is compressed over TLS
+    assert "gzip off;" not in nginx.site_config(server(), tls=False, nginx_version=(1, 26, 0))
+
+
+def test_nginx_passes_the_peer_address_not_a_client_written_one():
+    for tls_on in (True, False):
+        conf = nginx.site_config(server(), tls=tls_on, nginx_version=(1, 26, 0))
+        assert "proxy_set_header X-Forwarded-For $remote_addr;" in conf
+        assert "$proxy_add_x_forwarded_for" not in conf
+
+
+@pytest.mark.parametrize("tls_on", [True, False])
+def test_nginx_media_is_sandboxed_and_keeps_the_security_headers(tls_on):
+    conf = nginx.site_config(server(), tls=tls_on, nginx_version=(1, 26, 0))
+    media = conf[conf.index("location /media/ {"):]
+    media = media[:media.index("\t}\n")]
+    # add_header in a location replaces the server's: every header the server sends is repeated here.
+    assert 'add_header Content-Security-Policy "sandbox" always;' in media
+    assert "default_type application/octet-stream;" in media
+    for header in ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"):
+        assert f"add_header {header} " in media, header
+    assert ("Strict-Transport-Security" in media) == tls_on
+
+
+def test_nginx_catch_all_refuses_unknown_names_without_claiming_default_server():
+    from tasks.provisioning import catch_all
+    conf = catch_all.config((1, 26, 0))
+    assert "return 444;" in conf and "ssl_reject_handshake on;" in conf
+    directives = [line for line in conf.splitlines() if not line.startswith("#")]
+    assert not [line for line in directives if "default_server" in line or "ssl_certificate" in line]
+    assert "ssl_reject_handshake" not in catch_all.config((1, 18, 0))  # older nginx: port 80 only
+    with_domains = catch_all.unknown_hosts(server())
+    assert [op.path for op in with_domains.operations] == [catch_all.CATCH_ALL]
+    # A site without domains answers every name itself (it is the default server): no catch-all then.
+    without = catch_all.unknown_hosts(server(domains=()))
+    assert type(without.operations[0]).__name__ == "Absent"
+
+
+def test_kernel_settings_apply_only_where_the_server_may_set_them():
+    from tasks.provisioning import hardening
+    conf = hardening.sysctl_file()
+    lines = [line for line in conf.splitlines() if line and not line.startswith("#")]
+    assert lines and all(line.startswith("-") for line in lines)  # a container's read-only keys don't fail boot
+    assert "-net.ipv4.conf.all.accept_redirects = 0" in lines and "-kernel.kptr_restrict = 2" in lines
+    facts = {hardening.WRITABLE.key: hardening.parse_writable("w net.ipv4.tcp_syncookies\nr kernel.kptr_restrict\n", 0)}
+    assert hardening._kernel_note(facts).startswith("1 of 2 settings in effect; the other 1 are the host's")
+
+
+def test_login_defaults_forbid_core_dumps_and_close_idle_shells():
+    profile = render("hardening/profile.sh.j2", minutes=15)
+    assert "TMOUT=900" in profile and "readonly TMOUT" in profile and "ulimit -c 0" in profile
+    limits = render("hardening/limits.conf.j2")
+    assert "*\t-\tcore\t0" in limits
+    assert "$nrconf{restart} = 'a';" in render("hardening/needrestart.conf.j2")
+    jail = render("hardening/fail2ban.conf.j2", maxretry=10, bantime="10m", ssh_port=2222)
+    assert "backend = systemd" in jail and "port = 2222" in jail and "maxretry = 10" in jail
+
+
+def test_hostname_is_added_to_etc_hosts_once(tmp_path):
+    import subprocess
+    from tasks.provisioning import system
+    assert system._hostname_changes({"name": "web-1", "listed": True}, {}) == []
+    commands = system._hostname_changes({"name": "web-1", "listed": False}, {})[0].commands
+    for before, after in (("127.0.0.1\tlocalhost\n127.0.1.1\told\n", "127.0.0.1\tlocalhost\n127.0.1.1\told web-1\n"),
+                          ("127.0.0.1\tlocalhost\n", "127.0.0.1\tlocalhost\n127.0.1.1\tweb-1\n")):
+        hosts = tmp_path / "hosts"
+        hosts.write_text(before)
+        script = " && ".join(commands).replace("/etc/hosts", str(hosts))
+        subprocess.run(["sh", "-c", script], check=True)
+        assert hosts.read_text() == after
+        probe = system.HOSTNAME.command.replace("$(hostname)", "web-1").replace("/etc/hosts", str(hosts))
+        out = subprocess.run(["sh", "-c", probe], capture_output=True, text=True)
+        assert system.parse_hostname(out.stdout, out.returncode) == {"name": "web-1", "listed": True}
+
+
+def test_gunicorn_unit_filters_system_calls_and_limits_resources():
+    unit = gunicorn.unit_file(server())
+    for line in ("SystemCallFilter=@system-service", "SystemCallErrorNumber=EPERM", "ProtectProc=invisible",
+                 "ProcSubset=pid", "LimitCORE=0", "TasksMax=256", "MemoryMax=50%", "LimitNOFILE=8192"):
+        assert line in unit.splitlines(), line
