@@ -75,11 +75,7 @@ class DeployLock:
     def __enter__(self) -> "DeployLock":
         info = {"who": who(), "what": self.what, "pid": 0,
                 "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
-        transport = self.remote.connection.transport
-        self.channel = transport.open_session()
-        self.channel.settimeout(30)
-        self.remote.stats.commands += 1
-        self.channel.exec_command(holder_command(self.layout, info))
+        self.channel = self.remote.start(holder_command(self.layout, info), timeout=WORK_WAIT_S + 30)
         reader = self.channel.makefile("r")
         first = reader.readline().strip()
         if first == "acquired":

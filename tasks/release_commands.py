@@ -188,19 +188,14 @@ def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_f
 
 
 def release_check(layout: Layout, release_id: str, script: str) -> str:
-    """Django's deploy checks, collectstatic and the list of known migrations, in one Python process; then
-    the project's bytecode, compiled once here because the app user may not write into its release. All as
-    the build user; then the release is sealed."""
+    """Django's deploy checks, collectstatic, the list of known migrations and the bytecode, in one Python
+    process as the build user; then the release is sealed."""
     release, builder = layout.release(release_id), layout.build_user
     check = manage(layout, release_id, builder, ["shell", "--no-startup", "--interface", "python",
                                                  "--command", script], writable=[release])
-    compile_ = sandboxed(layout, layout.build_unit(release_id), builder, release,
-                         [f"{release}/.venv/bin/python", "-m", "compileall", "-q", "-x",
-                          "/(\\.venv|static|media|node_modules)/", release], [release])
     return "\n".join([
         f"if ! out=$({check} 2>&1); then printf '%s\\n' \"$out\" | tail -n 40 >&2; exit 1; fi",
         "printf '%s\\n' \"$out\" | grep '^@gangway ' || true",
-        f"{compile_} >/dev/null 2>&1 || true",
         f"chown -R root:root {q(release)}",
     ])
 

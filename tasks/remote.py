@@ -482,6 +482,19 @@ class Remote:
             return Result(r.stdout, (r.stderr + "\n(the command was ended by a signal)").strip(), -1)
         return Result(r.stdout, r.stderr, r.exited)
 
+    def start(self, command: str, timeout: float = 30) -> paramiko.Channel:
+        """Start `command` on its own channel and hand the channel back (a process that must live as long as
+        this connection, like the deploy lock's holder); a lost connection is reported as one."""
+        self._ensure_connected("starting a command")
+        self.stats.commands += 1
+        try:
+            channel = self.connection.client.get_transport().open_session()
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError):
+            raise self._lost("starting a command") from None
+        return channel
+
     def put(self, data: bytes, path: str) -> None:
         """Upload `data` to `path` over SFTP, as the logged-in user."""
         self._ensure_connected(f"uploading {path}")

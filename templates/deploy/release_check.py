@@ -1,7 +1,10 @@
 # Run inside a new release by `manage.py shell --command` (so the project's own manage.py picks the settings),
-# before the release gets any traffic: Django's deploy checks, collectstatic, and the migrations the code knows.
-# Prints one JSON line last; exits non-zero with Django's own message when the release must not go live.
+# before the release gets any traffic: Django's deploy checks, collectstatic, the migrations the code knows,
+# and the project's bytecode (compiled once here: the app user may not write into its release).
+# Prints one report line last; exits non-zero with Django's own message when the release must not go live.
+import compileall
 import json
+import re
 import sys
 from io import StringIO
 from pathlib import Path
@@ -40,4 +43,5 @@ for leaf in sorted(loader.graph.leaf_nodes()):
         if f"{app}.{name}" not in plan:
             plan.append(f"{app}.{name}")
 report["migrations"] = plan
+compileall.compile_dir(str(release), quiet=2, rx=re.compile(r"/(\.venv|static|media|node_modules)/"))
 print("@gangway " + json.dumps(report))  # a report line: see tasks/shell.py
