@@ -19,7 +19,7 @@ from pathlib import Path
 import paramiko
 from fabric import Connection
 
-from tasks.inventory import INVENTORY_DIR, Host, Inventory, InventoryError, for_host, load
+from tasks.inventory import INVENTORY_DIR, Host, Inventory, InventoryError, check_public_key, for_host, load
 from tasks.remote import Remote, RemoteError, Stats, key_file_problem, open_connection
 
 DEFAULT_INVENTORY = "production"
@@ -104,7 +104,10 @@ def public_keys(host: Host, inventory: Inventory) -> tuple[str, ...]:
                 raise InventoryError(problem + ("" if "passphrase" not in problem else
                                                 f"; or put its public half next to it as {pub.name}"))
         if pub.is_file():
-            keys.append(pub.read_text().strip())
+            line = pub.read_text().strip()
+            if problem := check_public_key(line):  # it goes into authorized_keys: one plain key line only
+                raise InventoryError(f"{pub}: {problem}; regenerate it with `ssh-keygen -y -f {path} > {pub}`")
+            keys.append(line)
         else:
             try:
                 pkey = paramiko.PKey.from_path(path)

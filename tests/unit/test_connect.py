@@ -453,3 +453,17 @@ def test_a_key_of_another_type_says_the_server_may_have_stopped_offering_the_old
     text = changed_key_message("10.0.0.2", old, new, tmp_path / "known_hosts")
     assert "no longer offers its ECDSA key" in text and f"ECDSA {fingerprint(old)}" in text
     assert "ssh_host_ed25519_key.pub" in text
+
+
+def test_a_public_key_file_that_is_not_one_plain_key_line_is_refused(tmp_path):
+    """The .pub next to the key goes into authorized_keys: options or a second line would go in with it."""
+    from tasks.inventory import InventoryError, parse
+    from tasks.targets import public_keys
+
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    inventory = parse({"app": {"name": "m"}, "hosts": [{"address": "192.0.2.9", "key": str(key)}]}, "x", tmp_path)
+    assert public_keys(inventory.hosts[0], inventory)[0].startswith("ssh-ed25519 ")
+    (tmp_path / "id_ed25519.pub").write_text('command="touch /tmp/x" ' + (tmp_path / "id_ed25519.pub").read_text())
+    with pytest.raises(InventoryError, match="id_ed25519.pub"):
+        public_keys(inventory.hosts[0], inventory)
