@@ -1,6 +1,7 @@
 """Hardening beyond the services: kernel settings, modules never needed, no core dumps, idle shells closed,
-services restarted after security updates. Each is a file, so a second run compares files and changes
-nothing."""
+a login banner, services restarted after security updates, package files verified, repeated failed SSH
+logins blocked. Each is a file, so a second run compares files (not live values a container may not let
+us set) and changes nothing."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def parse_writable(out: str, rc: int) -> dict[str, bool]:
 
 
 WRITABLE = Probe("sysctl-writable", f"for key in {' '.join(SYSCTL_KEYS)}; do path=/proc/sys/$(echo \"$key\" | tr . /); "
-                 "if [ -w \"$path\" ]; then echo w \"$key\"; elif [ -e \"$path\" ]; then echo r \"$key\"; fi; done", parse_writable)
+                 "if [ -w \"$path\" ]; then echo w \"$key\"; elif [ -e \"$path\" ]; then echo r \"$key\"; fi; done",
+                 parse_writable)
 
 # Applies each setting the kernel lets this server set, skipping the rest instead of failing on them.
 APPLY = (f"sed -n 's/^-\\{{0,1\\}}\\([a-z0-9_.-]*\\) = \\(.*\\)$/\\1 \\2/p' {SYSCTL} | while read -r key value; do "
@@ -77,8 +79,9 @@ APPLY = (f"sed -n 's/^-\\{{0,1\\}}\\([a-z0-9_.-]*\\) = \\(.*\\)$/\\1 \\2/p' {SYS
 def _kernel_note(facts: Facts) -> str:
     writable = facts[WRITABLE.key]
     settable = sum(writable.values())
-    where = "" if settable == len(writable) else f"; the other {len(writable) - settable} are the host's here (a container)"
-    return f"{settable} of {len(writable)} settings in effect{where}; {len(MODULES)} unused modules blocked"
+    others = len(writable) - settable
+    where = f" (the other {others} are the container host's to set)" if others else ""
+    return f"{settable} of {len(writable)} kernel settings apply here{where}; {len(MODULES)} unused modules blocked"
 
 
 def kernel(server: Server) -> Step:

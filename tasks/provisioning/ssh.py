@@ -45,9 +45,9 @@ def parse_host_keys(out: str, rc: int) -> dict[str, int]:
 # What this server's OpenSSH knows (the client and the server come from the same source package).
 ALGORITHMS = Probe("ssh-algorithms", "for kind in kex cipher mac key-sig; do ssh -Q \"$kind\"; done 2>/dev/null; true",
                    parse_algorithms)
-HOST_KEYS = Probe("ssh-host-keys", "for kind in ed25519 rsa; do f=/etc/ssh/ssh_host_${kind}_key.pub; "
-                                   "if [ -f \"$f\" ]; then echo \"$kind $(ssh-keygen -lf \"$f\" | cut -d' ' -f1)\"; fi; "
-                                   "done; true",
+HOST_KEYS = Probe("ssh-host-keys",
+                  "for kind in ed25519 rsa; do f=/etc/ssh/ssh_host_${kind}_key.pub; "
+                  "if [ -f \"$f\" ]; then echo \"$kind $(ssh-keygen -lf \"$f\" | cut -d' ' -f1)\"; fi; done; true",
                   parse_host_keys)
 
 

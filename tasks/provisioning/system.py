@@ -83,9 +83,10 @@ def parse_hostname(out: str, rc: int) -> dict:
     return {"name": lines[0].strip() if lines else "", "listed": "listed" in lines[1:]}
 
 
-HOSTNAME = Probe("hostname", "h=$(hostname); echo \"$h\"; "
-                             "if awk -v h=\"$h\" '!/^[[:space:]]*#/ { for (i = 2; i <= NF; i++) if ($i == h) found = 1 } "
-                             "END { exit !found }' /etc/hosts; then echo listed; fi", parse_hostname)
+HOSTNAME = Probe("hostname",
+                 "h=$(hostname); echo \"$h\"; if awk -v h=\"$h\" "
+                 "'!/^[[:space:]]*#/ { for (i = 2; i <= NF; i++) if ($i == h) found = 1 } END { exit !found }' "
+                 "/etc/hosts; then echo listed; fi", parse_hostname)
 
 
 def _hostname_changes(state: dict, facts) -> list[Change]:

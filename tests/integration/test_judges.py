@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import socket
 import ssl
@@ -109,9 +110,9 @@ def test_an_unknown_host_name_gets_no_answer(trixie):
 
 def test_uploaded_media_cannot_run_scripts_on_the_site(trixie):
     media = f"/srv/{APP}/shared/media"
+    svg = '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
     trixie.root(f"printf '<script>alert(1)</script>' > {media}/judge.html; "
-                f"printf '<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>' > {media}/judge.svg; "
-                f"printf 'x' > {media}/judge.unknownext")
+                f"printf %s {shlex.quote(svg)} > {media}/judge.svg; printf x > {media}/judge.unknownext")
     try:
         address, name, root = trixie.host.address, DOMAINS[0], trixie.host.acme_root
         for path in ("/media/judge.html", "/media/judge.svg"):
