@@ -269,7 +269,8 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         ("checks", commands.release_check(layout, release.id, CHECK_SCRIPT.read_text())),
     )
     if not ok:
-        if any(sign in tail for sign in commands.DISK_FULL_SIGNS):
+        if (any(sign in tail for sign in commands.DISK_FULL_SIGNS)
+                or report.get("free_kib", commands.LOW_SPACE_KIB) < commands.LOW_SPACE_KIB):
             _set_aside(session, release, tail, keep=False)
             state = session.state()
             raise DeployError(f"release {release.id}: the server ran out of disk space while building it "

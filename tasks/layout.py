@@ -159,6 +159,10 @@ class Layout:
     def unit(self, release_id: str) -> str:
         return f"{self.app}@{release_id}.service"
 
+    def boot_link(self, release_id: str) -> str:
+        """What `systemctl enable` would create: the link that makes systemd start a release at boot."""
+        return f"/etc/systemd/system/multi-user.target.wants/{self.unit(release_id)}"
+
     @property
     def runtime_dir(self) -> str:
         return f"/run/{self.app}"

@@ -22,6 +22,7 @@ from tasks.steps import Probe
 
 UNHEALTHY_GRACE_S = 3
 DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
+LOW_SPACE_KIB = 16 * 1024  # a build that failed with less than this free failed for want of space
 
 
 # --- facts --------------------------------------------------------------------------------------------------
@@ -177,7 +178,8 @@ def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_f
         f"  rm -rf {q(target)}",
         f"  {join('install', '-d', '-m', '755', '-o', builder, '-g', builder, target)}",
         "  # shellcheck disable=SC2016  # pip's little script expands its own $0 and $@, on the server",
-        f"  if ! out=$({build} 2>&1); then printf '%s\\n' \"$out\" | tail -n 30 >&2; rm -rf {q(target)}; exit 1; fi",
+        f"  if ! out=$({build} 2>&1); then printf '%s\\n' \"$out\" | tail -n 30 >&2; {free_space_report(target)}; "
+        f"rm -rf {q(target)}; exit 1; fi",
         # Sealed: from now on nothing but root may change it.
         f"  chown -R root:root {q(target)}",
         f"  touch {q(target + '/.complete')}",
@@ -187,6 +189,13 @@ def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_f
     ])
 
 
+def free_space_report(path: str) -> str:
+    """A report line with the free KiB where `path` lives, taken when a step failed and before anything is
+    removed: a full disk does not always say "No space left on device" (ensurepip, for one, does not)."""
+    return (f"printf '%s {{\"free_kib\": %s}}\\n' {q(shell.REPORT)} "
+            f"\"$(df -Pk {q(path)} | awk 'NR == 2 {{print $4}}')\"")
+
+
 def release_check(layout: Layout, release_id: str, script: str) -> str:
     """Django's deploy checks, collectstatic, the list of known migrations and the bytecode, in one Python
     process as the build user; then the release is sealed."""
@@ -194,7 +203,8 @@ def release_check(layout: Layout, release_id: str, script: str) -> str:
     check = manage(layout, release_id, builder, ["shell", "--no-startup", "--interface", "python",
                                                  "--command", script], writable=[release])
     return "\n".join([
-        f"if ! out=$({check} 2>&1); then printf '%s\\n' \"$out\" | tail -n 40 >&2; exit 1; fi",
+        f"if ! out=$({check} 2>&1); then printf '%s\\n' \"$out\" | tail -n 40 >&2; {free_space_report(release)}; "
+        "exit 1; fi",
         "printf '%s\\n' \"$out\" | grep '^@gangway ' || true",
         f"chown -R root:root {q(release)}",
     ])
@@ -326,13 +336,24 @@ def switch(layout: Layout, release: Release, old: str | None, history_line: dict
         shell.symlink(layout.live_socket, layout.socket(release.id)),
         shell.symlink(layout.current, release_dir),
         *(["systemctl reload nginx"] if not backend_ready else []),
-        join("systemctl", "enable", "--quiet", "--no-reload", layout.unit(release.id)),
+        *start_at_boot(layout, release.id),
     ]
     if old and old != release.id:
-        steps += [join("systemctl", "disable", "--quiet", "--no-reload", layout.unit(old)),
+        steps += [not_at_boot(layout, old),
                   stop_later(layout, old, standby_minutes)]
     steps.append(history(layout, history_line))
     return "\n".join(steps)
+
+
+def start_at_boot(layout: Layout, release_id: str) -> list[str]:
+    """The release's unit starts at boot: the link `systemctl enable` makes, made directly (the running
+    manager needs no reload for it, and systemctl then warns about nothing)."""
+    link = layout.boot_link(release_id)
+    return [join("install", "-d", "-m", "755", link.rsplit("/", 1)[0]), join("ln", "-sfn", layout.unit_path, link)]
+
+
+def not_at_boot(layout: Layout, release_id: str) -> str:
+    return join("rm", "-f", layout.boot_link(release_id))
 
 
 def history(layout: Layout, line: dict) -> str:
@@ -355,7 +376,7 @@ def set_aside(layout: Layout, release: Release, history_line: dict, keep: bool =
         keep_it = [join("rm", "-rf", "--", path)]
     return "\n".join([
         join("systemctl", "stop", layout.unit(release.id)) + " 2>/dev/null || true",
-        join("systemctl", "disable", "--quiet", "--no-reload", layout.unit(release.id)) + " 2>/dev/null || true",
+        not_at_boot(layout, release.id),
         *keep_it,
         history(layout, history_line),
     ])
@@ -374,8 +395,7 @@ def cleanup(layout: Layout, stop: list[str], remove_releases: list[str], remove_
         f"systemctl stop {q(layout.app + '-build-*')} 2>/dev/null || true",
         join("find", layout.releases, "-maxdepth", "1", "-type", "f", "-name", "*.tar.gz",
              *(["!", "-name", uploading.rsplit("/", 1)[1]] if uploading else []), "-delete"),
-        *[join("systemctl", "disable", "--quiet", "--no-reload", layout.unit(r)) + " 2>/dev/null || true"
-          for r in remove_releases],
+        *[not_at_boot(layout, r) for r in remove_releases],
         *[join("systemctl", "stop", "--no-block", layout.unit(r)) for r in stop],
     ]
     paths = ([layout.release(r) for r in remove_releases] + [f"{layout.failed}/{r}" for r in remove_failed]

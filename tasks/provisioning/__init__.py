@@ -46,12 +46,12 @@ def steps(server: Server) -> list[Step]:
         hardening.login_guard(server),
         users.deploy_user(server),
         users.app_user(server),
+        users.build_user(server),
         users.directories(server),
         postgres.database(server),
         gunicorn.service(server),
         nginx.site(server),
         # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS.
-        users.build_user(server),
         *([*tls.certificate(server), nginx.site(server)] if server.inventory.tls else []),
         catch_all.unknown_hosts(server),
         firewall.rules(server),
