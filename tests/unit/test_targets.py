@@ -63,5 +63,7 @@ def test_the_operators_public_key_comes_from_the_key_file(tmp_path):
     host = Host("192.0.2.5", key=private)
     [public] = targets.public_keys(host, for_host(host))
     assert public == f"ssh-rsa {rsa.get_base64()}"
-    (tmp_path / "id_test.pub").write_text("ssh-ed25519 AAAAfromfile me@laptop\n")
-    assert targets.public_keys(host, for_host(host)) == ("ssh-ed25519 AAAAfromfile me@laptop",)
+    # the .pub next to the key wins, whatever key it holds
+    line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ me@laptop"
+    (tmp_path / "id_test.pub").write_text(line + "\n")
+    assert targets.public_keys(host, for_host(host)) == (line,)
