@@ -335,7 +335,7 @@ def switch(layout: Layout, release: Release, old: str | None, history_line: dict
         f"cp -a {q(release_dir + '/static/.')} {q(layout.static + '/')}",
         shell.symlink(layout.live_socket, layout.socket(release.id)),
         shell.symlink(layout.current, release_dir),
-        *(["systemctl reload nginx"] if not backend_ready else []),
+        *(reload_nginx() if not backend_ready else []),
         *start_at_boot(layout, release.id),
     ]
     if old and old != release.id:
@@ -343,6 +343,15 @@ def switch(layout: Layout, release: Release, old: str | None, history_line: dict
                   stop_later(layout, old, standby_minutes)]
     steps.append(history(layout, history_line))
     return "\n".join(steps)
+
+
+def reload_nginx() -> list[str]:
+    """Reload nginx and return once its old workers are gone: `systemctl reload` returns while they still take
+    requests, and "deployed" must mean that the next request reaches the release."""
+    return ["old_workers=$(pgrep -P \"$(cat /run/nginx.pid)\" | tr '\\n' ' ')",
+            "systemctl reload nginx",
+            "for _ in $(seq 1 300); do alive=; for p in $old_workers; do kill -0 \"$p\" 2>/dev/null && alive=1; "
+            "done; [ -z \"$alive\" ] && break; sleep 0.05; done"]
 
 
 def start_at_boot(layout: Layout, release_id: str) -> list[str]:
