@@ -11,6 +11,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 
 import paramiko
 import pytest
@@ -19,6 +20,17 @@ from tests.integration.conftest import APP, DOMAINS
 from tests.outside import https_get, tls_context
 
 LYNIS_MIN_INDEX = 75
+
+
+@pytest.fixture(autouse=True)
+def _ssh_lets_the_runner_in(trixie):
+    """OpenSSH 9.8+ blocks an address for a while after penalties add up (PerSourcePenalties): connections
+    left open before login until LoginGraceTime, like the refused logins of test_provision, count 10 s each.
+    Every test here starts once sshd takes connections from this machine again."""
+    deadline = time.monotonic() + 90
+    while trixie.ssh("true").returncode != 0:
+        assert time.monotonic() < deadline, "sshd kept refusing connections from the test runner for 90 s"
+        time.sleep(2)
 
 
 def _tool(name: str) -> str:
