@@ -12,33 +12,20 @@ from __future__ import annotations
 import queue
 import re
 import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from shlex import quote
 
 import pytest
 
-from tests import testhost
-from tests.apprepo import AppRepo
-from tests.integration.conftest import APP, DOMAINS, REPO, Provisioned, fab, provision_fresh
-from tests.outside import https_get
+from tests.integration.appsite import GOOD_MIGRATION, Site, deployed_id, make_site
+from tests.integration.conftest import APP, REPO, provision_fresh
 
 ROOT = f"/srv/{APP}"
 
 # Files that are empty by design, which the checks for half-written files leave out: the lock files (flock
 # needs a file, not content) and the marker a finished Python environment gets.
 EXPECTED_EMPTY = (re.compile(rf"^{ROOT}/state/deploy\.(lock|work)$"), re.compile(rf"^{ROOT}/venvs/[^/]+/\.complete$"))
-
-GOOD_MIGRATION = '''from django.db import migrations, models
-
-
-class Migration(migrations.Migration):
-    dependencies = [("counter", "0001_initial")]
-    operations = [migrations.AddField("hit", "agent", models.CharField(max_length=200, default=""))]
-'''
 
 UNHEALTHY_AFTER_3_S = '''
 
@@ -56,38 +43,25 @@ urlpatterns.insert(0, path("healthz/", _unhealthy))
 '''
 
 
-@dataclass
-class Site:
-    server: Provisioned
-    repo: AppRepo
-    inventory: Path
-
-    def fab(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return fab(*args[:1], "--inventory", str(self.inventory), *args[1:], check=check)
-
-    def deploy(self, check: bool = True) -> subprocess.CompletedProcess:
-        return self.fab("deploy", check=check)
-
-    def start(self, *args: str) -> "Run":
-        return Run([sys.executable, "-m", "fabric", args[0], "--inventory", str(self.inventory), *args[1:]])
-
-    def get(self, path: str = "/version/"):
-        return https_get(self.server.host.address, DOMAINS[0], self.server.host.acme_root, path)
-
-    def answering(self) -> str:
-        response = self.get()
-        assert response.status == 200, f"{response.status}: {response.body[:500]}"
-        return response.body.strip()
-
-    def root(self, command: str, check: bool = True) -> str:
-        out = self.server.root(command)
-        if check:
-            assert out.returncode == 0, f"{command}\n{out.stdout}\n{out.stderr}"
-        return out.stdout
+class FaultSite(Site):
+    def start(self, task: str, *args: str) -> "Run":
+        return Run(self.command(task, *args))
 
     def add_requirement(self, line: str) -> str:
         return self.repo.commit(f"requirement {line}", **{
             "requirements.txt": (self.repo.path / "requirements.txt").read_text() + line + "\n"})
+
+    def deploy_under_way(self, requirement: str) -> "Run":
+        """A deploy of a new commit that adds REQUIREMENT (so it builds a new Python environment), running in
+        the background once it has printed its first line."""
+        self.add_requirement(requirement)
+        run = self.start("deploy")
+        try:
+            run.wait_for_line(lambda line: line.startswith("deploy "))
+        except BaseException:
+            run.stop()
+            raise
+        return run
 
     def empty_files(self) -> set[str]:
         return set(self.root(f"find {ROOT} -type f -size 0").split())
@@ -162,12 +136,6 @@ class Run:
         return "".join(self.stdout) + "\n--- stderr:\n" + "".join(self.stderr)
 
 
-def deployed_id(out: subprocess.CompletedProcess) -> str:
-    match = re.search(r"deployed (\S+) to", out.stdout)
-    assert match, out.stdout + out.stderr
-    return match.group(1)
-
-
 def one_clear_failure(out: subprocess.CompletedProcess) -> None:
     assert out.returncode == 1, f"{out.returncode}\n{out.stdout}\n{out.stderr}"
     assert "Traceback" not in out.stderr, out.stderr
@@ -182,13 +150,8 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def site(server, tmp_path_factory) -> Site:
-    tmp = tmp_path_factory.mktemp("faults")
-    repo = AppRepo(tmp / "project")
-    inventory = tmp / "faults.yaml"
-    testhost.write_inventory(server.host, inventory, app=APP, domains=DOMAINS, source=repo.path,
-                             health_check="/healthz/")
-    return Site(server, repo, inventory)
+def site(server, tmp_path_factory) -> FaultSite:
+    return make_site(server, tmp_path_factory, "faults", kind=FaultSite)
 
 
 def mount_small(site: Site, directory: str, size: str, keep_content: bool = False) -> None:
@@ -242,10 +205,8 @@ def test_a_full_disk_during_the_upload_is_one_clear_message_and_leaves_nothing_h
 # --- fab unlock against a run that is alive ------------------------------------------------------------------
 
 def test_unlock_refuses_to_end_a_run_that_is_still_connected(site):
-    site.add_requirement("six>=1.16")
-    run = site.start("deploy")
+    run = site.deploy_under_way("six>=1.16")
     try:
-        run.wait_for_line(lambda line: line.startswith("deploy "))
         t0 = time.monotonic()
         refused = site.fab("unlock", check=False)
         print(f"unlock refused in {time.monotonic() - t0:.2f} s: {refused.stderr.strip()}")
@@ -263,10 +224,8 @@ def test_unlock_refuses_to_end_a_run_that_is_still_connected(site):
 
 def test_unlock_force_ends_a_live_run_which_then_does_not_claim_success(site):
     before = site.answering()
-    site.add_requirement("idna>=3")
-    run = site.start("deploy")
+    run = site.deploy_under_way("idna>=3")
     try:
-        run.wait_for_line(lambda line: line.startswith("deploy "))
         forced = site.fab("unlock", "--force")
         print(forced.stdout.strip())
         assert "cleared the lock held by" in forced.stdout
@@ -328,10 +287,8 @@ kill -KILL $sessions
 
 def test_a_lost_connection_is_called_that_and_the_next_deploy_works(site):
     before = site.answering()
-    site.add_requirement("packaging>=23")
-    run = site.start("deploy")
+    run = site.deploy_under_way("packaging>=23")
     try:
-        run.wait_for_line(lambda line: line.startswith("deploy "))
         deadline = time.monotonic() + 60
         while "pip" not in site.root("pgrep -af '[p]ip install' || true"):  # building: pip runs
             assert time.monotonic() < deadline and run.process.poll() is None, run.output
@@ -398,6 +355,5 @@ def test_postgres_stopping_after_migrate_names_the_migration_and_how_to_reverse_
     # The command the failed deploy printed is exact: run as it says (as deploy), it puts the schema back.
     undone = site.server.ssh(reverse[0])
     assert undone.returncode == 0, f"{reverse[0]}\n{undone.stdout}\n{undone.stderr}"
-    assert site.root(f"cd /tmp && runuser -u {APP} -- psql -XtAc "
-                     "\"select count(*) from django_migrations where app = 'counter'\"").strip() == "1"
+    assert site.sql("select count(*) from django_migrations where app = 'counter'") == "1"
     assert not ahead(site.fab("releases"))

@@ -8,59 +8,27 @@ shared Debian 13 server (see conftest.py).
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests import testhost
-from tests.apprepo import AppRepo
-from tests.integration.conftest import APP, DOMAINS, Provisioned, fab
-from tests.outside import https_get
+from tests.integration.appsite import Site, deployed_id, make_site
+from tests.integration.conftest import DOMAINS
 from tests.wrk import Wrk
 
 SWITCHES = 3  # deploys, each followed by a rollback
 LOAD_SECONDS = 90  # the bound; the load ends as soon as the switches are done
 
 
-@dataclass
-class Site:
-    server: Provisioned
-    repo: AppRepo
-    inventory: Path
-
-    def fab(self, *args: str) -> str:
-        return fab(*args, "--inventory", str(self.inventory)).stdout
-
-    def answering(self) -> str:
-        host = self.server.host
-        response = https_get(host.address, DOMAINS[0], host.acme_root, "/version/")
-        assert response.status == 200, f"{response.status}: {response.body[:300]}"
-        return response.body.strip()
-
-
-def deployed_id(out: str) -> str:
-    match = re.search(r"deployed (\S+) to", out)
-    assert match, out
-    return match.group(1)
-
-
 @pytest.fixture(scope="module")
 def site(trixie, tmp_path_factory) -> Site:
-    tmp = tmp_path_factory.mktemp("keepalive")
-    repo = AppRepo(tmp / "project")
-    inventory = tmp / "site.yaml"
-    testhost.write_inventory(trixie.host, inventory, app=APP, domains=DOMAINS, source=repo.path,
-                             health_check="/healthz/")
-    return Site(trixie, repo, inventory)
+    return make_site(trixie, tmp_path_factory, "keepalive")
 
 
 def test_deploys_and_rollbacks_under_keepalive_load_drop_no_request(site):
     # A live release to start from, with a warm standby behind it like after any deploy.
     site.repo.set_version("keepalive-base")
-    base = deployed_id(site.fab("deploy"))
+    base = deployed_id(site.deploy())
     assert site.answering() == f"keepalive-base {base}"
 
     deployed = []
@@ -70,9 +38,9 @@ def test_deploys_and_rollbacks_under_keepalive_load_drop_no_request(site):
         for i in range(SWITCHES):
             site.repo.set_version(f"keepalive-{i}")
             t0 = time.monotonic()
-            deployed.append((f"keepalive-{i}", deployed_id(site.fab("deploy"))))
+            deployed.append((f"keepalive-{i}", deployed_id(site.deploy())))
             t1 = time.monotonic()
-            out = site.fab("rollback")
+            out = site.rollback().stdout
             timings.append((round(t1 - t0, 2), round(time.monotonic() - t1, 2)))
             assert f"rolled back to {base}" in out, out
             assert time.monotonic() - load.started < LOAD_SECONDS - 2, "the switches outlasted the load"

@@ -14,15 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests import testhost
-from tests.apprepo import AppRepo
-from tests.integration.conftest import APP, DOMAINS, REPO, Provisioned, fab
-from tests.outside import https_get
+from tests.integration.appsite import Site, deployed_id, make_site
+from tests.integration.conftest import APP, REPO
 
 HTTPS_BOUND = 90  # seconds from power-on to the live release answering; measured and printed
 
@@ -66,45 +64,16 @@ def test_the_reaper_removes_the_disk_of_a_dead_run():
             testhost.down(name)
 
 
-@dataclass
-class Site:
-    server: Provisioned
-    repo: AppRepo
-    inventory: Path
-
-    def fab(self, *args: str) -> str:
-        return fab(*args, "--inventory", str(self.inventory)).stdout
-
-    def get(self, path: str = "/version/", timeout: float = 10):
-        host = self.server.host
-        return https_get(host.address, DOMAINS[0], host.acme_root, path, timeout=timeout)
-
-    def answering(self) -> str:
-        response = self.get()
-        assert response.status == 200, f"{response.status}: {response.body[:300]}"
-        return response.body.strip()
-
+class RebootSite(Site):
     def units(self) -> set[str]:
         """The releases whose units systemd lists (running, or failed)."""
-        out = self.server.root(f"systemctl list-units --plain --no-legend '{APP}@*'")
-        assert out.returncode == 0, out.stderr
-        return set(re.findall(rf"^{APP}@(\S+?)\.(?:service|socket)\s", out.stdout, re.M))
-
-
-def deployed_id(out: str) -> str:
-    match = re.search(r"deployed (\S+) to", out)
-    assert match, out
-    return match.group(1)
+        listed = self.root(f"systemctl list-units --plain --no-legend '{APP}@*'")
+        return set(re.findall(rf"^{APP}@(\S+?)\.(?:service|socket)\s", listed, re.M))
 
 
 @pytest.fixture(scope="module")
-def site(trixie, tmp_path_factory) -> Site:
-    tmp = tmp_path_factory.mktemp("reboot")
-    repo = AppRepo(tmp / "project")
-    inventory = tmp / "site.yaml"
-    testhost.write_inventory(trixie.host, inventory, app=APP, domains=DOMAINS, source=repo.path,
-                             health_check="/healthz/")
-    return Site(trixie, repo, inventory)
+def site(trixie, tmp_path_factory) -> RebootSite:
+    return make_site(trixie, tmp_path_factory, "reboot", kind=RebootSite)
 
 
 def test_after_a_real_reboot_the_live_release_serves_https_with_no_fab_command(site):
@@ -115,11 +84,11 @@ def test_after_a_real_reboot_the_live_release_serves_https_with_no_fab_command(s
         previous = answer.group(1)
     else:
         site.repo.set_version("before-reboot-1")
-        previous = deployed_id(site.fab("deploy"))
+        previous = deployed_id(site.deploy())
     # One more code-only deploy, so that the release before it is warm in its standby window, as after
     # any deploy: a reboot must not bring that one back.
     site.repo.set_version("before-reboot")
-    live = deployed_id(site.fab("deploy"))
+    live = deployed_id(site.deploy())
     assert site.answering() == f"before-reboot {live}"
     assert {live, previous} <= site.units(), "precondition: the previous release is kept warm after a deploy"
 
@@ -152,12 +121,12 @@ def test_after_a_real_reboot_the_live_release_serves_https_with_no_fab_command(s
 
     # The server's own account of it agrees, and only the live release runs: a standby window does not
     # outlive a reboot.
-    listing = site.fab("releases")
+    listing = site.fab("releases").stdout
     assert re.search(rf"^{live} .* current ", listing, re.M), listing
     assert site.units() == {live}
 
     # And the history still works: back to the release before, started again since it was not running.
-    out = site.fab("rollback")
+    out = site.rollback().stdout
     assert f"rolled back to {previous}" in out, out
     assert site.answering().endswith(f" {previous}")
-    assert re.search(rf"^{previous} .* current ", site.fab("releases"), re.M)
+    assert re.search(rf"^{previous} .* current ", site.fab("releases").stdout, re.M)

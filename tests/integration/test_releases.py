@@ -10,29 +10,16 @@ import re
 from shlex import quote
 import signal
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import APP, DOMAINS, REPO, Provisioned, fab
+from tests.integration.appsite import GOOD_MIGRATION, Site, deployed_id, make_site
+from tests.integration.conftest import APP, DOMAINS, REPO
 from tests.load import Load
-from tests.outside import https_get
-from tests import testhost
-from tests.apprepo import AppRepo
 
 KEEP_RELEASES = 3
 KEEP_FAILED = 2
-
-GOOD_MIGRATION = '''from django.db import migrations, models
-
-
-class Migration(migrations.Migration):
-    dependencies = [("counter", "0001_initial")]
-    operations = [migrations.AddField("hit", "agent", models.CharField(max_length=200, default=""))]
-'''
 
 FAILING_MIGRATION = '''from django.db import migrations
 
@@ -47,52 +34,15 @@ class Migration(migrations.Migration):
 '''
 
 
-@dataclass
-class Site:
-    server: Provisioned
-    repo: AppRepo
-    inventory: Path
-
-    def deploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return fab("deploy", "--inventory", str(self.inventory), *args, check=check)
-
-    def rollback(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return fab("rollback", "--inventory", str(self.inventory), *args, check=check)
-
-    def get(self, path: str = "/version/"):
-        return https_get(self.server.host.address, DOMAINS[0], self.server.host.acme_root, path)
-
-    def answering(self) -> str:
-        response = self.get()
-        assert response.status == 200, response.body
-        return response.body.strip()
-
-    def sql(self, query: str) -> str:
-        out = self.server.root(f"cd /tmp && runuser -u {APP} -- psql -XtAc {quote(query)}")
-        assert out.returncode == 0, out.stderr
-        return out.stdout.strip()
-
-    def hits(self) -> int:
-        return int(self.sql("select count(*) from counter_hit"))
-
-    def ls(self, directory: str) -> list[str]:
-        return self.server.root(f"ls -1 /srv/{APP}/{directory}").stdout.split()
-
-
-def deployed_id(out: subprocess.CompletedProcess) -> str:
-    match = re.search(r"deployed (\S+) to", out.stdout)
-    assert match, out.stdout
-    return match.group(1)
-
-
 @pytest.fixture(scope="module")
 def site(trixie, tmp_path_factory) -> Site:
-    tmp = tmp_path_factory.mktemp("site")
-    repo = AppRepo(tmp / "project")
-    inventory = tmp / "site.yaml"
-    testhost.write_inventory(trixie.host, inventory, app=APP, domains=DOMAINS, source=repo.path,
-                             health_check="/healthz/", keep_releases=KEEP_RELEASES, keep_failed=KEEP_FAILED)
-    return Site(trixie, repo, inventory)
+    return make_site(trixie, tmp_path_factory, "site", keep_releases=KEEP_RELEASES, keep_failed=KEEP_FAILED)
+
+
+def start_deploy(site: Site) -> subprocess.Popen:
+    """`fab deploy` in the background, its output piped to the test."""
+    return subprocess.Popen(site.command("deploy"), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +98,7 @@ def test_rollback_under_load_drops_no_request_and_only_the_old_code_answers_afte
     assert f"rolled back to {history['v1']}" in out.stdout
     assert load.failures() == [], load.failures()[:5]
     assert load.answered_after(returned) == {f"1 {history['v1']}"}
-    listing = fab("releases", "--inventory", str(site.inventory)).stdout
+    listing = site.fab("releases").stdout
     assert re.search(rf"{history['v1']}.*current", listing)
     # Forward again: the abandoned release is not the "previous" one any more, a new deploy is.
     history["v2b"] = deployed_id(site.deploy())
@@ -270,8 +220,7 @@ def test_a_failing_migration_leaves_the_schema_and_the_live_release_as_they_were
 def test_two_concurrent_deploys_one_is_refused_with_who_holds_the_lock(site):
     site.repo.commit("new requirement", **{"requirements.txt": (site.repo.path / "requirements.txt").read_text()
                                            + "six>=1.16\n"})
-    first = subprocess.Popen([sys.executable, "-m", "fabric", "deploy", "--inventory", str(site.inventory)],
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = start_deploy(site)
     try:
         assert first.stdout.readline().startswith("deploy "), "the first deploy should be under way"
         second = site.deploy(check=False)
@@ -290,8 +239,7 @@ def test_two_concurrent_deploys_one_is_refused_with_who_holds_the_lock(site):
 def test_a_deploy_killed_at_any_moment_leaves_the_live_release_serving(site, after_seconds):
     before = site.answering()
     site.repo.set_version(f"killed-{after_seconds}")
-    run = subprocess.Popen([sys.executable, "-m", "fabric", "deploy", "--inventory", str(site.inventory)],
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = start_deploy(site)
     time.sleep(after_seconds)
     run.send_signal(signal.SIGKILL)
     run.wait(timeout=30)
@@ -309,8 +257,7 @@ def test_ctrl_c_stops_a_deploy_and_frees_the_lock(site):
     before = site.answering()
     site.repo.commit("another requirement", **{"requirements.txt": (site.repo.path / "requirements.txt").read_text()
                                                + "idna>=3\n"})
-    run = subprocess.Popen([sys.executable, "-m", "fabric", "deploy", "--inventory", str(site.inventory)],
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = start_deploy(site)
     try:
         assert run.stdout.readline().startswith("deploy ")
         run.send_signal(signal.SIGINT)
@@ -334,10 +281,10 @@ def test_a_stuck_lock_is_refused_with_its_holder_and_can_be_cleared(site):
     time.sleep(0.5)
     refused = site.deploy(check=False)
     assert refused.returncode != 0 and "ghost@elsewhere" in refused.stderr, refused.stderr
-    cleared = fab("unlock", "--inventory", str(site.inventory))
+    cleared = site.fab("unlock")
     assert "cleared the lock held by ghost@elsewhere" in cleared.stdout
     site.deploy()
-    assert "the lock was free" in fab("unlock", "--inventory", str(site.inventory)).stdout
+    assert "the lock was free" in site.fab("unlock").stdout
 
 
 def test_rollback_refuses_to_leave_the_database_ahead_of_the_code_unless_told(site, history):
@@ -359,7 +306,7 @@ def test_rollback_refuses_to_leave_the_database_ahead_of_the_code_unless_told(si
     assert site.sql("select count(*) from django_migrations where app = 'counter'") == "1"
     assert site.hits() >= hits  # rows kept; only the added column is gone
     assert any("before-rollback" in name for name in site.ls("backups"))
-    listing = fab("releases", "--inventory", str(site.inventory)).stdout
+    listing = site.fab("releases").stdout
     assert "database backups in /srv/mysite/backups/" in listing and "-before-rollback.dump" in listing
 
 
@@ -381,7 +328,7 @@ def test_old_releases_are_pruned_but_current_previous_and_failed_ones_are_kept(s
     before = site.answering().split()[1]
     site.repo.set_version("last")
     live = deployed_id(site.deploy())
-    listing = fab("releases", "--inventory", str(site.inventory)).stdout
+    listing = site.fab("releases").stdout
     releases = site.ls("releases")
     assert len(releases) <= KEEP_RELEASES, releases
     assert {live, before} <= set(releases)
