@@ -931,18 +931,34 @@ def _timeout_error(host: TestHost, role: str, what: str, timeout: float) -> Test
     return TestHostError(f"{host.name}: {what} not within {timeout} s; " + _tail(logfile))
 
 
-def _wait_port(host: TestHost, role: str, ip: str, port: int, timeout: float = SERVICE_READY_TIMEOUT) -> None:
+def _poll(host: TestHost, role: str, what: str, timeout: float, ready, errors=(OSError,),
+          interval: float = 0.2) -> None:
+    """Call READY until it returns True, failing at once if ROLE's process has exited. Not ready yet, it
+    returns a reason (or None: no news) or raises one of ERRORS; past TIMEOUT seconds, a TestHostError says
+    that WHAT did not happen, with the last reason."""
     deadline = time.monotonic() + timeout
+    last = ""
     while True:
         _check_running(host, role)
         try:
-            with socket.create_connection((ip, port), timeout=1):
+            answer = ready()
+            if answer is True:
                 return
-        except OSError:
-            pass
+            if answer is not None:
+                last = answer
+        except errors as exc:
+            last = str(exc)
         if time.monotonic() > deadline:
-            raise _timeout_error(host, role, f"{role} listening on {ip}:{port}", timeout)
-        time.sleep(0.1)
+            raise _timeout_error(host, role, f"{what} ({last})" if last else what, timeout)
+        time.sleep(interval)
+
+
+def _wait_port(host: TestHost, role: str, ip: str, port: int, timeout: float = SERVICE_READY_TIMEOUT) -> None:
+    def listening() -> bool:
+        with socket.create_connection((ip, port), timeout=1):
+            return True
+
+    _poll(host, role, f"{role} listening on {ip}:{port}", timeout, listening, interval=0.1)
 
 
 def _fetch_acme_roots(host: TestHost, timeout: float = SERVICE_READY_TIMEOUT) -> None:
@@ -954,57 +970,32 @@ def _fetch_acme_roots(host: TestHost, timeout: float = SERVICE_READY_TIMEOUT) ->
         with urllib.request.urlopen(url, context=context, timeout=5) as response:
             return response.read()
 
-    deadline = time.monotonic() + timeout
-    while True:
-        _check_running(host, "pebble")
-        try:
-            directory = json.loads(get(host.acme_directory))
-            if "newAccount" in directory:
-                break
-        except (OSError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise _timeout_error(host, "pebble", f"pebble answering at {host.acme_directory}", timeout)
-        time.sleep(0.2)
+    def answering() -> bool | None:
+        return True if "newAccount" in json.loads(get(host.acme_directory)) else None
+
+    _poll(host, "pebble", f"pebble answering at {host.acme_directory}", timeout, answering, (OSError, ValueError))
     pems = [get(f"{mgmt}/roots/0"), get(f"{mgmt}/intermediates/0")]
     host.acme_root.write_bytes(b"".join(p if p.endswith(b"\n") else p + b"\n" for p in pems))
 
 
 def _wait_ssh(host: TestHost, timeout: float = SSH_READY_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        _check_running(host, "nspawn")
-        try:
-            with socket.create_connection((host.address, 22), timeout=1):
-                pass
-            done = host.ssh("true", timeout=20)
-            if done.returncode == 0:
-                return
-            last = done.stderr.strip()
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            last = str(exc)
-        if time.monotonic() > deadline:
-            raise _timeout_error(host, "nspawn", f"SSH as root at {host.address} ({last})", timeout)
-        time.sleep(0.2)
+    def logged_in() -> bool | str:
+        with socket.create_connection((host.address, 22), timeout=1):
+            pass
+        done = host.ssh("true", timeout=20)
+        return done.returncode == 0 or done.stderr.strip()
+
+    _poll(host, "nspawn", f"SSH as root at {host.address}", timeout, logged_in, (OSError, subprocess.TimeoutExpired))
 
 
 def _wait_ssh_banner(host: TestHost, timeout: float = SSH_READY_TIMEOUT) -> None:
     """Wait until sshd answers with its banner (whoever may log in)."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        _check_running(host, "nspawn")
-        try:
-            with socket.create_connection((host.address, 22), timeout=1) as sock:
-                sock.settimeout(5)
-                if sock.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError as exc:
-            last = str(exc)
-        if time.monotonic() > deadline:
-            raise _timeout_error(host, "nspawn", f"SSH answering at {host.address} ({last})", timeout)
-        time.sleep(0.2)
+    def banner() -> bool | None:
+        with socket.create_connection((host.address, 22), timeout=1) as sock:
+            sock.settimeout(5)
+            return True if sock.recv(64).startswith(b"SSH-") else None
+
+    _poll(host, "nspawn", f"SSH answering at {host.address}", timeout, banner)
 
 
 def _wait_booted(host: TestHost, timeout: float = BOOT_FINISHED_TIMEOUT) -> None:
