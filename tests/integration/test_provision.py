@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import ssl
 import time
+from contextlib import closing
 
 import paramiko
 import pytest
@@ -81,12 +82,14 @@ def _ssh_client():
 
 def test_root_login_and_password_login_are_refused(trixie):
     host = trixie.host
-    with pytest.raises(paramiko.AuthenticationException):
-        _ssh_client().connect(host.address, username="root", key_filename=str(host.ssh_key),
-                              look_for_keys=False, allow_agent=False, timeout=10)
-    with pytest.raises(paramiko.BadAuthenticationType) as caught:
-        _ssh_client().connect(host.address, username=host.password_user, password=host.password,
-                              look_for_keys=False, allow_agent=False, timeout=10)
+    # Each refused client is closed at once: one left open until sshd's LoginGraceTime earns this address a
+    # penalty (OpenSSH 10's PerSourcePenalties), and the tests after this one would be turned away for a while.
+    with closing(_ssh_client()) as client, pytest.raises(paramiko.AuthenticationException):
+        client.connect(host.address, username="root", key_filename=str(host.ssh_key),
+                       look_for_keys=False, allow_agent=False, timeout=10)
+    with closing(_ssh_client()) as client, pytest.raises(paramiko.BadAuthenticationType) as caught:
+        client.connect(host.address, username=host.password_user, password=host.password,
+                       look_for_keys=False, allow_agent=False, timeout=10)
     assert caught.value.allowed_types == ["publickey"]
 
 
