@@ -1,8 +1,9 @@
 """The firewall: nftables, only SSH, HTTP and HTTPS in.
 
 The rules are one file loaded in one transaction (the SSH rule can't lag behind the drop policy), checked
-with `nft -c` first, and confirmed afterwards by opening a new SSH connection; if that fails they are
-flushed again, so a mistake cannot lock the operator out.
+with `nft -c` first, and confirmed afterwards by opening a new SSH connection; if that fails the table is
+removed again, so a mistake cannot lock the operator out. Only gangway's own table is replaced: fail2ban's
+bans and other tools' tables survive a firewall change.
 """
 
 from __future__ import annotations
@@ -40,4 +41,4 @@ def rules(server: Server) -> Step:
         File(RULES, ruleset(port), mode="755"),
         Check(LIVE, _live_changes),
     ], validate=f"nft -c -f {RULES}", after=[f"nft -f {RULES}"], confirm=server.prove_deploy_login,
-        undo="nft flush ruleset", note=f"open: {', '.join(map(str, sorted({port, 80, 443})))}/tcp")
+        undo="nft delete table inet filter", note=f"open: {', '.join(map(str, sorted({port, 80, 443})))}/tcp")

@@ -67,6 +67,8 @@ def test_firewall_opens_the_ssh_port_in_use_plus_web():
     rules = firewall.ruleset(2222)
     assert "tcp dport { 80, 443, 2222 } accept" in rules and "policy drop" in rules
     assert "tcp dport { 22, 80, 443 } accept" in firewall.ruleset(22)
+    # Only gangway's table is replaced, atomically: fail2ban's bans and other tools' tables are kept.
+    assert "flush ruleset" not in rules and "table inet filter\ndelete table inet filter\n" in rules
 
 
 def test_ssh_hardening_turns_off_root_and_passwords():
