@@ -71,7 +71,7 @@ class Session:
                            python=facts["python"], applied=facts["applied"], backups=facts["backups"],
                            free_kib=facts["free"], backend=facts["backend"] or "")
 
-    def run(self, what: str, *steps: str | tuple[str, str]) -> tuple[bool, dict, str]:
+    def run(self, *steps: str | tuple[str, str]) -> tuple[bool, dict, str]:
         """Run a script of named steps: (ok, its report, its output's tail)."""
         result = self.remote.run(shell.script(*steps))
         return result.ok, shell.parse_reports(result.stdout), result.tail(60)
@@ -82,7 +82,7 @@ class Session:
     def go_live(self, release: Release, state: ServerState, event: dict) -> None:
         """Start `release`, check its health, switch traffic to it, let the old one go: one round trip."""
         inv, layout, old = self.inventory, self.layout, state.live
-        ok, report, tail = self.run("switch", (
+        ok, report, tail = self.run((
             "start", commands.start_and_check(layout, release.id, self.health_host(), inv.app.health_check,
                                               https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S)), (
             "switch", commands.switch(layout, release, old, event, inv.app.standby_minutes,
@@ -95,10 +95,10 @@ class Session:
 
     def migrate(self, release_id: str, name: str, targets_: dict[str, str] | None = None) -> str:
         """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""
-        ok, report, tail = self.run("backup", ("backup", commands.backup(self.layout, self.app, name)))
+        ok, report, tail = self.run(("backup", commands.backup(self.layout, self.app, name)))
         if not ok:
             raise DeployError(f"the database backup failed, so nothing was migrated:\n{tail}")
-        ok, _, tail = self.run("migrate", ("migrate", commands.migrate(self.layout, release_id, self.app, targets_)))
+        ok, _, tail = self.run(("migrate", commands.migrate(self.layout, release_id, self.app, targets_)))
         if not ok:
             raise DeployError(f"manage.py migrate failed:\n{tail}")
         return report["backup"]
@@ -259,7 +259,6 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
     archive = _upload(session, state, src, release)
     leftovers = state.unfinished()
     ok, report, tail = session.run(
-        "build",
         ("cleanup", commands.cleanup(layout, [r for r in state.running if r != state.live], leftovers, [], [],
                                      uploading=archive)),
         ("unpack", commands.unpack(layout, release, archive)),
@@ -331,7 +330,7 @@ def _undo_migrations(session: Session, release: Release, applied_before: list[st
 def _set_aside(session: Session, release: Release, error: str, keep: bool = True) -> None:
     release.status, release.error = FAILED, error[-2000:]
     event = {"time": _now(), "event": "failed", "release": release.id, "by": who(), "error": error[-300:]}
-    session.run("set aside", ("set aside", commands.set_aside(session.layout, release, event, keep)))
+    session.run(("set aside", commands.set_aside(session.layout, release, event, keep)))
     session.reporter.step("FAILED", "release", f"{release.id} " + (f"set aside in {session.layout.failed}/" if keep
                                                                    else "removed"))
 
@@ -344,7 +343,7 @@ def _prune(session: Session, state: ServerState, live: str, previous: str | None
     venvs = releases.venvs_to_prune(state, kept)
     backups = releases.backups_to_prune(state.backups, app.keep_backups)
     if old or failed or venvs or backups:
-        ok, _, tail = session.run("prune", ("prune", commands.cleanup(session.layout, [], old, failed, venvs, backups)),
+        ok, _, tail = session.run(("prune", commands.cleanup(session.layout, [], old, failed, venvs, backups)),
                                   ("static", commands.prune_static(session.layout, kept) if old else "true"))
         if not ok:
             raise DeployError(f"pruning failed:\n{tail}")
