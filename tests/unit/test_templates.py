@@ -212,7 +212,7 @@ def test_kernel_settings_apply_only_where_the_server_may_set_them():
     lines = [line for line in conf.splitlines() if line and not line.startswith("#")]
     assert lines and all(line.startswith("-") for line in lines)  # a container's read-only keys don't fail boot
     assert "-net.ipv4.conf.all.accept_redirects = 0" in lines and "-kernel.kptr_restrict = 2" in lines
-    facts = {hardening.WRITABLE.key: hardening.parse_writable("w net.ipv4.tcp_syncookies\nr kernel.kptr_restrict\n", 0)}
+    facts = {hardening.WRITABLE.key: hardening.parse_writable("w /proc/sys/net/ipv4/tcp_syncookies\nr /proc/sys/kernel/kptr_restrict\n", 0)}
     assert hardening._kernel_note(facts).startswith("1 of 2 kernel settings apply here (the other 1 are the container")
 
 
