@@ -86,7 +86,9 @@ class Session:
             "start", commands.start_and_check(layout, release.id, self.health_host(), inv.app.health_check,
                                               https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S)), (
             "switch", commands.switch(layout, release, old, event, inv.app.standby_minutes,
-                                      backend_ready=state.backend == commands.backend_conf(layout))))
+                                      backend_ready=state.backend == commands.backend_conf(layout),
+                                      static_check=commands.static_served(layout, release, self.health_host(),
+                                                                          inv.tls))))
         if not ok:
             raise DeployError(tail)
         warm = ", it was still running, nothing to start" if report.get("standby") else ""
@@ -283,6 +285,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         raise DeployError(f"release {release.id}: {what}; {_serving(state)}. Kept in "
                           f"{layout.failed}/ for inspection.\n{tail}")
     release.migrations = report["migrations"]
+    release.static_sample = report.get("static_sample", {})
     session.reporter.step("changed", "release", f"{release.id} unpacked ({len(src.archive) // 1024} KiB), "
                           f"Python environment {report['venv']}" + (f", {len(leftovers)} unfinished release(s) "
                                                                    f"from an interrupted deploy removed"

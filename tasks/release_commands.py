@@ -250,10 +250,10 @@ restarts0=$(systemctl show -p NRestarts --value "$unit")
 deadline=$(( $(date +%s) + {int(timeout)} )); code=; body=; unhealthy_since=
 while :; do
   if [ -S "$sock" ]; then
-    body=$(curl -s --max-time 10 -w '\\n%{{http_code}}' --unix-socket "$sock" -H "Host: $host" {proto} "$url" || true)
-    code=$(printf '%s' "$body" | tail -n 1)
+    body=$(curl -s --max-time 10 -w '\\n%{{http_code}} %{{redirect_url}}' --unix-socket "$sock" -H "Host: $host" {proto} "$url" || true)
+    last=$(printf '%s' "$body" | tail -n 1); code=${{last%% *}}; location=${{last#* }}
     case "$code" in
-      2??|3??) break ;;
+      2??) break ;;
       000|"") ;;
       *) unhealthy_since=${{unhealthy_since:-$(date +%s)}} ;;
     esac
@@ -265,6 +265,8 @@ while :; do
      {{ [ -n "$unhealthy_since" ] && [ $(( $(date +%s) - unhealthy_since )) -ge {UNHEALTHY_GRACE_S} ]; }}; then
     if [ "$state" = failed ] || [ "${{restarts:-0}}" -gt "${{restarts0:-0}}" ]; then
       printf 'release %s crashed while starting (systemd: %s)\\n' "$release" "$state" >&2
+    elif [ -n "$unhealthy_since" ] && [ -n "$location" ]; then
+      printf 'release %s is not healthy: GET %s answered %s, a redirect to %s. A health check must answer 200 itself: set app.health_check in the inventory to a path that does, e.g. /healthz/\\n' "$release" "$path" "$code" "$location" >&2
     elif [ -n "$unhealthy_since" ]; then
       printf 'release %s is not healthy: GET %s answered %s\\n' "$release" "$path" "$code" >&2
     else
@@ -312,8 +314,27 @@ def stop_later(layout: Layout, release_id: str, minutes: int) -> str:
                    "--timer-property=AccuracySec=5s", "systemctl", "stop", unit))
 
 
+def static_served(layout: Layout, release: Release, host: str, https: bool) -> str:
+    """Fetch the release's sample static file through nginx, as a visitor would (by name, on this server), and
+    compare it with the collected file: the pages' CSS and JS must answer before traffic moves."""
+    sample = release.static_sample
+    if not sample:
+        return ""
+    url = f"{'https' if https else 'http'}://{host}{sample['url']}"
+    connect = ["--resolve", f"{host}:443:127.0.0.1", "-k"] if https else ["--connect-to", f"{host}:80:127.0.0.1:80"]
+    return "\n".join([
+        f"want=$(sha256sum < {q(layout.release(release.id) + '/static/' + sample['file'])} | cut -c1-64)",
+        f"got=$({join('curl', '-s', '--noproxy', '*', '--max-time', '10', *connect, url)} | sha256sum | cut -c1-64)",
+        f"if [ \"$got\" != \"$want\" ]; then printf '%s\\n' "
+        + q(f"its static files would not be served: GET {sample['url']} through nginx did not return the collected "
+            f"file {sample['file']}. nginx serves /static/ from {layout.static}/, so STATIC_URL must be '/static/' "
+            "and STATIC_ROOT the directory collectstatic fills (gangway sets DJANGO_STATIC_ROOT)")
+        + " >&2; exit 5; fi",
+    ])
+
+
 def switch(layout: Layout, release: Release, old: str | None, history_line: dict, standby_minutes: int,
-           backend_ready: bool) -> str:
+           backend_ready: bool, static_check: str = "") -> str:
     """Serve `release`: its static files join the shared ones, the live link and `current` flip atomically,
     and its unit is the one started at boot. The first time, nginx's backend include is written and checked
     before anything flips, then nginx is reloaded once; later switches do not touch nginx at all. Runs to the
@@ -330,9 +351,10 @@ def switch(layout: Layout, release: Release, old: str | None, history_line: dict
                   f"if ! out=$(nginx -t 2>&1); then mv -f {q(previous)} {q(layout.nginx_backend)}; "
                   f"printf 'nginx rejected the switch: %s\\n' \"$out\" >&2; exit 3; fi",
                   f"rm -f {q(previous)}"]
-    steps += [
+    steps += [  # (the static files are served from the shared directory before any link flips)
         # Hashed files are immutable; the newest release's copy of an unhashed name wins.
         f"cp -a {q(release_dir + '/static/.')} {q(layout.static + '/')}",
+        static_check,
         shell.symlink(layout.live_socket, layout.socket(release.id)),
         shell.symlink(layout.current, release_dir),
         *(reload_nginx() if not backend_ready else []),

@@ -34,6 +34,7 @@ class Release:
     deployed_by: str = ""
     requirements: str = ""  # hash of the requirements: the name of its venv
     migrations: list[str] = field(default_factory=list)  # every migration its code knows, "app.name", in plan order
+    static_sample: dict = field(default_factory=dict)  # {"file": relative path, "url": URL path}: fetched at a switch
     error: str = ""
 
     def to_json(self) -> str:

@@ -8,6 +8,7 @@ import re
 import sys
 from io import StringIO
 from pathlib import Path
+from urllib.parse import quote
 
 from django.conf import settings
 from django.core.management import call_command
@@ -35,6 +36,15 @@ if static_root != served:
                  "files, so read it from DJANGO_STATIC_ROOT (which gangway sets) or keep it inside the project")
     if not served.exists():
         served.symlink_to(static_root.relative_to(release))
+
+# One collected file and the URL it should have: the deploy fetches it through nginx before traffic moves, so
+# "deployed" means the pages' CSS and JS answer too (a STATIC_URL that nginx does not serve is caught there).
+static_url = str(settings.STATIC_URL or "")
+sample = next((path for path in sorted(static_root.rglob("*"))
+               if path.is_file() and not path.name.startswith(".") and path.name != "staticfiles.json"), None)
+if sample is not None and static_url.startswith("/"):
+    relative = sample.relative_to(static_root).as_posix()
+    report["static_sample"] = {"file": relative, "url": static_url.rstrip("/") + "/" + quote(relative)}
 
 loader = MigrationLoader(None, ignore_no_migrations=True)
 plan = []

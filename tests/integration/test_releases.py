@@ -181,6 +181,30 @@ def test_an_unhealthy_release_is_set_aside_with_its_own_log(site):
     site.repo.reset(good)
 
 
+def test_a_health_check_that_redirects_is_not_healthy_and_says_where_it_pointed(site):
+    before, hits, good = site.answering(), site.hits(), site.repo.git("rev-parse", "HEAD")
+    site.repo.commit("health check redirects", **{"mysite__urls.py": (site.repo.path / "mysite/urls.py").read_text() +
+                     "\nfrom django.shortcuts import redirect\n"
+                     "urlpatterns.insert(0, path('healthz/', lambda request: redirect('/en/healthz/')))\n"})
+    out = site.deploy(check=False)
+    _assert_set_aside(site, out, before, hits)
+    assert "GET /healthz/ answered 302, a redirect to " in out.stderr and "/en/healthz/" in out.stderr
+    assert "app.health_check" in out.stderr
+    site.repo.reset(good)
+
+
+def test_static_files_nginx_would_not_serve_stop_the_release_before_traffic_moves(site):
+    """A STATIC_URL that is not where nginx serves collected files: every CSS and JS file would answer 404."""
+    before, hits, good = site.answering(), site.hits(), site.repo.git("rev-parse", "HEAD")
+    settings = (site.repo.path / "mysite/settings.py").read_text()
+    site.repo.commit("static files under another URL", **{
+        "mysite__settings.py": settings.replace('STATIC_URL = "/static/"', 'STATIC_URL = "/assets/"')})
+    out = site.deploy(check=False)
+    _assert_set_aside(site, out, before, hits)
+    assert "its static files would not be served: GET /assets/" in out.stderr and "STATIC_URL" in out.stderr
+    site.repo.reset(good)
+
+
 def test_a_release_that_crashes_at_start_is_set_aside_with_its_traceback(site):
     before, hits, good = site.answering(), site.hits(), site.repo.git("rev-parse", "HEAD")
     site.repo.commit("crash at import", **{"mysite__wsgi.py": "raise ImportError('crash on purpose')\n"})

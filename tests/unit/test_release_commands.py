@@ -16,6 +16,8 @@ from tests.unit.shellcheck import assert_shellcheck_clean
 
 LAYOUT = Layout("mysite")
 RELEASE = Release("20260101T000000Z-abcdef1", GOOD, commit="abcdef1" + "0" * 33, requirements="h1")
+STATIC_RELEASE = Release("20260101T000000Z-abcdef1", GOOD, static_sample={"file": "admin/css/base.css",
+                                                                        "url": "/static/admin/css/base.css"})
 HOSTILE = ["$(touch CANARY)", "`touch CANARY`", "'; touch CANARY; '", '"$(touch CANARY)"', "a\ntouch CANARY",
            "x;touch CANARY", "${IFS}touch${IFS}CANARY"]
 
@@ -91,7 +93,8 @@ def build_script() -> str:
     build_script(),
     shell.script(("start", commands.start_and_check(LAYOUT, RELEASE.id, "app.test", "/healthz/", True, 30)),
                  ("switch", commands.switch(LAYOUT, RELEASE, "r0", {"event": "live"}, 10, backend_ready=False))),
-    shell.script(commands.switch(LAYOUT, RELEASE, None, {"event": "live"}, 0, backend_ready=True)),
+    shell.script(commands.switch(LAYOUT, RELEASE, None, {"event": "live"}, 0, backend_ready=True,
+                                 static_check=commands.static_served(LAYOUT, STATIC_RELEASE, "app.test", True))),
     shell.script(commands.set_aside(LAYOUT, RELEASE, {"event": "failed"})),
     shell.script(commands.set_aside(LAYOUT, RELEASE, {"event": "failed"}, keep=False)),
     shell.script(commands.backup(LAYOUT, "mysite", "r-before-migrate")),
@@ -175,3 +178,19 @@ def test_free_space_and_applied_migrations_are_parsed():
     assert commands.parse_free(df, 0) == [4096, 1]
     assert commands.parse_applied("a.0001\nb.0001\n", 0) == ["a.0001", "b.0001"]
     assert commands.parse_applied("", 0) == [] and commands.parse_applied("", 2) is None
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_the_static_file_fetched_through_nginx_is_compared_with_the_collected_one(tmp_path, value):
+    """Names come from the project: they stay values. A file nginx does not return stops the switch."""
+    layout = Layout("m")
+    release = Release("r1", GOOD, static_sample={"file": value, "url": "/static/x.css"})
+    collected = tmp_path / "static" / value
+    collected.parent.mkdir(parents=True, exist_ok=True)
+    collected.write_text("body{}")
+    script = commands.static_served(layout, release, "app.test", True).replace(
+        shell.q(layout.release("r1") + "/static/" + value), shell.q(str(collected)))
+    served = run(shell.script(script), tmp_path, {"curl": "printf 'body{}'"})
+    assert served.returncode == 0 and not (tmp_path / "CANARY").exists()
+    missing = run(shell.script(script), tmp_path, {"curl": "printf '<html>placeholder</html>'"})
+    assert missing.returncode == 5 and "its static files would not be served: GET /static/x.css" in missing.stderr
