@@ -303,6 +303,9 @@ def _managed_environment(session: Session) -> dict[str, str]:
     return {
         "DJANGO_ALLOWED_HOSTS": ",".join(inv.app.domains or (session.host.address,)),
         "DJANGO_DB_NAME": inv.app.name,
+        # For settings that read DATABASE_URL (dj-database-url, django-environ): the local socket, and the
+        # app's own Unix identity as its database role (peer authentication), so there is no password.
+        "DATABASE_URL": f"postgres:///{inv.app.name}",
         "DJANGO_MEDIA_ROOT": session.layout.media,
         "DJANGO_HTTPS": "1" if inv.tls else "0",
     }

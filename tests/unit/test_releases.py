@@ -143,6 +143,7 @@ def test_the_managed_environment_follows_the_inventory():
     plain = env([])  # no domain, no certificate: the address is the host name, and the app must not force HTTPS
     assert plain["DJANGO_ALLOWED_HOSTS"] == "192.0.2.9" and plain["DJANGO_HTTPS"] == "0"
     assert plain["DJANGO_DB_NAME"] == "m" and plain["DJANGO_MEDIA_ROOT"] == "/srv/m/shared/media"
+    assert plain["DATABASE_URL"] == "postgres:///m"  # peer authentication over the local socket
 
 
 def test_the_state_after_a_deploy_is_derived_without_asking_the_server():
