@@ -28,8 +28,8 @@ from tasks.runner import Reporter
 
 CHECK_SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "deploy" / "release_check.py"
 MIB = 1024 * 1024
-# Room a release needs beyond its archive: the unpacked tree, collected static files, bytecode.
-UNPACK_FACTOR, SPARE_MIB = 4, 16
+# Room a release needs: its archive unpacked (with collected static files and bytecode), plus a margin.
+UNPACK_FACTOR = 4
 
 
 class DeployError(RemoteError):
@@ -233,7 +233,7 @@ def _disk_full(session: Session, state: ServerState, what: str) -> DeployError:
 def _upload(session: Session, state: ServerState, src: source.Source, release: Release) -> str:
     """The archive in releases/, after checking there is room for it; never a partial file left behind."""
     archive = commands.upload_path(session.layout, release.id)
-    need = len(src.archive) * UNPACK_FACTOR + SPARE_MIB * MIB
+    need = len(src.archive) * UNPACK_FACTOR + commands.LOW_SPACE_KIB * 1024
 
     def short_of_space(state: ServerState) -> bool:
         return bool(state.free_kib) and state.free_kib[0] * 1024 < need
@@ -314,23 +314,28 @@ def _managed_environment(session: Session) -> dict[str, str]:
 def _undo_migrations(session: Session, release: Release, applied_before: list[str], pending: list[str]) -> str:
     """Reverse what this deploy applied, with the new release's code (it holds the reverse operations). When
     the database cannot be read or the reverse fails, say so loudly, with the exact command to finish."""
-    layout = session.layout
-    after = session.remote.gather([p for p in commands.state_probes(layout) if p.key == "applied"])["applied"]
-    extra = releases.migrations_to_reverse(after, applied_before) if after is not None else pending
+    after = session.remote.gather([commands.applied_probe(session.layout)])["applied"]
+    if after is None:  # unreadable: what this deploy meant to apply may all be there
+        extra, applied_now = pending, applied_before + pending
+        problem = "cannot read which migrations the database has applied (is PostgreSQL running?)"
+    else:
+        extra, applied_now = releases.migrations_to_reverse(after, applied_before), after
+        problem = ""
     if not extra:
         return ""
-    targets_ = releases.reverse_targets(extra, applied_before, after if after is not None else applied_before + extra)
-    try:
-        if after is None:
-            raise DeployError("cannot read which migrations the database has applied (is PostgreSQL running?)")
-        session.migrate(release.id, f"{release.id}-before-reverse", targets_)
-        return f"; the {len(extra)} migration(s) it applied were reversed"
-    except DeployError as error:
-        command = commands.reverse_command(layout, f"{layout.failed}/{release.id}", session.app, targets_)
-        return (f".\nWARNING: its migrations may still be applied and could not be reversed: {', '.join(extra)}. "
-                f"The live code runs on a schema it does not know until they are. Once the database is back, "
-                f"reverse them on the server (as {session.inventory.deploy_user}):\n    {command}\n"
-                f"(database backups are in {layout.backups}/). {error}")
+    targets_ = releases.reverse_targets(extra, applied_before, applied_now)
+    if not problem:
+        try:
+            session.migrate(release.id, f"{release.id}-before-reverse", targets_)
+            return f"; the {len(extra)} migration(s) it applied were reversed"
+        except DeployError as error:
+            problem = str(error)
+    layout = session.layout
+    command = commands.reverse_command(layout, f"{layout.failed}/{release.id}", session.app, targets_)
+    return (f".\nWARNING: its migrations may still be applied and could not be reversed: {', '.join(extra)}. "
+            f"The live code runs on a schema it does not know until they are. Once the database is back, "
+            f"reverse them on the server (as {session.inventory.deploy_user}):\n    {command}\n"
+            f"(database backups are in {layout.backups}/). {problem}")
 
 
 def _set_aside(session: Session, release: Release, error: str, keep: bool = True) -> None:

@@ -22,7 +22,8 @@ from tasks.steps import Probe
 
 UNHEALTHY_GRACE_S = 3
 DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
-LOW_SPACE_KIB = 16 * 1024  # a build that failed with less than this free failed for want of space
+# A build that failed with less than this free failed for want of space; a deploy keeps this much spare.
+LOW_SPACE_KIB = 16 * 1024
 
 
 # --- facts --------------------------------------------------------------------------------------------------
@@ -60,12 +61,16 @@ def state_probes(layout: Layout) -> list[Probe]:
         Probe("provisioned", f"test -f {q(layout.unit_path)} && test -d {q(layout.state)} && "
                              f"test -d {q(layout.static)} && id -u {q(layout.build_user)}",
               lambda out, rc: rc == 0),
-        Probe("applied", applied_migrations(app), parse_applied),
+        applied_probe(layout),
         Probe("backups", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
                          "-printf '%f %s %TY-%Tm-%Td %TH:%TM\\n' | sort",
               lambda out, rc: out.splitlines() if rc == 0 else []),
         Probe("free", f"df -Pk {q(layout.releases)} {q(layout.venvs)}", parse_free),
     ]
+
+
+def applied_probe(layout: Layout) -> Probe:
+    return Probe("applied", applied_migrations(layout.app), parse_applied)
 
 
 def applied_migrations(app: str) -> str:
@@ -325,7 +330,7 @@ def static_served(layout: Layout, release: Release, host: str, https: bool) -> s
     return "\n".join([
         f"want=$(sha256sum < {q(layout.release(release.id) + '/static/' + sample['file'])} | cut -c1-64)",
         f"got=$({join('curl', '-s', '--noproxy', '*', '--max-time', '10', *connect, url)} | sha256sum | cut -c1-64)",
-        f"if [ \"$got\" != \"$want\" ]; then printf '%s\\n' "
+        "if [ \"$got\" != \"$want\" ]; then printf '%s\\n' "
         + q(f"its static files would not be served: GET {sample['url']} through nginx did not return the collected "
             f"file {sample['file']}. nginx serves /static/ from {layout.static}/, so STATIC_URL must be '/static/' "
             "and STATIC_ROOT the directory collectstatic fills (gangway sets DJANGO_STATIC_ROOT)")
