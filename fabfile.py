@@ -5,12 +5,11 @@
     fab deploy                     ship HEAD of the project (app.source in the inventory)
     fab rollback                   back to the previous good release
     fab -H root@HOST provision     one server, defaults, no inventory file needed
+
+A Django project uses the same tasks from its own fabfile (see tasks/collection.py); this repository's fabfile
+keeps its inventory files in inventory/.
 """
 
-from invoke import Collection
+from tasks.collection import namespace_for
 
-from tasks.deploy import deploy, list_releases, rollback, unlock
-from tasks.provision import provision
-
-namespace = Collection(provision, deploy, rollback, list_releases, unlock)
-namespace.configure({"gangway": {"inventory": None, "known_hosts": None}})
+namespace = namespace_for(__file__, inventory_dir="inventory")

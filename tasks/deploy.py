@@ -12,21 +12,21 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
 
 from fabric import task
 from invoke.exceptions import Exit
 
-from tasks import defaults, release_commands as commands, releases, shell, source, targets
-from tasks.inventory import Host, Inventory, InventoryError
-from tasks.layout import Layout
-from tasks.lock import DeployLock, who
-from tasks.releases import FAILED, GOOD, Release, ServerState
-from tasks.remote import ConnectionLost, Remote, RemoteError, Stats
-from tasks.runner import Reporter
+from . import defaults, release_commands as commands, releases, shell, source, targets
+from .inventory import Host, Inventory, InventoryError
+from .layout import Layout
+from .lock import DeployLock, who
+from .releases import FAILED, GOOD, Release, ServerState
+from .remote import ConnectionLost, Remote, RemoteError, Stats
+from .render import TEMPLATES
+from .runner import Reporter
 
-CHECK_SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "deploy" / "release_check.py"
+CHECK_SCRIPT = TEMPLATES / "deploy" / "release_check.py"
 MIB = 1024 * 1024
 # Room a release needs: its archive unpacked (with collected static files and bytecode), plus a margin.
 UNPACK_FACTOR = 4
@@ -472,7 +472,7 @@ def list_releases(c, inventory=None):
 })
 def unlock(c, inventory=None, force=False):
     """Clear the deploy lock of a run that is stuck; refuses while that run is still connected, unless --force."""
-    from tasks.lock import clear_lock
+    from .lock import clear_lock
 
     def clear(session: Session) -> None:
         session.reporter.line(f"{session.host.address}: {clear_lock(session.remote, session.layout, force)}")

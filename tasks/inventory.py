@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
-from tasks import defaults
+from . import defaults
 
 INVENTORY_DIR = Path(__file__).resolve().parent.parent / "inventory"
 
@@ -517,10 +517,10 @@ def resolve_path(name: str, directory: Path = INVENTORY_DIR) -> Path:
 def load(name: str, directory: Path = INVENTORY_DIR) -> Inventory:
     """Read and validate an inventory by name (inventory/NAME.yaml) or path."""
     path = resolve_path(name, directory)
-    source = _display(path)
+    source = _display(path, directory)
     if not path.is_file():
         known = sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "example")
-        hint = f"known: {', '.join(known)}" if known else "copy inventory/example.yaml to inventory/production.yaml"
+        hint = f"known: {', '.join(known)}" if known else "run `fab init` in your project to write one"
         raise InventoryError(f"{source}: no such inventory file ({hint})")
     try:
         data = yaml.safe_load(path.read_text())
@@ -531,7 +531,7 @@ def load(name: str, directory: Path = INVENTORY_DIR) -> Inventory:
         raise InventoryError(f"{source}: {where}: not valid YAML ({problem}); check the indentation and that "
                              "every key is followed by a colon") from None
     if data is None:
-        raise InventoryError(f"{source}: the file is empty; start from inventory/example.yaml")
+        raise InventoryError(f"{source}: the file is empty; run `fab init` to write one, or start from inventory/example.yaml")
     return parse(data, source, path.parent)
 
 
@@ -540,8 +540,9 @@ def for_host(host: Host, app_name: str = defaults.APP_NAME) -> Inventory:
     return Inventory(app=App(name=app_name), hosts=(host,))
 
 
-def _display(path: Path) -> str:
+def _display(path: Path, directory: Path) -> str:
+    """The file as its owner knows it: relative to the project that holds the inventory directory."""
     try:
-        return str(path.resolve().relative_to(INVENTORY_DIR.parent))
+        return str(path.resolve().relative_to(directory.resolve().parent))
     except ValueError:
         return str(path)

@@ -20,9 +20,9 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from tasks.layout import Layout
-from tasks.remote import Remote, RemoteError
-from tasks.shell import q
+from .layout import Layout
+from .remote import Remote, RemoteError
+from .shell import q
 
 BUSY = 75  # flock's exit code when the lock is taken
 WORK_WAIT_S = 900  # how long a new run waits for an interrupted run's commands to end

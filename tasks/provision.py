@@ -5,10 +5,10 @@ from __future__ import annotations
 from fabric import task
 from invoke.exceptions import Exit
 
-from tasks import provisioning, targets
-from tasks.inventory import InventoryError
-from tasks.remote import RemoteError, Stats
-from tasks.runner import Reporter, apply
+from . import provisioning, targets
+from .inventory import InventoryError
+from .remote import RemoteError, Stats
+from .runner import Reporter, apply
 
 
 @task(auto_shortflags=False,

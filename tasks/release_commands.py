@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 
-from tasks import shell
-from tasks.layout import RELEASE_META, Layout
-from tasks.releases import Release
-from tasks.shell import as_user, join, q, report
-from tasks.steps import Probe
+from . import shell
+from .layout import RELEASE_META, Layout
+from .releases import Release
+from .shell import as_user, join, q, report
+from .steps import Probe
 
 UNHEALTHY_GRACE_S = 3
 DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")

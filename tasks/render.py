@@ -13,7 +13,9 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# In this repository templates/ sits beside tasks/; installed, the package carries it inside (see pyproject.toml).
+_HERE = Path(__file__).resolve().parent
+TEMPLATES = _HERE / "templates" if (_HERE / "templates").is_dir() else _HERE.parent / "templates"
 HEADER = "Written by gangway from templates/{name}; edits here are replaced on the next provision."
 
 

@@ -6,8 +6,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Sequence, TextIO
 
-from tasks.remote import Remote, RemoteError
-from tasks.steps import Step
+from .remote import Remote, RemoteError
+from .steps import Step
 
 
 class StepFailed(RemoteError):

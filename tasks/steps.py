@@ -12,8 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from tasks import shell
-from tasks.shell import q
+from . import shell
+from .shell import q
 
 Facts = dict[str, Any]
 

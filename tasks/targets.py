@@ -1,8 +1,9 @@
 """Which servers a task acts on, and how to log in to them.
 
-The inventory comes from `--inventory NAME` (inventory/NAME.yaml, or a path), else Fabric's config key
-`gangway.inventory` (fabric.yaml, or the FABRIC_GANGWAY_INVENTORY environment variable), else
-inventory/production.yaml when it exists. `fab -H user@host[:port]` overrides the inventory's hosts, and
+The inventory comes from `--inventory NAME` (NAME.yaml in the inventory directory, or a path), else Fabric's
+config key `gangway.inventory` (fabric.yaml, or the FABRIC_GANGWAY_INVENTORY environment variable), else
+production.yaml when it exists. The inventory directory is the config key `gangway.inventory_dir`: the
+project's fabfile sets it (`deploy/` beside the fabfile, see `collection.py`; `inventory/` in this repository). `fab -H user@host[:port]` overrides the inventory's hosts, and
 works without any inventory file (defaults, HTTP only).
 
 Connections are built by Fabric from the task's config, so ~/.ssh/config (Host aliases, User, Port,
@@ -19,8 +20,8 @@ from pathlib import Path
 import paramiko
 from fabric import Connection
 
-from tasks.inventory import INVENTORY_DIR, Host, Inventory, InventoryError, check_public_key, for_host, load
-from tasks.remote import Remote, RemoteError, Stats, key_file_problem, open_connection
+from .inventory import INVENTORY_DIR, Host, Inventory, InventoryError, check_public_key, for_host, load
+from .remote import Remote, RemoteError, Stats, key_file_problem, open_connection
 
 DEFAULT_INVENTORY = "production"
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -35,18 +36,26 @@ def select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
     return inventory, hosts
 
 
+def inventory_dir(c) -> Path:
+    """Where inventory files live: the config key `gangway.inventory_dir`, else this repository's inventory/."""
+    configured = (c.config.get("gangway") or {}).get("inventory_dir")
+    return Path(configured) if configured else INVENTORY_DIR
+
+
 def _select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
     name = inventory_name or (c.config.get("gangway") or {}).get("inventory")
+    directory = inventory_dir(c)
     cli = c if isinstance(c, Connection) else None
     if name:
-        inventory = load(name)
-    elif (INVENTORY_DIR / f"{DEFAULT_INVENTORY}.yaml").is_file():
-        inventory = load(DEFAULT_INVENTORY)
+        inventory = load(name, directory)
+    elif (directory / f"{DEFAULT_INVENTORY}.yaml").is_file():
+        inventory = load(DEFAULT_INVENTORY, directory)
     elif cli:
         inventory = None
     else:
-        raise InventoryError("no inventory: copy inventory/example.yaml to inventory/production.yaml and fill it "
-                             "in, pass --inventory NAME, or name a server: fab -H root@203.0.113.10 provision")
+        raise InventoryError(f"no inventory: {directory / DEFAULT_INVENTORY}.yaml does not exist. Run `fab init` in "
+                             "your project to write one (or copy inventory/example.yaml), pass --inventory NAME, "
+                             "or name a server: fab -H root@203.0.113.10 provision")
     if cli:
         keys = cli.connect_kwargs.get("key_filename") or []
         keys = [keys] if isinstance(keys, str) else keys

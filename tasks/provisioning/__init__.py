@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from tasks.inventory import Host, Inventory
-from tasks.layout import Layout
-from tasks.steps import Step
+from ..inventory import Host, Inventory
+from ..layout import Layout
+from ..steps import Step
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Server:
 
 
 def steps(server: Server) -> list[Step]:
-    from tasks.provisioning import (catch_all, firewall, gunicorn, hardening, nginx, postgres, ssh, system, tls,
+    from . import (catch_all, firewall, gunicorn, hardening, nginx, postgres, ssh, system, tls,
                                     users)
 
     return [

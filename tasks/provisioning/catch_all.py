@@ -6,10 +6,10 @@ default server, so then the catch-all is removed.
 
 from __future__ import annotations
 
-from tasks.provisioning import Server
-from tasks.provisioning.nginx import NGINX_VERSION
-from tasks.render import render
-from tasks.steps import Absent, Facts, File, Step
+from . import Server
+from ..provisioning.nginx import NGINX_VERSION
+from ..render import render
+from ..steps import Absent, Facts, File, Step
 
 CATCH_ALL = "/etc/nginx/conf.d/gangway-catch-all.conf"
 # ssl_reject_handshake: refuse TLS for an unknown name without a certificate to show.

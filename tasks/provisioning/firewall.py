@@ -8,9 +8,9 @@ bans and other tools' tables survive a firewall change.
 
 from __future__ import annotations
 
-from tasks.provisioning import Server
-from tasks.render import render
-from tasks.steps import Change, Check, File, Probe, Step
+from . import Server
+from ..render import render
+from ..steps import Change, Check, File, Probe, Step
 
 RULES = "/etc/nftables.conf"
 

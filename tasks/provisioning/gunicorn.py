@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tasks.provisioning import Server
-from tasks.render import render
-from tasks.steps import File, Step
+from . import Server
+from ..render import render
+from ..steps import File, Step
 
 
 def unit_file(server: Server) -> str:

@@ -5,9 +5,9 @@ us set) and changes nothing."""
 
 from __future__ import annotations
 
-from tasks.provisioning import Server
-from tasks.render import render
-from tasks.steps import Change, Check, Directory, Facts, File, Probe, Step
+from . import Server
+from ..render import render
+from ..steps import Change, Check, Directory, Facts, File, Probe, Step
 
 SYSCTL = "/etc/sysctl.d/90-gangway.conf"
 MODPROBE = "/etc/modprobe.d/gangway-blacklist.conf"

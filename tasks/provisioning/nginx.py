@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 
-from tasks.layout import ACME_WEBROOT, CONFIG_ROOT
-from tasks.provisioning import Server
-from tasks.provisioning.tls import certificate_probe
-from tasks.render import TEMPLATES, render
-from tasks.steps import Absent, Facts, File, FileIfAbsent, Link, Probe, Step
+from ..layout import ACME_WEBROOT, CONFIG_ROOT
+from . import Server
+from ..provisioning.tls import certificate_probe
+from ..render import TEMPLATES, render
+from ..steps import Absent, Facts, File, FileIfAbsent, Link, Probe, Step
 
 DHPARAM = f"{CONFIG_ROOT}/ffdhe2048.pem"
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"

@@ -7,9 +7,9 @@ opens no TCP port at all, so nobody reaches it over the network.
 
 from __future__ import annotations
 
-from tasks.provisioning import Server
-from tasks.shell import as_user, q
-from tasks.steps import Change, Check, Probe, Step
+from . import Server
+from ..shell import as_user, q
+from ..steps import Change, Check, Probe, Step
 
 
 def parse_state(out: str, rc: int) -> dict | None:

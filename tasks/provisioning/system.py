@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tasks import defaults
-from tasks.provisioning import Server
-from tasks.render import render
-from tasks.shell import q
-from tasks.steps import Absent, Change, Check, File, Packages, Probe, Step
+from .. import defaults
+from . import Server
+from ..render import render
+from ..shell import q
+from ..steps import Absent, Change, Check, File, Packages, Probe, Step
 
 APT_PROXY = "/etc/apt/apt.conf.d/80gangway-proxy"
 AUTO_UPGRADES = "/etc/apt/apt.conf.d/20auto-upgrades"

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from tasks.layout import ACME_WEBROOT
-from tasks.provisioning import Server
-from tasks.render import render
-from tasks.shell import join, q, with_env
-from tasks.steps import Absent, Change, Check, Directory, Facts, File, Probe, Step
+from ..layout import ACME_WEBROOT
+from . import Server
+from ..render import render
+from ..shell import join, q, with_env
+from ..steps import Absent, Change, Check, Directory, Facts, File, Probe, Step
 
 RENEWAL_DROPIN = "/etc/systemd/system/certbot.service.d/gangway.conf"
 

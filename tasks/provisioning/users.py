@@ -9,11 +9,11 @@
 
 from __future__ import annotations
 
-from tasks.layout import ACME_WEBROOT, CONFIG_ROOT
-from tasks.provisioning import Server
-from tasks.render import render
-from tasks.shell import q
-from tasks.steps import Change, Check, Directory, File, Probe, Step
+from ..layout import ACME_WEBROOT, CONFIG_ROOT
+from . import Server
+from ..render import render
+from ..shell import q
+from ..steps import Change, Check, Directory, File, Probe, Step
 
 
 def _account_probe(name: str) -> Probe:

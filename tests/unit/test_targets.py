@@ -1,17 +1,17 @@
 """Choosing the inventory and the hosts the way Fabric users expect: --inventory, config, -H."""
 
-import functools
 from pathlib import Path
 
 import pytest
 from fabric import Config, Connection
 from invoke import Context
 
-from tasks import inventory, targets
+from tasks import targets
 from tasks.inventory import Host, InventoryError, for_host
 
 
 def write(directory: Path, name: str, address: str = "203.0.113.10") -> None:
+    directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{name}.yaml").write_text(f"app: {{name: mysite, domains: [example.com]}}\n"
                                             f"hosts: [{{address: {address}}}]\n")
 
@@ -19,7 +19,6 @@ def write(directory: Path, name: str, address: str = "203.0.113.10") -> None:
 @pytest.fixture
 def inventories(tmp_path, monkeypatch):
     monkeypatch.setattr(targets, "INVENTORY_DIR", tmp_path)
-    monkeypatch.setattr(targets, "load", functools.partial(inventory.load, directory=tmp_path))
     return tmp_path
 
 
@@ -51,8 +50,16 @@ def test_fab_dash_h_overrides_the_inventory_hosts_but_keeps_the_rest(inventories
 
 
 def test_no_inventory_and_no_host_says_what_to_do(inventories):
-    with pytest.raises(InventoryError, match="inventory/example.yaml"):
+    with pytest.raises(InventoryError, match="fab init"):
         targets.select(Context(), None)
+
+
+def test_the_fabfile_sets_the_inventory_directory(tmp_path):
+    write(tmp_path / "deploy", "production", "198.51.100.9")
+    from tasks.collection import namespace_for
+    config = Config(overrides=namespace_for(tmp_path / "fabfile.py").configuration())
+    chosen, [host] = targets.select(Context(config=config), None)
+    assert host.address == "198.51.100.9" and chosen.source == "deploy/production.yaml"
 
 
 def test_the_operators_public_key_comes_from_the_key_file(tmp_path):
