@@ -308,6 +308,7 @@ def _managed_environment(session: Session) -> dict[str, str]:
         "DATABASE_URL": f"postgres:///{inv.app.name}",
         "DJANGO_MEDIA_ROOT": session.layout.media,
         "DJANGO_HTTPS": "1" if inv.tls else "0",
+        **({"DJANGO_SETTINGS_MODULE": inv.app.settings_module} if inv.app.settings_module else {}),
     }
 
 

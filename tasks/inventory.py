@@ -59,6 +59,14 @@ class Proxy:
 
 
 @dataclass(frozen=True)
+class Build:
+    """A local command run in the project before packing (e.g. `npm ci && npx gulp build`), and the paths it
+    writes that ship with the release although git does not track them."""
+    command: str
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class App:
     name: str
     domains: tuple[str, ...] = ()
@@ -71,6 +79,9 @@ class App:
     keep_failed: int = defaults.KEEP_FAILED
     keep_backups: int = defaults.KEEP_BACKUPS
     standby_minutes: int = defaults.STANDBY_MINUTES
+    settings_module: str = ""  # empty: the one manage.py names
+    env: tuple[tuple[str, str], ...] = ()  # the app's own non-secret variables, in the inventory's order
+    build: Build | None = None
 
     @property
     def wsgi(self) -> str:
@@ -317,6 +328,32 @@ def check_url_path(value: str) -> str | None:
             + _first_bad(value, _URL_PATH_CHARS))
 
 
+# Names gangway sets itself: the inventory cannot override them (see README, "What the app gets").
+MANAGED_VARIABLES = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_DB_NAME", "DATABASE_URL",
+                     "DJANGO_MEDIA_ROOT", "DJANGO_STATIC_ROOT", "DJANGO_HTTPS", "DJANGO_SETTINGS_MODULE",
+                     "GANGWAY_RELEASE")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def check_env_name(value: str) -> str | None:
+    if not _ENV_NAME.fullmatch(value):
+        return ("is not a usable environment variable name: letters, digits and _, not starting with a digit, "
+                "e.g. SENTRY_ENVIRONMENT")
+    if value in MANAGED_VARIABLES:
+        return "is set by gangway itself (see the README's environment contract); choose another name"
+    return None
+
+
+def check_env_value(value: str) -> str | None:
+    """A value systemd reads from the env file between single quotes: one line, no quote, no backslash."""
+    if problem := _control_problem(value):
+        return problem
+    if bad := [c for c in "'\\" if c in value]:
+        return (f"contains {bad[0]!r}, which the environment file cannot hold; remove it (secrets belong in "
+                "`fab config --set`, not in the inventory)")
+    return None
+
+
 def check_local_path(value: str) -> str | None:
     """A path on this machine: any name a file may have, but on one line."""
     if not value:
@@ -371,6 +408,17 @@ APP_KEYS = {
     "keep_backups": Key(int, "how many database dumps (taken before migrations) to keep", check=check_positive),
     "standby_minutes": Key(int, "how long the previous release keeps running after a switch, for an instant "
                                 "rollback (0: stop it at once)", check=check_not_negative),
+    "settings_module": Key(str, "the settings module production uses, e.g. mysite.settings_production "
+                                "(default: the one manage.py names)", check=check_python_module),
+    "env": Key(dict, "the app's own non-secret environment variables, e.g. {SENTRY_ENVIRONMENT: production}"),
+    "build": Key(dict, "a local build step before packing: {command: 'npm ci && npm run build', "
+                       "outputs: [static/dist]}"),
+}
+BUILD_KEYS = {
+    "command": Key(str, "the shell command run in the project directory on this machine before packing, "
+                        "e.g. npm ci && npx gulp build", required=True, check=check_local_path),
+    "outputs": Key(list, "the paths (relative to the project) the command writes that ship with the release, "
+                         "e.g. [static/dist]", required=True, each=check_relative_path, item_kind=str),
 }
 ACME_KEYS = {
     "email": Key(str, "the e-mail address for the ACME account (expiry notices)", check=check_email),
@@ -485,6 +533,19 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
     if "proxy" in top:
         p = checker.mapping(top["proxy"], PROXY_KEYS, "proxy")
         proxy = Proxy(url=p["url"], no_proxy=tuple(p.get("no_proxy", ())))
+    env = []
+    for name, value in app.get("env", {}).items():
+        if not isinstance(name, str) or (problem := check_env_name(name)):
+            raise checker.fail(_join("app.env", name), f"{name!r} {problem or 'must be a name'}")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise checker.fail(_join("app.env", name), f"must be a string or a number, found {_kind(value)}")
+        if problem := check_env_value(str(value)):
+            raise checker.fail(_join("app.env", name), f"{str(value)!r} {problem}")
+        env.append((name, str(value)))
+    build = None
+    if "build" in app:
+        b = checker.mapping(app["build"], BUILD_KEYS, "app.build")
+        build = Build(command=b["command"], outputs=tuple(o.rstrip("/") for o in b["outputs"]))
     project = Path(app.get("source", ".")).expanduser()
     return Inventory(
         app=App(name=app["name"], domains=tuple(domains), wsgi_module=app.get("wsgi_module", ""),
@@ -495,7 +556,8 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
                 keep_releases=app.get("keep_releases", defaults.KEEP_RELEASES),
                 keep_failed=app.get("keep_failed", defaults.KEEP_FAILED),
                 keep_backups=app.get("keep_backups", defaults.KEEP_BACKUPS),
-                standby_minutes=app.get("standby_minutes", defaults.STANDBY_MINUTES)),
+                standby_minutes=app.get("standby_minutes", defaults.STANDBY_MINUTES),
+                settings_module=app.get("settings_module", ""), env=tuple(env), build=build),
         hosts=tuple(hosts),
         acme=Acme(email=acme_data.get("email"), directory=acme_data.get("directory", defaults.ACME_DIRECTORY),
                   ca_bundle=ca_bundle),
