@@ -201,3 +201,40 @@ def test_an_unknown_key_with_a_line_break_keeps_the_message_on_one_line():
 def test_an_address_is_kept_in_lower_case():
     assert parse(with_change("hosts.0.address", "Server.Example.COM"), "x", Path(".")).hosts[0].address \
         == "server.example.com"
+
+
+def test_the_apps_settings_module_environment_and_build_step():
+    inv = parse(with_change("app", {"name": "blog", "settings_module": "mysite.settings_production",
+                                    "env": {"SENTRY_ENVIRONMENT": "production", "WORKERS": 3},
+                                    "build": {"command": "npm ci && npx gulp build",
+                                              "outputs": ["static/dist/", "assets/app.js"]}}),
+                "inventory/test.yaml", Path("."))
+    assert inv.app.settings_module == "mysite.settings_production"
+    assert inv.app.env == (("SENTRY_ENVIRONMENT", "production"), ("WORKERS", "3"))
+    assert inv.app.build.command == "npm ci && npx gulp build"
+    assert inv.app.build.outputs == ("static/dist", "assets/app.js")
+
+
+@pytest.mark.parametrize("app, expected", [
+    ({"env": {"DATABASE_URL": "sqlite:///x"}}, ["app.env.DATABASE_URL", "set by gangway itself"]),
+    ({"env": {"DJANGO_SECRET_KEY": "x"}}, ["app.env.DJANGO_SECRET_KEY", "set by gangway itself"]),
+    ({"env": {"9LIVES": "x"}}, ["app.env.9LIVES", "not a usable environment variable name"]),
+    ({"env": {"A B": "x"}}, ["app.env.A B", "not a usable environment variable name"]),
+    ({"env": {"GREETING": "it's"}}, ["app.env.GREETING", "\"'\"", "fab config --set"]),
+    ({"env": {"GREETING": "a\\b"}}, ["app.env.GREETING", "'\\\\'"]),
+    ({"env": {"GREETING": "a\nB=1"}}, ["app.env.GREETING", "line break"]),
+    ({"env": {"GREETING": ["x"]}}, ["app.env.GREETING", "a string or a number"]),
+    ({"env": ["GREETING=x"]}, ["app.env", "must be a mapping"]),
+    ({"settings_module": "mysite/settings.py"}, ["app.settings_module", "dotted Python module"]),
+    ({"build": {"command": "make"}}, ["app.build.outputs", "is missing"]),
+    ({"build": {"outputs": ["dist"]}}, ["app.build.command", "is missing"]),
+    ({"build": {"command": "make", "outputs": ["../outside"]}}, ["app.build.outputs[0]", "inside the project"]),
+    ({"build": {"command": "make", "outputs": ["/etc"]}}, ["app.build.outputs[0]", "inside the project"]),
+    ({"build": {"command": "make", "outputs": ["dist$(id)"]}}, ["app.build.outputs[0]", "'$'"]),
+    ({"build": {"command": "make\nrm -rf ~", "outputs": ["dist"]}}, ["app.build.command", "line break"]),
+])
+def test_bad_environment_and_build_values_name_the_key_and_the_fix(app, expected):
+    message = error_for(with_change("app", {"name": "blog", **app}))
+    assert message.startswith("inventory/test.yaml: ") and "\n" not in message, message
+    for part in expected:
+        assert part in message, message
