@@ -220,7 +220,8 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
     if changes and _consent(changes, yes, console):
         for change in changes:
             _write(found.directory, change.path, change.new)
-            outcome.written.append(change.path)
+            if change.path not in outcome.written:
+                outcome.written.append(change.path)
             say(f"  wrote     {change.path}")
         current = inv.load(str(inventory_path))
         settings_module = current.app.settings_module or found.settings_module
