@@ -208,7 +208,8 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
     requirements = projects.read_requirements(found.directory / requirements_name)
 
     changes = []
-    if settings_module != found.production_module and (
+    # A project whose inventory names its own settings module keeps it: the findings say what to change.
+    if not current.app.settings_module and (
             local.facts is None or readiness.settings_findings(local.facts, drivers=False)):
         if not found.production_file.is_file():
             changes.append(Change(_relative(found, found.production_file), production_settings(found)))
@@ -233,6 +234,8 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
     if local.facts is None:
         say(f"  note      {settings_module} could not be imported here ({local.error}), so only the "
             "requirements were checked; the server checks the settings at every deploy")
+    else:
+        say(f"  read      {settings_module} with Django {local.django}, as the server will")
     findings = readiness.local_findings(local.facts, requirements, requirements_name)
     _show_findings(findings, settings_module, say)
     outcome.blocking = [f.text for f in findings if f.blocking]
@@ -313,8 +316,11 @@ def _next_steps(found: Project, current: inv.Inventory, local: projects.LocalFac
               "fab deploy         (ships the committed code; run it after every commit you want live)"]
     database = (local.facts or {}).get("database", {})
     sqlite = found.sqlite_with_content(database.get("name", "") if "sqlite" in database.get("engine", "") else "")
-    if sqlite:
-        steps.append(f"fab import-data    (copies the content of {sqlite.name} into the server's PostgreSQL)")
+    media = found.media_files()
+    if sqlite or media:
+        steps.append("fab import-data    (" + " and ".join(
+            ([f"copies the content of {sqlite.name} into the server's PostgreSQL"] if sqlite else [])
+            + ([f"offers to upload the {media} file(s) in media/"] if media else [])) + ")")
     say("Next:")
     for number, step in enumerate(steps, 1):
         say(f"  {number}. {step}")

@@ -62,6 +62,11 @@ class Project:
         candidate = f"{self.package}.wsgi" if self.package else "wsgi"
         return candidate if (self.package_dir / "wsgi.py").is_file() else ""
 
+    def media_files(self) -> int:
+        """How many files the project keeps in media/ (uploads made with runserver, a logo kept in the repo)."""
+        media = self.directory / "media"
+        return sum(1 for path in media.rglob("*") if path.is_file()) if media.is_dir() else 0
+
     def sqlite_with_content(self, name: str = "") -> Path | None:
         """The local SQLite database (`name`, else db.sqlite3) when it holds rows beyond Django's own."""
         path = Path(name) if name else self.directory / "db.sqlite3"

@@ -53,3 +53,19 @@ def test_a_static_root_outside_the_release_is_refused_before_migrations_with_the
 def test_debug_hard_coded_on_is_refused(site):
     stderr = _refused(site, "\nDEBUG = True\n")
     assert "DEBUG is on in production" in stderr and "DEBUG = False" in stderr
+
+
+def test_findings_that_do_not_block_are_listed_one_per_line_and_the_release_goes_live(site):
+    good = site.repo.git("rev-parse", "HEAD")
+    settings = (site.repo.path / "mysite/settings.py").read_text()
+    site.repo.commit("a secret key in the code", **{
+        "mysite__settings.py": settings + f'\nSECRET_KEY = "{"k3y-in-the-code-" * 4}"\n'})
+    try:
+        out = site.deploy()
+    finally:
+        site.repo.reset(good)
+    assert site.answering().endswith(deployed_id(out))
+    assert ("  ok        readiness: 1 thing(s) to improve in the settings:\n"
+            "            - SECRET_KEY is written in your settings instead of read from the server's environment"
+            in out.stdout), out.stdout
+    site.deploy()

@@ -154,3 +154,31 @@ def test_the_command_line_without_a_terminal_exits_non_zero_while_problems_remai
                              text=True, stdin=subprocess.DEVNULL)
     assert hostile.returncode == 1 and "init failed: --domain '$(touch x)'" in hostile.stderr
     assert not (blog / "x").exists()
+
+
+def test_on_a_terminal_init_asks_only_what_it_cannot_find_and_writes_on_yes(blog):
+    (blog / "media").mkdir()
+    (blog / "media" / "logo.png").write_bytes(b"png")
+    answers = iter(["not an address!", "203.0.113.7", "blog.test, www.blog.test", "me@blog.test", "y"])
+    questions, lines = [], []
+
+    def ask(question: str) -> str:
+        questions.append(question)
+        return next(answers)
+
+    outcome = init.run(blog, init.Answers(), False, init.Console(say=lines.append, ask=ask))
+    assert len(questions) == 5 and questions[-1] == "Write these changes? [y/N] "
+    assert any("'not an address!' is neither an IP address nor a host name" in line for line in lines)
+    loaded = inventory.load(str(blog / "deploy" / "production.yaml"))
+    assert loaded.hosts[0].address == "203.0.113.7" and loaded.app.domains == ("blog.test", "www.blog.test")
+    assert outcome.written == WRITTEN and outcome.blocking == []
+    assert "offers to upload the 1 file(s) in media/" in "\n".join(lines)
+
+
+def test_a_project_that_names_its_own_settings_module_keeps_it_and_gets_the_findings(blog):
+    run_init(blog, yes=False)
+    path = blog / "deploy" / "production.yaml"
+    path.write_text(path.read_text().replace("# settings_module: mysite.settings_production",
+                                             "settings_module: mysite.settings"))
+    outcome, out = run_init(blog, yes=True)
+    assert "mysite/settings_production.py" not in outcome.written and "DEBUG is on in production" in out
