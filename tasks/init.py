@@ -69,6 +69,7 @@ class Change:
 class Outcome:
     blocking: list[str] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
+    declined: bool = False  # fixes were offered and not written
 
 
 # --- the questions ---------------------------------------------------------------------------------------------
@@ -218,7 +219,8 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
     if requirements is None:
         changes.append(Change(requirements_name, requirements_text(local.django, compat.DEFAULT_SERVER_PYTHON)))
 
-    if changes and _consent(changes, yes, console):
+    outcome.declined = bool(changes) and not _consent(changes, yes, console)
+    if changes and not outcome.declined:
         for change in changes:
             _write(found.directory, change.path, change.new)
             if change.path not in outcome.written:
@@ -303,8 +305,8 @@ def _next_steps(found: Project, current: inv.Inventory, local: projects.LocalFac
                 say: Callable[[str], None]) -> None:
     steps = []
     if outcome.blocking:
-        steps.append("fix the problems above (or run `fab init --yes` to write the fixes it offers), then run "
-                     "`fab init` again")
+        steps.append("fix the problems above" + (" (`fab init --yes` writes the fixes shown)" if outcome.declined
+                                                 else "") + ", then run `fab init` again")
     in_git = subprocess.run(["git", "-C", str(found.directory), "rev-parse"], capture_output=True).returncode == 0
     files = " ".join(dict.fromkeys(["fabfile.py", "deploy/"] + [path for path in outcome.written
                                                                if not path.startswith("deploy/")]))

@@ -49,8 +49,7 @@ def local_findings(facts: dict | None, requirements: str | None, requirements_na
                              f"{_suggested_pin(compat.parse_version(facts['django']) if facts else None, python)}"))
     else:
         found += versions(pinned[1], python, requirements_name)
-    uses_postgres = not facts or "postgresql" in facts["database"]["engine"]
-    if uses_postgres and not compat.names_postgres_driver(requirements):
+    if not compat.names_postgres_driver(requirements):  # the server's database is PostgreSQL, always
         version = (pinned and pinned[1]) or (compat.parse_version(facts["django"]) if facts else None) or (4, 2)
         found.append(Finding(f"{requirements_name} names no PostgreSQL driver: Django cannot reach the server's "
                              f"PostgreSQL without one, so add {compat.postgres_driver(version)}", blocking=True))

@@ -182,3 +182,21 @@ def test_a_project_that_names_its_own_settings_module_keeps_it_and_gets_the_find
                                              "settings_module: mysite.settings"))
     outcome, out = run_init(blog, yes=True)
     assert "mysite/settings_production.py" not in outcome.written and "DEBUG is on in production" in out
+
+
+def test_settings_that_cannot_be_imported_here_are_named_and_the_requirements_still_checked(blog):
+    (blog / "mysite" / "settings.py").write_text("import a_package_not_installed_here\n")
+    (blog / "requirements.txt").write_text("Django==1.11.29\n")
+    outcome, out = run_init(blog)
+    assert ("mysite.settings_production could not be imported here (ModuleNotFoundError: No module named "
+            "'a_package_not_installed_here'), so only the requirements were checked") in out
+    assert "Django 1.11.29 does not run on the server's Python 3.13" in out
+    assert outcome.blocking == ["requirements.txt names no PostgreSQL driver: Django cannot reach the server's "
+                                "PostgreSQL without one, so add psycopg2-binary>=2.8,<2.10"]
+
+
+def test_a_key_path_with_quotes_and_yaml_syntax_is_written_as_a_plain_string(blog, tmp_path):
+    key = tmp_path / "my key: \"#1\" 'x'"
+    key.write_text("not really a key\n")
+    run_init(blog, init.Answers(host="192.0.2.10", key=str(key)))
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).hosts[0].key == key
