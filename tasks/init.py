@@ -237,7 +237,7 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
         say(f"  note      {settings_module} could not be imported here ({local.error}), so only the "
             "requirements were checked; the server checks the settings at every deploy")
     else:
-        say(f"  read      {settings_module} with Django {local.django}, as the server will")
+        say(f"  read      {settings_module} here (Django {local.django}), with the environment the server gives it")
     findings = readiness.local_findings(local.facts, requirements, requirements_name)
     _show_findings(findings, settings_module, say)
     outcome.blocking = [f.text for f in findings if f.blocking]
