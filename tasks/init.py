@@ -209,9 +209,11 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
     requirements = projects.read_requirements(found.directory / requirements_name)
 
     changes = []
-    # A project whose inventory names its own settings module keeps it: the findings say what to change.
-    if not current.app.settings_module and (
-            local.facts is None or readiness.settings_findings(local.facts, drivers=False)):
+    # Offered only for settings seen to need it; a project whose inventory names its own settings module
+    # keeps it (the findings say what to change), and settings that cannot be imported here are checked on
+    # the server.
+    if not current.app.settings_module and local.facts and readiness.settings_findings(local.facts,
+                                                                                       drivers=False):
         if not found.production_file.is_file():
             changes.append(Change(_relative(found, found.production_file), production_settings(found)))
         old = inventory_path.read_text()

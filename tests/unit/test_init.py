@@ -188,8 +188,9 @@ def test_settings_that_cannot_be_imported_here_are_named_and_the_requirements_st
     (blog / "mysite" / "settings.py").write_text("import a_package_not_installed_here\n")
     (blog / "requirements.txt").write_text("Django==1.11.29\n")
     outcome, out = run_init(blog)
-    assert ("mysite.settings_production could not be imported here (ModuleNotFoundError: No module named "
+    assert ("mysite.settings could not be imported here (ModuleNotFoundError: No module named "
             "'a_package_not_installed_here'), so only the requirements were checked") in out
+    assert "mysite/settings_production.py" not in outcome.written
     assert "Django 1.11.29 does not run on the server's Python 3.13" in out
     assert outcome.blocking == ["requirements.txt names no PostgreSQL driver: Django cannot reach the server's "
                                 "PostgreSQL without one, so add psycopg2-binary>=2.8,<2.10"]
