@@ -16,6 +16,7 @@ from pathlib import Path
 from invoke import Collection
 
 from .deploy import deploy, list_releases, rollback, unlock
+from .init import init
 from .provision import provision
 
 # Where a project keeps its inventory files, relative to its fabfile.
@@ -25,7 +26,7 @@ INVENTORY_DIR = "deploy"
 def namespace_for(fabfile: str | Path, inventory_dir: str = INVENTORY_DIR) -> Collection:
     """All tasks, with the inventory directory set relative to `fabfile` (pass the fabfile's `__file__`)."""
     root = Path(fabfile).resolve().parent
-    namespace = Collection(provision, deploy, rollback, list_releases, unlock)
+    namespace = Collection(init, provision, deploy, rollback, list_releases, unlock)
     namespace.configure({"gangway": {"inventory": None, "known_hosts": None,
                                      "inventory_dir": str(root / inventory_dir)}})
     return namespace

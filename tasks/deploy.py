@@ -17,7 +17,7 @@ from typing import Callable
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import defaults, release_commands as commands, releases, shell, source, targets
+from . import defaults, project, release_commands as commands, releases, shell, source, targets
 from .inventory import Host, Inventory, InventoryError
 from .layout import Layout
 from .lock import DeployLock, who
@@ -267,7 +267,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         ("environment", commands.env_file(layout, _managed_environment(session))),
         ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
                               _extra_requirements(src), inv.proxy_environment)),
-        ("checks", commands.release_check(layout, release.id, CHECK_SCRIPT.read_text())),
+        ("checks", commands.release_check(layout, release.id, project.check_script(CHECK_SCRIPT.read_text()))),
     )
     if not ok:
         if (any(sign in tail for sign in commands.DISK_FULL_SIGNS)
@@ -290,11 +290,14 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
                           f"Python environment {report['venv']}" + (f", {len(leftovers)} unfinished release(s) "
                                                                    f"from an interrupted deploy removed"
                                                                    if leftovers else ""))
-    warnings = report["warnings"]
+    warnings, advice = report["warnings"], report.get("readiness", [])
     detail = "manage.py check --deploy passed; static files collected"
     if warnings:  # one per line: each is a thing to fix, not a wall of text
         detail += f"; {len(warnings)} warning(s):" + "".join(f"\n            {w}" for w in warnings)
     session.reporter.step("ok", "checks", detail)
+    if advice:  # the readiness check's findings that do not stop a release, one per line too
+        session.reporter.step("ok", "readiness", f"{len(advice)} thing(s) to improve in the settings:"
+                              + "".join(f"\n            - {text}" for text in advice))
 
 
 def _managed_environment(session: Session) -> dict[str, str]:

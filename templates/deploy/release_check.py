@@ -1,7 +1,9 @@
 # Run inside a new release by `manage.py shell --command` (so the project's own manage.py picks the settings),
-# before the release gets any traffic: Django's deploy checks, collectstatic, the migrations the code knows,
-# and the project's bytecode (compiled once here: the app user may not write into its release).
-# Prints one report line last; exits non-zero with Django's own message when the release must not go live.
+# before the release gets any traffic: the readiness check, Django's deploy checks, collectstatic, the
+# migrations the code knows, and the project's bytecode (compiled once here: the app user may not write into
+# its release). tasks/project.py `check_script` puts readiness_facts.py (`readiness_facts`) and the module
+# that words the findings (`readiness`) in front of this file.
+# Prints one report line last; exits non-zero with the reasons when the release must not go live.
 import compileall
 import json
 import re
@@ -16,6 +18,13 @@ from django.core.management.base import SystemCheckError
 from django.db.migrations.loader import MigrationLoader
 
 report = {"warnings": []}
+# Settings that would break the site or leave it unsafe stop the release here, before collectstatic and
+# migrations: each problem on its own line, with its reason and fix. The others are listed with the report.
+findings = readiness.server_findings(readiness_facts)
+blocking = [finding.text for finding in findings if finding.blocking]
+if blocking:
+    sys.exit("the settings are not ready for production:\n" + "\n".join(f"- {text}" for text in blocking))
+report["readiness"] = [finding.text for finding in findings if not finding.blocking]
 checks = StringIO()
 try:
     call_command("check", deploy=True, stdout=checks, stderr=checks)
@@ -24,18 +33,11 @@ except SystemCheckError as error:
 report["warnings"] = [line for line in checks.getvalue().splitlines() if ": (" in line]
 
 release = Path.cwd().resolve()
-if not settings.STATIC_ROOT:
-    sys.exit("STATIC_ROOT is not set: set it, e.g. STATIC_ROOT = os.environ.get('DJANGO_STATIC_ROOT', "
-             "BASE_DIR / 'static')")
 call_command("collectstatic", interactive=False, verbosity=0)
-static_root = Path(settings.STATIC_ROOT).resolve()
+static_root = Path(settings.STATIC_ROOT).resolve()  # set and inside the release: the readiness check says so
 served = release / "static"
-if static_root != served:
-    if release not in static_root.parents:
-        sys.exit(f"STATIC_ROOT is {static_root}, outside the release: nginx serves each release's own static "
-                 "files, so read it from DJANGO_STATIC_ROOT (which gangway sets) or keep it inside the project")
-    if not served.exists():
-        served.symlink_to(static_root.relative_to(release))
+if static_root != served and not served.exists():  # nginx serves the release's static/: link it there
+    served.symlink_to(static_root.relative_to(release))
 
 # One collected file and the URL it should have: the deploy fetches it through nginx before traffic moves, so
 # "deployed" means the pages' CSS and JS answer too (a STATIC_URL that nginx does not serve is caught there).

@@ -1,0 +1,152 @@
+"""Which Django runs on which Python, and what breaks on the way up: facts from Django's release notes, pure.
+
+The server's Python is Debian's: 3.11 on Debian 12, 3.13 on Debian 13. A project pinned to a Django that
+does not run there fails at `pip install` or at its first import, so `fab init` and every deploy say early
+which versions can, and what usually needs changing in the code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Debian release -> its python3.
+DEBIAN_PYTHON = {"12": (3, 11), "13": (3, 13)}
+# What `fab init` assumes before it has seen the server: the current Debian stable.
+DEFAULT_SERVER_PYTHON = DEBIAN_PYTHON["13"]
+
+
+@dataclass(frozen=True)
+class Series:
+    """A Django feature release (e.g. 4.2) and the Pythons it supports, from its release notes."""
+    version: tuple[int, int]
+    pythons: tuple[tuple[int, int], ...]
+    lts: bool = False
+    # A Python that only a later patch release supports: {(3, 13): (5, 1, 3)}.
+    since: tuple[tuple[tuple[int, int], tuple[int, int, int]], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.version[0]}.{self.version[1]}"
+
+    def first_patch_for(self, python: tuple[int, int]) -> tuple[int, int, int] | None:
+        """The first release of this series that runs on `python` (None: none does)."""
+        if python not in self.pythons:
+            return None
+        return dict(self.since).get(python, (*self.version, 0))
+
+
+def _pythons(low: int, high: int) -> tuple[tuple[int, int], ...]:
+    return tuple((3, minor) for minor in range(low, high + 1))
+
+
+SERIES = (
+    Series((1, 11), _pythons(4, 7), lts=True, since=(((3, 7), (1, 11, 17)),)),
+    Series((2, 0), _pythons(4, 7)),
+    Series((2, 1), _pythons(5, 7)),
+    Series((2, 2), _pythons(5, 9), lts=True, since=(((3, 8), (2, 2, 8)), ((3, 9), (2, 2, 17)))),
+    Series((3, 0), _pythons(6, 9), since=(((3, 9), (3, 0, 11)),)),
+    Series((3, 1), _pythons(6, 9), since=(((3, 9), (3, 1, 3)),)),
+    Series((3, 2), _pythons(6, 10), lts=True, since=(((3, 10), (3, 2, 9)),)),
+    Series((4, 0), _pythons(8, 10)),
+    Series((4, 1), _pythons(8, 11), since=(((3, 11), (4, 1, 3)),)),
+    Series((4, 2), _pythons(8, 12), lts=True, since=(((3, 12), (4, 2, 8)),)),
+    Series((5, 0), _pythons(10, 12)),
+    Series((5, 1), _pythons(10, 13), since=(((3, 13), (5, 1, 3)),)),
+    Series((5, 2), _pythons(10, 14), lts=True, since=(((3, 14), (5, 2, 8)),)),
+    Series((6, 0), _pythons(12, 14)),
+)
+
+# What usually needs changing in a project's code when it moves past a Django version: (the first version
+# without it, the change).
+BREAKS = (
+    ((2, 0), "`django.core.urlresolvers` is gone: import `reverse` from `django.urls`"),
+    ((2, 0), "`ForeignKey` and `OneToOneField` need `on_delete=`, e.g. `on_delete=models.CASCADE`"),
+    ((2, 0), "`MIDDLEWARE_CLASSES` is gone: the setting is `MIDDLEWARE`"),
+    ((3, 0), "`django.utils.six` is gone: use Python 3 itself (`str`, `import io`), or the `six` package"),
+    ((3, 0), "`django.utils.encoding.python_2_unicode_compatible` is gone: delete the decorator"),
+    ((4, 0), "`url()` from `django.conf.urls` is gone: use `path()` or `re_path()` from `django.urls`"),
+    ((4, 0), "`ugettext` and friends are gone: use `gettext`, `gettext_lazy`"),
+    ((4, 0), "CSRF_TRUSTED_ORIGINS entries need their scheme, e.g. 'https://example.com'"),
+    ((4, 1), "`django.utils.encoding.force_text` and `smart_text` are gone: use `force_str` and `smart_str`"),
+    ((5, 0), "`DEFAULT_FILE_STORAGE` and `STATICFILES_STORAGE` give way to the `STORAGES` setting (removed "
+             "in 5.1)"),
+)
+
+
+def series(version: tuple[int, ...]) -> Series | None:
+    return next((s for s in SERIES if s.version == tuple(version[:2])), None)
+
+
+def runs_on(version: tuple[int, ...], python: tuple[int, int]) -> bool | None:
+    """Whether this Django version runs on `python` (None: a series this table does not know)."""
+    known = series(version)
+    if known is None:
+        return None
+    first = known.first_patch_for(python)
+    return first is not None and tuple(version[:3]) + (0,) * (3 - len(version[:3])) >= first
+
+
+def series_for(python: tuple[int, int]) -> list[Series]:
+    """The Django series that run on `python`, oldest first."""
+    return [s for s in SERIES if s.first_patch_for(python)]
+
+
+def nearest_lts(python: tuple[int, int], wanted: tuple[int, ...] = (0, 0)) -> Series:
+    """The LTS that runs on `python` closest above `wanted` (the project's version); else the newest LTS that
+    runs there (moving up is the way: old series get no security fixes)."""
+    lts = [s for s in series_for(python) if s.lts]
+    return next((s for s in lts if s.version >= tuple(wanted[:2])), lts[-1])
+
+
+def requirement(chosen: Series, python: tuple[int, int]) -> str:
+    """The pin for `chosen` on `python`: the series, from the first patch that runs there."""
+    first = chosen.first_patch_for(python) or (*chosen.version, 0)
+    low = ".".join(str(n) for n in (first if first[2] else first[:2]))
+    return f"Django>={low},<{chosen.version[0]}.{chosen.version[1] + 1}"
+
+
+def breaks_between(old: tuple[int, ...], new: tuple[int, ...]) -> list[str]:
+    """What usually breaks moving from Django `old` to `new`."""
+    return [text for since, text in BREAKS if tuple(old[:2]) < since <= tuple(new[:2])]
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """(1, 11, 29) from '1.11.29'; (5, 2) from '5.2' or '5.2rc1'; None when it is not a version."""
+    match = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        return None
+    return tuple(int(n) for n in match.groups() if n is not None)
+
+
+def python_name(python: tuple[int, int]) -> str:
+    debian = next((f" (Debian {release})" for release, p in DEBIAN_PYTHON.items() if p == python), "")
+    return f"Python {python[0]}.{python[1]}{debian}"
+
+
+# A requirement line naming Django: `Django==1.11.29`, `django>=3.2,<4`, `Django~=4.2.0`, `Django` (unpinned).
+_DJANGO_LINE = re.compile(r"(?im)^\s*django\s*(\[[^\]]*\])?\s*(?P<spec>[=<>~!][^;#\n]*)?(?:[;#].*)?$")
+_PIN = re.compile(r"(==|~=|>=|===)\s*(?P<version>[0-9][0-9a-z.*]*)")
+
+
+def django_requirement(requirements: str) -> tuple[str, tuple[int, ...] | None] | None:
+    """The Django line of a requirements text and the version it pins (or its lower bound): ('Django==1.11.29',
+    (1, 11, 29)); (line, None) when Django is named without a version; None when Django is not named."""
+    match = _DJANGO_LINE.search(requirements)
+    if not match:
+        return None
+    pin = _PIN.search(match["spec"] or "")
+    return match.group(0).strip(), parse_version(pin["version"]) if pin else None
+
+
+# The PostgreSQL drivers Django uses: psycopg (3) from Django 4.2, psycopg2 for every version.
+_DRIVER_LINE = re.compile(r"(?im)^\s*(psycopg2|psycopg2-binary|psycopg|psycopg-binary)\b")
+
+
+def names_postgres_driver(requirements: str) -> bool:
+    return bool(_DRIVER_LINE.search(requirements))
+
+
+def postgres_driver(django: tuple[int, ...]) -> str:
+    """The driver line for a requirements file: psycopg 3 from Django 4.2 on, psycopg2 before."""
+    return "psycopg[binary]>=3.2,<4" if tuple(django[:2]) >= (4, 2) else "psycopg2-binary>=2.8,<2.10"

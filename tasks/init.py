@@ -1,0 +1,355 @@
+"""`fab init`: make a Django project ready for gangway, from inside it.
+
+It finds what it can (manage.py, the settings module, the WSGI module, the Django version), asks on a terminal
+only for what it cannot (the server, the domains, an e-mail for the certificate authority; each also a flag),
+writes the two-line fabfile and a commented inventory in deploy/, and runs the readiness check. The fixes it
+offers (a production settings module, a requirements file) are shown as a diff first and written only with
+consent: --yes, or a yes on the terminal.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from fabric import task
+from invoke.exceptions import Exit
+
+from . import compat, defaults, inventory as inv, project as projects, readiness
+from .project import Project, ProjectError
+from .render import TEMPLATES, render
+
+INVENTORY_FILE = "deploy/production.yaml"
+
+
+class InitError(Exception):
+    """A value init cannot use; the message names it and the fix."""
+
+
+@dataclass
+class Answers:
+    """What the operator gave as flags (or typed); None: not given."""
+    host: str | None = None
+    user: str | None = None
+    key: str | None = None
+    domains: tuple[str, ...] = ()
+    email: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class Console:
+    """Where init talks: `ask` is None without a terminal (then only the flags count)."""
+    say: Callable[[str], None] = print
+    ask: Callable[[str], str] | None = None
+
+
+@dataclass
+class Change:
+    """A file init would write: its path relative to the project, and its old and new text."""
+    path: str
+    new: str
+    old: str | None = None
+
+    def diff(self) -> str:
+        old = (self.old or "").splitlines(keepends=True)
+        lines = difflib.unified_diff(old, self.new.splitlines(keepends=True),
+                                     "/dev/null" if self.old is None else f"a/{self.path}", f"b/{self.path}")
+        return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+@dataclass
+class Outcome:
+    blocking: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    declined: bool = False  # fixes were offered and not written
+
+
+# --- the questions ---------------------------------------------------------------------------------------------
+
+CHECKS = {"host": inv.check_address, "user": inv.check_unix_user, "key": inv.check_local_path,
+          "email": inv.check_email, "name": inv.check_app_name}
+
+
+def validate(answers: Answers) -> None:
+    """Every flag through the inventory's own checks: they end up in YAML, in commands and on the server."""
+    for flag, check in CHECKS.items():
+        value = getattr(answers, flag)
+        if value is not None and (problem := check(value)):
+            raise InitError(f"--{flag} {value!r} {problem}")
+    for domain in answers.domains:
+        if problem := inv.check_domain(domain):
+            raise InitError(f"--domain {domain!r} {problem}")
+
+
+def app_name(package: str, directory: Path) -> str:
+    """A usable app name from the settings package (or the directory): lower case, _ for anything else."""
+    raw = (package.split(".")[0] or directory.name).lower()
+    name = re.sub(r"[^a-z0-9_]", "_", raw).lstrip("_0123456789")[:26] or "app"
+    return f"{name[:22]}_app" if inv.check_app_name(name) else name
+
+
+def _asked(console: Console, question: str, check: Callable[[str], str | None] | None) -> str:
+    """Ask until the answer passes `check` (empty is allowed: it means none)."""
+    while True:
+        answer = console.ask(question).strip()
+        problem = check(answer) if answer and check else None
+        if not problem:
+            return answer
+        console.say(f"  {answer!r} {problem}")
+
+
+def complete(answers: Answers, found_name: str, console: Console) -> Answers:
+    """The answers, with what is still missing asked on a terminal (without one, flags only)."""
+    name = answers.name or found_name
+    host, domains, email = answers.host, answers.domains, answers.email
+    if console.ask:
+        if not host:
+            host = _asked(console, "The server's IP address or host name (empty: fill it in later): ",
+                          inv.check_address) or None
+        if not domains:
+            typed = _asked(console, "The site's domain names, separated by commas (empty: plain HTTP at the "
+                                    "server's address): ", _domains_problem)
+            domains = tuple(d.strip().lower() for d in typed.split(",") if d.strip())
+        if domains and not email:
+            email = _asked(console, "An e-mail address for certificate expiry notices (empty: none): ",
+                           inv.check_email) or None
+    return Answers(host=host, user=answers.user, key=answers.key, domains=domains, email=email, name=name)
+
+
+def _domains_problem(typed: str) -> str | None:
+    for domain in (d.strip() for d in typed.split(",") if d.strip()):
+        if problem := inv.check_domain(domain):
+            return f"({domain}) {problem}"
+    return None
+
+
+# --- the files -------------------------------------------------------------------------------------------------
+
+def inventory_text(answers: Answers, found: Project) -> str:
+    def quoted(value: str) -> str:  # a YAML double-quoted string (JSON's syntax is YAML's)
+        return json.dumps(value, ensure_ascii=False)
+
+    wsgi = found.wsgi_module if found.wsgi_module and found.wsgi_module != f"{answers.name}.wsgi" else ""
+    return render("init/production.yaml.j2", app=answers.name, domains=answers.domains,
+                  wsgi_module=wsgi, production_module=found.production_module,
+                  address=quoted(answers.host) if answers.host else "", user=answers.user or "root",
+                  key=quoted(answers.key) if answers.key else "",
+                  email=quoted(answers.email) if answers.email else "")
+
+
+def with_settings_module(text: str, module: str) -> str:
+    """The inventory's text with app.settings_module set to `module`, comments and order kept."""
+    for pattern in (r"(?m)^(?P<indent>[ \t]+)#[ \t]*settings_module:.*$",
+                    r"(?m)^(?P<indent>[ \t]+)settings_module:.*$"):
+        match = re.search(pattern, text)
+        if match:
+            return text[:match.start()] + f"{match['indent']}settings_module: {module}" + text[match.end():]
+    match = re.search(r"(?m)^(?P<indent>[ \t]+)name:.*$", text)
+    if not match:
+        raise InitError(f"{INVENTORY_FILE} has no app.name line to put app.settings_module beside; add "
+                        f"`settings_module: {module}` under app: yourself")
+    return text[:match.end()] + f"\n{match['indent']}settings_module: {module}" + text[match.end():]
+
+
+def production_settings(found: Project) -> str:
+    leaf = found.settings_module.rpartition(".")[2]
+    return render("init/settings_production.py.j2", settings_file=f"{leaf}.py",
+                  settings_import=f".{leaf}" if found.package else leaf)
+
+
+def requirements_text(django: str, python: tuple[int, int]) -> str:
+    version = compat.parse_version(django) if django else None
+    chosen = readiness.pick_series(version, python)
+    pin = (f"Django>={django},<{chosen.version[0]}.{chosen.version[1] + 1}"
+           if version and chosen == compat.series(version) and compat.runs_on(version, python)
+           else compat.requirement(chosen, python))
+    return render("init/requirements.txt.j2", django=pin, driver=compat.postgres_driver(chosen.version),
+                  gunicorn=defaults.GUNICORN)
+
+
+# --- the run -------------------------------------------------------------------------------------------------
+
+def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outcome:
+    """Everything `fab init` does; the outcome lists the blocking problems left and the files written."""
+    validate(answers)
+    found = projects.find(directory)
+    say, outcome = console.say, Outcome()
+    say(f"Django project in {found.directory}: settings {found.settings_module}"
+        + (f", WSGI {found.wsgi_module}" if found.wsgi_module else ""))
+
+    inventory_path = found.directory / INVENTORY_FILE
+    if inventory_path.is_file():
+        current = inv.load(str(inventory_path))
+        answers = Answers(host=current.hosts[0].address if current.hosts else None, domains=current.app.domains,
+                          name=current.app.name)
+        say(f"  kept      {INVENTORY_FILE} (it exists)")
+    else:
+        answers = complete(answers, app_name(found.package, found.directory), console)
+        text = inventory_text(answers, found)
+        inv.parse(yaml.safe_load(text), INVENTORY_FILE, inventory_path.parent)  # what is written must load
+        _write(found.directory, INVENTORY_FILE, text)
+        outcome.written.append(INVENTORY_FILE)
+        say(f"  wrote     {INVENTORY_FILE}")
+        current = inv.load(str(inventory_path))
+    _fabfile(found, outcome, say)
+
+    settings_module = current.app.settings_module or found.settings_module
+    requirements_name = current.app.requirements
+    environment = projects.server_environment(current.app.name, current.app.domains,
+                                              answers.host or "", found.directory)
+    local = projects.local_facts(found, settings_module, environment)
+    requirements = projects.read_requirements(found.directory / requirements_name)
+
+    changes = []
+    # Offered only for settings seen to need it; a project whose inventory names its own settings module
+    # keeps it (the findings say what to change), and settings that cannot be imported here are checked on
+    # the server.
+    if not current.app.settings_module and local.facts and readiness.settings_findings(local.facts,
+                                                                                       drivers=False):
+        if not found.production_file.is_file():
+            changes.append(Change(_relative(found, found.production_file), production_settings(found)))
+        old = inventory_path.read_text()
+        changes.append(Change(INVENTORY_FILE, with_settings_module(old, found.production_module), old))
+    if requirements is None:
+        changes.append(Change(requirements_name, requirements_text(local.django, compat.DEFAULT_SERVER_PYTHON)))
+
+    outcome.declined = bool(changes) and not _consent(changes, yes, console)
+    if changes and not outcome.declined:
+        for change in changes:
+            _write(found.directory, change.path, change.new)
+            if change.path not in outcome.written:
+                outcome.written.append(change.path)
+            say(f"  wrote     {change.path}")
+        current = inv.load(str(inventory_path))
+        settings_module = current.app.settings_module or found.settings_module
+        local = projects.local_facts(found, settings_module, environment)
+        requirements = projects.read_requirements(found.directory / requirements_name)
+    elif not changes and not outcome.written:
+        say("  nothing to change: the fabfile, the inventory and the fixes are in place")
+
+    if local.facts is None:
+        say(f"  note      {settings_module} could not be imported here ({local.error}), so only the "
+            "requirements were checked; the server checks the settings at every deploy")
+    else:
+        say(f"  read      {settings_module} here (Django {local.django}), with the environment the server gives it")
+    findings = readiness.local_findings(local.facts, requirements, requirements_name)
+    _show_findings(findings, settings_module, say)
+    outcome.blocking = [f.text for f in findings if f.blocking]
+    _next_steps(found, current, local, outcome, say)
+    return outcome
+
+
+def _relative(found: Project, path: Path) -> str:
+    return path.relative_to(found.directory).as_posix()
+
+
+def _write(root: Path, relative: str, text: str) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".gangway-new")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def _fabfile(found: Project, outcome: Outcome, say: Callable[[str], None]) -> None:
+    path = found.directory / "fabfile.py"
+    text = (TEMPLATES / "init" / "fabfile.py").read_text()
+    if not path.is_file():
+        _write(found.directory, "fabfile.py", text)
+        outcome.written.append("fabfile.py")
+        say("  wrote     fabfile.py (it loads gangway's tasks: fab --list shows them)")
+    elif "namespace_for" in path.read_text(errors="replace"):
+        say("  kept      fabfile.py (it loads gangway's tasks)")
+    else:
+        say("  note      fabfile.py exists and does not load gangway's tasks: add these two lines to it:\n"
+            + "".join(f"            {line}\n" for line in text.splitlines()).rstrip())
+
+
+def _consent(changes: list[Change], yes: bool, console: Console) -> bool:
+    say = console.say
+    say("Fixes (shown as a diff; your settings.py stays as it is, so runserver keeps working):")
+    for change in changes:
+        say(change.diff().rstrip("\n"))
+    if yes:
+        return True
+    if console.ask:
+        return console.ask("Write these changes? [y/N] ").strip().lower() in ("y", "yes")
+    say("  not written: there is no terminal to ask on, so nothing of these fixes was written; run again with "
+        "--yes to write them")
+    return False
+
+
+def _show_findings(findings: list[readiness.Finding], settings_module: str, say: Callable[[str], None]) -> None:
+    blocking = [f for f in findings if f.blocking]
+    other = [f for f in findings if not f.blocking]
+    if not findings:
+        say(f"Readiness: {settings_module} is ready for production as far as can be seen from here")
+        return
+    if blocking:
+        say(f"Readiness: {len(blocking)} problem(s) would stop a deploy ({settings_module}):")
+        for finding in blocking:
+            say(f"  - {finding.text}")
+    if other:
+        say(f"Readiness: {len(other)} thing(s) to improve:")
+        for finding in other:
+            say(f"  - {finding.text}")
+
+
+def _next_steps(found: Project, current: inv.Inventory, local: projects.LocalFacts, outcome: Outcome,
+                say: Callable[[str], None]) -> None:
+    steps = []
+    if outcome.blocking:
+        steps.append("fix the problems above" + (" (`fab init --yes` writes the fixes shown)" if outcome.declined
+                                                 else "") + ", then run `fab init` again")
+    in_git = subprocess.run(["git", "-C", str(found.directory), "rev-parse"], capture_output=True).returncode == 0
+    files = " ".join(dict.fromkeys(["fabfile.py", "deploy/"] + [path for path in outcome.written
+                                                               if not path.startswith("deploy/")]))
+    steps.append(("commit: " if in_git else "put the project in git and commit: git init && ")
+                 + f"git add {files} && git commit -m 'Deploy with gangway'")
+    if not current.hosts:
+        steps.append(f"put your server's address in {INVENTORY_FILE} (hosts: - address: ...)")
+    steps += ["fab provision      (sets up the server: once, and safe to repeat)",
+              "fab deploy         (ships the committed code; run it after every commit you want live)"]
+    database = (local.facts or {}).get("database", {})
+    sqlite = found.sqlite_with_content(database.get("name", "") if "sqlite" in database.get("engine", "") else "")
+    media = found.media_files()
+    if sqlite or media:
+        steps.append("fab import-data    (" + " and ".join(
+            ([f"copies the content of {sqlite.name} into the server's PostgreSQL"] if sqlite else [])
+            + ([f"offers to upload the {media} file(s) in media/"] if media else [])) + ")")
+    say("Next:")
+    for number, step in enumerate(steps, 1):
+        say(f"  {number}. {step}")
+
+
+@task(auto_shortflags=False, iterable=["domain"], help={
+    "project": "the Django project's directory (the one with manage.py); default: the current directory",
+    "host": "the server's IP address or host name",
+    "user": "the SSH user for the first connection (default: root)",
+    "key": "your SSH private key, e.g. ~/.ssh/id_ed25519 (default: your SSH agent and ~/.ssh/id_*)",
+    "domain": "a domain name the site answers on (repeat for more); none: plain HTTP",
+    "email": "an e-mail address for certificate expiry notices",
+    "name": "the app's short name on the server (default: the settings package's name)",
+    "yes": "write the fixes without asking (without it and without a terminal, they are only shown)",
+})
+def init(c, project=None, host=None, user=None, key=None, domain=None, email=None, name=None, yes=False):
+    """Set up this Django project for gangway: fabfile, deploy/production.yaml, readiness check and fixes."""
+    answers = Answers(host=host, user=user, key=key, domains=tuple(d.lower() for d in domain or ()),
+                      email=email, name=name)
+    console = Console(ask=input if sys.stdin.isatty() else None)
+    try:
+        outcome = run(Path(project or "."), answers, yes, console)
+    except (InitError, ProjectError, inv.InventoryError) as error:
+        raise Exit(f"init failed: {error}", code=1) from None
+    except (EOFError, KeyboardInterrupt):
+        raise Exit("init stopped: nothing more was written", code=130) from None
+    if outcome.blocking:
+        raise Exit(f"init: {len(outcome.blocking)} problem(s) above would stop a deploy", code=1)

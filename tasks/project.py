@@ -1,0 +1,176 @@
+"""The user's Django project on this machine: where it is, what manage.py and its settings package say, and its
+settings as production would read them (templates/deploy/readiness_facts.py, in a Python process of its own).
+
+The same facts script runs on the server at every deploy: `check_script` packs it, with the modules that word
+the findings, in front of templates/deploy/release_check.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import secrets
+import sqlite3
+import subprocess
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import shell
+from .layout import Layout
+from .render import TEMPLATES
+
+FACTS_SCRIPT = TEMPLATES / "deploy" / "readiness_facts.py"
+HERE = Path(__file__).resolve().parent
+# Django's own tables: a database holding rows only in these has no content of the user's.
+_DJANGO_TABLES = {"django_migrations", "django_content_type", "auth_permission", "django_session",
+                  "sqlite_sequence", "django_admin_log"}
+_SETTINGS_DEFAULT = re.compile(r"""setdefault\(\s*['"]DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([A-Za-z0-9_.]+)['"]""")
+
+
+class ProjectError(Exception):
+    """Not a Django project gangway can read; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Project:
+    directory: Path
+    settings_module: str  # the one manage.py names, e.g. mysite.settings
+
+    @property
+    def package(self) -> str:
+        """The settings' package, e.g. mysite (a settings module at the top level has none)."""
+        return self.settings_module.rpartition(".")[0]
+
+    @property
+    def package_dir(self) -> Path:
+        return self.directory.joinpath(*self.package.split(".")) if self.package else self.directory
+
+    @property
+    def production_module(self) -> str:
+        return f"{self.package}.settings_production" if self.package else "settings_production"
+
+    @property
+    def production_file(self) -> Path:
+        return self.package_dir / "settings_production.py"
+
+    @property
+    def wsgi_module(self) -> str:
+        """The WSGI module next to the settings (startproject's layout), else '' (unknown)."""
+        candidate = f"{self.package}.wsgi" if self.package else "wsgi"
+        return candidate if (self.package_dir / "wsgi.py").is_file() else ""
+
+    def media_files(self) -> int:
+        """How many files the project keeps in media/ (uploads made with runserver, a logo kept in the repo)."""
+        media = self.directory / "media"
+        return sum(1 for path in media.rglob("*") if path.is_file()) if media.is_dir() else 0
+
+    def sqlite_with_content(self, name: str = "") -> Path | None:
+        """The local SQLite database (`name`, else db.sqlite3) when it holds rows beyond Django's own."""
+        path = Path(name) if name else self.directory / "db.sqlite3"
+        if not path.is_file():
+            return None
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                tables = [row[0] for row in db.execute("select name from sqlite_master where type = 'table'")]
+                for table in tables:
+                    if table not in _DJANGO_TABLES and db.execute(
+                            f'select 1 from "{table.replace(chr(34), chr(34) * 2)}" limit 1').fetchone():
+                        return path
+        except sqlite3.Error:
+            return None
+        return None
+
+
+def find(directory: Path) -> Project:
+    """The project in `directory`: manage.py and the settings module it sets."""
+    directory = directory.resolve()
+    manage = directory / "manage.py"
+    if not manage.is_file():
+        raise ProjectError(f"{directory} has no manage.py: run this in your Django project's directory (the one "
+                           "with manage.py), or pass --project DIR")
+    match = _SETTINGS_DEFAULT.search(manage.read_text(errors="replace"))
+    if not match:
+        raise ProjectError(f"{manage} does not set DJANGO_SETTINGS_MODULE the usual way (os.environ.setdefault("
+                           "'DJANGO_SETTINGS_MODULE', 'mysite.settings')), so the settings cannot be found; add "
+                           "that line as `django-admin startproject` writes it")
+    return Project(directory, match.group(1))
+
+
+def read_requirements(path: Path, seen: frozenset[Path] = frozenset()) -> str | None:
+    """The requirements file's text with the files it includes (-r other.txt) after it; None if missing."""
+    if not path.is_file() or path in seen:
+        return None if not path.is_file() else ""
+    text = path.read_text(errors="replace")
+    included = re.findall(r"(?m)^\s*(?:-r|--requirement)[\s=]+(\S+)", text)
+    return "\n".join([text] + [read_requirements(path.parent / name, seen | {path}) or "" for name in included])
+
+
+def server_environment(app: str, domains: tuple[str, ...], address: str, directory: Path) -> dict[str, str]:
+    """A stand-in for what the server gives the app (tasks/deploy.py `_managed_environment`), with a
+    throwaway secret key: settings that take these from the environment show it in the facts."""
+    layout = Layout(app)
+    return {"DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            "DJANGO_ALLOWED_HOSTS": ",".join(domains or (address,)),
+            "DJANGO_DB_NAME": app, "DATABASE_URL": f"postgres:///{app}",
+            "DJANGO_STATIC_ROOT": str(directory / "static"), "DJANGO_MEDIA_ROOT": layout.media,
+            "DJANGO_HTTPS": "1" if domains else "0"}
+
+
+@dataclass(frozen=True)
+class LocalFacts:
+    facts: dict | None   # None: the settings could not be imported here
+    django: str          # the Django installed here ('' if none)
+    error: str           # why the settings could not be imported
+
+
+def local_facts(project: Project, settings_module: str, environment: dict[str, str]) -> LocalFacts:
+    """Import the settings with this machine's Python (the one running fab) in the project's directory. Only
+    the settings: the apps are not loaded, so a database driver that is missing here does not matter."""
+    program = "\n".join([
+        "import json",
+        "import django",
+        f"print({shell.REPORT!r} + ' ' + json.dumps({{'django': django.get_version()}}), flush=True)",
+        FACTS_SCRIPT.read_text(),
+        f"print({shell.REPORT!r} + ' ' + json.dumps({{'facts': readiness_facts}}))",
+    ])
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("DJANGO_", "GANGWAY_")) and k not in ("DATABASE_URL", "PYTHONPATH")}
+    env = {**inherited, **environment, "DJANGO_SETTINGS_MODULE": settings_module}
+    try:
+        result = subprocess.run([sys.executable, "-c", program], cwd=project.directory, env=env,
+                                capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return LocalFacts(None, "", "importing the settings took longer than two minutes")
+    report = shell.parse_reports(result.stdout)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    return LocalFacts(report.get("facts") if result.returncode == 0 else None, report.get("django", ""),
+                      lines[-1].strip() if lines else f"the import ended with status {result.returncode}")
+
+
+def check_script(main: str) -> str:
+    """`main` (templates/deploy/release_check.py) preceded by the facts script and, importable, the modules
+    that word the findings; packed (compressed, base64) so that its size and quoting stay small in the remote
+    command line."""
+    modules = {name: (HERE / f"{name}.py").read_text() for name in ("compat", "readiness")}
+    program = "\n".join([
+        "import sys as _sys, types as _types",
+        "_package = _types.ModuleType('gangway_check')",
+        "_package.__path__ = []",
+        "_sys.modules['gangway_check'] = _package",
+        f"for _name, _source in {modules!r}.items():",
+        "    _module = _types.ModuleType('gangway_check.' + _name)",
+        "    _module.__package__ = 'gangway_check'",
+        "    _sys.modules[_module.__name__] = _module",
+        "    setattr(_package, _name, _module)",
+        "    exec(compile(_source, _name + '.py', 'exec'), _module.__dict__)",
+        "readiness = _package.readiness",
+        FACTS_SCRIPT.read_text(),
+        main,
+    ])
+    packed = base64.b64encode(zlib.compress(program.encode(), 9)).decode()
+    return (f"import base64, zlib; exec(compile(zlib.decompress(base64.b64decode('{packed}')), "
+            "'release_check.py', 'exec'))")
+

@@ -1,0 +1,234 @@
+"""Is the project ready for production? Facts in, findings out: each one plain sentence with the problem, the
+reason and the fix, blocking when the site would be broken or unsafe. Pure.
+
+The facts come from templates/deploy/readiness_facts.py, which reads the project's settings with the
+environment production gives them: on the server at every deploy (release_check.py), and on the developer's
+machine under `fab init`. This module is also shipped to the server with that script, so it imports nothing
+but the standard library and compat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import compat
+
+ENV_SETTINGS = "`fab init` writes a production settings module that does this"
+PROXY_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+@dataclass(frozen=True)
+class Finding:
+    text: str
+    blocking: bool = False
+
+
+def server_findings(facts: dict) -> list[Finding]:
+    """What a release's settings, read on the server with the real environment, would get wrong."""
+    return settings_findings(facts) + versions(compat.parse_version(facts["django"]), _python(facts["python"]))
+
+
+def local_findings(facts: dict | None, requirements: str | None, requirements_name: str,
+                   python: tuple[int, int] = compat.DEFAULT_SERVER_PYTHON) -> list[Finding]:
+    """What `fab init` finds: the settings (when they could be imported here) and the requirements file, read
+    for the server's Python (`python`). A missing requirements file is `None`."""
+    found = settings_findings(facts, drivers=False) if facts else []
+    if requirements is None:
+        found.append(Finding(f"there is no {requirements_name}: the server builds the app's Python environment "
+                             f"from it, so list your packages there (Django, the PostgreSQL driver, Gunicorn and "
+                             "whatever else your code imports; `pip freeze` shows what is installed)",
+                             blocking=True))
+        return found
+    pinned = compat.django_requirement(requirements)
+    if pinned is None:
+        found.append(Finding(f"{requirements_name} does not name Django: the server installs only what it lists, "
+                             f"so add a line such as {_suggested_pin(None, python)}"))
+    elif pinned[1] is None:
+        found.append(Finding(f"{requirements_name} names Django without a version ({pinned[0]}): every deploy "
+                             "would install whatever is newest that day, so pin the series you test with, e.g. "
+                             f"{_suggested_pin(compat.parse_version(facts['django']) if facts else None, python)}"))
+    else:
+        found += versions(pinned[1], python, requirements_name)
+    if not compat.names_postgres_driver(requirements):  # the server's database is PostgreSQL, always
+        version = (pinned and pinned[1]) or (compat.parse_version(facts["django"]) if facts else None) or (4, 2)
+        found.append(Finding(f"{requirements_name} names no PostgreSQL driver: Django cannot reach the server's "
+                             f"PostgreSQL without one, so add {compat.postgres_driver(version)}", blocking=True))
+    return found
+
+
+def settings_findings(facts: dict, drivers: bool = True) -> list[Finding]:
+    """The settings' own problems; `drivers`: whether the installed PostgreSQL drivers are known (on the
+    server they are the release's; here they would be this machine's, which says nothing)."""
+    env = facts["environment"]
+    found = []
+    if facts["debug"]:
+        found.append(Finding("DEBUG is on in production: error pages would show your code, settings and data to "
+                             "any visitor, so set DEBUG = False for production (" + ENV_SETTINGS + ")",
+                             blocking=True))
+    found += _secret_key(facts["secret_key"])
+    found += _hosts(facts["allowed_hosts"], _split(env["DJANGO_ALLOWED_HOSTS"]))
+    found += _database(facts["database"], env, facts["drivers"] if drivers else None)
+    found += _static(facts["static_root"], facts["directory"])
+    found += _media(facts["media_root"], env["DJANGO_MEDIA_ROOT"])
+    if env["DJANGO_HTTPS"] == "1":
+        found += _https(facts, _split(env["DJANGO_ALLOWED_HOSTS"]))
+    return found
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _python(text: str) -> tuple[int, int]:
+    major, minor = (int(n) for n in text.split(".")[:2])
+    return major, minor
+
+
+def _secret_key(kind: str) -> list[Finding]:
+    fix = ("read it from the environment with SECRET_KEY = os.environ['DJANGO_SECRET_KEY'] (gangway generates "
+           "one on the server; " + ENV_SETTINGS + ")")
+    if kind == "insecure":
+        return [Finding("SECRET_KEY is Django's 'django-insecure-' development key written in your settings: "
+                        "anyone who has seen the code can forge sessions and password-reset links, so " + fix)]
+    if kind == "code":
+        return [Finding("SECRET_KEY is written in your settings instead of read from the server's environment: "
+                        "anyone who has seen the code can forge sessions and password-reset links, so " + fix)]
+    if kind == "missing":
+        return [Finding("SECRET_KEY is empty: Django refuses to start without one, so " + fix, blocking=True)]
+    return []
+
+
+def host_allowed(host: str, patterns: list[str]) -> bool:
+    """Django's own rule (django.http.request.validate_host): '*', '.example.com' (the domain and its
+    subdomains), or the exact name, ignoring case."""
+    host = host.lower().rstrip(".")
+    for pattern in (p.lower() for p in patterns):
+        if pattern == "*" or host == pattern.rstrip(".") or (
+                pattern.startswith(".") and (host.endswith(pattern) or host == pattern[1:])):
+            return True
+    return False
+
+
+def _hosts(allowed: list[str], names: list[str]) -> list[Finding]:
+    missing = [name for name in names if not host_allowed(name, allowed)]
+    if not missing:
+        return []
+    listed = f"ALLOWED_HOSTS is {allowed!r}" if allowed else "ALLOWED_HOSTS is empty"
+    return [Finding(f"{listed}, which does not cover {', '.join(missing)}: Django answers 400 Bad Request to "
+                    "every request for a name it does not list, so read the list gangway sets with "
+                    "ALLOWED_HOSTS = os.environ['DJANGO_ALLOWED_HOSTS'].split(',') (" + ENV_SETTINGS + ")",
+                    blocking=True)]
+
+
+def _database(database: dict, env: dict, drivers: list[str] | None) -> list[Finding]:
+    engine, name = database["engine"], database["name"]
+    if "sqlite3" in engine:
+        return [Finding(f"the database is SQLite ({name}): on the server the release's directory is read-only "
+                        "and replaced at every deploy, so the app could not write and would lose its data; "
+                        "gangway gives it PostgreSQL, so read DATABASE_URL (or DJANGO_DB_NAME) in the "
+                        f"production settings ({ENV_SETTINGS}), and `fab import-data` moves your SQLite "
+                        "content over", blocking=True)]
+    if "postgresql" not in engine and "postgis" not in engine:
+        return [Finding(f"the database engine is {engine or 'not set'}: gangway sets up PostgreSQL only, so "
+                        "the app would find no database; use django.db.backends.postgresql with DATABASE_URL "
+                        f"(postgres:///{env['DJANGO_DB_NAME'] or 'APP'}) from the environment", blocking=True)]
+    found = []
+    if drivers == []:
+        found.append(Finding("no PostgreSQL driver is installed in the release: Django cannot reach the "
+                             "database without one, so add psycopg[binary] (Django 4.2 and later) or "
+                             "psycopg2-binary to the requirements file", blocking=True))
+    if env["DJANGO_DB_NAME"] and name != env["DJANGO_DB_NAME"] and not database["host"]:
+        found.append(Finding(f"DATABASES['default'] names the database {name!r}, not the server's "
+                             f"{env['DJANGO_DB_NAME']!r}: your settings ignore the environment, so the app would "
+                             f"look for a database that does not exist; read DATABASE_URL ({env['DATABASE_URL']}) "
+                             "or DJANGO_DB_NAME from the environment"))
+    return found
+
+
+STATIC_FIX = "STATIC_ROOT = os.environ.get('DJANGO_STATIC_ROOT', BASE_DIR / 'staticfiles')"
+
+
+def _static(root: str, directory: str) -> list[Finding]:
+    if not root:
+        return [Finding("STATIC_ROOT is not set: collectstatic needs a directory to gather the CSS, JS and images "
+                        f"that nginx serves, so set {STATIC_FIX} (" + ENV_SETTINGS + ")", blocking=True)]
+    if not (root + "/").startswith(directory.rstrip("/") + "/"):
+        return [Finding(f"STATIC_ROOT is {root}, outside the project: nginx serves each release's static files "
+                        "from the release itself, so every CSS and JS file would answer 404; read the directory "
+                        f"gangway sets with {STATIC_FIX} (" + ENV_SETTINGS + ")", blocking=True)]
+    return []
+
+
+def _media(root: str, served: str) -> list[Finding]:
+    fix = (f"read it from the environment with MEDIA_ROOT = os.environ.get('DJANGO_MEDIA_ROOT', BASE_DIR / "
+           f"'media') ({ENV_SETTINGS})")
+    if not root:
+        return [Finding(f"MEDIA_ROOT is not set: uploaded files would go to the release's directory, which is "
+                        f"read-only on the server and replaced at every deploy, while nginx serves /media/ from "
+                        f"{served}; if your app takes uploads, {fix}")]
+    if served and root != served.rstrip("/"):
+        return [Finding(f"MEDIA_ROOT is {root}, not {served}: nginx serves /media/ from {served}, the only "
+                        f"place the app may write, so uploads would fail and files would answer 404; {fix}",
+                        blocking=True)]
+    return []
+
+
+def _https(facts: dict, names: list[str]) -> list[Finding]:
+    found = []
+    behind_proxy = tuple(facts["proxy_ssl_header"]) == PROXY_HEADER
+    if not behind_proxy:
+        found.append(Finding("SECURE_PROXY_SSL_HEADER is not set: nginx ends HTTPS and passes requests on over a "
+                             "local socket, so Django takes every request for plain HTTP (links it builds say "
+                             "http://, SECURE_SSL_REDIRECT would loop); set SECURE_PROXY_SSL_HEADER = "
+                             "('HTTP_X_FORWARDED_PROTO', 'https'), the header nginx sets here"))
+    insecure = [name for name in ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE") if not facts[name.lower()]]
+    if insecure:
+        found.append(Finding(f"{' and '.join(insecure)} {'is' if len(insecure) == 1 else 'are'} off: the login "
+                             "and form cookies would also travel over plain HTTP, where anyone on the network can "
+                             f"read them; set {' and '.join(n + ' = True' for n in insecure)} for HTTPS"))
+    if compat.parse_version(facts["django"]) >= (4, 0):
+        origins = facts["csrf_trusted_origins"]
+        bare = [origin for origin in origins if "://" not in origin]
+        if bare:
+            found.append(Finding(f"CSRF_TRUSTED_ORIGINS has entries without a scheme ({', '.join(bare)}): since "
+                                 "Django 4.0 each one is a full origin, so write them like 'https://example.com'"))
+        elif not behind_proxy and (missing := [n for n in names if f"https://{n}" not in origins]):
+            found.append(Finding(f"forms sent from {', '.join('https://' + n for n in missing)} would be refused "
+                                 "with 403 (CSRF verification failed): since Django 4.0 the Origin header must "
+                                 "match the request's scheme, which Django sees as http behind nginx; set "
+                                 "SECURE_PROXY_SSL_HEADER as above, or list them in CSRF_TRUSTED_ORIGINS"))
+    return found
+
+
+def versions(django: tuple[int, ...] | None, python: tuple[int, int],
+             requirements_name: str = "the requirements file") -> list[Finding]:
+    """A Django that does not run on the server's Python: which versions can, and what usually breaks."""
+    if django is None or compat.runs_on(django, python) is not False:
+        return []
+    version = ".".join(str(n) for n in django)
+    names = ", ".join(s.name + (" LTS" if s.lts else "") + _from(s, python) for s in compat.series_for(python))
+    target = compat.nearest_lts(python, django)
+    breaks = compat.breaks_between(django, target.version)
+    changes = f"; moving up from {version}, these usually need changing: {'; '.join(breaks)}" if breaks else ""
+    return [Finding(f"Django {version} does not run on the server's {compat.python_name(python)}, so pip or "
+                    f"its first import would fail there: {names} run on it, so pin e.g. "
+                    f"{compat.requirement(target, python)} in {requirements_name}{changes}")]
+
+
+def _from(series: compat.Series, python: tuple[int, int]) -> str:
+    first = series.first_patch_for(python)
+    return f" (from {'.'.join(map(str, first))})" if first and first[2] else ""
+
+
+def _suggested_pin(django: tuple[int, ...] | None, python: tuple[int, int]) -> str:
+    return compat.requirement(pick_series(django, python), python)
+
+
+def pick_series(django: tuple[int, ...] | None, python: tuple[int, int]) -> compat.Series:
+    """The Django series for a new requirements file: the project's own when it runs on the server's Python,
+    else the nearest LTS that does."""
+    if django and compat.runs_on(django[:2] + (99,), python):
+        known = compat.series(django)
+        if known:
+            return known
+    return compat.nearest_lts(python, django or (0, 0))

@@ -1,0 +1,203 @@
+"""`fab init` on a copy of a beginner's project (startproject defaults: DEBUG on, a key in the code, SQLite,
+no requirements file): what it writes, what it only shows, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks import init, inventory
+from tests.startproject import startproject
+
+REPO = Path(__file__).resolve().parents[2]
+FLAGS = init.Answers(host="192.0.2.10", domains=("blog.test", "www.blog.test"), email="me@blog.test")
+WRITTEN = ["deploy/production.yaml", "fabfile.py", "mysite/settings_production.py", "requirements.txt"]
+SETTINGS_DUMP = ("from django.conf import settings as s; import json; print(json.dumps({'debug': s.DEBUG, "
+                 "'db': s.DATABASES['default'], 'static': str(s.STATIC_ROOT), 'media': str(s.MEDIA_ROOT), "
+                 "'proxy': s.SECURE_PROXY_SSL_HEADER, 'origins': s.CSRF_TRUSTED_ORIGINS, "
+                 "'hosts': s.ALLOWED_HOSTS, 'cookie': s.SESSION_COOKIE_SECURE}, default=str))")
+
+
+@pytest.fixture
+def blog(tmp_path) -> Path:
+    return startproject(tmp_path / "blog")
+
+
+def run_init(directory: Path, answers: init.Answers = FLAGS, yes: bool = True) -> tuple[init.Outcome, str]:
+    lines: list[str] = []
+    outcome = init.run(directory, answers, yes, init.Console(say=lines.append, ask=None))
+    return outcome, "\n".join(lines)
+
+
+def files(directory: Path) -> dict[str, str]:
+    return {p.relative_to(directory).as_posix(): p.read_text() for p in sorted(directory.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def settings_of(directory: Path, env: dict[str, str]) -> dict:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_") and k != "DATABASE_URL"}
+    out = subprocess.run([sys.executable, "-c", SETTINGS_DUMP], cwd=directory, env={**clean, **env},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_init_with_yes_writes_the_fabfile_the_inventory_and_the_fixes(blog):
+    settings_before = (blog / "mysite" / "settings.py").read_text()
+    outcome, out = run_init(blog)
+    assert outcome.written == WRITTEN and outcome.blocking == []
+    assert (blog / "fabfile.py").read_text() == ("from gangway.collection import namespace_for\n"
+                                                 "namespace = namespace_for(__file__)\n")
+    loaded = inventory.load(str(blog / "deploy" / "production.yaml"))
+    assert loaded.app.name == "mysite" and loaded.app.domains == ("blog.test", "www.blog.test")
+    assert loaded.app.source == blog and loaded.app.settings_module == "mysite.settings_production"
+    assert loaded.hosts[0].address == "192.0.2.10" and loaded.acme.email == "me@blog.test"
+    requirements = (blog / "requirements.txt").read_text()
+    assert "Django>=" in requirements and "psycopg[binary]" in requirements and "gunicorn" in requirements
+    assert (blog / "mysite" / "settings.py").read_text() == settings_before, "the user's settings stay as they are"
+    assert "is ready for production as far as can be seen from here" in out
+    assert "fab provision" in out and "fab deploy" in out and "fab import-data    (" not in out
+
+
+def test_the_production_settings_take_what_production_needs_from_the_environment(blog):
+    run_init(blog)
+    production = settings_of(blog, {
+        "DJANGO_SETTINGS_MODULE": "mysite.settings_production", "DJANGO_SECRET_KEY": "k" * 50,
+        "DJANGO_ALLOWED_HOSTS": "blog.test,www.blog.test", "DATABASE_URL": "postgres://u:p%40ss@db.test:5433/blog",
+        "DJANGO_STATIC_ROOT": "/srv/blog/releases/r/static", "DJANGO_MEDIA_ROOT": "/srv/blog/shared/media",
+        "DJANGO_HTTPS": "1"})
+    assert production["debug"] is False and production["hosts"] == ["blog.test", "www.blog.test"]
+    db = production["db"]
+    assert (db["ENGINE"], db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "django.db.backends.postgresql", "blog", "u", "p@ss", "db.test", "5433")
+    assert production["static"] == "/srv/blog/releases/r/static" and production["media"] == "/srv/blog/shared/media"
+    assert production["proxy"] == ["HTTP_X_FORWARDED_PROTO", "https"] and production["cookie"] is True
+    assert production["origins"] == ["https://blog.test", "https://www.blog.test"]
+    socket = settings_of(blog, {"DJANGO_SETTINGS_MODULE": "mysite.settings_production", "DJANGO_SECRET_KEY": "k",
+                                "DJANGO_ALLOWED_HOSTS": "", "DATABASE_URL": "postgres:///blog",
+                                "DJANGO_STATIC_ROOT": "/s", "DJANGO_MEDIA_ROOT": "/m", "DJANGO_HTTPS": "0"})
+    assert (socket["db"]["NAME"], socket["db"]["HOST"], socket["db"]["USER"]) == ("blog", "", "")
+    assert socket["proxy"] is None and socket["cookie"] is False
+    # On the laptop, without that environment, runserver's settings are the user's own, unchanged.
+    laptop = settings_of(blog, {"DJANGO_SETTINGS_MODULE": "mysite.settings"})
+    assert laptop["debug"] is True and laptop["db"]["ENGINE"] == "django.db.backends.sqlite3"
+    check = subprocess.run([sys.executable, "manage.py", "check"], cwd=blog, capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")})
+    assert check.returncode == 0, check.stderr
+
+
+def test_running_init_again_changes_nothing_and_says_so(blog):
+    run_init(blog)
+    before = files(blog)
+    outcome, out = run_init(blog)
+    assert files(blog) == before and outcome.written == [] and outcome.blocking == []
+    assert "nothing to change" in out and "kept      deploy/production.yaml" in out
+
+
+def test_without_yes_and_without_a_terminal_the_fixes_are_only_shown(blog):
+    outcome, out = run_init(blog, yes=False)
+    assert outcome.written == ["deploy/production.yaml", "fabfile.py"]
+    assert not (blog / "requirements.txt").exists() and not (blog / "mysite" / "settings_production.py").exists()
+    assert "settings_module" not in yaml.safe_load((blog / "deploy" / "production.yaml").read_text())["app"]
+    assert "+++ b/mysite/settings_production.py" in out and "+DEBUG = False" in out
+    assert "-  # settings_module: mysite.settings_production\n+  settings_module: mysite.settings_production" in out
+    assert "+++ b/requirements.txt" in out and "run again with --yes" in out
+    assert "DEBUG is on in production" in out and "there is no requirements.txt" in out
+    assert len(outcome.blocking) >= 4
+
+
+def test_a_local_sqlite_database_with_content_adds_import_data_to_the_next_steps(blog):
+    import sqlite3
+    with sqlite3.connect(blog / "db.sqlite3") as db:
+        db.execute("create table blog_post (title text)")
+        db.execute("insert into blog_post values ('hello')")
+    _, out = run_init(blog)
+    assert "fab import-data    (copies the content of db.sqlite3" in out
+
+
+@pytest.mark.parametrize("answers, flag", [
+    (init.Answers(domains=("$(touch x)",)), "--domain '$(touch x)' is not a valid domain name"),
+    (init.Answers(host="1.2.3.4; touch x"), "--host '1.2.3.4; touch x' is neither an IP address"),
+    (init.Answers(email="a@b.test\nhosts: []"), "--email"),
+    (init.Answers(name="My Site"), "--name 'My Site' is not a usable app name"),
+    (init.Answers(user="$(id)"), "--user '$(id)' is not a valid Unix user name"),
+])
+def test_hostile_flag_values_are_refused_before_anything_is_written(blog, answers, flag):
+    before = files(blog)
+    with pytest.raises(init.InitError) as error:
+        run_init(blog, answers)
+    assert str(error.value).startswith(flag)
+    assert files(blog) == before and not (blog / "x").exists()
+
+
+def test_init_outside_a_project_says_where_to_run_it(tmp_path):
+    with pytest.raises(Exception, match="has no manage.py: run this in your Django project's directory"):
+        run_init(tmp_path)
+
+
+def test_the_command_line_without_a_terminal_exits_non_zero_while_problems_remain(blog):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "tasks", "init", "--domain", "blog.test", "--host", "192.0.2.10"]
+    shown = subprocess.run(command, cwd=blog, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert shown.returncode == 1 and "run again with --yes" in shown.stdout
+    assert "problem(s) above would stop a deploy" in shown.stderr and "Traceback" not in shown.stderr
+    fixed = subprocess.run(command + ["--yes"], cwd=blog, env=env, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    hostile = subprocess.run(command + ["--domain", "$(touch x)"], cwd=blog, env=env, capture_output=True,
+                             text=True, stdin=subprocess.DEVNULL)
+    assert hostile.returncode == 1 and "init failed: --domain '$(touch x)'" in hostile.stderr
+    assert not (blog / "x").exists()
+
+
+def test_on_a_terminal_init_asks_only_what_it_cannot_find_and_writes_on_yes(blog):
+    (blog / "media").mkdir()
+    (blog / "media" / "logo.png").write_bytes(b"png")
+    answers = iter(["not an address!", "203.0.113.7", "blog.test, www.blog.test", "me@blog.test", "y"])
+    questions, lines = [], []
+
+    def ask(question: str) -> str:
+        questions.append(question)
+        return next(answers)
+
+    outcome = init.run(blog, init.Answers(), False, init.Console(say=lines.append, ask=ask))
+    assert len(questions) == 5 and questions[-1] == "Write these changes? [y/N] "
+    assert any("'not an address!' is neither an IP address nor a host name" in line for line in lines)
+    loaded = inventory.load(str(blog / "deploy" / "production.yaml"))
+    assert loaded.hosts[0].address == "203.0.113.7" and loaded.app.domains == ("blog.test", "www.blog.test")
+    assert outcome.written == WRITTEN and outcome.blocking == []
+    assert "offers to upload the 1 file(s) in media/" in "\n".join(lines)
+
+
+def test_a_project_that_names_its_own_settings_module_keeps_it_and_gets_the_findings(blog):
+    run_init(blog, yes=False)
+    path = blog / "deploy" / "production.yaml"
+    path.write_text(path.read_text().replace("# settings_module: mysite.settings_production",
+                                             "settings_module: mysite.settings"))
+    outcome, out = run_init(blog, yes=True)
+    assert "mysite/settings_production.py" not in outcome.written and "DEBUG is on in production" in out
+
+
+def test_settings_that_cannot_be_imported_here_are_named_and_the_requirements_still_checked(blog):
+    (blog / "mysite" / "settings.py").write_text("import a_package_not_installed_here\n")
+    (blog / "requirements.txt").write_text("Django==1.11.29\n")
+    outcome, out = run_init(blog)
+    assert ("mysite.settings could not be imported here (ModuleNotFoundError: No module named "
+            "'a_package_not_installed_here'), so only the requirements were checked") in out
+    assert "mysite/settings_production.py" not in outcome.written
+    assert "Django 1.11.29 does not run on the server's Python 3.13" in out
+    assert outcome.blocking == ["requirements.txt names no PostgreSQL driver: Django cannot reach the server's "
+                                "PostgreSQL without one, so add psycopg2-binary>=2.8,<2.10"]
+
+
+def test_a_key_path_with_quotes_and_yaml_syntax_is_written_as_a_plain_string(blog, tmp_path):
+    key = tmp_path / "my key: \"#1\" 'x'"
+    key.write_text("not really a key\n")
+    run_init(blog, init.Answers(host="192.0.2.10", key=str(key)))
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).hosts[0].key == key

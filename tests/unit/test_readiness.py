@@ -1,0 +1,194 @@
+"""The readiness check's findings, one problem at a time, on facts as templates/deploy/readiness_facts.py
+reports them; and compat's table of which Django runs on which Python."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tasks import compat, readiness
+
+RELEASE = "/srv/mysite/releases/20260101T000000Z-abcdef0"
+READY = {
+    "django": "5.2.8", "python": "3.13", "settings_module": "mysite.settings_production", "directory": RELEASE,
+    "debug": False, "secret_key": "environment", "allowed_hosts": ["app.test", "www.app.test"],
+    "database": {"engine": "django.db.backends.postgresql", "name": "mysite", "host": ""},
+    "wsgi_application": "mysite.wsgi.application",
+    "static_root": f"{RELEASE}/static", "media_root": "/srv/mysite/shared/media",
+    "proxy_ssl_header": ["HTTP_X_FORWARDED_PROTO", "https"], "session_cookie_secure": True,
+    "csrf_cookie_secure": True, "csrf_trusted_origins": ["https://app.test", "https://www.app.test"],
+    "drivers": ["psycopg"],
+    "environment": {"DJANGO_ALLOWED_HOSTS": "app.test,www.app.test", "DJANGO_DB_NAME": "mysite",
+                    "DATABASE_URL": "postgres:///mysite", "DJANGO_STATIC_ROOT": f"{RELEASE}/static",
+                    "DJANGO_MEDIA_ROOT": "/srv/mysite/shared/media", "DJANGO_HTTPS": "1"},
+}
+REQUIREMENTS = "Django>=5.2.8,<5.3\npsycopg[binary]>=3.2,<4\ngunicorn>=23,<24\n"
+
+
+def facts(**changes) -> dict:
+    result = copy.deepcopy(READY)
+    for key, value in changes.items():
+        if key in result["environment"]:
+            result["environment"][key] = value
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key].update(value)
+        else:
+            result[key] = value
+    return result
+
+
+def only(found: list[readiness.Finding]) -> readiness.Finding:
+    assert len(found) == 1, [f.text for f in found]
+    return found[0]
+
+
+def test_settings_that_take_everything_from_the_environment_are_ready():
+    assert readiness.server_findings(facts()) == []
+    assert readiness.local_findings(facts(), REQUIREMENTS, "requirements.txt") == []
+
+
+def test_debug_on_blocks_and_says_how_to_turn_it_off():
+    finding = only(readiness.server_findings(facts(debug=True)))
+    assert finding.blocking
+    assert finding.text.startswith("DEBUG is on in production: error pages would show your code")
+    assert "DEBUG = False" in finding.text
+
+
+@pytest.mark.parametrize("kind, start", [("code", "SECRET_KEY is written in your settings"),
+                                         ("insecure", "SECRET_KEY is Django's 'django-insecure-' development key")])
+def test_a_secret_key_in_the_code_is_named_with_the_fix(kind, start):
+    finding = only(readiness.server_findings(facts(secret_key=kind)))
+    assert not finding.blocking and finding.text.startswith(start)
+    assert "forge sessions" in finding.text and "os.environ['DJANGO_SECRET_KEY']" in finding.text
+
+
+def test_allowed_hosts_that_miss_a_domain_block_naming_it():
+    finding = only(readiness.server_findings(facts(allowed_hosts=["app.test"])))
+    assert finding.blocking
+    assert "ALLOWED_HOSTS is ['app.test'], which does not cover www.app.test: Django answers 400" in finding.text
+    assert "os.environ['DJANGO_ALLOWED_HOSTS'].split(',')" in finding.text
+    assert "ALLOWED_HOSTS is empty, which does not cover app.test, www.app.test" in only(
+        readiness.server_findings(facts(allowed_hosts=[]))).text
+
+
+@pytest.mark.parametrize("patterns", [["*"], [".app.test"], ["APP.TEST", "www.app.test."]])
+def test_host_patterns_follow_djangos_rule(patterns):
+    assert readiness.server_findings(facts(allowed_hosts=patterns)) == []
+
+
+def test_sqlite_blocks_and_points_at_postgresql_and_import_data():
+    finding = only(readiness.server_findings(facts(database={"engine": "django.db.backends.sqlite3",
+                                                             "name": f"{RELEASE}/db.sqlite3"})))
+    assert finding.blocking and finding.text.startswith(f"the database is SQLite ({RELEASE}/db.sqlite3)")
+    assert "DATABASE_URL" in finding.text and "fab import-data" in finding.text
+
+
+def test_settings_that_ignore_the_servers_database_say_so():
+    finding = only(readiness.server_findings(facts(database={"name": "blog_dev"})))
+    assert not finding.blocking
+    assert "names the database 'blog_dev', not the server's 'mysite': your settings ignore the environment" \
+        in finding.text and "postgres:///mysite" in finding.text
+
+
+def test_static_root_outside_the_release_blocks_inside_is_fine():
+    finding = only(readiness.server_findings(facts(static_root="/var/www/static")))
+    assert finding.blocking
+    assert finding.text.startswith("STATIC_ROOT is /var/www/static, outside the project: nginx serves each "
+                                   "release's static files from the release itself, so every CSS and JS file "
+                                   "would answer 404")
+    assert "STATIC_ROOT = os.environ.get('DJANGO_STATIC_ROOT', BASE_DIR / 'staticfiles')" in finding.text
+    assert readiness.server_findings(facts(static_root=f"{RELEASE}/staticfiles")) == []
+    assert readiness.server_findings(facts(static_root=f"{RELEASE}-other/static"))[0].blocking
+    assert only(readiness.server_findings(facts(static_root=""))).text.startswith("STATIC_ROOT is not set")
+
+
+def test_media_root_not_the_shared_media_directory_blocks():
+    finding = only(readiness.server_findings(facts(media_root=f"{RELEASE}/media")))
+    assert finding.blocking
+    assert f"MEDIA_ROOT is {RELEASE}/media, not /srv/mysite/shared/media: nginx serves /media/ from " \
+           "/srv/mysite/shared/media" in finding.text
+    assert "os.environ.get('DJANGO_MEDIA_ROOT'" in finding.text
+    unset = only(readiness.server_findings(facts(media_root="")))
+    assert not unset.blocking and unset.text.startswith("MEDIA_ROOT is not set")
+
+
+def test_no_postgresql_driver_in_the_release_or_the_requirements():
+    finding = only(readiness.server_findings(facts(drivers=[])))
+    assert finding.blocking and finding.text.startswith("no PostgreSQL driver is installed in the release")
+    local = only(readiness.local_findings(facts(), "Django>=5.2.8,<5.3\n", "requirements.txt"))
+    assert local.blocking
+    assert local.text == ("requirements.txt names no PostgreSQL driver: Django cannot reach the server's "
+                          "PostgreSQL without one, so add psycopg[binary]>=3.2,<4")
+
+
+def test_no_requirements_file_blocks():
+    finding = only(readiness.local_findings(facts(), None, "requirements.txt"))
+    assert finding.blocking and finding.text.startswith("there is no requirements.txt: the server builds")
+
+
+def test_settings_that_could_not_be_imported_still_get_the_requirements_checked():
+    found = readiness.local_findings(None, "Django==1.11.29\n", "requirements.txt")
+    assert [f.text.split(":")[0] for f in found] == [
+        "Django 1.11.29 does not run on the server's Python 3.13 (Debian 13), so pip or its first import would "
+        "fail there", "requirements.txt names no PostgreSQL driver"]
+
+
+def test_django_too_old_for_the_servers_python_names_the_versions_that_can_and_what_breaks():
+    finding = only(readiness.local_findings(facts(), "Django==1.11.29\npsycopg2-binary\n", "requirements.txt"))
+    text = finding.text
+    assert text.startswith("Django 1.11.29 does not run on the server's Python 3.13 (Debian 13)")
+    assert "5.1 (from 5.1.3), 5.2 LTS, 6.0 run on it" in text
+    assert "pin e.g. Django>=5.2,<5.3 in requirements.txt" in text
+    assert "`url()` from `django.conf.urls` is gone" in text and "`django.utils.six` is gone" in text
+    on_bookworm = only(readiness.server_findings(facts(django="3.2.25", python="3.11")))
+    assert on_bookworm.text.startswith("Django 3.2.25 does not run on the server's Python 3.11 (Debian 12)")
+    assert "4.1 (from 4.1.3), 4.2 LTS, 5.0, 5.1, 5.2 LTS run on it" in on_bookworm.text
+    assert "Django>=4.2,<4.3" in on_bookworm.text and "django.utils.six" not in on_bookworm.text
+
+
+def test_django_too_new_for_the_servers_python():
+    finding = only(readiness.server_findings(facts(django="6.0.1", python="3.11")))
+    assert finding.text.startswith("Django 6.0.1 does not run on the server's Python 3.11 (Debian 12)")
+    assert "Django>=4.2,<4.3" not in finding.text and "5.2 LTS" in finding.text
+
+
+def test_https_behind_the_proxy_header_cookies_and_csrf_origins():
+    found = readiness.server_findings(facts(proxy_ssl_header=[], session_cookie_secure=False,
+                                            csrf_cookie_secure=False, csrf_trusted_origins=[]))
+    texts = [f.text for f in found]
+    assert not any(f.blocking for f in found) and len(texts) == 3
+    assert texts[0].startswith("SECURE_PROXY_SSL_HEADER is not set: nginx ends HTTPS")
+    assert "('HTTP_X_FORWARDED_PROTO', 'https')" in texts[0]
+    assert texts[1].startswith("SESSION_COOKIE_SECURE and CSRF_COOKIE_SECURE are off")
+    assert texts[2].startswith("forms sent from https://app.test, https://www.app.test would be refused with "
+                               "403 (CSRF verification failed): since Django 4.0")
+    bare = only(readiness.server_findings(facts(csrf_trusted_origins=["app.test"])))
+    assert bare.text.startswith("CSRF_TRUSTED_ORIGINS has entries without a scheme (app.test)")
+    # Before Django 4.0 origins were bare names, and plain HTTP needs none of this.
+    assert readiness.server_findings(facts(django="3.2.25", python="3.10", csrf_trusted_origins=["app.test"])) == []
+    assert readiness.server_findings(facts(proxy_ssl_header=[], session_cookie_secure=False,
+                                           DJANGO_HTTPS="0")) == []
+
+
+def test_every_finding_is_one_line():
+    broken = facts(debug=True, secret_key="code", allowed_hosts=[], static_root="/x", media_root="/y",
+                   database={"engine": "django.db.backends.sqlite3"}, proxy_ssl_header=[], django="1.11.29")
+    found = readiness.server_findings(broken)
+    assert len(found) >= 7 and all("\n" not in f.text for f in found)
+
+
+def test_compat_table():
+    assert compat.runs_on((5, 1, 2), (3, 13)) is False and compat.runs_on((5, 1, 3), (3, 13))
+    assert compat.runs_on((4, 2, 20), (3, 12)) and compat.runs_on((4, 2, 20), (3, 13)) is False
+    assert compat.runs_on((9, 9), (3, 13)) is None
+    assert compat.nearest_lts((3, 11), (1, 11)).name == "4.2"
+    assert compat.nearest_lts((3, 13), (3, 2)).name == "5.2"
+    assert compat.nearest_lts((3, 12), (5, 2)).name == "5.2"
+    assert compat.requirement(compat.series((5, 1)), (3, 13)) == "Django>=5.1.3,<5.2"
+    assert compat.django_requirement("Pillow\ndjango==1.11.29  # old\n") == ("django==1.11.29  # old", (1, 11, 29))
+    assert compat.django_requirement("Django>=3.2,<4.0\n")[1] == (3, 2)
+    assert compat.django_requirement("Django\n") == ("Django", None)
+    assert compat.django_requirement("django-environ==0.11\n") is None
+    assert compat.names_postgres_driver("psycopg2-binary==2.9.9\n") and not compat.names_postgres_driver("Django")
+    assert compat.postgres_driver((3, 2)).startswith("psycopg2-binary")
