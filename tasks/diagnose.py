@@ -237,17 +237,19 @@ def django_for_python(python: str) -> str:
 
 
 def _too_old_for_python(python: str, requirements: str, why: str) -> str:
+    """Which Django the requirements pin, that it does not run on the server's Python, and which do."""
     pin = _django_pin(requirements)
     which = f"Django {pin[2]} (pinned in your requirements)" if pin else "the Django in your requirements"
+    why = f"{why}: " if why else ""
     runs = django_for_python(python)
-    if not python or not runs:
-        return f"{why}: {which} is probably older than the server's Python. Pin a Django that supports it."
+    if not runs:
+        return f"{why}{which} is probably older than the server's Python; pin a Django that supports it."
     upgrade = ""
     if pin and pin[:2] < (4, 0):
         upgrade = (" Upgrading from there usually breaks a few things on the way: url() in urls.py (use path() "
                    "or re_path()), django.utils.six, ForeignKey without on_delete; run the project locally on "
                    "the new Django first (`python -m pip install 'Django~=5.2'`, `python manage.py check`).")
-    return (f"{why}: {which} does not run on Python {python}, the server's Python. Django versions that run "
+    return (f"{why}{which} does not run on Python {python}, the server's Python. Django versions that run "
             f"there: {runs}; pin one in your requirements (an LTS is supported longest).{upgrade}")
 
 
@@ -257,15 +259,23 @@ def _python_hints(lines: list[str], decisive: str, python: str, requirements: st
     pin = _django_pin(requirements)
     missing = re.search(r"No module named '([\w.]+)'", decisive)
     top = missing.group(1).split(".")[0] if missing else ""
-    six_in_django = (re.search(r"No module named 'django\.utils\.six", decisive)
-                     and "/site-packages/django/" in _raised_in(lines, decisive))
-    removed_module = REMOVED_FROM_PYTHON.get(top)
-    if removed_module:
-        hints.append(_too_old_for_python(python, requirements, f"Python {removed_module} removed the module "
-                                                               f"{top}, which the code imports"))
-    elif six_in_django or (pin and python and not django_for_python_ok(pin, python)):
+    raised_in = _raised_in(lines, decisive)
+    package = re.search(r"/site-packages/([^/]+)/", raised_in)
+    package = package.group(1) if package else ""
+    old_django = bool(pin and python and not _runs_on(pin, python))
+    removed_in = REMOVED_FROM_PYTHON.get(top)
+    if removed_in and (package == "django" or old_django):
+        hints.append(_too_old_for_python(python, requirements, f"Python {removed_in} removed the module {top}, "
+                                                               "which Django imports"))
+    elif removed_in:
+        who = (f"{package} imports (see the traceback): upgrade {package} in your requirements to a version made "
+               f"for Python {python or 'the server runs'}" if package else
+               f"your code imports ({raised_in or 'see the traceback'}): replace it as Python's \"What's New in "
+               f"Python {removed_in}\" says")
+        hints.append(f"Python {removed_in} removed the module {top}, which {who}.")
+    elif old_django or (package == "django" and "No module named 'django.utils.six" in decisive):
         hints.append(_too_old_for_python(python, requirements, "Django failed while importing itself"
-                                         if six_in_django else "the traceback comes from an old Django"))
+                                         if package == "django" else ""))
     else:
         hints += [hint for pattern, hint in REMOVED_FROM_DJANGO if re.search(pattern, text)][:1]
     if re.search(r"unable to open database file|attempt to write a readonly database|sqlite3", decisive):
@@ -275,7 +285,7 @@ def _python_hints(lines: list[str], decisive: str, python: str, requirements: st
                      "a settings module), and move your data with `fab import-data`.")
     elif re.search(r"Error loading (psycopg2|psycopg) module|No module named 'psycopg", decisive):
         hints.append("the PostgreSQL driver is missing: add psycopg[binary] to your requirements.")
-    elif top and not removed_module and not top.startswith("django") and not hints:
+    elif top and not removed_in and not top.startswith("django"):
         package = PACKAGE_OF_MODULE.get(top, top)
         if _normal(package.split("[")[0]) not in _pins(requirements):
             hints.append(f"the code imports {top}, but your requirements do not list {package}: add it (with the "
@@ -295,7 +305,7 @@ def _raised_in(lines: list[str], decisive: str) -> str:
     return frames[-1] if frames else ""
 
 
-def django_for_python_ok(pin: tuple[int, int, str], python: str) -> bool:
+def _runs_on(pin: tuple[int, int, str], python: str) -> bool:
     """Whether the pinned Django series runs on `python` (unknown series count as fine)."""
     pythons = DJANGO_PYTHONS.get(pin[:2])
     return pythons is None or python in pythons
@@ -343,8 +353,9 @@ def _version(requirement: str) -> str:
 
 def _failed_package(text: str) -> str:
     """The package whose build failed, as pip or its build backend names it."""
-    for pattern in (r"Failed building wheel for ([\w.-]+)", r"Failed to build ([\w.-]+)",
+    for pattern in (r"Failed building wheel for ([\w.-]+)",
                     r"Failed to build installable wheels for some pyproject\.toml based projects \(([\w.-]+)",
+                    r"Failed to build (?!installable)([\w.-]+)",
                     r"pip-install-[^/\s]+/([A-Za-z0-9_.-]+?)_[0-9a-f]{32}", r"Project name: ([\w.-]+)",
                     r"Building wheel for ([\w.-]+) \("):
         match = re.search(pattern, text)

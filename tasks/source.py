@@ -163,7 +163,7 @@ def _pack(committed: bytes, project: Path, built: list[tuple[str, list[Path]]], 
     with tarfile.open(fileobj=io.BytesIO(committed)) as source, \
             tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as archive:
         for member in source:
-            if member.isdir() or not is_built(member.name):
+            if not is_built(member.name):
                 archive.addfile(member, source.extractfile(member) if member.isfile() else None)
         for _, paths in built:
             for path in paths:

@@ -52,11 +52,28 @@ def test_a_module_python_removed_names_the_python_that_removed_it(module, remove
     assert "Django 2.2.28 (pinned in your requirements) does not run on Python 3.13" in hint
 
 
+def traceback(path: str, module: str) -> str:
+    return (f'Traceback (most recent call last):\n  File "{path}", line 3, in <module>\n    import {module}\n'
+            f"ModuleNotFoundError: No module named '{module}'\n")
+
+
 def test_without_a_pin_the_hint_still_names_the_servers_python_and_what_runs_there():
-    output = "ModuleNotFoundError: No module named 'distutils'\n"
+    output = traceback("/srv/mysite/releases/R/.venv/lib/python3.12/site-packages/django/utils/version.py",
+                       "distutils")
     (hint,) = diagnose.diagnose("checks", output, "3.12.3", "Django\n").hints
     assert "the Django in your requirements does not run on Python 3.12" in hint
     assert "4.2 (4.2.8 or later) LTS, 5.0, 5.1, 5.2 LTS" in hint
+
+
+def test_a_removed_module_imported_by_another_package_or_the_project_blames_that_not_django():
+    site = "/srv/mysite/releases/R/.venv/lib/python3.13/site-packages"
+    (hint,) = diagnose.diagnose("checks", traceback(f"{site}/markdown2/util.py", "imp"), PYTHON, REQUIREMENTS).hints
+    assert hint == ("Python 3.12 removed the module imp, which markdown2 imports (see the traceback): upgrade "
+                    "markdown2 in your requirements to a version made for Python 3.13.")
+    (hint,) = diagnose.diagnose("checks", traceback("/srv/mysite/releases/R/blog/views.py", "cgi"), PYTHON,
+                                REQUIREMENTS).hints
+    assert hint.startswith("Python 3.13 removed the module cgi, which your code imports "
+                           "(/srv/mysite/releases/R/blog/views.py)")
 
 
 def test_url_removed_from_django_says_what_replaces_it():
@@ -144,6 +161,9 @@ def test_a_pin_that_does_not_build_for_the_servers_python_is_named_with_where_th
     (hint,) = diagnose.diagnose("pip", output, PYTHON, "psycopg2==2.8.6\n").hints
     assert hint.startswith("psycopg2==2.8.6 (from your requirements) has no ready-made wheel")
     assert "use psycopg2-binary or psycopg[binary]" in hint
+    output = "ERROR: Failed to build installable wheels for some pyproject.toml based projects (psycopg2)\n"
+    (hint,) = diagnose.diagnose("pip", output, PYTHON, "psycopg2==2.8.6\n").hints
+    assert hint.startswith("psycopg2==2.8.6 (from your requirements) has no ready-made wheel")
 
 
 def test_the_tail_is_the_gates_own_output_never_a_report_or_trap_line():
