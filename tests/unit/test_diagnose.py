@@ -194,7 +194,6 @@ def test_the_table_of_django_versions():
 
 def run_failed_gate(release: Path, output: str) -> subprocess.CompletedProcess:
     keep = commands.keep_gate_output(str(release))
-    assert_shellcheck_clean(f"out=$(false)\n{keep}")
     return subprocess.run(["sh", "-c", f"out={shlex.quote(output)}\n{keep}"], capture_output=True, text=True,
                           timeout=30)
 
@@ -211,6 +210,7 @@ def test_a_failed_gate_keeps_its_whole_output_owner_only_and_prints_its_end(tmp_
     assert len(out.stderr.splitlines()) == commands.GATE_OUTPUT_LINES
     assert not (tmp_path / "CANARY").exists() and not Path("CANARY").exists()
     assert commands.gate_log("/srv/mysite/failed/R") == "/srv/mysite/failed/R/.gangway/build.log"
+    assert_shellcheck_clean(f"out=$(false)\n{commands.keep_gate_output('/srv/mysite/releases/R')}")
 
 
 def test_the_log_is_never_written_through_a_link_the_project_left(tmp_path):
@@ -221,3 +221,12 @@ def test_the_log_is_never_written_through_a_link_the_project_left(tmp_path):
     run_failed_gate(release, "Traceback ...")
     assert list(elsewhere.iterdir()) == []
     assert not (release / ".gangway").is_symlink() and (release / commands.GATE_LOG).read_text() == "Traceback ...\n"
+
+
+@pytest.mark.parametrize("value", ["$(touch CANARY)", "`touch CANARY`", "'; touch CANARY; '", "a\ntouch CANARY"])
+def test_a_hostile_release_path_stays_one_path(tmp_path, value):
+    release = tmp_path / value
+    (release / ".gangway").mkdir(parents=True)
+    run_failed_gate(release, "output")
+    assert (release / commands.GATE_LOG).read_text() == "output\n"
+    assert not (tmp_path / "CANARY").exists() and not Path("CANARY").exists()
