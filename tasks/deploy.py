@@ -17,7 +17,7 @@ from typing import Callable
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import defaults, project, release_commands as commands, releases, shell, source, targets
+from . import defaults, diagnose, project, release_commands as commands, releases, shell, source, targets
 from .inventory import Host, Inventory, InventoryError
 from .layout import Layout
 from .lock import DeployLock, who
@@ -71,10 +71,10 @@ class Session:
                            python=facts["python"], applied=facts["applied"], backups=facts["backups"],
                            free_kib=facts["free"], backend=facts["backend"] or "")
 
-    def run(self, *steps: str | tuple[str, str]) -> tuple[bool, dict, str]:
-        """Run a script of named steps: (ok, its report, its output's tail)."""
+    def run(self, *steps: str | tuple[str, str], lines: int = 60) -> tuple[bool, dict, str]:
+        """Run a script of named steps: (ok, its report, the last `lines` lines of its output)."""
         result = self.remote.run(shell.script(*steps))
-        return result.ok, shell.parse_reports(result.stdout), result.tail(60)
+        return result.ok, shell.parse_reports(result.stdout), result.tail(lines)
 
     def health_host(self) -> str:
         return self.inventory.app.domains[0] if self.inventory.app.domains else self.host.address
@@ -100,9 +100,11 @@ class Session:
         ok, report, tail = self.run(("backup", commands.backup(self.layout, self.app, name)))
         if not ok:
             raise DeployError(f"the database backup failed, so nothing was migrated:\n{tail}")
-        ok, _, tail = self.run(("migrate", commands.migrate(self.layout, release_id, self.app, targets_)))
+        ok, _, tail = self.run(("migrate", commands.migrate(self.layout, release_id, self.app, targets_)),
+                               lines=commands.GATE_OUTPUT_LINES)
         if not ok:
-            raise DeployError(f"manage.py migrate failed:\n{tail}")
+            found = diagnose.diagnose("migrate", tail)
+            raise DeployError(f"{found.headline}:\n{found.explain()}")
         return report["backup"]
 
 
@@ -156,9 +158,16 @@ def _schema_warning(session: Session, state: ServerState) -> None:
 def deploy(c, inventory=None, ref="HEAD", allow_dirty=False):
     """Ship a release: build it, migrate after a backup, switch traffic once it answers healthy."""
     shipped = []  # the project, read once, before connecting to any host
+    reporter = Reporter()
 
     def read(inv: Inventory) -> None:
-        shipped.append(source.read(inv.app.source, ref, allow_dirty, inv.app.requirements))
+        build = inv.app.build
+        if build:
+            reporter.line(f"build: `{build.command}` in a clean copy of {ref} of {inv.app.source}")
+        shipped.append(source.read(inv.app.source, ref, allow_dirty, inv.app.requirements, build,
+                                   echo=lambda line: reporter.line(f"  | {line}")))
+        if build:
+            reporter.step("ok", "build", f"{', '.join(build.outputs)} built, shipped with the release")
 
     _on_each_host(c, inventory, "deploy", lambda session: deploy_to(session, shipped[0]), before=read)
 
@@ -268,6 +277,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
                               _extra_requirements(src), inv.proxy_environment)),
         ("checks", commands.release_check(layout, release.id, project.check_script(CHECK_SCRIPT.read_text()))),
+        lines=commands.GATE_OUTPUT_LINES,
     )
     if not ok:
         if (any(sign in tail for sign in commands.DISK_FULL_SIGNS)
@@ -277,13 +287,16 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
             raise DeployError(f"release {release.id}: the server ran out of disk space while building it "
                               f"({_free_mib(state)}). Free some space (old database dumps in {layout.backups}/, "
                               "`sudo apt-get clean`) and deploy again; the release was removed, "
-                              f"{_serving(state)}.\n{tail}")
+                              f"{_serving(state)}.\n{_last_lines(tail)}")
         _set_aside(session, release, tail)
-        what = {"pip": "building its Python environment (pip) failed",
-                "checks": "Django's checks or collectstatic failed"}.get(report.get("failed"),
-                                                                         f"its {report.get('failed')} step failed")
-        raise DeployError(f"release {release.id}: {what}; {_serving(state)}. Kept in "
-                          f"{layout.failed}/ for inspection.\n{tail}")
+        step = report.get("failed")
+        if step not in ("pip", "checks"):
+            raise DeployError(f"release {release.id}: its {step} step failed; {_serving(state)}. Kept in "
+                              f"{layout.failed}/ for inspection.\n{_last_lines(tail)}")
+        found = diagnose.diagnose(step, tail, state.python, src.requirements.decode(errors="replace"))
+        log = commands.gate_log(f"{layout.failed}/{release.id}")
+        raise DeployError(f"release {release.id}: {found.headline}; {_serving(state)}. Kept in "
+                          f"{layout.failed}/.\n{found.explain(log)}")
     release.migrations = report["migrations"]
     release.static_sample = report.get("static_sample", {})
     session.reporter.step("changed", "release", f"{release.id} unpacked ({len(src.archive) // 1024} KiB), "
@@ -298,6 +311,10 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
     if advice:  # the readiness check's findings that do not stop a release, one per line too
         session.reporter.step("ok", "readiness", f"{len(advice)} thing(s) to improve in the settings:"
                               + "".join(f"\n            - {text}" for text in advice))
+
+
+def _last_lines(text: str, lines: int = 30) -> str:
+    return "\n".join(diagnose.gate_output(text)[-lines:])
 
 
 def _managed_environment(session: Session) -> dict[str, str]:

@@ -183,7 +183,7 @@ def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_f
         f"  rm -rf {q(target)}",
         f"  {join('install', '-d', '-m', '755', '-o', builder, '-g', builder, target)}",
         "  # shellcheck disable=SC2016  # pip's little script expands its own $0 and $@, on the server",
-        f"  if ! out=$({build} 2>&1); then printf '%s\\n' \"$out\" | tail -n 30 >&2; {free_space_report(target)}; "
+        f"  if ! out=$({build} 2>&1); then {free_space_report(target)}; {keep_gate_output(release)}; "
         f"rm -rf {q(target)}; exit 1; fi",
         # Sealed: from now on nothing but root may change it.
         f"  chown -R root:root {q(target)}",
@@ -208,8 +208,7 @@ def release_check(layout: Layout, release_id: str, script: str) -> str:
     check = manage(layout, release_id, builder, ["shell", "--no-startup", "--interface", "python",
                                                  "--command", script], writable=[release])
     return "\n".join([
-        f"if ! out=$({check} 2>&1); then printf '%s\\n' \"$out\" | tail -n 40 >&2; {free_space_report(release)}; "
-        "exit 1; fi",
+        f"if ! out=$({check} 2>&1); then {free_space_report(release)}; {keep_gate_output(release)}; exit 1; fi",
         "printf '%s\\n' \"$out\" | grep '^@gangway ' || true",
         f"chown -R root:root {q(release)}",
     ])
@@ -460,3 +459,30 @@ def reverse_command(layout: Layout, release_dir: str, app: str, targets: dict[st
     return "; ".join("sudo " + manage(layout, "manual", app, ["migrate", "--noinput", a, t], release_dir=release_dir,
                                       unit=f"{layout.app}-manual-migrate")
                      for a, t in targets.items())
+
+
+# --- the output of a failed gate ------------------------------------------------------------------------------
+
+# Where a release keeps the whole output of the gate it failed (pip, the release check): beside its metadata,
+# so a failed release set aside in failed/ carries it along.
+GATE_LOG = RELEASE_META.rsplit("/", 1)[0] + "/build.log"
+# How much of that output comes back over SSH to be read (the whole of a traceback chain, a pip report).
+GATE_OUTPUT_LINES = 300
+
+
+def gate_log(release_dir: str) -> str:
+    return f"{release_dir}/{GATE_LOG}"
+
+
+def keep_gate_output(release_dir: str) -> str:
+    """For a gate that failed with its output in $out: seal the release (the build user can write there no
+    more), keep the whole output in it, readable by root only, and print its end on stderr. A metadata
+    directory the build user replaced (by a link, say) is made anew first: nothing is written through it."""
+    meta = release_dir + "/" + RELEASE_META.rsplit("/", 1)[0]
+    log = gate_log(release_dir)
+    return "; ".join([
+        f"chown -R root:root {q(release_dir)} || true",
+        f"{{ if [ -L {q(meta)} ] || [ ! -d {q(meta)} ]; then rm -rf {q(meta)}; install -d -m 755 {q(meta)}; fi; "
+        f"rm -f {q(log)}; (umask 077; printf '%s\\n' \"$out\" > {q(log)}); }} || true",
+        f"printf '%s\\n' \"$out\" | tail -n {GATE_OUTPUT_LINES} >&2",
+    ])

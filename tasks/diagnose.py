@@ -1,0 +1,364 @@
+"""What went wrong when a release failed one of its gates, read from the gate's output.
+
+A gate is a step that runs the project's code or its requirements on the server: pip building the Python
+environment, importing the project, Django's checks, collectstatic, migrate. Its output is a traceback or
+pip's error report, whose last line is rarely the one that matters. `diagnose` finds the line that decides,
+names the gate in a headline, and adds hints for the causes people meet most: a Django too old for the
+server's Python, a pin with no release for that Python, SQLite settings, a module the requirements lack.
+Pure: text in, text out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .shell import REPORT
+
+HEADLINES = {
+    "pip": "pip could not install the requirements into the release's Python environment",
+    "import": "the project could not be imported (its settings, apps or URLs)",
+    "checks": "Django's checks (manage.py check --deploy) found errors",
+    "collectstatic": "collectstatic failed",
+    "migrate": "manage.py migrate failed",
+}
+
+# Django release series: the Python versions each runs on, and the first patch release supporting the newest
+# of them (https://docs.djangoproject.com/en/stable/faq/install/#what-python-version-can-i-use-with-django).
+DJANGO_PYTHONS = {
+    (1, 11): ("2.7", "3.4", "3.5", "3.6", "3.7"),
+    (2, 0): ("3.4", "3.5", "3.6", "3.7"),
+    (2, 1): ("3.5", "3.6", "3.7"),
+    (2, 2): ("3.5", "3.6", "3.7", "3.8", "3.9"),
+    (3, 0): ("3.6", "3.7", "3.8", "3.9"),
+    (3, 1): ("3.6", "3.7", "3.8", "3.9"),
+    (3, 2): ("3.6", "3.7", "3.8", "3.9", "3.10"),
+    (4, 0): ("3.8", "3.9", "3.10"),
+    (4, 1): ("3.8", "3.9", "3.10", "3.11"),
+    (4, 2): ("3.8", "3.9", "3.10", "3.11", "3.12"),
+    (5, 0): ("3.10", "3.11", "3.12"),
+    (5, 1): ("3.10", "3.11", "3.12", "3.13"),
+    (5, 2): ("3.10", "3.11", "3.12", "3.13", "3.14"),
+    (6, 0): ("3.12", "3.13", "3.14"),
+    (6, 1): ("3.12", "3.13", "3.14"),
+}
+# (series, python) -> the first release of the series that runs on that Python, where it came in a patch.
+DJANGO_PATCH_FOR_PYTHON = {
+    ((2, 2), "3.8"): "2.2.8", ((2, 2), "3.9"): "2.2.17", ((3, 0), "3.9"): "3.0.11", ((3, 1), "3.9"): "3.1.3",
+    ((3, 2), "3.10"): "3.2.9", ((4, 1), "3.11"): "4.1.3", ((4, 2), "3.12"): "4.2.8", ((5, 1), "3.13"): "5.1.3",
+    ((5, 2), "3.14"): "5.2.8", ((1, 11), "3.7"): "1.11.17",
+}
+DJANGO_LTS = {(1, 11), (2, 2), (3, 2), (4, 2), (5, 2)}
+
+# Modules Python removed: a project (or its Django) that imports them is older than the server's Python.
+REMOVED_FROM_PYTHON = {
+    "distutils": "3.12", "imp": "3.12", "asynchat": "3.12", "asyncore": "3.12", "smtpd": "3.12",
+    "cgi": "3.13", "cgitb": "3.13", "crypt": "3.13", "pipes": "3.13", "telnetlib": "3.13", "nntplib": "3.13",
+    "audioop": "3.13", "chunk": "3.13", "imghdr": "3.13", "mailcap": "3.13", "sndhdr": "3.13", "uu": "3.13",
+    "xdrlib": "3.13", "aifc": "3.13", "msilib": "3.13", "nis": "3.13", "ossaudiodev": "3.13", "spwd": "3.13",
+    "sunau": "3.13", "lib2to3": "3.13",
+}
+
+# What Django removed that old projects still import: (pattern in the error, the hint).
+REMOVED_FROM_DJANGO = (
+    (r"cannot import name 'url' from 'django\.conf\.urls'",
+     "url() was removed in Django 4.0: in urls.py import path (or re_path, for regular expressions) from "
+     "django.urls; e.g. url(r'^post/(?P<pk>\\d+)/$', views.post_detail) becomes "
+     "path('post/<int:pk>/', views.post_detail)"),
+    (r"No module named 'django\.core\.urlresolvers'",
+     "django.core.urlresolvers was removed in Django 2.0: import reverse and friends from django.urls"),
+    (r"cannot import name '(u?gettext(_lazy)?|ugettext_noop|ungettext(_lazy)?)'",
+     "the u-prefixed translation functions were removed in Django 4.0: use gettext / gettext_lazy from "
+     "django.utils.translation"),
+    (r"cannot import name '(force_text|smart_text)'",
+     "force_text and smart_text were removed in Django 4.0: use force_str / smart_str"),
+    (r"cannot import name 'python_2_unicode_compatible'",
+     "python_2_unicode_compatible was removed in Django 3.0: remove the decorator, Python 3 needs none"),
+    (r"No module named 'django\.utils\.six'",
+     "django.utils.six was removed in Django 3.0: the module importing it (see the traceback) predates your "
+     "Django; upgrade that package, or in your own code `import six` (and add six to the requirements)"),
+    (r"missing 1 required positional argument: 'on_delete'",
+     "since Django 2.0 ForeignKey and OneToOneField need on_delete, e.g. "
+     "models.ForeignKey(Author, on_delete=models.CASCADE)"),
+)
+
+# Import names whose package is called something else on PyPI.
+PACKAGE_OF_MODULE = {
+    "environ": "django-environ", "dj_database_url": "dj-database-url", "decouple": "python-decouple",
+    "dotenv": "python-dotenv", "PIL": "Pillow", "yaml": "PyYAML", "rest_framework": "djangorestframework",
+    "crispy_forms": "django-crispy-forms", "corsheaders": "django-cors-headers",
+    "debug_toolbar": "django-debug-toolbar", "bs4": "beautifulsoup4", "MySQLdb": "mysqlclient",
+    "psycopg2": "psycopg2-binary", "psycopg": "psycopg[binary]", "storages": "django-storages",
+    "allauth": "django-allauth", "taggit": "django-taggit", "ckeditor": "django-ckeditor",
+    "markdownx": "django-markdownx", "widget_tweaks": "django-widget-tweaks", "import_export": "django-import-export",
+    "django_extensions": "django-extensions", "django_filters": "django-filter", "dateutil": "python-dateutil",
+    "jwt": "PyJWT", "sklearn": "scikit-learn", "cv2": "opencv-python-headless",
+}
+
+# Noise the gate adds around the output: the tool's own report lines, the step trap's line, Django's shell.
+_NOISE = re.compile(rf"^({re.escape(REPORT)} |failed \([^)]*\): |\d+ objects? imported automatically|"
+                    r"Automatic imports are disabled)")
+_EXCEPTION = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Warning|Interrupt)(?::\s.*|$)")
+_PIP_DECISIVE = (
+    re.compile(r"^ERROR: No matching distribution found for .+"),
+    re.compile(r"^ERROR: Could not find a version that satisfies the requirement .+"),
+    re.compile(r"^ERROR: (Failed building wheel for|Failed to build) .+"),
+    re.compile(r"^(ERROR: )?Failed to build installable wheels .+"),
+    re.compile(r"^× .+ did not run successfully\."),
+    re.compile(r"^ERROR: .+"),
+    re.compile(r"^error: .+"),
+)
+_CHECK_ERROR = re.compile(r"^\S*: \([\w.]+\.E\d+\) .+")
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    gate: str            # pip, import, checks, collectstatic or migrate
+    decisive: str        # the line that says what went wrong
+    hints: tuple[str, ...]
+    tail: str            # the end of the gate's own output (without the tool's report lines)
+
+    @property
+    def headline(self) -> str:
+        return HEADLINES[self.gate]
+
+    def explain(self, log: str = "", lines: int = 25) -> str:
+        """The decisive line, the hints, where the full output is, then the output's tail."""
+        parts = [f"  {self.decisive}"] if self.decisive else []
+        parts += [f"hint: {hint}" for hint in self.hints]
+        if log:
+            parts.append(f"The gate's full output is kept on the server in {log} (readable by root: "
+                         f"`sudo less {log}`).")
+        tail = self.tail.splitlines()[-lines:]
+        if tail:
+            parts.append("Its last lines:\n" + "\n".join(f"    {line}" for line in tail))
+        return "\n".join(parts)
+
+
+def gate_output(text: str) -> list[str]:
+    """The lines the gate itself printed: without report lines, the step's trap line and Django shell's
+    greeting."""
+    return [line.rstrip() for line in text.splitlines() if not _NOISE.match(line)]
+
+
+def diagnose(step: str, output: str, python: str = "", requirements: str = "") -> Diagnosis:
+    """Read the output of the failed `step` ("pip", "checks" or "migrate"). `python` is the server's Python
+    version (e.g. 3.13.5), `requirements` the project's requirements file: both make hints precise."""
+    lines = gate_output(output)
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    tail = "\n".join(lines).strip("\n")
+    python = ".".join(python.split(".")[:2])
+    if step == "pip":
+        decisive = _first_match(lines, _PIP_DECISIVE) or _last_line(lines)
+        return Diagnosis("pip", decisive, tuple(_pip_hints(lines, python, requirements)), tail)
+    decisive = _decisive_python_error(lines)
+    gate = "migrate" if step == "migrate" else _checks_gate(lines, decisive)
+    return Diagnosis(gate, decisive, tuple(_python_hints(lines, decisive, python, requirements)), tail)
+
+
+# --- which gate, which line ----------------------------------------------------------------------------------
+
+def _first_match(lines: list[str], patterns) -> str:
+    for pattern in patterns:
+        for line in lines:
+            if pattern.match(line.strip()):
+                return line.strip()
+    return ""
+
+
+def _last_line(lines: list[str]) -> str:
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+def _decisive_python_error(lines: list[str]) -> str:
+    """The first exception of a traceback chain is its cause ("The above exception was the direct cause",
+    "During handling of the above exception"): manage.py's "Couldn't import Django" hides the real error.
+    Without a traceback: a check's error line, else the last line (the gate's own message)."""
+    check_error = _first_match(lines, (_CHECK_ERROR,))  # the first of Django's check errors says most
+    for line in lines:
+        if _EXCEPTION.match(line):
+            return check_error if line.startswith("SystemCheckError") and check_error else line.strip()
+    return check_error or _last_line(lines)
+
+
+def _checks_gate(lines: list[str], decisive: str) -> str:
+    """The release check imports the project, runs Django's checks, then collectstatic: tell them apart from
+    the output (the frames a traceback passed through, or the check's own messages)."""
+    text = "\n".join(lines)
+    if re.match(r"(ModuleNotFoundError|ImportError|SyntaxError|IndentationError)\b", decisive) or \
+            "Couldn't import Django" in text:
+        return "import"
+    if "found problems" in text or "SystemCheckError" in text:
+        return "checks"
+    if re.search(r"collectstatic\.py|staticfiles/storage\.py|^STATIC_ROOT is ", text, re.M):
+        return "collectstatic"
+    if re.search(r"management/commands/check\.py|core/checks/", text):
+        return "checks"
+    # Before the check ran at all: Django's setup (settings, apps) failed, which is importing the project.
+    if "django/__init__.py" in text or "apps/registry.py" in text or "conf/__init__.py" in text:
+        return "import"
+    return "checks"
+
+
+# --- hints -------------------------------------------------------------------------------------------------
+
+def _pins(requirements: str) -> dict[str, str]:
+    """Normalised package name -> its requirement line, for the lines that name a package."""
+    pins = {}
+    for raw in requirements.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if match and not line.startswith("-"):
+            pins[_normal(match.group(1))] = line
+    return pins
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _django_pin(requirements: str) -> tuple[int, int, str] | None:
+    """The Django series and version the requirements pin exactly (Django==1.11.29), if they do."""
+    line = _pins(requirements).get("django", "")
+    match = re.search(r"==\s*(\d+)\.(\d+)(\.\d+)?", line)
+    return (int(match.group(1)), int(match.group(2)), match.group(0).lstrip("= ")) if match else None
+
+
+def django_for_python(python: str) -> str:
+    """The Django versions that run on `python` (3.13), newest last, the long-term support ones marked."""
+    names = []
+    for series, pythons in DJANGO_PYTHONS.items():
+        if python in pythons:
+            patch = DJANGO_PATCH_FOR_PYTHON.get((series, python))
+            name = f"{series[0]}.{series[1]}" + (f" ({patch} or later)" if patch else "")
+            names.append(name + (" LTS" if series in DJANGO_LTS else ""))
+    return ", ".join(names)
+
+
+def _too_old_for_python(python: str, requirements: str, why: str) -> str:
+    """Which Django the requirements pin, that it does not run on the server's Python, and which do."""
+    pin = _django_pin(requirements)
+    which = f"Django {pin[2]} (pinned in your requirements)" if pin else "the Django in your requirements"
+    why = f"{why}: " if why else ""
+    runs = django_for_python(python)
+    if not runs:
+        return f"{why}{which} is probably older than the server's Python; pin a Django that supports it."
+    upgrade = ""
+    if pin and pin[:2] < (4, 0):
+        upgrade = (" Upgrading from there usually breaks a few things on the way: url() in urls.py (use path() "
+                   "or re_path()), django.utils.six, ForeignKey without on_delete; run the project locally on "
+                   "the new Django first (`python -m pip install 'Django~=5.2'`, `python manage.py check`).")
+    return (f"{why}{which} does not run on Python {python}, the server's Python. Django versions that run "
+            f"there: {runs}; pin one in your requirements (an LTS is supported longest).{upgrade}")
+
+
+def _python_hints(lines: list[str], decisive: str, python: str, requirements: str) -> list[str]:
+    text = "\n".join(lines)
+    hints = []
+    pin = _django_pin(requirements)
+    missing = re.search(r"No module named '([\w.]+)'", decisive)
+    top = missing.group(1).split(".")[0] if missing else ""
+    raised_in = _raised_in(lines, decisive)
+    package = re.search(r"/site-packages/([^/]+)/", raised_in)
+    package = package.group(1) if package else ""
+    old_django = bool(pin and python and not _runs_on(pin, python))
+    removed_in = REMOVED_FROM_PYTHON.get(top)
+    if removed_in and (package == "django" or old_django):
+        hints.append(_too_old_for_python(python, requirements, f"Python {removed_in} removed the module {top}, "
+                                                               "which Django imports"))
+    elif removed_in:
+        who = (f"{package} imports (see the traceback): upgrade {package} in your requirements to a version made "
+               f"for Python {python or 'the server runs'}" if package else
+               f"your code imports ({raised_in or 'see the traceback'}): replace it as Python's \"What's New in "
+               f"Python {removed_in}\" says")
+        hints.append(f"Python {removed_in} removed the module {top}, which {who}.")
+    elif old_django or (package == "django" and "No module named 'django.utils.six" in decisive):
+        hints.append(_too_old_for_python(python, requirements, "Django failed while importing itself"
+                                         if package == "django" else ""))
+    else:
+        hints += [hint for pattern, hint in REMOVED_FROM_DJANGO if re.search(pattern, text)][:1]
+    if re.search(r"unable to open database file|attempt to write a readonly database|sqlite3", decisive):
+        hints.append("your settings use SQLite; the server gives you PostgreSQL via DATABASE_URL (the local "
+                     "socket, peer authentication, no password; DJANGO_DB_NAME names the database). "
+                     "Read DATABASES from the environment in your production settings (`fab init` writes such "
+                     "a settings module), and move your data with `fab import-data`.")
+    elif re.search(r"Error loading (psycopg2|psycopg) module|No module named 'psycopg", decisive):
+        hints.append("the PostgreSQL driver is missing: add psycopg[binary] to your requirements.")
+    elif top and not removed_in and not top.startswith("django"):
+        package = PACKAGE_OF_MODULE.get(top, top)
+        if _normal(package.split("[")[0]) not in _pins(requirements):
+            hints.append(f"the code imports {top}, but your requirements do not list {package}: add it (with the "
+                         f"version you use locally, see `python -m pip freeze`), commit, and deploy again.")
+    return hints
+
+
+def _raised_in(lines: list[str], decisive: str) -> str:
+    """The file of the innermost frame above the decisive line."""
+    frames = []
+    for line in lines:
+        if line.strip() == decisive:
+            break
+        match = re.match(r'\s*File "([^"]+)", line \d+', line)
+        if match:
+            frames.append(match.group(1))
+    return frames[-1] if frames else ""
+
+
+def _runs_on(pin: tuple[int, int, str], python: str) -> bool:
+    """Whether the pinned Django series runs on `python` (unknown series count as fine)."""
+    pythons = DJANGO_PYTHONS.get(pin[:2])
+    return pythons is None or python in pythons
+
+
+def _pip_hints(lines: list[str], python: str, requirements: str) -> list[str]:
+    text = "\n".join(lines)
+    on = f"Python {python}, the server's Python" if python else "the server's Python"
+    pins = _pins(requirements)
+    nothing = re.search(r"requirement (\S+) \(from versions: none\)", text)
+    if nothing:
+        return [f"pip found no version of {nothing.group(1)} at all: check the name's spelling in your "
+                "requirements; if it is right, the server could not reach the package index (a proxy "
+                "setting? see proxy in the inventory)."]
+    missing = re.search(r"No matching distribution found for (\S+)", text)
+    if missing:
+        wanted = missing.group(1)
+        name = re.match(r"[A-Za-z0-9._-]+", wanted).group(0)
+        needs = re.search(rf"(?:^|[:;]\s*){re.escape(_version(wanted))} Requires-Python ([^;\n]+)", text, re.M) \
+            if _version(wanted) else None
+        why = (f"{name} {_version(wanted)} requires Python {needs.group(1).strip()}, so pip will not install it on "
+               f"{on}" if needs else f"pip found no release of {wanted} that installs on {on} (or that "
+                                      f"version does not exist)")
+        return [f"{why}. Pin a version of {name} that supports Python {python or 'the server runs'} (pip listed "
+                f"the versions it found), or remove the line if your project does not import {name}; "
+                f"`python -m pip index versions {name}` shows them."]
+    failed = _failed_package(text)
+    pin = pins.get(_normal(failed), failed) if failed else ""
+    if failed or re.search(r"did not run successfully|metadata-generation-failed|Failed building wheel", text):
+        which = f"{pin} (from your requirements)" if pin else "one of your requirements (see the output)"
+        special = (" For psycopg2, use psycopg2-binary or psycopg[binary], which come as wheels."
+                   if failed and _normal(failed) == "psycopg2" else "")
+        stopped = next((line.strip()[:200] for line in lines if line.startswith(" ") and
+                        re.search(r"(?i)\berror\b", line) and "subprocess-exited-with-error" not in line), "")
+        return [f"{which} has no ready-made wheel for {on}, so pip tried to build it from source on the server, "
+                "and that failed" + (f" ({stopped})" if stopped else "") + ". Pin a newer version that publishes "
+                f"wheels for Python {python or 'it'} (its PyPI page lists them under \"Download files\").{special}"]
+    return []
+
+
+def _version(requirement: str) -> str:
+    match = re.search(r"==\s*([\w.!+-]+)", requirement)
+    return match.group(1) if match else ""
+
+
+def _failed_package(text: str) -> str:
+    """The package whose build failed, as pip or its build backend names it."""
+    for pattern in (r"Failed building wheel for ([\w.-]+)",
+                    r"Failed to build installable wheels for some pyproject\.toml based projects \(([\w.-]+)",
+                    r"Failed to build (?!installable)([\w.-]+)",
+                    r"pip-install-[^/\s]+/([A-Za-z0-9_.-]+?)_[0-9a-f]{32}", r"Project name: ([\w.-]+)",
+                    r"Building wheel for ([\w.-]+) \("):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(1)
+    return ""
