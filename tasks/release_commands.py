@@ -490,10 +490,9 @@ def manage_live(layout: Layout, release_id: str, app: str, args: list[str], unit
     if not upload:
         return command
     return "\n".join([f"chown {q(app + ':' + app)} {q(upload)} || {{ rm -f {q(upload)}; exit 1; }}",
-                      command,
-                      "rc=$?",
+                      f"if {command}; then rc=0; else rc=$?; fi",
                       join("rm", "-f", upload),
-                      'exit "$rc"'])
+                      '(exit "$rc")'])  # the command's status, also as a step of a script (set -e)
 
 
 def private_upload(path: str) -> str:
