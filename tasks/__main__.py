@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fabric import Config, Executor
+from fabric import Config
 from fabric.main import Fab
 
 from .collection import namespace_for
+from .executor import Executor
 
 
 def main() -> None:

@@ -11,12 +11,17 @@ them with the code. This repository's own fabfile uses `inventory/`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import fabric
 from invoke import Collection
 
+from .data import import_data
 from .deploy import deploy, list_releases, rollback, unlock
+from .executor import Executor
 from .init import init
+from .operate import config, manage
 from .provision import provision
 
 # Where a project keeps its inventory files, relative to its fabfile.
@@ -26,7 +31,19 @@ INVENTORY_DIR = "deploy"
 def namespace_for(fabfile: str | Path, inventory_dir: str = INVENTORY_DIR) -> Collection:
     """All tasks, with the inventory directory set relative to `fabfile` (pass the fabfile's `__file__`)."""
     root = Path(fabfile).resolve().parent
-    namespace = Collection(init, provision, deploy, rollback, list_releases, unlock)
+    namespace = Collection(init, provision, deploy, rollback, list_releases, unlock, manage, config, import_data)
     namespace.configure({"gangway": {"inventory": None, "known_hosts": None,
                                      "inventory_dir": str(root / inventory_dir)}})
+    _use_executor()
     return namespace
+
+
+def _use_executor() -> None:
+    """`fab manage -- ARGS` needs gangway's executor (tasks/executor.py). invoke picks the executor from the
+    config key tasks.executor_class before it loads any collection's configuration, so a collection cannot
+    set it; the `fab` program loading this fabfile gets it as its default instead (a tasks.executor_class of
+    the user's own config still wins). `gangway` (tasks/__main__.py) passes it directly."""
+    main = sys.modules.get("fabric.main")
+    program = getattr(main, "program", None)
+    if program is not None and program.executor_class is fabric.Executor:
+        program.executor_class = Executor

@@ -8,6 +8,7 @@ that point leaves the live release serving and sets the new one aside in failed/
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass
@@ -222,11 +223,16 @@ def _extra_requirements(src: source.Source) -> list[str]:
     return [] if named else [defaults.GUNICORN]
 
 
-def _new_release(src: source.Source, state: ServerState) -> Release:
-    release_id = releases.new_release_id(src.commit, src.dirty)
+def _new_id(commit: str, dirty: bool, state: ServerState) -> str:
+    release_id = releases.new_release_id(commit, dirty)
     while release_id in state.releases or release_id in state.failed:  # two deploys of one commit in a second
         time.sleep(0.2)
-        release_id = releases.new_release_id(src.commit, src.dirty)
+        release_id = releases.new_release_id(commit, dirty)
+    return release_id
+
+
+def _new_release(src: source.Source, state: ServerState) -> Release:
+    release_id = _new_id(src.commit, src.dirty, state)
     return Release(id=release_id, commit=src.commit, ref=src.ref, created=_now(), deployed_by=who(),
                    requirements=source.requirements_hash(src.requirements, state.python,
                                                          " ".join(_extra_requirements(src))))
@@ -318,9 +324,11 @@ def _last_lines(text: str, lines: int = 30) -> str:
 
 
 def _managed_environment(session: Session) -> dict[str, str]:
-    """The variables gangway keeps in shared/env; the operator's own lines are left alone."""
+    """The variables gangway keeps in shared/env, the inventory's app.env among them (a name taken out of it
+    leaves the file at the next deploy); the operator's own lines are left alone."""
     inv = session.inventory
     return {
+        **dict(inv.app.env),
         "DJANGO_ALLOWED_HOSTS": ",".join(inv.app.domains or (session.host.address,)),
         "DJANGO_DB_NAME": inv.app.name,
         # For settings that read DATABASE_URL (dj-database-url, django-environ): the local socket, and the
@@ -428,6 +436,32 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
         session.go_live(release, state, event)
     reporter.line(f"rolled back to {target}: {session.stats.summary()}")
     return target
+
+
+def relaunch(session: Session, state: ServerState, why: str) -> str:
+    """Start the live release's code anew (a new release id, the same files and venv), so it reads the app's
+    environment again, and switch to it once it answers healthy: the zero-downtime way to apply changed
+    variables. On failure the new instance is removed and the live release keeps serving. Call it holding the
+    deploy lock; returns the new release's id."""
+    live = state.releases.get(state.live or "")
+    if live is None:
+        raise DeployError("no release is live yet: nothing to restart")
+    release = dataclasses.replace(live, id=_new_id(live.commit, live.id.endswith("-dirty"), state),
+                                  status=releases.BUILDING, created=_now(), deployed_by=who(), error="")
+    ok, _, tail = session.run(("copy", commands.clone_release(session.layout, live.id, release)))
+    if not ok:
+        session.run(("remove", commands.cleanup(session.layout, [], [release.id], [], [])))
+        raise DeployError(f"could not start a new instance of {live.id}:\n{tail}")
+    release.status = GOOD
+    event = {"time": _now(), "event": "live", "release": release.id, "previous": live.id, "commit": live.commit,
+             "by": who(), "why": why}
+    try:
+        session.go_live(release, state, event)
+    except DeployError as error:
+        _set_aside(session, release, str(error), keep=False)
+        raise DeployError(f"the new instance of {live.id} did not answer healthy, so {live.id} is still serving:"
+                          f"\n{error}") from None
+    return release.id
 
 
 def _rollback_target(state: ServerState, to: str | None) -> str:

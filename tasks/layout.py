@@ -8,7 +8,7 @@
         static/               its collected static files (STATIC_ROOT)
       venvs/HASH/             Python environments, keyed by a hash of the requirements (sealed like releases)
       failed/RELEASE/         releases that failed, kept aside for inspection
-      shared/                 survives releases: env file, media
+      shared/                 survives releases: env file, the app's own variables (config.env), media
         media/                the only place the app user may write
       static/                 what nginx serves at /static/: every kept release's files, so a page rendered
                               by the previous release still gets its hashed CSS and JS after a switch
@@ -55,6 +55,16 @@ class Layout:
     @property
     def env_file(self) -> str:
         return f"{self.shared}/env"
+
+    @property
+    def config_env(self) -> str:
+        """The app's own variables (`fab config`): root's alone (0600), read by systemd after env_file."""
+        return f"{self.shared}/config.env"
+
+    def upload(self, token: str, name: str) -> str:
+        """Where a file sent from the operator's machine waits (releases/ is the deploy user's upload place);
+        owner-only, removed by the task that sent it."""
+        return f"{self.releases}/.upload-{token}-{name}"
 
     @property
     def current(self) -> str:
@@ -162,6 +172,10 @@ class Layout:
     def boot_link(self, release_id: str) -> str:
         """What `systemctl enable` would create: the link that makes systemd start a release at boot."""
         return f"/etc/systemd/system/multi-user.target.wants/{self.unit(release_id)}"
+
+    def manage_unit(self, token: str) -> str:
+        """The transient unit a `fab manage` command runs in."""
+        return f"{self.app}-manage-{token}"
 
     @property
     def runtime_dir(self) -> str:

@@ -24,6 +24,8 @@ UNHEALTHY_GRACE_S = 3
 DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
 # A build that failed with less than this free failed for want of space; a deploy keeps this much spare.
 LOW_SPACE_KIB = 16 * 1024
+# The first line of the environment file: the keys gangway manages in it (the rest is the operator's).
+ENV_FILE_MARK = "# managed by gangway: "
 
 
 # --- facts --------------------------------------------------------------------------------------------------
@@ -85,15 +87,17 @@ def applied_migrations(app: str) -> str:
 # --- running project code, sandboxed -------------------------------------------------------------------------
 
 def sandboxed(layout: Layout, unit: str, user: str, workdir: str, argv: list[str], writable: list[str],
-              env: dict[str, str] | None = None) -> str:
-    """`argv` in a transient systemd unit as `user`: the app's environment file read by systemd (as data),
-    the system read-only but for `writable`, no way to gain privileges, its own /tmp. Output comes back."""
-    props = [f"WorkingDirectory={workdir}", f"EnvironmentFile=-{layout.env_file}", "NoNewPrivileges=yes",
+              env: dict[str, str] | None = None, terminal: bool = False) -> str:
+    """`argv` in a transient systemd unit as `user`: the app's environment files read by systemd (as data),
+    the system read-only but for `writable`, no way to gain privileges, its own /tmp. Output comes back; with
+    `terminal`, the caller's terminal is the command's (an interactive command's prompts)."""
+    props = [f"WorkingDirectory={workdir}", f"EnvironmentFile=-{layout.env_file}",
+             f"EnvironmentFile=-{layout.config_env}", "NoNewPrivileges=yes",
              "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "UMask=0022",
              *([f"ReadWritePaths={' '.join(writable)}"] if writable else [])]
     variables = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PIP_NO_CACHE_DIR": "1", **(env or {})}
-    return join("systemd-run", "--quiet", "--pipe", "--wait", "--collect", "--service-type=exec",
-                f"--unit={unit}", f"--uid={user}", f"--gid={user}",
+    return join("systemd-run", "--quiet", "--pty" if terminal else "--pipe", "--wait", "--collect",
+                "--service-type=exec", f"--unit={unit}", f"--uid={user}", f"--gid={user}",
                 *[f"--property={p}" for p in props],
                 *[f"--setenv={k}={v}" for k, v in sorted(variables.items())],
                 "--", *argv)
@@ -118,8 +122,10 @@ def manage(layout: Layout, release_id: str, user: str, args: list[str], writable
 def env_file(layout: Layout, managed: dict[str, str]) -> str:
     """Create the environment file once (with a new secret key), then keep the managed keys up to date.
 
-    Lines the operator added are left alone; the secret key is generated on the server and never printed.
-    systemd reads the file (EnvironmentFile=): no shell ever sources it.
+    The file remembers which keys gangway wrote (a comment line): one it no longer manages (a name taken out
+    of the inventory's app.env) is removed, not left behind. Lines the operator added are left alone; the
+    secret key is generated on the server and never printed. systemd reads the file (EnvironmentFile=): no
+    shell ever sources it.
     """
     for key, value in managed.items():
         if not key.isidentifier() or any(c in value for c in "'\\\n\r"):
@@ -128,13 +134,22 @@ def env_file(layout: Layout, managed: dict[str, str]) -> str:
 import os, re, secrets, sys
 path = {layout.env_file!r}
 managed = {managed!r}
+mark = {ENV_FILE_MARK!r}
 lines = open(path).read().splitlines() if os.path.exists(path) else []
-keys = {{re.split(r"\\s*=", l, maxsplit=1)[0].strip() for l in lines if "=" in l and not l.lstrip().startswith("#")}}
-if "DJANGO_SECRET_KEY" not in keys:
-    lines.append("DJANGO_SECRET_KEY='%s'" % secrets.token_urlsafe(50))
-out = []
+before = set()
 for line in lines:
-    key = re.split(r"\\s*=", line, maxsplit=1)[0].strip()
+    if line.startswith(mark):
+        before = set(line[len(mark):].split())
+lines = [l for l in lines if not l.startswith(mark)]
+def key_of(line):
+    return None if "=" not in line or line.lstrip().startswith("#") else re.split(r"\\s*=", line, maxsplit=1)[0].strip()
+gone = before - set(managed) - {{"DJANGO_SECRET_KEY"}}
+lines = [l for l in lines if key_of(l) not in gone]
+if "DJANGO_SECRET_KEY" not in {{key_of(l) for l in lines}}:
+    lines.append("DJANGO_SECRET_KEY='%s'" % secrets.token_urlsafe(50))
+out = [mark + " ".join(sorted(managed))]
+for line in lines:
+    key = key_of(line)
     out.append(f"{{key}}='{{managed.pop(key)}}'" if key in managed else line)
 out += [f"{{k}}='{{v}}'" for k, v in managed.items()]
 text = "\\n".join(out) + "\\n"
@@ -486,3 +501,138 @@ def keep_gate_output(release_dir: str) -> str:
         f"rm -f {q(log)}; (umask 077; printf '%s\\n' \"$out\" > {q(log)}); }} || true",
         f"printf '%s\\n' \"$out\" | tail -n {GATE_OUTPUT_LINES} >&2",
     ])
+
+
+# --- operating the live release: fab manage, fab config, fab import-data ----------------------------------------
+
+def manage_live(layout: Layout, release_id: str, app: str, args: list[str], unit: str, terminal: bool = False,
+                upload: str | None = None) -> str:
+    """`manage.py ARGS` in a release as the app user, with the app's environment, sandboxed like a build step but
+    with the media directory writable (loaddata, for one, may write files there). `upload` (a file sent for the
+    command) becomes the app user's for the command and is removed after it. Exits with the command's status."""
+    release_dir = layout.release(release_id)
+    command = sandboxed(layout, unit, app, release_dir, [f"{release_dir}/.venv/bin/python", "manage.py", *args],
+                        [layout.media], release_environment(layout, release_id, release_dir), terminal=terminal)
+    if not upload:
+        return command
+    return "\n".join([f"chown {q(app + ':' + app)} {q(upload)} || {{ rm -f {q(upload)}; exit 1; }}",
+                      f"if {command}; then rc=0; else rc=$?; fi",
+                      join("rm", "-f", upload),
+                      '(exit "$rc")'])  # the command's status, also as a step of a script (set -e)
+
+
+def private_upload(path: str) -> str:
+    """An empty file only its owner can read, for an upload to fill (SFTP keeps the mode of a file it
+    overwrites): run as the logged-in user."""
+    return f"umask 077 && : > {q(path)}"
+
+
+def config_probes(layout: Layout) -> list[Probe]:
+    """The app's own variables file as it is (empty when there is none), and whether the Gunicorn unit reads it
+    (a server provisioned before `fab config` existed does not)."""
+    return [Probe("config", f"cat {q(layout.config_env)}", lambda out, rc: out if rc == 0 else ""),
+            Probe("unit_reads_config", join("grep", "-qF", f"EnvironmentFile=-{layout.config_env}", layout.unit_path),
+                  lambda out, rc: rc == 0)]
+
+
+def config_install(layout: Layout, upload: str) -> str:
+    """Make the uploaded file the app's variables file (root's, 0600), keeping the one it replaces for
+    `config_restore`. The upload is gone afterwards, whatever happens."""
+    path, previous = layout.config_env, layout.config_env + ".gw-prev"
+    return "\n".join([
+        f"if [ -e {q(path)} ]; then cp -p {q(path)} {q(previous)}; else rm -f {q(previous)}; fi",
+        f"if ! install -m 600 -o root -g root {q(upload)} {q(path + '.gw-new')}; then "
+        f"rm -f {q(upload)} {q(path + '.gw-new')}; exit 1; fi",
+        join("rm", "-f", upload),
+        join("mv", "-f", path + ".gw-new", path),
+    ])
+
+
+def config_restore(layout: Layout) -> str:
+    """Put back the file `config_install` replaced (none, if there was none)."""
+    path, previous = layout.config_env, layout.config_env + ".gw-prev"
+    return f"if [ -e {q(previous)} ]; then mv -f {q(previous)} {q(path)}; else rm -f {q(path)}; fi"
+
+
+def config_kept(layout: Layout) -> str:
+    return join("rm", "-f", layout.config_env + ".gw-prev")
+
+
+def clone_release(layout: Layout, live_id: str, release: Release) -> str:
+    """`release` as a copy of the live release's files (hard links: no space, no build; releases are sealed and
+    never written in place), with its own metadata: the same code, to be started anew."""
+    return "\n".join([join("cp", "-al", layout.release(live_id), layout.release(release.id)),
+                      shell.write_file(layout.release_meta(release.id), release.to_json(), "644", "root", "root")])
+
+
+def remove_file(path: str) -> str:
+    return join("rm", "-f", path)
+
+
+def count_rows(layout: Layout, release_id: str, app: str, unit: str, models: list[str]) -> str:
+    """How many rows each model ("app_label.model") has in the server's database, as the live code sees it: a
+    report {"rows": {model: count}, "unknown": [models the code does not have]}."""
+    program = f"""
+import json
+from django.apps import apps
+rows, unknown = {{}}, []
+for label in {sorted(models)!r}:
+    try:
+        rows[label] = apps.get_model(label)._base_manager.count()
+    except LookupError:
+        unknown.append(label)
+print({shell.REPORT!r} + " " + json.dumps({{"rows": rows, "unknown": unknown}}))
+"""
+    return manage_live(layout, release_id, app, ["shell", "--command", program], unit)
+
+
+def load_data(layout: Layout, release_id: str, app: str, unit: str, upload: str, replace: bool,
+              backup_name: str) -> list[tuple[str, str]]:
+    """The steps that load an uploaded fixture: with `replace`, a backup and then an emptied database first."""
+    steps = []
+    if replace:
+        steps += [("backup", backup(layout, app, backup_name)),
+                  ("flush", manage_live(layout, release_id, app, ["flush", "--noinput"], unit))]
+    steps.append(("loaddata", manage_live(layout, release_id, app, ["loaddata", upload], unit, upload=upload)))
+    return steps
+
+
+def unpack_media(layout: Layout, app: str, upload: str, replace: bool) -> str:
+    """Unpack an uploaded tar of media files into shared/media as the app user: into a hidden directory there
+    first, then each file renamed into place (no partial file is ever visible), a file the server already has
+    kept unless `replace`. Reports {"media": {"added": n, "replaced": n, "kept": n}}; the upload is removed."""
+    program = f"""
+import json, os, shutil, sys, tarfile, tempfile
+media, archive, replace = {layout.media!r}, {upload!r}, {replace!r}
+staging = tempfile.mkdtemp(prefix=".gangway-upload-", dir=media)
+counts = {{"added": 0, "replaced": 0, "kept": 0}}
+try:
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(staging, members, filter="data")
+        else:
+            for m in members:
+                if m.name.startswith("/") or ".." in m.name.split("/"):
+                    sys.exit("refusing the member " + repr(m.name))
+            tar.extractall(staging, members)
+    for folder, _, files in os.walk(staging):
+        relative = os.path.relpath(folder, staging)
+        target_dir = os.path.normpath(os.path.join(media, relative))
+        os.makedirs(target_dir, exist_ok=True)
+        for name in files:
+            target = os.path.join(target_dir, name)
+            exists = os.path.lexists(target)
+            if exists and not replace:
+                counts["kept"] += 1
+                continue
+            os.chmod(os.path.join(folder, name), 0o644)
+            os.replace(os.path.join(folder, name), target)
+            counts["replaced" if exists else "added"] += 1
+finally:
+    shutil.rmtree(staging, ignore_errors=True)
+print({shell.REPORT!r} + " " + json.dumps({{"media": counts}}))
+"""
+    return "\n".join([f"chown {q(app + ':' + app)} {q(upload)} || {{ rm -f {q(upload)}; exit 1; }}",
+                      f"{as_user(app, f'cd / && python3 -c {q(program)}')} || {{ rm -f {q(upload)}; exit 1; }}",
+                      join("rm", "-f", upload)])

@@ -482,6 +482,27 @@ class Remote:
             return Result(r.stdout, (r.stderr + "\n(the command was ended by a signal)").strip(), -1)
         return Result(r.stdout, r.stderr, r.exited)
 
+    def attached(self, command: str, terminal: bool) -> int:
+        """Run `command` (as root) with its output streaming here as it comes, and with a terminal (a pty fed
+        by this process's own) when `terminal`: an interactive program's prompts. Returns its exit status."""
+        if self.wrap:
+            command = self.wrap(command)
+        if self.user != "root":
+            command = f"sudo -n -H sh -c {q(command)}"
+        self._ensure_connected("the next command")
+        self.stats.commands += 1
+        try:
+            r = self.connection.run(command, pty=terminal, warn=True, in_stream=None if terminal else False)
+        except (paramiko.SSHException, OSError, EOFError, ThreadException) as error:
+            if self._gone_after():
+                raise self._lost("running a command") from None
+            raise RemoteError(f"{self.name}: running a command failed ({describe(error)})") from None
+        if r.exited is None or r.exited == -1:
+            if self._gone_after():
+                raise self._lost("running a command")
+            return 255
+        return r.exited
+
     def start(self, command: str, timeout: float = 30) -> paramiko.Channel:
         """Start `command` on its own channel and hand the channel back (a process that must live as long as
         this connection, like the deploy lock's holder); a lost connection is reported as one."""

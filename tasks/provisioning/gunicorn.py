@@ -10,8 +10,8 @@ from ..steps import File, Step
 def unit_file(server: Server) -> str:
     layout = server.layout
     return render("systemd/app@.service.j2", app=server.inventory.app.name, releases=layout.releases,
-                  env_file=layout.env_file, gunicorn_conf=layout.gunicorn_conf, wsgi=server.inventory.app.wsgi,
-                  media=layout.media)
+                  env_file=layout.env_file, config_env=layout.config_env, gunicorn_conf=layout.gunicorn_conf,
+                  wsgi=server.inventory.app.wsgi, media=layout.media)
 
 
 def config_file(server: Server) -> str:

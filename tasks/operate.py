@@ -1,0 +1,215 @@
+"""`fab manage` and `fab config`: run Django's management commands in the live release, and keep the app's
+own variables (secrets, settings of its own) on the server.
+
+`fab manage -- ARGS` runs `manage.py ARGS` where the app runs: the live release's code and venv, as the app
+user, with the app's environment, in a sandbox like the app's own (the system read-only, the media directory
+writable), with a terminal when fab has one, so createsuperuser, shell and dbshell ask their questions.
+
+`fab config` keeps the app's own variables in one file on the server that only root reads (systemd hands them
+to the app): values travel inside uploaded files, never on a command line that `ps` or the journal shows, and
+are printed only with --show. A change is applied like a deploy: a new instance of the live release's code
+starts with the new environment, answers healthy, then takes the traffic; if it does not, the previous values
+are put back and the live release keeps serving.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import sys
+import unicodedata
+from pathlib import Path
+
+from fabric import task
+from invoke.exceptions import Exit
+
+from . import release_commands as commands
+from .deploy import DeployError, Session, _on_each_host, relaunch
+from .inventory import check_env_name
+from .lock import DeployLock
+
+# --- fab manage -------------------------------------------------------------------------------------------------
+
+
+def send_file(session: Session, data: bytes, name: str) -> str:
+    """Upload `data` to a file only the logged-in user can read (then root): the path on the server."""
+    path = session.layout.upload(secrets.token_hex(6), re.sub(r"[^A-Za-z0-9._-]", "_", name)[-80:])
+    created = session.remote.run(commands.private_upload(path), as_root=False)
+    if not created.ok:
+        raise DeployError(f"cannot create {path} for an upload:\n{created.tail()}")
+    session.remote.put(data, path)
+    return path
+
+
+def with_upload(args: list[str], local: str, remote: str) -> list[str]:
+    """ARGS with each word that names the local file replaced by its path on the server."""
+    return [remote if arg == local else arg for arg in args]
+
+
+@task(auto_shortflags=False, help={
+    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "file": "a local file to send along: each argument equal to it is replaced by its path on the server, e.g. "
+            "fab manage --file posts.json -- loaddata posts.json",
+    "args": "the command and its arguments as a list, when called from Python; on the command line they "
+            "follow --",
+})
+def manage(c, file=None, inventory=None, args=None):
+    """Run a Django management command in the live release: fab manage -- createsuperuser."""
+    words = shlex.split(args) if isinstance(args, str) else list(args or [])
+    if not words:
+        raise Exit("manage: say which command to run after --, e.g. fab manage -- createsuperuser", code=2)
+    data = None
+    if file:
+        try:
+            data = Path(file).read_bytes()
+        except OSError as error:
+            raise Exit(f"manage: cannot read {file} ({error.strerror}); give the path of a local file", code=2)
+    terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    status = []
+    _on_each_host(c, inventory, "manage", lambda session: status.append(
+        manage_on(session, words, terminal, (file, data) if file else None)))
+    if any(status):
+        raise Exit(code=next(s for s in status if s))
+
+
+def manage_on(session: Session, args: list[str], terminal: bool, file: tuple[str, bytes] | None = None) -> int:
+    """Run `manage.py ARGS` in the live release; its output streams through. Returns its exit status."""
+    state = session.state()
+    if state.live is None:
+        raise DeployError(f"no release is live on {session.host.address} yet: deploy first (fab deploy)")
+    upload = None
+    if file:
+        upload = send_file(session, file[1], Path(file[0]).name)
+        args = with_upload(args, file[0], upload)
+    layout = session.layout
+    command = commands.manage_live(layout, state.live, session.app, args,
+                                   layout.manage_unit(secrets.token_hex(4)), terminal=terminal, upload=upload)
+    try:
+        return session.remote.attached(command, terminal)
+    finally:
+        if upload:
+            session.remote.run(commands.remove_file(upload))
+
+
+# --- fab config -------------------------------------------------------------------------------------------------
+
+CONFIG_HEADER = "# The app's own variables, written by `fab config` (see `fab config --help`); read by systemd.\n"
+_LINE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_ESCAPED = '"\\`$'  # what systemd's EnvironmentFile parser unescapes inside double quotes
+
+
+def config_value_problem(value: str) -> str | None:
+    """A value the file holds on one line: anything but line breaks and other control characters."""
+    for i, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") or (char.isspace() and char != " "):
+            return (f"contains a line break or control character ({char!r} at position {i + 1}); a value is one "
+                    "line of text")
+    return None
+
+
+def encode_line(name: str, value: str) -> str:
+    """NAME="value" as systemd reads it: inside double quotes, \\ escapes " \\ ` $ and nothing is expanded."""
+    return f'{name}="' + "".join("\\" + c if c in _ESCAPED else c for c in value) + '"'
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """The variables of a file written by `encode_config` (other lines are ignored)."""
+    variables = {}
+    for line in text.splitlines():
+        match = _LINE.fullmatch(line)
+        if match:
+            variables[match[1]] = re.sub(r"\\(.)", r"\1", match[2])
+    return variables
+
+
+def encode_config(variables: dict[str, str]) -> str:
+    return CONFIG_HEADER + "".join(encode_line(k, v) + "\n" for k, v in sorted(variables.items()))
+
+
+def parse_changes(set_: list[str], unset: list[str]) -> tuple[dict[str, str], list[str]]:
+    """--set NAME=VALUE and --unset NAME, checked: raises ValueError with the reason."""
+    changes = {}
+    for item in set_:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {name}: give NAME=VALUE, e.g. --set SENTRY_DSN=https://...")
+        if problem := check_env_name(name):
+            raise ValueError(f"--set: {name!r} {problem}")
+        if problem := config_value_problem(value):
+            raise ValueError(f"--set {name}: the value {problem}")
+        changes[name] = value
+    for name in unset:
+        if problem := check_env_name(name):
+            raise ValueError(f"--unset: {name!r} {problem}")
+        if name in changes:
+            raise ValueError(f"{name} is both set and unset: choose one")
+    return changes, list(unset)
+
+
+@task(auto_shortflags=False, iterable=["set_", "unset"], help={
+    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "set": "NAME=VALUE: set a variable (repeatable); the value is stored owner-only on the server",
+    "unset": "NAME: remove a variable (repeatable)",
+    "show": "print the values too (they are hidden otherwise)",
+})
+def config(c, inventory=None, set_=None, unset=None, show=False):
+    """List the app's own variables (values hidden), or change them with --set/--unset and restart it healthy."""
+    try:
+        changes, removals = parse_changes(set_ or [], unset or [])
+    except ValueError as error:
+        raise Exit(f"config: {error}", code=2) from None
+    _on_each_host(c, inventory, "config", lambda session: config_on(session, changes, removals, show))
+
+
+def config_on(session: Session, changes: dict[str, str], removals: list[str], show: bool) -> None:
+    reporter, layout = session.reporter, session.layout
+    if not changes and not removals:
+        facts = session.remote.gather(commands.config_probes(layout))
+        _list(session, parse_config(facts["config"]), show)
+        return
+    with DeployLock(session.remote, layout, "config"):
+        facts = session.remote.gather(commands.config_probes(layout))
+        if not facts["unit_reads_config"]:
+            raise DeployError(f"the app's service on {session.host.address} does not read {layout.config_env} yet "
+                              "(it was provisioned by an older gangway): run `fab provision` once, then again "
+                              "`fab config`")
+        before = parse_config(facts["config"])
+        after = {k: v for k, v in {**before, **changes}.items() if k not in removals}
+        missing = [name for name in removals if name not in before]
+        for name in missing:
+            reporter.step("ok", name, "not set, nothing to unset")
+        if after == before:
+            reporter.line(f"{session.host.address}: nothing to change")
+            return
+        state = session.state()
+        upload = send_file(session, encode_config(after).encode(), "config.env")
+        ok, _, tail = session.run(("install", commands.config_install(layout, upload)))
+        if not ok:
+            raise DeployError(f"could not write {layout.config_env}; nothing changed:\n{tail}")
+        named = ", ".join([f"{n} set" for n in sorted(changes) if before.get(n) != changes[n]]
+                          + [f"{n} unset" for n in removals if n in before])
+        if state.live is None:
+            session.run(("keep", commands.config_kept(layout)))
+            reporter.step("changed", "config", f"{named}; no release is live yet: the first deploy starts with them")
+            return
+        try:
+            release = relaunch(session, state, f"config: {named}")
+        except DeployError as error:
+            restored, _, _ = session.run(("restore", commands.config_restore(layout)))
+            raise DeployError(f"{error}\nThe previous values were " + ("restored." if restored else
+                              f"NOT restored: check {layout.config_env} on the server.")) from None
+        session.run(("keep", commands.config_kept(layout)))
+        reporter.step("changed", "config", f"{named}; {release} (the same code as {state.live}) is live with them")
+
+
+def _list(session: Session, variables: dict[str, str], show: bool) -> None:
+    reporter = session.reporter
+    if not variables:
+        reporter.line(f"{session.host.address}: no variables of the app's own (set one with fab config --set "
+                      "NAME=VALUE)")
+        return
+    reporter.line(f"{session.host.address}: {len(variables)} variable(s) of the app's own"
+                  + ("" if show else " (values hidden; --show prints them)"))
+    for name, value in sorted(variables.items()):
+        reporter.line(f"  {name}={value}" if show else f"  {name}")

@@ -1,0 +1,162 @@
+"""`fab import-data` without a server: the local dump made by the project's own Django with its local
+settings, the media archive, the server-side scripts (shellcheck, hostile names, no partial files)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tasks import data, release_commands as commands, shell
+from tasks.layout import Layout
+from tests.unit.shellcheck import assert_shellcheck_clean
+from tests.unit.test_release_commands import HOSTILE, run
+
+REPO = Path(__file__).resolve().parents[2]
+LAYOUT = Layout("mysite")
+LAPTOP = {"DJANGO_DEBUG": "1"}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """The example app as on a laptop: SQLite with three rows (one hidden from the default manager's view
+    would not matter: the dump reads the base manager)."""
+    path = tmp_path / "project"
+    shutil.copytree(REPO / "example", path, ignore=shutil.ignore_patterns("__pycache__", "db.sqlite3", "media"))
+    env = {**os.environ, **LAPTOP}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=path, env=env, check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", "from counter.models import Hit\n"
+                    "for p in ('/a/', '/b/', '/caf\u00e9/'): Hit.objects.create(path=p)"],
+                   cwd=path, env=env, check=True, capture_output=True)
+    for name, value in LAPTOP.items():
+        monkeypatch.setenv(name, value)
+    return path
+
+
+def test_the_local_database_is_dumped_by_the_project_s_django_with_row_counts(project):
+    dump = data.dump_locally(project, None)
+    assert dump.rows == {"counter.hit": 3}
+    assert dump.database == str(project / "db.sqlite3") and dump.media_root == str(project / "media")
+    objects = json.loads(gzip.decompress(dump.fixture))
+    assert sorted(o["fields"]["path"] for o in objects) == ["/a/", "/b/", "/caf\u00e9/"]
+    assert not any(o["model"].startswith(("contenttypes.", "auth.permission", "sessions.")) for o in objects)
+
+
+def test_another_database_file_can_be_named(project, tmp_path):
+    other = tmp_path / "other.sqlite3"
+    shutil.copy(project / "db.sqlite3", other)
+    subprocess.run([sys.executable, "-c", f"import sqlite3; c = sqlite3.connect({str(other)!r}); "
+                    "c.execute('delete from counter_hit where id > 1'); c.commit()"], check=True)
+    assert data.dump_locally(project, str(other)).rows == {"counter.hit": 1}
+
+
+def test_a_missing_database_file_is_named_not_created(project, tmp_path):
+    with pytest.raises(data.DumpError, match="no SQLite database at .*missing.sqlite3"):
+        data.dump_locally(project, str(tmp_path / "missing.sqlite3"))
+    assert not (tmp_path / "missing.sqlite3").exists()
+
+
+def test_settings_that_fail_to_load_are_reported_in_one_line(project, monkeypatch):
+    monkeypatch.delenv("DJANGO_DEBUG")  # the example refuses to start without a secret key then
+    with pytest.raises(data.DumpError, match="ImproperlyConfigured: DJANGO_SECRET_KEY is not set"):
+        data.dump_locally(project, None)
+
+
+def test_the_production_settings_module_is_not_used_for_the_local_dump(project, monkeypatch):
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings_production")
+    assert data.dump_locally(project, None, settings_module="mysite.settings_production").rows == {"counter.hit": 3}
+
+
+def test_the_media_archive_holds_regular_files_only(tmp_path):
+    media = tmp_path / "media"
+    (media / "uploads").mkdir(parents=True)
+    (media / "uploads" / "logo.png").write_bytes(b"png")
+    (media / "a.txt").write_text("a")
+    (media / "link").symlink_to("/etc/passwd")
+    archive, count = data.media_archive(media)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        assert sorted(m.name for m in tar.getmembers()) == ["a.txt", "uploads/logo.png"]
+    assert count == 2
+
+
+def test_row_counts_that_differ_are_named():
+    assert data.compare({"blog.post": 3, "auth.user": 1}, {"blog.post": 3, "auth.user": 1}) == []
+    assert data.compare({"blog.post": 3, "auth.user": 1}, {"blog.post": 2}) == [
+        "auth.user: 1 here, none on the server", "blog.post: 3 here, 2 on the server"]
+
+
+@pytest.mark.parametrize("script", [
+    shell.script(("count", commands.count_rows(LAYOUT, "r1", "mysite", "mysite-manage-1", ["blog.post"]))),
+    shell.script(*commands.load_data(LAYOUT, "r1", "mysite", "mysite-manage-1", LAYOUT.upload("a", "d.json.gz"),
+                                     True, "20260101T000000Z-before-import")),
+    shell.script(("media", commands.unpack_media(LAYOUT, "mysite", LAYOUT.upload("a", "media.tar"), False))),
+], ids=["count", "replace and load", "media"])
+def test_every_import_script_passes_shellcheck(script):
+    assert_shellcheck_clean(script)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_hostile_model_name_stays_data(tmp_path, value):
+    script = shell.script(("count", commands.count_rows(LAYOUT, "r1", "mysite", "u", [value])))
+    out = run(script, tmp_path, {"systemd-run": 'printf "%s\\n" "$@" > args; exit 0'})
+    assert out.returncode == 0 and not (tmp_path / "CANARY").exists()
+    program = (tmp_path / "args").read_text().split("manage.py\nshell\n--command\n", 1)[1]
+    assert repr(value) in program
+
+
+def _unpack(tmp_path: Path, files: dict[str, bytes], existing: dict[str, bytes], replace: bool,
+            members: list[tarfile.TarInfo] = ()) -> tuple[subprocess.CompletedProcess, Path]:
+    class Local(Layout):
+        @property
+        def shared(self) -> str:
+            return str(tmp_path / "shared")
+    layout = Local("mysite")
+    media = Path(layout.media)
+    media.mkdir(parents=True)
+    for name, content in existing.items():
+        (media / name).parent.mkdir(parents=True, exist_ok=True)
+        (media / name).write_bytes(content)
+    upload = tmp_path / "media.tar"
+    with tarfile.open(upload, "w") as tar:
+        for name, content in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+        for member in members:
+            tar.addfile(member)
+    stubs = {"chown": "true", "runuser": 'shift 3; exec "$@"'}  # runuser -u USER -- sh -c ...
+    out = run(shell.script(("media", commands.unpack_media(layout, "mysite", str(upload), replace))), tmp_path,
+              stubs)
+    assert not upload.exists()  # removed, whatever happened
+    return out, media
+
+
+def test_media_files_are_added_and_the_server_s_own_kept_unless_replace(tmp_path):
+    out, media = _unpack(tmp_path, {"uploads/new.png": b"new", "same.txt": b"laptop"}, {"same.txt": b"server"},
+                         replace=False)
+    assert out.returncode == 0, out.stderr
+    assert shell.parse_reports(out.stdout)["media"] == {"added": 1, "replaced": 0, "kept": 1}
+    assert (media / "uploads" / "new.png").read_bytes() == b"new" and (media / "same.txt").read_bytes() == b"server"
+    assert sorted(p.name for p in media.iterdir()) == ["same.txt", "uploads"]  # no staging directory left
+
+
+def test_with_replace_the_laptop_s_file_wins(tmp_path):
+    out, media = _unpack(tmp_path, {"same.txt": b"laptop"}, {"same.txt": b"server", "other": b"kept"}, replace=True)
+    assert shell.parse_reports(out.stdout)["media"] == {"added": 0, "replaced": 1, "kept": 0}
+    assert (media / "same.txt").read_bytes() == b"laptop" and (media / "other").read_bytes() == b"kept"
+
+
+def test_a_member_that_climbs_out_is_refused_and_nothing_is_put_in_place(tmp_path):
+    out, media = _unpack(tmp_path, {"fine.txt": b"x", "../escape.txt": b"x"}, {}, replace=False)
+    assert out.returncode != 0
+    assert not (tmp_path / "shared" / "escape.txt").exists() and list(media.iterdir()) == []
