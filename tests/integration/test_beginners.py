@@ -15,6 +15,7 @@ real one (its proxy, the test ACME CA, its host keys) is merged from the harness
 
 from __future__ import annotations
 
+import fcntl
 import html
 import os
 import re
@@ -23,6 +24,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import termios
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,7 +228,7 @@ def through_a_terminal(project: Project, argv: list[str], answers: list[tuple[st
     the terminal showed. Bounded: the process group is killed after TIMEOUT seconds."""
     master, slave = os.openpty()
     process = subprocess.Popen(argv, cwd=project.path, env=project.env(), stdin=slave, stdout=slave, stderr=slave,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_take_the_terminal)
     os.close(slave)
     shown, searched_from, pending = b"", 0, list(answers)
     deadline = time.monotonic() + timeout
@@ -256,6 +258,12 @@ def through_a_terminal(project: Project, argv: list[str], answers: list[tuple[st
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         os.close(master)
+
+
+def _take_the_terminal() -> None:
+    """In the child, a session leader by then: make its stdin its controlling terminal, in the foreground, as
+    a login shell's is (Fabric then switches it to character mode, echo off, and forwards each key)."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def create_superuser(project: Project) -> None:
