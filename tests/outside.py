@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -12,6 +12,7 @@ class Response:
     status: int
     headers: dict[str, str]
     body: str
+    cookies: dict[str, str] = field(default_factory=dict)  # from the Set-Cookie headers: name -> value
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -23,13 +24,16 @@ def _read_response(sock) -> Response:
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    headers = {}
+    headers, cookies = {}, {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
+        if name.strip().lower() == "set-cookie":
+            cookie, _, _ = value.strip().partition(";")
+            cookies[cookie.partition("=")[0]] = cookie.partition("=")[2]
     if headers.get("transfer-encoding") == "chunked":
         body = _dechunk(body)
-    return Response(int(lines[0].split()[1]), headers, body.decode("utf-8", "replace"))
+    return Response(int(lines[0].split()[1]), headers, body.decode("utf-8", "replace"), cookies)
 
 
 def _dechunk(body: bytes) -> bytes:
@@ -44,9 +48,13 @@ def _dechunk(body: bytes) -> bytes:
     return out
 
 
-def _request(path: str, name: str) -> bytes:
-    return (f"GET {path} HTTP/1.1\r\nHost: {name}\r\nUser-Agent: gangway-tests\r\n"
-            f"Connection: close\r\n\r\n").encode()
+def _request(path: str, name: str, method: str = "GET", headers: dict[str, str] | None = None,
+             body: bytes = b"") -> bytes:
+    extra = "".join(f"{key}: {value}\r\n" for key, value in (headers or {}).items())
+    if body:
+        extra += f"Content-Length: {len(body)}\r\n"
+    return (f"{method} {path} HTTP/1.1\r\nHost: {name}\r\nUser-Agent: gangway-tests\r\n{extra}"
+            f"Connection: close\r\n\r\n").encode() + body
 
 
 def http_get(address: str, name: str, path: str = "/", timeout: float = 10) -> Response:
@@ -63,9 +71,15 @@ def tls_context(cafile) -> ssl.SSLContext:
 
 
 def https_get(address: str, name: str, cafile, path: str = "/", timeout: float = 10) -> Response:
+    return https_request(address, name, cafile, path, timeout=timeout)
+
+
+def https_request(address: str, name: str, cafile, path: str = "/", method: str = "GET",
+                  headers: dict[str, str] | None = None, body: bytes = b"", timeout: float = 10) -> Response:
+    """One HTTPS request to ADDRESS for the site NAME, verified against CAFILE; HEADERS are added as given."""
     with socket.create_connection((address, 443), timeout=timeout) as raw:
         with tls_context(cafile).wrap_socket(raw, server_hostname=name) as sock:
-            sock.sendall(_request(path, name))
+            sock.sendall(_request(path, name, method, headers, body))
             return _read_response(sock)
 
 

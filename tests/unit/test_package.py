@@ -1,33 +1,24 @@
 """Installed like a library: `pip install` gives the package `gangway`, and a project's two-line fabfile uses it."""
 
-import os
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.installed import REPO, environment, install
+
 FABFILE = "from gangway.collection import namespace_for\nnamespace = namespace_for(__file__)\n"
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """A virtualenv with this repository pip-installed (Fabric and the rest come from the test environment)."""
-    root = tmp_path_factory.mktemp("installed")
-    venv.create(root / "venv", with_pip=True, system_site_packages=True)
-    python = root / "venv" / "bin" / "python"
-    result = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(REPO)],
-                            capture_output=True, text=True, cwd=root)
-    assert result.returncode == 0, result.stderr
-    return root / "venv" / "bin"
+    return install(tmp_path_factory.mktemp("installed"))
 
 
 def run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("PYTHONPATH", None)
-    return subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+    return subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, env=environment(bin_dir), timeout=120)
 
 
 def test_the_package_is_gangway_with_its_templates(installed, tmp_path):
