@@ -55,22 +55,44 @@ SERIES = (
     Series((5, 1), _pythons(10, 13), since=(((3, 13), (5, 1, 3)),)),
     Series((5, 2), _pythons(10, 14), lts=True, since=(((3, 14), (5, 2, 8)),)),
     Series((6, 0), _pythons(12, 14)),
+    Series((6, 1), _pythons(12, 14)),
 )
 
-# What usually needs changing in a project's code when it moves past a Django version: (the first version
-# without it, the change).
+@dataclass(frozen=True)
+class Break:
+    """What usually needs changing in a project's code when it moves past a Django version: the first version
+    without it, the change, and (when there is one) the error an unchanged project meets, as a pattern."""
+    since: tuple[int, int]
+    change: str
+    error: str = ""
+
+    @property
+    def hint(self) -> str:
+        return f"since Django {self.since[0]}.{self.since[1]}, {self.change}"
+
+
 BREAKS = (
-    ((2, 0), "`django.core.urlresolvers` is gone: import `reverse` from `django.urls`"),
-    ((2, 0), "`ForeignKey` and `OneToOneField` need `on_delete=`, e.g. `on_delete=models.CASCADE`"),
-    ((2, 0), "`MIDDLEWARE_CLASSES` is gone: the setting is `MIDDLEWARE`"),
-    ((3, 0), "`django.utils.six` is gone: use Python 3 itself (`str`, `import io`), or the `six` package"),
-    ((3, 0), "`django.utils.encoding.python_2_unicode_compatible` is gone: delete the decorator"),
-    ((4, 0), "`url()` from `django.conf.urls` is gone: use `path()` or `re_path()` from `django.urls`"),
-    ((4, 0), "`ugettext` and friends are gone: use `gettext`, `gettext_lazy`"),
-    ((4, 0), "CSRF_TRUSTED_ORIGINS entries need their scheme, e.g. 'https://example.com'"),
-    ((4, 1), "`django.utils.encoding.force_text` and `smart_text` are gone: use `force_str` and `smart_str`"),
-    ((5, 0), "`DEFAULT_FILE_STORAGE` and `STATICFILES_STORAGE` give way to the `STORAGES` setting (removed "
-             "in 5.1)"),
+    Break((2, 0), "`django.core.urlresolvers` is gone: import `reverse` from `django.urls`",
+          r"No module named 'django\.core\.urlresolvers'"),
+    Break((2, 0), "`ForeignKey` and `OneToOneField` need `on_delete=`, e.g. `on_delete=models.CASCADE`",
+          r"missing 1 required positional argument: 'on_delete'"),
+    Break((2, 0), "`MIDDLEWARE_CLASSES` is gone: the setting is `MIDDLEWARE`"),
+    Break((3, 0), "`django.utils.six` is gone: a package importing it predates your Django (upgrade it); in your "
+                  "own code use Python 3 itself (`str`, `import io`), or the `six` package",
+          r"No module named 'django\.utils\.six'"),
+    Break((3, 0), "`django.utils.encoding.python_2_unicode_compatible` is gone: delete the decorator",
+          r"cannot import name 'python_2_unicode_compatible'"),
+    Break((4, 0), "`url()` from `django.conf.urls` is gone: use `path()` or `re_path()` from `django.urls`, e.g. "
+                  "`url(r'^post/(?P<pk>\\d+)/$', views.post_detail)` becomes "
+                  "`path('post/<int:pk>/', views.post_detail)`",
+          r"cannot import name 'url' from 'django\.conf\.urls'"),
+    Break((4, 0), "`ugettext` and friends are gone: use `gettext`, `gettext_lazy`",
+          r"cannot import name '(u?gettext(_lazy)?|ugettext_noop|ungettext(_lazy)?)'"),
+    Break((4, 0), "`django.utils.encoding.force_text` and `smart_text` are gone: use `force_str` and `smart_str`",
+          r"cannot import name '(force_text|smart_text)'"),
+    Break((4, 0), "CSRF_TRUSTED_ORIGINS entries need their scheme, e.g. 'https://example.com'", r"4_0\.E001"),
+    Break((5, 0), "`DEFAULT_FILE_STORAGE` and `STATICFILES_STORAGE` give way to the `STORAGES` setting (removed "
+                  "in 5.1)"),
 )
 
 
@@ -92,6 +114,16 @@ def series_for(python: tuple[int, int]) -> list[Series]:
     return [s for s in SERIES if s.first_patch_for(python)]
 
 
+def runs_on_names(python: tuple[int, int]) -> str:
+    """The Django versions that run on `python`, readable: '5.1 (from 5.1.3), 5.2 LTS, 6.0'."""
+    return ", ".join(s.name + (" LTS" if s.lts else "") + _from(s.first_patch_for(python))
+                     for s in series_for(python))
+
+
+def _from(first: tuple[int, int, int] | None) -> str:
+    return f" (from {'.'.join(map(str, first))})" if first and first[2] else ""
+
+
 def nearest_lts(python: tuple[int, int], wanted: tuple[int, ...] = (0, 0)) -> Series:
     """The LTS that runs on `python` closest above `wanted` (the project's version); else the newest LTS that
     runs there (moving up is the way: old series get no security fixes)."""
@@ -108,7 +140,12 @@ def requirement(chosen: Series, python: tuple[int, int]) -> str:
 
 def breaks_between(old: tuple[int, ...], new: tuple[int, ...]) -> list[str]:
     """What usually breaks moving from Django `old` to `new`."""
-    return [text for since, text in BREAKS if tuple(old[:2]) < since <= tuple(new[:2])]
+    return [b.change for b in BREAKS if tuple(old[:2]) < b.since <= tuple(new[:2])]
+
+
+def break_behind(error: str) -> Break | None:
+    """The change a project missed, judged from the error it meets on a newer Django."""
+    return next((b for b in BREAKS if b.error and re.search(b.error, error)), None)
 
 
 def parse_version(text: str) -> tuple[int, ...] | None:

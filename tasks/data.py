@@ -23,7 +23,7 @@ from pathlib import Path
 from fabric import task
 
 from . import release_commands as commands
-from .deploy import DeployError, Session, _now, _on_each_host
+from .deploy import DeployError, Session, _last_lines, _now, _on_each_host
 from .inventory import Inventory
 from .lock import DeployLock
 from .operate import send_file
@@ -139,7 +139,7 @@ def import_to(session: Session, dump: Dump, media: Path | None, replace: bool, y
             ok, report, tail = session.run(("count", commands.count_rows(layout, state.live, app, unit,
                                                                          list(dump.rows))))
             if not ok:
-                raise DeployError(f"could not count the rows on the server:\n{tail}")
+                raise DeployError(f"could not count the rows on the server:\n{_last_lines(tail)}")
             if report["unknown"]:
                 raise DeployError(f"the live release {state.live} has no model {', '.join(report['unknown'])}: "
                                   "deploy the code that has them, then import again. Nothing was changed")
@@ -167,7 +167,7 @@ def _load(session: Session, live: str, unit: str, dump: Dump, replace: bool) -> 
     backup = report.get("backup")
     kept = f" The backup taken before is {backup}." if backup else ""
     if not ok:
-        raise DeployError(f"loading the data failed at its {report.get('failed', '?')} step.{kept}\n{tail}")
+        raise DeployError(f"loading the data failed at its {report.get('failed', '?')} step.{kept}\n{_last_lines(tail)}")
     ok, counted, tail = session.run(("count", commands.count_rows(layout, live, app, unit, list(dump.rows))))
     differ = compare(dump.rows, counted.get("rows", {})) if ok else ["could not count them:\n" + tail]
     if differ:

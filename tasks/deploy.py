@@ -91,7 +91,7 @@ class Session:
                                       static_check=commands.static_served(layout, release, self.health_host(),
                                                                           inv.tls))))
         if not ok:
-            raise DeployError(tail)
+            raise DeployError(_last_lines(tail))
         warm = ", it was still running, nothing to start" if report.get("standby") else ""
         self.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
                            + f"; healthy: GET {inv.app.health_check} -> {report.get('health', '?')}{warm}")
@@ -100,7 +100,7 @@ class Session:
         """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""
         ok, report, tail = self.run(("backup", commands.backup(self.layout, self.app, name)))
         if not ok:
-            raise DeployError(f"the database backup failed, so nothing was migrated:\n{tail}")
+            raise DeployError(f"the database backup failed, so nothing was migrated:\n{_last_lines(tail)}")
         ok, _, tail = self.run(("migrate", commands.migrate(self.layout, release_id, self.app, targets_)),
                                lines=commands.GATE_OUTPUT_LINES)
         if not ok:
@@ -299,7 +299,8 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         if step not in ("pip", "checks"):
             raise DeployError(f"release {release.id}: its {step} step failed; {_serving(state)}. Kept in "
                               f"{layout.failed}/ for inspection.\n{_last_lines(tail)}")
-        found = diagnose.diagnose(step, tail, state.python, src.requirements.decode(errors="replace"))
+        found = diagnose.diagnose(step, tail, state.python, src.requirements.decode(errors="replace"),
+                                  gate=report.get("gate", ""))
         log = commands.gate_log(f"{layout.failed}/{release.id}")
         raise DeployError(f"release {release.id}: {found.headline}; {_serving(state)}. Kept in "
                           f"{layout.failed}/.\n{found.explain(log)}")
@@ -386,7 +387,7 @@ def _prune(session: Session, state: ServerState, live: str, previous: str | None
         ok, _, tail = session.run(("prune", commands.cleanup(session.layout, [], old, failed, venvs, backups)),
                                   ("static", commands.prune_static(session.layout, kept) if old else "true"))
         if not ok:
-            raise DeployError(f"pruning failed:\n{tail}")
+            raise DeployError(f"pruning failed:\n{_last_lines(tail)}")
     session.reporter.step("changed" if old or failed or backups else "ok", "cleanup",
                           f"{len(kept)} release(s) kept" + (f", {len(old)} old removed" if old else "")
                           + (f", {len(failed)} old failed removed" if failed else "")
@@ -451,7 +452,7 @@ def relaunch(session: Session, state: ServerState, why: str) -> str:
     ok, _, tail = session.run(("copy", commands.clone_release(session.layout, live.id, release)))
     if not ok:
         session.run(("remove", commands.cleanup(session.layout, [], [release.id], [], [])))
-        raise DeployError(f"could not start a new instance of {live.id}:\n{tail}")
+        raise DeployError(f"could not start a new instance of {live.id}:\n{_last_lines(tail)}")
     release.status = GOOD
     event = {"time": _now(), "event": "live", "release": release.id, "previous": live.id, "commit": live.commit,
              "by": who(), "why": why}

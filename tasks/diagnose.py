@@ -13,42 +13,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from . import compat, readiness
 from .shell import REPORT
 
 HEADLINES = {
     "pip": "pip could not install the requirements into the release's Python environment",
     "import": "the project could not be imported (its settings, apps or URLs)",
+    "readiness": readiness.NOT_READY,
     "checks": "Django's checks (manage.py check --deploy) found errors",
     "collectstatic": "collectstatic failed",
+    "migrations": "the project's migrations could not be read",
+    "bytecode": "compiling the project's Python files failed",
     "migrate": "manage.py migrate failed",
 }
-
-# Django release series: the Python versions each runs on, and the first patch release supporting the newest
-# of them (https://docs.djangoproject.com/en/stable/faq/install/#what-python-version-can-i-use-with-django).
-DJANGO_PYTHONS = {
-    (1, 11): ("2.7", "3.4", "3.5", "3.6", "3.7"),
-    (2, 0): ("3.4", "3.5", "3.6", "3.7"),
-    (2, 1): ("3.5", "3.6", "3.7"),
-    (2, 2): ("3.5", "3.6", "3.7", "3.8", "3.9"),
-    (3, 0): ("3.6", "3.7", "3.8", "3.9"),
-    (3, 1): ("3.6", "3.7", "3.8", "3.9"),
-    (3, 2): ("3.6", "3.7", "3.8", "3.9", "3.10"),
-    (4, 0): ("3.8", "3.9", "3.10"),
-    (4, 1): ("3.8", "3.9", "3.10", "3.11"),
-    (4, 2): ("3.8", "3.9", "3.10", "3.11", "3.12"),
-    (5, 0): ("3.10", "3.11", "3.12"),
-    (5, 1): ("3.10", "3.11", "3.12", "3.13"),
-    (5, 2): ("3.10", "3.11", "3.12", "3.13", "3.14"),
-    (6, 0): ("3.12", "3.13", "3.14"),
-    (6, 1): ("3.12", "3.13", "3.14"),
-}
-# (series, python) -> the first release of the series that runs on that Python, where it came in a patch.
-DJANGO_PATCH_FOR_PYTHON = {
-    ((2, 2), "3.8"): "2.2.8", ((2, 2), "3.9"): "2.2.17", ((3, 0), "3.9"): "3.0.11", ((3, 1), "3.9"): "3.1.3",
-    ((3, 2), "3.10"): "3.2.9", ((4, 1), "3.11"): "4.1.3", ((4, 2), "3.12"): "4.2.8", ((5, 1), "3.13"): "5.1.3",
-    ((5, 2), "3.14"): "5.2.8", ((1, 11), "3.7"): "1.11.17",
-}
-DJANGO_LTS = {(1, 11), (2, 2), (3, 2), (4, 2), (5, 2)}
+# The gates the release check names in its report lines (templates/deploy/release_check.py), in its order.
+REPORTED_GATES = ("readiness", "checks", "collectstatic", "migrations", "bytecode")
 
 # Modules Python removed: a project (or its Django) that imports them is older than the server's Python.
 REMOVED_FROM_PYTHON = {
@@ -58,29 +37,6 @@ REMOVED_FROM_PYTHON = {
     "xdrlib": "3.13", "aifc": "3.13", "msilib": "3.13", "nis": "3.13", "ossaudiodev": "3.13", "spwd": "3.13",
     "sunau": "3.13", "lib2to3": "3.13",
 }
-
-# What Django removed that old projects still import: (pattern in the error, the hint).
-REMOVED_FROM_DJANGO = (
-    (r"cannot import name 'url' from 'django\.conf\.urls'",
-     "url() was removed in Django 4.0: in urls.py import path (or re_path, for regular expressions) from "
-     "django.urls; e.g. url(r'^post/(?P<pk>\\d+)/$', views.post_detail) becomes "
-     "path('post/<int:pk>/', views.post_detail)"),
-    (r"No module named 'django\.core\.urlresolvers'",
-     "django.core.urlresolvers was removed in Django 2.0: import reverse and friends from django.urls"),
-    (r"cannot import name '(u?gettext(_lazy)?|ugettext_noop|ungettext(_lazy)?)'",
-     "the u-prefixed translation functions were removed in Django 4.0: use gettext / gettext_lazy from "
-     "django.utils.translation"),
-    (r"cannot import name '(force_text|smart_text)'",
-     "force_text and smart_text were removed in Django 4.0: use force_str / smart_str"),
-    (r"cannot import name 'python_2_unicode_compatible'",
-     "python_2_unicode_compatible was removed in Django 3.0: remove the decorator, Python 3 needs none"),
-    (r"No module named 'django\.utils\.six'",
-     "django.utils.six was removed in Django 3.0: the module importing it (see the traceback) predates your "
-     "Django; upgrade that package, or in your own code `import six` (and add six to the requirements)"),
-    (r"missing 1 required positional argument: 'on_delete'",
-     "since Django 2.0 ForeignKey and OneToOneField need on_delete, e.g. "
-     "models.ForeignKey(Author, on_delete=models.CASCADE)"),
-)
 
 # Import names whose package is called something else on PyPI.
 PACKAGE_OF_MODULE = {
@@ -95,6 +51,9 @@ PACKAGE_OF_MODULE = {
     "jwt": "PyJWT", "sklearn": "scikit-learn", "cv2": "opencv-python-headless",
 }
 
+# The release check's readiness gate: its first line, then one line a blocking finding.
+_NOT_READY = re.compile(rf"^{re.escape(readiness.NOT_READY)}:$")
+_FINDING = re.compile(r"^- .+")
 # Noise the gate adds around the output: the tool's own report lines, the step trap's line, Django's shell.
 _NOISE = re.compile(rf"^({re.escape(REPORT)} |failed \([^)]*\): |\d+ objects? imported automatically|"
                     r"Automatic imports are disabled)")
@@ -108,13 +67,14 @@ _PIP_DECISIVE = (
     re.compile(r"^ERROR: .+"),
     re.compile(r"^error: .+"),
 )
+_IMPORT_ERROR = re.compile(r"(ModuleNotFoundError|ImportError|SyntaxError|IndentationError)\b")
 _CHECK_ERROR = re.compile(r"^\S*: \([\w.]+\.E\d+\) .+")
 
 
 @dataclass(frozen=True)
 class Diagnosis:
-    gate: str            # pip, import, checks, collectstatic or migrate
-    decisive: str        # the line that says what went wrong
+    gate: str            # a key of HEADLINES
+    decisive: str        # the line that says what went wrong (the readiness gate: one line a finding)
     hints: tuple[str, ...]
     tail: str            # the end of the gate's own output (without the tool's report lines)
 
@@ -123,8 +83,8 @@ class Diagnosis:
         return HEADLINES[self.gate]
 
     def explain(self, log: str = "", lines: int = 25) -> str:
-        """The decisive line, the hints, where the full output is, then the output's tail."""
-        parts = [f"  {self.decisive}"] if self.decisive else []
+        """The decisive line(s), the hints, where the full output is, then the output's tail."""
+        parts = [f"  {line}" for line in self.decisive.splitlines()]
         parts += [f"hint: {hint}" for hint in self.hints]
         if log:
             parts.append(f"The gate's full output is kept on the server in {log} (readable by root: "
@@ -141,20 +101,33 @@ def gate_output(text: str) -> list[str]:
     return [line.rstrip() for line in text.splitlines() if not _NOISE.match(line)]
 
 
-def diagnose(step: str, output: str, python: str = "", requirements: str = "") -> Diagnosis:
-    """Read the output of the failed `step` ("pip", "checks" or "migrate"). `python` is the server's Python
-    version (e.g. 3.13.5), `requirements` the project's requirements file: both make hints precise."""
+def diagnose(step: str, output: str, python: str = "", requirements: str = "", gate: str = "") -> Diagnosis:
+    """Read the output of the failed `step` ("pip", "checks" or "migrate"). `gate` is the release check's part
+    that was running, from its report lines (see REPORTED_GATES); without it the output tells. `python` is the
+    server's Python version (e.g. 3.13.5), `requirements` the project's requirements file: both make hints
+    precise."""
     lines = gate_output(output)
     while lines and not lines[0].strip():
         lines.pop(0)
     tail = "\n".join(lines).strip("\n")
-    python = ".".join(python.split(".")[:2])
+    version = compat.parse_version(python)
+    server = version[:2] if version and len(version) > 1 else None
     if step == "pip":
         decisive = _first_match(lines, _PIP_DECISIVE) or _last_line(lines)
-        return Diagnosis("pip", decisive, tuple(_pip_hints(lines, python, requirements)), tail)
+        return Diagnosis("pip", decisive, tuple(_pip_hints(lines, python and ".".join(python.split(".")[:2]),
+                                                           requirements)), tail)
+    findings = _readiness_findings(lines)
+    if findings:  # every blocking finding is decisive: each one is a thing to fix before the next deploy
+        rest = "\n".join(line for line in lines if line not in findings and not _NOT_READY.match(line))
+        return Diagnosis("readiness", "\n".join(findings), (), rest.strip("\n"))
     decisive = _decisive_python_error(lines)
-    gate = "migrate" if step == "migrate" else _checks_gate(lines, decisive)
-    return Diagnosis(gate, decisive, tuple(_python_hints(lines, decisive, python, requirements)), tail)
+    if step == "migrate":
+        gate = "migrate"
+    elif gate not in REPORTED_GATES:
+        gate = _checks_gate(lines, decisive)
+    elif gate == "checks" and _IMPORT_ERROR.match(decisive):  # the URLconf is imported by the checks
+        gate = "import"
+    return Diagnosis(gate, decisive, tuple(_python_hints(lines, decisive, server, requirements)), tail)
 
 
 # --- which gate, which line ----------------------------------------------------------------------------------
@@ -169,6 +142,19 @@ def _first_match(lines: list[str], patterns) -> str:
 
 def _last_line(lines: list[str]) -> str:
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+def _readiness_findings(lines: list[str]) -> list[str]:
+    """The finding lines after the readiness gate's first line."""
+    start = next((i for i, line in enumerate(lines) if _NOT_READY.match(line)), None)
+    if start is None:
+        return []
+    found = []
+    for line in lines[start + 1:]:
+        if not _FINDING.match(line):
+            break
+        found.append(line)
+    return found
 
 
 def _decisive_python_error(lines: list[str]) -> str:
@@ -186,8 +172,7 @@ def _checks_gate(lines: list[str], decisive: str) -> str:
     """The release check imports the project, runs Django's checks, then collectstatic: tell them apart from
     the output (the frames a traceback passed through, or the check's own messages)."""
     text = "\n".join(lines)
-    if re.match(r"(ModuleNotFoundError|ImportError|SyntaxError|IndentationError)\b", decisive) or \
-            "Couldn't import Django" in text:
+    if _IMPORT_ERROR.match(decisive) or "Couldn't import Django" in text:
         return "import"
     if "found problems" in text or "SystemCheckError" in text:
         return "checks"
@@ -218,58 +203,38 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _django_pin(requirements: str) -> tuple[int, int, str] | None:
-    """The Django series and version the requirements pin exactly (Django==1.11.29), if they do."""
-    line = _pins(requirements).get("django", "")
-    match = re.search(r"==\s*(\d+)\.(\d+)(\.\d+)?", line)
-    return (int(match.group(1)), int(match.group(2)), match.group(0).lstrip("= ")) if match else None
-
-
-def django_for_python(python: str) -> str:
-    """The Django versions that run on `python` (3.13), newest last, the long-term support ones marked."""
-    names = []
-    for series, pythons in DJANGO_PYTHONS.items():
-        if python in pythons:
-            patch = DJANGO_PATCH_FOR_PYTHON.get((series, python))
-            name = f"{series[0]}.{series[1]}" + (f" ({patch} or later)" if patch else "")
-            names.append(name + (" LTS" if series in DJANGO_LTS else ""))
-    return ", ".join(names)
-
-
-def _too_old_for_python(python: str, requirements: str, why: str) -> str:
+def _too_old_for_python(python: tuple[int, int] | None, requirements: str, why: str) -> str:
     """Which Django the requirements pin, that it does not run on the server's Python, and which do."""
-    pin = _django_pin(requirements)
-    which = f"Django {pin[2]} (pinned in your requirements)" if pin else "the Django in your requirements"
+    pinned = compat.django_requirement(requirements)
     why = f"{why}: " if why else ""
-    runs = django_for_python(python)
+    if pinned and pinned[1] and python and compat.runs_on(pinned[1], python) is False:
+        return why + readiness.versions(pinned[1], python, "your requirements")[0].text + "."
+    runs = compat.runs_on_names(python) if python else ""
     if not runs:
-        return f"{why}{which} is probably older than the server's Python; pin a Django that supports it."
-    upgrade = ""
-    if pin and pin[:2] < (4, 0):
-        upgrade = (" Upgrading from there usually breaks a few things on the way: url() in urls.py (use path() "
-                   "or re_path()), django.utils.six, ForeignKey without on_delete; run the project locally on "
-                   "the new Django first (`python -m pip install 'Django~=5.2'`, `python manage.py check`).")
-    return (f"{why}{which} does not run on Python {python}, the server's Python. Django versions that run "
-            f"there: {runs}; pin one in your requirements (an LTS is supported longest).{upgrade}")
+        return f"{why}the Django in your requirements is probably older than the server's Python; pin a Django " \
+               "that supports it."
+    return (f"{why}the Django in your requirements does not run on the server's {compat.python_name(python)}: "
+            f"{runs} run on it; pin one in your requirements (an LTS is supported longest).")
 
 
-def _python_hints(lines: list[str], decisive: str, python: str, requirements: str) -> list[str]:
+def _python_hints(lines: list[str], decisive: str, python: tuple[int, int] | None, requirements: str) -> list[str]:
     text = "\n".join(lines)
     hints = []
-    pin = _django_pin(requirements)
+    pinned = compat.django_requirement(requirements)
+    version = pinned[1] if pinned else None
     missing = re.search(r"No module named '([\w.]+)'", decisive)
     top = missing.group(1).split(".")[0] if missing else ""
     raised_in = _raised_in(lines, decisive)
     package = re.search(r"/site-packages/([^/]+)/", raised_in)
     package = package.group(1) if package else ""
-    old_django = bool(pin and python and not _runs_on(pin, python))
+    old_django = bool(version and python and compat.runs_on(version, python) is False)
     removed_in = REMOVED_FROM_PYTHON.get(top)
     if removed_in and (package == "django" or old_django):
         hints.append(_too_old_for_python(python, requirements, f"Python {removed_in} removed the module {top}, "
                                                                "which Django imports"))
     elif removed_in:
         who = (f"{package} imports (see the traceback): upgrade {package} in your requirements to a version made "
-               f"for Python {python or 'the server runs'}" if package else
+               f"for {compat.python_name(python) if python else 'the Python the server runs'}" if package else
                f"your code imports ({raised_in or 'see the traceback'}): replace it as Python's \"What's New in "
                f"Python {removed_in}\" says")
         hints.append(f"Python {removed_in} removed the module {top}, which {who}.")
@@ -277,14 +242,16 @@ def _python_hints(lines: list[str], decisive: str, python: str, requirements: st
         hints.append(_too_old_for_python(python, requirements, "Django failed while importing itself"
                                          if package == "django" else ""))
     else:
-        hints += [hint for pattern, hint in REMOVED_FROM_DJANGO if re.search(pattern, text)][:1]
+        missed = compat.break_behind(text)
+        hints += [missed.hint] if missed else []
     if re.search(r"unable to open database file|attempt to write a readonly database|sqlite3", decisive):
         hints.append("your settings use SQLite; the server gives you PostgreSQL via DATABASE_URL (the local "
                      "socket, peer authentication, no password; DJANGO_DB_NAME names the database). "
                      "Read DATABASES from the environment in your production settings (`fab init` writes such "
                      "a settings module), and move your data with `fab import-data`.")
     elif re.search(r"Error loading (psycopg2|psycopg) module|No module named 'psycopg", decisive):
-        hints.append("the PostgreSQL driver is missing: add psycopg[binary] to your requirements.")
+        hints.append(f"the PostgreSQL driver is missing: add {compat.postgres_driver(version or (4, 2))} to your "
+                     "requirements.")
     elif top and not removed_in and not top.startswith("django"):
         package = PACKAGE_OF_MODULE.get(top, top)
         if _normal(package.split("[")[0]) not in _pins(requirements):
@@ -303,12 +270,6 @@ def _raised_in(lines: list[str], decisive: str) -> str:
         if match:
             frames.append(match.group(1))
     return frames[-1] if frames else ""
-
-
-def _runs_on(pin: tuple[int, int, str], python: str) -> bool:
-    """Whether the pinned Django series runs on `python` (unknown series count as fine)."""
-    pythons = DJANGO_PYTHONS.get(pin[:2])
-    return pythons is None or python in pythons
 
 
 def _pip_hints(lines: list[str], python: str, requirements: str) -> list[str]:

@@ -25,7 +25,7 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from . import release_commands as commands
-from .deploy import DeployError, Session, _on_each_host, relaunch
+from .deploy import DeployError, Session, _last_lines, _on_each_host, relaunch
 from .inventory import check_env_name
 from .lock import DeployLock
 
@@ -186,7 +186,7 @@ def config_on(session: Session, changes: dict[str, str], removals: list[str], sh
         upload = send_file(session, encode_config(after).encode(), "config.env")
         ok, _, tail = session.run(("install", commands.config_install(layout, upload)))
         if not ok:
-            raise DeployError(f"could not write {layout.config_env}; nothing changed:\n{tail}")
+            raise DeployError(f"could not write {layout.config_env}; nothing changed:\n{_last_lines(tail)}")
         named = ", ".join([f"{n} set" for n in sorted(changes) if before.get(n) != changes[n]]
                           + [f"{n} unset" for n in removals if n in before])
         if state.live is None:

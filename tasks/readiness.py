@@ -15,6 +15,8 @@ from . import compat
 
 ENV_SETTINGS = "`fab init` writes a production settings module that does this"
 PROXY_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# How a release check that stops on blocking findings begins its message (one "- finding" line follows each).
+NOT_READY = "the settings are not ready for production"
 
 
 @dataclass(frozen=True)
@@ -206,18 +208,12 @@ def versions(django: tuple[int, ...] | None, python: tuple[int, int],
     if django is None or compat.runs_on(django, python) is not False:
         return []
     version = ".".join(str(n) for n in django)
-    names = ", ".join(s.name + (" LTS" if s.lts else "") + _from(s, python) for s in compat.series_for(python))
     target = compat.nearest_lts(python, django)
     breaks = compat.breaks_between(django, target.version)
     changes = f"; moving up from {version}, these usually need changing: {'; '.join(breaks)}" if breaks else ""
     return [Finding(f"Django {version} does not run on the server's {compat.python_name(python)}, so pip or "
-                    f"its first import would fail there: {names} run on it, so pin e.g. "
+                    f"its first import would fail there: {compat.runs_on_names(python)} run on it, so pin e.g. "
                     f"{compat.requirement(target, python)} in {requirements_name}{changes}")]
-
-
-def _from(series: compat.Series, python: tuple[int, int]) -> str:
-    first = series.first_patch_for(python)
-    return f" (from {'.'.join(map(str, first))})" if first and first[2] else ""
 
 
 def _suggested_pin(django: tuple[int, ...] | None, python: tuple[int, int]) -> str:

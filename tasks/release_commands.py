@@ -490,12 +490,15 @@ def gate_log(release_dir: str) -> str:
 
 
 def keep_gate_output(release_dir: str) -> str:
-    """For a gate that failed with its output in $out: seal the release (the build user can write there no
-    more), keep the whole output in it, readable by root only, and print its end on stderr. A metadata
-    directory the build user replaced (by a link, say) is made anew first: nothing is written through it."""
+    """For a gate that failed with its output in $out: pass on the report lines that name the part of it that
+    was running (only those: the tool's own reports, of free space say, stay the tool's), seal the release (the
+    build user can write there no more), keep the whole output in it, readable by root only, and print its end
+    on stderr. A metadata directory the build user replaced (by a link, say) is made anew first: nothing is
+    written through it."""
     meta = release_dir + "/" + RELEASE_META.rsplit("/", 1)[0]
     log = gate_log(release_dir)
     return "; ".join([
+        f"printf '%s\\n' \"$out\" | grep '^{shell.REPORT} {{\"gate\": ' || true",
         f"chown -R root:root {q(release_dir)} || true",
         f"{{ if [ -L {q(meta)} ] || [ ! -d {q(meta)} ]; then rm -rf {q(meta)}; install -d -m 755 {q(meta)}; fi; "
         f"rm -f {q(log)}; (umask 077; printf '%s\\n' \"$out\" > {q(log)}); }} || true",

@@ -3,7 +3,9 @@
 # migrations the code knows, and the project's bytecode (compiled once here: the app user may not write into
 # its release). tasks/project.py `check_script` puts readiness_facts.py (`readiness_facts`) and the module
 # that words the findings (`readiness`) in front of this file.
-# Prints one report line last; exits non-zero with the reasons when the release must not go live.
+# Prints a report line naming each part (gate) before it runs, so that a failure is told by the part that was
+# running (tasks/diagnose.py), and one report line last; exits non-zero with the reasons when the release must
+# not go live.
 import compileall
 import json
 import re
@@ -18,13 +20,21 @@ from django.core.management.base import SystemCheckError
 from django.db.migrations.loader import MigrationLoader
 
 report = {"warnings": []}
+
+
+def gate(name):
+    print("@gangway " + json.dumps({"gate": name}), flush=True)  # a report line: see tasks/shell.py
+
+
+gate("readiness")
 # Settings that would break the site or leave it unsafe stop the release here, before collectstatic and
 # migrations: each problem on its own line, with its reason and fix. The others are listed with the report.
 findings = readiness.server_findings(readiness_facts)
 blocking = [finding.text for finding in findings if finding.blocking]
 if blocking:
-    sys.exit("the settings are not ready for production:\n" + "\n".join(f"- {text}" for text in blocking))
+    sys.exit(readiness.NOT_READY + ":\n" + "\n".join(f"- {text}" for text in blocking))
 report["readiness"] = [finding.text for finding in findings if not finding.blocking]
+gate("checks")
 checks = StringIO()
 try:
     call_command("check", deploy=True, stdout=checks, stderr=checks)
@@ -32,6 +42,7 @@ except SystemCheckError as error:
     sys.exit(f"`manage.py check --deploy` found problems:\n{error}")
 report["warnings"] = [line for line in checks.getvalue().splitlines() if ": (" in line]
 
+gate("collectstatic")
 release = Path.cwd().resolve()
 call_command("collectstatic", interactive=False, verbosity=0)
 static_root = Path(settings.STATIC_ROOT).resolve()  # set and inside the release: the readiness check says so
@@ -48,6 +59,7 @@ if sample is not None and static_url.startswith("/"):
     relative = sample.relative_to(static_root).as_posix()
     report["static_sample"] = {"file": relative, "url": static_url.rstrip("/") + "/" + quote(relative)}
 
+gate("migrations")
 loader = MigrationLoader(None, ignore_no_migrations=True)
 plan = []
 for leaf in sorted(loader.graph.leaf_nodes()):
@@ -55,5 +67,6 @@ for leaf in sorted(loader.graph.leaf_nodes()):
         if f"{app}.{name}" not in plan:
             plan.append(f"{app}.{name}")
 report["migrations"] = plan
+gate("bytecode")
 compileall.compile_dir(str(release), quiet=2, rx=re.compile(r"/(\.venv|static|media|node_modules)/"))
-print("@gangway " + json.dumps(report))  # a report line: see tasks/shell.py
+print("@gangway " + json.dumps(report))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import diagnose, release_commands as commands
-from tasks.shell import REPORT
+from tasks import compat, diagnose, readiness, release_commands as commands
+from tasks.shell import REPORT, parse_reports
 from tests.unit.shellcheck import assert_shellcheck_clean
 
 SAMPLES = Path(__file__).parent / "gate_output"
@@ -36,8 +36,9 @@ def test_django_1_11_on_python_3_13_is_an_import_failure_with_the_versions_that_
     # The cause, not manage.py's "Couldn't import Django. Are you sure it's installed?" that ends the chain.
     assert found.decisive == "ModuleNotFoundError: No module named 'django.utils.six.moves'"
     (hint,) = found.hints
-    assert "Django 1.11.29 (pinned in your requirements) does not run on Python 3.13" in hint
-    assert "5.1 (5.1.3 or later), 5.2 LTS, 6.0, 6.1" in hint and "url()" in hint
+    # The readiness check's words (tasks/readiness.py `versions`): one place says which Django runs where.
+    assert "Django 1.11.29 does not run on the server's Python 3.13 (Debian 13)" in hint
+    assert "5.1 (from 5.1.3), 5.2 LTS, 6.0, 6.1 run on it" in hint and "`url()`" in hint
 
 
 @pytest.mark.parametrize("module, removed_in", [("distutils", "3.12"), ("imp", "3.12"), ("cgi", "3.13")])
@@ -49,7 +50,7 @@ def test_a_module_python_removed_names_the_python_that_removed_it(module, remove
     assert found.gate == "import" and found.decisive == f"ModuleNotFoundError: No module named '{module}'"
     (hint,) = found.hints
     assert f"Python {removed_in} removed the module {module}" in hint
-    assert "Django 2.2.28 (pinned in your requirements) does not run on Python 3.13" in hint
+    assert "Django 2.2.28 does not run on the server's Python 3.13" in hint
 
 
 def traceback(path: str, module: str) -> str:
@@ -61,15 +62,15 @@ def test_without_a_pin_the_hint_still_names_the_servers_python_and_what_runs_the
     output = traceback("/srv/mysite/releases/R/.venv/lib/python3.12/site-packages/django/utils/version.py",
                        "distutils")
     (hint,) = diagnose.diagnose("checks", output, "3.12.3", "Django\n").hints
-    assert "the Django in your requirements does not run on Python 3.12" in hint
-    assert "4.2 (4.2.8 or later) LTS, 5.0, 5.1, 5.2 LTS" in hint
+    assert "the Django in your requirements does not run on the server's Python 3.12" in hint
+    assert "4.2 LTS (from 4.2.8), 5.0, 5.1, 5.2 LTS" in hint
 
 
 def test_a_removed_module_imported_by_another_package_or_the_project_blames_that_not_django():
     site = "/srv/mysite/releases/R/.venv/lib/python3.13/site-packages"
     (hint,) = diagnose.diagnose("checks", traceback(f"{site}/markdown2/util.py", "imp"), PYTHON, REQUIREMENTS).hints
     assert hint == ("Python 3.12 removed the module imp, which markdown2 imports (see the traceback): upgrade "
-                    "markdown2 in your requirements to a version made for Python 3.13.")
+                    "markdown2 in your requirements to a version made for Python 3.13 (Debian 13).")
     (hint,) = diagnose.diagnose("checks", traceback("/srv/mysite/releases/R/blog/views.py", "cgi"), PYTHON,
                                 REQUIREMENTS).hints
     assert hint.startswith("Python 3.13 removed the module cgi, which your code imports "
@@ -81,7 +82,8 @@ def test_url_removed_from_django_says_what_replaces_it():
     assert found.gate == "import"
     assert found.decisive.startswith("ImportError: cannot import name 'url' from 'django.conf.urls'")
     (hint,) = found.hints
-    assert hint.startswith("url() was removed in Django 4.0") and "path('post/<int:pk>/'" in hint
+    assert hint.startswith("since Django 4.0, `url()` from `django.conf.urls` is gone") and \
+        "path('post/<int:pk>/'" in hint
 
 
 def test_django_utils_six_from_a_third_party_package_blames_the_package_not_python():
@@ -89,7 +91,8 @@ def test_django_utils_six_from_a_third_party_package_blames_the_package_not_pyth
               'site-packages/markdownx/utils.py", line 3, in <module>\n    from django.utils import six\n'
               "ModuleNotFoundError: No module named 'django.utils.six'\n")
     (hint,) = diagnose.diagnose("checks", output, PYTHON, REQUIREMENTS).hints
-    assert hint.startswith("django.utils.six was removed in Django 3.0") and "Python 3.13" not in hint
+    assert hint.startswith("since Django 3.0, `django.utils.six` is gone: a package importing it predates") and \
+        "Python 3.13" not in hint
 
 
 def test_a_module_the_requirements_do_not_list_names_the_package_to_add():
@@ -174,7 +177,7 @@ def test_the_tail_is_the_gates_own_output_never_a_report_or_trap_line():
     text = found.explain("/srv/mysite/failed/R/.gangway/build.log", lines=5)
     first, *rest = text.splitlines()
     assert first == f"  {found.decisive}"
-    assert rest[0].startswith("hint: url() was removed")
+    assert rest[0].startswith("hint: since Django 4.0, `url()`")
     assert "/srv/mysite/failed/R/.gangway/build.log" in rest[1]
     assert rest[2] == "Its last lines:" and len(rest[3:]) == 5 and rest[-1].strip() == found.decisive
 
@@ -185,9 +188,53 @@ def test_an_output_with_no_error_line_falls_back_to_its_last_line():
 
 
 def test_the_table_of_django_versions():
-    assert diagnose.django_for_python("3.13") == "5.1 (5.1.3 or later), 5.2 LTS, 6.0, 6.1"
-    assert diagnose.django_for_python("3.11") == "4.1 (4.1.3 or later), 4.2 LTS, 5.0, 5.1, 5.2 LTS"
-    assert diagnose.django_for_python("2.5") == ""
+    assert compat.runs_on_names((3, 13)) == "5.1 (from 5.1.3), 5.2 LTS, 6.0, 6.1"
+    assert compat.runs_on_names((3, 11)) == "4.1 (from 4.1.3), 4.2 LTS, 5.0, 5.1, 5.2 LTS"
+    assert compat.runs_on_names((2, 5)) == ""
+
+
+# --- the release check's readiness gate, and the gate its report lines name ------------------------------------
+
+NOT_READY = """\
+{report} {{"gate": "readiness"}}
+the settings are not ready for production:
+- DEBUG is on in production: error pages would show your code and settings to anyone; set DEBUG = False
+- ALLOWED_HOSTS (['localhost']) does not cover example.com: Django would answer 400 Bad Request
+- STATIC_ROOT is /srv/elsewhere/static, outside the project: nginx serves only the release's static/
+"""
+
+
+def test_a_readiness_failure_shows_every_finding_first_then_the_log():
+    output = as_the_step_prints_it("5 objects imported automatically (use -v 2 for details).\n"
+                                   + NOT_READY.format(report=REPORT), "checks")
+    for gate in ("readiness", ""):  # named by the report line, or told from the output without one
+        found = diagnose.diagnose("checks", output, PYTHON, REQUIREMENTS, gate=gate)
+        assert found.gate == "readiness" and found.headline == "the settings are not ready for production"
+        assert found.headline == readiness.NOT_READY  # the words release_check.py exits with
+        assert found.hints == () and found.tail == ""
+        log = "/srv/mysite/failed/R/.gangway/build.log"
+        assert found.explain(log).splitlines() == [
+            "  - DEBUG is on in production: error pages would show your code and settings to anyone; set DEBUG "
+            "= False",
+            "  - ALLOWED_HOSTS (['localhost']) does not cover example.com: Django would answer 400 Bad Request",
+            "  - STATIC_ROOT is /srv/elsewhere/static, outside the project: nginx serves only the release's "
+            "static/",
+            f"The gate's full output is kept on the server in {log} (readable by root: `sudo less {log}`).",
+        ]
+
+
+def test_the_gate_comes_from_the_report_line_not_from_guessing():
+    crash = 'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\nRuntimeError: boom\n'
+    for gate in ("collectstatic", "migrations", "bytecode", "checks"):
+        found = diagnose.diagnose("checks", as_the_step_prints_it(crash, "checks"), PYTHON, REQUIREMENTS, gate=gate)
+        assert found.gate == gate and found.headline == diagnose.HEADLINES[gate]
+        assert found.decisive == "RuntimeError: boom"
+    # The checks import the URLconf: an import error there is the project's import, whatever the part.
+    found = diagnose.diagnose("checks", sample("import_url_removed"), PYTHON, REQUIREMENTS, gate="checks")
+    assert found.gate == "import"
+    # Without a report line (Django's setup failed before the check began), the output tells.
+    assert diagnose.diagnose("checks", as_the_step_prints_it(crash, "checks")).gate == "checks"
+    assert diagnose.diagnose("checks", crash, gate="nonsense").gate == "checks"
 
 
 # --- keeping the whole output on the server ------------------------------------------------------------------
@@ -230,3 +277,14 @@ def test_a_hostile_release_path_stays_one_path(tmp_path, value):
     run_failed_gate(release, "output")
     assert (release / commands.GATE_LOG).read_text() == "output\n"
     assert not (tmp_path / "CANARY").exists() and not Path("CANARY").exists()
+
+
+def test_a_failed_gate_passes_on_the_report_lines_naming_its_part_and_no_other(tmp_path):
+    release = tmp_path / "release"
+    (release / ".gangway").mkdir(parents=True)
+    output = (f'{REPORT} {{"gate": "readiness"}}\n{REPORT} {{"gate": "checks"}}\n'
+              f'{REPORT} {{"free_kib": 0}}\nSystemCheckError: ...\n')
+    out = run_failed_gate(release, output)
+    assert out.stdout == f'{REPORT} {{"gate": "readiness"}}\n{REPORT} {{"gate": "checks"}}\n'
+    assert parse_reports(out.stdout) == {"gate": "checks"}  # the part running when it failed
+    assert out.stderr.strip("\n") == output.strip("\n")  # the tail, as the gate printed it

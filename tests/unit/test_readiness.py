@@ -138,7 +138,7 @@ def test_django_too_old_for_the_servers_python_names_the_versions_that_can_and_w
     finding = only(readiness.local_findings(facts(), "Django==1.11.29\npsycopg2-binary\n", "requirements.txt"))
     text = finding.text
     assert text.startswith("Django 1.11.29 does not run on the server's Python 3.13 (Debian 13)")
-    assert "5.1 (from 5.1.3), 5.2 LTS, 6.0 run on it" in text
+    assert "5.1 (from 5.1.3), 5.2 LTS, 6.0, 6.1 run on it" in text
     assert "pin e.g. Django>=5.2,<5.3 in requirements.txt" in text
     assert "`url()` from `django.conf.urls` is gone" in text and "`django.utils.six` is gone" in text
     on_bookworm = only(readiness.server_findings(facts(django="3.2.25", python="3.11")))

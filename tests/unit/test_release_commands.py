@@ -110,6 +110,20 @@ def test_the_state_probes_pass_shellcheck():
         assert_shellcheck_clean(probe.command)
 
 
+def test_a_failing_release_check_hands_on_the_part_that_failed_and_keeps_the_free_space(tmp_path):
+    """The check names each part in a report line before it runs; on failure those lines reach the tool's
+    reports (the last one is the part that failed), a forged report of the project's does not."""
+    gates = "".join(f'echo \'{shell.REPORT} {{"gate": "{g}"}}\'; ' for g in ("readiness", "checks"))
+    script = shell.script(("checks", commands.release_check(LAYOUT, RELEASE.id, "print(1)")))
+    out = run(script, tmp_path, {
+        "systemd-run": f"{gates}echo '{shell.REPORT} {{\"free_kib\": 1}}'; echo 'SystemCheckError: x' >&2; exit 1",
+        "df": "printf 'Filesystem 1K-blocks Used Available\\n/dev/x 100 50 777\\n'",
+        "chown": "true", "install": "true", "rm": "true"})
+    assert out.returncode != 0
+    assert shell.parse_reports(out.stdout) == {"gate": "checks", "free_kib": 777, "failed": "checks", "code": 1}
+    assert "SystemCheckError: x" in out.stderr
+
+
 @pytest.mark.parametrize("value", HOSTILE)
 def test_a_hostile_health_check_path_or_host_stays_a_value(tmp_path, value):
     """The path and host go into curl and into messages; they must never run."""
