@@ -6,6 +6,8 @@ Runs on the shared provisioned Debian 13 server with its own copy of the example
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.integration.appsite import GOOD_MIGRATION, Site, deployed_id, make_site
@@ -18,9 +20,10 @@ def site(trixie, tmp_path_factory) -> Site:
     return site
 
 
-def _refused(site: Site, settings_tail: str, **files: str) -> str:
-    """Deploy the example app with `settings_tail` added to its settings: the deploy must fail, the live
-    release keep serving, nothing be migrated; the repository is put back. Returns the deploy's stderr."""
+def _refused(site: Site, settings_tail: str, **files: str) -> list[str]:
+    """Deploy the example app with `settings_tail` added to its settings: the deploy must fail at the readiness
+    gate, the live release keep serving; the repository is put back. Returns the blocking findings, which the
+    message shows first, each on its own line, after its headline and before the log's path."""
     before, good = site.answering(), site.repo.git("rev-parse", "HEAD")
     settings = (site.repo.path / "mysite/settings.py").read_text()
     site.repo.commit("settings not ready", **{"mysite__settings.py": settings + settings_tail, **files})
@@ -30,7 +33,14 @@ def _refused(site: Site, settings_tail: str, **files: str) -> str:
         site.repo.reset(good)
     assert out.returncode != 0, out.stdout
     assert site.answering() == before, "the live release must keep serving"
-    return out.stderr
+    message = out.stderr[out.stderr.index("deploy failed: "):].strip()
+    headline, *lines = message.splitlines()
+    assert re.search(r"release \S+: the settings are not ready for production; \S+ is still serving\. Kept in "
+                     r"/srv/\S+/failed/\.$", headline), message
+    findings = [line for line in lines if line.startswith("  - ")]
+    assert findings and lines[:len(findings)] == findings, message  # every finding first
+    assert lines[len(findings)].startswith("The gate's full output is kept on the server in "), message
+    return findings
 
 
 def test_the_example_app_deploys_with_nothing_blocking(site):
@@ -41,18 +51,20 @@ def test_the_example_app_deploys_with_nothing_blocking(site):
 
 
 def test_a_static_root_outside_the_release_is_refused_before_migrations_with_the_fix(site):
-    stderr = _refused(site, '\nSTATIC_ROOT = "/srv/elsewhere/static"\n',
-                      **{"counter__migrations__0002_hit_agent.py": GOOD_MIGRATION})
-    assert "the settings are not ready for production" in stderr
-    assert "STATIC_ROOT is /srv/elsewhere/static, outside the project" in stderr
-    assert "os.environ.get('DJANGO_STATIC_ROOT'" in stderr
+    (finding,) = _refused(site, '\nSTATIC_ROOT = "/srv/elsewhere/static"\n',
+                          **{"counter__migrations__0002_hit_agent.py": GOOD_MIGRATION})
+    assert "STATIC_ROOT is /srv/elsewhere/static, outside the project" in finding
+    assert "os.environ.get('DJANGO_STATIC_ROOT'" in finding
     assert site.sql("select count(*) from django_migrations where name = '0002_hit_agent'") == "0"
     assert "elsewhere" not in site.root("ls /srv")
 
 
-def test_debug_hard_coded_on_is_refused(site):
-    stderr = _refused(site, "\nDEBUG = True\n")
-    assert "DEBUG is on in production" in stderr and "DEBUG = False" in stderr
+def test_debug_hard_coded_on_and_hosts_not_covered_are_both_refused_in_one_message(site):
+    findings = _refused(site, "\nDEBUG = True\nALLOWED_HOSTS = ['elsewhere.invalid']\n")
+    assert len(findings) == 2, findings
+    debug = next(line for line in findings if "DEBUG is on in production" in line)
+    assert "DEBUG = False" in debug
+    assert any("ALLOWED_HOSTS is ['elsewhere.invalid'], which does not cover" in line for line in findings)
 
 
 def test_findings_that_do_not_block_are_listed_one_per_line_and_the_release_goes_live(site):
