@@ -156,6 +156,12 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     return tuple(int(n) for n in match.groups() if n is not None)
 
 
+def python_version(text: str) -> tuple[int, int] | None:
+    """(3, 13) from '3.13.5' or '3.13'; None when it says no Python version."""
+    version = parse_version(text)
+    return (version[0], version[1]) if version else None
+
+
 def python_name(python: tuple[int, int]) -> str:
     debian = next((f" (Debian {release})" for release, p in DEBIAN_PYTHON.items() if p == python), "")
     return f"Python {python[0]}.{python[1]}{debian}"

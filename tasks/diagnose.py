@@ -110,12 +110,10 @@ def diagnose(step: str, output: str, python: str = "", requirements: str = "", g
     while lines and not lines[0].strip():
         lines.pop(0)
     tail = "\n".join(lines).strip("\n")
-    version = compat.parse_version(python)
-    server = version[:2] if version and len(version) > 1 else None
+    server = compat.python_version(python)
     if step == "pip":
         decisive = _first_match(lines, _PIP_DECISIVE) or _last_line(lines)
-        return Diagnosis("pip", decisive, tuple(_pip_hints(lines, python and ".".join(python.split(".")[:2]),
-                                                           requirements)), tail)
+        return Diagnosis("pip", decisive, tuple(_pip_hints(lines, server, requirements)), tail)
     findings = _readiness_findings(lines)
     if findings:  # every blocking finding is decisive: each one is a thing to fix before the next deploy
         rest = "\n".join(line for line in lines if line not in findings and not _NOT_READY.match(line))
@@ -272,7 +270,8 @@ def _raised_in(lines: list[str], decisive: str) -> str:
     return frames[-1] if frames else ""
 
 
-def _pip_hints(lines: list[str], python: str, requirements: str) -> list[str]:
+def _pip_hints(lines: list[str], server: tuple[int, int] | None, requirements: str) -> list[str]:
+    python = "%d.%d" % server if server else ""
     text = "\n".join(lines)
     on = f"Python {python}, the server's Python" if python else "the server's Python"
     pins = _pins(requirements)

@@ -27,7 +27,8 @@ class Finding:
 
 def server_findings(facts: dict) -> list[Finding]:
     """What a release's settings, read on the server with the real environment, would get wrong."""
-    return settings_findings(facts) + versions(compat.parse_version(facts["django"]), _python(facts["python"]))
+    return settings_findings(facts) + versions(compat.parse_version(facts["django"]),
+                                                compat.python_version(facts["python"]))
 
 
 def local_findings(facts: dict | None, requirements: str | None, requirements_name: str,
@@ -79,11 +80,6 @@ def settings_findings(facts: dict, drivers: bool = True) -> list[Finding]:
 
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def _python(text: str) -> tuple[int, int]:
-    major, minor = (int(n) for n in text.split(".")[:2])
-    return major, minor
 
 
 def _secret_key(kind: str) -> list[Finding]:
@@ -202,10 +198,10 @@ def _https(facts: dict, names: list[str]) -> list[Finding]:
     return found
 
 
-def versions(django: tuple[int, ...] | None, python: tuple[int, int],
+def versions(django: tuple[int, ...] | None, python: tuple[int, int] | None,
              requirements_name: str = "the requirements file") -> list[Finding]:
     """A Django that does not run on the server's Python: which versions can, and what usually breaks."""
-    if django is None or compat.runs_on(django, python) is not False:
+    if django is None or python is None or compat.runs_on(django, python) is not False:
         return []
     version = ".".join(str(n) for n in django)
     target = compat.nearest_lts(python, django)
