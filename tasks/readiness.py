@@ -206,7 +206,9 @@ def versions(django: tuple[int, ...] | None, python: tuple[int, int] | None,
     version = ".".join(str(n) for n in django)
     target = compat.nearest_lts(python, django)
     breaks = compat.breaks_between(django, target.version)
-    changes = f"; moving up from {version}, these usually need changing: {'; '.join(breaks)}" if breaks else ""
+    changes = (f"; moving up from {version}, these usually need changing: {'; '.join(breaks)}; run the project "
+               f"on the new Django locally first (`python -m pip install '{compat.requirement(target, python)}'`, "
+               "`python manage.py check`)" if breaks else "")
     return [Finding(f"Django {version} does not run on the server's {compat.python_name(python)}, so pip or "
                     f"its first import would fail there: {compat.runs_on_names(python)} run on it, so pin e.g. "
                     f"{compat.requirement(target, python)} in {requirements_name}{changes}")]
