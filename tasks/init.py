@@ -139,10 +139,11 @@ def inventory_text(answers: Answers, found: Project, facts: dict | None) -> str:
 
     wsgi = wsgi_module(found, facts)
     health = health_check(facts)
+    path = health["path"] if health else ""
     return render("init/production.yaml.j2", app=answers.name, domains=answers.domains,
-                  wsgi_module=wsgi if wsgi != f"{answers.name}.wsgi" else "", production_module=found.production_module,
-                  health=health, health_path=health and health["path"] and (
-                      health["path"] if re.fullmatch(r"[A-Za-z0-9/._~-]+", health["path"]) else quoted(health["path"])),
+                  wsgi_module=wsgi if wsgi != f"{answers.name}.wsgi" else "", health=health,
+                  health_path=path if re.fullmatch(r"[A-Za-z0-9/._~-]*", path) else quoted(path),
+                  production_module=found.production_module,
                   address=quoted(answers.host) if answers.host else "", user=answers.user or "root",
                   key=quoted(answers.key) if answers.key else "",
                   email=quoted(answers.email) if answers.email else "")
@@ -209,8 +210,8 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
                           name=current.app.name)
     else:
         answers = complete(answers, app_name(found.package, found.directory), console)
-    # The settings are read with what the server gives the app (and nothing of this shell's own DJANGO_*), so
-    # what is judged here is what the server will see.
+    # The settings are read with the environment the server gives the app, and of this shell's only what Python
+    # needs (no DEBUG=1 or DATABASE_URL of the laptop's), so what is judged here is what the server will see.
     app = current.app if current else inv.App(name=answers.name, domains=answers.domains)
     environment = projects.server_environment(app, answers.host or "", found.directory)
     settings_module = app.settings_module or found.settings_module
