@@ -311,3 +311,21 @@ def test_with_a_page_at_slash_or_no_page_at_all_the_health_check_stays_at_slash(
     _, out = run_init(blog)
     assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/"
     assert "no page at /" not in out and "no page at /" not in (blog / "deploy" / "production.yaml").read_text()
+
+
+def test_a_hostile_url_pattern_is_never_the_health_check_and_an_odd_one_is_quoted(blog):
+    add_polls(blog)
+    urls = blog / "mysite" / "urls.py"
+    polls = urls.read_text()
+    urls.write_text(polls.replace("path('polls/'", "path('$(touch x)\\n#/'"))
+    _, out = run_init(blog)
+    text = (blog / "deploy" / "production.yaml").read_text()
+    assert "health_check: /\n" in text and "$(" not in text and "$(" not in out
+    assert "set app.health_check in deploy/production.yaml to a path that answers 200 without a login" in out
+
+    (blog / "deploy" / "production.yaml").unlink()
+    urls.write_text(polls.replace("path('polls/'", "path('a:b@c/'"))
+    run_init(blog)
+    assert 'health_check: "/a:b@c/"' in (blog / "deploy" / "production.yaml").read_text()
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/a:b@c/"
+    assert not (blog / "x").exists()
