@@ -30,8 +30,8 @@ HERE = Path(__file__).resolve().parent
 _DJANGO_TABLES = {"django_migrations", "django_content_type", "auth_permission", "django_session",
                   "sqlite_sequence", "django_admin_log"}
 # The variables of this shell that reading the settings here keeps: what finds and runs Python, and the locale.
-_KEPT_VARIABLES = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TMPDIR", "VIRTUAL_ENV", "PYTHONHOME",
-                   "SYSTEMROOT"}
+_KEPT_VARIABLES = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TMPDIR", "TEMP", "TMP", "VIRTUAL_ENV",
+                   "PYTHONHOME", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "SYSTEMROOT"}
 _SETTINGS_DEFAULT = re.compile(r"""setdefault\(\s*['"]DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([A-Za-z0-9_.]+)['"]""")
 
 
