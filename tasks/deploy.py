@@ -327,18 +327,7 @@ def _last_lines(text: str, lines: int = 30) -> str:
 def _managed_environment(session: Session) -> dict[str, str]:
     """The variables gangway keeps in shared/env, the inventory's app.env among them (a name taken out of it
     leaves the file at the next deploy); the operator's own lines are left alone."""
-    inv = session.inventory
-    return {
-        **dict(inv.app.env),
-        "DJANGO_ALLOWED_HOSTS": ",".join(inv.app.domains or (session.host.address,)),
-        "DJANGO_DB_NAME": inv.app.name,
-        # For settings that read DATABASE_URL (dj-database-url, django-environ): the local socket, and the
-        # app's own Unix identity as its database role (peer authentication), so there is no password.
-        "DATABASE_URL": f"postgres:///{inv.app.name}",
-        "DJANGO_MEDIA_ROOT": session.layout.media,
-        "DJANGO_HTTPS": "1" if inv.tls else "0",
-        **({"DJANGO_SETTINGS_MODULE": inv.app.settings_module} if inv.app.settings_module else {}),
-    }
+    return project.managed_environment(session.inventory.app, session.host.address)
 
 
 def _undo_migrations(session: Session, release: Release, applied_before: list[str], pending: list[str]) -> str:

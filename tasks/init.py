@@ -133,16 +133,36 @@ def _domains_problem(typed: str) -> str | None:
 
 # --- the files -------------------------------------------------------------------------------------------------
 
-def inventory_text(answers: Answers, found: Project) -> str:
+def inventory_text(answers: Answers, found: Project, facts: dict | None) -> str:
     def quoted(value: str) -> str:  # a YAML double-quoted string (JSON's syntax is YAML's)
         return json.dumps(value, ensure_ascii=False)
 
-    wsgi = found.wsgi_module if found.wsgi_module and found.wsgi_module != f"{answers.name}.wsgi" else ""
+    wsgi = wsgi_module(found, facts)
+    health = health_check(facts)
+    path = health["path"] if health else ""
     return render("init/production.yaml.j2", app=answers.name, domains=answers.domains,
-                  wsgi_module=wsgi, production_module=found.production_module,
+                  wsgi_module=wsgi if wsgi != f"{answers.name}.wsgi" else "", health=health,
+                  health_path=path if re.fullmatch(r"[A-Za-z0-9/._~-]*", path) else quoted(path),
+                  production_module=found.production_module,
                   address=quoted(answers.host) if answers.host else "", user=answers.user or "root",
                   key=quoted(answers.key) if answers.key else "",
                   email=quoted(answers.email) if answers.email else "")
+
+
+def wsgi_module(found: Project, facts: dict | None) -> str:
+    """The module Gunicorn loads: the one the WSGI_APPLICATION setting names when the settings could be read
+    here, else the wsgi.py beside the settings; '' when neither is known."""
+    module = ((facts or {}).get("wsgi_application") or "").rpartition(".")[0]
+    return module if module and not inv.check_python_module(module) else found.wsgi_module
+
+
+def health_check(facts: dict | None) -> dict | None:
+    """What the settings' URLs say about the health check path: None when unknown (settings or URLs not read
+    here), else whether / has a page and the path to check ('' when no page without parameters was found)."""
+    health = (facts or {}).get("health")
+    if health and health["path"] and inv.check_url_path(health["path"]):
+        return {**health, "path": ""}  # not a path the inventory takes: as if none was found
+    return health
 
 
 def with_settings_module(text: str, module: str) -> str:
@@ -182,30 +202,41 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
     validate(answers)
     found = projects.find(directory)
     say, outcome = console.say, Outcome()
-    say(f"Django project in {found.directory}: settings {found.settings_module}"
-        + (f", WSGI {found.wsgi_module}" if found.wsgi_module else ""))
 
     inventory_path = found.directory / INVENTORY_FILE
-    if inventory_path.is_file():
-        current = inv.load(str(inventory_path))
+    current = inv.load(str(inventory_path)) if inventory_path.is_file() else None
+    if current:
         answers = Answers(host=current.hosts[0].address if current.hosts else None, domains=current.app.domains,
                           name=current.app.name)
-        say(f"  kept      {INVENTORY_FILE} (it exists)")
     else:
         answers = complete(answers, app_name(found.package, found.directory), console)
-        text = inventory_text(answers, found)
+    # The settings are read with the environment the server gives the app, and of this shell's only what Python
+    # needs (no DEBUG=1 or DATABASE_URL of the laptop's), so what is judged here is what the server will see.
+    app = current.app if current else inv.App(name=answers.name, domains=answers.domains)
+    environment = projects.server_environment(app, answers.host or "", found.directory)
+    settings_module = app.settings_module or found.settings_module
+    local = projects.local_facts(found, settings_module, environment)
+    wsgi = current.app.wsgi if current else wsgi_module(found, local.facts)
+    say(f"Django project in {found.directory}: settings {found.settings_module}"
+        + (f", WSGI {wsgi}" if wsgi else ""))
+
+    if current:
+        say(f"  kept      {INVENTORY_FILE} (it exists)")
+    else:
+        text = inventory_text(answers, found, local.facts)
         inv.parse(yaml.safe_load(text), INVENTORY_FILE, inventory_path.parent)  # what is written must load
         _write(found.directory, INVENTORY_FILE, text)
         outcome.written.append(INVENTORY_FILE)
         say(f"  wrote     {INVENTORY_FILE}")
         current = inv.load(str(inventory_path))
+        if not wsgi:
+            say(f"  note      no wsgi.py was found beside the settings and WSGI_APPLICATION could not be read "
+                f"here, so Gunicorn will load {current.app.wsgi}; set app.wsgi_module in {INVENTORY_FILE} if "
+                "your WSGI module is another")
+    _health_note(health_check(local.facts), current.app.health_check, say)
     _fabfile(found, outcome, say)
 
-    settings_module = current.app.settings_module or found.settings_module
     requirements_name = current.app.requirements
-    environment = projects.server_environment(current.app.name, current.app.domains,
-                                              answers.host or "", found.directory)
-    local = projects.local_facts(found, settings_module, environment)
     requirements = projects.read_requirements(found.directory / requirements_name)
 
     changes = []
@@ -245,6 +276,20 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
     outcome.blocking = [f.text for f in findings if f.blocking]
     _next_steps(found, current, local, outcome, say)
     return outcome
+
+
+def _health_note(health: dict | None, path: str, say: Callable[[str], None]) -> None:
+    """Say what the URLs tell about the inventory's health check `path` when / has no page."""
+    if not health or health["root"]:
+        return
+    if path == health["path"]:
+        say(f"  health    your URLs have no page at /, so the health check (app.health_check) asks for {path}, "
+            "the first page without parameters in them: a new release must answer it with 200 to get traffic")
+    elif path == "/":
+        say("  note      your URLs have no page at /, so a health check of / would answer 404 and no release "
+            "would get traffic: set app.health_check in " + INVENTORY_FILE + " to "
+            + (f"{health['path']} (the first page without parameters in your URLs)" if health["path"] else
+               "a path that answers 200 without a login"))
 
 
 def _relative(found: Project, path: Path) -> str:

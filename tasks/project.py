@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import shell
+from .inventory import App
 from .layout import Layout
+from .release_commands import release_environment
 from .render import TEMPLATES
 
 FACTS_SCRIPT = TEMPLATES / "deploy" / "readiness_facts.py"
@@ -27,6 +29,9 @@ HERE = Path(__file__).resolve().parent
 # Django's own tables: a database holding rows only in these has no content of the user's.
 _DJANGO_TABLES = {"django_migrations", "django_content_type", "auth_permission", "django_session",
                   "sqlite_sequence", "django_admin_log"}
+# The variables of this shell that reading the settings here keeps: what finds and runs Python, and the locale.
+_KEPT_VARIABLES = {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TMPDIR", "TEMP", "TMP", "VIRTUAL_ENV",
+                   "PYTHONHOME", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "SYSTEMROOT"}
 _SETTINGS_DEFAULT = re.compile(r"""setdefault\(\s*['"]DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([A-Za-z0-9_.]+)['"]""")
 
 
@@ -108,15 +113,27 @@ def read_requirements(path: Path, seen: frozenset[Path] = frozenset()) -> str | 
     return "\n".join([text] + [read_requirements(path.parent / name, seen | {path}) or "" for name in included])
 
 
-def server_environment(app: str, domains: tuple[str, ...], address: str, directory: Path) -> dict[str, str]:
-    """A stand-in for what the server gives the app (tasks/deploy.py `_managed_environment`), with a
-    throwaway secret key: settings that take these from the environment show it in the facts."""
-    layout = Layout(app)
-    return {"DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-            "DJANGO_ALLOWED_HOSTS": ",".join(domains or (address,)),
-            "DJANGO_DB_NAME": app, "DATABASE_URL": f"postgres:///{app}",
-            "DJANGO_STATIC_ROOT": str(directory / "static"), "DJANGO_MEDIA_ROOT": layout.media,
-            "DJANGO_HTTPS": "1" if domains else "0"}
+def managed_environment(app: App, address: str) -> dict[str, str]:
+    """The variables gangway keeps in the app's shared/env on the server, app.env among them (the secret key
+    aside: the server generates it and keeps it there)."""
+    return {
+        **dict(app.env),
+        "DJANGO_ALLOWED_HOSTS": ",".join(app.domains or (address,)),
+        "DJANGO_DB_NAME": app.name,
+        # For settings that read DATABASE_URL (dj-database-url, django-environ): the local socket, and the
+        # app's own Unix identity as its database role (peer authentication), so there is no password.
+        "DATABASE_URL": f"postgres:///{app.name}",
+        "DJANGO_MEDIA_ROOT": Layout(app.name).media,
+        "DJANGO_HTTPS": "1" if app.domains else "0",  # TLS needs names: certificates are issued for domains
+        **({"DJANGO_SETTINGS_MODULE": app.settings_module} if app.settings_module else {}),
+    }
+
+
+def server_environment(app: App, address: str, directory: Path) -> dict[str, str]:
+    """What the server gives a release of the app, for reading its settings here: the managed variables, a
+    throwaway secret key, and what each release gets of its own, with `directory` as the release."""
+    return {**managed_environment(app, address), "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+            **release_environment(Layout(app.name), "local", str(directory))}
 
 
 @dataclass(frozen=True)
@@ -136,9 +153,8 @@ def local_facts(project: Project, settings_module: str, environment: dict[str, s
         FACTS_SCRIPT.read_text(),
         f"print({shell.REPORT!r} + ' ' + json.dumps({{'facts': readiness_facts}}))",
     ])
-    inherited = {k: v for k, v in os.environ.items()
-                 if not k.startswith(("DJANGO_", "GANGWAY_")) and k not in ("DATABASE_URL", "PYTHONPATH")}
-    env = {**inherited, **environment, "DJANGO_SETTINGS_MODULE": settings_module}
+    env = {**_inherited(os.environ), **environment, "DJANGO_SETTINGS_MODULE": settings_module,
+           "PYTHONDONTWRITEBYTECODE": "1"}  # as on the server; and no __pycache__ left in the project
     try:
         result = subprocess.run([sys.executable, "-c", program], cwd=project.directory, env=env,
                                 capture_output=True, text=True, timeout=120)
@@ -148,6 +164,13 @@ def local_facts(project: Project, settings_module: str, environment: dict[str, s
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     return LocalFacts(report.get("facts") if result.returncode == 0 else None, report.get("django", ""),
                       lines[-1].strip() if lines else f"the import ended with status {result.returncode}")
+
+
+def _inherited(environ: dict[str, str]) -> dict[str, str]:
+    """What of this shell's environment the settings are read with: only what Python itself needs. Anything
+    else (DEBUG=1, DATABASE_URL from a .env) is the laptop's, which the server does not set."""
+    return {name: value for name, value in environ.items()
+            if name in _KEPT_VARIABLES or name.startswith("LC_")}
 
 
 def check_script(main: str) -> str:

@@ -1,8 +1,10 @@
 # The readiness facts: what the project's settings say, read with the environment production gives them, as
-# plain data (`readiness_facts`). Runs once Django is set up: on the server inside release_check.py, on the
-# developer's machine under `fab init` (with a stand-in environment). tasks/readiness.py words the findings.
+# plain data (`readiness_facts`). Runs with the settings configured: on the server inside release_check.py
+# (Django set up), and on the developer's machine under `fab init` with the environment the server gives the
+# app (Django set up only at the end, to read the URLconf). tasks/readiness.py words the findings.
 import importlib.util as _util
 import os as _os
+import re as _re
 import sys as _sys
 from pathlib import Path as _Path
 
@@ -15,6 +17,53 @@ def _setting(name, default=None):
         return getattr(_settings, name, default)
     except Exception:  # noqa: BLE001 - any error means "not usable", which is the fact
         return default
+
+
+def _candidates(patterns, prefix=""):
+    """The paths of URL patterns that take no parameters, in the URLconf's order."""
+    for pattern in patterns:
+        route = getattr(pattern, "pattern", None)
+        regex = getattr(route, "regex", None)
+        if route is None or getattr(route, "converters", None) or (regex is not None and regex.groups):
+            continue
+        text = str(route)
+        if type(route).__name__ == "RegexPattern":  # url() / re_path(): only a literal regex names one path
+            text = text.lstrip("^").rstrip("$")
+            if _re.search(r"(?<!\\)[.*+?\[\](){}|^$]|\\[A-Za-z0-9]", text):
+                continue
+            text = _re.sub(r"\\(.)", r"\1", text)
+        if hasattr(pattern, "url_patterns"):  # include(): the paths under it
+            for path in _candidates(pattern.url_patterns, prefix + text):
+                yield path
+        else:
+            yield prefix + text
+
+
+def _health():
+    """Whether / has a page (django.urls.resolve: the URLconf is read, no request is made) and, when not, the
+    first path without parameters that has one, outside the admin (it redirects to its login). None: the
+    URLconf could not be read here."""
+    try:
+        from django.apps import apps
+        from django.urls import Resolver404, get_resolver, resolve
+        if not apps.ready:  # on the developer's machine, after the facts above: only the URLconf is read, so
+            # a database backend that needs no driver (the models ask it for limits as they are defined)
+            _settings.DATABASES = {"default": {"ENGINE": "django.db.backends.dummy"}}
+            _django.setup()
+
+        def page(path):
+            try:
+                match = resolve(path)
+            except Resolver404:
+                return False
+            return not (match.args or match.kwargs or "admin" in match.namespaces)
+
+        if page("/"):
+            return {"root": True, "path": "/"}
+        found = (path for path in ("/" + text for text in _candidates(get_resolver().url_patterns)) if page(path))
+        return {"root": False, "path": next(found, "")}
+    except Exception:  # noqa: BLE001 - an app or a view that does not import here: unknown, not a finding
+        return None
 
 
 def _resolved(value):
@@ -47,3 +96,4 @@ readiness_facts = {
         "DJANGO_ALLOWED_HOSTS", "DJANGO_DB_NAME", "DATABASE_URL", "DJANGO_STATIC_ROOT", "DJANGO_MEDIA_ROOT",
         "DJANGO_HTTPS")},
 }
+readiness_facts["health"] = _health()  # last: here it sets up Django, which the facts above do not need

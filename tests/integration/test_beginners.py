@@ -180,17 +180,16 @@ class Project:
     def settings(self) -> dict:
         return yaml.safe_load(self.inventory.read_text())
 
-    def reach_the_test_server(self, **app_keys) -> None:
+    def reach_the_test_server(self) -> None:
         """Merge into the project's inventory what the test server needs and a real one does not: the
         harness's proxy, its ACME directory and CA bundle, and the server's host keys (committed beside the
-        inventory, as a team keeps them). APP_KEYS are set in the app section."""
+        inventory, as a team keeps them)."""
         harness = yaml.safe_load(self.server.inventory.read_text())
         inventory = self.settings()
         inventory["acme"].update(directory=harness["acme"]["directory"], ca_bundle=harness["acme"]["ca_bundle"])
         inventory["proxy"] = harness["proxy"]
         shutil.copyfile(self.path.parent / "known_hosts", self.inventory.with_name("production.known_hosts"))
         inventory["known_hosts"] = "production.known_hosts"
-        inventory["app"].update(app_keys)
         self.inventory.write_text(yaml.safe_dump(inventory, sort_keys=False))
 
     def request(self, path: str, method: str = "GET", headers: dict[str, str] | None = None,
@@ -319,13 +318,15 @@ def assert_production_pages(project: Project, beginner: Beginner) -> str:
     return home
 
 
-def tutorial_to_https(beginner: Beginner, project: Project, models_page: str, **app_keys) -> None:
+def tutorial_to_https(beginner: Beginner, project: Project, models_page: str) -> None:
     # gangway init, fixes accepted: a fabfile, the inventory, production settings, a requirements file.
     init = project.init("--yes")
     fabfile = project.path / "fabfile.py"
     assert fabfile.read_text() == FABFILE, init.stdout
     settings = project.settings()
     assert settings["app"]["name"] == project.app and settings["app"]["domains"] == [project.domain]
+    # The tutorial's home page is the health check: the polls tutorial has no page at /, so init picks its polls.
+    assert settings["app"]["health_check"] == beginner.home, init.stdout
     assert settings["app"]["settings_module"] == "mysite.settings_production", init.stdout
     production = (project.path / "mysite" / "settings_production.py").read_text()
     assert "from .settings import *" in production
@@ -334,7 +335,7 @@ def tutorial_to_https(beginner: Beginner, project: Project, models_page: str, **
     # runserver keeps working on the laptop: the settings it uses are untouched.
     assert project.git("status", "--porcelain", "mysite/settings.py") == ""
 
-    project.reach_the_test_server(**app_keys)
+    project.reach_the_test_server()
     project.commit("Deploy with gangway")
     project.fab("provision")
     project.fab("deploy")
@@ -361,8 +362,7 @@ def test_the_django_girls_blog_goes_from_the_tutorial_to_https(trixie, gangway_b
 
 def test_the_polls_tutorial_goes_from_the_tutorial_to_https(trixie, gangway_bin, tmp_path_factory):
     project = new_project(POLLS, trixie, gangway_bin, tmp_path_factory, "polls")
-    # The tutorial's site has no page at /: the health check asks for its polls.
-    tutorial_to_https(POLLS, project, models_page='href="/admin/polls/question/"', health_check="/polls/")
+    tutorial_to_https(POLLS, project, models_page='href="/admin/polls/question/"')
     assert project.sql("select count(*) from polls_choice") == "5"
 
 
@@ -375,11 +375,15 @@ def test_a_team_project_that_reads_its_environment_deploys_unchanged(trixie, gan
     # Nothing to fix: init writes the fabfile and the inventory, and leaves the project's own files alone.
     init = project.init()
     assert (project.path / "fabfile.py").read_text() == FABFILE
-    assert "settings_module" not in project.settings()["app"], init.stdout
+    app = project.settings()["app"]
+    assert "settings_module" not in app, init.stdout
+    # Named team, its package is mysite: Gunicorn must load mysite.wsgi. No page at /: the health check asks
+    # for the polls.
+    assert app["wsgi_module"] == "mysite.wsgi" and app["health_check"] == "/polls/", init.stdout
     written = sorted(project.git("status", "--porcelain", "--untracked-files=all").splitlines())
     assert written == ["?? deploy/production.yaml", "?? fabfile.py"], init.stdout
 
-    project.reach_the_test_server(health_check="/polls/")
+    project.reach_the_test_server()
     project.commit("Deploy with gangway")
     project.fab("provision")
     project.fab("deploy")

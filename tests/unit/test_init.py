@@ -201,3 +201,131 @@ def test_a_key_path_with_quotes_and_yaml_syntax_is_written_as_a_plain_string(blo
     key.write_text("not really a key\n")
     run_init(blog, init.Answers(host="192.0.2.10", key=str(key)))
     assert inventory.load(str(blog / "deploy" / "production.yaml")).hosts[0].key == key
+
+
+# A team's settings: everything that differs between a laptop and the server read from the environment, with
+# the laptop's values as fallbacks (DEBUG only when asked for, SQLite, localhost), the database from
+# DATABASE_URL (parsed here with urllib, as dj-database-url does).
+TEAM_SETTINGS = '''
+import os
+from urllib.parse import urlsplit
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-only-for-development")
+DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",")
+CSRF_TRUSTED_ORIGINS = [f"https://{host}" for host in ALLOWED_HOSTS]
+_url = urlsplit(os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))
+DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": _url.path[1:]} if _url.scheme ==
+             "postgres" else {"ENGINE": "django.db.backends.sqlite3", "NAME": _url.path}}
+STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles")
+MEDIA_ROOT = os.environ.get("DJANGO_MEDIA_ROOT", BASE_DIR / "media")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = os.environ.get("DJANGO_HTTPS") == "1"
+'''
+
+
+@pytest.fixture
+def team(tmp_path) -> Path:
+    """startproject's mysite, kept as the app `team`, its settings reading the environment, with requirements."""
+    directory = startproject(tmp_path / "team")
+    settings = directory / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + TEAM_SETTINGS)
+    (directory / "requirements.txt").write_text("Django>=5.2,<5.3\npsycopg[binary]>=3.1,<4\ngunicorn>=22\n")
+    return directory
+
+
+def test_a_team_project_is_judged_under_the_servers_environment_not_this_shells(team):
+    """No terminal, no --yes, and this shell set up for the laptop (DEBUG on, a local database): the server
+    sets none of that, so nothing blocks, and only the fabfile and the inventory are written."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DJANGO_DEBUG": "1", "DEBUG": "1",
+           "DATABASE_URL": f"sqlite:///{team / 'db.sqlite3'}", "DJANGO_ALLOWED_HOSTS": "localhost"}
+    command = [sys.executable, "-m", "tasks", "init", "--domain", "team.test", "--host", "192.0.2.10",
+               "--name", "team"]
+    done = subprocess.run(command, cwd=team, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "is ready for production as far as can be seen from here" in done.stdout, done.stdout
+    assert "Fixes" not in done.stdout and "DEBUG is on" not in done.stdout
+    assert sorted(p for p in files(team) if p not in ("manage.py", "requirements.txt")
+                  and not p.startswith("mysite/")) == ["deploy/production.yaml", "fabfile.py"]
+    app = yaml.safe_load((team / "deploy" / "production.yaml").read_text())["app"]
+    assert "settings_module" not in app and app["wsgi_module"] == "mysite.wsgi"
+    assert not list(team.rglob("__pycache__"))
+
+
+def test_the_wsgi_module_is_written_when_it_is_not_the_apps_name_and_the_setting_wins(blog):
+    outcome, out = run_init(blog)  # the app is named after the settings package: the default fits
+    assert "wsgi_module" not in yaml.safe_load((blog / "deploy" / "production.yaml").read_text())["app"]
+    assert "WSGI mysite.wsgi" in out
+
+    (blog / "deploy" / "production.yaml").unlink()
+    run_init(blog, init.Answers(host="192.0.2.10", name="team"))  # `team` would load team.wsgi: no such module
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.wsgi == "mysite.wsgi"
+
+    (blog / "deploy" / "production.yaml").unlink()
+    settings = blog / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + "\nWSGI_APPLICATION = 'mysite.serving.application'\n")
+    _, out = run_init(blog)
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.wsgi == "mysite.serving"
+    assert "WSGI mysite.serving" in out
+
+
+def add_polls(directory: Path) -> None:
+    """The polls tutorial's URLs: the admin, and the polls under /polls/; nothing at /."""
+    (directory / "polls").mkdir()
+    (directory / "polls" / "__init__.py").write_text("")
+    (directory / "polls" / "urls.py").write_text(
+        "from django.http import HttpResponse\nfrom django.urls import path\n"
+        "def view(request, **kwargs):\n    return HttpResponse('ok')\n"
+        "urlpatterns = [path('', view), path('<int:question_id>/', view)]\n")
+    urls = directory / "mysite" / "urls.py"
+    urls.write_text("from django.contrib import admin\nfrom django.urls import include, path\n"
+                    "urlpatterns = [path('admin/', admin.site.urls), path('polls/', include('polls.urls'))]\n")
+
+
+def test_without_a_page_at_slash_the_health_check_asks_for_the_first_page_there_is(blog):
+    add_polls(blog)
+    _, out = run_init(blog)
+    text = (blog / "deploy" / "production.yaml").read_text()
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/polls/"
+    assert "# Your URLs have no page at / (Django resolves none there), so / would answer 404" in text
+    assert "your URLs have no page at /, so the health check (app.health_check) asks for /polls/" in out
+
+    # An inventory of its own that checks /: kept, and told what to set.
+    path = blog / "deploy" / "production.yaml"
+    path.write_text(text.replace("health_check: /polls/", "health_check: /"))
+    _, out = run_init(blog)
+    assert "health_check: /\n" in path.read_text()
+    assert "a health check of / would answer 404 and no release would get traffic: set app.health_check in " \
+           "deploy/production.yaml to /polls/" in out
+
+
+def test_with_a_page_at_slash_or_no_page_at_all_the_health_check_stays_at_slash(blog):
+    _, out = run_init(blog)  # startproject's URLs: the admin alone, which redirects to its login
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/"
+    assert "set app.health_check in deploy/production.yaml to a path that answers 200 without a login" in out
+
+    (blog / "deploy" / "production.yaml").unlink()
+    add_polls(blog)
+    urls = blog / "mysite" / "urls.py"
+    urls.write_text(urls.read_text().replace("path('polls/'", "path(''"))
+    _, out = run_init(blog)
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/"
+    assert "no page at /" not in out and "no page at /" not in (blog / "deploy" / "production.yaml").read_text()
+
+
+def test_a_hostile_url_pattern_is_never_the_health_check_and_an_odd_one_is_quoted(blog):
+    add_polls(blog)
+    urls = blog / "mysite" / "urls.py"
+    polls = urls.read_text()
+    urls.write_text(polls.replace("path('polls/'", "path('$(touch x)\\n#/'"))
+    _, out = run_init(blog)
+    text = (blog / "deploy" / "production.yaml").read_text()
+    assert "health_check: /\n" in text and "$(" not in text and "$(" not in out
+    assert "set app.health_check in deploy/production.yaml to a path that answers 200 without a login" in out
+
+    (blog / "deploy" / "production.yaml").unlink()
+    urls.write_text(polls.replace("path('polls/'", "path('a:b@c/'"))
+    run_init(blog)
+    assert 'health_check: "/a:b@c/"' in (blog / "deploy" / "production.yaml").read_text()
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/a:b@c/"
+    assert not (blog / "x").exists()

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from tasks import project, release_commands, shell
+from tasks.inventory import App
 from tasks.layout import Layout
 from tests.startproject import startproject
 from tests.unit.shellcheck import assert_shellcheck_clean
@@ -57,7 +58,7 @@ def test_a_sqlite_database_counts_as_content_only_with_rows_of_the_users_own(beg
 
 
 def test_local_facts_read_the_settings_with_the_servers_environment(beginner):
-    env = project.server_environment("mysite", ("app.test",), "", beginner.directory)
+    env = project.server_environment(App("mysite", ("app.test",)), "", beginner.directory)
     local = project.local_facts(beginner, beginner.settings_module, env)
     facts = local.facts
     assert local.django and facts["django"] == local.django
@@ -79,7 +80,7 @@ def test_the_packed_check_script_runs_in_the_project_and_words_the_findings(begi
     main = "print('@gangway ' + json.dumps([f.text[:20] for f in readiness.server_findings(readiness_facts)]))"
     script = project.check_script("import json\n" + main)
     assert "'" not in script.split("b64decode('")[1].split("')")[0]  # base64: nothing for a shell to read
-    env = {**os.environ, **project.server_environment("mysite", ("app.test",), "", beginner.directory),
+    env = {**os.environ, **project.server_environment(App("mysite", ("app.test",)), "", beginner.directory),
            "DJANGO_SETTINGS_MODULE": "mysite.settings"}
     out = subprocess.run([sys.executable, "manage.py", "shell", "--no-startup", "--interface", "python",
                           "--command", script], cwd=beginner.directory, env=env, capture_output=True, text=True)
@@ -94,3 +95,71 @@ def test_the_release_check_command_with_the_packed_script_passes_shellcheck():
                                              project.check_script(CHECK_SCRIPT.read_text()))
     assert_shellcheck_clean(shell.script(("checks", command)))
     assert len(command) < 60_000
+
+
+def test_local_facts_see_only_what_the_server_sets_not_this_shells_variables(beginner, monkeypatch):
+    """A laptop's shell (direnv, a sourced .env) may hold DEBUG, DATABASE_URL or DJANGO_DEBUG; the server sets
+    none of those, so the settings are read without them."""
+    (beginner.directory / "mysite" / "settings.py").write_text(
+        "import os\nDEBUG = os.environ.get('DEBUG') == '1' or os.environ.get('DJANGO_DEBUG') == '1'\n"
+        "SECRET_KEY = os.environ['DJANGO_SECRET_KEY']\nSTATIC_ROOT = os.environ['DJANGO_STATIC_ROOT']\n"
+        "ROOT_URLCONF = 'mysite.urls'\nINSTALLED_APPS = ['django.contrib.admin', 'django.contrib.auth', "
+        "'django.contrib.contenttypes', 'django.contrib.sessions', 'django.contrib.messages']\n"
+        "LAPTOP = os.environ.get('DATABASE_URL', '') + os.environ.get('GANGWAY_RELEASE', '?')\n")
+    for name, value in {"DEBUG": "1", "DJANGO_DEBUG": "1", "DATABASE_URL": "sqlite:///db.sqlite3"}.items():
+        monkeypatch.setenv(name, value)
+    env = project.server_environment(App("mysite", ("app.test",)), "", beginner.directory)
+    assert env["DATABASE_URL"] == "postgres:///mysite" and env["DJANGO_STATIC_ROOT"] == f"{beginner.directory}/static"
+    assert "DJANGO_DEBUG" not in env and "DEBUG" not in env
+    facts = project.local_facts(beginner, beginner.settings_module, env).facts
+    assert facts["debug"] is False and facts["secret_key"] == "environment"
+    assert facts["static_root"] == str((beginner.directory / "static").resolve())
+    assert not list(beginner.directory.rglob("__pycache__"))  # nothing left behind in the project
+
+
+def test_the_environment_init_reads_with_is_the_one_a_deploy_writes():
+    from tasks.deploy import Session, _managed_environment
+    from tasks.inventory import parse
+
+    inv = parse({"app": {"name": "m", "domains": ["a.example"], "settings_module": "mysite.production",
+                         "env": {"SENTRY_ENVIRONMENT": "production"}},
+                 "hosts": [{"address": "192.0.2.9"}]}, "x", project.Path("."))
+    deployed = _managed_environment(Session(inv, inv.hosts[0], remote=None, reporter=None))
+    local = project.server_environment(inv.app, "192.0.2.9", project.Path("/p"))
+    assert {k: v for k, v in local.items() if k in deployed} == deployed
+    assert set(local) - set(deployed) == {"DJANGO_SECRET_KEY", "DJANGO_STATIC_ROOT", "GANGWAY_RELEASE"}
+
+
+def test_the_facts_say_whether_slash_has_a_page_and_else_the_first_page_without_parameters(beginner):
+    """django.urls.resolve, no request: the admin is passed over (it redirects to its login), and so are
+    patterns with parameters; the database driver the settings name need not be installed here."""
+    directory = beginner.directory
+    (directory / "polls").mkdir()
+    (directory / "polls" / "__init__.py").write_text("")
+    (directory / "polls" / "urls.py").write_text(
+        "from django.http import HttpResponse\nfrom django.urls import path, re_path\n"
+        "def view(request, **kwargs):\n    return HttpResponse('ok')\n"
+        "urlpatterns = [path('<int:pk>/', view), re_path(r'^(?P<year>[0-9]{4})/$', view), "
+        "re_path(r'^a.*b/$', view), path('', view)]\n")
+    urls = directory / "mysite" / "urls.py"
+    urls.write_text(urls.read_text().replace("from django.urls import path", "from django.urls import include, path")
+                    .replace("path('admin/', admin.site.urls),",
+                             "path('admin/', admin.site.urls),\n    path('polls/', include('polls.urls')),"))
+    env = project.server_environment(App("mysite"), "192.0.2.9", directory)
+    settings = directory / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + "\nDATABASES = {'default': {'ENGINE': "
+                        "'django.db.backends.postgresql', 'NAME': 'mysite'}}\n")
+    assert project.local_facts(beginner, beginner.settings_module, env).facts["health"] == {
+        "root": False, "path": "/polls/"}
+
+    urls.write_text(urls.read_text().replace("path('polls/', include('polls.urls')),",
+                                             "path('polls/', include('polls.urls')), path('', admin.site.urls),"))
+    assert project.local_facts(beginner, beginner.settings_module, env).facts["health"]["root"] is False
+    urls.write_text(urls.read_text().replace("path('', admin.site.urls),", "path('', include('polls.urls')),"))
+    assert project.local_facts(beginner, beginner.settings_module, env).facts["health"] == {"root": True, "path": "/"}
+
+
+def test_the_facts_say_nothing_of_the_health_path_when_the_urls_cannot_be_read(beginner):
+    (beginner.directory / "mysite" / "urls.py").write_text("import not_installed_anywhere\n")
+    facts = project.local_facts(beginner, beginner.settings_module, {}).facts
+    assert facts is not None and facts["health"] is None
