@@ -5,12 +5,14 @@ second time."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -78,10 +80,16 @@ class OpsSite(Site):
         return response.body
 
 
+def _own_terminal() -> None:
+    """In the child: a new session whose controlling terminal is its stdin, as a terminal window gives."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def drive(argv: list[str], answers: list[tuple[str, str]], timeout: float = 180) -> tuple[int, str]:
     """Run `argv` on a new pseudo-terminal, typing each answer when its prompt (a regex) shows; (status, output)."""
     master, slave = os.openpty()
-    proc = subprocess.Popen(argv, cwd=REPO, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    proc = subprocess.Popen(argv, cwd=REPO, stdin=slave, stdout=slave, stderr=slave, preexec_fn=_own_terminal)
     os.close(slave)
     output, answered_at, pending = b"", 0, list(answers)
     deadline = time.monotonic() + timeout
@@ -125,6 +133,7 @@ def test_a_management_command_runs_in_the_live_release_with_its_words_and_exit_s
     assert out.returncode == 3, out.stdout + out.stderr
     assert "hello, world " in out.stdout, out.stdout + out.stderr
     assert site.manage("check").returncode == 0
+    assert site.manage("shell").returncode == 0  # without a terminal its input ends: no waiting for ever
 
 
 def test_the_inventory_env_reaches_the_app_and_leaves_it_when_removed(site):
