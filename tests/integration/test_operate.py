@@ -182,6 +182,8 @@ def test_createsuperuser_asks_its_questions_through_a_terminal(site):
                                        f"username='ada'); print('superuser', u.is_superuser, "
                                        f"u.check_password('{PASSWORD}'))")
     assert "superuser True True" in check.stdout, check.stdout
+    status, screen = drive(site.command("manage", "--", "shell", "-c", "import sys; sys.exit(5)"), [])
+    assert status == 5, screen  # through the terminal too, the command's status is fab's
 
 
 def test_the_local_database_and_media_come_along_once(site):
