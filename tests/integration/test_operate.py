@@ -127,6 +127,16 @@ def site(trixie, tmp_path_factory):
     return site
 
 
+def test_a_local_file_goes_along_for_the_command_that_reads_it_and_is_removed_after(site, tmp_path):
+    fixture = tmp_path / "one hit.json"
+    fixture.write_text('[{"model": "counter.hit", "pk": 999, "fields": {"path": "/from-a-file/", '
+                       '"created": "2026-01-01T00:00:00Z"}}]')
+    out = site.run("manage", "--file", str(fixture), "--", "loaddata", str(fixture))
+    assert "Installed 1 object(s)" in out.stdout, out.stdout + out.stderr
+    assert site.sql("select path from counter_hit where id = 999") == "/from-a-file/"
+    assert ".upload-" not in site.root(f"ls -a /srv/{APP}/releases")
+
+
 def test_a_management_command_runs_in_the_live_release_with_its_words_and_exit_status(site):
     out = site.manage("shell", "-c", "import os, sys; print('hello, ' + 'world', os.environ['GANGWAY_RELEASE']); "
                                      "sys.exit(3)", check=False)

@@ -83,11 +83,11 @@ def test_fab_and_gangway_use_the_executor(monkeypatch):
     monkeypatch.setattr(fabric.main, "program", mine)
     namespace_for(REPO / "fabfile.py")
     assert mine.executor_class.__name__ == "Custom"  # a program's own choice stays
-    assert "executor_class=Executor" in (REPO / "tasks" / "__main__.py").read_text()
 
 
-def test_fab_manage_without_hosts_reaches_the_task_not_fabric_s_refusal(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "fabric", "manage", "--inventory", str(tmp_path / "none.yaml"),
+@pytest.mark.parametrize("program", [["fabric"], ["tasks"]], ids=["fab", "gangway"])
+def test_manage_without_hosts_reaches_the_task_not_fabric_s_refusal(tmp_path, program):
+    out = subprocess.run([sys.executable, "-m", *program, "manage", "--inventory", str(tmp_path / "none.yaml"),
                           "--", "shell", "-c", "print(1)"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "NothingToDo" not in out.stderr, out.stderr
     assert "manage failed" in out.stderr + out.stdout
