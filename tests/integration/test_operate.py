@@ -97,7 +97,8 @@ def drive(argv: list[str], answers: list[tuple[str, str]], timeout: float = 180)
         while True:
             if time.monotonic() > deadline:
                 os.killpg(proc.pid, signal.SIGKILL)
-                raise AssertionError(f"no end within {timeout} s; the terminal showed:\n{output.decode(errors='replace')}")
+                raise AssertionError(f"no end within {timeout} s; the terminal showed:\n"
+                                     f"{output.decode(errors='replace')}")
             ready, _, _ = select.select([master], [], [], 0.2)
             if ready:
                 try:
