@@ -179,6 +179,8 @@ def config_on(session: Session, changes: dict[str, str], removals: list[str], sh
         missing = [name for name in removals if name not in before]
         for name in missing:
             reporter.step("ok", name, "not set, nothing to unset")
+        for name in sorted(set(changes) & {n for n, _ in session.inventory.app.env}):
+            reporter.step("note", name, "is in the inventory's app.env too: the value set here wins")
         if after == before:
             reporter.line(f"{session.host.address}: nothing to change")
             return

@@ -492,7 +492,10 @@ class Remote:
         self._ensure_connected("the next command")
         self.stats.commands += 1
         try:
-            r = self.connection.run(command, pty=terminal, warn=True, in_stream=None if terminal else False)
+            # Without a terminal the command's input ends at once: a command that reads it (dbshell) ends
+            # instead of waiting for ever (a file goes along with --file).
+            r = self.connection.run(command, pty=terminal, warn=True,
+                                    in_stream=None if terminal else io.StringIO(""))
         except (paramiko.SSHException, OSError, EOFError, ThreadException) as error:
             if self._gone_after():
                 raise self._lost("running a command") from None

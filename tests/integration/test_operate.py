@@ -5,12 +5,14 @@ second time."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -78,10 +80,16 @@ class OpsSite(Site):
         return response.body
 
 
+def _own_terminal() -> None:
+    """In the child: a new session whose controlling terminal is its stdin, as a terminal window gives."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def drive(argv: list[str], answers: list[tuple[str, str]], timeout: float = 180) -> tuple[int, str]:
     """Run `argv` on a new pseudo-terminal, typing each answer when its prompt (a regex) shows; (status, output)."""
     master, slave = os.openpty()
-    proc = subprocess.Popen(argv, cwd=REPO, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    proc = subprocess.Popen(argv, cwd=REPO, stdin=slave, stdout=slave, stderr=slave, preexec_fn=_own_terminal)
     os.close(slave)
     output, answered_at, pending = b"", 0, list(answers)
     deadline = time.monotonic() + timeout
@@ -89,7 +97,8 @@ def drive(argv: list[str], answers: list[tuple[str, str]], timeout: float = 180)
         while True:
             if time.monotonic() > deadline:
                 os.killpg(proc.pid, signal.SIGKILL)
-                raise AssertionError(f"no end within {timeout} s; the terminal showed:\n{output.decode(errors='replace')}")
+                raise AssertionError(f"no end within {timeout} s; the terminal showed:\n"
+                                     f"{output.decode(errors='replace')}")
             ready, _, _ = select.select([master], [], [], 0.2)
             if ready:
                 try:
@@ -119,12 +128,23 @@ def site(trixie, tmp_path_factory):
     return site
 
 
+def test_a_local_file_goes_along_for_the_command_that_reads_it_and_is_removed_after(site, tmp_path):
+    fixture = tmp_path / "one hit.json"
+    fixture.write_text('[{"model": "counter.hit", "pk": 999, "fields": {"path": "/from-a-file/", '
+                       '"created": "2026-01-01T00:00:00Z"}}]')
+    out = site.run("manage", "--file", str(fixture), "--", "loaddata", str(fixture))
+    assert "Installed 1 object(s)" in out.stdout, out.stdout + out.stderr
+    assert site.sql("select path from counter_hit where id = 999") == "/from-a-file/"
+    assert ".upload-" not in site.root(f"ls -a /srv/{APP}/releases")
+
+
 def test_a_management_command_runs_in_the_live_release_with_its_words_and_exit_status(site):
     out = site.manage("shell", "-c", "import os, sys; print('hello, ' + 'world', os.environ['GANGWAY_RELEASE']); "
                                      "sys.exit(3)", check=False)
     assert out.returncode == 3, out.stdout + out.stderr
     assert "hello, world " in out.stdout, out.stdout + out.stderr
     assert site.manage("check").returncode == 0
+    assert site.manage("shell").returncode == 0  # without a terminal its input ends: no waiting for ever
 
 
 def test_the_inventory_env_reaches_the_app_and_leaves_it_when_removed(site):
@@ -173,6 +193,8 @@ def test_createsuperuser_asks_its_questions_through_a_terminal(site):
                                        f"username='ada'); print('superuser', u.is_superuser, "
                                        f"u.check_password('{PASSWORD}'))")
     assert "superuser True True" in check.stdout, check.stdout
+    status, screen = drive(site.command("manage", "--", "shell", "-c", "import sys; sys.exit(5)"), [])
+    assert status == 5, screen  # through the terminal too, the command's status is fab's
 
 
 def test_the_local_database_and_media_come_along_once(site):

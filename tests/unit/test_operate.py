@@ -3,7 +3,6 @@ scripts pass shellcheck and keep hostile values inert, the app's variables survi
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import fabric
 import pytest
 from fabric.main import Fab
-from invoke import Collection, Context
+from invoke import Context
 
 from tasks import executor as gangway_executor, operate, release_commands as commands, shell
 from tasks.collection import namespace_for
@@ -25,7 +24,7 @@ RELEASE = Release("20260101T000000Z-abcdef1", GOOD, commit="abcdef1" + "0" * 33,
 REPO = Path(__file__).resolve().parents[2]
 
 
-# --- the words after -- -----------------------------------------------------------------------------------------
+# --- the words after -- -------------------------------------------------------------------------------------------
 
 def test_the_words_after_the_first_double_dash_keep_their_quoting():
     argv = ["fab", "manage", "--", "shell", "-c", "print('a b')", "--", "x"]
@@ -83,11 +82,11 @@ def test_fab_and_gangway_use_the_executor(monkeypatch):
     monkeypatch.setattr(fabric.main, "program", mine)
     namespace_for(REPO / "fabfile.py")
     assert mine.executor_class.__name__ == "Custom"  # a program's own choice stays
-    assert "executor_class=Executor" in (REPO / "tasks" / "__main__.py").read_text()
 
 
-def test_fab_manage_without_hosts_reaches_the_task_not_fabric_s_refusal(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "fabric", "manage", "--inventory", str(tmp_path / "none.yaml"),
+@pytest.mark.parametrize("program", [["fabric"], ["tasks"]], ids=["fab", "gangway"])
+def test_manage_without_hosts_reaches_the_task_not_fabric_s_refusal(tmp_path, program):
+    out = subprocess.run([sys.executable, "-m", *program, "manage", "--inventory", str(tmp_path / "none.yaml"),
                           "--", "shell", "-c", "print(1)"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "NothingToDo" not in out.stderr, out.stderr
     assert "manage failed" in out.stderr + out.stdout
@@ -108,7 +107,7 @@ def test_an_argument_naming_the_local_file_becomes_the_uploaded_path():
         ["loaddata", "/srv/x/releases/.upload-1-posts.json", "--app", "posts.json.bak"]
 
 
-# --- the scripts ---------------------------------------------------------------------------------------------------
+# --- the scripts --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("script", [
     commands.manage_live(LAYOUT, RELEASE.id, "mysite", ["createsuperuser"], "mysite-manage-1", terminal=True),
@@ -182,7 +181,7 @@ def test_a_failed_install_leaves_neither_the_upload_nor_a_half_file(tmp_path):
     assert out.returncode != 0 and not upload.exists() and not Path(layout.config_env).exists()
 
 
-# --- the app's variables ---------------------------------------------------------------------------------------------
+# --- the app's variables ------------------------------------------------------------------------------------------
 
 VALUES = ["plain", "it's \"quoted\"", "$(touch CANARY) `id` $HOME ${X}", "back\\slash\\", "  spaces  ", "",
           "caf\u00e9 = \u2603", "#not a comment", "a=b=c"]
@@ -216,7 +215,7 @@ def test_set_and_unset_together_are_parsed():
         operate.parse_changes([], ["no-dash"])
 
 
-# --- the environment file ----------------------------------------------------------------------------------------------
+# --- the environment file -----------------------------------------------------------------------------------------
 
 def _env_layout(tmp_path: Path) -> Layout:
     class Local(Layout):
@@ -262,5 +261,3 @@ def test_the_unit_template_reads_the_app_s_own_variables_after_the_env_file():
 def test_the_collection_has_the_new_tasks():
     names = set(namespace_for(REPO / "fabfile.py").task_names)
     assert {"manage", "config", "import-data"} <= names
-    assert isinstance(namespace_for(REPO / "fabfile.py"), Collection)
-    assert os.path.basename(operate.__file__) == "operate.py"
