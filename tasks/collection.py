@@ -21,8 +21,10 @@ from .data import import_data
 from .deploy import deploy, list_releases, rollback, unlock
 from .executor import Executor
 from .init import init
+from .logs import logs
 from .operate import config, manage
 from .provision import provision
+from .status import status
 
 # Where a project keeps its inventory files, relative to its fabfile.
 INVENTORY_DIR = "deploy"
@@ -31,7 +33,8 @@ INVENTORY_DIR = "deploy"
 def namespace_for(fabfile: str | Path, inventory_dir: str = INVENTORY_DIR) -> Collection:
     """All tasks, with the inventory directory set relative to `fabfile` (pass the fabfile's `__file__`)."""
     root = Path(fabfile).resolve().parent
-    namespace = Collection(init, provision, deploy, rollback, list_releases, unlock, manage, config, import_data)
+    namespace = Collection(init, provision, deploy, rollback, list_releases, unlock, manage, config, import_data,
+                           status, logs)
     namespace.configure({"gangway": {"inventory": None, "known_hosts": None,
                                      "inventory_dir": str(root / inventory_dir)}})
     _use_executor()

@@ -32,3 +32,9 @@ PACKAGES = (
     # addresses that keep failing to log in (fail2ban reads the journal through python3-systemd).
     "needrestart", "debsums", "apt-listchanges", "libpam-pwquality", "fail2ban", "python3-systemd",
 )
+
+# `fab status`: what needs attention.
+STATUS_CERT_DAYS = 14      # a certificate with fewer days left (certbot renews 30 days ahead: renewal is failing)
+STATUS_DISK_PERCENT = 90   # a file system fuller than this
+STATUS_MEMORY_PERCENT = 90  # memory in use beyond this (what the kernel could not free at once)
+STATUS_BACKUP_DAYS = 2     # the newest backup older than this, when backups are scheduled

@@ -41,6 +41,15 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def server_state(facts: dict) -> ServerState:
+    """The ServerState in the facts `commands.state_probes` gathered."""
+    return ServerState(releases=releases.parse_releases(facts["releases"]), failed=sorted(facts["failed"]),
+                       live=facts["live"], running=facts["running"],
+                       history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
+                       python=facts["python"], applied=facts["applied"], backups=facts["backups"],
+                       free_kib=facts["free"], backend=facts["backend"] or "")
+
+
 @dataclass
 class Session:
     """One server, logged in, with what a deploy needs to talk about it."""
@@ -66,11 +75,7 @@ class Session:
         if not facts["provisioned"]:
             raise DeployError(f"{self.host.address} is not provisioned for {self.app} by this version of gangway: "
                               "run `fab provision` first")
-        return ServerState(releases=releases.parse_releases(facts["releases"]), failed=sorted(facts["failed"]),
-                           live=facts["live"], running=facts["running"],
-                           history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
-                           python=facts["python"], applied=facts["applied"], backups=facts["backups"],
-                           free_kib=facts["free"], backend=facts["backend"] or "")
+        return server_state(facts)
 
     def run(self, *steps: str | tuple[str, str], lines: int = 60) -> tuple[bool, dict, str]:
         """Run a script of named steps: (ok, its report, the last `lines` lines of its output)."""

@@ -1,0 +1,130 @@
+"""`fab logs`: the app's journal (every Gunicorn instance, each release's), or nginx's logs, from the server.
+
+`logs_command` builds the one command (pure, every operator value quoted and checked first); the task runs it
+with its output streaming here, so `--follow` shows lines as they come until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fabric import task
+from invoke.exceptions import Exit
+
+from .deploy import Session, _on_each_host
+from .layout import Layout
+from .shell import join, q
+
+DEFAULT_LINES = 100
+NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")
+LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+
+_UNITS = r"(s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hour|hours|d|day|days|w|week|weeks|" \
+         r"month|months|y|year|years)"
+# journalctl's --since forms (systemd.time(7)) that mean one thing: keywords, a date with an optional time,
+# a time of today, and relative times ("1 hour ago", "-30min", "2 days ago").
+_SINCE = re.compile("|".join([
+    r"(today|yesterday|now)",
+    r"\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?( UTC)?",
+    r"\d{2}:\d{2}(:\d{2})?",
+    rf"-?\d+ ?{_UNITS}( \d+ ?{_UNITS})*( ago)?",
+]))
+
+
+class LogsError(ValueError):
+    """An option value refused before anything is sent: the message says what would be accepted."""
+
+
+def check_since(value: str) -> str:
+    if not _SINCE.fullmatch(value):
+        raise LogsError(f"--since {value!r}: give a time journalctl understands, e.g. \"1 hour ago\", \"30 min ago\", "
+                        "\"today\", \"yesterday\", \"2026-11-27\" or \"2026-11-27 10:00\"")
+    return value
+
+
+def check_level(value: str) -> str:
+    if value not in LEVELS and not re.fullmatch(r"[0-7]", value):
+        raise LogsError(f"--level {value!r}: give a journal priority, one of {', '.join(LEVELS)} (or 0-7); lines "
+                        "at that level and more severe are shown")
+    return value
+
+
+def check_grep(value: str) -> str:
+    if not value or any(c in value for c in "\n\r\0"):
+        raise LogsError("--grep: give one line of text to look for")
+    return value
+
+
+def check_lines(value) -> int:
+    try:
+        lines = int(value)
+    except (TypeError, ValueError):
+        lines = -1
+    if lines < 0:
+        raise LogsError(f"--lines {value!r}: give a number of lines, e.g. --lines 500 (0: none of the past ones)")
+    return lines
+
+
+def journal_pattern(text: str) -> str:
+    """TEXT as a pattern journalctl's --grep (PCRE2) matches literally: every character but letters, digits
+    and the underscore escaped."""
+    return "".join(c if c.isalnum() and c.isascii() or c == "_" else "\\" + c for c in text)
+
+
+def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = False, since: str | None = None,
+                 grep: str | None = None, level: str | None = None, nginx: bool = False) -> str:
+    """The command printing the logs asked for. Values are checked (LogsError) and quoted."""
+    lines = check_lines(lines)
+    if nginx:
+        refused = [name for name, value in (("--since", since), ("--level", level)) if value]
+        if refused:
+            raise LogsError(f"{' and '.join(refused)} apply to the app's journal; nginx's logs are plain files: "
+                            "use --lines and --grep with --nginx")
+        tail = join("tail", "-n", str(lines), *(["-F"] if follow else []), *NGINX_LOGS)
+        if grep:
+            # --line-buffered: a followed line shows at once, not when grep's buffer fills.
+            return f"{tail} | grep --line-buffered -i -F -e {q(check_grep(grep))}"
+        return tail
+    argv = ["journalctl", "--no-pager", "--output=short-iso", "--unit", f"{layout.app}@*.service",
+            "--lines", str(lines)]
+    if follow:
+        argv.append("--follow")
+    if since:
+        argv += ["--since", check_since(since)]
+    if level:
+        argv += ["--priority", check_level(level)]
+    if grep:
+        argv += ["--case-sensitive=false", "--grep", journal_pattern(check_grep(grep))]
+    return join(*argv)
+
+
+@task(auto_shortflags=False, help={
+    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "lines": f"how many of the latest lines (default {DEFAULT_LINES})",
+    "follow": "keep showing new lines as they come, until Ctrl-C",
+    "since": "only lines since then, in journalctl's words: \"1 hour ago\", \"today\", \"2026-11-27 10:00\"",
+    "grep": "only lines containing this text (any case)",
+    "level": "only lines of this journal priority or more severe: err, warning, info, ...",
+    "nginx": "nginx's access and error logs instead of the app's journal",
+})
+def logs(c, inventory=None, lines=DEFAULT_LINES, follow=False, since=None, grep=None, level=None, nginx=False):
+    """Show the app's log (all its Gunicorn instances), or nginx's with --nginx; --follow streams it."""
+    try:
+        # Checked before connecting, so a typo costs no login.
+        logs_command(Layout("app"), lines, follow, since, grep, level, nginx)
+    except LogsError as error:
+        raise Exit(f"logs: {error}", code=2) from None
+    status = []
+    _on_each_host(c, inventory, "logs", lambda session: status.append(
+        logs_on(session, logs_command(session.layout, lines, follow, since, grep, level, nginx))))
+    # grep and journalctl --grep exit 1 when no line matched: that is an answer, not a failure.
+    if any(code not in (0, 1) for code in status):
+        raise Exit(code=next(code for code in status if code not in (0, 1)))
+
+
+def logs_on(session: Session, command: str) -> int:
+    try:
+        return session.remote.attached(command, terminal=False)
+    except KeyboardInterrupt:
+        # Ctrl-C ends --follow: closing the connection ends journalctl or tail on the server.
+        return 0

@@ -1,0 +1,427 @@
+"""`fab status`: one screen per server saying whether the site is well, gathered in one round trip.
+
+The probes (what to ask the server) and the checks (what the answers mean) are pure functions: `status_probes`
+builds the shell, `checks` turns the facts into lines, each `ok`, `WARN` or `FAIL` with a short reason. Only
+`status_on` talks to the server. The task exits 1 when a line says WARN, 2 when one says FAIL, so it can run
+from cron or CI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from fabric import task
+from invoke.exceptions import Exit
+
+from . import defaults, release_commands as commands
+from .deploy import Session, _on_each_host, server_state
+from .inventory import Inventory
+from .layout import Layout
+from .releases import ServerState
+from .shell import join, q
+from .steps import Probe
+
+OK, WARN, FAIL = "ok", "WARN", "FAIL"
+EXIT_CODES = {OK: 0, WARN: 1, FAIL: 2}
+
+# curl's exit status when the certificate is not signed by a CA it trusts (or is not for the name asked).
+CURL_UNTRUSTED = 60
+
+
+@dataclass(frozen=True)
+class Check:
+    level: str
+    name: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Timer:
+    unit: str
+    active: str         # the timer's own state: active when it is scheduled
+    last: int | None    # when it last fired (Unix time), None if never
+    next: int | None    # when it fires next, None if not scheduled
+    result: str         # the result of the service it starts, as systemd says it: success, exit-code, ...
+
+
+@dataclass(frozen=True)
+class Health:
+    code: str           # the HTTP status, "000" when nothing answered
+    curl: int           # curl's exit status with the certificate verified
+    verified: bool      # the certificate was verified against the server's CA store
+
+
+# --- what to ask ---------------------------------------------------------------------------------------------
+
+def maintenance_flag(layout: Layout) -> str:
+    """While this file exists nginx answers 503 (`fab maintenance on`)."""
+    return f"{layout.state}/maintenance"
+
+
+def health_command(host: str, path: str, https: bool) -> str:
+    """GET `path` through nginx on the server itself, by the site's name, as a visitor would: over HTTPS with
+    the certificate verified against the server's CA store. When the certificate does not verify, the request
+    is made again without verifying, so the app's own answer is still known. Prints `VERIFIED CURL CODE`."""
+    if https:
+        url, connect = f"https://{host}{path}", ["--resolve", f"{host}:443:127.0.0.1"]
+    else:
+        url, connect = f"http://{host}{path}", ["--connect-to", f"{host}:80:127.0.0.1:80"]
+    curl = ["curl", "-s", "--noproxy", "*", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", *connect]
+    return (f"code=$({join(*curl, url)}); rc=$?\n"
+            f"if [ \"$rc\" -eq {CURL_UNTRUSTED} ]; then code=$({join(*curl, '--insecure', url)}); "
+            "echo \"no $rc $code\"; else echo \"yes $rc $code\"; fi")
+
+
+def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> list[Probe]:
+    """Everything `fab status` shows, for one gather (with `state_probes` for the releases)."""
+    app = layout.app
+    timers = join("systemctl", "list-units", "--all", "--plain", "--no-legend", f"{app}-*.timer", "certbot.timer",
+                  "apt-daily-upgrade.timer")
+    return [
+        Probe("now", "date +%s", lambda out, rc: int(out.strip())),
+        Probe("units", join("systemctl", "list-units", "--all", "--plain", "--no-legend", f"{app}@*.service",
+                            "nginx.service", "postgresql.service", "postgresql@*.service",
+                            "unattended-upgrades.service"),
+              lambda out, rc: parse_units(out)),
+        # Times as Unix seconds, converted by date(1): --timestamp=unix misses NextElapseUSecRealtime.
+        Probe("timers", f"{timers} | while read -r unit _; do\n"
+                        "  service=$(systemctl show -p Unit --value \"$unit\")\n"
+                        "  last=$(systemctl show -p LastTriggerUSec --value \"$unit\")\n"
+                        "  next=$(systemctl show -p NextElapseUSecRealtime --value \"$unit\")\n"
+                        "  printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$unit\" "
+                        "\"$(systemctl show -p ActiveState --value \"$unit\")\" "
+                        "\"${last:+$(date -d \"$last\" +%s 2>/dev/null)}\" "
+                        "\"${next:+$(date -d \"$next\" +%s 2>/dev/null)}\" "
+                        "\"$(systemctl show -p Result --value \"$service\")\"\n"
+                        "done",
+              lambda out, rc: parse_timers(out)),
+        Probe("health", health_command(host, health_path, https), lambda out, rc: parse_health(out)),
+        Probe("certificate", f"end=$(openssl x509 -noout -enddate -in {q(layout.certificate_dir + '/cert.pem')}) "
+                             "&& date -d \"${end#notAfter=}\" +%s",
+              lambda out, rc: int(out.strip()) if rc == 0 and out.strip().isdigit() else None),
+        Probe("disk", join("df", "-Pk", "/", layout.root), parse_disk),
+        Probe("memory", "cat /proc/meminfo", lambda out, rc: parse_meminfo(out)),
+        Probe("backups", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
+                         "-printf '%T@ %s %f\\n' | sort -n | tail -n 1",
+              lambda out, rc: parse_backup(out)),
+        # apt's view from the package lists it already has (apt-daily refreshes them): no network, no lock.
+        Probe("updates", "apt-get -s -q -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst ' "
+                         "| awk '{n++} /[Ss]ecurity/ {s++} END {print n+0, s+0}'",
+              lambda out, rc: tuple(int(n) for n in out.split()) if len(out.split()) == 2 else None),
+        Probe("unattended", "apt-config dump APT::Periodic::Unattended-Upgrade",
+              lambda out, rc: '"1"' in out),
+        Probe("reboot", "if [ -e /run/reboot-required ]; then echo yes; cat /run/reboot-required.pkgs; fi",
+              lambda out, rc: out.split()[1:] if out.startswith("yes") else None),
+        Probe("maintenance", join("test", "-e", maintenance_flag(layout)), lambda out, rc: rc == 0),
+    ]
+
+
+# --- reading the answers -------------------------------------------------------------------------------------
+
+def parse_units(out: str) -> dict[str, str]:
+    """`systemctl list-units --plain` lines -> {unit: "ACTIVE/SUB"}."""
+    units = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            units[fields[0]] = f"{fields[2]}/{fields[3]}"
+    return units
+
+
+def _unix(value: str) -> int | None:
+    """Unix seconds, or None (never ran, not scheduled)."""
+    return int(value) if value.strip().isdigit() else None
+
+
+def parse_timers(out: str) -> list[Timer]:
+    timers = []
+    for line in out.splitlines():
+        fields = line.split("\t")
+        if len(fields) == 5:
+            timers.append(Timer(fields[0], fields[1], _unix(fields[2]), _unix(fields[3]), fields[4]))
+    return timers
+
+
+def parse_health(out: str) -> Health | None:
+    fields = out.split()
+    if len(fields) != 3 or not fields[1].isdigit():
+        return None
+    return Health(fields[2], int(fields[1]), fields[0] == "yes")
+
+
+def parse_disk(out: str, rc: int) -> list[tuple[str, int]]:
+    """`df -Pk` -> (mount point, percent used) for each file system, once each."""
+    seen = {}
+    for fields in (line.split() for line in out.splitlines()[1:]):
+        if len(fields) >= 6 and fields[4].rstrip("%").isdigit():
+            seen.setdefault(fields[5], int(fields[4].rstrip("%")))
+    return list(seen.items())
+
+
+def parse_meminfo(out: str) -> dict[str, int]:
+    """/proc/meminfo -> {name: KiB}."""
+    values = {}
+    for line in out.splitlines():
+        name, _, rest = line.partition(":")
+        number = rest.split()
+        if number and number[0].isdigit():
+            values[name.strip()] = int(number[0])
+    return values
+
+
+def parse_backup(out: str) -> tuple[int, int, str] | None:
+    """The newest dump as (modified, bytes, name), or None when there is none."""
+    fields = out.split(maxsplit=2)
+    if len(fields) != 3:
+        return None
+    try:
+        return int(float(fields[0])), int(fields[1]), fields[2].strip()
+    except ValueError:
+        return None
+
+
+# --- what the answers mean -----------------------------------------------------------------------------------
+
+def age(seconds: float) -> str:
+    """A duration as a person says it: 40 s, 12 min, 5 h, 3 days."""
+    seconds = max(int(seconds), 0)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def _created(release_id: str, created: str) -> int | None:
+    """When a release was made: its metadata's time, else the time in its id."""
+    for text, form in ((created, "%Y-%m-%dT%H:%M:%SZ"), (release_id[:16], "%Y%m%dT%H%M%SZ")):
+        try:
+            return int(datetime.strptime(text, form).replace(tzinfo=timezone.utc).timestamp())
+        except ValueError:
+            continue
+    return None
+
+
+def release_check(state: ServerState, now: int) -> Check:
+    def named(release_id: str) -> str:
+        release = state.releases.get(release_id)
+        made = _created(release_id, release.created if release else "")
+        commit = (release.commit[:7] if release and release.commit else "?")
+        return f"{release_id} (commit {commit}" + (f", {age(now - made)} old)" if made else ")")
+
+    if state.live is None:
+        return Check(WARN, "release", "none is live: the placeholder page shows. Deploy with `fab deploy`")
+    previous = state.previous_good()
+    return Check(OK, "release", f"live {named(state.live)}; previous "
+                 + (named(previous) if previous else "none (a rollback has nothing to go back to)"))
+
+
+def gunicorn_check(app: str, live: str | None, units: dict[str, str]) -> Check:
+    instances = {u: s for u, s in units.items() if u.startswith(f"{app}@") and u.endswith(".service")}
+    if live is None:
+        return Check(OK, "gunicorn", "nothing to run until the first deploy")
+    unit = f"{app}@{live}.service"
+    state = instances.get(unit, "inactive/dead")
+    failed = sorted(u for u, s in instances.items() if u != unit and s.startswith("failed"))
+    if not state.startswith("active"):
+        return Check(FAIL, "gunicorn", f"{unit} (the live release) is {state}: the site cannot answer. "
+                     f"See why with `fab logs`; `sudo systemctl start {unit}` starts it again")
+    others = [u for u, s in instances.items() if u != unit and s.startswith("active")]
+    if failed:
+        return Check(WARN, "gunicorn", f"{unit} active; failed: {', '.join(failed)} (see `fab logs`)")
+    return Check(OK, "gunicorn", f"{unit} active" + (f"; also running: {', '.join(sorted(others))} (the previous "
+                 "release, warm for an instant rollback)" if others else ""))
+
+
+def service_check(name: str, units: dict[str, str], wanted: list[str], why: str) -> Check:
+    states = {u: units.get(u, "not-found") for u in wanted}
+    down = [f"{u} is {s}" for u, s in states.items() if not s.startswith("active")]
+    if down:
+        return Check(FAIL, name, f"{'; '.join(down)}: {why}")
+    return Check(OK, name, ", ".join(f"{u} {s}" for u, s in states.items()))
+
+
+def health_check(health: Health | None, host: str, path: str, https: bool, private_ca: bool,
+                 maintenance: bool) -> Check:
+    scheme = "https" if https else "http"
+    what = f"GET {scheme}://{host}{path} through nginx on the server"
+    if health is None:
+        return Check(FAIL, "health", f"{what}: no answer could be read")
+    trust = ""
+    if https:
+        if health.verified:
+            trust = "; certificate verified against the server's CA store"
+        elif private_ca:
+            trust = ("; certificate NOT verified: it comes from the private CA of acme.directory, which the "
+                     "server's CA store does not hold")
+        else:
+            return Check(FAIL, "health", f"{what} -> {health.code}, but the certificate does not verify against "
+                         "the server's CA store (curl exit 60): visitors' browsers will refuse it too. "
+                         "`fab provision` renews it")
+    if health.code.startswith("2"):
+        return Check(OK, "health", f"{what} -> {health.code}{trust}")
+    if maintenance and health.code == "503":
+        return Check(WARN, "health", f"{what} -> 503: maintenance mode is on")
+    if health.code == "000":
+        return Check(FAIL, "health", f"{what}: no answer (curl exit {health.curl}); is nginx running?")
+    return Check(FAIL, "health", f"{what} -> {health.code}, not 2xx: see `fab logs`")
+
+
+def certificate_check(expires: int | None, now: int, https: bool, warn_days: int) -> Check | None:
+    if not https:
+        return None
+    if expires is None:
+        return Check(FAIL, "certificate", "none found on the server: run `fab provision` to get one")
+    days = (expires - now) // 86400
+    if expires <= now:
+        return Check(FAIL, "certificate", f"expired {age(now - expires)} ago: check `systemctl status certbot` "
+                     "on the server, then run `fab provision`")
+    if days < warn_days:
+        return Check(WARN, "certificate", f"expires in {days} days, and certbot renews 30 days ahead: renewal "
+                     "is failing, see `journalctl -u certbot` on the server")
+    return Check(OK, "certificate", f"{days} days left")
+
+
+def disk_check(disks: list[tuple[str, int]], warn_percent: int) -> Check:
+    if not disks:
+        return Check(WARN, "disk", "df gave no answer")
+    text = ", ".join(f"{mount} {used} % used" for mount, used in disks)
+    if any(used > warn_percent for _, used in disks):
+        return Check(WARN, "disk", f"{text}: over {warn_percent} %; deploys, backups and PostgreSQL need room")
+    return Check(OK, "disk", text)
+
+
+def memory_check(meminfo: dict[str, int], warn_percent: int) -> Check:
+    total, available = meminfo.get("MemTotal"), meminfo.get("MemAvailable")
+    if not total or available is None:
+        return Check(WARN, "memory", "/proc/meminfo gave no answer")
+    used = round(100 * (total - available) / total)
+    swap = meminfo.get("SwapTotal", 0) - meminfo.get("SwapFree", 0)
+    text = (f"{used} % used of {total / 1048576:.1f} GiB" + (f", swap {swap / 1024:.0f} MiB in use"
+                                                              if meminfo.get("SwapTotal") else ""))
+    if used > warn_percent:
+        return Check(WARN, "memory", f"{text}: over {warn_percent} %; the kernel may kill a worker or PostgreSQL")
+    return Check(OK, "memory", text)
+
+
+def backup_check(newest: tuple[int, int, str] | None, now: int, scheduled: bool, max_age_days: int) -> Check:
+    if newest is None:
+        if scheduled:
+            return Check(WARN, "backups", "none yet, although backups are scheduled: see `fab logs` and "
+                         "the backup timer below")
+        return Check(OK, "backups", "none yet (none are scheduled; `fab backup` takes one)")
+    modified, size, name = newest
+    text = f"latest {name}, {size / 1048576:.1f} MiB, {age(now - modified)} old"
+    if scheduled and now - modified > max_age_days * 86400:
+        return Check(WARN, "backups", f"{text}: older than {max_age_days} days although backups are scheduled")
+    return Check(OK, "backups", text + ("" if scheduled else " (none are scheduled)"))
+
+
+def updates_check(updates: tuple[int, int] | None, unattended: bool, units: dict[str, str],
+                  timers: list[Timer]) -> Check:
+    apt_timer = next((t for t in timers if t.unit == "apt-daily-upgrade.timer"), None)
+    on = unattended and apt_timer is not None and apt_timer.active == "active"
+    if updates is None:
+        return Check(WARN, "updates", "apt could not say which updates are pending")
+    pending, security = updates
+    text = f"{security} security update(s) pending, {pending} in all"
+    if not on:
+        return Check(WARN, "updates", f"{text}; unattended-upgrades is not enabled, so nothing installs them: "
+                     "run `fab provision`")
+    if not units.get("unattended-upgrades.service", "").startswith("active"):
+        return Check(WARN, "updates", f"{text}; unattended-upgrades.service is not running: run `fab provision`")
+    return Check(OK, "updates", f"{text}; unattended-upgrades installs security updates daily")
+
+
+def reboot_check(packages: list[str] | None) -> Check:
+    if packages is None:
+        return Check(OK, "reboot", "not required")
+    return Check(WARN, "reboot", "required, to load updated " + (", ".join(sorted(set(packages))) or "packages")
+                 + ": reboot the server when traffic is low (the app starts by itself)")
+
+
+def maintenance_check(on: bool) -> Check:
+    if on:
+        return Check(WARN, "maintenance", "ON: visitors get the maintenance page (503); `fab maintenance off`")
+    return Check(OK, "maintenance", "off")
+
+
+def timer_check(timer: Timer, now: int) -> Check:
+    last = f"last ran {age(now - timer.last)} ago ({timer.result})" if timer.last else "has not run yet"
+    upcoming = f"next in {age(timer.next - now)}" if timer.next else "not scheduled"
+    text = f"{last}, {upcoming}"
+    if timer.active != "active":
+        return Check(WARN, timer.unit, f"{timer.active}: it will not run; `fab provision` enables it")
+    if timer.last and timer.result not in ("success", ""):
+        return Check(WARN, timer.unit, f"{text}: its last run failed; see `journalctl -u "
+                     f"{timer.unit.removesuffix('.timer')}.service` on the server")
+    return Check(OK, timer.unit, text)
+
+
+def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> list[Check]:
+    """Every line of one server's status, in the order shown."""
+    app, now = inventory.app, facts["now"]
+    units, timers = facts["units"], facts["timers"]
+    https = inventory.tls
+    private_ca = inventory.acme.directory != defaults.ACME_DIRECTORY
+    postgres = ["postgresql.service"] + sorted(u for u in units if u.startswith("postgresql@"))
+    found = [
+        release_check(state, now),
+        gunicorn_check(app.name, state.live, units),
+        service_check("nginx", units, ["nginx.service"], "no site answers; `sudo systemctl start nginx`"),
+        service_check("postgresql", units, postgres, "the app cannot reach its database; "
+                      "`sudo systemctl start postgresql`"),
+        health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"]),
+        certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS),
+        disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT),
+        memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
+        backup_check(facts["backups"], now, any(t.unit == f"{app.name}-backup.timer" for t in timers),
+                     defaults.STATUS_BACKUP_DAYS),
+        updates_check(facts["updates"], facts["unattended"], units, timers),
+        reboot_check(facts["reboot"]),
+        maintenance_check(facts["maintenance"]),
+    ]
+    shown = [t for t in timers if t.unit != "apt-daily-upgrade.timer" and (https or t.unit != "certbot.timer")]
+    if https and not any(t.unit == "certbot.timer" for t in timers):
+        found.append(Check(FAIL, "certbot.timer", "missing: the certificate will not renew; run `fab provision`"))
+    found += [timer_check(t, now) for t in sorted(shown, key=lambda t: t.unit)]
+    return [c for c in found if c is not None]
+
+
+def exit_code(found: list[Check]) -> int:
+    return max((EXIT_CODES[c.level] for c in found), default=0)
+
+
+# --- the task ------------------------------------------------------------------------------------------------
+
+@task(auto_shortflags=False, help={
+    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+})
+def status(c, inventory=None):
+    """Is the site well? Releases, services, health, certificate, disk, backups, updates: exit 1/2 on WARN/FAIL."""
+    codes = []
+    _on_each_host(c, inventory, "status", lambda session: codes.append(status_on(session)))
+    if max(codes, default=0):
+        raise Exit(code=max(codes))
+
+
+def status_on(session: Session) -> int:
+    inventory, layout, reporter = session.inventory, session.layout, session.reporter
+    name = session.health_host()
+    facts = session.remote.gather(commands.state_probes(layout)
+                                  + status_probes(layout, name, inventory.app.health_check, inventory.tls))
+    reporter.line(f"{session.host.address}: {session.app}" + (f" at {name}" if inventory.tls else ""))
+    if not facts["provisioned"]:
+        reporter.step(FAIL, "provision", f"the server is not provisioned for {session.app} by this version of "
+                      "gangway: run `fab provision`")
+        return EXIT_CODES[FAIL]
+    found = checks(inventory, name, server_state(facts), facts)
+    for check in found:
+        reporter.step(check.level, check.name, check.detail)
+    attention = [c.name for c in found if c.level != OK]
+    reporter.line(f"{session.host.address}: " + (f"needs attention: {', '.join(attention)}" if attention
+                                                 else "all well"))
+    return exit_code(found)
