@@ -66,9 +66,9 @@ def check_lines(value) -> int:
 
 
 def journal_pattern(text: str) -> str:
-    """TEXT as a pattern journalctl's --grep (PCRE2) matches literally: every character but letters, digits
-    and the underscore escaped."""
-    return "".join(c if c.isalnum() and c.isascii() or c == "_" else "\\" + c for c in text)
+    """TEXT as a pattern journalctl's --grep (PCRE2) matches literally: every ASCII character but letters,
+    digits and the underscore escaped (no other character is special to PCRE2)."""
+    return "".join("\\" + c if c.isascii() and not (c.isalnum() or c == "_") else c for c in text)
 
 
 def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = False, since: str | None = None,
@@ -76,12 +76,12 @@ def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = Fals
     """The command printing the logs asked for. Values are checked (LogsError) and quoted."""
     lines = check_lines(lines)
     if nginx:
-        refused = [name for name, value in (("--since", since), ("--level", level)) if value]
+        refused = [name for name, value in (("--since", since), ("--level", level)) if value is not None]
         if refused:
             raise LogsError(f"{' and '.join(refused)} apply to the app's journal; nginx's logs are plain files: "
                             "use --lines and --grep with --nginx")
         tail = join("tail", "-n", str(lines), *(["-F"] if follow else []), *NGINX_LOGS)
-        if grep:
+        if grep is not None:
             # --line-buffered: a followed line shows at once, not when grep's buffer fills.
             return f"{tail} | grep --line-buffered -i -F -e {q(check_grep(grep))}"
         return tail
@@ -89,11 +89,11 @@ def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = Fals
             "--lines", str(lines)]
     if follow:
         argv.append("--follow")
-    if since:
+    if since is not None:
         argv += ["--since", check_since(since)]
-    if level:
+    if level is not None:
         argv += ["--priority", check_level(level)]
-    if grep:
+    if grep is not None:
         argv += ["--case-sensitive=false", "--grep", journal_pattern(check_grep(grep))]
     return join(*argv)
 

@@ -102,7 +102,7 @@ def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> l
               lambda out, rc: int(out.strip()) if rc == 0 and out.strip().isdigit() else None),
         Probe("disk", join("df", "-Pk", "/", layout.root), parse_disk),
         Probe("memory", "cat /proc/meminfo", lambda out, rc: parse_meminfo(out)),
-        Probe("backups", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
+        Probe("newest_backup", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
                          "-printf '%T@ %s %f\\n' | sort -n | tail -n 1",
               lambda out, rc: parse_backup(out)),
         # apt's view from the package lists it already has (apt-daily refreshes them): no network, no lock.
@@ -355,7 +355,7 @@ def timer_check(timer: Timer, now: int) -> Check:
     text = f"{last}, {upcoming}"
     if timer.active != "active":
         return Check(WARN, timer.unit, f"{timer.active}: it will not run; `fab provision` enables it")
-    if timer.last and timer.result not in ("success", ""):
+    if timer.result not in ("success", ""):
         return Check(WARN, timer.unit, f"{text}: its last run failed; see `journalctl -u "
                      f"{timer.unit.removesuffix('.timer')}.service` on the server")
     return Check(OK, timer.unit, text)
@@ -378,7 +378,7 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
         certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS),
         disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT),
         memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
-        backup_check(facts["backups"], now, any(t.unit == f"{app.name}-backup.timer" for t in timers),
+        backup_check(facts["newest_backup"], now, any(t.unit == f"{app.name}-backup.timer" for t in timers),
                      defaults.STATUS_BACKUP_DAYS),
         updates_check(facts["updates"], facts["unattended"], units, timers),
         reboot_check(facts["reboot"]),

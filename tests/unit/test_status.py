@@ -1,0 +1,213 @@
+"""`fab status` without a server: its probes pass shellcheck and keep hostile values inert, their output is
+read right, and the rules that decide what needs attention say WARN or FAIL exactly when they should."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tasks import defaults, status
+from tasks.inventory import Acme, App, Host, Inventory
+from tasks.release_commands import state_probes
+from tasks.releases import GOOD, Release, ServerState
+from tasks.status import FAIL, OK, WARN, Health, Timer
+from tests.unit.shellcheck import assert_shellcheck_clean
+from tests.unit.test_release_commands import HOSTILE, LAYOUT, run
+
+NOW = 1_800_000_000
+DAY = 86400
+LIVE = "20261127T100000Z-abcdef1"
+OLD = "20261126T100000Z-1234567"
+
+
+def test_every_status_probe_passes_shellcheck():
+    for https in (True, False):
+        for probe in status.status_probes(LAYOUT, "app.example.com", "/healthz/", https):
+            assert_shellcheck_clean(probe.command)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_hostile_name_or_path_reaches_curl_as_one_argument(tmp_path, value):
+    for https in (True, False):
+        out = run(status.health_command(value, "/" + value, https), tmp_path,
+                  {"curl": 'printf "%s\\0" "$@" > args; printf 200'})
+        assert out.returncode == 0 and not (tmp_path / "CANARY").exists()
+        args = (tmp_path / "args").read_text().split("\0")
+        assert args[-2] == f"{'https' if https else 'http'}://{value}/{value}"
+        assert out.stdout.split() == ["yes", "0", "200"]
+
+
+def test_an_untrusted_certificate_is_asked_again_without_verifying_and_said(tmp_path):
+    stub = 'for a in "$@"; do [ "$a" = --insecure ] && { printf 200; exit 0; }; done; printf 000; exit 60'
+    out = run(status.health_command("app.example.com", "/", True), tmp_path, {"curl": stub})
+    assert status.parse_health(out.stdout) == Health("200", 60, False)
+
+
+def test_the_health_request_goes_through_nginx_on_the_server_by_the_site_s_name():
+    command = status.health_command("app.example.com", "/healthz/", True)
+    assert "--resolve app.example.com:443:127.0.0.1 https://app.example.com/healthz/" in command
+    assert command.count("--insecure") == 1  # only the second request, after a certificate that did not verify
+
+
+# --- reading what the server says -------------------------------------------------------------------------------
+
+def test_units_timers_disk_memory_and_backups_are_read():
+    units = status.parse_units("nginx.service loaded active running A high performance web server\n"
+                               "mysite@X.service loaded failed failed Gunicorn for mysite, release X\n")
+    assert units == {"nginx.service": "active/running", "mysite@X.service": "failed/failed"}
+    timers = status.parse_timers(f"mysite-backup.timer\tactive\t{NOW - 60}\t{NOW + 60}\tsuccess\n"
+                                 "certbot.timer\tactive\t\t\t\n")
+    assert timers == [Timer("mysite-backup.timer", "active", NOW - 60, NOW + 60, "success"),
+                      Timer("certbot.timer", "active", None, None, "")]
+    disk = ("Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/sda1 100 91 9 91% /\n"
+            "/dev/sda1 100 91 9 91% /\n")
+    assert status.parse_disk(disk, 0) == [("/", 91)]
+    assert status.parse_meminfo("MemTotal:  2048000 kB\nMemAvailable: 1024000 kB\n") == {
+        "MemTotal": 2048000, "MemAvailable": 1024000}
+    assert status.parse_backup("1799999000.5 1048576 20261127T020000Z-daily.dump\n") == (
+        1799999000, 1048576, "20261127T020000Z-daily.dump")
+    assert status.parse_backup("") is None
+    assert status.parse_health("garbage") is None
+
+
+# --- what needs attention ---------------------------------------------------------------------------------------
+
+def test_the_certificate_warns_under_the_threshold_and_fails_once_expired():
+    days = defaults.STATUS_CERT_DAYS
+    assert status.certificate_check(NOW + (days + 1) * DAY, NOW, True, days).level == OK
+    assert status.certificate_check(NOW + (days - 1) * DAY, NOW, True, days).level == WARN
+    assert status.certificate_check(NOW - 1, NOW, True, days).level == FAIL
+    assert status.certificate_check(None, NOW, True, days).level == FAIL
+    assert status.certificate_check(None, NOW, False, days) is None  # no domains: no TLS to check
+
+
+def test_a_full_disk_or_memory_warns():
+    assert status.disk_check([("/", 90)], 90).level == OK
+    assert status.disk_check([("/", 60), ("/srv", 91)], 90).level == WARN
+    assert status.memory_check({"MemTotal": 1000, "MemAvailable": 50}, 90).level == WARN
+    assert status.memory_check({"MemTotal": 1000, "MemAvailable": 500}, 90).level == OK
+
+
+def test_an_old_backup_warns_only_when_backups_are_scheduled():
+    old = (NOW - 3 * DAY, 1024, "x-daily.dump")
+    assert status.backup_check(old, NOW, True, 2).level == WARN
+    assert status.backup_check(old, NOW, False, 2).level == OK
+    assert status.backup_check((NOW - DAY, 1024, "x.dump"), NOW, True, 2).level == OK
+    assert status.backup_check(None, NOW, True, 2).level == WARN
+    assert status.backup_check(None, NOW, False, 2).level == OK
+
+
+def test_the_live_instance_down_fails_naming_it_and_a_failed_old_one_warns():
+    units = {f"mysite@{LIVE}.service": "inactive/dead"}
+    check = status.gunicorn_check("mysite", LIVE, units)
+    assert check.level == FAIL and f"mysite@{LIVE}.service" in check.detail
+    units = {f"mysite@{LIVE}.service": "active/running", f"mysite@{OLD}.service": "failed/failed"}
+    assert status.gunicorn_check("mysite", LIVE, units).level == WARN
+    assert status.gunicorn_check("mysite", None, {}).level == OK
+
+
+def test_health_says_what_was_checked():
+    ok = status.health_check(Health("200", 0, True), "app.example.com", "/h", True, False, False)
+    assert ok.level == OK and "verified against the server's CA store" in ok.detail
+    private = status.health_check(Health("200", 60, False), "app.example.com", "/h", True, True, False)
+    assert private.level == OK and "NOT verified" in private.detail
+    assert status.health_check(Health("200", 60, False), "a", "/h", True, False, False).level == FAIL
+    assert status.health_check(Health("502", 0, True), "a", "/h", True, False, False).level == FAIL
+    assert status.health_check(Health("503", 0, True), "a", "/h", True, False, True).level == WARN
+    assert status.health_check(Health("000", 7, True), "a", "/h", True, False, False).level == FAIL
+    assert status.health_check(None, "a", "/h", True, False, False).level == FAIL
+
+
+def test_a_timer_that_failed_or_is_off_warns():
+    assert status.timer_check(Timer("mysite-job-x.timer", "active", NOW - 60, NOW + 60, "success"), NOW).level == OK
+    assert status.timer_check(Timer("mysite-job-x.timer", "active", None, NOW + 60, ""), NOW).level == OK
+    failed = status.timer_check(Timer("mysite-job-x.timer", "active", NOW - 60, NOW + 60, "exit-code"), NOW)
+    assert failed.level == WARN and "mysite-job-x.service" in failed.detail
+    assert status.timer_check(Timer("mysite-job-x.timer", "inactive", None, None, ""), NOW).level == WARN
+
+
+def test_updates_reboot_and_maintenance():
+    apt = [Timer("apt-daily-upgrade.timer", "active", None, NOW + 60, "")]
+    running = {"unattended-upgrades.service": "active/running"}
+    assert status.updates_check((3, 2), True, running, apt).level == OK
+    assert status.updates_check((3, 2), False, running, apt).level == WARN
+    assert status.updates_check((3, 2), True, {}, apt).level == WARN
+    assert status.updates_check(None, True, running, apt).level == WARN
+    assert status.reboot_check(None).level == OK
+    assert "linux-image-amd64" in status.reboot_check(["linux-image-amd64"]).detail
+    assert status.maintenance_check(True).level == WARN and status.maintenance_check(False).level == OK
+
+
+def _inventory(domains=("app.example.com",)) -> Inventory:
+    return Inventory(App("mysite", domains=domains, health_check="/healthz/"),
+                     (Host("203.0.113.10"),), acme=Acme(email="ops@example.com"))
+
+
+def _facts(**changes) -> dict:
+    facts = {"now": NOW,
+             "units": {f"mysite@{LIVE}.service": "active/running", "nginx.service": "active/running",
+                       "postgresql.service": "active/exited", "postgresql@17-main.service": "active/running",
+                       "unattended-upgrades.service": "active/running"},
+             "timers": [Timer("certbot.timer", "active", None, NOW + DAY, ""),
+                        Timer("apt-daily-upgrade.timer", "active", None, NOW + DAY, "")],
+             "health": Health("200", 0, True), "certificate": NOW + 60 * DAY, "disk": [("/", 40)],
+             "memory": {"MemTotal": 2000000, "MemAvailable": 1500000}, "newest_backup": None, "updates": (0, 0),
+             "unattended": True, "reboot": None, "maintenance": False}
+    return {**facts, **changes}
+
+
+STATE = ServerState({LIVE: Release(LIVE, GOOD, commit="abcdef1" * 5, created="2026-11-27T10:00:00Z"),
+                     OLD: Release(OLD, GOOD, commit="1234567" * 5)},
+                    [], LIVE, [LIVE], [{"event": "live", "release": OLD}, {"event": "live", "release": LIVE}], [])
+
+
+def test_a_healthy_server_is_all_ok_and_exits_zero():
+    found = status.checks(_inventory(), "app.example.com", STATE, _facts())
+    assert [c.level for c in found] == [OK] * len(found) and status.exit_code(found) == 0
+    names = [c.name for c in found]
+    assert names[:5] == ["release", "gunicorn", "nginx", "postgresql", "health"] and "certbot.timer" in names
+    release = found[0].detail
+    assert LIVE in release and "commit abcdef1" in release and OLD in release
+    assert "apt-daily-upgrade.timer" not in names  # shown through the updates line
+
+
+def test_the_app_down_exits_two_and_a_warning_exits_one():
+    down = _facts(units={**_facts()["units"], f"mysite@{LIVE}.service": "inactive/dead"},
+                  health=Health("502", 0, True))
+    assert status.exit_code(status.checks(_inventory(), "app.example.com", STATE, down)) == 2
+    assert status.exit_code(status.checks(_inventory(), "app.example.com", STATE, _facts(reboot=[]))) == 1
+
+
+def test_backups_count_as_scheduled_when_the_backup_timer_exists():
+    timers = _facts()["timers"] + [Timer("mysite-backup.timer", "active", NOW - DAY, NOW + 60, "success")]
+    found = status.checks(_inventory(), "app.example.com", STATE,
+                          _facts(timers=timers, newest_backup=(NOW - 3 * DAY, 10, "old-daily.dump")))
+    assert {c.name: c.level for c in found}["backups"] == WARN
+
+
+def test_without_domains_there_is_no_certificate_or_certbot_line():
+    found = status.checks(_inventory(domains=()), "203.0.113.10", STATE,
+                          _facts(timers=[], certificate=None))
+    names = [c.name for c in found]
+    assert "certificate" not in names and "certbot.timer" not in names
+    assert status.exit_code([c for c in found if c.name != "updates"]) == 0
+
+
+def test_a_missing_certbot_timer_fails_when_the_site_has_tls():
+    found = status.checks(_inventory(), "app.example.com", STATE, _facts(timers=_facts()["timers"][1:]))
+    assert {c.name: c.level for c in found}["certbot.timer"] == FAIL
+
+
+def test_no_live_release_warns():
+    state = replace(STATE, live=None, releases={}, history=[])
+    assert status.release_check(state, NOW).level == WARN
+
+
+def test_the_status_gather_keys_do_not_collide_with_the_state_probes():
+    keys = [p.key for p in state_probes(LAYOUT)] + [p.key for p in status.status_probes(LAYOUT, "a", "/", True)]
+    assert len(keys) == len(set(keys))
+
+
+def test_ages_read_like_a_person_says_them():
+    assert [status.age(s) for s in (5, 600, 3 * 3600, 3 * DAY)] == ["5 s", "10 min", "3 h", "3 days"]
