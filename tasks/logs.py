@@ -1,7 +1,8 @@
 """`fab logs`: the app's journal (every Gunicorn instance, each release's), or nginx's logs, from the server.
 
 `logs_command` builds the one command (pure, every operator value quoted and checked first); the task runs it
-with its output streaming here, so `--follow` shows lines as they come until Ctrl-C.
+with its output streaming here. `--follow` runs it with a terminal on the server, so Ctrl-C reaches journalctl
+(or tail) there and ends it, and fab with it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from fabric import task
 from invoke.exceptions import Exit
 
-from .deploy import Session, _on_each_host
+from .deploy import _on_each_host
 from .layout import Layout
 from .shell import join, q
 
@@ -115,16 +116,10 @@ def logs(c, inventory=None, lines=DEFAULT_LINES, follow=False, since=None, grep=
     except LogsError as error:
         raise Exit(f"logs: {error}", code=2) from None
     status = []
-    _on_each_host(c, inventory, "logs", lambda session: status.append(
-        logs_on(session, logs_command(session.layout, lines, follow, since, grep, level, nginx))))
-    # grep and journalctl --grep exit 1 when no line matched: that is an answer, not a failure.
-    if any(code not in (0, 1) for code in status):
-        raise Exit(code=next(code for code in status if code not in (0, 1)))
-
-
-def logs_on(session: Session, command: str) -> int:
-    try:
-        return session.remote.attached(command, terminal=False)
-    except KeyboardInterrupt:
-        # Ctrl-C ends --follow: closing the connection ends journalctl or tail on the server.
-        return 0
+    _on_each_host(c, inventory, "logs", lambda session: status.append(session.remote.attached(
+        logs_command(session.layout, lines, follow, since, grep, level, nginx), terminal=follow)))
+    # grep and journalctl --grep exit 1 when no line matched: that is an answer, not a failure. Ctrl-C ends a
+    # followed log by a signal on the server: 255 from Remote.attached (no exit status), 130 from a shell.
+    fine = (0, 1, 130, 255) if follow else (0, 1)
+    if any(code not in fine for code in status):
+        raise Exit(code=next(code for code in status if code not in fine))
