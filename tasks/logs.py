@@ -66,37 +66,35 @@ def check_lines(value) -> int:
     return lines
 
 
-def journal_pattern(text: str) -> str:
-    """TEXT as a pattern journalctl's --grep (PCRE2) matches literally: every ASCII character but letters,
-    digits and the underscore escaped (no other character is special to PCRE2)."""
-    return "".join("\\" + c if c.isascii() and not (c.isalnum() or c == "_") else c for c in text)
-
-
 def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = False, since: str | None = None,
                  grep: str | None = None, level: str | None = None, nginx: bool = False) -> str:
-    """The command printing the logs asked for. Values are checked (LogsError) and quoted."""
+    """The command printing the logs asked for. Values are checked (LogsError) and quoted.
+
+    --grep is a fixed string grep looks for (journalctl's own --grep turns its output newest-first with --lines
+    from systemd 253 on, and looked only among the last N lines before): the last N lines that match; when
+    following, the last N lines filtered, then every new one that matches."""
     lines = check_lines(lines)
+    text = check_grep(grep) if grep is not None else None
+    # --line-buffered: a followed line shows at once, not when grep's buffer fills.
+    match = f"grep --line-buffered -i -F -e {q(text)}" if text is not None else ""
     if nginx:
         refused = [name for name, value in (("--since", since), ("--level", level)) if value is not None]
         if refused:
             raise LogsError(f"{' and '.join(refused)} apply to the app's journal; nginx's logs are plain files: "
                             "use --lines and --grep with --nginx")
+        if match and not follow:
+            return f"{match} -- {' '.join(q(f) for f in NGINX_LOGS)} | tail -n {lines}"
         tail = join("tail", "-n", str(lines), *(["-F"] if follow else []), *NGINX_LOGS)
-        if grep is not None:
-            # --line-buffered: a followed line shows at once, not when grep's buffer fills.
-            return f"{tail} | grep --line-buffered -i -F -e {q(check_grep(grep))}"
-        return tail
-    argv = ["journalctl", "--no-pager", "--output=short-iso", "--unit", f"{layout.app}@*.service",
-            "--lines", str(lines)]
-    if follow:
-        argv.append("--follow")
+        return f"{tail} | {match}" if match else tail
+    argv = ["journalctl", "--no-pager", "--output=short-iso", "--unit", f"{layout.app}@*.service"]
     if since is not None:
         argv += ["--since", check_since(since)]
     if level is not None:
         argv += ["--priority", check_level(level)]
-    if grep is not None:
-        argv += ["--case-sensitive=false", "--grep", journal_pattern(check_grep(grep))]
-    return join(*argv)
+    if match and not follow:
+        return f"{join(*argv)} | {match} | tail -n {lines}"
+    argv += ["--lines", str(lines), *(["--follow"] if follow else [])]
+    return f"{join(*argv)} | {match}" if match else join(*argv)
 
 
 @task(auto_shortflags=False, help={
@@ -118,8 +116,8 @@ def logs(c, inventory=None, lines=DEFAULT_LINES, follow=False, since=None, grep=
     status = []
     _on_each_host(c, inventory, "logs", lambda session: status.append(session.remote.attached(
         logs_command(session.layout, lines, follow, since, grep, level, nginx), terminal=follow)))
-    # grep and journalctl --grep exit 1 when no line matched: that is an answer, not a failure. Ctrl-C ends a
-    # followed log by a signal on the server: 255 from Remote.attached (no exit status), 130 from a shell.
+    # grep exits 1 when no line matched: that is an answer, not a failure. Ctrl-C ends a followed log by a
+    # signal on the server: 255 from Remote.attached (no exit status), 130 from a shell.
     fine = (0, 1, 130, 255) if follow else (0, 1)
     if any(code not in fine for code in status):
         raise Exit(code=next(code for code in status if code not in fine))

@@ -384,7 +384,9 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
         reboot_check(facts["reboot"]),
         maintenance_check(facts["maintenance"]),
     ]
-    shown = [t for t in timers if t.unit != "apt-daily-upgrade.timer" and (https or t.unit != "certbot.timer")]
+    # apt's timer shows in the updates line; a standby timer is a deploy's own (it stops the previous release).
+    shown = [t for t in timers if t.unit != "apt-daily-upgrade.timer" and (https or t.unit != "certbot.timer")
+             and not t.unit.startswith(f"{app.name}-standby-")]
     if https and not any(t.unit == "certbot.timer" for t in timers):
         found.append(Check(FAIL, "certbot.timer", "missing: the certificate will not renew; run `fab provision`"))
     found += [timer_check(t, now) for t in sorted(shown, key=lambda t: t.unit)]

@@ -172,6 +172,13 @@ def test_a_healthy_server_is_all_ok_and_exits_zero():
     assert "apt-daily-upgrade.timer" not in names  # shown through the updates line
 
 
+def test_every_app_timer_shows_but_a_deploy_s_standby_timer():
+    timers = _facts()["timers"] + [Timer("mysite-job-clearsessions.timer", "active", NOW - 60, NOW + 60, "success"),
+                                   Timer(f"mysite-standby-{OLD}.timer", "active", None, NOW + 60, "")]
+    names = [c.name for c in status.checks(_inventory(), "app.example.com", STATE, _facts(timers=timers))]
+    assert "mysite-job-clearsessions.timer" in names and f"mysite-standby-{OLD}.timer" not in names
+
+
 def test_the_app_down_exits_two_and_a_warning_exits_one():
     down = _facts(units={**_facts()["units"], f"mysite@{LIVE}.service": "inactive/dead"},
                   health=Health("502", 0, True))
