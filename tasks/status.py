@@ -405,7 +405,11 @@ def exit_code(found: list[Check]) -> int:
 def status(c, inventory=None):
     """Is the site well? Releases, services, health, certificate, disk, backups, updates: exit 1/2 on WARN/FAIL."""
     codes = []
-    _on_each_host(c, inventory, "status", lambda session: codes.append(status_on(session)))
+    try:
+        _on_each_host(c, inventory, "status", lambda session: codes.append(status_on(session)))
+    except Exit as error:
+        # A server that cannot be asked needs attention as much as one that answers FAIL.
+        raise Exit(error.message, code=EXIT_CODES[FAIL]) from None
     if max(codes, default=0):
         raise Exit(code=max(codes))
 
