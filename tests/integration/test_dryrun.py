@@ -1,0 +1,102 @@
+"""Dry runs on the shared trixie server: `fab provision --dry-run` prints the diff of a config file a changed
+inventory value would rewrite, `fab deploy --dry-run` names the pending release and its migration, and
+neither changes a byte of the server: every file under /etc and /srv (content, mode, owner, link target) and
+every unit's state are the same before and after."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests import testhost
+from tests.integration.appsite import GOOD_MIGRATION, make_site
+from tests.integration.conftest import APP, DOMAINS, fab
+
+# Files the system rewrites by itself, whoever runs what: the dynamic linker's cache (apt triggers), the clock's
+# drift record, the resolver configuration (written by networking in the container), the firewall's and
+# fail2ban's runtime state live outside /etc already.
+VOLATILE = ("/etc/ld.so.cache", "/etc/adjtime", "/etc/resolv.conf")
+# Units that come and go without anyone's doing: timers' jobs start on their own, every SSH login starts
+# a session and its user's manager.
+VOLATILE_UNITS = re.compile(r"^(session-\d+\.scope|user@\d+\.service|user-runtime-dir@\d+\.service|"
+                            r"apt-daily.*|man-db\..*|dpkg-db-backup\..*|logrotate\..*|e2scrub.*|fstrim\..*|"
+                            r"systemd-tmpfiles-clean\..*|certbot\..*|phpsessionclean.*|debsums.*|"
+                            r"unattended-upgrades\..*|mysite-.*|systemd-hostnamed\..*|systemd-timedated\..*)$")
+
+
+def snapshot(server) -> dict[str, str]:
+    """path -> "type mode owner group sha256|target" for every file under /etc and /srv; plus the units."""
+    prune = " ".join(f"! -path {p}" for p in VOLATILE)
+    out = server.root(
+        f"find /etc /srv -xdev {prune} -printf '%p\\t%y %m %u %g %l\\n' | sort; echo ==; "
+        f"find /etc /srv -xdev -type f {prune} -print0 | sort -z | xargs -0 sha256sum; echo ==; "
+        "systemctl list-units --all --plain --no-legend | awk '{print $1, $3, $4}' | sort")
+    assert out.returncode == 0, out.stderr
+    listing, hashes, units = out.stdout.split("==\n")
+    state = {}
+    for line in listing.splitlines():
+        path, _, meta = line.partition("\t")
+        state[path] = meta
+    for line in hashes.splitlines():
+        digest, _, path = line.partition("  ")
+        state[path] += " " + digest
+    for line in units.splitlines():
+        name, _, states = line.partition(" ")
+        if not VOLATILE_UNITS.match(name):
+            state["unit:" + name] = states
+    return state
+
+
+def assert_unchanged(before: dict[str, str], after: dict[str, str]) -> None:
+    changed = {k: (before.get(k), after.get(k)) for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert not changed, f"the dry run changed the server: {changed}"
+
+
+@pytest.fixture(scope="module")
+def site(trixie, tmp_path_factory):
+    site = make_site(trixie, tmp_path_factory, "dryrun")
+    site.deploy()
+    return site
+
+
+def test_provision_dry_run_shows_the_diff_and_changes_nothing(trixie, site, tmp_path):
+    inventory = tmp_path / "bigger-uploads.yaml"
+    testhost.write_inventory(trixie.host, inventory, app=APP, domains=DOMAINS, max_upload_mb=77)
+    before = snapshot(trixie)
+    out = fab("provision", "--inventory", str(inventory), "--dry-run")
+    after = snapshot(trixie)
+    assert_unchanged(before, after)
+    text = out.stdout
+    assert f"--- /etc/nginx/sites-available/{APP} (on the server)" in text, text
+    assert re.search(r"^ +-\tclient_max_body_size \d+m;$", text, re.M), text
+    assert re.search(r"^ +\+\tclient_max_body_size 77m;$", text, re.M), text
+    assert "to change nginx site" in text and "later steps may differ" in text
+    assert "nginx -t" in text and "systemctl reload-or-restart nginx" in text, text
+    assert re.search(r"recap \S+: \d+ steps, [12] would change", text), text
+    assert text.rstrip().endswith("dry run: nothing was changed"), text
+    assert "\x1b" not in text
+
+
+def test_provision_dry_run_of_the_same_inventory_has_nothing_to_change(trixie, site):
+    out = fab("provision", "--inventory", str(trixie.inventory), "--dry-run")
+    assert " 0 would change" in out.stdout, out.stdout
+    assert out.stdout.rstrip().endswith("dry run: nothing was changed")
+
+
+def test_deploy_dry_run_names_the_release_and_migration_and_changes_nothing(trixie, site):
+    live = site.answering()
+    commit = site.repo.commit("A new column", **{"counter__migrations__0002_hit_agent.py": GOOD_MIGRATION})
+    before = snapshot(trixie)
+    out = site.deploy("--dry-run")
+    after = snapshot(trixie)
+    assert_unchanged(before, after)
+    assert site.answering() == live
+    text = out.stdout
+    assert re.search(rf"to build +release: \d{{8}}T\d{{6}}Z-{commit[:7]} ", text), text
+    assert "environment" in text and "reused" in text, text
+    assert "counter.0002_hit_agent" in text and "1 pending" in text, text
+    assert re.search(r"switch: traffic would switch from \S+ to \S+", text), text
+    assert "no deploy lock taken" in text
+    assert "DJANGO_SECRET_KEY" not in text or "never shown" in text
+    assert text.rstrip().endswith("dry run: nothing was changed"), text
