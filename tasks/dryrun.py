@@ -5,6 +5,11 @@ would write; anything else as the commands that would run. Nothing here runs a s
 from the server (file contents) is data: every printed line has its control characters escaped, so a file
 cannot drive the terminal, and user:password in URLs is masked. A file that is secret (marked so, or one that
 other users may not read on the server: a key list, sudo rules) is never fetched and only said to differ.
+
+What a dry run runs on the server only reads: the steps' probes (stat, sha256sum, readlink, dpkg-query,
+`systemctl is-enabled`, `nft list`, `nginx -v`, `ssh -Q`, psql SELECTs, openssl x509 ...), the files' contents
+(head | base64), the deploy's state probes, and the environment file's preview (`env_file(preview=True)`);
+tests/unit/test_dryrun.py checks that no probe command writes. No step's script, `before` or `confirm` runs.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ elif old != text:
             os.remove(tmp)
         raise
 """
-    return f"python3 -c {q(program)}"
+    return f"python3 -B -c {q(program)}"  # -B: no bytecode written, not even for a preview
 
 
 def unpack(layout: Layout, release: Release, archive: str) -> str:

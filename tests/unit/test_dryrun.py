@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import re
 import subprocess
 import tarfile
 import unicodedata
@@ -13,7 +14,7 @@ from tasks.dryrun import command_lines, env_changes, file_diff, migration_files,
 from tasks.inventory import parse
 from tasks.layout import Layout
 from tasks.provisioning import Server, nginx
-from tasks.release_commands import env_file
+from tasks.release_commands import env_file, state_probes
 from tasks.runner import Reporter
 from tasks.steps import File, PathState, Step
 from tests.unit.shellcheck import assert_shellcheck_clean
@@ -211,3 +212,20 @@ def test_migration_files_of_a_project_archive(tmp_path):
             tar.addfile(info, io.BytesIO(b""))
     assert migration_files(buffer.getvalue()) == ["counter.0001_initial", "counter.0002_hit_agent",
                                                   "orders.0001_initial"]
+
+
+# --- read-only probes -----------------------------------------------------------------------------------------
+
+WRITES = re.compile(r"(?<![0-9&])>(?!\s*/dev/null)|\b(rm|mv|cp|ln|touch|tee|install|mkdir|chmod|chown|useradd|"
+                    r"usermod|mktemp|sed -i|apt-get|systemd-run|ALTER|INSERT|UPDATE|DELETE|CREATE|DROP)\b|"
+                    r"systemctl (start|stop|restart|reload|enable|disable|daemon-reload)")
+
+
+def test_every_probe_a_dry_run_sends_only_reads():
+    """What a dry run runs on the server: the probes of every provision step (fresh server or not, with or
+    without domains and a proxy), the deploy's state probes, the content probe. None writes."""
+    probes = [p for s in (server(), server(domains=[])) for step in provisioning.steps(s) for p in step.probes()]
+    probes += state_probes(Layout("mysite")) + [dryrun.content_probe("/etc/x")]
+    for probe in probes:
+        command = probe.command.replace("2>/dev/null", "").replace("2>&1", "")
+        assert not WRITES.search(command), f"{probe.key} may write: {probe.command}"
