@@ -161,6 +161,7 @@ def preview(remote: Remote, steps: Sequence[Step], reporter: Reporter) -> Recap:
     facts = remote.gather(p for s in steps for p in s.probes())
     shown = {op.path for s in steps for op in s.operations if _shows_content(op, facts)}
     contents = remote.gather(content_probe(path) for path in sorted(shown)) if shown else {}
+    shown_plans = set()
     for step in steps:
         plan = step.plan(facts)
         if plan.script is None:
@@ -168,6 +169,10 @@ def preview(remote: Remote, steps: Sequence[Step], reporter: Reporter) -> Recap:
             reporter.step("ok", step.title, plan.note)
             continue
         recap.changed.append(step.title)
+        if (step.title, plan.script) in shown_plans:  # a step that runs twice (the nginx site, before TLS and after)
+            reporter.step("to change", step.title, "the same as above, as the server is now")
+            continue
+        shown_plans.add((step.title, plan.script))
         reporter.step("to change", step.title)
         for line in step_details(step, facts, contents):
             reporter.line(INDENT + line)

@@ -45,6 +45,9 @@ def snapshot(server) -> dict[str, str]:
         name, _, states = line.partition(" ")
         if not VOLATILE_UNITS.match(name):
             state["unit:" + name] = states
+    for path in (f"/etc/nginx/sites-available/{APP}", f"/srv/{APP}/shared/env", "/etc/machine-id"):
+        assert len(state.get(path, "").split()) == 5, f"{path} was not hashed"  # type mode owner group sha256
+    assert "unit:nginx.service" in state
     return state
 
 
@@ -68,6 +71,7 @@ def test_provision_dry_run_shows_the_diff_and_changes_nothing(trixie, site, tmp_
     after = snapshot(trixie)
     assert_unchanged(before, after)
     text = out.stdout
+    print(text)  # pytest -s shows the real output (README)
     assert f"--- /etc/nginx/sites-available/{APP} (on the server)" in text, text
     assert re.search(r"^ +-\tclient_max_body_size \d+m;$", text, re.M), text
     assert re.search(r"^ +\+\tclient_max_body_size 77m;$", text, re.M), text
@@ -93,6 +97,7 @@ def test_deploy_dry_run_names_the_release_and_migration_and_changes_nothing(trix
     assert_unchanged(before, after)
     assert site.answering() == live
     text = out.stdout
+    print(text)
     assert re.search(rf"to build +release: \d{{8}}T\d{{6}}Z-{commit[:7]} ", text), text
     assert "environment" in text and "reused" in text, text
     assert "counter.0002_hit_agent" in text and "1 pending" in text, text

@@ -229,3 +229,11 @@ def test_every_probe_a_dry_run_sends_only_reads():
     for probe in probes:
         command = probe.command.replace("2>/dev/null", "").replace("2>&1", "")
         assert not WRITES.search(command), f"{probe.key} may write: {probe.command}"
+
+
+def test_a_step_planned_twice_alike_is_shown_once():
+    op = File("/etc/x", "new\n")
+    out = io.StringIO()
+    recap = dryrun.preview(FakeRemote(lambda probe: None), [Step("site", [op]), Step("site", [op])], Reporter(out))
+    assert recap.changed == ["site", "site"]
+    assert out.getvalue().count("+new") == 1 and "site: the same as above, as the server is now" in out.getvalue()
