@@ -25,10 +25,10 @@ VOLATILE_UNITS = re.compile(r"^(session-\d+\.scope|user@\d+\.service|user-runtim
                             r"unattended-upgrades\..*|mysite-.*|systemd-hostnamed\..*|systemd-timedated\..*)$")
 
 
-def snapshot(server) -> dict[str, str]:
+def snapshot(server, provisioned: bool = True) -> dict[str, str]:
     """path -> "type mode owner group sha256|target" for every file under /etc and /srv; plus the units."""
     prune = " ".join(f"! -path {p}" for p in VOLATILE)
-    out = server.root(
+    out = (server.root if provisioned else server.ssh)(
         f"find /etc /srv -xdev {prune} -printf '%p\\t%y %m %u %g %l\\n' | sort; echo ==; "
         f"find /etc /srv -xdev -type f {prune} -print0 | sort -z | xargs -0 sha256sum; echo ==; "
         "systemctl list-units --all --plain --no-legend | awk '{print $1, $3, $4}' | sort")
@@ -45,9 +45,10 @@ def snapshot(server) -> dict[str, str]:
         name, _, states = line.partition(" ")
         if not VOLATILE_UNITS.match(name):
             state["unit:" + name] = states
-    for path in (f"/etc/nginx/sites-available/{APP}", f"/srv/{APP}/shared/env", "/etc/machine-id"):
+    for path in ((f"/etc/nginx/sites-available/{APP}", f"/srv/{APP}/shared/env") if provisioned else ()) + (
+            "/etc/machine-id", "/etc/passwd"):
         assert len(state.get(path, "").split()) == 5, f"{path} was not hashed"  # type mode owner group sha256
-    assert "unit:nginx.service" in state
+    assert "unit:systemd-journald.service" in state
     return state
 
 
@@ -104,4 +105,23 @@ def test_deploy_dry_run_names_the_release_and_migration_and_changes_nothing(trix
     assert re.search(r"switch: traffic would switch from \S+ to \S+", text), text
     assert "no deploy lock taken" in text
     assert "DJANGO_SECRET_KEY" not in text or "never shown" in text
+    assert text.rstrip().endswith("dry run: nothing was changed"), text
+
+
+def test_provision_dry_run_on_a_fresh_server_shows_every_step_and_changes_nothing(tmp_path):
+    host = testhost.start("trixie")
+    try:
+        inventory = testhost.write_inventory(host, tmp_path / "fresh.yaml", app=APP, domains=DOMAINS)
+        before = snapshot(host, provisioned=False)
+        out = fab("provision", "--inventory", str(inventory), "--dry-run")
+        assert_unchanged(before, snapshot(host, provisioned=False))
+    finally:
+        host.stop()
+    text = out.stdout
+    print(text)
+    assert "to change system packages" in text and "apt-get" in text, text
+    assert "to change postgresql" in text and "to change deploy user deploy" in text, text
+    assert "+++ /etc/nginx/sites-available/mysite (as provision would write it)" in text, text
+    assert "content differs (not shown: the file is secret)" in text  # authorized_keys, sudoers
+    assert re.search(r"recap \S+: \d+ steps, \d{2} would change", text), text
     assert text.rstrip().endswith("dry run: nothing was changed"), text
