@@ -73,7 +73,7 @@ def file_diff(path: str, old: bytes | None, new: bytes, hidden: bool = False) ->
     """What changes in the file at `path`: a unified diff from `old` (None: no such file) to `new`; only a
     sentence for a secret, binary or very large file."""
     if hidden:
-        return ["content differs (not shown: the file is secret)"]
+        return ["content not shown: the file is secret"]
     before = [] if old is None else _lines(old)
     after = _lines(new)
     if before is None or after is None:

@@ -89,22 +89,27 @@ def test_provision_dry_run_of_the_same_inventory_has_nothing_to_change(trixie, s
     assert out.stdout.rstrip().endswith("dry run: nothing was changed")
 
 
-def test_deploy_dry_run_names_the_release_and_migration_and_changes_nothing(trixie, site):
+def test_deploy_dry_run_names_the_release_and_migration_and_changes_nothing(trixie, site, tmp_path):
     live = site.answering()
     commit = site.repo.commit("A new column", **{"counter__migrations__0002_hit_agent.py": GOOD_MIGRATION})
+    # The same site with a new app.env value: the dry run names it and keeps its value to itself.
+    inventory = testhost.write_inventory(trixie.host, tmp_path / "with-env.yaml", app=APP, domains=DOMAINS,
+                                         source=site.repo.path, health_check="/healthz/",
+                                         env={"PAYMENT_TOKEN": "tok-very-private"})
     before = snapshot(trixie)
-    out = site.deploy("--dry-run")
+    out = fab("deploy", "--inventory", str(inventory), "--dry-run")
     after = snapshot(trixie)
     assert_unchanged(before, after)
     assert site.answering() == live
     text = out.stdout
     print(text)
     assert re.search(rf"to build +release: \d{{8}}T\d{{6}}Z-{commit[:7]} ", text), text
-    assert "environment" in text and "reused" in text, text
+    assert re.search(r"python: environment \w+ reused", text), text
+    assert "+ PAYMENT_TOKEN (value not shown)" in text and "tok-very-private" not in text, text
     assert "counter.0002_hit_agent" in text and "1 pending" in text, text
     assert re.search(r"switch: traffic would switch from \S+ to \S+", text), text
     assert "no deploy lock taken" in text
-    assert "DJANGO_SECRET_KEY" not in text or "never shown" in text
+    assert "DJANGO_SECRET_KEY" not in text
     assert text.rstrip().endswith("dry run: nothing was changed"), text
 
 
@@ -122,6 +127,6 @@ def test_provision_dry_run_on_a_fresh_server_shows_every_step_and_changes_nothin
     assert "to change system packages" in text and "apt-get" in text, text
     assert "to change postgresql" in text and "to change deploy user deploy" in text, text
     assert "+++ /etc/nginx/sites-available/mysite (as provision would write it)" in text, text
-    assert "content differs (not shown: the file is secret)" in text  # authorized_keys, sudoers
+    assert "content not shown: the file is secret" in text  # authorized_keys, sudoers
     assert re.search(r"recap \S+: \d+ steps, \d{2} would change", text), text
     assert text.rstrip().endswith("dry run: nothing was changed"), text
