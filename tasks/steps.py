@@ -88,7 +88,7 @@ class File(Operation):
     mode: str = "644"
     owner: str = "root"
     group: str = "root"
-    secret: bool = False  # a dry run never shows its content (a file only its owner may read is secret too)
+    secret: bool = False  # a dry run never shows its content (nor that of a file other users may not read)
 
     def probes(self) -> Sequence[Probe]:
         return (path_probe(self.path),)
