@@ -236,3 +236,49 @@ def test_a_step_planned_twice_alike_is_shown_once():
     recap = dryrun.preview(FakeRemote(lambda probe: None), [Step("site", [op]), Step("site", [op])], Reporter(out))
     assert recap.changed == ["site", "site"]
     assert out.getvalue().count("+new") == 1 and "site: the same as above, as the server is now" in out.getvalue()
+
+
+def test_deploy_preview_reads_the_state_runs_only_the_env_preview_and_names_what_it_would_do():
+    from tasks.deploy import Session, preview
+    from tasks.remote import Result
+    from tasks.source import Source
+
+    inv = parse({"app": {"name": "mysite", "domains": ["app.test"], "keep_releases": 2,
+                         "env": {"PAYMENT_TOKEN": "tok-private"}},
+                 "hosts": [{"address": "10.0.0.2"}]}, "x", Path("."))
+    live = "20260101T000000Z-aaaaaaa"
+    meta = json.dumps({"id": "", "status": "good", "commit": "a" * 40, "requirements": "r1",
+                       "migrations": ["counter.0001_initial"]})
+    old = "20250101T000000Z-bbbbbbb"
+    facts = {"releases": f"{live}\t{meta}\n{old}\t{meta}\n", "failed": [], "live": live, "backend": "",
+             "running": [live], "history": "", "venvs": ["r1"], "python": "3.13.5", "provisioned": True,
+             "applied": ["counter.0001_initial"], "backups": [], "free": [10 ** 7, 10 ** 7]}
+
+    class Remote(FakeRemote):
+        def __init__(self):
+            super().__init__(lambda probe: facts[probe.key])
+            self.scripts = []
+
+        def run(self, script, **kwargs):
+            self.scripts.append(script)
+            before = ("# managed by gangway: DJANGO_ALLOWED_HOSTS\nDJANGO_ALLOWED_HOSTS='old.test'\n"
+                      "DJANGO_SECRET_KEY='sk'\n")
+            after = before.replace("old.test", "app.test") + "PAYMENT_TOKEN='tok-private'\n"
+            return Result(shell.REPORT + " " + json.dumps({"env_before": before, "env_after": after}) + "\n", "", 0)
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name in ("manage.py", "counter/migrations/0001_initial.py", "counter/migrations/0002_more.py"):
+            tar.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+    src = Source(commit="c" * 40, ref="HEAD", dirty=False, archive=buffer.getvalue(), requirements=b"django\n")
+    remote, out = Remote(), io.StringIO()
+    preview(Session(inv, inv.hosts[0], remote, Reporter(out)), src)
+    text = out.getvalue()
+    assert len(remote.scripts) == 1 and "env_before" in remote.scripts[0]  # the env file, previewed; nothing else
+    assert re.search(r"to build  release: \d{8}T\d{6}Z-ccccccc ", text), text
+    assert "python: environment" in text and "built (new requirements)" in text
+    assert "~ DJANGO_ALLOWED_HOSTS: old.test -> app.test" in text and "+ PAYMENT_TOKEN (value not shown)" in text
+    assert "tok-private" not in text and "sk'" not in text and "DJANGO_SECRET_KEY" not in text
+    assert "1 pending in the project's files, applied after a database backup: counter.0002_more" in text
+    assert f"cleanup: 1 old release(s): {old}\n" in text, text
+    assert f"traffic would switch from {live} to " in text
