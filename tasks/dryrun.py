@@ -101,7 +101,7 @@ def command_lines(commands: Iterable[str]) -> list[str]:
 
 
 def _mode_owner(op: File, state: PathState | None) -> str:
-    if state is None:
+    if state is None or not state.kind.startswith("regular"):  # a link's mode says nothing
         return ""
     parts = []
     if state.mode.lstrip("0") != op.mode.lstrip("0"):
@@ -134,11 +134,12 @@ def step_details(step: Step, facts: Facts, contents: dict[str, bytes | None]) ->
             continue
         if isinstance(op, File):
             state = facts[f"path:{op.path}"]
-            out.append(f"{safe(changes[0].what)}" + (f" ({_mode_owner(op, state)})" if _mode_owner(op, state) else ""))
+            mode_owner = _mode_owner(op, state)
+            out.append(safe(changes[0].what) + (f" ({mode_owner})" if mode_owner else ""))
             if op.content_differs(facts):
                 old = contents.get(f"content:{op.path}") if state is not None else None
                 if state is not None and old is None and not op.hidden:
-                    out.append("content differs (the server's copy is not a regular file)")
+                    out.append("  content differs (the server's copy is not a regular file it could read)")
                 else:
                     out += ["  " + line for line in file_diff(op.path, old, op.wanted(facts), op.hidden)]
             continue

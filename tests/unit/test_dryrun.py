@@ -282,3 +282,11 @@ def test_deploy_preview_reads_the_state_runs_only_the_env_preview_and_names_what
     assert "1 pending in the project's files, applied after a database backup: counter.0002_more" in text
     assert f"cleanup: 1 old release(s): {old}\n" in text, text
     assert f"traffic would switch from {live} to " in text
+
+
+def test_a_file_that_is_a_link_on_the_server_is_not_fetched_and_said_to_differ():
+    op = File("/etc/x", "new\n")
+    facts = {"path:/etc/x": PathState("symbolic link", "777", "root", "root", None, "/somewhere")}
+    assert not dryrun._shows_content(op, facts)
+    lines = dryrun.step_details(Step("x", [op]), facts, {})
+    assert lines == ["/etc/x updated", "  content differs (the server's copy is not a regular file it could read)"]
