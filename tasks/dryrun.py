@@ -167,7 +167,7 @@ def preview(remote: Remote, steps: Sequence[Step], reporter: Reporter) -> Recap:
         plan = step.plan(facts)
         if plan.script is None:
             recap.unchanged.append(step.title)
-            reporter.step("ok", step.title, plan.note)
+            reporter.step("ok", step.title, safe(plan.note))  # notes hold the server's words (its host name...)
             continue
         recap.changed.append(step.title)
         if (step.title, plan.script) in shown_plans:  # a step that runs twice (the nginx site, before TLS and after)

@@ -290,3 +290,13 @@ def test_a_file_that_is_a_link_on_the_server_is_not_fetched_and_said_to_differ()
     assert not dryrun._shows_content(op, facts)
     lines = dryrun.step_details(Step("x", [op]), facts, {})
     assert lines == ["/etc/x updated", "  content differs (the server's copy is not a regular file it could read)"]
+
+
+def test_what_the_server_says_in_a_note_prints_as_inert_text():
+    def answer(probe):
+        return probe.parse("evil\x1b]0;x\x07\nlisted\n", 0) if probe.key == "hostname" else fresh(probe)
+
+    out = io.StringIO()
+    dryrun.preview(FakeRemote(answer), provisioning.steps(server()), Reporter(out))
+    assert "ok        hostname: evil\\x1b]0;x\\x07 resolves locally" in out.getvalue()
+    assert printable(out.getvalue())
