@@ -18,7 +18,7 @@ from typing import Callable
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import defaults, diagnose, project, release_commands as commands, releases, shell, source, targets
+from . import defaults, diagnose, dryrun, project, release_commands as commands, releases, shell, source, targets
 from .inventory import Host, Inventory, InventoryError
 from .layout import Layout
 from .lock import DeployLock, who
@@ -160,22 +160,87 @@ def _schema_warning(session: Session, state: ServerState) -> None:
     "inventory": "inventory name (inventory/NAME.yaml) or path; default: production",
     "ref": "the git commit, branch or tag to ship (default: HEAD)",
     "allow-dirty": "ship uncommitted changes to tracked files too, instead of refusing",
+    "dry-run": "show what the deploy would do (release, environment, migrations, pruning) and change nothing",
 })
-def deploy(c, inventory=None, ref="HEAD", allow_dirty=False):
+def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False):
     """Ship a release: build it, migrate after a backup, switch traffic once it answers healthy."""
     shipped = []  # the project, read once, before connecting to any host
     reporter = Reporter()
 
     def read(inv: Inventory) -> None:
         build = inv.app.build
-        if build:
+        if build and dry_run:
+            reporter.line(f"build: `{build.command}` would run in a clean copy of {ref}; a dry run does not run it")
+            build = None
+        elif build:
             reporter.line(f"build: `{build.command}` in a clean copy of {ref} of {inv.app.source}")
         shipped.append(source.read(inv.app.source, ref, allow_dirty, inv.app.requirements, build,
                                    echo=lambda line: reporter.line(f"  | {line}")))
         if build:
             reporter.step("ok", "build", f"{', '.join(build.outputs)} built, shipped with the release")
 
-    _on_each_host(c, inventory, "deploy", lambda session: deploy_to(session, shipped[0]), before=read)
+    if not dry_run:
+        _on_each_host(c, inventory, "deploy", lambda session: deploy_to(session, shipped[0]), before=read)
+        return
+    try:
+        _on_each_host(c, inventory, "deploy --dry-run", lambda session: preview(session, shipped[0]), before=read)
+    finally:
+        reporter.line(dryrun.DONE)
+
+
+def preview(session: Session, src: source.Source) -> None:
+    """What a deploy of `src` would do now, found with read-only commands: nothing uploaded, built or written,
+    and no deploy lock taken (so a deploy running meanwhile may change the picture)."""
+    inventory, layout, reporter = session.inventory, session.layout, session.reporter
+    state = session.state()
+    release = _new_release(src, state)
+    reporter.line(f"deploy --dry-run {src.ref} = {src.commit[:7]} to {session.host.address} ({inventory.source})")
+    reporter.line("  note: read-only: no deploy lock taken, nothing uploaded or built")
+    _schema_warning(session, state)
+    leftovers = state.unfinished()
+    reporter.step("to build", "release", f"{release.id} ({len(src.archive) // 1024} KiB; the id names the time "
+                  "the deploy runs)" + (f"; {len(leftovers)} unfinished release(s) from an interrupted deploy "
+                                       "would be removed" if leftovers else ""))
+    venv = ("reused (these requirements are built already)" if release.requirements in state.venvs
+            else "built (new requirements)")
+    reporter.step("to build", "python", f"environment {release.requirements} {venv}")
+    managed = _managed_environment(session)
+    ok, report, tail = session.run(("environment", commands.env_file(layout, managed, preview=True)))
+    if not ok:
+        raise DeployError(f"could not read the app's environment file:\n{_last_lines(tail)}")
+    shown = set(managed) - {name for name, _ in inventory.app.env}
+    changes = dryrun.env_changes(report.get("env_before"), report["env_after"], shown)
+    reporter.step("to change" if changes else "ok", "environment",
+                  f"{layout.env_file}" + ("" if changes else " unchanged"))
+    for line in changes:
+        reporter.line(dryrun.INDENT + line)
+    _preview_migrations(session, state, src)
+    plan = pruning(inventory, state.after_deploy(release), release.id, state.live)
+    removed = [f"{len(plan.old)} old release(s): {', '.join(plan.old)}" if plan.old else "",
+               f"{len(plan.failed)} failed release(s): {', '.join(plan.failed)}" if plan.failed else "",
+               f"{len(plan.venvs)} unused Python environment(s)" if plan.venvs else "",
+               f"{len(plan.backups)} old database dump(s): {', '.join(plan.backups)}" if plan.backups else ""]
+    removed = [dryrun.safe(text) for text in removed if text]
+    reporter.step("to change" if removed else "ok", "cleanup",
+                  "; ".join(removed) if removed else f"nothing to remove ({len(plan.kept)} release(s) kept)")
+    reporter.step("to change", "switch", f"traffic would switch {'from ' + state.live + ' ' if state.live else ''}"
+                  f"to {release.id} once it answers GET {inventory.app.health_check} healthy")
+
+
+def _preview_migrations(session: Session, state: ServerState, src: source.Source) -> None:
+    """The project's migration files the database has not applied; those of packages are known once built."""
+    if state.applied is None:
+        session.reporter.step("unknown", "migrations", "cannot read which migrations the database has applied: "
+                              "is PostgreSQL running?")
+        return
+    pending = [m for m in dryrun.migration_files(src.archive) if m not in set(state.applied)]
+    later = "those of installed packages are unknown until built (a dry run does not build)"
+    if pending:
+        session.reporter.step("to change", "migrations", dryrun.safe(
+            f"{len(pending)} pending in the project's files, applied after a database backup: "
+            f"{', '.join(pending)}; {later}"))
+    else:
+        session.reporter.step("ok", "migrations", f"none pending in the project's files; {later}")
 
 
 def deploy_to(session: Session, src: source.Source) -> str:
@@ -370,13 +435,28 @@ def _set_aside(session: Session, release: Release, error: str, keep: bool = True
                                                                    else "removed"))
 
 
-def _prune(session: Session, state: ServerState, live: str, previous: str | None) -> None:
-    app = session.inventory.app
+@dataclass
+class Pruning:
+    """What a deploy removes once its release is live, beyond what the inventory says to keep."""
+    kept: list[str]
+    old: list[str]
+    failed: list[str]
+    venvs: list[str]
+    backups: list[str]
+
+
+def pruning(inventory: Inventory, state: ServerState, live: str, previous: str | None) -> Pruning:
+    app = inventory.app
     old = releases.to_prune(state, app.keep_releases, live, previous)
     kept = [r for r in state.releases if r not in old]
-    failed = releases.failed_to_prune(state.failed, app.keep_failed)
-    venvs = releases.venvs_to_prune(state, kept)
-    backups = releases.backups_to_prune(state.backups, app.keep_backups)
+    return Pruning(kept=kept, old=old, failed=releases.failed_to_prune(state.failed, app.keep_failed),
+                   venvs=releases.venvs_to_prune(state, kept),
+                   backups=releases.backups_to_prune(state.backups, app.keep_backups))
+
+
+def _prune(session: Session, state: ServerState, live: str, previous: str | None) -> None:
+    plan = pruning(session.inventory, state, live, previous)
+    kept, old, failed, venvs, backups = plan.kept, plan.old, plan.failed, plan.venvs, plan.backups
     if old or failed or venvs or backups:
         ok, _, tail = session.run(("prune", commands.cleanup(session.layout, [], old, failed, venvs, backups)),
                                   ("static", commands.prune_static(session.layout, kept) if old else "true"))

@@ -5,40 +5,46 @@ from __future__ import annotations
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import provisioning, targets
+from . import dryrun, provisioning, targets
 from .inventory import InventoryError
 from .remote import RemoteError, Stats
 from .runner import Reporter, apply
 
 
 @task(auto_shortflags=False,
-      help={"inventory": "inventory name (inventory/NAME.yaml) or path; default: production"})
-def provision(c, inventory=None):
+      help={"inventory": "inventory name (inventory/NAME.yaml) or path; default: production",
+            "dry-run": "show what would change (diffs of config files, the commands for the rest), change nothing"})
+def provision(c, inventory=None, dry_run=False):
     """Set up a server: packages, users, PostgreSQL, Gunicorn, nginx, TLS, firewall, SSH. Safe to re-run."""
     reporter = Reporter()
     try:
         inv, hosts = targets.select(c, inventory)
         for host in hosts:
-            provision_host(inv, host, reporter, c.config)
+            provision_host(inv, host, reporter, c.config, dry_run)
     except (InventoryError, RemoteError) as error:
-        raise Exit(f"provision failed: {error}", code=1) from None
+        raise Exit(f"provision{' --dry-run' if dry_run else ''} failed: {error}", code=1) from None
+    finally:
+        if dry_run:
+            reporter.line(dryrun.DONE)
 
 
-def provision_host(inventory, host, reporter: Reporter, config=None) -> None:
-    """Log in (as the deploy user once it exists), apply the steps, print the recap. `config` is the task's
-    Fabric config: every connection (the first login, the proof of the deploy user's) is built from it."""
+def provision_host(inventory, host, reporter: Reporter, config=None, dry_run: bool = False) -> None:
+    """Log in (as the deploy user once it exists), apply the steps (or only show them), print the recap.
+    `config` is the task's Fabric config: every connection (the first login, the proof of the deploy user's)
+    is built from it."""
     stats = Stats()
     keys = targets.public_keys(host, inventory)
     remote = targets.login(host, inventory, stats, config)
-    reporter.line(f"provision {host.address} as {remote.user} ({inventory.source})")
+    reporter.line(f"provision{' --dry-run' if dry_run else ''} {host.address} as {remote.user} ({inventory.source})")
     if not inventory.tls:
         reporter.line("  note: the inventory lists no domains, so the site is served over HTTP only; add "
                       "app.domains to get a certificate")
     server = provisioning.Server(inventory=inventory, host=host, public_keys=keys,
                                  prove_deploy_login=lambda: targets.prove_login(host, inventory, stats, config))
     try:
-        recap = apply(remote, provisioning.steps(server), reporter)
+        recap = (dryrun.preview if dry_run else apply)(remote, provisioning.steps(server), reporter)
     finally:
         remote.close()
-    reporter.line(f"recap {host.address}: {recap.steps} steps, {len(recap.changed)} changed, "
+    reporter.line(f"recap {host.address}: {recap.steps} steps, {len(recap.changed)} "
+                  f"{'would change' if dry_run else 'changed'}, "
                   f"{len(recap.unchanged)} unchanged; {stats.summary()}")

@@ -119,8 +119,9 @@ def manage(layout: Layout, release_id: str, user: str, args: list[str], writable
 
 # --- building a release ------------------------------------------------------------------------------------
 
-def env_file(layout: Layout, managed: dict[str, str]) -> str:
+def env_file(layout: Layout, managed: dict[str, str], preview: bool = False) -> str:
     """Create the environment file once (with a new secret key), then keep the managed keys up to date.
+    With `preview`, write nothing: report the file as it is and as it would be (env_before, env_after).
 
     The file remembers which keys gangway wrote (a comment line): one it no longer manages (a name taken out
     of the inventory's app.env) is removed, not left behind. Lines the operator added are left alone; the
@@ -131,11 +132,12 @@ def env_file(layout: Layout, managed: dict[str, str]) -> str:
         if not key.isidentifier() or any(c in value for c in "'\\\n\r"):
             raise ValueError(f"{key}={value!r} cannot be written to the environment file")
     program = f"""
-import os, re, secrets, sys
+import json, os, re, secrets, sys
 path = {layout.env_file!r}
 managed = {managed!r}
 mark = {ENV_FILE_MARK!r}
-lines = open(path).read().splitlines() if os.path.exists(path) else []
+old = open(path).read() if os.path.exists(path) else None
+lines = old.splitlines() if old is not None else []
 before = set()
 for line in lines:
     if line.startswith(mark):
@@ -153,7 +155,9 @@ for line in lines:
     out.append(f"{{key}}='{{managed.pop(key)}}'" if key in managed else line)
 out += [f"{{k}}='{{v}}'" for k, v in managed.items()]
 text = "\\n".join(out) + "\\n"
-if not os.path.exists(path) or open(path).read() != text:
+if {preview!r}:
+    print({shell.REPORT!r} + " " + json.dumps({{"env_before": old, "env_after": text}}))
+elif old != text:
     tmp = path + ".gw-new"
     try:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
@@ -164,7 +168,7 @@ if not os.path.exists(path) or open(path).read() != text:
             os.remove(tmp)
         raise
 """
-    return f"python3 -c {q(program)}"
+    return f"python3 -B -c {q(program)}"  # -B: no bytecode written, not even for a preview
 
 
 def unpack(layout: Layout, release: Release, archive: str) -> str:

@@ -88,9 +88,20 @@ class File(Operation):
     mode: str = "644"
     owner: str = "root"
     group: str = "root"
+    secret: bool = False  # a dry run never shows its content (nor that of a file other users may not read)
 
     def probes(self) -> Sequence[Probe]:
         return (path_probe(self.path),)
+
+    @property
+    def hidden(self) -> bool:
+        """Whether a dry run may only say that the content differs, never show it."""
+        return self.secret or not int(self.mode, 8) & 0o004
+
+    def content_differs(self, facts: Facts) -> bool:
+        state: PathState | None = facts[f"path:{self.path}"]
+        return (state is None or not state.kind.startswith("regular")
+                or state.sha256 != hashlib.sha256(self.wanted(facts)).hexdigest())
 
     def wanted(self, facts: Facts) -> bytes:
         content = self.content(facts) if callable(self.content) else self.content
@@ -98,12 +109,10 @@ class File(Operation):
 
     def plan(self, facts: Facts) -> list[Change]:
         state: PathState | None = facts[f"path:{self.path}"]
-        data = self.wanted(facts)
-        if (state is None or not state.kind.startswith("regular")
-                or state.sha256 != hashlib.sha256(data).hexdigest()):
+        if self.content_differs(facts):
             verb = "created" if state is None else "updated"
-            return [Change(f"{self.path} {verb}", (shell.write_file(self.path, data, self.mode, self.owner,
-                                                                     self.group),), backup=self.path)]
+            write = shell.write_file(self.path, self.wanted(facts), self.mode, self.owner, self.group)
+            return [Change(f"{self.path} {verb}", (write,), backup=self.path)]
         if _mode(state.mode) != _mode(self.mode) or (state.owner, state.group) != (self.owner, self.group):
             return [Change(f"{self.path} mode/owner fixed",
                            (f"chown {q(self.owner)}:{q(self.group)} {q(self.path)}",

@@ -16,7 +16,8 @@ SWAPFILE = "/swapfile"
 def apt_proxy(server: Server) -> Step:
     proxy = server.inventory.proxy
     if proxy:
-        op = File(APT_PROXY, render("apt/proxy.conf.j2", url=proxy.url))
+        # secret: a proxy URL may carry a user name and password.
+        op = File(APT_PROXY, render("apt/proxy.conf.j2", url=proxy.url), secret=True)
     else:
         op = Absent(APT_PROXY, "no proxy in the inventory")
     return Step("apt proxy", [op], note=f"through {proxy.url}" if proxy else "direct, no proxy")

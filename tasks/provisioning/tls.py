@@ -106,7 +106,9 @@ def certificate(server: Server) -> list[Step]:
     renewal = [
         File(layout.acme_ca_bundle, bundle.read_text()) if bundle else Absent(layout.acme_ca_bundle),
         *([Directory(RENEWAL_DROPIN.rsplit("/", 1)[0]),
-           File(RENEWAL_DROPIN, render("certbot/renewal-environment.conf.j2", environment=env))] if env
+           # secret: the proxy URL in it may carry a user name and password.
+           File(RENEWAL_DROPIN, render("certbot/renewal-environment.conf.j2", environment=env), secret=True)]
+          if env
           else [Absent(RENEWAL_DROPIN)]),
         Check(Probe("certbot-timer", "systemctl is-enabled certbot.timer", lambda out, rc: out.strip()), _timer),
     ]
