@@ -237,47 +237,49 @@ def _confirm(inventory: Inventory, what: str) -> None:
         raise DeployError("not confirmed; nothing was changed")
 
 
-@task(auto_shortflags=False, help={
-    "backup": "the backup to restore: a NAME `fab backups` lists (with or without .dump)",
+@task(auto_shortflags=False, positional=["backup"], help={
+    "backup": "the backup to restore: a NAME `fab backups` lists (with or without .dump); with --upload, a local "
+              "file",
     "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
     "yes": "restore without asking (needed when there is no terminal, e.g. in CI)",
-    "upload": "a local dump (from fab backup --download, or pg_dump --format=custom) to upload and restore",
+    "upload": "BACKUP is a dump on this machine (from fab backup --download, or pg_dump --format=custom): upload it "
+              "and restore it",
 })
-def restore(c, backup=None, inventory=None, yes=False, upload=None):
+def restore(c, backup, inventory=None, yes=False, upload=False):
     """Restore a database backup (or --upload a local one): a fresh backup first, maintenance mode around it."""
-    if bool(backup) == bool(upload):
-        raise Exit("restore: name one backup (fab restore NAME, see fab backups) or --upload LOCALFILE", code=2)
-    data = None
+    if backup.startswith("-"):
+        raise Exit(f"restore: {backup!r} is not a backup's name; for help: fab --help restore", code=2)
+    sent, name = None, None
     if upload:
         try:
-            data = Path(upload).expanduser().read_bytes()
+            sent = (backup, Path(backup).expanduser().read_bytes())
         except OSError as error:
-            raise Exit(f"restore: cannot read {upload} ({error.strerror}); give the path of a local dump", code=2)
-    name = None
-    if backup:
+            raise Exit(f"restore: cannot read {backup} ({error.strerror}); give the path of a local dump", code=2)
+    else:
         name = commands.dump_name(backup)
         if name is None:
-            raise Exit(f"restore: {backup!r} is not a backup's name: see the names `fab backups` lists", code=2)
+            raise Exit(f"restore: {backup!r} is not a backup's name: see the names `fab backups` lists (a file on "
+                       "this machine goes with --upload)", code=2)
 
     def ask(inventory_: Inventory) -> None:
         if not yes:
-            _confirm(inventory_, name or upload)
+            _confirm(inventory_, name or backup)
 
-    sent = (upload, data) if upload else None
     _on_each_host(c, inventory, "restore", lambda session: restore_on(session, name, sent), before=ask)
 
 
 # --- fab maintenance --------------------------------------------------------------------------------------------
 
 
-@task(auto_shortflags=False, help={
+@task(auto_shortflags=False, positional=["mode"], help={
     "mode": "on or off",
     "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
 })
 def maintenance(c, mode, inventory=None):
     """Turn maintenance mode on or off: while on, nginx answers 503 with a maintenance page and Retry-After."""
     if mode not in ("on", "off"):
-        raise Exit(f"maintenance: say on or off, not {mode!r}: fab maintenance on", code=2)
+        raise Exit(f"maintenance: say on or off, not {mode!r}: fab maintenance on (help: fab --help maintenance)",
+                   code=2)
 
     def switch(session: Session) -> None:
         layout = session.layout
