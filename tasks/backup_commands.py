@@ -76,9 +76,9 @@ def adopt_upload(layout: Layout, upload: str, name: str) -> str:
     """An uploaded dump, checked to be one pg_restore reads (by postgres, not root), moved into backups/ as
     NAME.dump, root's alone; the upload is removed either way."""
     path = f"{layout.backups}/{name}{DUMP}"
-    readable = f"cd / && {as_user('postgres', 'pg_restore --list')} < {q(upload)} > /dev/null"
+    readable = f"cd / && {as_user('postgres', 'pg_restore --list')} < {q(upload)}"
     return "\n".join([
-        f"if ! out=$({readable} 2>&1); then rm -f {q(upload)}; "
+        f"if ! out=$({readable} 2>&1 > /dev/null); then rm -f {q(upload)}; "
         "printf 'the uploaded file is not a dump pg_restore can read (make one with fab backup --download, or '"
         "'pg_dump --format=custom): %s\\n' \"$out\" >&2; exit 6; fi",
         f"chown root:root {q(upload)} && chmod 600 {q(upload)} && mv -f {q(upload)} {q(path)}",

@@ -75,6 +75,7 @@ def fetch_backup(session: Session, name: str, directory: str | None) -> Path:
 def backup_on(session: Session, media: bool, download_to: str | None) -> str:
     """A dump of the database now (and an archive of the media files): TIMESTAMP-manual.dump in backups/."""
     layout, name = session.layout, f"{commands.stamp()}-manual"
+    session.reporter.line(f"backup {session.app} on {session.host.address}")
     steps = [("backup", release_commands.backup(layout, session.app, name))]
     if media:
         steps.append(("media", commands.media_archive(layout, name)))
@@ -161,6 +162,7 @@ def schema_difference(applied: list[str] | None, known: list[str]) -> str:
 
 def restore_on(session: Session, name: str | None, upload: tuple[str, bytes] | None) -> None:
     reporter, layout = session.reporter, session.layout
+    reporter.line(f"restore {name or upload[0]} into {session.app} on {session.host.address}")
     with DeployLock(session.remote, layout, f"restore {name or 'upload'}"):
         state = session.state()
         if upload:
