@@ -61,8 +61,8 @@ def fetch_backup(session: Session, name: str, directory: str | None) -> Path:
         raise DeployError(_last_lines(tail))
     part = target.with_name(target.name + ".part")
     try:
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.close(fd)
+        # Created owner-only before a byte arrives: SFTP writes into it and keeps its mode.
+        os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         session.remote.get(copy, str(part))
         os.replace(part, target)
     finally:

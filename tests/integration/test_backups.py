@@ -60,6 +60,10 @@ def test_a_restore_brings_back_the_rows_of_the_backup(site, tmp_path):
 
     listing = site.run("backups").stdout
     assert re.search(rf"{re.escape(name)}\s+\S+ \S+\s+\d+ s\s+database, by hand", listing), listing
+    again = tmp_path / "again"
+    again.mkdir()
+    site.run("backups", "--download", name[:-len(".dump")], "--to", str(again))
+    assert (again / name).read_bytes() == local.read_bytes()
 
     site.visit(4)
     assert site.hits() == before + 4
@@ -88,6 +92,7 @@ def test_a_restore_that_fails_changes_nothing_and_ends_maintenance(site, tmp_pat
     rows = site.hits()
     failed = site.run("restore", "--upload", str(junk), "--yes", check=False)
     assert failed.returncode != 0 and "not a dump pg_restore can read" in failed.stderr, failed.stderr
+    assert "pg_restore: error" in failed.stderr  # pg_restore's own words too
     assert site.hits() == rows
     assert site.get("/version/").status == 200
 
@@ -123,7 +128,7 @@ def test_maintenance_mode_answers_503_from_outside_and_deploys_still_work(site):
         assert response.status == 503, (path, response)
         assert response.header("Retry-After") == "300", response.headers
         assert "Down for maintenance" in response.body
-    deployed = site.deploy().stdout
+    deployed = site.run("deploy").stdout
     assert "maintenance mode is on" in deployed, deployed
     assert site.get("/").status == 503
     assert "maintenance mode is off" in site.run("maintenance", "off").stdout
