@@ -13,7 +13,8 @@ import subprocess
 import pytest
 
 from tests.integration.appsite import Site, make_site
-from tests.integration.conftest import APP, REPO
+from tests.integration.conftest import APP, DOMAINS, REPO
+from tests.outside import http_get
 
 BACKUPS = f"/srv/{APP}/backups"
 
@@ -128,6 +129,9 @@ def test_maintenance_mode_answers_503_from_outside_and_deploys_still_work(site):
         assert response.status == 503, (path, response)
         assert response.header("Retry-After") == "300", response.headers
         assert "Down for maintenance" in response.body
+    # ACME challenges are still answered (a 404 for one that does not exist), so certificates renew.
+    acme = http_get(site.server.host.address, DOMAINS[0], "/.well-known/acme-challenge/none")
+    assert acme.status == 404, acme
     deployed = site.run("deploy").stdout
     assert "maintenance mode is on" in deployed, deployed
     assert site.get("/").status == 503

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from tasks import backup_commands as commands, release_commands, releases, shell
+from tasks import backups as tasks_backups
 from tasks.backups import age, schema_difference, table
+from tasks.deploy import DeployError
 from tasks.inventory import Backups, Host, Inventory, App
 from tasks.layout import Layout
 from tasks.provisioning import Server, backups as provisioning
@@ -202,6 +204,30 @@ def test_a_restore_reads_the_dump_as_its_input_as_the_app_user(tmp_path):
     assert out.returncode == 0
     assert "-u mysite --" in out.stdout and "--single-transaction" in out.stdout and "--clean" in out.stdout
     assert out.stdout.rstrip().endswith("DATA")
+
+
+# --- confirmation -----------------------------------------------------------------------------------------------
+
+class _Terminal:
+    def __init__(self, tty: bool):
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty, typed, refused", [(False, None, "add --yes"), (True, "y", "not confirmed"),
+                                                  (True, "mysite", None)])
+def test_a_restore_goes_on_only_when_the_app_name_is_typed(monkeypatch, tty, typed, refused):
+    monkeypatch.setattr(tasks_backups.sys, "stdin", _Terminal(tty))
+    monkeypatch.setattr(tasks_backups.sys, "stdout", _Terminal(tty))
+    monkeypatch.setattr("builtins.input", lambda prompt: typed)
+    inventory = Inventory(App("mysite"), (Host("192.0.2.1"),))
+    if refused:
+        with pytest.raises(DeployError, match=refused):
+            tasks_backups._confirm(inventory, "x.dump")
+    else:
+        tasks_backups._confirm(inventory, "x.dump")
 
 
 # --- schema after a restore -------------------------------------------------------------------------------------
