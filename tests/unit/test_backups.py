@@ -160,7 +160,7 @@ def test_ages_read_at_a_glance(seconds, words):
     shell.script(commands.media_archive(LAYOUT, "20260101T000000Z-manual")),
     shell.script(commands.adopt_upload(LAYOUT, LAYOUT.upload("t0", "x.dump"), "20260101T000000Z-uploaded")),
     shell.script(commands.restore_database(LAYOUT, "mysite", "x.dump")),
-    shell.script(commands.exists(LAYOUT, "x.dump"), commands.readable_copy(LAYOUT, "x.dump", "deploy", "/tmp/c")),
+    shell.script(commands.exists(LAYOUT, "x.dump"), commands.readable_copy(LAYOUT, "x.dump", "deploy", LAYOUT.upload("t0", "x.dump"))),
     shell.script(commands.maintenance_on(LAYOUT, "me", "now"), commands.maintenance_off(LAYOUT)),
     commands.listing_probe(LAYOUT).command,
     release_commands.maintenance_probe(LAYOUT).command,
