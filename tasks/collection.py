@@ -17,6 +17,7 @@ from pathlib import Path
 import fabric
 from invoke import Collection
 
+from .backups import backup, backups, maintenance, restore
 from .data import import_data
 from .deploy import deploy, list_releases, rollback, unlock
 from .executor import Executor
@@ -34,7 +35,7 @@ def namespace_for(fabfile: str | Path, inventory_dir: str = INVENTORY_DIR) -> Co
     """All tasks, with the inventory directory set relative to `fabfile` (pass the fabfile's `__file__`)."""
     root = Path(fabfile).resolve().parent
     namespace = Collection(init, provision, deploy, rollback, list_releases, unlock, manage, config, import_data,
-                           status, logs)
+                           status, logs, backup, backups, restore, maintenance)
     namespace.configure({"gangway": {"inventory": None, "known_hosts": None,
                                      "inventory_dir": str(root / inventory_dir)}})
     _use_executor()

@@ -12,6 +12,13 @@ KEEP_RELEASES = 5
 KEEP_FAILED = 3
 # Database dumps taken before migrations: the newest this many are kept.
 KEEP_BACKUPS = 10
+# Scheduled backups (a systemd timer): daily at this server time, plus up to this long at random; kept by age.
+BACKUP_TIME = "03:15"
+BACKUP_DELAY = "30min"
+KEEP_DAILY = 7
+KEEP_WEEKLY = 4
+# What `Retry-After` tells clients while the site is in maintenance mode, in seconds.
+MAINTENANCE_RETRY_AFTER_S = 300
 HEALTH_TIMEOUT_S = 30
 # After a switch the release that was live stays warm this long, so that rolling back to it is instant.
 STANDBY_MINUTES = 10

@@ -47,7 +47,8 @@ def server_state(facts: dict) -> ServerState:
                        live=facts["live"], running=facts["running"],
                        history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
                        python=facts["python"], applied=facts["applied"], backups=facts["backups"],
-                       free_kib=facts["free"], backend=facts["backend"] or "")
+                       free_kib=facts["free"], backend=facts["backend"] or "",
+                       maintenance=facts["maintenance"])
 
 
 @dataclass
@@ -141,6 +142,13 @@ def _free_mib(state: ServerState) -> str:
     free = state.free_kib
     return (f"{free[0] / 1024:.1f} MiB free in releases/, {free[-1] / 1024:.1f} MiB in venvs/" if free
             else "free space unknown")
+
+
+def maintenance_note(session: Session, state: ServerState) -> None:
+    """Say so when the site is in maintenance mode: the work goes on, visitors keep seeing the page."""
+    if state.maintenance:
+        session.reporter.line("  note      maintenance mode is on: visitors get the maintenance page (503) until "
+                              "`fab maintenance off`; health checks go to the release's own socket")
 
 
 def _schema_warning(session: Session, state: ServerState) -> None:
@@ -257,6 +265,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
             reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
                           f"({inventory.source})")
             _schema_warning(session, state)
+            maintenance_note(session, state)
             _build(session, state, src, release)
             applied_before = state.applied
             pending = [m for m in release.migrations if m not in set(applied_before)]
@@ -488,6 +497,7 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
         target = _rollback_target(state, to)
         reporter.line(f"rollback {session.host.address}: {current} -> {target}" +
                       (" (it is live but not running: starting it)" if target == current else ""))
+        maintenance_note(session, state)
         release = state.releases[target]
         if release.requirements not in state.venvs:
             raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "

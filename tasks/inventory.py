@@ -89,6 +89,14 @@ class App:
 
 
 @dataclass(frozen=True)
+class Backups:
+    """The scheduled daily database backup: when, and how many of its dumps are kept."""
+    time: str = defaults.BACKUP_TIME
+    keep_daily: int = defaults.KEEP_DAILY
+    keep_weekly: int = defaults.KEEP_WEEKLY
+
+
+@dataclass(frozen=True)
 class Inventory:
     app: App
     hosts: tuple[Host, ...]
@@ -98,6 +106,7 @@ class Inventory:
     ssh_keys: tuple[str, ...] = ()
     known_hosts: Path | None = None  # None: the user's ~/.ssh/known_hosts
     source: str = "(defaults)"
+    backups: Backups = field(default_factory=Backups)
 
     @property
     def proxy_environment(self) -> dict[str, str]:
@@ -318,6 +327,13 @@ def check_at_least_two(value: int) -> str | None:
     return None if value >= 2 else "must be at least 2: the live release and the previous one are always kept"
 
 
+def check_time_of_day(value: str) -> str | None:
+    match = re.fullmatch(r"([0-9]{2}):([0-9]{2})", value)
+    if not match or int(match[1]) > 23 or int(match[2]) > 59:
+        return "is not a time of day: write HH:MM in 24-hour server time, e.g. \"03:15\" (in quotes)"
+    return None
+
+
 def check_url_path(value: str) -> str | None:
     if _URL_PATH.fullmatch(value) and len(value) <= 2000:
         return None
@@ -430,6 +446,13 @@ PROXY_KEYS = {
                check=check_proxy_url),
     "no_proxy": Key(list, "hosts reached directly, not through the proxy", each=check_no_proxy, item_kind=str),
 }
+BACKUP_KEYS = {
+    "time": Key(str, 'when the daily backup runs, HH:MM server time, in quotes, e.g. "03:15"',
+                check=check_time_of_day),
+    "keep_daily": Key(int, "how many days' scheduled backups to keep (the newest of each day)", check=check_positive),
+    "keep_weekly": Key(int, "how many weeks' scheduled backups to keep besides (the newest of each week)",
+                       check=check_not_negative),
+}
 TOP_KEYS = {
     "app": Key(dict, "the app: name, domains", required=True),
     "hosts": Key(list, "the servers: a list of {address, user, port, key}", item_kind=dict),
@@ -438,6 +461,7 @@ TOP_KEYS = {
     "deploy_user": Key(str, "the account you and fab log in as after provisioning", check=check_deploy_user),
     "ssh_keys": Key(list, "more public keys allowed to log in as the deploy user", each=check_public_key,
                     item_kind=str),
+    "backups": Key(dict, "the scheduled daily database backup: {time: \"03:15\", keep_daily: 7, keep_weekly: 4}"),
     "known_hosts": Key(str, "the file that holds these servers' SSH host keys instead of ~/.ssh/known_hosts, "
                             "relative to this file, e.g. production.known_hosts", check=check_local_path),
 }
@@ -546,6 +570,7 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
     if "build" in app:
         b = checker.mapping(app["build"], BUILD_KEYS, "app.build")
         build = Build(command=b["command"], outputs=tuple(o.rstrip("/") for o in b["outputs"]))
+    backups = checker.mapping(top.get("backups", {}), BACKUP_KEYS, "backups")
     project = Path(app.get("source", ".")).expanduser()
     return Inventory(
         app=App(name=app["name"], domains=tuple(domains), wsgi_module=app.get("wsgi_module", ""),
@@ -566,6 +591,9 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
         ssh_keys=tuple(top.get("ssh_keys", ())),
         known_hosts=(base / Path(top["known_hosts"]).expanduser()) if "known_hosts" in top else None,
         source=source,
+        backups=Backups(time=backups.get("time", defaults.BACKUP_TIME),
+                        keep_daily=backups.get("keep_daily", defaults.KEEP_DAILY),
+                        keep_weekly=backups.get("keep_weekly", defaults.KEEP_WEEKLY)),
     )
 
 

@@ -12,8 +12,9 @@
         media/                the only place the app user may write
       static/                 what nginx serves at /static/: every kept release's files, so a page rendered
                               by the previous release still gets its hashed CSS and JS after a switch
-      backups/                database dumps taken before migrations (postgres only)
-      state/                  the deploy lock and the audit log
+      backups/                database dumps (root's alone): before migrations, daily, by hand; media archives
+      state/                  the deploy lock, the audit log, and the maintenance flag (nginx answers 503
+                              while it exists: its group is www-data, which may look it up but not list it)
       current -> releases/X   the live release
       live.sock -> /run/APP/X/gunicorn.sock
                               the socket nginx proxies to: re-pointing it switches traffic with no reload
@@ -123,6 +124,11 @@ class Layout:
         return f"{self.state}/deploy.lock.info"
 
     @property
+    def maintenance_flag(self) -> str:
+        """While this file exists nginx answers every request (but ACME challenges) with the maintenance page."""
+        return f"{self.state}/maintenance"
+
+    @property
     def history(self) -> str:
         """The audit log: one line per deploy, switch, rollback and failure."""
         return f"{self.state}/history.log"
@@ -141,6 +147,11 @@ class Layout:
         """The include holding nginx's proxy_pass: a placeholder page until the first deploy, then the live
         socket link for good (later switches re-point the link and leave nginx alone)."""
         return f"{self.config_dir}/backend.conf"
+
+    @property
+    def backup_script(self) -> str:
+        """The scheduled backup's program (templates/backups/backup.py), root's."""
+        return f"{self.config_dir}/backup.py"
 
     @property
     def nginx_site(self) -> str:
@@ -172,6 +183,11 @@ class Layout:
     def boot_link(self, release_id: str) -> str:
         """What `systemctl enable` would create: the link that makes systemd start a release at boot."""
         return f"/etc/systemd/system/multi-user.target.wants/{self.unit(release_id)}"
+
+    @property
+    def backup_unit(self) -> str:
+        """The scheduled backup: APP-backup.service, started daily by APP-backup.timer."""
+        return f"{self.app}-backup"
 
     def manage_unit(self, token: str) -> str:
         """The transient unit a `fab manage` command runs in."""

@@ -68,7 +68,13 @@ def state_probes(layout: Layout) -> list[Probe]:
                          "-printf '%f %s %TY-%Tm-%Td %TH:%TM\\n' | sort",
               lambda out, rc: out.splitlines() if rc == 0 else []),
         Probe("free", f"df -Pk {q(layout.releases)} {q(layout.venvs)}", parse_free),
+        maintenance_probe(layout),
     ]
+
+
+def maintenance_probe(layout: Layout) -> Probe:
+    """Whether the site is in maintenance mode (`fab maintenance on`)."""
+    return Probe("maintenance", join("test", "-f", layout.maintenance_flag), lambda out, rc: rc == 0)
 
 
 def applied_probe(layout: Layout) -> Probe:
@@ -234,13 +240,14 @@ def release_check(layout: Layout, release_id: str, script: str) -> str:
 
 
 def backup(layout: Layout, app: str, name: str) -> str:
-    """A custom-format dump (pg_restore can restore it), taken as postgres, kept in backups/. Written under a
-    temporary name and renamed when complete: a failed dump leaves nothing that looks like a backup."""
+    """A custom-format dump (compressed; pg_restore can restore it) of the app's database, taken as postgres and
+    written by root into backups/, owner-only from the first byte. Written under a temporary name and renamed
+    when complete: a failed dump leaves nothing that looks like a backup."""
     path = f"{layout.backups}/{name}.dump"
     part = f"{path}.part"
+    dump = as_user("postgres", join("pg_dump", "--format=custom", app))
     return "\n".join([
-        f"if ! (cd / && {as_user('postgres', join('pg_dump', '--format=custom', f'--file={part}', app))}); then "
-        f"rm -f {q(part)}; exit 1; fi",
+        f"if ! (cd / && umask 077 && {dump} > {q(part)}); then rm -f {q(part)}; exit 1; fi",
         join("mv", "-f", part, path),
         report(backup=path),
     ])
@@ -344,8 +351,10 @@ def static_served(layout: Layout, release: Release, host: str, https: bool) -> s
     if not sample:
         return ""
     url = f"{'https' if https else 'http'}://{host}{sample['url']}"
+    # In maintenance mode nginx answers 503 to everyone: the check would prove nothing, and is skipped.
     connect = ["--resolve", f"{host}:443:127.0.0.1", "-k"] if https else ["--connect-to", f"{host}:80:127.0.0.1:80"]
     return "\n".join([
+        f"if [ ! -f {q(layout.maintenance_flag)} ]; then",
         f"want=$(sha256sum < {q(layout.release(release.id) + '/static/' + sample['file'])} | cut -c1-64)",
         f"got=$({join('curl', '-s', '--noproxy', '*', '--max-time', '10', *connect, url)} | sha256sum | cut -c1-64)",
         "if [ \"$got\" != \"$want\" ]; then printf '%s\\n' "
@@ -353,6 +362,7 @@ def static_served(layout: Layout, release: Release, host: str, https: bool) -> s
             f"file {sample['file']}. nginx serves /static/ from {layout.static}/, so STATIC_URL must be '/static/' "
             "and STATIC_ROOT the directory collectstatic fills (gangway sets DJANGO_STATIC_ROOT)")
         + " >&2; exit 5; fi",
+        "fi",
     ])
 
 

@@ -16,6 +16,7 @@ RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7,12}(-dirty)?$")
 BUILDING = "building"  # being built; left behind only by an interrupted deploy
 GOOD = "good"          # passed its health check and went live at least once
 FAILED = "failed"      # moved to failed/ for inspection
+DAILY_SUFFIX = "-daily.dump"  # a scheduled backup's name: TIMESTAMP-daily.dump
 
 
 def new_release_id(commit: str, dirty: bool = False, now: datetime | None = None) -> str:
@@ -60,6 +61,7 @@ class ServerState:
     backups: list[str] = field(default_factory=list)  # "NAME BYTES DATE TIME" of each database dump, oldest first
     free_kib: list[int] = field(default_factory=list)  # free space where releases/ and venvs/ live
     backend: str = ""                 # nginx's backend include as it is on the server
+    maintenance: bool = False         # the maintenance flag is set: nginx answers 503 to everyone
 
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""
@@ -146,8 +148,10 @@ def failed_to_prune(failed: list[str], keep: int) -> list[str]:
 
 
 def backups_to_prune(backups: list[str], keep: int) -> list[str]:
-    """Database dumps beyond the newest `keep` (by time), as file names."""
-    by_time = sorted(backups, key=lambda line: line.split(" ", 2)[2:] + [line])
+    """Database dumps beyond the newest `keep` (by time), as file names; the scheduled ones (*-daily.dump) are
+    not among them: their own retention prunes them (templates/backups/backup.py)."""
+    by_time = sorted((line for line in backups if not line.split(" ", 1)[0].endswith(DAILY_SUFFIX)),
+                     key=lambda line: line.split(" ", 2)[2:] + [line])
     return [line.split(" ", 1)[0] for line in by_time[:max(len(by_time) - keep, 0)]]
 
 

@@ -530,6 +530,17 @@ class Remote:
                 raise self._lost(f"uploading {path}", "the upload") from None
             raise RemoteError(f"{self.name}: uploading {path} failed ({describe(error)})") from None
 
+    def get(self, path: str, local: str) -> None:
+        """Download `path` over SFTP, as the logged-in user, into the local file `local`."""
+        self._ensure_connected(f"downloading {path}")
+        self.stats.commands += 1
+        try:
+            self.connection.get(path, local)
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            if self._gone_after():
+                raise self._lost(f"downloading {path}", "the download") from None
+            raise RemoteError(f"{self.name}: downloading {path} failed ({describe(error)})") from None
+
     def check(self, command: str, what: str, **kwargs) -> Result:
         """Run and raise RemoteError with the command's own output when it fails."""
         result = self.run(command, **kwargs)

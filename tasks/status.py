@@ -54,11 +54,6 @@ class Health:
 
 # --- what to ask ---------------------------------------------------------------------------------------------
 
-def maintenance_flag(layout: Layout) -> str:
-    """While this file exists nginx answers 503 (`fab maintenance on`)."""
-    return f"{layout.state}/maintenance"
-
-
 def health_command(host: str, path: str, https: bool) -> str:
     """GET `path` through nginx on the server itself, by the site's name, as a visitor would: over HTTPS with
     the certificate verified against the server's CA store. When the certificate does not verify, the request
@@ -113,7 +108,6 @@ def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> l
               lambda out, rc: '"1"' in out),
         Probe("reboot", "if [ -e /run/reboot-required ]; then echo yes; cat /run/reboot-required.pkgs; fi",
               lambda out, rc: out.split()[1:] if out.startswith("yes") else None),
-        Probe("maintenance", join("test", "-e", maintenance_flag(layout)), lambda out, rc: rc == 0),
     ]
 
 

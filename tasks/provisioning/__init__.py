@@ -30,8 +30,8 @@ class Server:
 
 
 def steps(server: Server) -> list[Step]:
-    from . import (catch_all, firewall, gunicorn, hardening, nginx, postgres, ssh, system, tls,
-                                    users)
+    from . import (backups, catch_all, firewall, gunicorn, hardening, nginx, postgres, ssh, system, tls,
+                   users)
 
     return [
         system.apt_proxy(server),
@@ -49,6 +49,7 @@ def steps(server: Server) -> list[Step]:
         users.build_user(server),
         users.directories(server),
         postgres.database(server),
+        backups.schedule(server),
         gunicorn.service(server),
         nginx.site(server),
         # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from .. import defaults
 from ..layout import ACME_WEBROOT, CONFIG_ROOT
 from . import Server
 from ..provisioning.tls import certificate_probe
@@ -38,7 +39,8 @@ def site_config(server: Server, tls: bool, nginx_version: tuple[int, ...]) -> st
                   http2_directive=nginx_version >= (1, 25, 1), certificate_dir=layout.certificate_dir,
                   dhparam=DHPARAM, acme_webroot=ACME_WEBROOT, backend=layout.nginx_backend,
                   static=layout.static, media=layout.media, pages=layout.placeholder,
-                  max_upload_mb=app.max_upload_mb)
+                  max_upload_mb=app.max_upload_mb, maintenance_flag=layout.maintenance_flag,
+                  retry_after=defaults.MAINTENANCE_RETRY_AFTER_S)
 
 
 def site(server: Server) -> Step:
@@ -54,6 +56,7 @@ def site(server: Server) -> Step:
     return Step("nginx site", [
         File(f"{layout.placeholder}/index.html", render("pages/index.html.j2", app=app, tls=server.inventory.tls)),
         File(f"{layout.placeholder}/unavailable.html", render("pages/unavailable.html.j2", app=app)),
+        File(f"{layout.placeholder}/maintenance.html", render("pages/maintenance.html.j2", app=app)),
         File(DHPARAM, (TEMPLATES / "nginx/ffdhe2048.pem").read_text()),
         FileIfAbsent(layout.nginx_backend, render("nginx/backend-placeholder.conf.j2", app=app,
                                                   pages=layout.placeholder)),

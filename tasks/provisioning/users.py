@@ -76,8 +76,9 @@ def directories(server: Server) -> Step:
         Directory(layout.venvs, "755"),
         Directory(layout.failed, "755"),
         Directory(layout.static, "755"),
-        Directory(layout.state, "750", deploy, deploy),
-        Directory(layout.backups, "700", "postgres", "postgres"),
+        # nginx (www-data) may look up the maintenance flag in state/, not list or read what else is there.
+        Directory(layout.state, "710", deploy, "www-data"),
+        Directory(layout.backups, "700"),
         Directory(layout.placeholder, "755"),
         Directory(CONFIG_ROOT, "755"),
         Directory(layout.config_dir, "755"),

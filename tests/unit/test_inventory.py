@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.inventory import Inventory, InventoryError, load, parse
+from tasks.inventory import Backups, Inventory, InventoryError, load, parse
 
 GOOD = {
     "app": {"name": "mysite", "domains": ["example.com", "www.example.com"]},
@@ -236,5 +236,29 @@ def test_the_apps_settings_module_environment_and_build_step():
 def test_bad_environment_and_build_values_name_the_key_and_the_fix(app, expected):
     message = error_for(with_change("app", {"name": "blog", **app}))
     assert message.startswith("inventory/test.yaml: ") and "\n" not in message, message
+    for part in expected:
+        assert part in message, message
+
+
+def test_the_scheduled_backup_has_defaults_and_takes_the_inventory_values():
+    assert parse(GOOD, "inventory/test.yaml", Path(".")).backups == Backups("03:15", 7, 4)
+    inv = parse(with_change("backups", {"time": "23:59", "keep_daily": 1, "keep_weekly": 0}), "i.yaml", Path("."))
+    assert inv.backups == Backups("23:59", 1, 0)
+
+
+@pytest.mark.parametrize("backups, expected", [
+    ({"time": "24:00"}, ["backups.time", "'24:00'", "HH:MM", "in quotes"]),
+    ({"time": "3:15"}, ["backups.time", "not a time of day"]),
+    ({"time": "03:15\n"}, ["backups.time", "not a time of day"]),
+    ({"time": "$(touch x)"}, ["backups.time", "not a time of day"]),
+    ({"time": 195}, ["backups.time", "must be a string", "in quotes"]),  # YAML reads 03:15 unquoted as 195
+    ({"keep_daily": 0}, ["backups.keep_daily", "positive"]),
+    ({"keep_daily": True}, ["backups.keep_daily", "must be a number"]),
+    ({"keep_weekly": -1}, ["backups.keep_weekly", "0 or more"]),
+    ({"keep_dayly": 3}, ["backups.keep_dayly", "did you mean 'keep_daily'"]),
+    ("daily", ["backups", "must be a mapping"]),
+])
+def test_bad_backup_settings_name_the_key_and_the_fix(backups, expected):
+    message = error_for(with_change("backups", backups))
     for part in expected:
         assert part in message, message

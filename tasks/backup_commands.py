@@ -1,0 +1,115 @@
+"""The shell a backup, a restore or maintenance mode runs on the server, built as plain strings (nothing here
+runs). Every path and name is quoted here, through `tasks.shell`; `tasks.backups` runs them.
+
+Backups are files in backups/ that only root reads (0600): `*.dump` (pg_dump's custom format, compressed) and
+`*.media.tar.gz` (the media directory). A file is written under a `.part` name and renamed once complete.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from . import shell
+from .layout import Layout
+from .shell import as_user, join, q, report
+from .steps import Probe
+
+STAMP = "%Y%m%dT%H%M%SZ"  # the same as templates/backups/backup.py's
+DUMP = ".dump"
+MEDIA = ".media.tar.gz"
+# The kind of a backup, by how its name ends (after TIMESTAMP- or RELEASE-).
+KINDS = (("-daily", "scheduled"), ("-manual", "by hand"), ("-before-migrate", "before a migration"),
+         ("-before-reverse", "before reversing migrations"), ("-before-rollback", "before a rollback"),
+         ("-before-restore", "before a restore"), ("-uploaded", "uploaded"))
+# What a backup's name may be: what gangway writes, and nothing a shell or a path could misread.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
+
+
+def stamp(now: datetime | None = None) -> str:
+    return (now or datetime.now(timezone.utc)).strftime(STAMP)
+
+
+def kind_of(name: str) -> str:
+    """What a backup file is, in words: "database, scheduled", "media, by hand", ..."""
+    what = "media" if name.endswith(MEDIA) else "database"
+    base = name[:-len(MEDIA)] if name.endswith(MEDIA) else name[:-len(DUMP)] if name.endswith(DUMP) else name
+    return what + next((f", {words}" for end, words in KINDS if base.endswith(end)), "")
+
+
+def dump_name(name: str) -> str | None:
+    """The file name of the dump the operator names ("X" or "X.dump"), or None when it cannot be one."""
+    name = name if name.endswith(DUMP) else name + DUMP
+    return name if NAME.fullmatch(name) else None
+
+
+def listing_probe(layout: Layout) -> Probe:
+    """Every complete backup file: (name, bytes, seconds since it was written), oldest first."""
+    command = (f"cd {q(layout.backups)} && now=$(date +%s) && find . -maxdepth 1 -type f "
+               f"\\( -name '*{DUMP}' -o -name '*{MEDIA}' \\) -printf \"%f\\t%s\\t%T@\\t$now\\n\"")
+    return Probe("backup_files", command, parse_listing)
+
+
+def parse_listing(out: str, rc: int) -> list[tuple[str, int, int]]:
+    rows = []
+    for line in out.splitlines():
+        fields = line.split("\t")
+        if len(fields) == 4:
+            name, size, written, now = fields
+            rows.append((float(written), name, int(size), max(int(now) - int(float(written)), 0)))
+    return [(name, size, age) for _, name, size, age in sorted(rows)]
+
+
+def media_archive(layout: Layout, name: str) -> str:
+    """The media directory packed into backups/NAME.media.tar.gz, owner-only, renamed once complete."""
+    path = f"{layout.backups}/{name}{MEDIA}"
+    part = f"{path}.part"
+    return "\n".join([
+        f"if ! (umask 077 && {join('tar', '-czf', part, '-C', layout.shared, 'media')}); then "
+        f"rm -f {q(part)}; exit 1; fi",
+        join("mv", "-f", part, path),
+        report(media=path),
+    ])
+
+
+def adopt_upload(layout: Layout, upload: str, name: str) -> str:
+    """An uploaded dump, checked to be one pg_restore reads (by postgres, not root), moved into backups/ as
+    NAME.dump, root's alone; the upload is removed either way."""
+    path = f"{layout.backups}/{name}{DUMP}"
+    readable = f"cd / && {as_user('postgres', 'pg_restore --list')} < {q(upload)}"
+    return "\n".join([
+        f"if ! out=$({readable} 2>&1 > /dev/null); then rm -f {q(upload)}; "
+        "printf 'the uploaded file is not a dump pg_restore can read (make one with fab backup --download, or '"
+        "'pg_dump --format=custom): %s\\n' \"$out\" >&2; exit 6; fi",
+        f"chown root:root {q(upload)} && chmod 600 {q(upload)} && mv -f {q(upload)} {q(path)}",
+        report(backup=path),
+    ])
+
+
+def restore_database(layout: Layout, app: str, dump: str) -> str:
+    """pg_restore of `dump` into the app's database, as the app's role (which owns what it creates), in one
+    transaction: it replaces everything the dump holds, or, on any error, nothing at all."""
+    restore = as_user(app, join("pg_restore", "--clean", "--if-exists", "--no-owner", "--no-privileges",
+                                "--single-transaction", "--exit-on-error", f"--dbname={app}"))
+    return f"cd / && {restore} < {q(layout.backups + '/' + dump)}"
+
+
+def exists(layout: Layout, name: str) -> str:
+    """Fails, saying so, unless backups/NAME is a backup file."""
+    path = f"{layout.backups}/{name}"
+    return (f"if [ ! -f {q(path)} ]; then printf '%s\\n' {q(f'there is no backup {name} in {layout.backups}/')} "
+            ">&2; exit 7; fi")
+
+
+def readable_copy(layout: Layout, name: str, user: str, copy: str) -> str:
+    """A copy of backups/NAME that `user` (who downloads it) alone may read."""
+    return join("install", "-m", "600", "-o", user, "-g", user, f"{layout.backups}/{name}", copy)
+
+
+def maintenance_on(layout: Layout, who: str, when: str) -> str:
+    return shell.write_file(layout.maintenance_flag, f"on since {when} by {who}\n", "644", "root", "root")
+
+
+def maintenance_off(layout: Layout) -> str:
+    return join("rm", "-f", layout.maintenance_flag)
+

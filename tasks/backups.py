@@ -1,0 +1,297 @@
+"""`fab backup`, `fab backups`, `fab restore`, `fab maintenance`: database backups you can restore, and a page
+that tells visitors the site is being worked on.
+
+Backups are root's files in backups/ on the server (tasks/backup_commands.py builds the shell). A restore takes a
+fresh backup first, puts the site in maintenance mode, restores in one transaction (all or nothing), checks the
+restored schema against the live release's migrations, and ends maintenance mode.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from fabric import task
+from invoke.exceptions import Exit
+
+from . import backup_commands as commands, release_commands
+from .deploy import DeployError, Session, _last_lines, _now, _on_each_host
+from .inventory import Inventory
+from .lock import DeployLock, who
+from .operate import send_file
+from .releases import ServerState
+from .remote import ConnectionLost
+
+# --- fab backup / fab backups ---------------------------------------------------------------------------------
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def age(seconds: int) -> str:
+    """A backup's age in words a person reads at a glance: 40 s, 12 min, 5 h, 3 d."""
+    for unit, length, below in (("s", 1, 60), ("min", 60, 3600), ("h", 3600, 86400)):
+        if seconds < below:
+            return f"{seconds // length} {unit}"
+    return f"{seconds // 86400} d"
+
+
+def _local_target(directory: str | None, name: str) -> Path:
+    folder = Path(directory or ".").expanduser()
+    if not folder.is_dir():
+        raise DeployError(f"--to {directory}: no such local directory; create it or name another")
+    return folder / name
+
+
+def fetch_backup(session: Session, name: str, directory: str | None) -> Path:
+    """backups/NAME to the local DIRECTORY (default: here), owner-only on both sides, complete or not at all."""
+    target = _local_target(directory, name)
+    copy = session.layout.upload(secrets.token_hex(6), name)
+    user = session.remote.user
+    ok, _, tail = session.run(("exists", commands.exists(session.layout, name)),
+                              ("copy", commands.readable_copy(session.layout, name, user, copy)))
+    if not ok:
+        raise DeployError(_last_lines(tail))
+    part = target.with_name(target.name + ".part")
+    try:
+        # Created owner-only before a byte arrives: SFTP writes into it and keeps its mode.
+        os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        session.remote.get(copy, str(part))
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+        session.remote.run(release_commands.remove_file(copy))
+    session.reporter.step("ok", "download", f"{target} ({_size(target.stat().st_size)}, only you can read it)")
+    return target
+
+
+def backup_on(session: Session, media: bool, download_to: str | None) -> str:
+    """A dump of the database now (and an archive of the media files): TIMESTAMP-manual.dump in backups/."""
+    layout, name = session.layout, f"{commands.stamp()}-manual"
+    session.reporter.line(f"backup {session.app} on {session.host.address}")
+    steps = [("backup", release_commands.backup(layout, session.app, name))]
+    if media:
+        steps.append(("media", commands.media_archive(layout, name)))
+    ok, report, tail = session.run(*steps)
+    if not ok:
+        where = "the media archive" if report.get("failed") == "media" else "the database dump"
+        raise DeployError(f"{where} failed on {session.host.address}; no partial file was kept:\n{_last_lines(tail)}")
+    files = [report["backup"]] + ([report["media"]] if media else [])
+    sizes = session.remote.gather([commands.listing_probe(layout)])["backup_files"]
+    by_name = {n: size for n, size, _ in sizes}
+    for path in files:
+        file = path.rsplit("/", 1)[1]
+        session.reporter.step("changed", "backup", f"{path} ({_size(by_name.get(file, 0))}, root's alone)")
+    if not media:
+        session.reporter.line("  (media files are not in the dump: `fab backup --media` packs shared/media too)")
+    if download_to is not None:
+        for path in files:
+            fetch_backup(session, path.rsplit("/", 1)[1], download_to)
+    return files[0]
+
+
+@task(auto_shortflags=False, help={
+    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "media": "also pack the uploaded media files (shared/media) into NAME.media.tar.gz beside the dump",
+    "download": "also copy the backup to this local directory (e.g. . for here); only you can read the copy",
+})
+def backup(c, inventory=None, media=False, download=None):
+    """Back up the database now (pg_dump, compressed) into backups/ on the server; --media, --download DIR."""
+    _on_each_host(c, inventory, "backup", lambda session: backup_on(session, media, download))
+
+
+def table(files: list[tuple[str, int, int]]) -> list[str]:
+    rows = [f"  {'NAME':<48} {'SIZE':>10}  {'AGE':>7}  KIND"]
+    for name, size, seconds in files:
+        rows.append(f"  {name:<48} {_size(size):>10}  {age(seconds):>7}  {commands.kind_of(name)}")
+    return rows
+
+
+@task(auto_shortflags=False, help={
+    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "download": "copy this backup (a NAME from the list) to your machine instead of listing",
+    "to": "the local directory --download writes into (default: the current one)",
+})
+def backups(c, inventory=None, download=None, to=None):
+    """List the backups on the server (name, size, age, kind), or --download NAME to your machine."""
+    def show(session: Session) -> None:
+        if download:
+            name = download if download.endswith((commands.DUMP, commands.MEDIA)) else download + commands.DUMP
+            if not commands.NAME.fullmatch(name):
+                raise DeployError(f"--download {download!r} is not a backup's name: see the names `fab backups` lists")
+            fetch_backup(session, name, to)
+            return
+        files = session.remote.gather([commands.listing_probe(session.layout)])["backup_files"]
+        session.reporter.line(f"{session.host.address}: {len(files)} backup file(s) in {session.layout.backups}/")
+        if files:
+            for row in table(files):
+                session.reporter.line(row)
+        session.reporter.line("  restore one with `fab restore NAME`; take one now with `fab backup`")
+
+    _on_each_host(c, inventory, "backups", show)
+
+
+# --- fab restore ------------------------------------------------------------------------------------------------
+
+
+def schema_difference(applied: list[str] | None, known: list[str]) -> str:
+    """What to say about the restored database's migrations against the live code's: "" when they agree."""
+    if applied is None:
+        return ("cannot read which migrations the restored database has applied: check the site, and "
+                "`fab manage -- showmigrations`")
+    ahead = [m for m in applied if m not in set(known)]
+    behind = [m for m in known if m not in set(applied)]
+    text = []
+    if ahead:
+        text.append(f"the restored database has {len(ahead)} migration(s) the live code does not know "
+                    f"({', '.join(ahead[:5])}{', ...' if len(ahead) > 5 else ''}): the backup is from newer code. "
+                    "Deploy the code that has them (fab deploy --ref ...), or restore an older backup")
+    if behind:
+        text.append(f"the restored database lacks {len(behind)} migration(s) the live code has "
+                    f"({', '.join(behind[:5])}{', ...' if len(behind) > 5 else ''}): the backup is from older code. "
+                    "Apply them with `fab manage -- migrate`")
+    return "; ".join(text)
+
+
+def restore_on(session: Session, name: str | None, upload: tuple[str, bytes] | None) -> None:
+    reporter, layout = session.reporter, session.layout
+    reporter.line(f"restore {name or upload[0]} into {session.app} on {session.host.address}")
+    with DeployLock(session.remote, layout, f"restore {name or 'upload'}"):
+        state = session.state()
+        if upload:
+            remote = send_file(session, upload[1], Path(upload[0]).name)
+            adopt = commands.adopt_upload(layout, remote, f"{commands.stamp()}-uploaded")
+            ok, report, tail = session.run(("adopt", adopt))
+            if not ok:
+                raise DeployError(f"nothing was restored: {_last_lines(tail)}")
+            name = report["backup"].rsplit("/", 1)[1]
+            reporter.step("changed", "upload", f"{upload[0]} -> {report['backup']} (root's alone)")
+        else:
+            ok, _, tail = session.run(("exists", commands.exists(layout, name)))
+            if not ok:
+                raise DeployError(f"{_last_lines(tail)}: see the names `fab backups` lists; nothing was changed")
+        ok, report, tail = session.run(("backup", release_commands.backup(layout, session.app,
+                                                                          f"{commands.stamp()}-before-restore")))
+        if not ok:
+            raise DeployError(f"the backup before the restore failed, so nothing was restored:\n{_last_lines(tail)}")
+        fresh = report["backup"]
+        reporter.step("changed", "backup", f"{fresh}: the database as it was, should you want it back")
+        _restore(session, state, name, fresh)
+
+
+def _restore(session: Session, state: ServerState, name: str, fresh: str) -> None:
+    reporter, layout = session.reporter, session.layout
+    was_on = state.maintenance
+    if was_on:
+        reporter.step("ok", "maintenance", "already on; it stays on after the restore")
+    else:
+        ok, _, tail = session.run(("maintenance", commands.maintenance_on(layout, who(), _now())))
+        if not ok:
+            raise DeployError(f"could not turn maintenance mode on, so nothing was restored:\n{_last_lines(tail)}")
+        reporter.step("changed", "maintenance", "on: visitors get the maintenance page (503) during the restore")
+    try:
+        ok, _, tail = session.run(("restore", commands.restore_database(layout, session.app, name)))
+    except ConnectionLost as error:
+        raise ConnectionLost(f"{error} The restore of {name} may or may not have finished (it runs in one "
+                             "transaction: the database holds either all of it or none). Maintenance mode stays "
+                             f"on. The backup taken just before is {fresh}. Check the site, then run `fab restore "
+                             f"{name}` again or `fab maintenance off`.") from None
+    if not ok:
+        off = "" if was_on else _maintenance_off(session)
+        raise DeployError(f"pg_restore of {name} failed; it ran in one transaction, so the database is unchanged"
+                          f"{off}. The backup taken just before is {fresh}.\n{_last_lines(tail)}")
+    reporter.step("changed", "restore", f"{name} restored into the database {session.app}")
+    applied = session.remote.gather([release_commands.applied_probe(layout)])["applied"]
+    live = state.releases.get(state.live or "")
+    if live is None:
+        reporter.step("ok", "schema", "no release is live: the next deploy migrates what the database lacks")
+    elif problem := schema_difference(applied, live.migrations):
+        reporter.step("WARNING", "schema", problem)
+    else:
+        reporter.step("ok", "schema", f"the restored migrations match the live release {live.id}'s "
+                      f"({len(live.migrations)})")
+    if not was_on:
+        session.run(("maintenance", commands.maintenance_off(layout)))
+        reporter.step("changed", "maintenance", "off: the site answers again")
+
+
+def _maintenance_off(session: Session) -> str:
+    ok, _, _ = session.run(("maintenance", commands.maintenance_off(session.layout)))
+    return "; maintenance mode is off again" if ok else (
+        "; turning maintenance mode off failed: run `fab maintenance off`")
+
+
+def _confirm(inventory: Inventory, what: str) -> None:
+    hosts = ", ".join(h.address for h in inventory.hosts)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise DeployError(f"a restore replaces all the data of {inventory.app.name} on {hosts}, and there is no "
+                          "terminal to ask on: add --yes to confirm")
+    answer = input(f"Restore {what} into the database of {inventory.app.name} on {hosts}? Its current data is "
+                   "replaced (a backup of it is taken first). Type the app's name to go on: ")
+    if answer.strip() != inventory.app.name:
+        raise DeployError("not confirmed; nothing was changed")
+
+
+@task(auto_shortflags=False, positional=["backup"], help={
+    "backup": "the backup to restore: a NAME `fab backups` lists (with or without .dump); with --upload, a local "
+              "file",
+    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "yes": "restore without asking (needed when there is no terminal, e.g. in CI)",
+    "upload": "BACKUP is a dump on this machine (from fab backup --download, or pg_dump --format=custom): upload it "
+              "and restore it",
+})
+def restore(c, backup, inventory=None, yes=False, upload=False):
+    """Restore a database backup (or --upload a local one): a fresh backup first, maintenance mode around it."""
+    if backup.startswith("-"):
+        raise Exit(f"restore: {backup!r} is not a backup's name; for help: fab --help restore", code=2)
+    sent, name = None, None
+    if upload:
+        try:
+            sent = (backup, Path(backup).expanduser().read_bytes())
+        except OSError as error:
+            raise Exit(f"restore: cannot read {backup} ({error.strerror}); give the path of a local dump", code=2)
+    else:
+        name = commands.dump_name(backup)
+        if name is None:
+            raise Exit(f"restore: {backup!r} is not a backup's name: see the names `fab backups` lists (a file on "
+                       "this machine goes with --upload)", code=2)
+
+    def ask(inventory_: Inventory) -> None:
+        if not yes:
+            _confirm(inventory_, name or backup)
+
+    _on_each_host(c, inventory, "restore", lambda session: restore_on(session, name, sent), before=ask)
+
+
+# --- fab maintenance --------------------------------------------------------------------------------------------
+
+
+@task(auto_shortflags=False, positional=["mode"], help={
+    "mode": "on or off",
+    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+})
+def maintenance(c, mode, inventory=None):
+    """Turn maintenance mode on or off: while on, nginx answers 503 with a maintenance page and Retry-After."""
+    if mode not in ("on", "off"):
+        raise Exit(f"maintenance: say on or off, not {mode!r}: fab maintenance on (help: fab --help maintenance)",
+                   code=2)
+
+    def switch(session: Session) -> None:
+        layout = session.layout
+        step = commands.maintenance_on(layout, who(), _now()) if mode == "on" else commands.maintenance_off(layout)
+        ok, _, tail = session.run(("maintenance", step))
+        if not ok:
+            raise DeployError(f"could not turn maintenance mode {mode}:\n{_last_lines(tail)}")
+        session.reporter.line(
+            f"{session.host.address}: maintenance mode is on: every request but ACME challenges gets the maintenance "
+            "page (503, Retry-After); deploys and rollbacks still work. End it with `fab maintenance off`"
+            if mode == "on" else f"{session.host.address}: maintenance mode is off: the site answers again")
+
+    _on_each_host(c, inventory, "maintenance", switch)

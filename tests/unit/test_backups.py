@@ -1,0 +1,277 @@
+"""Backups and maintenance mode without a server: the retention rule of the scheduled backup as a pure function,
+the scripts (shellcheck-clean, hostile names kept inert, a dump and a restore run against stub commands), the
+names and kinds `fab backups` shows, the schema comparison after a restore, and the provisioning step's units."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+import subprocess
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tasks import backup_commands as commands, release_commands, releases, shell
+from tasks import backups as tasks_backups
+from tasks.backups import age, schema_difference, table
+from tasks.deploy import DeployError
+from tasks.inventory import Backups, Host, Inventory, App
+from tasks.layout import Layout
+from tasks.provisioning import Server, backups as provisioning
+from tasks.render import TEMPLATES
+from tests.unit.shellcheck import assert_shellcheck_clean
+from tests.unit.test_release_commands import HOSTILE, run
+
+LAYOUT = Layout("mysite")
+
+
+def _script_module():
+    spec = importlib.util.spec_from_file_location("scheduled_backup", TEMPLATES / "backups" / "backup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCHEDULED = _script_module()
+
+
+def daily(when: datetime) -> str:
+    return when.strftime(commands.STAMP) + "-daily.dump"
+
+
+# --- retention ------------------------------------------------------------------------------------------------
+
+def test_retention_keeps_the_newest_of_each_of_the_last_days_and_weeks():
+    start = datetime(2026, 1, 1, 3, 15)  # a Thursday
+    names = [daily(start + timedelta(days=d, hours=h)) for d in range(60) for h in (0, 12)]
+    kept = SCHEDULED.keep(names, keep_daily=7, keep_weekly=4)
+    newest_days = {daily(start + timedelta(days=d, hours=12)) for d in range(53, 60)}
+    assert newest_days <= kept
+    weekly = kept - newest_days
+    # The newest of each of the 4 newest ISO weeks; the newest week's is already among the daily ones.
+    weeks = {datetime.strptime(n[:16], commands.STAMP).isocalendar()[:2] for n in kept}
+    assert len(weeks) == 4 and len(weekly) <= 3
+    for name in weekly:  # each is the last dump of its week (a Sunday, 12:00)
+        assert datetime.strptime(name[:16], commands.STAMP).isoweekday() == 7 and name[9:11] == "15"
+
+
+def test_retention_of_dumps_of_one_day_keeps_only_the_newest():
+    names = [daily(datetime(2026, 3, 1, h)) for h in range(5)]
+    assert SCHEDULED.keep(names, keep_daily=2, keep_weekly=1) == {names[-1]}
+
+
+def test_retention_leaves_every_other_file_alone_and_zero_weekly_keeps_only_days():
+    others = ["r1-before-migrate.dump", "20260101T000000Z-manual.dump", "x.media.tar.gz",
+              "20260101T000000Z-daily.dump.part", "20261399T000000Z-daily.dump"]
+    names = others + [daily(datetime(2026, 1, d)) for d in range(1, 20)]
+    kept = SCHEDULED.keep(names, keep_daily=3, keep_weekly=0)
+    assert kept == set(others) | {daily(datetime(2026, 1, d)) for d in (17, 18, 19)}
+
+
+def test_retention_of_nothing_is_nothing():
+    assert SCHEDULED.keep([], 7, 4) == set()
+
+
+def test_the_scheduled_backup_dumps_owner_only_then_prunes(tmp_path):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    old = [daily(datetime(2026, 1, d)) for d in range(1, 10)]
+    for name in old + ["r-before-migrate.dump", "20260101T000000Z-daily.dump.part"]:
+        (backups / name).write_text("old")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "runuser").write_text("#!/bin/sh\necho \"dump of $6\"\n")
+    (bin_dir / "runuser").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = subprocess.run(["python3", str(TEMPLATES / "backups" / "backup.py"), "mysite", str(backups), "2", "1"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    files = sorted(os.listdir(backups))
+    new = [f for f in files if f not in old and f.endswith("-daily.dump")]
+    assert len(new) == 1 and (backups / new[0]).read_text() == "dump of mysite\n"
+    assert stat.S_IMODE((backups / new[0]).stat().st_mode) == 0o600
+    # Today's and the newest old day's (the weekly one may be the same); the other dumps untouched.
+    assert "r-before-migrate.dump" in files and not [f for f in files if f.endswith(".part")]
+    assert old[-1] in files and old[0] not in files
+
+
+def test_a_failed_scheduled_dump_leaves_no_file(tmp_path):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "runuser").write_text("#!/bin/sh\necho half; exit 1\n")
+    (bin_dir / "runuser").chmod(0o755)
+    out = subprocess.run(["python3", str(TEMPLATES / "backups" / "backup.py"), "mysite", str(backups), "7", "4"],
+                         capture_output=True, text=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert out.returncode == 1 and "no backup was kept" in out.stderr and os.listdir(backups) == []
+
+
+def test_the_deploy_prunes_only_the_dumps_that_are_not_scheduled():
+    lines = ["a-before-migrate.dump 1 2026-01-01 00:00", "b-before-migrate.dump 1 2026-01-02 00:00",
+             "20260103T000000Z-daily.dump 1 2026-01-03 00:00", "20260104T000000Z-manual.dump 1 2026-01-04 00:00"]
+    assert releases.backups_to_prune(lines, 2) == ["a-before-migrate.dump"]
+
+
+# --- names, kinds, listing -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, kind", [
+    ("20260101T031500Z-daily.dump", "database, scheduled"),
+    ("20260101T031500Z-manual.dump", "database, by hand"),
+    ("20260101T031500Z-manual.media.tar.gz", "media, by hand"),
+    ("20260101T000000Z-abcdef1-before-migrate.dump", "database, before a migration"),
+    ("20260101T000000Z-before-restore.dump", "database, before a restore"),
+    ("20260101T000000Z-uploaded.dump", "database, uploaded"),
+    ("mine.dump", "database"),
+])
+def test_each_backup_says_what_it_is(name, kind):
+    assert commands.kind_of(name) == kind
+
+
+@pytest.mark.parametrize("value", HOSTILE + ["../etc/passwd", "/etc/shadow", "", ".hidden"])
+def test_a_hostile_backup_name_is_refused(value):
+    assert commands.dump_name(value) is None
+
+
+def test_a_name_may_leave_out_dump():
+    assert commands.dump_name("20260101T000000Z-manual") == "20260101T000000Z-manual.dump"
+    assert commands.dump_name("x.dump") == "x.dump"
+
+
+def test_the_listing_is_oldest_first_with_ages():
+    out = "b.dump\t2048\t1700000100.5\t1700000200\na.media.tar.gz\t10\t1700000000.0\t1700000200\njunk\n"
+    files = commands.parse_listing(out, 0)
+    assert files == [("a.media.tar.gz", 10, 200), ("b.dump", 2048, 100)]
+    rows = table(files)
+    assert "2.0 KiB" in rows[2] and "1 min" in rows[2] and rows[1].rstrip().endswith("media")
+
+
+@pytest.mark.parametrize("seconds, words", [(5, "5 s"), (59, "59 s"), (60, "1 min"), (7200, "2 h"), (3 * 86400, "3 d")])
+def test_ages_read_at_a_glance(seconds, words):
+    assert age(seconds) == words
+
+
+# --- scripts ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script", [
+    shell.script(release_commands.backup(LAYOUT, "mysite", "20260101T000000Z-manual")),
+    shell.script(commands.media_archive(LAYOUT, "20260101T000000Z-manual")),
+    shell.script(commands.adopt_upload(LAYOUT, LAYOUT.upload("t0", "x.dump"), "20260101T000000Z-uploaded")),
+    shell.script(commands.restore_database(LAYOUT, "mysite", "x.dump")),
+    shell.script(commands.exists(LAYOUT, "x.dump"), commands.readable_copy(LAYOUT, "x.dump", "deploy", LAYOUT.upload("t0", "x.dump"))),
+    shell.script(commands.maintenance_on(LAYOUT, "me", "now"), commands.maintenance_off(LAYOUT)),
+    commands.listing_probe(LAYOUT).command,
+    release_commands.maintenance_probe(LAYOUT).command,
+], ids=["backup", "media", "adopt", "restore", "download", "maintenance", "listing", "maintenance probe"])
+def test_every_backup_script_passes_shellcheck(script):
+    assert_shellcheck_clean(script)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_names_and_paths_stay_values(tmp_path, value):
+    layout = Layout(str(tmp_path / value))  # every path below has the hostile value in it
+    stubs = {"runuser": "cat >/dev/null 2>&1; echo dumped", "chown": "true", "chmod": "true", "install": "true"}
+    for script in (release_commands.backup(layout, value, value), commands.media_archive(layout, value),
+                   commands.adopt_upload(layout, f"{tmp_path}/{value}.up", value),
+                   commands.restore_database(layout, value, value), commands.exists(layout, value),
+                   commands.readable_copy(layout, value, value, value), commands.maintenance_on(layout, value, value),
+                   commands.maintenance_off(layout)):
+        run(shell.script(script), tmp_path, stubs)
+        assert not (tmp_path / "CANARY").exists(), script
+
+
+def test_a_dump_is_written_owner_only_under_a_temporary_name_and_a_failed_one_leaves_nothing(tmp_path):
+    layout = Layout("mysite")
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    script = shell.script(release_commands.backup(layout, "mysite", "n").replace(layout.backups, str(backups)))
+    out = run(script, tmp_path, {"runuser": "echo DUMP"})
+    assert out.returncode == 0 and (backups / "n.dump").read_text() == "DUMP\n"
+    assert stat.S_IMODE((backups / "n.dump").stat().st_mode) == 0o600
+    assert shell.parse_reports(out.stdout) == {"backup": f"{backups}/n.dump"}
+    failed = run(shell.script(release_commands.backup(layout, "mysite", "m").replace(layout.backups, str(backups))),
+                 tmp_path, {"runuser": "echo half; exit 3"})
+    assert failed.returncode != 0 and sorted(os.listdir(backups)) == ["n.dump"]
+
+
+def test_a_restore_reads_the_dump_as_its_input_as_the_app_user(tmp_path):
+    layout = Layout("mysite")
+    (tmp_path / "x.dump").write_text("DATA")
+    script = commands.restore_database(layout, "mysite", "x.dump").replace(layout.backups, str(tmp_path))
+    out = run(shell.script(script), tmp_path, {"runuser": 'echo "$*"; cat'})
+    assert out.returncode == 0
+    assert "-u mysite --" in out.stdout and "--single-transaction" in out.stdout and "--clean" in out.stdout
+    assert out.stdout.rstrip().endswith("DATA")
+
+
+# --- confirmation -----------------------------------------------------------------------------------------------
+
+class _Terminal:
+    def __init__(self, tty: bool):
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty, typed, refused", [(False, None, "add --yes"), (True, "y", "not confirmed"),
+                                                  (True, "mysite", None)])
+def test_a_restore_goes_on_only_when_the_app_name_is_typed(monkeypatch, tty, typed, refused):
+    monkeypatch.setattr(tasks_backups.sys, "stdin", _Terminal(tty))
+    monkeypatch.setattr(tasks_backups.sys, "stdout", _Terminal(tty))
+    monkeypatch.setattr("builtins.input", lambda prompt: typed)
+    inventory = Inventory(App("mysite"), (Host("192.0.2.1"),))
+    if refused:
+        with pytest.raises(DeployError, match=refused):
+            tasks_backups._confirm(inventory, "x.dump")
+    else:
+        tasks_backups._confirm(inventory, "x.dump")
+
+
+# --- schema after a restore -------------------------------------------------------------------------------------
+
+def test_a_restored_schema_that_matches_says_nothing():
+    assert schema_difference(["a.0001", "a.0002"], ["a.0001", "a.0002"]) == ""
+
+
+def test_a_restored_schema_behind_the_code_says_to_migrate_and_ahead_says_to_deploy():
+    behind = schema_difference(["a.0001"], ["a.0001", "a.0002"])
+    assert "lacks 1 migration(s)" in behind and "a.0002" in behind and "fab manage -- migrate" in behind
+    ahead = schema_difference(["a.0001", "a.0002", "b.0001"], ["a.0001", "a.0002"])
+    assert "b.0001" in ahead and "newer code" in ahead and "fab deploy" in ahead
+    assert "showmigrations" in schema_difference(None, ["a.0001"])
+
+
+# --- provisioning ----------------------------------------------------------------------------------------------
+
+def server(**backups) -> Server:
+    inventory = Inventory(App("mysite"), (Host("192.0.2.1"),), backups=Backups(**backups))
+    return Server(inventory, Host("192.0.2.1"), (), lambda: None)
+
+
+def test_the_timer_runs_daily_at_the_inventory_time_persistently_with_a_random_delay():
+    timer = provisioning.timer_file(server(time="04:30"))
+    assert "OnCalendar=*-*-* 04:30:00" in timer and "Persistent=true" in timer and "RandomizedDelaySec=" in timer
+    service = provisioning.service_file(server(keep_daily=3, keep_weekly=0))
+    assert 'ExecStart=/usr/bin/python3 "/etc/gangway/mysite/backup.py" "mysite" "/srv/mysite/backups" 3 0' in service
+    assert "Type=oneshot" in service
+
+
+def test_the_step_installs_the_script_root_only_and_enables_the_timer():
+    step = provisioning.schedule(server())
+    paths = {op.path: op for op in step.operations if hasattr(op, "path")}
+    assert paths[LAYOUT.backup_script].mode == "700" and paths[LAYOUT.backup_script].owner == "root"
+    assert {"/etc/systemd/system/mysite-backup.service", "/etc/systemd/system/mysite-backup.timer"} <= set(paths)
+    assert "systemctl enable --quiet mysite-backup.timer" in step.after
+    for probe in step.probes():
+        assert_shellcheck_clean(probe.command)
+
+
+def test_an_enabled_and_active_timer_with_the_same_files_is_left_alone():
+    step = provisioning.schedule(server())
+    probe = provisioning.timer_probe("mysite-backup.timer")
+    assert probe.parse("enabled\nactive\n", 0) is True and probe.parse("disabled\ninactive\n", 3) is False
+    assert Path(TEMPLATES / "backups" / "backup.py").read_text().startswith("#!/usr/bin/python3")
+    assert step.title == "scheduled backups"
