@@ -32,7 +32,7 @@ def namespace_for(fabfile: str | Path, inventory_dir: str = INVENTORY_DIR) -> Co
     """All tasks, with the inventory directory set relative to `fabfile` (pass the fabfile's `__file__`)."""
     root = Path(fabfile).resolve().parent
     namespace = Collection(init, provision, deploy, rollback, list_releases, unlock, manage, config, import_data)
-    namespace.configure({"gangway": {"inventory": None, "known_hosts": None,
+    namespace.configure({"gangway": {"inventory": None, "known_hosts": None, "verbose": False,
                                      "inventory_dir": str(root / inventory_dir)}})
     _use_executor()
     return namespace

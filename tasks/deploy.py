@@ -73,8 +73,11 @@ class Session:
                            free_kib=facts["free"], backend=facts["backend"] or "")
 
     def run(self, *steps: str | tuple[str, str], lines: int = 60) -> tuple[bool, dict, str]:
-        """Run a script of named steps: (ok, its report, the last `lines` lines of its output)."""
-        result = self.remote.run(shell.script(*steps))
+        """Run a script of named steps: (ok, its report, the last `lines` lines of its output). A step that takes
+        long (pip installing the requirements) says it is still running."""
+        first = steps[0][0] if steps and isinstance(steps[0], tuple) else "remote script"
+        with self.reporter.running(first):
+            result = self.remote.run(shell.script(*steps))
         return result.ok, shell.parse_reports(result.stdout), result.tail(lines)
 
     def health_host(self) -> str:

@@ -11,11 +11,13 @@ from .remote import RemoteError, Stats
 from .runner import Reporter, apply
 
 
-@task(auto_shortflags=False,
-      help={"inventory": "inventory name (inventory/NAME.yaml) or path; default: production"})
-def provision(c, inventory=None):
-    """Set up a server: packages, users, PostgreSQL, Gunicorn, nginx, TLS, firewall, SSH. Safe to re-run."""
+@task(auto_shortflags=False, klass=targets.VerboseTask,
+      help={"inventory": "inventory name (inventory/NAME.yaml) or path; default: production",
+            "verbose": "print every remote command as it runs (or set gangway.verbose / FABRIC_GANGWAY_VERBOSE=1)"})
+def provision(c, inventory=None, verbose=False):
+    """Set up a server: packages, users, PostgreSQL, Gunicorn, nginx, TLS, firewall, SSH, jobs. Safe to re-run."""
     reporter = Reporter()
+    targets.set_verbose(c, verbose)
     try:
         inv, hosts = targets.select(c, inventory)
         for host in hosts:
