@@ -22,6 +22,7 @@ from . import defaults, diagnose, project, release_commands as commands, release
 from .inventory import Host, Inventory, InventoryError
 from .layout import Layout
 from .lock import DeployLock, who
+from .provisioning import jobs
 from .releases import FAILED, GOOD, Release, ServerState
 from .remote import ConnectionLost, Remote, RemoteError, Stats
 from .render import TEMPLATES
@@ -62,7 +63,7 @@ class Session:
         return self.inventory.app.name
 
     def state(self) -> ServerState:
-        facts = self.remote.gather(commands.state_probes(self.layout))
+        facts = self.remote.gather([*commands.state_probes(self.layout), jobs.files_probe(self.layout)])
         if not facts["provisioned"]:
             raise DeployError(f"{self.host.address} is not provisioned for {self.app} by this version of gangway: "
                               "run `fab provision` first")
@@ -70,7 +71,7 @@ class Session:
                            live=facts["live"], running=facts["running"],
                            history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
                            python=facts["python"], applied=facts["applied"], backups=facts["backups"],
-                           free_kib=facts["free"], backend=facts["backend"] or "")
+                           free_kib=facts["free"], backend=facts["backend"] or "", job_files=facts["job_files"])
 
     def run(self, *steps: str | tuple[str, str], lines: int = 60) -> tuple[bool, dict, str]:
         """Run a script of named steps: (ok, its report, the last `lines` lines of its output). A step that takes
@@ -152,6 +153,13 @@ def _schema_warning(session: Session, state: ServerState) -> None:
                               "them, or `fab rollback --migrate-back`)")
 
 
+def _jobs_warning(session: Session, state: ServerState) -> None:
+    """Say so when the inventory's scheduled jobs (app.jobs) are not what the server has: provision sets them up."""
+    if differ := jobs.drift(session.inventory, state.job_files):
+        session.reporter.line(f"  WARNING   the scheduled jobs on the server differ from the inventory's app.jobs "
+                              f"({', '.join(differ)}): run `fab provision` to install them")
+
+
 # --- deploy --------------------------------------------------------------------------------------------------
 
 @task(auto_shortflags=False, help={
@@ -190,6 +198,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
             reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
                           f"({inventory.source})")
             _schema_warning(session, state)
+            _jobs_warning(session, state)
             _build(session, state, src, release)
             applied_before = state.applied
             pending = [m for m in release.migrations if m not in set(applied_before)]

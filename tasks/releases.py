@@ -60,6 +60,7 @@ class ServerState:
     backups: list[str] = field(default_factory=list)  # "NAME BYTES DATE TIME" of each database dump, oldest first
     free_kib: list[int] = field(default_factory=list)  # free space where releases/ and venvs/ live
     backend: str = ""                 # nginx's backend include as it is on the server
+    job_files: dict[str, str] = field(default_factory=dict)  # scheduled jobs' unit files: {name: sha256}
 
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""

@@ -46,6 +46,7 @@ UNIT = f"{APP}-job-mark"
 @pytest.fixture(scope="module")
 def site(trixie, tmp_path_factory):
     site = make_site(trixie, tmp_path_factory, "jobs")
+    (site.repo.path / "counter/management/commands").mkdir(parents=True)
     site.repo.write("counter/management/__init__.py", "")
     site.repo.write("counter/management/commands/__init__.py", "")
     site.repo.write("counter/management/commands/gw_mark.py", MARK)

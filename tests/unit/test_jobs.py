@@ -99,7 +99,7 @@ def exec_start(unit: str) -> str:
 
 def test_the_service_runs_manage_py_in_the_live_release_as_the_app_with_its_environment_and_sandbox():
     srv = server([job()])
-    unit = jobs.service_file(srv, srv.inventory.app.jobs[0])
+    unit = jobs.service_file(srv.inventory, srv.inventory.app.jobs[0])
     for line in ("Type=oneshot", "User=mysite", "Group=mysite", "EnvironmentFile=-/srv/mysite/shared/env",
                  "EnvironmentFile=-/srv/mysite/shared/config.env", "ConditionPathExists=/srv/mysite/current",
                  "ProtectSystem=strict", "ReadWritePaths=/srv/mysite/shared/media", "NoNewPrivileges=yes",
@@ -107,7 +107,7 @@ def test_the_service_runs_manage_py_in_the_live_release_as_the_app_with_its_envi
         assert line in unit.splitlines(), line
     assert exec_start(unit).startswith('/bin/sh -c "release=$$(readlink -f /srv/mysite/current) && ')
     assert exec_start(unit).endswith('" "mysite-job-clearsessions" "clearsessions"')
-    timer = jobs.timer_file(srv, srv.inventory.app.jobs[0])
+    timer = jobs.timer_file(srv.inventory, srv.inventory.app.jobs[0])
     assert "OnCalendar=daily" in timer.splitlines() and "Persistent=true" in timer.splitlines()
 
 
@@ -133,7 +133,7 @@ def systemd_unquote(words: str) -> list[str]:
 
 def test_hostile_arguments_reach_manage_py_verbatim_through_systemds_quoting():
     srv = server([job(command="gw_mark " + " ".join(f"'{w}'" if "'" not in w else f'"{w}"' for w in HOSTILE))])
-    unit = jobs.service_file(srv, srv.inventory.app.jobs[0])
+    unit = jobs.service_file(srv.inventory, srv.inventory.app.jobs[0])
     words = systemd_unquote(exec_start(unit)[len("/bin/sh -c "):])
     assert words[1:] == ["mysite-job-clearsessions", "gw_mark", *HOSTILE]
     assert words[0] == jobs.LAUNCHER.format(current="/srv/mysite/current")
@@ -157,12 +157,8 @@ def facts_for(srv, present: dict[str, str], units: dict[str, str]):
 
 
 def installed(srv) -> tuple[dict[str, str], dict[str, str]]:
-    files, units = {}, {}
-    for j in srv.inventory.app.jobs:
-        unit = srv.layout.job_unit(j.name)
-        files[f"/etc/systemd/system/{unit}.service"] = jobs.service_file(srv, j)
-        files[f"/etc/systemd/system/{unit}.timer"] = jobs.timer_file(srv, j)
-        units[f"{unit}.service"], units[f"{unit}.timer"] = "", "enabled active"
+    files = {f"/etc/systemd/system/{name}": content for name, content in jobs.unit_files(srv.inventory).items()}
+    units = {name: "enabled active" if name.endswith(".timer") else "" for name in jobs.unit_files(srv.inventory)}
     return files, units
 
 
@@ -212,8 +208,18 @@ def test_a_job_taken_out_of_the_inventory_is_stopped_and_its_files_removed():
 
 
 def test_the_units_probe_lists_only_this_apps_job_units_and_passes_shellcheck():
-    probe = jobs.units_probe(server())
-    assert "/etc/systemd/system/mysite-job-" in probe.command
-    assert_shellcheck_clean(probe.command)
+    for probe in (jobs.units_probe(server().layout), jobs.files_probe(server().layout)):
+        assert "/etc/systemd/system/mysite-job-" in probe.command
+        assert_shellcheck_clean(probe.command)
     assert probe.parse("mysite-job-a.service \nmysite-job-a.timer enabled active\n", 0) == {
         "mysite-job-a.service": "", "mysite-job-a.timer": "enabled active"}
+
+
+def test_deploy_sees_which_job_units_a_provision_would_change():
+    inv = inventory([job(), job("remind", "send_reminders", "hourly")])
+    on_server = {name: hashlib.sha256(content.encode()).hexdigest() for name, content in jobs.unit_files(inv).items()}
+    assert jobs.drift(inv, on_server) == []
+    assert jobs.drift(inventory([job()]), on_server) == ["mysite-job-remind.service", "mysite-job-remind.timer"]
+    assert jobs.drift(inventory([job(schedule="weekly"), job("remind", "send_reminders", "hourly")]),
+                      on_server) == ["mysite-job-clearsessions.timer"]
+    assert jobs.drift(inventory(), {}) == []
