@@ -484,8 +484,9 @@ class Remote:
             time.sleep(0.05)
         return True
 
-    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None) -> Result:
-        self._echo(command)
+    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
+        if echo:
+            self._echo(command)
         if self.wrap:
             command = self.wrap(command)
         if as_root and self.user != "root":
@@ -575,7 +576,11 @@ class Remote:
         token = "gw" + secrets.token_hex(8)
         parts = [f"echo {token}; ( {p.command} ) </dev/null 2>/dev/null; printf '\\n{token} %s\\n' $?"
                  for p in probes]
-        result = self.run("\n".join(parts))
+        if self.echo:  # the probes as they were written, not the wrapping that separates their outputs
+            self.echo(f"    [{self.connection.host}] {len(probes)} read-only probes, in one command:")
+            for probe in probes:
+                self.echo(f"        $ {shown_command(probe.command)}")
+        result = self.run("\n".join(parts), echo=False)
         sections = parse_sections(result.stdout, token, len(probes))
         if sections is None:
             hint = (f"\n{self.user} needs sudo without a password here (or connect as root)"

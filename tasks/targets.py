@@ -22,7 +22,7 @@ import paramiko
 from fabric import Connection
 
 from .inventory import INVENTORY_DIR, Host, Inventory, InventoryError, check_public_key, for_host, load
-from .remote import Remote, RemoteError, Stats, key_file_problem, open_connection, say
+from .remote import Remote, RemoteError, Stats, echo_line, key_file_problem, open_connection, say
 
 DEFAULT_INVENTORY = "production"
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -123,6 +123,8 @@ def prove_login(host: Host, inventory: Inventory, stats: Stats, config=None) -> 
         raise RemoteError(f"{user}@{host.address} cannot log in with your key; nothing was locked down") from None
     try:
         stats.commands += 1
+        if verbose(config):
+            say(echo_line(connection.host, "sudo -n true"))
         if not connection.run("sudo -n true", hide=True, warn=True, in_stream=False).ok:
             raise RemoteError(f"{user}@{host.address} logs in but cannot use sudo; nothing was locked down")
     finally:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from tasks import shell, targets
-from tasks.remote import Remote, Stats, shown_command
+from tasks.remote import Remote, RemoteError, Stats, shown_command
 from tasks.runner import Reporter, apply
 from tasks.steps import Change, Check, Probe, Step
 from tests.unit.test_connect import FakeConnection, FakeTransport
@@ -86,6 +86,17 @@ def test_verbose_prints_every_command_as_it_runs_and_every_upload():
     assert connection.commands == ["sudo -n -H sh -c 'systemctl is-active nginx\nsystemctl reload nginx'"]
     quiet = Remote(FakeConnection(FakeTransport()), Stats())
     quiet.run("true")  # no echo: nothing printed, nothing fails
+
+
+def test_verbose_shows_a_gathers_probes_one_a_line():
+    connection = FakeConnection(FakeTransport())
+    seen = []
+    with pytest.raises(RemoteError):  # the fake server answers nothing: only the echo matters here
+        Remote(connection, Stats(), echo=seen.append).gather([Probe("a", "systemctl is-active nginx"),
+                                                              Probe("b", "nginx -v 2>&1")])
+    assert seen == ["    [10.0.0.2] 2 read-only probes, in one command:",
+                    "        $ systemctl is-active nginx", "        $ nginx -v 2>&1"]
+    assert len(connection.commands) == 1
 
 
 def test_verbose_never_shows_file_contents_or_a_proxy_password():
