@@ -36,7 +36,7 @@ def namespace_for(fabfile: str | Path, inventory_dir: str = INVENTORY_DIR) -> Co
     root = Path(fabfile).resolve().parent
     namespace = Collection(init, provision, deploy, rollback, list_releases, unlock, manage, config, import_data,
                            status, logs, backup, backups, restore, maintenance)
-    namespace.configure({"gangway": {"inventory": None, "known_hosts": None,
+    namespace.configure({"gangway": {"inventory": None, "known_hosts": None, "verbose": False,
                                      "inventory_dir": str(root / inventory_dir)}})
     _use_executor()
     return namespace

@@ -22,6 +22,7 @@ from . import defaults, diagnose, dryrun, project, release_commands as commands,
 from .inventory import Host, Inventory, InventoryError
 from .layout import Layout
 from .lock import DeployLock, who
+from .provisioning import jobs
 from .releases import FAILED, GOOD, Release, ServerState
 from .remote import ConnectionLost, Remote, RemoteError, Stats
 from .render import TEMPLATES
@@ -48,7 +49,8 @@ def server_state(facts: dict) -> ServerState:
                        history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
                        python=facts["python"], applied=facts["applied"], backups=facts["backups"],
                        free_kib=facts["free"], backend=facts["backend"] or "",
-                       maintenance=facts["maintenance"])
+                       maintenance=facts["maintenance"],
+                       job_files=facts.get("job_files", {}))  # asked by a deploy only (see Session.state)
 
 
 @dataclass
@@ -72,15 +74,18 @@ class Session:
         return self.inventory.app.name
 
     def state(self) -> ServerState:
-        facts = self.remote.gather(commands.state_probes(self.layout))
+        facts = self.remote.gather([*commands.state_probes(self.layout), jobs.files_probe(self.layout)])
         if not facts["provisioned"]:
             raise DeployError(f"{self.host.address} is not provisioned for {self.app} by this version of gangway: "
                               "run `fab provision` first")
         return server_state(facts)
 
     def run(self, *steps: str | tuple[str, str], lines: int = 60) -> tuple[bool, dict, str]:
-        """Run a script of named steps: (ok, its report, the last `lines` lines of its output)."""
-        result = self.remote.run(shell.script(*steps))
+        """Run a script of named steps: (ok, its report, the last `lines` lines of its output). A step that takes
+        long (pip installing the requirements) says it is still running."""
+        first = steps[0][0] if steps and isinstance(steps[0], tuple) else "remote script"
+        with self.reporter.running(first):
+            result = self.remote.run(shell.script(*steps))
         return result.ok, shell.parse_reports(result.stdout), result.tail(lines)
 
     def health_host(self) -> str:
@@ -160,6 +165,13 @@ def _schema_warning(session: Session, state: ServerState) -> None:
                               f"{len(ahead)} migration(s) it does not know: {', '.join(ahead)}. Deploy the "
                               "code that has them, or reverse them (see the message of the deploy that applied "
                               "them, or `fab rollback --migrate-back`)")
+
+
+def _jobs_warning(session: Session, state: ServerState) -> None:
+    """Say so when the inventory's scheduled jobs (app.jobs) are not what the server has: provision sets them up."""
+    if differ := jobs.drift(session.inventory, state.job_files):
+        session.reporter.line(f"  WARNING   the scheduled jobs on the server differ from the inventory's app.jobs "
+                              f"({', '.join(differ)}): run `fab provision` to install them")
 
 
 # --- deploy --------------------------------------------------------------------------------------------------
@@ -266,6 +278,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
                           f"({inventory.source})")
             _schema_warning(session, state)
             maintenance_note(session, state)
+            _jobs_warning(session, state)
             _build(session, state, src, release)
             applied_before = state.applied
             pending = [m for m in release.migrations if m not in set(applied_before)]

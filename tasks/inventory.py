@@ -10,6 +10,7 @@ import base64
 import difflib
 import ipaddress
 import re
+import shlex
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,14 @@ class Build:
 
 
 @dataclass(frozen=True)
+class Job:
+    """A management command run on a schedule: `manage.py *command` at `schedule` (systemd OnCalendar)."""
+    name: str
+    command: tuple[str, ...]
+    schedule: str
+
+
+@dataclass(frozen=True)
 class App:
     name: str
     domains: tuple[str, ...] = ()
@@ -82,6 +91,7 @@ class App:
     settings_module: str = ""  # empty: the one manage.py names
     env: tuple[tuple[str, str], ...] = ()  # the app's own non-secret variables, in the inventory's order
     build: Build | None = None
+    jobs: tuple[Job, ...] = ()
 
     @property
     def wsgi(self) -> str:
@@ -389,6 +399,63 @@ def check_relative_path(value: str) -> str | None:
     return None
 
 
+_JOB_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_COMMAND_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_WEEKDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_FIELD = r"(?:\*|[0-9]{1,4}(?:,[0-9]{1,4})*)(?:/[0-9]{1,2})?"
+# systemd's OnCalendar, in the forms people write: a shorthand, or [weekdays] [Y-M-D] H:M[:S], each field a
+# number, a list of numbers or *, with an optional /step. Nothing else reaches the timer file.
+_SHORTHANDS = ("minutely", "hourly", "daily", "weekly", "monthly", "quarterly", "semiannually", "yearly",
+               "annually")
+_CALENDAR = re.compile(rf"(?:(?P<days>{_WEEKDAY}(?:(?:,|\.\.){_WEEKDAY})*) )?"
+                       rf"(?:(?P<date>{_FIELD}-{_FIELD}-{_FIELD}) )?(?P<time>{_FIELD}:{_FIELD}(?::{_FIELD})?)")
+_TIME_LIMITS = (23, 59, 59)
+
+
+def check_job_name(value: str) -> str | None:
+    if _JOB_NAME.fullmatch(value):
+        return None
+    return ("is not a usable job name: it becomes part of a systemd unit name (APP-job-NAME.timer), so use "
+            "lower-case letters, digits, - and _, starting with a letter (at most 32), e.g. clearsessions")
+
+
+def check_schedule(value: str) -> str | None:
+    """A systemd OnCalendar expression in a strict form: a shorthand (daily) or [weekdays] [date] time."""
+    if value in _SHORTHANDS:
+        return None
+    match = _CALENDAR.fullmatch(value)
+    if match and all(int(n) <= limit for part, limit in zip(match["time"].split(":"), _TIME_LIMITS)
+                     for n in part.split("/")[0].split(",") if n != "*"):
+        return None
+    return ("is not a schedule gangway accepts: use daily, hourly, weekly, monthly, or a time of day as systemd "
+            "writes it, e.g. '*-*-* 03:00:00' (every day at 03:00), 'Mon *-*-* 04:30' or '*-*-* *:0/15' "
+            "(every 15 minutes); `systemd-analyze calendar 'EXPRESSION'` shows when one fires")
+
+
+def job_command(value: str) -> tuple[str, ...]:
+    """The manage.py arguments of a job's command, split like a shell would; raises ValueError."""
+    if problem := _control_problem(value):
+        raise ValueError(problem)
+    try:
+        words = tuple(shlex.split(value))
+    except ValueError as error:
+        raise ValueError(f"cannot be split into words ({error}): close the quote") from None
+    if not words:
+        raise ValueError("is empty: give a management command, e.g. clearsessions")
+    if not _COMMAND_NAME.fullmatch(words[0]):
+        raise ValueError("must start with the management command's name (what follows `manage.py`), "
+                         "e.g. clearsessions or 'send_reminders --days 3'")
+    return words
+
+
+def check_job_command(value: str) -> str | None:
+    try:
+        job_command(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 # --- the schema ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -429,6 +496,15 @@ APP_KEYS = {
     "env": Key(dict, "the app's own non-secret environment variables, e.g. {SENTRY_ENVIRONMENT: production}"),
     "build": Key(dict, "a local build step before packing: {command: 'npm ci && npm run build', "
                        "outputs: [static/dist]}"),
+    "jobs": Key(list, "management commands run on a schedule: [{name: clearsessions, command: clearsessions, "
+                      "schedule: daily}]", item_kind=dict),
+}
+JOB_KEYS = {
+    "name": Key(str, "a short name for the job, e.g. clearsessions", required=True, check=check_job_name),
+    "command": Key(str, "what follows `manage.py`, e.g. clearsessions or 'send_reminders --days 3'",
+                   required=True, check=check_job_command),
+    "schedule": Key(str, "when it runs: daily, hourly, weekly, or e.g. '*-*-* 03:00:00'", required=True,
+                    check=check_schedule),
 }
 BUILD_KEYS = {
     "command": Key(str, "the shell command run in the project directory on this machine before packing, "
@@ -571,6 +647,12 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
         b = checker.mapping(app["build"], BUILD_KEYS, "app.build")
         build = Build(command=b["command"], outputs=tuple(o.rstrip("/") for o in b["outputs"]))
     backups = checker.mapping(top.get("backups", {}), BACKUP_KEYS, "backups")
+    jobs = []
+    for i, raw in enumerate(app.get("jobs", [])):
+        j = checker.mapping(raw, JOB_KEYS, f"app.jobs[{i}]")
+        if j["name"] in [job.name for job in jobs]:
+            raise checker.fail(f"app.jobs[{i}].name", f"{j['name']!r} is used twice; give each job its own name")
+        jobs.append(Job(name=j["name"], command=job_command(j["command"]), schedule=j["schedule"]))
     project = Path(app.get("source", ".")).expanduser()
     return Inventory(
         app=App(name=app["name"], domains=tuple(domains), wsgi_module=app.get("wsgi_module", ""),
@@ -582,7 +664,8 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
                 keep_failed=app.get("keep_failed", defaults.KEEP_FAILED),
                 keep_backups=app.get("keep_backups", defaults.KEEP_BACKUPS),
                 standby_minutes=app.get("standby_minutes", defaults.STANDBY_MINUTES),
-                settings_module=app.get("settings_module", ""), env=tuple(env), build=build),
+                settings_module=app.get("settings_module", ""), env=tuple(env), build=build,
+                jobs=tuple(jobs)),
         hosts=tuple(hosts),
         acme=Acme(email=acme_data.get("email"), directory=acme_data.get("directory", defaults.ACME_DIRECTORY),
                   ca_bundle=ca_bundle),

@@ -193,6 +193,15 @@ class Layout:
         """The transient unit a `fab manage` command runs in."""
         return f"{self.app}-manage-{token}"
 
+    def job_unit(self, name: str) -> str:
+        """A scheduled management command runs as APP-job-NAME.service, started by APP-job-NAME.timer."""
+        return f"{self.app}-job-{name}"
+
+    @property
+    def job_unit_prefix(self) -> str:
+        """What every job unit's name starts with: app names have no hyphen, so no other app's unit does."""
+        return f"{self.app}-job-"
+
     @property
     def runtime_dir(self) -> str:
         return f"/run/{self.app}"

@@ -11,12 +11,14 @@ from .remote import RemoteError, Stats
 from .runner import Reporter, apply
 
 
-@task(auto_shortflags=False,
+@task(auto_shortflags=False, klass=targets.VerboseTask,
       help={"inventory": "inventory name (inventory/NAME.yaml) or path; default: production",
-            "dry-run": "show what would change (diffs of config files, the commands for the rest), change nothing"})
-def provision(c, inventory=None, dry_run=False):
-    """Set up a server: packages, users, PostgreSQL, Gunicorn, nginx, TLS, firewall, SSH. Safe to re-run."""
+            "dry-run": "show what would change (diffs of config files, the commands for the rest), change nothing",
+            "verbose": "print every remote command as it runs (or set gangway.verbose / FABRIC_GANGWAY_VERBOSE=1)"})
+def provision(c, inventory=None, dry_run=False, verbose=False):
+    """Set up a server: packages, users, PostgreSQL, Gunicorn, nginx, TLS, firewall, SSH, jobs. Safe to re-run."""
     reporter = Reporter()
+    targets.set_verbose(c, verbose)
     try:
         inv, hosts = targets.select(c, inventory)
         for host in hosts:

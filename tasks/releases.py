@@ -62,6 +62,7 @@ class ServerState:
     free_kib: list[int] = field(default_factory=list)  # free space where releases/ and venvs/ live
     backend: str = ""                 # nginx's backend include as it is on the server
     maintenance: bool = False         # the maintenance flag is set: nginx answers 503 to everyone
+    job_files: dict[str, str] = field(default_factory=dict)  # scheduled jobs' unit files: {name: sha256}
 
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""

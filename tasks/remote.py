@@ -422,14 +422,39 @@ def open_connection(host: Host, user: str, stats: Stats, key: Path | None = None
     return connection
 
 
-class Remote:
-    """Runs commands on one server, as root: directly when logged in as root, through `sudo -n` otherwise."""
+# A long run of base64 (a file's content written by shell.write_file, a packed program): data, not a command.
+_DATA = re.compile(r"[A-Za-z0-9+/]{160,}={0,2}")
+# The password part of a URL (an outbound proxy's user:password@).
+_URL_PASSWORD = re.compile(r"(://[^\s:/@'\"]+:)[^\s@'\"]+@")
 
-    def __init__(self, connection: Connection, stats: Stats):
+
+def shown_command(command: str) -> str:
+    """A command as `-v` prints it: file contents it carries replaced by their size (they may be secret, and
+    they are not what a reader wants to see), and URL passwords by ***."""
+    command = _DATA.sub(lambda m: f"<{len(base64.b64decode(m[0] + '=' * (-len(m[0]) % 4), validate=False))} "
+                                  "bytes>", command)
+    return _URL_PASSWORD.sub(r"\1***@", command)
+
+
+def echo_line(host: str, what: str) -> str:
+    """One verbose line: the host and the command, later lines of a script indented under the first."""
+    return f"    [{host}] $ " + what.replace("\n", "\n        ")
+
+
+class Remote:
+    """Runs commands on one server, as root: directly when logged in as root, through `sudo -n` otherwise.
+    With `echo` set (-v, gangway.verbose) every command is printed as it runs, as `shown_command` shows it."""
+
+    def __init__(self, connection: Connection, stats: Stats, echo: Callable[[str], None] | None = None):
         self.connection = connection
         self.stats = stats
         self.user = connection.user
         self.wrap: Callable[[str], str] | None = None  # e.g. a lock every command must hold
+        self.echo = echo
+
+    def _echo(self, command: str) -> None:
+        if self.echo:
+            self.echo(echo_line(self.connection.host, shown_command(command)))
 
     @property
     def name(self) -> str:
@@ -459,7 +484,9 @@ class Remote:
             time.sleep(0.05)
         return True
 
-    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None) -> Result:
+    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
+        if echo:
+            self._echo(command)
         if self.wrap:
             command = self.wrap(command)
         if as_root and self.user != "root":
@@ -485,6 +512,7 @@ class Remote:
     def attached(self, command: str, terminal: bool) -> int:
         """Run `command` (as root) with its output streaming here as it comes, and with a terminal (a pty fed
         by this process's own) when `terminal`: an interactive program's prompts. Returns its exit status."""
+        self._echo(command)
         if self.wrap:
             command = self.wrap(command)
         if self.user != "root":
@@ -509,6 +537,7 @@ class Remote:
     def start(self, command: str, timeout: float = 30) -> paramiko.Channel:
         """Start `command` on its own channel and hand the channel back (a process that must live as long as
         this connection, like the deploy lock's holder); a lost connection is reported as one."""
+        self._echo(command)
         self._ensure_connected("starting a command")
         self.stats.commands += 1
         try:
@@ -521,6 +550,8 @@ class Remote:
 
     def put(self, data: bytes, path: str) -> None:
         """Upload `data` to `path` over SFTP, as the logged-in user."""
+        if self.echo:
+            self.echo(f"    [{self.connection.host}] put {path} ({len(data)} bytes over SFTP)")
         self._ensure_connected(f"uploading {path}")
         self.stats.commands += 1
         try:
@@ -556,7 +587,11 @@ class Remote:
         token = "gw" + secrets.token_hex(8)
         parts = [f"echo {token}; ( {p.command} ) </dev/null 2>/dev/null; printf '\\n{token} %s\\n' $?"
                  for p in probes]
-        result = self.run("\n".join(parts))
+        if self.echo:  # the probes as they were written, not the wrapping that separates their outputs
+            self.echo(f"    [{self.connection.host}] {len(probes)} read-only probes, in one command:")
+            for probe in probes:
+                self.echo(f"        $ {shown_command(probe.command)}")
+        result = self.run("\n".join(parts), echo=False)
         sections = parse_sections(result.stdout, token, len(probes))
         if sections is None:
             hint = (f"\n{self.user} needs sudo without a password here (or connect as root)"

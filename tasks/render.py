@@ -48,6 +48,12 @@ def systemd_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
 
 
+def systemd_exec_word(value: str) -> str:
+    """One argument of an Exec*= command line: `systemd_quote`, and `$` as `$$` (systemd expands $VARIABLES
+    in command lines, inside quotes too), so the program receives exactly `value`."""
+    return systemd_quote(value).replace("$", "$$")
+
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -70,7 +76,8 @@ def nginx_value(value: str) -> str:
     return value
 
 
-FILTERS = {"apt_quote": apt_quote, "systemd_quote": systemd_quote, "env_name": env_name,
+FILTERS = {"apt_quote": apt_quote, "systemd_quote": systemd_quote, "systemd_exec_word": systemd_exec_word,
+           "env_name": env_name,
            "nginx_value": nginx_value}
 
 

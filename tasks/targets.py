@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import fabric
 import paramiko
 from fabric import Connection
 
 from .inventory import INVENTORY_DIR, Host, Inventory, InventoryError, check_public_key, for_host, load
-from .remote import Remote, RemoteError, Stats, key_file_problem, open_connection
+from .remote import Remote, RemoteError, Stats, echo_line, key_file_problem, open_connection, say
 
 DEFAULT_INVENTORY = "production"
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
@@ -69,14 +70,42 @@ def _select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
     return inventory, list(inventory.hosts)
 
 
+def verbose(config) -> bool:
+    """Whether every remote command is printed as it runs: Fabric's config key `gangway.verbose` (fabric.yaml,
+    FABRIC_GANGWAY_VERBOSE=1), which a task's -v flag sets too."""
+    value = ((config.get("gangway") or {}) if config is not None else {}).get("verbose")
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
+
+
+def set_verbose(c, flag: bool) -> None:
+    """A task's -v flag: the same as gangway.verbose for every connection this task opens."""
+    if flag:
+        c.config.gangway = {**(c.config.get("gangway") or {}), "verbose": True}
+
+
+class VerboseTask(fabric.Task):
+    """A task whose `verbose` option is also -v (Fabric gives a task short flags for all options or none, and
+    -i, -H, -S ... are its own)."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name == "verbose" and "v" not in taken_names:
+            opts["names"] = [*opts["names"], "v"]
+        return opts
+
+
 def login(host: Host, inventory: Inventory, stats: Stats, config=None) -> Remote:
     """Log in as the deploy user if it exists yet (root login is off after provisioning), else as host.user.
-    `config` is the task's Fabric config (c.config): ssh_config and connect_kwargs come from it."""
+    `config` is the task's Fabric config (c.config): ssh_config and connect_kwargs come from it, and with
+    gangway.verbose every remote command is printed as it runs."""
     users = [inventory.deploy_user] + ([host.user] if host.user != inventory.deploy_user else [])
+    echo = say if verbose(config) else None
     for user in users:
         try:
             return Remote(open_connection(host, user, stats, config=config, known_hosts=inventory.known_hosts),
-                          stats)
+                          stats, echo=echo)
         except paramiko.AuthenticationException:
             continue
     key = f"the key {host.key}" if host.key else "your SSH keys (~/.ssh/id_*, the SSH agent)"
@@ -94,6 +123,8 @@ def prove_login(host: Host, inventory: Inventory, stats: Stats, config=None) -> 
         raise RemoteError(f"{user}@{host.address} cannot log in with your key; nothing was locked down") from None
     try:
         stats.commands += 1
+        if verbose(config):
+            say(echo_line(connection.host, "sudo -n true"))
         if not connection.run("sudo -n true", hide=True, warn=True, in_stream=False).ok:
             raise RemoteError(f"{user}@{host.address} logs in but cannot use sudo; nothing was locked down")
     finally:

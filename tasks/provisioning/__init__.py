@@ -30,7 +30,7 @@ class Server:
 
 
 def steps(server: Server) -> list[Step]:
-    from . import (backups, catch_all, firewall, gunicorn, hardening, nginx, postgres, ssh, system, tls,
+    from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, ssh, system, tls,
                    users)
 
     return [
@@ -51,6 +51,7 @@ def steps(server: Server) -> list[Step]:
         postgres.database(server),
         backups.schedule(server),
         gunicorn.service(server),
+        jobs.scheduled(server),
         nginx.site(server),
         # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS.
         *([*tls.certificate(server), nginx.site(server)] if server.inventory.tls else []),

@@ -253,7 +253,7 @@ def test_deploy_preview_reads_the_state_runs_only_the_env_preview_and_names_what
     facts = {"releases": f"{live}\t{meta}\n{old}\t{meta}\n", "failed": [], "live": live, "backend": "",
              "running": [live], "history": "", "venvs": ["r1"], "python": "3.13.5", "provisioned": True,
              "applied": ["counter.0001_initial"], "backups": [], "free": [10 ** 7, 10 ** 7],
-             "maintenance": False}
+             "maintenance": False, "job_files": {}}
 
     class Remote(FakeRemote):
         def __init__(self):
