@@ -99,26 +99,31 @@ def test_a_restore_that_fails_changes_nothing_and_ends_maintenance(site, tmp_pat
 
 
 def test_provision_sets_up_the_timer_and_its_backup_appears_when_it_runs(site):
-    with open(site.inventory, "a") as inventory:
-        inventory.write('backups:\n  time: "04:30"\n  keep_daily: 2\n  keep_weekly: 1\n')
-    first = site.fab("provision").stdout
-    assert "changed   scheduled backups" in first, first
-    second = site.fab("provision").stdout
-    assert re.search(r"recap \S+: \d+ steps, 0 changed", second), second
-    assert site.root(f"systemctl is-enabled {APP}-backup.timer").strip() == "enabled"
-    timer = site.root(f"systemctl cat {APP}-backup.timer")
-    assert "OnCalendar=*-*-* 04:30:00" in timer and "Persistent=true" in timer and "RandomizedDelaySec=" in timer
+    shared = site.inventory.read_text()
+    site.inventory.write_text(shared + 'backups:\n  time: "04:30"\n  keep_daily: 2\n  keep_weekly: 1\n')
+    try:
+        first = site.fab("provision").stdout
+        assert "changed   scheduled backups" in first, first
+        second = site.fab("provision").stdout
+        assert re.search(r"recap \S+: \d+ steps, 0 changed", second), second
+        assert site.root(f"systemctl is-enabled {APP}-backup.timer").strip() == "enabled"
+        timer = site.root(f"systemctl cat {APP}-backup.timer")
+        assert "OnCalendar=*-*-* 04:30:00" in timer and "Persistent=true" in timer
+        assert "RandomizedDelaySec=" in timer
 
-    manual = [f for f in site.files() if f.endswith("-manual.dump")]
-    for _ in range(3):
-        site.root(f"systemctl start {APP}-backup.service")
-    daily = [f for f in site.files() if f.endswith("-daily.dump")]
-    # All three on one day: the retention keeps the newest of today; hand-made dumps are not its business.
-    assert len(daily) == 1, site.files()
-    assert [f for f in site.files() if f.endswith("-manual.dump")] == manual
-    assert site.root(f"stat -c '%U %a' {BACKUPS}/{daily[0]}").strip() == "root 600"
-    assert not [f for f in site.files() if f.endswith(".part")]
-    assert "database, scheduled" in site.run("backups").stdout
+        manual = [f for f in site.files() if f.endswith("-manual.dump")]
+        for _ in range(3):
+            site.root(f"systemctl start {APP}-backup.service")
+        daily = [f for f in site.files() if f.endswith("-daily.dump")]
+        # All three on one day: the retention keeps the newest of today; hand-made dumps are not its business.
+        assert len(daily) == 1, site.files()
+        assert [f for f in site.files() if f.endswith("-manual.dump")] == manual
+        assert site.root(f"stat -c '%U %a' {BACKUPS}/{daily[0]}").strip() == "root 600"
+        assert not [f for f in site.files() if f.endswith(".part")]
+        assert "database, scheduled" in site.run("backups").stdout
+    finally:  # the server is shared: later modules expect it provisioned with the default retention
+        site.inventory.write_text(shared)
+        site.fab("provision")
 
 
 def test_maintenance_mode_answers_503_from_outside_and_deploys_still_work(site):
