@@ -16,7 +16,7 @@ from pathlib import Path
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import backup_commands as commands, release_commands
+from . import backup_commands as commands, release_commands, targets
 from .deploy import DeployError, Session, _last_lines, _now, _on_each_host
 from .inventory import Inventory
 from .lock import DeployLock, who
@@ -98,7 +98,7 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
 
 
 @task(auto_shortflags=False, help={
-    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
     "media": "also pack the uploaded media files (shared/media) into NAME.media.tar.gz beside the dump",
     "download": "also copy the backup to this local directory (e.g. . for here); only you can read the copy",
 })
@@ -115,7 +115,7 @@ def table(files: list[tuple[str, int, int]]) -> list[str]:
 
 
 @task(auto_shortflags=False, help={
-    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
     "download": "copy this backup (a NAME from the list) to your machine instead of listing",
     "to": "the local directory --download writes into (default: the current one)",
 })
@@ -242,7 +242,7 @@ def _confirm(inventory: Inventory, what: str) -> None:
 @task(auto_shortflags=False, positional=["backup"], help={
     "backup": "the backup to restore: a NAME `fab backups` lists (with or without .dump); with --upload, a local "
               "file",
-    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
     "yes": "restore without asking (needed when there is no terminal, e.g. in CI)",
     "upload": "BACKUP is a dump on this machine (from fab backup --download, or pg_dump --format=custom): upload it "
               "and restore it",
@@ -275,7 +275,7 @@ def restore(c, backup, inventory=None, yes=False, upload=False):
 
 @task(auto_shortflags=False, positional=["mode"], help={
     "mode": "on or off",
-    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
 })
 def maintenance(c, mode, inventory=None):
     """Turn maintenance mode on or off: while on, nginx answers 503 with a maintenance page and Retry-After."""

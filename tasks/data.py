@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fabric import task
 
-from . import release_commands as commands
+from . import release_commands as commands, targets
 from .deploy import DeployError, Session, _last_lines, _now, _on_each_host
 from .inventory import Inventory
 from .lock import DeployLock
@@ -95,7 +95,7 @@ def compare(local: dict[str, int], server: dict[str, int]) -> list[str]:
 
 
 @task(name="import-data", auto_shortflags=False, help={
-    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
     "database": "the SQLite file to import (default: the one your local settings use)",
     "replace": "empty the server's database first (after a backup in backups/), and overwrite media files "
                "of the same name",

@@ -177,7 +177,7 @@ def _jobs_warning(session: Session, state: ServerState) -> None:
 # --- deploy --------------------------------------------------------------------------------------------------
 
 @task(auto_shortflags=False, help={
-    "inventory": "inventory name (inventory/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
     "ref": "the git commit, branch or tag to ship (default: HEAD)",
     "allow-dirty": "ship uncommitted changes to tracked files too, instead of refusing",
     "dry-run": "show what the deploy would do (release, environment, migrations, pruning) and change nothing",
@@ -493,7 +493,7 @@ def _prune(session: Session, state: ServerState, live: str, previous: str | None
 # --- rollback --------------------------------------------------------------------------------------------------
 
 @task(auto_shortflags=False, help={
-    "inventory": "inventory name (inventory/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
     "to": "the release to go back to (see `fab releases`); default: the previous good one",
     "migrate-back": "reverse the migrations the target release does not have (after a backup)",
 })
@@ -594,7 +594,7 @@ def release_table(state: ServerState) -> list[str]:
     return rows
 
 
-@task(name="releases", auto_shortflags=False, help={"inventory": "inventory name (inventory/NAME.yaml) or path"})
+@task(name="releases", auto_shortflags=False, help={"inventory": targets.INVENTORY_HELP})
 def list_releases(c, inventory=None):
     """List the releases on the server: id, commit, when, and which is current, previous, failed."""
     def show(session: Session) -> None:
@@ -619,7 +619,7 @@ def list_releases(c, inventory=None):
 
 
 @task(auto_shortflags=False, help={
-    "inventory": "inventory name (inventory/NAME.yaml) or path",
+    "inventory": targets.INVENTORY_HELP,
     "force": "end the holder even though its SSH connection is still alive (a run in progress, which then "
              "fails); only when you are sure it is stuck",
 })

@@ -12,6 +12,7 @@ import re
 from fabric import task
 from invoke.exceptions import Exit
 
+from . import targets
 from .deploy import _on_each_host
 from .layout import Layout
 from .shell import join, q
@@ -98,7 +99,7 @@ def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = Fals
 
 
 @task(auto_shortflags=False, help={
-    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
     "lines": f"how many of the latest lines (default {DEFAULT_LINES})",
     "follow": "keep showing new lines as they come, until Ctrl-C",
     "since": "only lines since then, in journalctl's words: \"1 hour ago\", \"today\", \"2026-11-27 10:00\"",

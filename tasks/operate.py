@@ -24,7 +24,7 @@ from pathlib import Path
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import release_commands as commands
+from . import release_commands as commands, targets
 from .deploy import DeployError, Session, _last_lines, _on_each_host, relaunch
 from .inventory import check_env_name
 from .lock import DeployLock
@@ -48,7 +48,7 @@ def with_upload(args: list[str], local: str, remote: str) -> list[str]:
 
 
 @task(auto_shortflags=False, help={
-    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
     "file": "a local file to send along: each argument equal to it is replaced by its path on the server, e.g. "
             "fab manage --file posts.json -- loaddata posts.json",
     "args": "the command and its arguments as a list, when called from Python; on the command line they "
@@ -148,7 +148,7 @@ def parse_changes(set_: list[str], unset: list[str]) -> tuple[dict[str, str], li
 
 
 @task(auto_shortflags=False, iterable=["set_", "unset"], help={
-    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
     "set": "NAME=VALUE: set a variable (repeatable); the value is stored owner-only on the server",
     "unset": "NAME: remove a variable (repeatable)",
     "show": "print the values too (they are hidden otherwise)",

@@ -12,7 +12,7 @@ from .runner import Reporter, apply
 
 
 @task(auto_shortflags=False, klass=targets.VerboseTask,
-      help={"inventory": "inventory name (inventory/NAME.yaml) or path; default: production",
+      help={"inventory": targets.INVENTORY_HELP,
             "dry-run": "show what would change (diffs of config files, the commands for the rest), change nothing",
             "verbose": "print every remote command as it runs (or set gangway.verbose / FABRIC_GANGWAY_VERBOSE=1)"})
 def provision(c, inventory=None, dry_run=False, verbose=False):

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import defaults, release_commands as commands
+from . import defaults, release_commands as commands, targets
 from .deploy import Session, _on_each_host, server_state
 from .inventory import Inventory
 from .layout import Layout
@@ -394,7 +394,7 @@ def exit_code(found: list[Check]) -> int:
 # --- the task ------------------------------------------------------------------------------------------------
 
 @task(auto_shortflags=False, help={
-    "inventory": "inventory name (deploy/NAME.yaml) or path; default: production",
+    "inventory": targets.INVENTORY_HELP,
 })
 def status(c, inventory=None):
     """Is the site well? Releases, services, health, certificate, disk, backups, updates: exit 1/2 on WARN/FAIL."""

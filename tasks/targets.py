@@ -3,8 +3,9 @@
 The inventory comes from `--inventory NAME` (NAME.yaml in the inventory directory, or a path), else Fabric's
 config key `gangway.inventory` (fabric.yaml, or the FABRIC_GANGWAY_INVENTORY environment variable), else
 production.yaml when it exists. The inventory directory is the config key `gangway.inventory_dir`: the
-project's fabfile sets it (`deploy/` beside the fabfile, see `collection.py`; `inventory/` in this repository). `fab -H user@host[:port]` overrides the inventory's hosts, and
-works without any inventory file (defaults, HTTP only).
+project's fabfile sets it (`deploy/` beside the fabfile, see `collection.py`; `inventory/` in this repository).
+`fab -H user@host[:port]` overrides the inventory's hosts, and works without any inventory file (defaults,
+HTTP only).
 
 Connections are built by Fabric from the task's config, so ~/.ssh/config (Host aliases, User, Port,
 IdentityFile) and fabric.yaml's connect_kwargs apply; the inventory's explicit values win. Host keys are checked
@@ -25,6 +26,9 @@ from .inventory import INVENTORY_DIR, Host, Inventory, InventoryError, check_pub
 from .remote import Remote, RemoteError, Stats, echo_line, key_file_problem, open_connection, say
 
 DEFAULT_INVENTORY = "production"
+# The --inventory option of every task, in `fab --help TASK`.
+INVENTORY_HELP = ("inventory name (NAME.yaml in the project's deploy/, inventory/ in gangway's own repository) "
+                  "or path; default: production")
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 
