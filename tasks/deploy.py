@@ -42,6 +42,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def server_probes(layout: Layout) -> list:
+    """What a deploy, a rollback and `fab status` read of the server in their first round trip."""
+    return [*commands.state_probes(layout), jobs.files_probe(layout)]
+
+
 def server_state(facts: dict) -> ServerState:
     """The ServerState in the facts `commands.state_probes` gathered."""
     return ServerState(releases=releases.parse_releases(facts["releases"]), failed=sorted(facts["failed"]),
@@ -49,8 +54,7 @@ def server_state(facts: dict) -> ServerState:
                        history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
                        python=facts["python"], applied=facts["applied"], backups=facts["backups"],
                        free_kib=facts["free"], backend=facts["backend"] or "",
-                       maintenance=facts["maintenance"],
-                       job_files=facts.get("job_files", {}))  # asked by a deploy only (see Session.state)
+                       maintenance=facts["maintenance"], job_files=facts["job_files"])
 
 
 @dataclass
@@ -74,7 +78,7 @@ class Session:
         return self.inventory.app.name
 
     def state(self) -> ServerState:
-        facts = self.remote.gather([*commands.state_probes(self.layout), jobs.files_probe(self.layout)])
+        facts = self.remote.gather(server_probes(self.layout))
         if not facts["provisioned"]:
             raise DeployError(f"{self.host.address} is not provisioned for {self.app} by this version of gangway: "
                               "run `fab provision` first")

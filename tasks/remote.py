@@ -484,7 +484,9 @@ class Remote:
             time.sleep(0.05)
         return True
 
-    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
+    def _as_sent(self, command: str, as_root: bool = True, echo: bool = True) -> str:
+        """`command` as it goes over the wire (wrapped, through sudo unless logged in as root), counted, and
+        printed first with -v; the connection checked before it is used."""
         if echo:
             self._echo(command)
         if self.wrap:
@@ -493,6 +495,10 @@ class Remote:
             command = f"sudo -n -H sh -c {q(command)}"
         self._ensure_connected("the next command")
         self.stats.commands += 1
+        return command
+
+    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
+        command = self._as_sent(command, as_root, echo)
         try:
             r = self.connection.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
         except CommandTimedOut:
@@ -512,13 +518,7 @@ class Remote:
     def attached(self, command: str, terminal: bool) -> int:
         """Run `command` (as root) with its output streaming here as it comes, and with a terminal (a pty fed
         by this process's own) when `terminal`: an interactive program's prompts. Returns its exit status."""
-        self._echo(command)
-        if self.wrap:
-            command = self.wrap(command)
-        if self.user != "root":
-            command = f"sudo -n -H sh -c {q(command)}"
-        self._ensure_connected("the next command")
-        self.stats.commands += 1
+        command = self._as_sent(command)
         try:
             # Without a terminal the command's input ends at once: a command that reads it (dbshell) ends
             # instead of waiting for ever (a file goes along with --file).
@@ -563,6 +563,8 @@ class Remote:
 
     def get(self, path: str, local: str) -> None:
         """Download `path` over SFTP, as the logged-in user, into the local file `local`."""
+        if self.echo:
+            self.echo(f"    [{self.connection.host}] get {path} (over SFTP)")
         self._ensure_connected(f"downloading {path}")
         self.stats.commands += 1
         try:

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import defaults, release_commands as commands, targets
-from .deploy import Session, _on_each_host, server_state
+from . import defaults, targets
+from .deploy import Session, _on_each_host, server_probes, server_state
 from .inventory import Inventory
 from .layout import Layout
 from .releases import ServerState
@@ -411,7 +411,7 @@ def status(c, inventory=None):
 def status_on(session: Session) -> int:
     inventory, layout, reporter = session.inventory, session.layout, session.reporter
     name = session.health_host()
-    facts = session.remote.gather(commands.state_probes(layout)
+    facts = session.remote.gather(server_probes(layout)
                                   + status_probes(layout, name, inventory.app.health_check, inventory.tls))
     reporter.line(f"{session.host.address}: {session.app}" + (f" at {name}" if inventory.tls else ""))
     if not facts["provisioned"]:
