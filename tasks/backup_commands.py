@@ -8,14 +8,13 @@ Backups are files in backups/ that only root reads (0600): `*.dump` (pg_dump's c
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 
-from . import shell
+from . import shell, timestamps
 from .layout import Layout
 from .shell import as_user, join, q, report
 from .steps import Probe
 
-STAMP = "%Y%m%dT%H%M%SZ"  # the same as templates/backups/backup.py's
 DUMP = ".dump"
 MEDIA = ".media.tar.gz"
 # The kind of a backup, by how its name ends (after TIMESTAMP- or RELEASE-).
@@ -27,7 +26,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
 
 
 def stamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(timezone.utc)).strftime(STAMP)
+    return timestamps.stamp(now)
 
 
 def kind_of(name: str) -> str:

@@ -16,13 +16,13 @@ from pathlib import Path
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import backup_commands as commands, release_commands, targets
-from .deploy import DeployError, Session, _last_lines, _now, _on_each_host
+from . import backup_commands as commands, release_commands, targets, timestamps
 from .inventory import Inventory
-from .lock import DeployLock, who
+from .lock import who
 from .operate import send_file
 from .releases import ServerState
 from .remote import ConnectionLost
+from .session import DeployError, Session, Task, last_lines, run_task
 
 # --- fab backup / fab backups ---------------------------------------------------------------------------------
 
@@ -33,14 +33,6 @@ def _size(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return ""
-
-
-def age(seconds: int) -> str:
-    """A backup's age in words a person reads at a glance: 40 s, 12 min, 5 h, 3 d."""
-    for unit, length, below in (("s", 1, 60), ("min", 60, 3600), ("h", 3600, 86400)):
-        if seconds < below:
-            return f"{seconds // length} {unit}"
-    return f"{seconds // 86400} d"
 
 
 def _local_target(directory: str | None, name: str) -> Path:
@@ -58,7 +50,7 @@ def fetch_backup(session: Session, name: str, directory: str | None) -> Path:
     ok, _, tail = session.run(("exists", commands.exists(session.layout, name)),
                               ("copy", commands.readable_copy(session.layout, name, user, copy)))
     if not ok:
-        raise DeployError(_last_lines(tail))
+        raise DeployError(last_lines(tail))
     part = target.with_name(target.name + ".part")
     try:
         # Created owner-only before a byte arrives: SFTP writes into it and keeps its mode.
@@ -82,7 +74,7 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
     ok, report, tail = session.run(*steps)
     if not ok:
         where = "the media archive" if report.get("failed") == "media" else "the database dump"
-        raise DeployError(f"{where} failed on {session.host.address}; no partial file was kept:\n{_last_lines(tail)}")
+        raise DeployError(f"{where} failed on {session.host.address}; no partial file was kept:\n{last_lines(tail)}")
     files = [report["backup"]] + ([report["media"]] if media else [])
     sizes = session.remote.gather([commands.listing_probe(layout)])["backup_files"]
     by_name = {n: size for n, size, _ in sizes}
@@ -101,16 +93,18 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
     "inventory": targets.INVENTORY_HELP,
     "media": "also pack the uploaded media files (shared/media) into NAME.media.tar.gz beside the dump",
     "download": "also copy the backup to this local directory (e.g. . for here); only you can read the copy",
-})
-def backup(c, inventory=None, media=False, download=None):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def backup(c, inventory=None, media=False, download=None, verbose=False):
     """Back up the database now (pg_dump, compressed) into backups/ on the server; --media, --download DIR."""
-    _on_each_host(c, inventory, "backup", lambda session: backup_on(session, media, download))
+    run_task(c, inventory, Task("backup", lock="backup"), lambda session: backup_on(session, media, download),
+             verbose)
 
 
 def table(files: list[tuple[str, int, int]]) -> list[str]:
     rows = [f"  {'NAME':<48} {'SIZE':>10}  {'AGE':>7}  KIND"]
     for name, size, seconds in files:
-        rows.append(f"  {name:<48} {_size(size):>10}  {age(seconds):>7}  {commands.kind_of(name)}")
+        rows.append(f"  {name:<48} {_size(size):>10}  {timestamps.age(seconds):>8}  {commands.kind_of(name)}")
     return rows
 
 
@@ -118,8 +112,9 @@ def table(files: list[tuple[str, int, int]]) -> list[str]:
     "inventory": targets.INVENTORY_HELP,
     "download": "copy this backup (a NAME from the list) to your machine instead of listing",
     "to": "the local directory --download writes into (default: the current one)",
-})
-def backups(c, inventory=None, download=None, to=None):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def backups(c, inventory=None, download=None, to=None, verbose=False):
     """List the backups on the server (name, size, age, kind), or --download NAME to your machine."""
     def show(session: Session) -> None:
         if download:
@@ -135,7 +130,7 @@ def backups(c, inventory=None, download=None, to=None):
                 session.reporter.line(row)
         session.reporter.line("  restore one with `fab restore NAME`; take one now with `fab backup`")
 
-    _on_each_host(c, inventory, "backups", show)
+    run_task(c, inventory, Task("backups"), show, verbose)
 
 
 # --- fab restore ------------------------------------------------------------------------------------------------
@@ -163,27 +158,26 @@ def schema_difference(applied: list[str] | None, known: list[str]) -> str:
 def restore_on(session: Session, name: str | None, upload: tuple[str, bytes] | None) -> None:
     reporter, layout = session.reporter, session.layout
     reporter.line(f"restore {name or upload[0]} into {session.app} on {session.host.address}")
-    with DeployLock(session.remote, layout, f"restore {name or 'upload'}"):
-        state = session.state()
-        if upload:
-            remote = send_file(session, upload[1], Path(upload[0]).name)
-            adopt = commands.adopt_upload(layout, remote, f"{commands.stamp()}-uploaded")
-            ok, report, tail = session.run(("adopt", adopt))
-            if not ok:
-                raise DeployError(f"nothing was restored: {_last_lines(tail)}")
-            name = report["backup"].rsplit("/", 1)[1]
-            reporter.step("changed", "upload", f"{upload[0]} -> {report['backup']} (root's alone)")
-        else:
-            ok, _, tail = session.run(("exists", commands.exists(layout, name)))
-            if not ok:
-                raise DeployError(f"{_last_lines(tail)}: see the names `fab backups` lists; nothing was changed")
-        ok, report, tail = session.run(("backup", release_commands.backup(layout, session.app,
-                                                                          f"{commands.stamp()}-before-restore")))
+    state = session.state()
+    if upload:
+        remote = send_file(session, upload[1], Path(upload[0]).name)
+        adopt = commands.adopt_upload(layout, remote, f"{commands.stamp()}-uploaded")
+        ok, report, tail = session.run(("adopt", adopt))
         if not ok:
-            raise DeployError(f"the backup before the restore failed, so nothing was restored:\n{_last_lines(tail)}")
-        fresh = report["backup"]
-        reporter.step("changed", "backup", f"{fresh}: the database as it was, should you want it back")
-        _restore(session, state, name, fresh)
+            raise DeployError(f"nothing was restored: {last_lines(tail)}")
+        name = report["backup"].rsplit("/", 1)[1]
+        reporter.step("changed", "upload", f"{upload[0]} -> {report['backup']} (root's alone)")
+    else:
+        ok, _, tail = session.run(("exists", commands.exists(layout, name)))
+        if not ok:
+            raise DeployError(f"{last_lines(tail)}: see the names `fab backups` lists; nothing was changed")
+    ok, report, tail = session.run(("backup", release_commands.backup(layout, session.app,
+                                                                      f"{commands.stamp()}-before-restore")))
+    if not ok:
+        raise DeployError(f"the backup before the restore failed, so nothing was restored:\n{last_lines(tail)}")
+    fresh = report["backup"]
+    reporter.step("changed", "backup", f"{fresh}: the database as it was, should you want it back")
+    _restore(session, state, name, fresh)
 
 
 def _restore(session: Session, state: ServerState, name: str, fresh: str) -> None:
@@ -192,9 +186,9 @@ def _restore(session: Session, state: ServerState, name: str, fresh: str) -> Non
     if was_on:
         reporter.step("ok", "maintenance", "already on; it stays on after the restore")
     else:
-        ok, _, tail = session.run(("maintenance", commands.maintenance_on(layout, who(), _now())))
+        ok, _, tail = session.run(("maintenance", commands.maintenance_on(layout, who(), timestamps.now())))
         if not ok:
-            raise DeployError(f"could not turn maintenance mode on, so nothing was restored:\n{_last_lines(tail)}")
+            raise DeployError(f"could not turn maintenance mode on, so nothing was restored:\n{last_lines(tail)}")
         reporter.step("changed", "maintenance", "on: visitors get the maintenance page (503) during the restore")
     try:
         ok, _, tail = session.run(("restore", commands.restore_database(layout, session.app, name)))
@@ -206,7 +200,7 @@ def _restore(session: Session, state: ServerState, name: str, fresh: str) -> Non
     if not ok:
         off = "" if was_on else _maintenance_off(session)
         raise DeployError(f"pg_restore of {name} failed; it ran in one transaction, so the database is unchanged"
-                          f"{off}. The backup taken just before is {fresh}.\n{_last_lines(tail)}")
+                          f"{off}. The backup taken just before is {fresh}.\n{last_lines(tail)}")
     reporter.step("changed", "restore", f"{name} restored into the database {session.app}")
     applied = session.remote.gather([release_commands.applied_probe(layout)])["applied"]
     live = state.releases.get(state.live or "")
@@ -246,8 +240,9 @@ def _confirm(inventory: Inventory, what: str) -> None:
     "yes": "restore without asking (needed when there is no terminal, e.g. in CI)",
     "upload": "BACKUP is a dump on this machine (from fab backup --download, or pg_dump --format=custom): upload it "
               "and restore it",
-})
-def restore(c, backup, inventory=None, yes=False, upload=False):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def restore(c, backup, inventory=None, yes=False, upload=False, verbose=False):
     """Restore a database backup (or --upload a local one): a fresh backup first, maintenance mode around it."""
     if backup.startswith("-"):
         raise Exit(f"restore: {backup!r} is not a backup's name; for help: fab --help restore", code=2)
@@ -267,7 +262,8 @@ def restore(c, backup, inventory=None, yes=False, upload=False):
         if not yes:
             _confirm(inventory_, name or backup)
 
-    _on_each_host(c, inventory, "restore", lambda session: restore_on(session, name, sent), before=ask)
+    run_task(c, inventory, Task("restore", lock=f"restore {name or 'upload'}", before=ask),
+             lambda session: restore_on(session, name, sent), verbose)
 
 
 # --- fab maintenance --------------------------------------------------------------------------------------------
@@ -276,8 +272,9 @@ def restore(c, backup, inventory=None, yes=False, upload=False):
 @task(auto_shortflags=False, positional=["mode"], help={
     "mode": "on or off",
     "inventory": targets.INVENTORY_HELP,
-})
-def maintenance(c, mode, inventory=None):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def maintenance(c, mode, inventory=None, verbose=False):
     """Turn maintenance mode on or off: while on, nginx answers 503 with a maintenance page and Retry-After."""
     if mode not in ("on", "off"):
         raise Exit(f"maintenance: say on or off, not {mode!r}: fab maintenance on (help: fab --help maintenance)",
@@ -285,13 +282,14 @@ def maintenance(c, mode, inventory=None):
 
     def switch(session: Session) -> None:
         layout = session.layout
-        step = commands.maintenance_on(layout, who(), _now()) if mode == "on" else commands.maintenance_off(layout)
+        step = commands.maintenance_on(layout, who(), timestamps.now()) if mode == "on" else commands.maintenance_off(layout)
         ok, _, tail = session.run(("maintenance", step))
         if not ok:
-            raise DeployError(f"could not turn maintenance mode {mode}:\n{_last_lines(tail)}")
+            raise DeployError(f"could not turn maintenance mode {mode}:\n{last_lines(tail)}")
         session.reporter.line(
             f"{session.host.address}: maintenance mode is on: every request but ACME challenges gets the maintenance "
             "page (503, Retry-After); deploys and rollbacks still work. End it with `fab maintenance off`"
             if mode == "on" else f"{session.host.address}: maintenance mode is off: the site answers again")
 
-    _on_each_host(c, inventory, "maintenance", switch)
+    run_task(c, inventory, Task("maintenance", lock=f"maintenance {mode}", audit=f"maintenance {mode}"), switch,
+             verbose)

@@ -22,12 +22,11 @@ from pathlib import Path
 
 from fabric import task
 
-from . import release_commands as commands, targets
-from .deploy import DeployError, Session, _last_lines, _now, _on_each_host
+from . import release_commands as commands, targets, timestamps
 from .inventory import Inventory
-from .lock import DeployLock
 from .operate import send_file
 from .render import TEMPLATES
+from .session import DeployError, Session, Task, last_lines, run_task
 
 DUMP_SCRIPT = TEMPLATES / "data" / "dump.py"
 
@@ -102,8 +101,10 @@ def compare(local: dict[str, int], server: dict[str, int]) -> list[str]:
     "media": "the local media directory to upload (default: your local MEDIA_ROOT, else media/ in the project)",
     "no-media": "do not upload media files",
     "yes": "upload the media files without asking",
-})
-def import_data(c, inventory=None, database=None, replace=False, media=None, no_media=False, yes=False):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def import_data(c, inventory=None, database=None, replace=False, media=None, no_media=False, yes=False,
+                verbose=False):
     """Copy the local SQLite database's content (and media files) to the server, checked by row counts."""
     prepared = []
 
@@ -112,8 +113,8 @@ def import_data(c, inventory=None, database=None, replace=False, media=None, no_
         folder = None if no_media else _media_dir(Path(inv.app.source), media, dump.media_root)
         prepared.append((dump, folder))
 
-    _on_each_host(c, inventory, "import-data", lambda session: import_to(session, *prepared[0], replace, yes),
-                  before=prepare)
+    run_task(c, inventory, Task("import-data", lock="import-data", before=prepare),
+             lambda session: import_to(session, *prepared[0], replace, yes), verbose)
 
 
 def _media_dir(project: Path, given: str | None, media_root: str) -> Path | None:
@@ -129,37 +130,36 @@ def _media_dir(project: Path, given: str | None, media_root: str) -> Path | None
 
 def import_to(session: Session, dump: Dump, media: Path | None, replace: bool, yes: bool) -> None:
     reporter, layout, app = session.reporter, session.layout, session.app
-    with DeployLock(session.remote, layout, "import-data"):
-        state = session.state()
-        if state.live is None:
-            raise DeployError(f"no release is live on {session.host.address} yet: deploy first (fab deploy); "
-                              "its migrations create the tables the data goes into")
-        unit = layout.manage_unit(secrets.token_hex(4))
-        if dump.rows:
-            ok, report, tail = session.run(("count", commands.count_rows(layout, state.live, app, unit,
-                                                                         list(dump.rows))))
-            if not ok:
-                raise DeployError(f"could not count the rows on the server:\n{_last_lines(tail)}")
-            if report["unknown"]:
-                raise DeployError(f"the live release {state.live} has no model {', '.join(report['unknown'])}: "
-                                  "deploy the code that has them, then import again. Nothing was changed")
-            full = {model: n for model, n in report["rows"].items() if n}
-            if full and not replace:
-                raise DeployError("the server's database already has rows in "
-                                  + ", ".join(f"{m} ({n})" for m, n in sorted(full.items()))
-                                  + ", so nothing was imported. To replace everything in it with your local data "
-                                    "(a backup is taken first), run again with --replace")
-            _load(session, state.live, unit, dump, replace)
-        else:
-            reporter.step("ok", "data", f"{dump.database} has no rows to import")
-        if media is not None:
-            _upload_media(session, media, replace, yes)
+    state = session.state()
+    if state.live is None:
+        raise DeployError(f"no release is live on {session.host.address} yet: deploy first (fab deploy); "
+                          "its migrations create the tables the data goes into")
+    unit = layout.manage_unit(secrets.token_hex(4))
+    if dump.rows:
+        ok, report, tail = session.run(("count", commands.count_rows(layout, state.live, app, unit,
+                                                                     list(dump.rows))))
+        if not ok:
+            raise DeployError(f"could not count the rows on the server:\n{last_lines(tail)}")
+        if report["unknown"]:
+            raise DeployError(f"the live release {state.live} has no model {', '.join(report['unknown'])}: "
+                              "deploy the code that has them, then import again. Nothing was changed")
+        full = {model: n for model, n in report["rows"].items() if n}
+        if full and not replace:
+            raise DeployError("the server's database already has rows in "
+                              + ", ".join(f"{m} ({n})" for m, n in sorted(full.items()))
+                              + ", so nothing was imported. To replace everything in it with your local data "
+                                "(a backup is taken first), run again with --replace")
+        _load(session, state.live, unit, dump, replace)
+    else:
+        reporter.step("ok", "data", f"{dump.database} has no rows to import")
+    if media is not None:
+        _upload_media(session, media, replace, yes)
 
 
 def _load(session: Session, live: str, unit: str, dump: Dump, replace: bool) -> None:
     reporter, layout, app = session.reporter, session.layout, session.app
     upload = send_file(session, dump.fixture, "data.json.gz")
-    name = f"{_now().replace(':', '').replace('-', '')}-before-import"
+    name = f"{timestamps.now().replace(':', '').replace('-', '')}-before-import"
     try:
         ok, report, tail = session.run(*commands.load_data(layout, live, app, unit, upload, replace, name))
     finally:
@@ -167,7 +167,7 @@ def _load(session: Session, live: str, unit: str, dump: Dump, replace: bool) -> 
     backup = report.get("backup")
     kept = f" The backup taken before is {backup}." if backup else ""
     if not ok:
-        raise DeployError(f"loading the data failed at its {report.get('failed', '?')} step.{kept}\n{_last_lines(tail)}")
+        raise DeployError(f"loading the data failed at its {report.get('failed', '?')} step.{kept}\n{last_lines(tail)}")
     ok, counted, tail = session.run(("count", commands.count_rows(layout, live, app, unit, list(dump.rows))))
     differ = compare(dump.rows, counted.get("rows", {})) if ok else ["could not count them:\n" + tail]
     if differ:

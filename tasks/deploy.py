@@ -12,135 +12,59 @@ import dataclasses
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
 
 from fabric import task
-from invoke.exceptions import Exit
 
-from . import defaults, diagnose, dryrun, project, release_commands as commands, releases, shell, source, targets
-from .inventory import Host, Inventory, InventoryError
-from .layout import Layout
-from .lock import DeployLock, who
+from . import (defaults, diagnose, dryrun, project, release_commands as commands, releases, shell, source, targets,
+               timestamps)
+from .inventory import Inventory
+from .lock import who
 from .provisioning import jobs
 from .releases import FAILED, GOOD, Release, ServerState
-from .remote import ConnectionLost, Remote, RemoteError, Stats
+from .remote import ConnectionLost, RemoteError
 from .render import TEMPLATES
 from .runner import Reporter
+from .session import DeployError, Session, Task, last_lines, run_task
 
 CHECK_SCRIPT = TEMPLATES / "deploy" / "release_check.py"
 MIB = 1024 * 1024
 # Room a release needs: its archive unpacked (with collected static files and bytecode), plus a margin.
 UNPACK_FACTOR = 4
+# What Ctrl-C or a lost connection leaves of a deploy or a rollback.
+INTERRUPTED = ("the live release is untouched unless the switch had begun; the next deploy cleans up what this "
+               "one left")
 
 
-class DeployError(RemoteError):
-    """A deploy or rollback that stopped; the live release is still serving."""
+# --- the steps every release change shares -------------------------------------------------------------
 
+def go_live(session: Session, release: Release, state: ServerState, event: dict) -> None:
+    """Start `release`, check its health, switch traffic to it, let the old one go: one round trip."""
+    inv, layout, old = session.inventory, session.layout, state.live
+    ok, report, tail = session.run((
+        "start", commands.start_and_check(layout, release.id, session.health_host(), inv.app.health_check,
+                                          https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S)), (
+        "switch", commands.switch(layout, release, old, event, inv.app.standby_minutes,
+                                  backend_ready=state.backend == commands.backend_conf(layout),
+                                  static_check=commands.static_served(layout, release, session.health_host(),
+                                                                      inv.tls))))
+    if not ok:
+        raise DeployError(last_lines(tail))
+    warm = ", it was still running, nothing to start" if report.get("standby") else ""
+    session.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
+                       + f"; healthy: GET {inv.app.health_check} -> {report.get('health', '?')}{warm}")
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+def migrate(session: Session, release_id: str, name: str, targets_: dict[str, str] | None = None) -> str:
+    """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""
+    ok, report, tail = session.run(("backup", commands.backup(session.layout, session.app, name)))
+    if not ok:
+        raise DeployError(f"the database backup failed, so nothing was migrated:\n{last_lines(tail)}")
+    ok, _, tail = session.run(("migrate", commands.migrate(session.layout, release_id, session.app, targets_)),
+                           lines=commands.GATE_OUTPUT_LINES)
+    if not ok:
+        found = diagnose.diagnose("migrate", tail)
+        raise DeployError(f"{found.headline}:\n{found.explain()}")
+    return report["backup"]
 
-
-def server_probes(layout: Layout) -> list:
-    """What a deploy, a rollback and `fab status` read of the server in their first round trip."""
-    return [*commands.state_probes(layout), jobs.files_probe(layout)]
-
-
-def server_state(facts: dict) -> ServerState:
-    """The ServerState in the facts `commands.state_probes` gathered."""
-    return ServerState(releases=releases.parse_releases(facts["releases"]), failed=sorted(facts["failed"]),
-                       live=facts["live"], running=facts["running"],
-                       history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
-                       python=facts["python"], applied=facts["applied"], backups=facts["backups"],
-                       free_kib=facts["free"], backend=facts["backend"] or "",
-                       maintenance=facts["maintenance"], job_files=facts["job_files"])
-
-
-@dataclass
-class Session:
-    """One server, logged in, with what a deploy needs to talk about it."""
-    inventory: Inventory
-    host: Host
-    remote: Remote
-    reporter: Reporter
-
-    @property
-    def stats(self) -> Stats:
-        return self.remote.stats
-
-    @property
-    def layout(self) -> Layout:
-        return Layout(self.inventory.app.name)
-
-    @property
-    def app(self) -> str:
-        return self.inventory.app.name
-
-    def state(self) -> ServerState:
-        facts = self.remote.gather(server_probes(self.layout))
-        if not facts["provisioned"]:
-            raise DeployError(f"{self.host.address} is not provisioned for {self.app} by this version of gangway: "
-                              "run `fab provision` first")
-        return server_state(facts)
-
-    def run(self, *steps: str | tuple[str, str], lines: int = 60) -> tuple[bool, dict, str]:
-        """Run a script of named steps: (ok, its report, the last `lines` lines of its output). A step that takes
-        long (pip installing the requirements) says it is still running."""
-        first = steps[0][0] if steps and isinstance(steps[0], tuple) else "remote script"
-        with self.reporter.running(first):
-            result = self.remote.run(shell.script(*steps))
-        return result.ok, shell.parse_reports(result.stdout), result.tail(lines)
-
-    def health_host(self) -> str:
-        return self.inventory.app.domains[0] if self.inventory.app.domains else self.host.address
-
-    def go_live(self, release: Release, state: ServerState, event: dict) -> None:
-        """Start `release`, check its health, switch traffic to it, let the old one go: one round trip."""
-        inv, layout, old = self.inventory, self.layout, state.live
-        ok, report, tail = self.run((
-            "start", commands.start_and_check(layout, release.id, self.health_host(), inv.app.health_check,
-                                              https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S)), (
-            "switch", commands.switch(layout, release, old, event, inv.app.standby_minutes,
-                                      backend_ready=state.backend == commands.backend_conf(layout),
-                                      static_check=commands.static_served(layout, release, self.health_host(),
-                                                                          inv.tls))))
-        if not ok:
-            raise DeployError(_last_lines(tail))
-        warm = ", it was still running, nothing to start" if report.get("standby") else ""
-        self.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
-                           + f"; healthy: GET {inv.app.health_check} -> {report.get('health', '?')}{warm}")
-
-    def migrate(self, release_id: str, name: str, targets_: dict[str, str] | None = None) -> str:
-        """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""
-        ok, report, tail = self.run(("backup", commands.backup(self.layout, self.app, name)))
-        if not ok:
-            raise DeployError(f"the database backup failed, so nothing was migrated:\n{_last_lines(tail)}")
-        ok, _, tail = self.run(("migrate", commands.migrate(self.layout, release_id, self.app, targets_)),
-                               lines=commands.GATE_OUTPUT_LINES)
-        if not ok:
-            found = diagnose.diagnose("migrate", tail)
-            raise DeployError(f"{found.headline}:\n{found.explain()}")
-        return report["backup"]
-
-
-def _on_each_host(c, inventory: str | None, what: str, action: Callable[[Session], None],
-                  before: Callable[[Inventory], None] | None = None) -> None:
-    """Select the hosts the Fabric way, log in to each, run `action`, and turn failures into one clear line.
-    `before` runs once, before any connection (local checks that should fail fast)."""
-    reporter = Reporter()
-    try:
-        inv, hosts = targets.select(c, inventory)
-        if before:
-            before(inv)
-        for host in hosts:
-            session = Session(inv, host, targets.login(host, inv, Stats(), c.config), reporter)
-            try:
-                action(session)
-            finally:
-                session.remote.close()
-    except (InventoryError, RemoteError, source.SourceError) as error:
-        raise Exit(f"{what} failed: {error}", code=1) from None
 
 
 def _serving(state: ServerState) -> str:
@@ -185,8 +109,9 @@ def _jobs_warning(session: Session, state: ServerState) -> None:
     "ref": "the git commit, branch or tag to ship (default: HEAD)",
     "allow-dirty": "ship uncommitted changes to tracked files too, instead of refusing",
     "dry-run": "show what the deploy would do (release, environment, migrations, pruning) and change nothing",
-})
-def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False, verbose=False):
     """Ship a release: build it, migrate after a backup, switch traffic once it answers healthy."""
     shipped = []  # the project, read once, before connecting to any host
     reporter = Reporter()
@@ -204,10 +129,12 @@ def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False):
             reporter.step("ok", "build", f"{', '.join(build.outputs)} built, shipped with the release")
 
     if not dry_run:
-        _on_each_host(c, inventory, "deploy", lambda session: deploy_to(session, shipped[0]), before=read)
+        run_task(c, inventory, Task("deploy", lock=lambda session: f"deploy {shipped[0].commit[:7]}", before=read,
+                                    interrupted=INTERRUPTED), lambda session: deploy_to(session, shipped[0]), verbose)
         return
     try:
-        _on_each_host(c, inventory, "deploy --dry-run", lambda session: preview(session, shipped[0]), before=read)
+        run_task(c, inventory, Task("deploy --dry-run", before=read),
+                 lambda session: preview(session, shipped[0]), verbose)
     finally:
         reporter.line(dryrun.DONE)
 
@@ -231,7 +158,7 @@ def preview(session: Session, src: source.Source) -> None:
     managed = _managed_environment(session)
     ok, report, tail = session.run(("environment", commands.env_file(layout, managed, preview=True)))
     if not ok:
-        raise DeployError(f"could not read the app's environment file:\n{_last_lines(tail)}")
+        raise DeployError(f"could not read the app's environment file:\n{last_lines(tail)}")
     shown = set(managed) - {name for name, _ in inventory.app.env}
     changes = dryrun.env_changes(report.get("env_before"), report["env_after"], shown)
     reporter.step("to change" if changes else "ok", "environment",
@@ -270,45 +197,37 @@ def _preview_migrations(session: Session, state: ServerState, src: source.Source
 def deploy_to(session: Session, src: source.Source) -> str:
     inventory, host, reporter, stats = session.inventory, session.host, session.reporter, session.stats
     layout = session.layout
+    state = session.state()
+    if state.applied is None:
+        raise DeployError("cannot read which migrations the database has applied: is PostgreSQL "
+                          "running? (`sudo systemctl status postgresql` on the server). Nothing was "
+                          f"changed; {_serving(state)}")
+    release = _new_release(src, state)
+    reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
+                  f"({inventory.source})")
+    _schema_warning(session, state)
+    maintenance_note(session, state)
+    _jobs_warning(session, state)
+    _build(session, state, src, release)
+    applied_before = state.applied
+    pending = [m for m in release.migrations if m not in set(applied_before)]
     try:
-        with DeployLock(session.remote, layout, f"deploy {src.commit[:7]}"):
-            state = session.state()
-            if state.applied is None:
-                raise DeployError("cannot read which migrations the database has applied: is PostgreSQL "
-                                  "running? (`sudo systemctl status postgresql` on the server). Nothing was "
-                                  f"changed; {_serving(state)}")
-            release = _new_release(src, state)
-            reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
-                          f"({inventory.source})")
-            _schema_warning(session, state)
-            maintenance_note(session, state)
-            _jobs_warning(session, state)
-            _build(session, state, src, release)
-            applied_before = state.applied
-            pending = [m for m in release.migrations if m not in set(applied_before)]
-            try:
-                if pending:
-                    dump = session.migrate(release.id, f"{release.id}-before-migrate")
-                    reporter.step("changed", "migrations", f"{len(pending)} applied ({', '.join(pending[:4])}"
-                                  f"{', ...' if len(pending) > 4 else ''}) after a backup: {dump}")
-                else:
-                    reporter.step("ok", "migrations", "nothing to apply")
-                release.status = GOOD
-                event = {"time": _now(), "event": "live", "release": release.id, "previous": state.live,
-                         "commit": src.commit, "by": who()}
-                session.go_live(release, state, event)
-            except DeployError as error:
-                reversed_ = _undo_migrations(session, release, applied_before, pending) if pending else ""
-                _set_aside(session, release, str(error))
-                raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its "
-                                  f"release is kept in {layout.failed}/.\n{error}") from None
-            _prune(session, state.after_deploy(release), release.id, state.live)
-    except KeyboardInterrupt:
-        raise Exit("deploy interrupted: the live release is untouched unless the switch had begun; the next "
-                   "deploy cleans up what this one left", code=130) from None
-    except ConnectionLost as error:
-        raise ConnectionLost(f"{error} The live release is untouched unless the switch had begun; the next "
-                             "deploy cleans up what this one left.") from None
+        if pending:
+            dump = migrate(session, release.id, f"{release.id}-before-migrate")
+            reporter.step("changed", "migrations", f"{len(pending)} applied ({', '.join(pending[:4])}"
+                          f"{', ...' if len(pending) > 4 else ''}) after a backup: {dump}")
+        else:
+            reporter.step("ok", "migrations", "nothing to apply")
+        release.status = GOOD
+        event = {"time": timestamps.now(), "event": "live", "release": release.id, "previous": state.live,
+                 "commit": src.commit, "by": who()}
+        go_live(session, release, state, event)
+    except DeployError as error:
+        reversed_ = _undo_migrations(session, release, applied_before, pending) if pending else ""
+        _set_aside(session, release, str(error))
+        raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its "
+                          f"release is kept in {layout.failed}/.\n{error}") from None
+    _prune(session, state.after_deploy(release), release.id, state.live)
     reporter.line(f"deployed {release.id} to {host.address}: {stats.summary()}")
     return release.id
 
@@ -329,7 +248,7 @@ def _new_id(commit: str, dirty: bool, state: ServerState) -> str:
 
 def _new_release(src: source.Source, state: ServerState) -> Release:
     release_id = _new_id(src.commit, src.dirty, state)
-    return Release(id=release_id, commit=src.commit, ref=src.ref, created=_now(), deployed_by=who(),
+    return Release(id=release_id, commit=src.commit, ref=src.ref, created=timestamps.now(), deployed_by=who(),
                    requirements=source.requirements_hash(src.requirements, state.python,
                                                          " ".join(_extra_requirements(src))))
 
@@ -389,12 +308,12 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
             raise DeployError(f"release {release.id}: the server ran out of disk space while building it "
                               f"({_free_mib(state)}). Free some space (old database dumps in {layout.backups}/, "
                               "`sudo apt-get clean`) and deploy again; the release was removed, "
-                              f"{_serving(state)}.\n{_last_lines(tail)}")
+                              f"{_serving(state)}.\n{last_lines(tail)}")
         _set_aside(session, release, tail)
         step = report.get("failed")
         if step not in ("pip", "checks"):
             raise DeployError(f"release {release.id}: its {step} step failed; {_serving(state)}. Kept in "
-                              f"{layout.failed}/ for inspection.\n{_last_lines(tail)}")
+                              f"{layout.failed}/ for inspection.\n{last_lines(tail)}")
         found = diagnose.diagnose(step, tail, state.python, src.requirements.decode(errors="replace"),
                                   gate=report.get("gate", ""))
         log = commands.gate_log(f"{layout.failed}/{release.id}")
@@ -414,10 +333,6 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
     if advice:  # the readiness check's findings that do not stop a release, one per line too
         session.reporter.step("ok", "readiness", f"{len(advice)} thing(s) to improve in the settings:"
                               + "".join(f"\n            - {text}" for text in advice))
-
-
-def _last_lines(text: str, lines: int = 30) -> str:
-    return "\n".join(diagnose.gate_output(text)[-lines:])
 
 
 def _managed_environment(session: Session) -> dict[str, str]:
@@ -441,7 +356,7 @@ def _undo_migrations(session: Session, release: Release, applied_before: list[st
     targets_ = releases.reverse_targets(extra, applied_before, applied_now)
     if not problem:
         try:
-            session.migrate(release.id, f"{release.id}-before-reverse", targets_)
+            migrate(session, release.id, f"{release.id}-before-reverse", targets_)
             return f"; the {len(extra)} migration(s) it applied were reversed"
         except DeployError as error:
             problem = str(error)
@@ -455,7 +370,7 @@ def _undo_migrations(session: Session, release: Release, applied_before: list[st
 
 def _set_aside(session: Session, release: Release, error: str, keep: bool = True) -> None:
     release.status, release.error = FAILED, error[-2000:]
-    event = {"time": _now(), "event": "failed", "release": release.id, "by": who(), "error": error[-300:]}
+    event = {"time": timestamps.now(), "event": "failed", "release": release.id, "by": who(), "error": error[-300:]}
     session.run(("set aside", commands.set_aside(session.layout, release, event, keep)))
     session.reporter.step("FAILED", "release", f"{release.id} " + (f"set aside in {session.layout.failed}/" if keep
                                                                    else "removed"))
@@ -487,7 +402,7 @@ def _prune(session: Session, state: ServerState, live: str, previous: str | None
         ok, _, tail = session.run(("prune", commands.cleanup(session.layout, [], old, failed, venvs, backups)),
                                   ("static", commands.prune_static(session.layout, kept) if old else "true"))
         if not ok:
-            raise DeployError(f"pruning failed:\n{_last_lines(tail)}")
+            raise DeployError(f"pruning failed:\n{last_lines(tail)}")
     session.reporter.step("changed" if old or failed or backups else "ok", "cleanup",
                           f"{len(kept)} release(s) kept" + (f", {len(old)} old removed" if old else "")
                           + (f", {len(failed)} old failed removed" if failed else "")
@@ -500,42 +415,43 @@ def _prune(session: Session, state: ServerState, live: str, previous: str | None
     "inventory": targets.INVENTORY_HELP,
     "to": "the release to go back to (see `fab releases`); default: the previous good one",
     "migrate-back": "reverse the migrations the target release does not have (after a backup)",
-})
-def rollback(c, inventory=None, to=None, migrate_back=False):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def rollback(c, inventory=None, to=None, migrate_back=False, verbose=False):
     """Go back to the previous good release (or --to RELEASE), migration-aware, with no failed request."""
-    _on_each_host(c, inventory, "rollback", lambda session: rollback_on(session, to, migrate_back))
+    run_task(c, inventory, Task("rollback", lock=f"rollback{' to ' + to if to else ''}", interrupted=INTERRUPTED),
+             lambda session: rollback_on(session, to, migrate_back), verbose)
 
 
 def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
     reporter = session.reporter
-    with DeployLock(session.remote, session.layout, f"rollback{' to ' + to if to else ''}"):
-        state = session.state()
-        current = state.live
-        target = _rollback_target(state, to)
-        reporter.line(f"rollback {session.host.address}: {current} -> {target}" +
-                      (" (it is live but not running: starting it)" if target == current else ""))
-        maintenance_note(session, state)
-        release = state.releases[target]
-        if release.requirements not in state.venvs:
-            raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "
-                              f"({release.commit[:7]}) instead")
-        if state.applied is None:
-            raise DeployError("cannot read which migrations the database has applied: is PostgreSQL running? "
-                              "(`sudo systemctl status postgresql` on the server). Nothing was changed")
-        extra = releases.migrations_to_reverse(state.applied, release.migrations)
-        if extra and not migrate_back:
-            raise DeployError(
-                f"the database has {len(extra)} migration(s) that release {target} does not know: "
-                f"{', '.join(extra)}. Its code would run against a schema it was not written for. To reverse "
-                f"them first (a backup is taken; data in the columns and tables they added is lost), run: "
-                f"fab rollback --to {target} --migrate-back")
-        if extra:
-            dump = session.migrate(current, f"{current}-before-rollback",
-                                   releases.reverse_targets(extra, release.migrations, state.applied))
-            reporter.step("changed", "migrations", f"{len(extra)} reversed ({', '.join(extra)}) after a "
-                          f"backup: {dump}")
-        event = {"time": _now(), "event": "rollback", "release": target, "from": current, "by": who()}
-        session.go_live(release, state, event)
+    state = session.state()
+    current = state.live
+    target = _rollback_target(state, to)
+    reporter.line(f"rollback {session.host.address}: {current} -> {target}" +
+                  (" (it is live but not running: starting it)" if target == current else ""))
+    maintenance_note(session, state)
+    release = state.releases[target]
+    if release.requirements not in state.venvs:
+        raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "
+                          f"({release.commit[:7]}) instead")
+    if state.applied is None:
+        raise DeployError("cannot read which migrations the database has applied: is PostgreSQL running? "
+                          "(`sudo systemctl status postgresql` on the server). Nothing was changed")
+    extra = releases.migrations_to_reverse(state.applied, release.migrations)
+    if extra and not migrate_back:
+        raise DeployError(
+            f"the database has {len(extra)} migration(s) that release {target} does not know: "
+            f"{', '.join(extra)}. Its code would run against a schema it was not written for. To reverse "
+            f"them first (a backup is taken; data in the columns and tables they added is lost), run: "
+            f"fab rollback --to {target} --migrate-back")
+    if extra:
+        dump = migrate(session, current, f"{current}-before-rollback",
+                       releases.reverse_targets(extra, release.migrations, state.applied))
+        reporter.step("changed", "migrations", f"{len(extra)} reversed ({', '.join(extra)}) after a "
+                      f"backup: {dump}")
+    event = {"time": timestamps.now(), "event": "rollback", "release": target, "from": current, "by": who()}
+    go_live(session, release, state, event)
     reporter.line(f"rolled back to {target}: {session.stats.summary()}")
     return target
 
@@ -549,16 +465,16 @@ def relaunch(session: Session, state: ServerState, why: str) -> str:
     if live is None:
         raise DeployError("no release is live yet: nothing to restart")
     release = dataclasses.replace(live, id=_new_id(live.commit, live.id.endswith("-dirty"), state),
-                                  status=releases.BUILDING, created=_now(), deployed_by=who(), error="")
+                                  status=releases.BUILDING, created=timestamps.now(), deployed_by=who(), error="")
     ok, _, tail = session.run(("copy", commands.clone_release(session.layout, live.id, release)))
     if not ok:
         session.run(("remove", commands.cleanup(session.layout, [], [release.id], [], [])))
-        raise DeployError(f"could not start a new instance of {live.id}:\n{_last_lines(tail)}")
+        raise DeployError(f"could not start a new instance of {live.id}:\n{last_lines(tail)}")
     release.status = GOOD
-    event = {"time": _now(), "event": "live", "release": release.id, "previous": live.id, "commit": live.commit,
+    event = {"time": timestamps.now(), "event": "live", "release": release.id, "previous": live.id, "commit": live.commit,
              "by": who(), "why": why}
     try:
-        session.go_live(release, state, event)
+        go_live(session, release, state, event)
     except DeployError as error:
         _set_aside(session, release, str(error), keep=False)
         raise DeployError(f"the new instance of {live.id} did not answer healthy, so {live.id} is still serving:"
@@ -598,8 +514,9 @@ def release_table(state: ServerState) -> list[str]:
     return rows
 
 
-@task(name="releases", auto_shortflags=False, help={"inventory": targets.INVENTORY_HELP})
-def list_releases(c, inventory=None):
+@task(name="releases", auto_shortflags=False, klass=targets.VerboseTask,
+      help={"inventory": targets.INVENTORY_HELP, "verbose": targets.VERBOSE_HELP})
+def list_releases(c, inventory=None, verbose=False):
     """List the releases on the server: id, commit, when, and which is current, previous, failed."""
     def show(session: Session) -> None:
         state = session.state()
@@ -619,19 +536,21 @@ def list_releases(c, inventory=None):
                 name, size, *when = line.split()
                 session.reporter.line(f"  {name:<60} {int(size) / 1024:>9.1f} KiB  {' '.join(when)[:19]}")
 
-    _on_each_host(c, inventory, "releases", show)
+    run_task(c, inventory, Task("releases"), show, verbose)
 
 
 @task(auto_shortflags=False, help={
     "inventory": targets.INVENTORY_HELP,
     "force": "end the holder even though its SSH connection is still alive (a run in progress, which then "
              "fails); only when you are sure it is stuck",
-})
-def unlock(c, inventory=None, force=False):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def unlock(c, inventory=None, force=False, verbose=False):
     """Clear the deploy lock of a run that is stuck; refuses while that run is still connected, unless --force."""
     from .lock import clear_lock
 
     def clear(session: Session) -> None:
         session.reporter.line(f"{session.host.address}: {clear_lock(session.remote, session.layout, force)}")
 
-    _on_each_host(c, inventory, "unlock", clear)
+    # It cannot take the lock it clears; its audit line is written all the same.
+    run_task(c, inventory, Task("unlock", audit="unlock" + (" --force" if force else "")), clear, verbose)

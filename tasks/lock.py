@@ -18,8 +18,8 @@ import getpass
 import json
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
+from . import timestamps
 from .layout import Layout
 from .remote import Remote, RemoteError
 from .shell import q
@@ -36,14 +36,16 @@ class LockLost(RemoteError):
     """The lock this run held is gone (forced away): nothing more may be changed."""
 
 
-def holder_command(layout: Layout, info: dict) -> str:
-    """Take the lock, record who holds it, then wait for the end of input while holding it."""
+def holder_command(layout: Layout, info: dict, if_provisioned: bool = False) -> str:
+    """Take the lock, record who holds it, then wait for the end of input while holding it. With
+    `if_provisioned`, a server without the app's state directory yet (a first provision) answers "absent"."""
     lock, info_path, work = q(layout.lock), q(layout.lock_info), q(layout.lock_work)
+    absent = f"[ -d {q(layout.state)} ] || {{ echo absent; exit 0; }}; " if if_provisioned else ""
     record = q(json.dumps(info))
     hold = q(f"flock --exclusive --wait {WORK_WAIT_S} {work} true || {{ echo stuck; exit 1; }}; "
              f"printf '%s\\n' {record} | sed \"s/\\\"pid\\\": 0/\\\"pid\\\": $$/\" > {info_path}; "
              f"echo acquired; exec cat >/dev/null")
-    return (f"flock --nonblock --conflict-exit-code {BUSY} {lock} sh -c {hold} "
+    return (f"{absent}flock --nonblock --conflict-exit-code {BUSY} {lock} sh -c {hold} "
             f"|| {{ s=$?; if [ $s = {BUSY} ]; then echo busy; cat {info_path} 2>/dev/null; fi; exit $s; }}")
 
 
@@ -66,20 +68,30 @@ def describe_holder(text: str) -> str:
 
 
 class DeployLock:
-    def __init__(self, remote: Remote, layout: Layout, what: str):
+    """The deploy lock, held for a `with` block. `held` says whether it was taken: with `if_provisioned`, a
+    server that has no place for it yet (before its first provision) runs the block without it."""
+
+    def __init__(self, remote: Remote, layout: Layout, what: str, if_provisioned: bool = False):
         self.remote = remote
         self.layout = layout
         self.what = what
+        self.if_provisioned = if_provisioned
         self.channel = None
+        self.held = False
 
     def __enter__(self) -> "DeployLock":
         info = {"who": who(), "what": self.what, "pid": 0,
-                "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}
-        self.channel = self.remote.start(holder_command(self.layout, info), timeout=WORK_WAIT_S + 30)
+                "since": timestamps.now()}
+        self.channel = self.remote.start(holder_command(self.layout, info, self.if_provisioned),
+                                         timeout=WORK_WAIT_S + 30)
         reader = self.channel.makefile("r")
         first = reader.readline().strip()
         if first == "acquired":
             self.remote.wrap = self._guarded
+            self.held = True
+            return self
+        if first == "absent":
+            self.channel.close()
             return self
         rest = reader.read().strip()
         self.channel.close()
@@ -104,6 +116,7 @@ class DeployLock:
 
     def __exit__(self, *exc) -> None:
         self.remote.wrap = None
+        self.held = False
         if self.channel is not None:
             try:
                 self.channel.shutdown_write()

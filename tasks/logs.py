@@ -13,8 +13,8 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from . import targets
-from .deploy import _on_each_host
 from .layout import Layout
+from .session import Task, run_task
 from .shell import join, q
 
 DEFAULT_LINES = 100
@@ -106,8 +106,10 @@ def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = Fals
     "grep": "only lines containing this text (any case)",
     "level": "only lines of this journal priority or more severe: err, warning, info, ...",
     "nginx": "nginx's access and error logs instead of the app's journal",
-})
-def logs(c, inventory=None, lines=DEFAULT_LINES, follow=False, since=None, grep=None, level=None, nginx=False):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def logs(c, inventory=None, lines=DEFAULT_LINES, follow=False, since=None, grep=None, level=None, nginx=False,
+         verbose=False):
     """Show the app's log (all its Gunicorn instances), or nginx's with --nginx; --follow streams it."""
     try:
         # Checked before connecting, so a typo costs no login.
@@ -115,8 +117,8 @@ def logs(c, inventory=None, lines=DEFAULT_LINES, follow=False, since=None, grep=
     except LogsError as error:
         raise Exit(f"logs: {error}", code=2) from None
     status = []
-    _on_each_host(c, inventory, "logs", lambda session: status.append(session.remote.attached(
-        logs_command(session.layout, lines, follow, since, grep, level, nginx), terminal=follow)))
+    run_task(c, inventory, Task("logs"), lambda session: status.append(session.remote.attached(
+        logs_command(session.layout, lines, follow, since, grep, level, nginx), terminal=follow)), verbose)
     # grep exits 1 when no line matched: that is an answer, not a failure. Ctrl-C ends a followed log by a
     # signal on the server: 255 from Remote.attached (no exit status), 130 from a shell.
     fine = (0, 1, 130, 255) if follow else (0, 1)

@@ -25,11 +25,15 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from . import release_commands as commands, targets
-from .deploy import DeployError, Session, _last_lines, _on_each_host, relaunch
+from .deploy import relaunch
 from .inventory import check_env_name
-from .lock import DeployLock
+from .session import DeployError, Session, Task, last_lines, run_task
 
 # --- fab manage -------------------------------------------------------------------------------------------------
+
+# Django's own management commands that only read: they run without the deploy lock.
+READ_ONLY_COMMANDS = frozenset({"check", "diffsettings", "dumpdata", "help", "inspectdb", "showmigrations",
+                                "sqlflush", "sqlmigrate", "sqlsequencereset", "version"})
 
 
 def send_file(session: Session, data: bytes, name: str) -> str:
@@ -53,8 +57,9 @@ def with_upload(args: list[str], local: str, remote: str) -> list[str]:
             "fab manage --file posts.json -- loaddata posts.json",
     "args": "the command and its arguments as a list, when called from Python; on the command line they "
             "follow --",
-})
-def manage(c, file=None, inventory=None, args=None):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def manage(c, file=None, inventory=None, args=None, verbose=False):
     """Run a Django management command in the live release: fab manage -- createsuperuser."""
     words = shlex.split(args) if isinstance(args, str) else list(args or [])
     if not words:
@@ -67,8 +72,10 @@ def manage(c, file=None, inventory=None, args=None):
             raise Exit(f"manage: cannot read {file} ({error.strerror}); give the path of a local file", code=2)
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
     status = []
-    _on_each_host(c, inventory, "manage", lambda session: status.append(
-        manage_on(session, words, terminal, (file, data) if file else None)))
+    # A command that may write (migrate, loaddata, shell...) holds the deploy lock: it cannot race a deploy.
+    lock = None if words[0] in READ_ONLY_COMMANDS else f"manage {words[0]}"
+    run_task(c, inventory, Task("manage", lock=lock, audit=lock), lambda session: status.append(
+        manage_on(session, words, terminal, (file, data) if file else None)), verbose)
     if any(status):
         raise Exit(code=next(s for s in status if s))
 
@@ -152,14 +159,16 @@ def parse_changes(set_: list[str], unset: list[str]) -> tuple[dict[str, str], li
     "set": "NAME=VALUE: set a variable (repeatable); the value is stored owner-only on the server",
     "unset": "NAME: remove a variable (repeatable)",
     "show": "print the values too (they are hidden otherwise)",
-})
-def config(c, inventory=None, set_=None, unset=None, show=False):
+    "verbose": targets.VERBOSE_HELP,
+}, klass=targets.VerboseTask)
+def config(c, inventory=None, set_=None, unset=None, show=False, verbose=False):
     """List the app's own variables (values hidden), or change them with --set/--unset and restart it healthy."""
     try:
         changes, removals = parse_changes(set_ or [], unset or [])
     except ValueError as error:
         raise Exit(f"config: {error}", code=2) from None
-    _on_each_host(c, inventory, "config", lambda session: config_on(session, changes, removals, show))
+    run_task(c, inventory, Task("config", lock="config" if changes or removals else None),
+             lambda session: config_on(session, changes, removals, show), verbose)
 
 
 def config_on(session: Session, changes: dict[str, str], removals: list[str], show: bool) -> None:
@@ -168,41 +177,40 @@ def config_on(session: Session, changes: dict[str, str], removals: list[str], sh
         facts = session.remote.gather(commands.config_probes(layout))
         _list(session, parse_config(facts["config"]), show)
         return
-    with DeployLock(session.remote, layout, "config"):
-        facts = session.remote.gather(commands.config_probes(layout))
-        if not facts["unit_reads_config"]:
-            raise DeployError(f"the app's service on {session.host.address} does not read {layout.config_env} yet "
-                              "(it was provisioned by an older gangway): run `fab provision` once, then again "
-                              "`fab config`")
-        before = parse_config(facts["config"])
-        after = {k: v for k, v in {**before, **changes}.items() if k not in removals}
-        missing = [name for name in removals if name not in before]
-        for name in missing:
-            reporter.step("ok", name, "not set, nothing to unset")
-        for name in sorted(set(changes) & {n for n, _ in session.inventory.app.env}):
-            reporter.step("note", name, "is in the inventory's app.env too: the value set here wins")
-        if after == before:
-            reporter.line(f"{session.host.address}: nothing to change")
-            return
-        state = session.state()
-        upload = send_file(session, encode_config(after).encode(), "config.env")
-        ok, _, tail = session.run(("install", commands.config_install(layout, upload)))
-        if not ok:
-            raise DeployError(f"could not write {layout.config_env}; nothing changed:\n{_last_lines(tail)}")
-        named = ", ".join([f"{n} set" for n in sorted(changes) if before.get(n) != changes[n]]
-                          + [f"{n} unset" for n in removals if n in before])
-        if state.live is None:
-            session.run(("keep", commands.config_kept(layout)))
-            reporter.step("changed", "config", f"{named}; no release is live yet: the first deploy starts with them")
-            return
-        try:
-            release = relaunch(session, state, f"config: {named}")
-        except DeployError as error:
-            restored, _, _ = session.run(("restore", commands.config_restore(layout)))
-            raise DeployError(f"{error}\nThe previous values were " + ("restored." if restored else
-                              f"NOT restored: check {layout.config_env} on the server.")) from None
+    facts = session.remote.gather(commands.config_probes(layout))
+    if not facts["unit_reads_config"]:
+        raise DeployError(f"the app's service on {session.host.address} does not read {layout.config_env} yet "
+                          "(it was provisioned by an older gangway): run `fab provision` once, then again "
+                          "`fab config`")
+    before = parse_config(facts["config"])
+    after = {k: v for k, v in {**before, **changes}.items() if k not in removals}
+    missing = [name for name in removals if name not in before]
+    for name in missing:
+        reporter.step("ok", name, "not set, nothing to unset")
+    for name in sorted(set(changes) & {n for n, _ in session.inventory.app.env}):
+        reporter.step("note", name, "is in the inventory's app.env too: the value set here wins")
+    if after == before:
+        reporter.line(f"{session.host.address}: nothing to change")
+        return
+    state = session.state()
+    upload = send_file(session, encode_config(after).encode(), "config.env")
+    ok, _, tail = session.run(("install", commands.config_install(layout, upload)))
+    if not ok:
+        raise DeployError(f"could not write {layout.config_env}; nothing changed:\n{last_lines(tail)}")
+    named = ", ".join([f"{n} set" for n in sorted(changes) if before.get(n) != changes[n]]
+                      + [f"{n} unset" for n in removals if n in before])
+    if state.live is None:
         session.run(("keep", commands.config_kept(layout)))
-        reporter.step("changed", "config", f"{named}; {release} (the same code as {state.live}) is live with them")
+        reporter.step("changed", "config", f"{named}; no release is live yet: the first deploy starts with them")
+        return
+    try:
+        release = relaunch(session, state, f"config: {named}")
+    except DeployError as error:
+        restored, _, _ = session.run(("restore", commands.config_restore(layout)))
+        raise DeployError(f"{error}\nThe previous values were " + ("restored." if restored else
+                          f"NOT restored: check {layout.config_env} on the server.")) from None
+    session.run(("keep", commands.config_kept(layout)))
+    reporter.step("changed", "config", f"{named}; {release} (the same code as {state.live}) is live with them")
 
 
 def _list(session: Session, variables: dict[str, str], show: bool) -> None:

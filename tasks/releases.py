@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
+
+from . import timestamps
 
 RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7,12}(-dirty)?$")
 
@@ -21,8 +23,7 @@ DAILY_SUFFIX = "-daily.dump"  # a scheduled backup's name: TIMESTAMP-daily.dump
 
 def new_release_id(commit: str, dirty: bool = False, now: datetime | None = None) -> str:
     """Sorts by time and names the commit: 20261124T051203Z-1a2b3c4."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{commit[:7]}" + ("-dirty" if dirty else "")
+    return f"{timestamps.stamp(now)}-{commit[:7]}" + ("-dirty" if dirty else "")
 
 
 @dataclass

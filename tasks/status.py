@@ -9,16 +9,16 @@ from cron or CI.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import defaults, targets
-from .deploy import Session, _on_each_host, server_probes, server_state
+from . import defaults, targets, timestamps
+from .timestamps import age
 from .inventory import Inventory
 from .layout import Layout
 from .releases import ServerState
+from .session import Session, Task, run_task, server_probes, server_state
 from .shell import join, q
 from .steps import Probe
 
@@ -177,26 +177,9 @@ def parse_backup(out: str) -> tuple[int, int, str] | None:
 
 # --- what the answers mean -----------------------------------------------------------------------------------
 
-def age(seconds: float) -> str:
-    """A duration as a person says it: 40 s, 12 min, 5 h, 3 days."""
-    seconds = max(int(seconds), 0)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 2 * 3600:
-        return f"{seconds // 60} min"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} days"
-
-
 def _created(release_id: str, created: str) -> int | None:
     """When a release was made: its metadata's time, else the time in its id."""
-    for text, form in ((created, "%Y-%m-%dT%H:%M:%SZ"), (release_id[:16], "%Y%m%dT%H%M%SZ")):
-        try:
-            return int(datetime.strptime(text, form).replace(tzinfo=timezone.utc).timestamp())
-        except ValueError:
-            continue
-    return None
+    return timestamps.parse(created) or timestamps.parse(release_id)
 
 
 def release_check(state: ServerState, now: int) -> Check:
@@ -393,14 +376,15 @@ def exit_code(found: list[Check]) -> int:
 
 # --- the task ------------------------------------------------------------------------------------------------
 
-@task(auto_shortflags=False, help={
+@task(auto_shortflags=False, klass=targets.VerboseTask, help={
     "inventory": targets.INVENTORY_HELP,
+    "verbose": targets.VERBOSE_HELP,
 })
-def status(c, inventory=None):
+def status(c, inventory=None, verbose=False):
     """Is the site well? Releases, services, health, certificate, disk, backups, updates: exit 1/2 on WARN/FAIL."""
     codes = []
     try:
-        _on_each_host(c, inventory, "status", lambda session: codes.append(status_on(session)))
+        run_task(c, inventory, Task("status"), lambda session: codes.append(status_on(session)), verbose)
     except Exit as error:
         # A server that cannot be asked needs attention as much as one that answers FAIL.
         raise Exit(error.message, code=EXIT_CODES[FAIL]) from None

@@ -29,6 +29,8 @@ DEFAULT_INVENTORY = "production"
 # The --inventory option of every task, in `fab --help TASK`.
 INVENTORY_HELP = ("inventory name (NAME.yaml in the project's deploy/, inventory/ in gangway's own repository) "
                   "or path; default: production")
+# The -v option of every task that talks to a server.
+VERBOSE_HELP = "print every remote command as it runs (or set gangway.verbose / FABRIC_GANGWAY_VERBOSE=1)"
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import backup_commands as commands, release_commands, releases, shell
+from tasks import backup_commands as commands, release_commands, releases, shell, timestamps
 from tasks import backups as tasks_backups
-from tasks.backups import age, schema_difference, table
+from tasks.backups import schema_difference, table
+from tasks.timestamps import age
 from tasks.deploy import DeployError
 from tasks.inventory import Backups, Host, Inventory, App
 from tasks.layout import Layout
@@ -38,7 +39,7 @@ SCHEDULED = _script_module()
 
 
 def daily(when: datetime) -> str:
-    return when.strftime(commands.STAMP) + "-daily.dump"
+    return when.strftime(timestamps.STAMP) + "-daily.dump"
 
 
 # --- retention ------------------------------------------------------------------------------------------------
@@ -51,10 +52,10 @@ def test_retention_keeps_the_newest_of_each_of_the_last_days_and_weeks():
     assert newest_days <= kept
     weekly = kept - newest_days
     # The newest of each of the 4 newest ISO weeks; the newest week's is already among the daily ones.
-    weeks = {datetime.strptime(n[:16], commands.STAMP).isocalendar()[:2] for n in kept}
+    weeks = {datetime.strptime(n[:16], timestamps.STAMP).isocalendar()[:2] for n in kept}
     assert len(weeks) == 4 and len(weekly) <= 3
     for name in weekly:  # each is the last dump of its week (a Sunday, 12:00)
-        assert datetime.strptime(name[:16], commands.STAMP).isoweekday() == 7 and name[9:11] == "15"
+        assert datetime.strptime(name[:16], timestamps.STAMP).isoweekday() == 7 and name[9:11] == "15"
 
 
 def test_retention_of_dumps_of_one_day_keeps_only_the_newest():
@@ -145,11 +146,12 @@ def test_the_listing_is_oldest_first_with_ages():
     files = commands.parse_listing(out, 0)
     assert files == [("a.media.tar.gz", 10, 200), ("b.dump", 2048, 100)]
     rows = table(files)
-    assert "2.0 KiB" in rows[2] and "1 min" in rows[2] and rows[1].rstrip().endswith("media")
+    assert "2.0 KiB" in rows[2] and "100 s" in rows[2] and rows[1].rstrip().endswith("media")
 
 
-@pytest.mark.parametrize("seconds, words", [(5, "5 s"), (59, "59 s"), (60, "1 min"), (7200, "2 h"), (3 * 86400, "3 d")])
-def test_ages_read_at_a_glance(seconds, words):
+@pytest.mark.parametrize("seconds, words", [(5, "5 s"), (119, "119 s"), (120, "2 min"), (7200, "2 h"),
+                                            (3 * 86400, "3 days")])
+def test_ages_read_at_a_glance(seconds, words):  # one wording for backups and status alike
     assert age(seconds) == words
 
 
@@ -275,3 +277,8 @@ def test_an_enabled_and_active_timer_with_the_same_files_is_left_alone():
     assert probe.parse("enabled\nactive\n", 0) is True and probe.parse("disabled\ninactive\n", 3) is False
     assert Path(TEMPLATES / "backups" / "backup.py").read_text().startswith("#!/usr/bin/python3")
     assert step.title == "scheduled backups"
+
+
+def test_the_shipped_backup_program_names_dumps_with_the_same_stamp():
+    """templates/backups/backup.py runs on the server alone and cannot import tasks.timestamps."""
+    assert f'STAMP = "{timestamps.STAMP}"' in (TEMPLATES / "backups" / "backup.py").read_text()

@@ -94,9 +94,11 @@ def test_manage_without_hosts_reaches_the_task_not_fabric_s_refusal(tmp_path, pr
 
 def test_the_manage_task_is_callable_from_python_with_a_list(monkeypatch):
     seen = []
-    monkeypatch.setattr(operate, "_on_each_host", lambda c, inv, what, action: seen.append(action))
+    monkeypatch.setattr(operate, "run_task", lambda c, inv, task, action, verbose: seen.append((task, action)))
     operate.manage(Context(), args=["loaddata", "my posts.json"])
-    assert len(seen) == 1
+    assert len(seen) == 1 and seen[0][0].lock == "manage loaddata"
+    operate.manage(Context(), args=["showmigrations"])
+    assert seen[1][0].lock is None  # a command that only reads takes no lock
     with pytest.raises(Exception, match="say which command"):
         operate.manage(Context())
 
