@@ -35,6 +35,10 @@ INTERRUPTED = ("the live release is untouched unless the switch had begun; the n
                "one left")
 
 
+class BackupFailed(DeployError):
+    """The backup before a migrate failed: the migrate did not run, so there is nothing to reverse."""
+
+
 # --- the steps every release change shares -------------------------------------------------------------
 
 def go_live(session: Session, release: Release, state: ServerState, event: dict) -> None:
@@ -57,7 +61,7 @@ def migrate(session: Session, release_id: str, name: str, targets_: dict[str, st
     """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""
     ok, report, tail = session.run(("backup", commands.backup(session.layout, session.app, name)))
     if not ok:
-        raise DeployError(f"the database backup failed, so nothing was migrated:\n{last_lines(tail)}")
+        raise BackupFailed(f"the database backup failed, so nothing was migrated:\n{last_lines(tail)}")
     ok, _, tail = session.run(("migrate", commands.migrate(session.layout, release_id, session.app, targets_)),
                            lines=commands.GATE_OUTPUT_LINES)
     if not ok:
@@ -223,7 +227,8 @@ def deploy_to(session: Session, src: source.Source) -> str:
                  "commit": src.commit, "by": who()}
         go_live(session, release, state, event)
     except DeployError as error:
-        reversed_ = _undo_migrations(session, release, applied_before, pending) if pending else ""
+        migrated = pending and not isinstance(error, BackupFailed)
+        reversed_ = _undo_migrations(session, release, applied_before, pending) if migrated else ""
         _set_aside(session, release, str(error))
         raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its "
                           f"release is kept in {layout.failed}/.\n{error}") from None

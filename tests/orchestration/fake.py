@@ -1,0 +1,189 @@
+"""A fake server for the orchestration tier: it answers the session's commands from a script the test
+writes, so every failure branch of a task can be reached in milliseconds, without a server.
+
+The fake knows the shape of what gangway sends, not what it means:
+- `gather(probes)` answers each probe from `facts` (already parsed values, keyed like the probes), and a test
+  can queue different answers for later reads (`then_facts`), e.g. the migrations after a reversal;
+- `run(script)` finds the named steps of a `tasks.shell.script` (its `gw_step=` lines) and answers with the
+  first rule whose step name matches: success with a report (the `@gangway {...}` lines a step prints), or a
+  failure of that step with its output; unmatched scripts succeed with no report;
+- `start` (the deploy lock's holder) answers "acquired"; `put` stores the bytes, or raises what a test asks.
+
+Every script, probe read and upload is recorded, so a test can assert what was, and was not, sent.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from tasks import shell
+from tasks.remote import RemoteError, Result, Stats
+
+STEP = re.compile(r"^gw_step='?([^'\n;]*)'?;", re.M)
+
+
+def steps_of(script: str) -> list[str]:
+    """The step names of a tasks.shell.script, in order."""
+    return [name for name in STEP.findall(script) if name != "start"]
+
+
+@dataclass
+class Rule:
+    step: str
+    ok: bool = True
+    report: dict = field(default_factory=dict)
+    output: str = ""
+    times: int | None = None  # how many scripts it answers; None: all
+
+
+class FakeChannel:
+    def __init__(self, first_line: str = "acquired"):
+        self.closed = False
+        self._first = first_line
+
+    def makefile(self, mode="r"):
+        return io.StringIO(self._first + "\n")
+
+    def exit_status_ready(self):
+        return False
+
+    def shutdown_write(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+class FakeRemote:
+    def __init__(self, facts: dict | None = None, host: str = "10.0.0.2"):
+        self.facts = dict(facts or {})
+        self.queued: list[dict] = []
+        self.rules: list[Rule] = []
+        self.scripts: list[str] = []
+        self.reads: list[list[str]] = []
+        self.uploads: dict[str, bytes] = {}
+        self.put_error: Exception | None = None
+        self.lock_answer = "acquired"
+        self.stats = Stats()
+        self.connection = SimpleNamespace(host=host, user="deploy", transport=SimpleNamespace(is_active=lambda: True))
+        self.user = "deploy"
+        self.wrap = None
+        self.echo = None
+
+    # --- what a test sets up ---------------------------------------------------------------------------------
+    def on(self, step: str, ok: bool = True, report: dict | None = None, output: str = "",
+           times: int | None = None) -> "FakeRemote":
+        """Answer scripts that contain `step` (the newest matching rule wins)."""
+        self.rules.insert(0, Rule(step, ok, report or {}, output, times))
+        return self
+
+    def then_facts(self, **changes) -> "FakeRemote":
+        """The next gather after the current one sees these facts changed (queued in order)."""
+        self.queued.append(changes)
+        return self
+
+    # --- what the session calls ------------------------------------------------------------------------------
+    def gather(self, probes) -> dict:
+        probes = list(probes)
+        self.reads.append([p.key for p in probes])
+        answer = {p.key: self.facts.get(p.key) for p in probes}
+        if self.queued:
+            self.facts.update(self.queued.pop(0))
+        return answer
+
+    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
+        self.scripts.append(command)
+        names = steps_of(command)
+        reports, outputs = {}, []
+        for name in names:
+            rule = next((r for r in self.rules if r.step == name and r.times != 0), None)
+            if rule is None:
+                continue
+            if rule.times:
+                rule.times -= 1
+            reports.update(rule.report)
+            outputs.append(rule.output)
+            if not rule.ok:
+                reports.update({"failed": name, "code": 1})
+                stdout = "".join(f"{shell.REPORT} {json.dumps({k: v})}\n" for k, v in reports.items())
+                return Result(stdout, "\n".join(outputs + [f"failed ({name}): ..."]), 1)
+        stdout = "".join(f"{shell.REPORT} {json.dumps({k: v})}\n" for k, v in reports.items())
+        return Result(stdout + "\n".join(outputs), "", 0)
+
+    def start(self, command: str, timeout: float = 30) -> FakeChannel:
+        self.scripts.append(command)
+        return FakeChannel(self.lock_answer)
+
+    def put(self, data: bytes, path: str) -> None:
+        if self.put_error:
+            raise self.put_error
+        self.uploads[path] = data
+
+    def get(self, path: str, local: str) -> None:
+        raise RemoteError("the fake server has no files to download")
+
+    def attached(self, command: str, terminal: bool) -> int:
+        self.scripts.append(command)
+        return 0
+
+    def close(self) -> None:
+        pass
+
+    # --- what a test asserts ---------------------------------------------------------------------------------
+    def ran(self, step: str) -> bool:
+        return any(step in steps_of(s) for s in self.scripts)
+
+    def sent(self, text: str) -> bool:
+        return any(text in s for s in self.scripts)
+
+
+# --- a server to start from ----------------------------------------------------------------------------------
+
+def release(release_id: str, migrations=(), status: str = "good", requirements: str = "req1"):
+    from tasks.releases import Release
+    return Release(id=release_id, commit=release_id.split("-")[1] + "000", ref="main", created="2026-12-01T00:00:00Z",
+                   deployed_by="ada@laptop", requirements=requirements, status=status, migrations=list(migrations))
+
+
+def server(*releases_, live: str | None = None, running=None, applied=(), history=(), backups=(),
+           maintenance=False, free=(10_000_000, 10_000_000), failed=(), layout=None) -> dict:
+    """The parsed facts of a provisioned server holding `releases_` (tasks.session.server_probes' keys)."""
+    from tasks import release_commands as commands
+    from tasks.layout import Layout
+    layout = layout or Layout("mysite")
+    live = live if live is not None else (releases_[-1].id if releases_ else None)
+    return {
+        "releases": "".join(f"{r.id}\t{r.to_json().replace(chr(10), str())}\n" for r in releases_),
+        "failed": list(failed),
+        "live": live,
+        "backend": commands.backend_conf(layout),
+        "running": list(running if running is not None else ([live] if live else [])),
+        "history": "".join(json.dumps(e) + "\n" for e in history),
+        "venvs": sorted({r.requirements for r in releases_}),
+        "python": "3.13.5",
+        "provisioned": True,
+        "applied": None if applied is None else list(applied),
+        "backups": list(backups),
+        "free": list(free),
+        "maintenance": maintenance,
+        "job_files": {},
+    }
+
+
+def session(remote: FakeRemote, inventory=None, out: io.StringIO | None = None):
+    """A tasks.session.Session on the fake server, its output in `out` (plain text)."""
+    from tasks.inventory import App, Host, Inventory
+    from tasks.runner import Reporter
+    from tasks.session import Session
+    inventory = inventory or Inventory(App("mysite"), (Host("10.0.0.2"),))
+    return Session(inventory, inventory.hosts[0], remote, Reporter(out if out is not None else io.StringIO(),
+                                                                   terminal=False))
+
+
+def a_source(commit: str = "abcdef1234567890", requirements: bytes = b"django\n"):
+    from tasks.source import Source
+    return Source(commit=commit, ref="main", dirty=False, archive=b"x" * 1024, requirements=requirements)

@@ -1,0 +1,33 @@
+"""Deploy's failure branches, against the fake server: each asserts what is true, not what was meant."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from tasks import deploy
+from tasks.session import DeployError
+from tests.orchestration import fake
+
+LIVE = "20261201T000000Z-aaaaaaa"
+
+
+def a_build(remote: fake.FakeRemote, migrations: list[str]) -> fake.FakeRemote:
+    """The build steps succeed and report the new release's migrations."""
+    return remote.on("checks", report={"migrations": migrations, "venv": "reused", "warnings": []})
+
+
+def test_a_backup_cut_before_migrate_says_nothing_was_migrated_and_offers_no_reverse():
+    remote = fake.FakeRemote(fake.server(fake.release(LIVE, ["notes.0001_initial"]), applied=["notes.0001_initial"]))
+    a_build(remote, ["notes.0001_initial", "notes.0002_tag"])
+    remote.on("backup", ok=False, output="pg_dump: error: connection to server lost")
+    remote.then_facts(applied=None)  # the server went down: after the failure, the database cannot be read
+    out = io.StringIO()
+    with pytest.raises(DeployError) as failed:
+        deploy.deploy_to(fake.session(remote, out=out), fake.a_source())
+    message = str(failed.value)
+    assert "the database backup failed, so nothing was migrated" in message
+    assert "may still be applied" not in message and "reverse" not in message
+    assert not remote.ran("migrate")
+    assert f"{LIVE} is still serving" in message
