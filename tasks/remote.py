@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import secrets
+import select
 import shlex
 import socket
 import time
@@ -19,7 +20,7 @@ from typing import Callable, Iterable
 
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut, ThreadException
+from invoke.exceptions import ThreadException
 
 from .inventory import Host
 from .shell import q
@@ -419,6 +420,11 @@ def open_connection(host: Host, user: str, stats: Stats, key: Path | None = None
                               "overloaded or still starting; try again in a minute") from None
         raise RemoteError(f"{where}: SSH failed: {error}") from None
     stats.connections += 1
+    # Small packets at once: a script is sent as its request, its input and the input's end, and Nagle's
+    # algorithm would hold the later ones for the server's delayed acknowledgement (about 40 ms per command).
+    sock = connection.client.get_transport().sock
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return connection
 
 
@@ -439,6 +445,16 @@ def shown_command(command: str) -> str:
 def echo_line(host: str, what: str) -> str:
     """One verbose line: the host and the command, later lines of a script indented under the first."""
     return f"    [{host}] $ " + what.replace("\n", "\n        ")
+
+
+# How `Remote.run` starts a script: it reads the script whole from its input (which the sender ends with the
+# SCRIPT_END line), refuses a script cut short, and runs it with no input of its own, as a command would.
+SCRIPT_END = "\n#gangway:end"
+SCRIPT_READER = ("gw_script=$(cat) || exit 125\n"
+                 "case $gw_script in *'#gangway:end') ;; *) echo 'gangway: the script arrived incomplete' >&2; "
+                 "exit 125;; esac\n"
+                 "exec </dev/null\n"
+                 "eval \"$gw_script\"")
 
 
 class Remote:
@@ -485,7 +501,7 @@ class Remote:
         return True
 
     def _as_sent(self, command: str, as_root: bool = True, echo: bool = True) -> str:
-        """`command` as it goes over the wire (wrapped, through sudo unless logged in as root), counted, and
+        """`command` as `attached` sends it (wrapped, through sudo unless logged in as root), counted, and
         printed first with -v; the connection checked before it is used."""
         if echo:
             self._echo(command)
@@ -498,22 +514,61 @@ class Remote:
         return command
 
     def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
-        command = self._as_sent(command, as_root, echo)
+        """Run a script and return its output and exit status. The script travels on the command's standard
+        input, not as an argument: no size limit (Linux caps one argument at 128 KiB), and no quoting of it."""
+        if echo:
+            self._echo(command)
+        if self.wrap:
+            command = self.wrap(command)
+        self._ensure_connected("the next command")
+        self.stats.commands += 1
+        reader = f"sudo -n -H sh -c {q(SCRIPT_READER)}" if as_root and self.user != "root" else \
+            f"sh -c {q(SCRIPT_READER)}"
         try:
-            r = self.connection.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
-        except CommandTimedOut:
-            raise RemoteError(f"a command on {self.connection.host} did not finish within {timeout} s") from None
-        except (paramiko.SSHException, OSError, EOFError, ThreadException) as error:
+            return self._exec(reader, (command + SCRIPT_END).encode(), timeout)
+        except (paramiko.SSHException, OSError, EOFError) as error:
             if self._gone_after():
                 raise self._lost("running a command") from None
             raise RemoteError(f"{self.name}: running a command failed ({describe(error)}); the server kept "
                               "whatever it had finished. Run the same task again.") from None
-        if r.exited is None or r.exited == -1:
+
+    def _exec(self, command: str, stdin: bytes, timeout: float | None) -> Result:
+        """One channel: `command` started, `stdin` sent and closed, stdout and stderr read as they come (both,
+        so that neither fills the channel's window while the other is awaited) until the command ends."""
+        channel = self.connection.client.get_transport().open_session()
+        try:
+            channel.exec_command(command)
+            channel.sendall(stdin)
+            channel.shutdown_write()
+            out, err = bytearray(), bytearray()
+            deadline = time.monotonic() + timeout if timeout else None
+            while True:
+                if channel.recv_ready():
+                    out += channel.recv(65536)
+                elif channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                elif channel.exit_status_ready():
+                    break
+                else:
+                    if deadline and time.monotonic() > deadline:
+                        raise RemoteError(f"a command on {self.connection.host} did not finish within {timeout} s")
+                    if not self._connected():
+                        raise EOFError("the connection closed")
+                    # paramiko makes the channel selectable: readable on output of either kind, or its end
+                    select.select([channel], [], [], 0.02)
+            while channel.recv_ready() or channel.recv_stderr_ready():  # what came with the exit status
+                out += channel.recv(65536) if channel.recv_ready() else b""
+                err += channel.recv_stderr(65536) if channel.recv_stderr_ready() else b""
+            code = channel.recv_exit_status()
+        finally:
+            channel.close()
+        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        if code == -1:
             if self._gone_after():
                 raise self._lost("running a command")
             # the connection is fine: the command ended by a signal, which SSH reports without an exit status
-            return Result(r.stdout, (r.stderr + "\n(the command was ended by a signal)").strip(), -1)
-        return Result(r.stdout, r.stderr, r.exited)
+            return Result(stdout, (stderr + "\n(the command was ended by a signal)").strip(), -1)
+        return Result(stdout, stderr, code)
 
     def attached(self, command: str, terminal: bool) -> int:
         """Run `command` (as root) with its output streaming here as it comes, and with a terminal (a pty fed

@@ -283,12 +283,49 @@ def test_errors_a_retry_cannot_fix_are_not_retried(error):
 
 # --- lost connections ---------------------------------------------------------------------------------------
 
+class FakeChannel:
+    """A session channel: the script arrives on its input; it answers with an exit status (-1: a signal)."""
+
+    def __init__(self, transport, exited, drop):
+        self.transport, self.exited, self.drop = transport, exited, drop
+        self.command, self.stdin = None, b""
+
+    def exec_command(self, command):
+        self.command = command
+
+    def sendall(self, data):
+        self.stdin += data
+
+    def shutdown_write(self):
+        if self.drop:
+            self.transport.active = False
+
+    def recv_ready(self):
+        return False
+
+    recv_stderr_ready = recv_ready
+
+    def exit_status_ready(self):
+        return True
+
+    def recv_exit_status(self):
+        return self.exited
+
+    def close(self):
+        pass
+
+
 class FakeTransport:
     def __init__(self, active=True):
         self.active = active
+        self.channels = []
 
     def is_active(self):
         return self.active
+
+    def open_session(self):
+        self.channels.append(FakeChannel(self, self.owner.exited, self.owner.drop))
+        return self.channels[-1]
 
 
 class FakeConnection:
@@ -297,13 +334,37 @@ class FakeConnection:
 
     def __init__(self, transport, exited=0, drop=False):
         self.client = SimpleNamespace(get_transport=lambda: transport)
-        self.transport, self.exited, self.drop, self.commands = transport, exited, drop, []
+        self.transport, self.exited, self.drop = transport, exited, drop
+        if transport is not None:
+            transport.owner = self
+
+    @property
+    def commands(self):
+        return [c.stdin for c in self.transport.channels] if self.transport is not None else []
 
     def run(self, command, **kwargs):
-        self.commands.append(command)
-        if self.drop:
-            self.transport.active = False
-        return SimpleNamespace(stdout="", stderr="", exited=self.exited)
+        raise AssertionError("Fabric's run() reconnects silently; Remote opens its own channel")
+
+
+def test_a_script_travels_on_input_whole_and_is_refused_if_cut_short():
+    transport = FakeTransport()
+    connection = FakeConnection(transport)
+    big = "echo " + "x" * 300_000  # past Linux's 128 KiB limit for one argument
+    assert Remote(connection, Stats()).run(big).ok
+    channel = transport.channels[0]
+    assert big.encode() in channel.stdin and len(channel.command) < 1000 and channel.command.startswith("sudo -n")
+    whole = subprocess.run(["sh", "-c", remote.SCRIPT_READER], input="echo one\necho two" +
+                           remote.SCRIPT_END, capture_output=True, text=True)
+    assert whole.stdout == "one\ntwo\n" and whole.returncode == 0
+    cut = subprocess.run(["sh", "-c", remote.SCRIPT_READER], input="echo one\nrm -rf /tmp/gangway-never",
+                         capture_output=True, text=True)
+    assert cut.returncode == 125 and cut.stdout == "" and "incomplete" in cut.stderr
+    stops = subprocess.run(["sh", "-c", remote.SCRIPT_READER], input="set -e\nfalse\necho after" +
+                           remote.SCRIPT_END, capture_output=True, text=True)
+    assert stops.returncode == 1 and stops.stdout == ""
+    reads = subprocess.run(["sh", "-c", remote.SCRIPT_READER], input="cat\necho after" +
+                           remote.SCRIPT_END, capture_output=True, text=True)
+    assert reads.stdout == "after\n"  # a command that reads its input gets none, not the script's rest
 
 
 @pytest.mark.parametrize("transport", [None, FakeTransport(active=False)])

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from tasks import shell, targets
-from tasks.remote import Remote, RemoteError, Stats, shown_command
+from tasks.remote import SCRIPT_END, Remote, RemoteError, Stats, shown_command
 from tasks.runner import Reporter, apply
 from tasks.steps import Change, Check, Probe, Step
 from tests.unit.test_connect import FakeConnection, FakeTransport
@@ -83,7 +83,7 @@ def test_verbose_prints_every_command_as_it_runs_and_every_upload():
     remote.put(b"x" * 12, "/srv/mysite/releases/.upload-abc-config.env")
     assert seen == ["    [10.0.0.2] $ systemctl is-active nginx\n        systemctl reload nginx",
                     "    [10.0.0.2] put /srv/mysite/releases/.upload-abc-config.env (12 bytes over SFTP)"]
-    assert connection.commands == ["sudo -n -H sh -c 'systemctl is-active nginx\nsystemctl reload nginx'"]
+    assert connection.commands == [b"systemctl is-active nginx\nsystemctl reload nginx" + SCRIPT_END.encode()]
     quiet = Remote(FakeConnection(FakeTransport()), Stats())
     quiet.run("true")  # no echo: nothing printed, nothing fails
 
