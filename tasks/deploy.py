@@ -302,7 +302,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         ("environment", commands.env_file(layout, _managed_environment(session))),
         ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
                               _extra_requirements(src), inv.proxy_environment)),
-        ("checks", commands.release_check(layout, release.id, project.check_script(CHECK_SCRIPT.read_text()))),
+        ("checks", commands.release_check(layout, release.id, project.check_program(CHECK_SCRIPT.read_text()))),
         lines=commands.GATE_OUTPUT_LINES,
     )
     if not ok:

@@ -173,12 +173,12 @@ def _inherited(environ: dict[str, str]) -> dict[str, str]:
             if name in _KEPT_VARIABLES or name.startswith("LC_")}
 
 
-def check_script(main: str) -> str:
+def check_program(main: str) -> str:
     """`main` (templates/deploy/release_check.py) preceded by the facts script and, importable, the modules
-    that word the findings; packed (compressed, base64) so that its size and quoting stay small in the remote
-    command line."""
+    that word the findings: one program, run on the server by tasks.programs (it travels as data, whatever
+    its size)."""
     modules = {name: (HERE / f"{name}.py").read_text() for name in ("compat", "readiness")}
-    program = "\n".join([
+    return "\n".join([
         "import sys as _sys, types as _types",
         "_package = _types.ModuleType('gangway_check')",
         "_package.__path__ = []",
@@ -193,7 +193,4 @@ def check_script(main: str) -> str:
         FACTS_SCRIPT.read_text(),
         main,
     ])
-    packed = base64.b64encode(zlib.compress(program.encode(), 9)).decode()
-    return (f"import base64, zlib; exec(compile(zlib.decompress(base64.b64decode('{packed}')), "
-            "'release_check.py', 'exec'))")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from . import shell
+from . import programs, shell
 from .layout import RELEASE_META, Layout
 from .releases import Release
 from .shell import as_user, join, q, report
@@ -226,14 +226,15 @@ def free_space_report(path: str) -> str:
             f"\"$(df -Pk {q(path)} | awk 'NR == 2 {{print $4}}')\"")
 
 
-def release_check(layout: Layout, release_id: str, script: str) -> str:
+def release_check(layout: Layout, release_id: str, program: str) -> str:
     """Django's deploy checks, collectstatic, the list of known migrations and the bytecode, in one Python
-    process as the build user; then the release is sealed."""
+    process as the build user (`program`: project.check_program); then the release is sealed."""
     release, builder = layout.release(release_id), layout.build_user
     check = manage(layout, release_id, builder, ["shell", "--no-startup", "--interface", "python",
-                                                 "--command", script], writable=[release])
+                                                 "--command", programs.BOOTSTRAP], writable=[release])
     return "\n".join([
-        f"if ! out=$({check} 2>&1); then {free_space_report(release)}; {keep_gate_output(release)}; exit 1; fi",
+        f"if ! out=$({programs.fed(check + ' 2>&1', 'release_check.py', {}, program)}); then "
+        f"{free_space_report(release)}; {keep_gate_output(release)}; exit 1; fi",
         "printf '%s\\n' \"$out\" | grep '^@gangway ' || true",
         f"chown -R root:root {q(release)}",
     ])
@@ -471,16 +472,8 @@ def cleanup(layout: Layout, stop: list[str], remove_releases: list[str], remove_
 
 def prune_static(layout: Layout, kept_releases: list[str]) -> str:
     """Remove from the shared static directory what no kept release has any more."""
-    program = f"""
-import os, sys
-root, releases = {layout.static!r}, {[layout.release(r) + '/static' for r in kept_releases]!r}
-for folder, _, files in os.walk(root):
-    for name in files:
-        relative = os.path.relpath(os.path.join(folder, name), root)
-        if not any(os.path.lexists(os.path.join(r, relative)) for r in releases):
-            os.remove(os.path.join(folder, name))
-"""
-    return f"python3 -c {q(program)}"
+    return programs.python("prune_static.py", {"root": layout.static,
+                                               "releases": [layout.release(r) + "/static" for r in kept_releases]})
 
 
 def reverse_command(layout: Layout, release_dir: str, app: str, targets: dict[str, str]) -> str:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tasks import project, release_commands, shell
+from tasks import programs, project, release_commands, shell
 from tasks.inventory import App
 from tasks.layout import Layout
 from tests.startproject import startproject
@@ -75,26 +75,31 @@ def test_local_facts_say_why_settings_cannot_be_imported(beginner):
     assert local.facts is None and "not_installed_anywhere" in local.error and local.django
 
 
-def test_the_packed_check_script_runs_in_the_project_and_words_the_findings(beginner):
-    """The script the server runs, with the facts and the wording modules in front of it, here."""
+def test_the_check_program_runs_in_the_project_from_its_input_and_words_the_findings(beginner):
+    """The program the server runs, with the facts and the wording modules in front of it, here: fed to
+    Django's shell on its input the way tasks.programs sends it."""
     main = "print('@gangway ' + json.dumps([f.text[:20] for f in readiness.server_findings(readiness_facts)]))"
-    script = project.check_script("import json\n" + main)
-    assert "'" not in script.split("b64decode('")[1].split("')")[0]  # base64: nothing for a shell to read
+    program = project.check_program("import json\n" + main)
     env = {**os.environ, **project.server_environment(App("mysite", ("app.test",)), "", beginner.directory),
            "DJANGO_SETTINGS_MODULE": "mysite.settings"}
     out = subprocess.run([sys.executable, "manage.py", "shell", "--no-startup", "--interface", "python",
-                          "--command", script], cwd=beginner.directory, env=env, capture_output=True, text=True)
+                          "--command", programs.BOOTSTRAP], input=programs.document("release_check.py", {}, program),
+                         cwd=beginner.directory, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     texts = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("@gangway "))[9:])
     assert "DEBUG is on in produ" in texts and "the database is SQLi" in texts
 
 
-def test_the_release_check_command_with_the_packed_script_passes_shellcheck():
+def test_the_release_check_command_passes_shellcheck_and_carries_any_size_as_data():
     from tasks.deploy import CHECK_SCRIPT
     command = release_commands.release_check(Layout("mysite"), "20260101T000000Z-abcdef0",
-                                             project.check_script(CHECK_SCRIPT.read_text()))
+                                             project.check_program(CHECK_SCRIPT.read_text()))
     assert_shellcheck_clean(shell.script(("checks", command)))
-    assert len(command) < 60_000
+    huge = project.check_program("# " + "x" * 200_000 + "\nprint('@gangway {\"big\": 1}')")
+    big = release_commands.release_check(Layout("mysite"), "20260101T000000Z-abcdef0", huge)
+    command_line = next(line for line in big.splitlines() if "systemd-run" in line)
+    assert len(command_line) < 5_000 and programs.END in command_line  # no argument carries the program:
+    assert "x" * 200_000 in big.split(command_line, 1)[1]               # the here-document after it does
 
 
 def test_local_facts_see_only_what_the_server_sets_not_this_shells_variables(beginner, monkeypatch):

@@ -174,18 +174,6 @@ def test_the_switch_flips_the_live_link_and_current_only_after_nginx_accepts_the
     assert f"rm -f {LAYOUT.boot_link('r0')}" in ready
 
 
-def test_static_files_no_kept_release_has_are_pruned(tmp_path):
-    layout = Layout("m")
-    shared, kept = tmp_path / "static", tmp_path / "r1" / "static"
-    for path in (shared / "css/a.1.css", shared / "css/a.2.css", kept / "css/a.2.css"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("x")
-    script = commands.prune_static(layout, ["r1"]).replace(repr(layout.static), repr(str(shared))).replace(
-        repr(layout.release("r1") + "/static"), repr(str(kept)))
-    run(script, tmp_path)
-    assert sorted(p.name for p in (shared / "css").iterdir()) == ["a.2.css"]
-
-
 def test_free_space_and_applied_migrations_are_parsed():
     df = ("Filesystem 1024-blocks Used Available Capacity Mounted on\n"
           "/dev/vda 100 50 4096 50% /\ntmpfs 10 9 1 90% /srv/m/venvs\n")
