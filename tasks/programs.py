@@ -12,7 +12,6 @@ SSH command's input (tasks.remote), so neither has a size limit.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from .render import TEMPLATES
 from .shell import as_user, join

@@ -7,14 +7,12 @@ the findings, in front of templates/deploy/release_check.py.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import secrets
 import sqlite3
 import subprocess
 import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
