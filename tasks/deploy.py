@@ -42,20 +42,29 @@ class BackupFailed(DeployError):
 # --- the steps every release change shares -------------------------------------------------------------
 
 def go_live(session: Session, release: Release, state: ServerState, event: dict) -> None:
-    """Start `release`, check its health, switch traffic to it, let the old one go: one round trip."""
+    """Start `release`, check its health on its own socket, switch traffic to it, prove through nginx (by the
+    site's name) that the site is now served by it, let the old one go: one round trip."""
     inv, layout, old = session.inventory, session.layout, state.live
+    name = session.health_host()
     ok, report, tail = session.run((
-        "start", commands.start_and_check(layout, release.id, session.health_host(), inv.app.health_check,
+        "start", commands.start_and_check(layout, release.id, name, inv.app.health_check,
                                           https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S)), (
         "switch", commands.switch(layout, release, old, event, inv.app.standby_minutes,
                                   backend_ready=state.backend == commands.backend_conf(layout),
-                                  static_check=commands.static_served(layout, release, session.health_host(),
-                                                                      inv.tls))))
+                                  static_check=commands.static_served(layout, release, name, inv.tls),
+                                  serving=(name, inv.app.health_check, inv.tls))))
     if not ok:
         raise DeployError(last_lines(tail))
     warm = ", it was still running, nothing to start" if report.get("standby") else ""
+    if "through_nginx" in report:
+        repaired = (" (nginx was serving something else: it is reloaded now)" if report.get("repaired") else "")
+        through = (f"; the site answers GET {inv.app.health_check} through nginx as {name} -> "
+                   f"{report['through_nginx']}, from {release.id}{repaired}")
+    else:
+        through = "; not asked through nginx, which answers 503 in maintenance mode"
     session.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
-                       + f"; healthy: GET {inv.app.health_check} -> {report.get('health', '?')}{warm}")
+                          + f"; healthy on its own socket: GET {inv.app.health_check} -> "
+                          f"{report.get('health', '?')}{warm}{through}")
 
 def migrate(session: Session, release_id: str, name: str, targets_: dict[str, str] | None = None) -> str:
     """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""
@@ -482,7 +491,7 @@ def relaunch(session: Session, state: ServerState, why: str) -> str:
         go_live(session, release, state, event)
     except DeployError as error:
         _set_aside(session, release, str(error), keep=False)
-        raise DeployError(f"the new instance of {live.id} did not answer healthy, so {live.id} is still serving:"
+        raise DeployError(f"the new instance of {live.id} did not go live, so {live.id} is still serving:"
                           f"\n{error}") from None
     return release.id
 

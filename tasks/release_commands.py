@@ -16,11 +16,13 @@ import json
 
 from . import programs, shell
 from .layout import RELEASE_META, Layout
-from .releases import Release
+from .releases import RELEASE_ID, Release
 from .shell import as_user, join, q, report
 from .steps import Probe
 
 UNHEALTHY_GRACE_S = 3
+# The response header nginx adds, for requests from the server itself, naming the socket that answered.
+RELEASE_HEADER = "X-Gangway-Release"
 DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
 # A build that failed with less than this free failed for want of space; a deploy keeps this much spare.
 LOW_SPACE_KIB = 16 * 1024
@@ -276,7 +278,16 @@ def start_and_check(layout: Layout, release_id: str, host: str, path: str, https
     return values + f"""
 systemctl reset-failed "$unit" 2>/dev/null || true
 if systemctl is-active --quiet "$unit"; then {report(standby=True)}; fi
-systemctl start "$unit"
+# An instance that cannot start at all (a command line past Linux's argument limit, a missing program) has
+# its reason only in the journal: say that it never started, and show it.
+if ! started=$(systemctl start "$unit" 2>&1); then
+  printf 'the instance %s failed to start (systemd: %s): %s\\n' "$unit" \\
+    "$(systemctl show -p ActiveState --value "$unit")" "$started" >&2
+  printf -- '--- the end of its log (journalctl -u %s):\\n' "$unit" >&2
+  journalctl -u "$unit" -n 20 --no-pager -o cat >&2 || true
+  systemctl stop "$unit" 2>/dev/null || true
+  exit 4
+fi
 restarts0=$(systemctl show -p NRestarts --value "$unit")
 deadline=$(( $(date +%s) + {int(timeout)} )); code=; body=; unhealthy_since=
 while :; do
@@ -292,10 +303,11 @@ while :; do
   restarts=$(systemctl show -p NRestarts --value "$unit")
   state=$(systemctl show -p ActiveState --value "$unit")
   # A wrong answer may be a moment of warming up; one that lasts {UNHEALTHY_GRACE_S} s is the answer.
-  if [ "$state" = failed ] || [ "${{restarts:-0}}" -gt "${{restarts0:-0}}" ] || [ "$(date +%s)" -ge "$deadline" ] || \\
+  if [ "$state" = failed ] || [ "$state" = inactive ] || [ "${{restarts:-0}}" -gt "${{restarts0:-0}}" ] || \\
+     [ "$(date +%s)" -ge "$deadline" ] || \\
      {{ [ -n "$unhealthy_since" ] && [ $(( $(date +%s) - unhealthy_since )) -ge {UNHEALTHY_GRACE_S} ]; }}; then
-    if [ "$state" = failed ] || [ "${{restarts:-0}}" -gt "${{restarts0:-0}}" ]; then
-      printf 'release %s crashed while starting (systemd: %s)\\n' "$release" "$state" >&2
+    if [ "$state" = failed ] || [ "$state" = inactive ] || [ "${{restarts:-0}}" -gt "${{restarts0:-0}}" ]; then
+      printf 'the instance %s failed to start (systemd: %s, restarted %s time(s)): it never answered, see its log below\\n' "$unit" "$state" "$(( ${{restarts:-0}} - ${{restarts0:-0}} ))" >&2
     elif [ -n "$unhealthy_since" ] && [ -n "$location" ]; then
       printf 'release %s is not healthy: GET %s answered %s, a redirect to %s. A health check must answer 200 itself: set app.health_check in the inventory to a path that does, e.g. /healthz/\\n' "$release" "$path" "$code" "$location" >&2
     elif [ -n "$unhealthy_since" ]; then
@@ -324,9 +336,50 @@ printf '%s {{"health": "%s"}}\\n' {q(shell.REPORT)} "$code"
 
 def backend_conf(layout: Layout) -> str:
     """nginx's proxy_pass once a release is live: the live link, resolved anew for every upstream connection
-    (no upstream keepalive), so re-pointing the link moves traffic without reloading nginx."""
-    return (f"# Written by gangway at the first deploy: traffic goes to the release the link points at.\n"
-            f"proxy_pass http://unix:{layout.live_socket};\n")
+    (no upstream keepalive), so re-pointing the link moves traffic without reloading nginx.
+
+    It also names, in a response header, the socket the live link resolves to as the request is answered
+    ($realpath_root resolves the link for each request): that is how a deploy and `fab status` prove, through
+    nginx, that the site is served by the release they mean, and not by the placeholder page (which has no
+    such header) or a config nginx was never reloaded with. Only requests from the server itself get it (the
+    checks ask over 127.0.0.1): a release id names the commit, which tells a stranger which version of the
+    code runs (the reason the server's version is hidden too, `server_tokens off`). The header is set inside
+    the `if` only, so visitors keep the server's own headers (add_header is inherited only by a level that
+    has none)."""
+    return (f"# Written by gangway: traffic goes to the release the live link points at.\n"
+            f"proxy_pass http://unix:{layout.live_socket};\n"
+            f"# For gangway's checks on the server: which release's socket answered (never sent to visitors).\n"
+            f"root {layout.live_socket};\n"
+            f"if ($remote_addr = 127.0.0.1) {{\n"
+            f"\tadd_header {RELEASE_HEADER} $realpath_root;\n"
+            f"}}\n")
+
+
+def through_nginx(host: str, path: str, https: bool, *options: str) -> str:
+    """The one way gangway asks nginx for a page: curl on the server itself, to 127.0.0.1, by the site's name
+    (the Host header, and SNI over HTTPS), as a visitor's browser would; `options` go to curl before the URL.
+    Used by the deploy's static-file and serving checks and by `fab status`."""
+    if https:
+        url, connect = f"https://{host}{path}", ["--resolve", f"{host}:443:127.0.0.1"]
+    else:
+        url, connect = f"http://{host}{path}", ["--connect-to", f"{host}:80:127.0.0.1:80"]
+    return join("curl", "-s", "--noproxy", "*", "--max-time", "10", *connect, *options, url)
+
+
+# What `through_nginx(..., "-w", SERVED)` prints: the status, then the socket of the release that answered
+# (empty when nginx did not proxy to the live link: the placeholder page, an old config).
+SERVED = f"%{{http_code}} %header{{{RELEASE_HEADER.lower()}}}"
+
+
+def serving_check(layout: Layout, release_id: str, host: str, path: str, https: bool) -> list[str]:
+    """Shell lines that ask nginx for `path` by the site's name and set ok_served's answer: true when it answered
+    2xx from `release_id`'s own socket. Defines `ask_nginx` (fills $served) and `ok_served`."""
+    if not RELEASE_ID.match(release_id):
+        raise ValueError(f"{release_id!r} is not a release id")
+    ask = through_nginx(host, path, https, "-k", "-o", "/dev/null", "-w", SERVED)
+    return [f"want={q(layout.socket(release_id))}",
+            f"ask_nginx() {{ served=$({ask}) || true; }}",
+            'ok_served() { case "${served%% *}" in 2??) [ "${served#* }" = "$want" ] ;; *) return 1 ;; esac; }']
 
 
 def standby_timer(layout: Layout, release_id: str) -> str:
@@ -351,13 +404,11 @@ def static_served(layout: Layout, release: Release, host: str, https: bool) -> s
     sample = release.static_sample
     if not sample:
         return ""
-    url = f"{'https' if https else 'http'}://{host}{sample['url']}"
     # In maintenance mode nginx answers 503 to everyone: the check would prove nothing, and is skipped.
-    connect = ["--resolve", f"{host}:443:127.0.0.1", "-k"] if https else ["--connect-to", f"{host}:80:127.0.0.1:80"]
     return "\n".join([
         f"if [ ! -f {q(layout.maintenance_flag)} ]; then",
         f"want=$(sha256sum < {q(layout.release(release.id) + '/static/' + sample['file'])} | cut -c1-64)",
-        f"got=$({join('curl', '-s', '--noproxy', '*', '--max-time', '10', *connect, url)} | sha256sum | cut -c1-64)",
+        f"got=$({through_nginx(host, sample['url'], https, '-k')} | sha256sum | cut -c1-64)",
         "if [ \"$got\" != \"$want\" ]; then printf '%s\\n' "
         + q(f"its static files would not be served: GET {sample['url']} through nginx did not return the collected "
             f"file {sample['file']}. nginx serves /static/ from {layout.static}/, so STATIC_URL must be '/static/' "
@@ -368,37 +419,94 @@ def static_served(layout: Layout, release: Release, host: str, https: bool) -> s
 
 
 def switch(layout: Layout, release: Release, old: str | None, history_line: dict, standby_minutes: int,
-           backend_ready: bool, static_check: str = "") -> str:
+           backend_ready: bool, static_check: str = "", serving: tuple[str, str, bool] | None = None) -> str:
     """Serve `release`: its static files join the shared ones, the live link and `current` flip atomically,
-    and its unit is the one started at boot. The first time, nginx's backend include is written and checked
-    before anything flips, then nginx is reloaded once; later switches do not touch nginx at all. Runs to the
-    end even if the connection drops."""
+    and its unit is the one started at boot.
+
+    nginx is touched only after the static-file check, so a release that fails it leaves nginx and its backend
+    include as they were. When the include differs from `backend_conf` (the first deploy, or one written by an
+    older gangway), it is written and checked by `nginx -t` before anything flips, and nginx is reloaded in the
+    same step. With `serving` (the site's name, the health-check path, https), the site is then asked through
+    nginx and must answer 2xx from this release's own socket: when it does not (nginx was never reloaded with
+    the include the file holds), nginx is reloaded and asked again; if it still does not, the links flip back,
+    a rewritten include is put back, and the switch fails. A switch on a server whose nginx already serves
+    through the live link does not reload it. Runs to the end even if the connection drops."""
     release_dir = layout.release(release.id)
+    previous = f"{layout.nginx_backend}.gw-prev"
     steps = ["trap '' HUP PIPE",
              # The new live release must not be stopped by a standby timer left from an earlier switch.
              f"systemctl stop {q(standby_timer(layout, release.id) + '.timer')} 2>/dev/null || true",
-             shell.write_file(layout.release_meta(release.id), release.to_json(), "644", "root", "root")]
+             shell.write_file(layout.release_meta(release.id), release.to_json(), "644", "root", "root"),
+             # The static files are served from the shared directory before any link flips.
+             # Hashed files are immutable; the newest release's copy of an unhashed name wins.
+             f"cp -a {q(release_dir + '/static/.')} {q(layout.static + '/')}",
+             static_check]
     if not backend_ready:
-        previous = f"{layout.nginx_backend}.gw-prev"
         steps += [f"cp -a {q(layout.nginx_backend)} {q(previous)} 2>/dev/null || true",
                   shell.write_file(layout.nginx_backend, backend_conf(layout), "644", "root", "root"),
                   f"if ! out=$(nginx -t 2>&1); then mv -f {q(previous)} {q(layout.nginx_backend)}; "
-                  f"printf 'nginx rejected the switch: %s\\n' \"$out\" >&2; exit 3; fi",
-                  f"rm -f {q(previous)}"]
-    steps += [  # (the static files are served from the shared directory before any link flips)
-        # Hashed files are immutable; the newest release's copy of an unhashed name wins.
-        f"cp -a {q(release_dir + '/static/.')} {q(layout.static + '/')}",
-        static_check,
-        shell.symlink(layout.live_socket, layout.socket(release.id)),
-        shell.symlink(layout.current, release_dir),
-        *(reload_nginx() if not backend_ready else []),
-        *start_at_boot(layout, release.id),
-    ]
+                  f"printf 'nginx rejected the switch: %s\\n' \"$out\" >&2; exit 3; fi"]
+    steps += [shell.symlink(layout.live_socket, layout.socket(release.id)),
+              shell.symlink(layout.current, release_dir),
+              *(reload_nginx() if not backend_ready else [])]
+    if serving:
+        steps.append(_served_by(layout, release.id, old, *serving, backend_rewritten=not backend_ready))
+    if not backend_ready:
+        steps.append(join("rm", "-f", previous))
+    steps += start_at_boot(layout, release.id)
     if old and old != release.id:
         steps += [not_at_boot(layout, old),
                   stop_later(layout, old, standby_minutes)]
     steps.append(history(layout, history_line))
     return "\n".join(steps)
+
+
+def _served_by(layout: Layout, release_id: str, old: str | None, host: str, path: str, https: bool,
+               backend_rewritten: bool) -> str:
+    """After the links flipped: the site, asked through nginx by its name, must answer from `release_id`.
+    nginx is reloaded once if it does not (what it runs may not be what backend.conf says); if it still does
+    not, the switch is undone and fails (exit 6). Skipped in maintenance mode (nginx answers 503 to all)."""
+    if old and old != release_id:
+        back = [shell.symlink(layout.live_socket, layout.socket(old)),
+                shell.symlink(layout.current, layout.release(old))]
+    else:
+        back = [join("rm", "-f", layout.live_socket, layout.current)]
+    if backend_rewritten:
+        back += [f"mv -f {q(layout.nginx_backend + '.gw-prev')} {q(layout.nginx_backend)}", *reload_nginx()]
+    where = f"GET {path} through nginx by the name {host}"
+    placeholder = (f"nginx does not serve {release_id}, even after a reload: {where} answered %s with no release "
+                   "behind it: the placeholder page, or a config that does not proxy to the live link. "
+                   "sudo nginx -T shows what nginx runs: the site's server block must include "
+                   f"{layout.nginx_backend}\\n")
+    other = f"nginx does not serve {release_id}: {where} answered %s from %s\\n"
+    indent = "\n    "
+    return "\n".join([
+        f"if [ ! -f {q(layout.maintenance_flag)} ]; then",
+        *serving_check(layout, release_id, host, path, https),
+        "  repaired=false",
+        "  ask_nginx",
+        "  if ! ok_served; then",
+        "    # What nginx runs is not what backend.conf says (a change it was never reloaded with): reload it.",
+        "    if nginx -t 2>/dev/null; then",
+        "    " + indent.join(reload_nginx()),
+        "    fi",
+        "    repaired=true",
+        "    ask_nginx",
+        "  fi",
+        "  if ! ok_served; then",
+        "    code=${served%% *}; from=${served#* }",
+        "    " + indent.join(back),
+        '    if [ -z "$from" ]; then',
+        f"      printf {q(placeholder)} \"$code\" >&2",
+        "    else",
+        f"      printf {q(other)} \"$code\" \"$from\" >&2",
+        "    fi",
+        "    exit 6",
+        "  fi",
+        f"  printf '%s {{\"through_nginx\": \"%s\", \"repaired\": %s}}\\n' {q(shell.REPORT)} \"${{served%% *}}\" "
+        "\"$repaired\"",
+        "fi",
+    ])
 
 
 def reload_nginx() -> list[str]:

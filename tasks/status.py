@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import defaults, targets, timestamps
+from . import defaults, release_commands as commands, targets, timestamps
 from .timestamps import age
 from .inventory import Inventory
 from .layout import Layout
@@ -50,6 +50,7 @@ class Health:
     code: str           # the HTTP status, "000" when nothing answered
     curl: int           # curl's exit status with the certificate verified
     verified: bool      # the certificate was verified against the server's CA store
+    socket: str = ""    # the release socket nginx says answered ("" when no release did)
 
 
 # --- what to ask ---------------------------------------------------------------------------------------------
@@ -57,15 +58,14 @@ class Health:
 def health_command(host: str, path: str, https: bool) -> str:
     """GET `path` through nginx on the server itself, by the site's name, as a visitor would: over HTTPS with
     the certificate verified against the server's CA store. When the certificate does not verify, the request
-    is made again without verifying, so the app's own answer is still known. Prints `VERIFIED CURL CODE`."""
-    if https:
-        url, connect = f"https://{host}{path}", ["--resolve", f"{host}:443:127.0.0.1"]
-    else:
-        url, connect = f"http://{host}{path}", ["--connect-to", f"{host}:80:127.0.0.1:80"]
-    curl = ["curl", "-s", "--noproxy", "*", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", *connect]
-    return (f"code=$({join(*curl, url)}); rc=$?\n"
-            f"if [ \"$rc\" -eq {CURL_UNTRUSTED} ]; then code=$({join(*curl, '--insecure', url)}); "
-            "echo \"no $rc $code\"; else echo \"yes $rc $code\"; fi")
+    is made again without verifying, so the app's own answer is still known. Prints `VERIFIED CURL CODE
+    SOCKET`, SOCKET being the release socket nginx says answered (nothing when no release did: the placeholder
+    page, a config nginx was not reloaded with)."""
+    ask = ["-o", "/dev/null", "-w", commands.SERVED]
+    return (f"served=$({commands.through_nginx(host, path, https, *ask)}); rc=$?\n"
+            f"if [ \"$rc\" -eq {CURL_UNTRUSTED} ]; then "
+            f"served=$({commands.through_nginx(host, path, https, *ask, '--insecure')}); "
+            "echo \"no $rc $served\"; else echo \"yes $rc $served\"; fi")
 
 
 def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> list[Probe]:
@@ -139,9 +139,9 @@ def parse_timers(out: str) -> list[Timer]:
 
 def parse_health(out: str) -> Health | None:
     fields = out.split()
-    if len(fields) != 3 or not fields[1].isdigit():
+    if len(fields) not in (3, 4) or not fields[1].isdigit():
         return None
-    return Health(fields[2], int(fields[1]), fields[0] == "yes")
+    return Health(fields[2], int(fields[1]), fields[0] == "yes", fields[3] if len(fields) == 4 else "")
 
 
 def parse_disk(out: str, rc: int) -> list[tuple[str, int]]:
@@ -222,7 +222,9 @@ def service_check(name: str, units: dict[str, str], wanted: list[str], why: str)
 
 
 def health_check(health: Health | None, host: str, path: str, https: bool, private_ca: bool,
-                 maintenance: bool) -> Check:
+                 maintenance: bool, live: str | None = None, layout: Layout | None = None) -> Check:
+    """The site asked through nginx by its name: a 2xx counts only when the live release answered it (nginx
+    names the socket it reached), not the placeholder page nor a release that is no longer live."""
     scheme = "https" if https else "http"
     what = f"GET {scheme}://{host}{path} through nginx on the server"
     if health is None:
@@ -238,8 +240,18 @@ def health_check(health: Health | None, host: str, path: str, https: bool, priva
             return Check(FAIL, "health", f"{what} -> {health.code}, but the certificate does not verify against "
                          "the server's CA store (curl exit 60): visitors' browsers will refuse it too. "
                          "`fab provision` renews it")
+    if health.code.startswith("2") and live and layout and health.socket != layout.socket(live):
+        served = layout.release_of_socket(health.socket) or health.socket
+        if not health.socket:
+            return Check(FAIL, "health", f"{what} -> {health.code}, but from no release: nginx serves the "
+                         f"placeholder page (or a config that does not proxy to the live link), not {live}: run "
+                         "`fab deploy` (it repairs nginx), or `sudo nginx -t && sudo systemctl reload nginx` on "
+                         "the server")
+        return Check(FAIL, "health", f"{what} -> {health.code}, but from {served}, not the live release {live}: "
+                     "run `fab deploy` (it repairs nginx)")
     if health.code.startswith("2"):
-        return Check(OK, "health", f"{what} -> {health.code}{trust}")
+        served = f", from {live}" if live and layout else ""
+        return Check(OK, "health", f"{what} -> {health.code}{served}{trust}")
     if maintenance and health.code == "503":
         return Check(WARN, "health", f"{what} -> 503: maintenance mode is on")
     if health.code == "000":
@@ -351,7 +363,8 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
         service_check("nginx", units, ["nginx.service"], "no site answers; `sudo systemctl start nginx`"),
         service_check("postgresql", units, postgres, "the app cannot reach its database; "
                       "`sudo systemctl start postgresql`"),
-        health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"]),
+        health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"], state.live,
+                     Layout(app.name)),
         certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS),
         disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT),
         memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),

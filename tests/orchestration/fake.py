@@ -27,8 +27,9 @@ STEP = re.compile(r"^gw_step='?([^'\n;]*)'?;", re.M)
 
 
 def steps_of(script: str) -> list[str]:
-    """The step names of a tasks.shell.script, in order."""
-    return [name for name in STEP.findall(script) if name != "start"]
+    """The step names of a tasks.shell.script, in order (the script's own preamble, `gw_step=start` with no `;`,
+    is not one; a deploy's step named "start", which starts the release, is)."""
+    return STEP.findall(script)
 
 
 @dataclass

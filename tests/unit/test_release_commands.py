@@ -95,12 +95,16 @@ def build_script() -> str:
                  ("switch", commands.switch(LAYOUT, RELEASE, "r0", {"event": "live"}, 10, backend_ready=False))),
     shell.script(commands.switch(LAYOUT, RELEASE, None, {"event": "live"}, 0, backend_ready=True,
                                  static_check=commands.static_served(LAYOUT, STATIC_RELEASE, "app.test", True))),
+    shell.script(("switch", commands.switch(LAYOUT, RELEASE, "r0", {"event": "live"}, 10, backend_ready=False,
+                                            serving=("app.test", "/healthz/", True)))),
+    shell.script(commands.switch(LAYOUT, RELEASE, None, {"event": "live"}, 0, backend_ready=True,
+                                 serving=("203.0.113.10", "/", False))),
     shell.script(commands.set_aside(LAYOUT, RELEASE, {"event": "failed"})),
     shell.script(commands.set_aside(LAYOUT, RELEASE, {"event": "failed"}, keep=False)),
     shell.script(commands.backup(LAYOUT, "mysite", "r-before-migrate")),
     shell.script(commands.migrate(LAYOUT, RELEASE.id, "mysite", {"counter": "0001_initial", "auth": "zero"})),
     shell.script(commands.prune_static(LAYOUT, ["r1", "r2"])),
-], ids=["build", "start+switch (first)", "switch", "set aside", "remove", "backup", "reverse", "prune static"])
+], ids=["build", "start+switch (first)", "switch", "switch served (first)", "switch served", "set aside", "remove", "backup", "reverse", "prune static"])
 def test_every_deploy_script_passes_shellcheck(script):
     assert_shellcheck_clean(script)
 
@@ -196,3 +200,138 @@ def test_the_static_file_fetched_through_nginx_is_compared_with_the_collected_on
     assert served.returncode == 0 and not (tmp_path / "CANARY").exists()
     missing = run(shell.script(script), tmp_path, {"curl": "printf '<html>placeholder</html>'"})
     assert missing.returncode == 5 and "its static files would not be served: GET /static/x.css" in missing.stderr
+
+
+# --- "deployed" means the site serves the release: the request through nginx ------------------------------------
+
+NEW, OLD = "20261201T000000Z-bbbbbbb", "20261101T000000Z-aaaaaaa"
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_the_request_through_nginx_is_one_builder_by_the_site_s_name_with_every_value_one_argument(tmp_path, value):
+    for https in (True, False):
+        out = run(commands.through_nginx(value, "/" + value, https, "-o", "/dev/null"), tmp_path,
+                  {"curl": 'printf "%s\\0" "$@" > args'})
+        assert out.returncode == 0 and not (tmp_path / "CANARY").exists()
+        args = (tmp_path / "args").read_text().split("\0")[:-1]
+        scheme = "https" if https else "http"
+        assert args[-1] == f"{scheme}://{value}/{value}" and args[-3:-1] == ["-o", "/dev/null"]
+        assert args[5:7] == (["--resolve", f"{value}:443:127.0.0.1"] if https
+                             else ["--connect-to", f"{value}:80:127.0.0.1:80"])
+        assert args[:3] == ["-s", "--noproxy", "*"]
+
+
+def test_the_backend_include_names_the_answering_release_to_the_server_itself_only():
+    conf = commands.backend_conf(LAYOUT)
+    assert f"proxy_pass http://unix:{LAYOUT.live_socket};" in conf
+    assert f"root {LAYOUT.live_socket};" in conf  # $realpath_root: the live link resolved for each request
+    # Only inside the `if`: the location keeps no add_header of its own, so visitors keep the server's headers.
+    before, inside = conf.split("if ($remote_addr = 127.0.0.1) {\n")
+    assert "add_header" not in before
+    assert inside == f"\tadd_header {commands.RELEASE_HEADER} $realpath_root;\n}}\n"
+
+
+def test_the_serving_check_refuses_a_release_id_that_is_not_one():
+    with pytest.raises(ValueError):
+        commands.serving_check(LAYOUT, "20261201T000000Z-bbbbbbb'; touch CANARY; '", "a.test", "/", True)
+
+
+def served_script(tmp_path: Path, old: str | None, rewritten: bool) -> str:
+    """The check after the links flip, with the links and the include in tmp_path."""
+    script = commands._served_by(LAYOUT, NEW, old, "app.test", "/healthz/", True, backend_rewritten=rewritten)
+    for path in (LAYOUT.live_socket, LAYOUT.current, LAYOUT.nginx_backend, LAYOUT.maintenance_flag):
+        script = script.replace(path, str(tmp_path / path.strip("/").replace("/", "_")))
+    return script
+
+
+NGINX_STUBS = {"nginx": "echo nginx >> calls", "systemctl": 'echo "systemctl $*" >> calls', "pgrep": "true",
+               "cat": "echo 1"}
+
+
+def test_a_site_that_answers_from_the_new_release_goes_live_without_reloading_nginx(tmp_path):
+    out = run(shell.script(("switch", served_script(tmp_path, OLD, False))), tmp_path, {
+        **NGINX_STUBS, "curl": f"printf '200 {LAYOUT.socket(NEW)}'"})
+    assert out.returncode == 0, out.stderr
+    assert shell.parse_reports(out.stdout) == {"through_nginx": "200", "repaired": False}
+    assert not (tmp_path / "calls").exists()
+
+
+def test_nginx_serving_the_placeholder_page_is_reloaded_and_asked_again(tmp_path):
+    """The djangogirls server: backend.conf proxies to the live link, nginx never loaded it."""
+    answers = tmp_path / "answers"
+    answers.write_text(f"200 \n200 {LAYOUT.socket(NEW)}\n")
+    curl = f'head -n 1 {answers} | tr -d "\\n"; sed -i 1d {answers}'
+    out = run(shell.script(("switch", served_script(tmp_path, OLD, False))), tmp_path, {**NGINX_STUBS, "curl": curl})
+    assert out.returncode == 0, out.stderr
+    assert shell.parse_reports(out.stdout) == {"through_nginx": "200", "repaired": True}
+    assert "systemctl reload nginx" in (tmp_path / "calls").read_text()
+
+
+def test_a_site_still_serving_the_placeholder_after_a_reload_undoes_the_switch_and_says_so(tmp_path):
+    live, current = tmp_path / "srv_mysite_live.sock", tmp_path / "srv_mysite_current"
+    live.symlink_to(LAYOUT.socket(NEW))
+    out = run(shell.script(("switch", served_script(tmp_path, OLD, False))), tmp_path, {
+        **NGINX_STUBS, "curl": "printf '200 '"})
+    assert out.returncode == 6 and shell.parse_reports(out.stdout)["failed"] == "switch"
+    assert (f"nginx does not serve {NEW}, even after a reload: GET /healthz/ through nginx by the name app.test "
+            "answered 200 with no release behind it: the placeholder page") in out.stderr
+    assert os.readlink(live) == LAYOUT.socket(OLD) and os.readlink(current) == LAYOUT.release(OLD)
+
+
+def test_a_first_switch_that_cannot_prove_the_release_puts_the_placeholder_back(tmp_path):
+    backend = tmp_path / "etc_gangway_mysite_backend.conf"
+    backend.write_text("proxy_pass ...;\n")
+    Path(str(backend) + ".gw-prev").write_text("root /placeholder;\n")
+    (tmp_path / "srv_mysite_live.sock").symlink_to(LAYOUT.socket(NEW))
+    out = run(shell.script(("switch", served_script(tmp_path, None, True))), tmp_path, {
+        **NGINX_STUBS, "curl": f"printf '502 {LAYOUT.socket(OLD)}'"})
+    assert out.returncode == 6
+    assert f"nginx does not serve {NEW}: GET /healthz/ through nginx by the name app.test answered 502 from " \
+           f"{LAYOUT.socket(OLD)}" in out.stderr
+    assert backend.read_text() == "root /placeholder;\n"  # what nginx is reloaded with
+    assert not (tmp_path / "srv_mysite_live.sock").exists()
+    assert (tmp_path / "calls").read_text().count("systemctl reload nginx") == 2  # the repair, then the undo
+
+
+def test_the_serving_check_is_skipped_in_maintenance_mode(tmp_path):
+    (tmp_path / "srv_mysite_state_maintenance").write_text("")
+    out = run(shell.script(("switch", served_script(tmp_path, OLD, False))), tmp_path, {
+        **NGINX_STUBS, "curl": "printf '503 '"})
+    assert out.returncode == 0 and shell.parse_reports(out.stdout) == {}
+
+
+def test_nginx_is_touched_only_after_the_static_check_and_reloaded_in_the_same_step():
+    """A first deploy that fails at the static gate leaves the include as it was: nginx and the file agree."""
+    script = commands.switch(LAYOUT, STATIC_RELEASE, None, {"event": "live"}, 10, backend_ready=False,
+                             static_check=commands.static_served(LAYOUT, STATIC_RELEASE, "app.test", True),
+                             serving=("app.test", "/", True))
+    static = script.index("its static files would not be served")
+    assert static < script.index(f"mktemp {LAYOUT.nginx_backend}") < script.index("nginx -t")
+    assert script.index("nginx -t") < script.index(f"ln -sfn {LAYOUT.socket(STATIC_RELEASE.id)}")
+    assert script.index(f"ln -sfn {LAYOUT.socket(STATIC_RELEASE.id)}") < script.index("systemctl reload nginx")
+    assert script.index("systemctl reload nginx") < script.index(f"want={LAYOUT.socket(STATIC_RELEASE.id)}")
+
+
+# --- an instance that never started says so ---------------------------------------------------------------------
+
+def test_an_instance_that_fails_to_start_is_named_with_its_journal_not_called_unhealthy(tmp_path):
+    script = shell.script(("start", commands.start_and_check(LAYOUT, RELEASE.id, "app.test", "/healthz/", True, 5)))
+    out = run(script, tmp_path, {
+        "systemctl": 'case "$*" in start*) echo "Job for $2 failed because the control process exited with error '
+                     'code." >&2; exit 1 ;; *ActiveState*) echo failed ;; *is-active*) exit 3 ;; esac',
+        "journalctl": "echo 'mysite@x.service: Failed to execute /srv/mysite/x/.venv/bin/gunicorn: Argument list "
+                      "too long'"})
+    assert out.returncode == 4 and shell.parse_reports(out.stdout)["failed"] == "start"
+    assert f"the instance {LAYOUT.unit(RELEASE.id)} failed to start (systemd: failed): Job for" in out.stderr
+    assert "Argument list too long" in out.stderr and "healthy" not in out.stderr
+
+
+def test_an_instance_that_stops_while_starting_is_said_to_have_failed_to_start(tmp_path):
+    script = shell.script(("start", commands.start_and_check(LAYOUT, RELEASE.id, "app.test", "/healthz/", True, 5)))
+    out = run(script, tmp_path, {
+        "systemctl": 'case "$*" in *NRestarts*) echo 0 ;; *ActiveState*) echo inactive ;; *is-active*) exit 3 ;; '
+                     'esac',
+        "journalctl": "echo 'ModuleNotFoundError: No module named mysite'"})
+    assert out.returncode == 4
+    assert f"the instance {LAYOUT.unit(RELEASE.id)} failed to start (systemd: inactive" in out.stderr
+    assert "No module named mysite" in out.stderr and "healthy answer" not in out.stderr

@@ -46,7 +46,8 @@ def test_an_untrusted_certificate_is_asked_again_without_verifying_and_said(tmp_
 
 def test_the_health_request_goes_through_nginx_on_the_server_by_the_site_s_name():
     command = status.health_command("app.example.com", "/healthz/", True)
-    assert "--resolve app.example.com:443:127.0.0.1 https://app.example.com/healthz/" in command
+    assert "--resolve app.example.com:443:127.0.0.1 " in command and " https://app.example.com/healthz/)" in command
+    assert command.count("%header{x-gangway-release}") == 2  # which release answered, both times
     assert command.count("--insecure") == 1  # only the second request, after a certificate that did not verify
 
 
@@ -119,6 +120,32 @@ def test_health_says_what_was_checked():
     assert status.health_check(None, "a", "/h", True, False, False).level == FAIL
 
 
+
+def test_the_health_answer_names_the_release_socket_nginx_says_answered(tmp_path):
+    stub = f"printf '200 {LAYOUT.socket(LIVE)}'"
+    out = run(status.health_command("app.example.com", "/", True), tmp_path, {"curl": stub})
+    assert status.parse_health(out.stdout) == Health("200", 0, True, LAYOUT.socket(LIVE))
+    assert status.parse_health("yes 0 200") == Health("200", 0, True, "")
+
+
+def test_a_200_from_the_placeholder_page_is_not_health_when_a_release_is_live():
+    """djangogirls: every URL served the placeholder page, with a 200, and status said "all well"."""
+    placeholder = status.health_check(Health("200", 0, True), "app.example.com", "/h", True, False, False, LIVE,
+                                      LAYOUT)
+    assert placeholder.level == FAIL
+    assert placeholder.detail == (
+        "GET https://app.example.com/h through nginx on the server -> 200, but from no release: nginx serves the "
+        f"placeholder page (or a config that does not proxy to the live link), not {LIVE}: run `fab deploy` (it "
+        "repairs nginx), or `sudo nginx -t && sudo systemctl reload nginx` on the server")
+    older = status.health_check(Health("200", 0, True, LAYOUT.socket(OLD)), "a", "/h", True, False, False, LIVE,
+                                LAYOUT)
+    assert older.level == FAIL and f"-> 200, but from {OLD}, not the live release {LIVE}" in older.detail
+    live = status.health_check(Health("200", 0, True, LAYOUT.socket(LIVE)), "a", "/h", True, False, False, LIVE,
+                               LAYOUT)
+    assert live.level == OK and f"-> 200, from {LIVE}; certificate verified" in live.detail
+    # Before any deploy, the placeholder page is what the site should show.
+    assert status.health_check(Health("200", 0, True), "a", "/h", True, False, False, None, LAYOUT).level == OK
+
 def test_a_timer_that_failed_or_is_off_warns():
     assert status.timer_check(Timer("mysite-job-x.timer", "active", NOW - 60, NOW + 60, "success"), NOW).level == OK
     assert status.timer_check(Timer("mysite-job-x.timer", "active", None, NOW + 60, ""), NOW).level == OK
@@ -151,7 +178,7 @@ def _facts(**changes) -> dict:
                        "unattended-upgrades.service": "active/running"},
              "timers": [Timer("certbot.timer", "active", None, NOW + DAY, ""),
                         Timer("apt-daily-upgrade.timer", "active", None, NOW + DAY, "")],
-             "health": Health("200", 0, True), "certificate": NOW + 60 * DAY, "disk": [("/", 40)],
+             "health": Health("200", 0, True, LAYOUT.socket(LIVE)), "certificate": NOW + 60 * DAY, "disk": [("/", 40)],
              "memory": {"MemTotal": 2000000, "MemAvailable": 1500000}, "newest_backup": None, "updates": (0, 0),
              "unattended": True, "reboot": None, "maintenance": False}
     return {**facts, **changes}
