@@ -12,11 +12,14 @@ app user, with the app's environment file read by systemd itself — it is data,
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 
 from . import shell
 from .layout import RELEASE_META, Layout
 from .releases import Release
+from .render import TEMPLATES
 from .shell import as_user, join, q, report
 from .steps import Probe
 
@@ -253,13 +256,37 @@ def backup(layout: Layout, app: str, name: str) -> str:
     ])
 
 
-def migrate(layout: Layout, release_id: str, app: str, targets: dict[str, str] | None = None,
-            release_dir: str | None = None) -> str:
-    """Apply (or, with targets, reverse down to) migrations, as the app user (peer authentication)."""
-    if not targets:
-        return manage(layout, release_id, app, ["migrate", "--noinput"], release_dir=release_dir)
-    return "\n".join(manage(layout, release_id, app, ["migrate", "--noinput", a, t], release_dir=release_dir)
-                     for a, t in targets.items())
+def migrate(layout: Layout, release_id: str, app: str, release_dir: str | None = None) -> str:
+    """Apply the release's migrations, as the app user (peer authentication)."""
+    return manage(layout, release_id, app, ["migrate", "--noinput"], release_dir=release_dir)
+
+
+REVERSE_SCRIPT = TEMPLATES / "deploy" / "reverse_migrations.py"
+
+
+def reverse_program(remove: list[str]) -> str:
+    """templates/deploy/reverse_migrations.py with the migrations to reverse, packed for a command line."""
+    program = f"REMOVE = {json.dumps(list(remove))}\n" + REVERSE_SCRIPT.read_text()
+    packed = base64.b64encode(zlib.compress(program.encode(), 9)).decode()
+    return (f"import base64, zlib; exec(compile(zlib.decompress(base64.b64decode('{packed}')), "
+            "'reverse_migrations.py', 'exec'))")
+
+
+def reverse_migrations(layout: Layout, release_id: str, app: str, remove: list[str],
+                       release_dir: str | None = None) -> str:
+    """Reverse `remove` ("app.name") with Django's executor, in the release at `release_dir` (the one whose code
+    has their files), as the app user: one backwards plan for all apps, as `migrate` itself would run it."""
+    return manage(layout, release_id, app, ["shell", "--no-startup", "--interface", "python", "--command",
+                                            reverse_program(remove)], release_dir=release_dir)
+
+
+def failed_releases_probe(layout: Layout) -> Probe:
+    """The metadata of the releases kept in failed/ (`ID<TAB>JSON` lines, like the "releases" probe): read only
+    when migrations must be reversed and no release in releases/ has their files."""
+    return Probe("failed_releases", f"cd {q(layout.failed)} && for d in */; do d=${{d%/}}; "
+                                    f"printf '%s\\t' \"$d\"; tr -d '\\n' < \"$d/{RELEASE_META}\" 2>/dev/null; "
+                                    "echo; done",
+                 lambda out, rc: out if rc == 0 else None)
 
 
 # --- switching traffic ----------------------------------------------------------------------------------------
@@ -481,13 +508,6 @@ for folder, _, files in os.walk(root):
             os.remove(os.path.join(folder, name))
 """
     return f"python3 -c {q(program)}"
-
-
-def reverse_command(layout: Layout, release_dir: str, app: str, targets: dict[str, str]) -> str:
-    """What an operator runs (as the deploy user, over SSH) to reverse migrations by hand."""
-    return "; ".join("sudo " + manage(layout, "manual", app, ["migrate", "--noinput", a, t], release_dir=release_dir,
-                                      unit=f"{layout.app}-manual-migrate")
-                     for a, t in targets.items())
 
 
 # --- the output of a failed gate ------------------------------------------------------------------------------
