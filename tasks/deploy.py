@@ -581,7 +581,8 @@ def _rollback_target(state: ServerState, to: str | None, migrate_back: bool = Fa
     if to:
         if to == state.live and to in state.running and not (migrate_back and state.schema_ahead()):
             raise DeployError(f"{to} is already live and running" + (
-                "" if migrate_back else "; with --migrate-back it reverses the migrations it does not know"))
+                f"; the database has {len(state.schema_ahead())} migration(s) it does not know: --migrate-back "
+                "reverses them" if state.schema_ahead() and not migrate_back else ""))
         release = state.releases.get(to)
         if release is None or release.status != GOOD:
             where = " (it failed and is kept in failed/)" if to in state.failed else ""
