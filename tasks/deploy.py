@@ -260,7 +260,7 @@ def preview(session: Session, src: source.Source) -> None:
 def _preview_migrations(session: Session, state: ServerState, src: source.Source) -> None:
     """The project's migration files the database has not applied; those of packages are known once built."""
     if state.applied is None:
-        session.reporter.step("unknown", "migrations", "cannot read which migrations the database has applied: "
+        session.reporter.step("unknown", "migrations", "could not read which migrations the database has applied: "
                               "is PostgreSQL running?")
         return
     pending = [m for m in dryrun.migration_files(src.archive) if m not in set(state.applied)]
@@ -510,8 +510,9 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
     state = session.state()
     current = state.live
     target = _rollback_target(state, to, migrate_back)
-    reporter.line(f"rollback {session.host.address}: {current} -> {target}" +
-                  (" (it is live but not running: starting it)" if target == current else ""))
+    reporter.line(f"rollback {session.host.address}: {current} -> {target}" + (
+        "" if target != current else " (it is live: reversing the migrations it does not know)"
+        if current in state.running else " (it is live but not running: starting it)"))
     maintenance_note(session, state)
     release = state.releases[target]
     if release.requirements not in state.venvs:
@@ -623,7 +624,8 @@ def list_releases(c, inventory=None, verbose=False):
             session.reporter.line(f"  WARNING   the live release {state.live} is not running: nginx answers 502. "
                                   f"Start it with `fab rollback --to {state.live}`")
         if state.applied is None:
-            session.reporter.line("  WARNING   cannot read the database's migrations: is PostgreSQL running?")
+            session.reporter.line("  WARNING   could not read which migrations the database has applied: is "
+                                  "PostgreSQL running?")
         _schema_warning(session, state)
         if state.backups:
             session.reporter.line(f"database backups in {session.layout.backups}/ (restore one with pg_restore):")

@@ -58,8 +58,8 @@ class Migration(migrations.Migration):
     dependencies = [("notes", "0003_more")]
     operations = [migrations.RunPython(forwards, backwards)]
 '''
-MODELS = {"notes": "from django.db import models\n\nclass Note(models.Model):\n    text = models.TextField(default='')\n"
-                   "    tag = models.CharField(max_length=20, default='')\n    more = models.IntegerField(default=0)\n",
+MODELS = {"notes": "from django.db import models\n\nclass Note(models.Model):\n"
+                   "    text = models.TextField(default='')\n    tag = models.CharField(max_length=20, default='')\n    more = models.IntegerField(default=0)\n",
           "extras": "from django.db import models\n\nclass Pin(models.Model):\n"
                     "    note = models.ForeignKey('notes.Note', on_delete=models.CASCADE)\n"}
 
