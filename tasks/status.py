@@ -380,8 +380,8 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
         service_check("nginx", units, ["nginx.service"], "no site answers; `sudo systemctl start nginx`"),
         service_check("postgresql", units, postgres, "the app cannot reach its database; "
                       "`sudo systemctl start postgresql`"),
-        schema_check(state),
         health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"]),
+        schema_check(state),
         certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS),
         disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT),
         memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
