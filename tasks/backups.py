@@ -16,7 +16,7 @@ from pathlib import Path
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import backup_commands as commands, release_commands, targets, timestamps
+from . import backup_commands as commands, release_commands, releases, targets, timestamps
 from .inventory import Inventory
 from .lock import who
 from .operate import send_file
@@ -136,13 +136,15 @@ def backups(c, inventory=None, download=None, to=None, verbose=False):
 # --- fab restore ------------------------------------------------------------------------------------------------
 
 
-def schema_difference(applied: list[str] | None, known: list[str]) -> str:
-    """What to say about the restored database's migrations against the live code's: "" when they agree."""
+def schema_difference(applied: list[str] | None, known: list[str], replaces: dict | None = None) -> str:
+    """What to say about the restored database's migrations against the live code's (its migrations and the
+    names its squashed ones replace, compared as `showmigrations` does): "" when they agree."""
     if applied is None:
-        return ("cannot read which migrations the restored database has applied: check the site, and "
+        return ("could not read which migrations the restored database has applied: check the site, and "
                 "`fab manage -- showmigrations`")
-    ahead = [m for m in applied if m not in set(known)]
-    behind = [m for m in known if m not in set(applied)]
+    live = releases.Release("live", migrations=list(known), replaces=dict(replaces or {}))
+    ahead = releases.migrations_to_reverse(applied, live)
+    behind = releases.migrations_missing(applied, live)
     text = []
     if ahead:
         text.append(f"the restored database has {len(ahead)} migration(s) the live code does not know "
@@ -206,7 +208,7 @@ def _restore(session: Session, state: ServerState, name: str, fresh: str) -> Non
     live = state.releases.get(state.live or "")
     if live is None:
         reporter.step("ok", "schema", "no release is live: the next deploy migrates what the database lacks")
-    elif problem := schema_difference(applied, live.migrations):
+    elif problem := schema_difference(applied, live.migrations, live.replaces):
         reporter.step("WARNING", "schema", problem)
     else:
         reporter.step("ok", "schema", f"the restored migrations match the live release {live.id}'s "

@@ -27,6 +27,7 @@ from .runner import Reporter
 from .session import DeployError, Session, Task, last_lines, run_task
 
 CHECK_SCRIPT = TEMPLATES / "deploy" / "release_check.py"
+KNOWN_MIGRATIONS_SCRIPT = TEMPLATES / "deploy" / "known_migrations.py"  # put in front of CHECK_SCRIPT
 MIB = 1024 * 1024
 # Room a release needs: its archive unpacked (with collected static files and bytecode), plus a margin.
 UNPACK_FACTOR = 4
@@ -66,17 +67,91 @@ def go_live(session: Session, release: Release, state: ServerState, event: dict)
                           + f"; healthy on its own socket: GET {inv.app.health_check} -> "
                           f"{report.get('health', '?')}{warm}{through}")
 
-def migrate(session: Session, release_id: str, name: str, targets_: dict[str, str] | None = None) -> str:
-    """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""
+def _backup(session: Session, name: str, what: str) -> str:
+    """A database dump before the schema changes; its path. `what` says what did not happen if it fails."""
     ok, report, tail = session.run(("backup", commands.backup(session.layout, session.app, name)))
     if not ok:
-        raise BackupFailed(f"the database backup failed, so nothing was migrated:\n{last_lines(tail)}")
-    ok, _, tail = session.run(("migrate", commands.migrate(session.layout, release_id, session.app, targets_)),
-                           lines=commands.GATE_OUTPUT_LINES)
+        raise BackupFailed(f"the database backup failed, so {what}:\n{last_lines(tail)}")
+    return report["backup"]
+
+
+def migrate(session: Session, release_id: str, name: str) -> str:
+    """Back up the database, then apply the release's migrations. Returns the backup's path."""
+    dump = _backup(session, name, "nothing was migrated")
+    ok, _, tail = session.run(("migrate", commands.migrate(session.layout, release_id, session.app)),
+                              lines=commands.GATE_OUTPUT_LINES)
     if not ok:
         found = diagnose.diagnose("migrate", tail)
         raise DeployError(f"{found.headline}:\n{found.explain()}")
-    return report["backup"]
+    return dump
+
+
+def reverse(session: Session, code: Release, code_dir: str, extra: list[str], name: str) -> tuple[str, list[str]]:
+    """Back up the database, then reverse `extra` with the code of release `code` (at `code_dir`: it must have
+    their files) the way Django's executor plans it, and read the migrations table back: (the backup's path,
+    the migrations the table no longer has). Fails, saying what is still applied and why, unless all are gone."""
+    layout = session.layout
+    dump = _backup(session, name, "nothing was reversed")
+    ok, report, tail = session.run(("reverse", commands.reverse_migrations(layout, code.id, session.app, extra,
+                                                                           code_dir)),
+                                   lines=commands.GATE_OUTPUT_LINES)
+    after = session.remote.gather([commands.applied_probe(layout)])["applied"]
+    if after is None:
+        raise DeployError(f"could not read the migrations table after reversing {', '.join(extra)} with release "
+                          f"{code.id}'s code, so whether they are still applied is unknown: is PostgreSQL running? "
+                          f"`fab status` compares them once it answers (a backup was taken first: {dump})")
+    gone = [m for m in extra if m not in set(after)]
+    still = [m for m in extra if m in set(after)]
+    if ok and not still:
+        return dump, gone
+    raise DeployError(f"{len(gone)} reversed{(': ' + ', '.join(gone)) if gone else ''}; still applied "
+                      f"(read back from the database): {', '.join(still) or 'none'}. "
+                      f"{_reverse_problem(ok, report, tail, code.id)} (a backup was taken first: {dump})")
+
+
+def _reverse_problem(ok: bool, report: dict, tail: str, code: str) -> str:
+    """Why a reversal left migrations applied, from the reverse program's report (reverse_migrations.py)."""
+    if report.get("reverse_unknown"):
+        return (f"Release {code}'s code does not have the migration files of "
+                f"{', '.join(report['reverse_unknown'])}, so it cannot reverse them; nothing was reversed")
+    if report.get("reverse_extra") or report.get("reverse_left"):
+        return (f"Django's plan to reverse them would also reverse {', '.join(report.get('reverse_extra') or [])} "
+                "(which the release to run needs)" + (f" and leave {', '.join(report['reverse_left'])}"
+                                                      if report.get("reverse_left") else "")
+                + "; nothing was reversed")
+    if report.get("reverse_failed"):
+        return f"Reversing {report['reverse_failed']} failed: {report.get('why', '?')}"
+    if ok:
+        return f"The reverse command with release {code}'s code succeeded, yet the database still has them"
+    return f"The reverse command failed:\n{last_lines(tail)}"
+
+
+def code_with(session: Session, state: ServerState, extra: list[str]) -> tuple[Release, str]:
+    """The release whose code has the files of the migrations `extra`, and its directory: the live one when it
+    has them, else the newest other release in releases/, else one set aside in failed/ (a deploy that failed
+    after migrating). Its Python environment must still be there."""
+    wanted, gone = set(extra), []
+    candidates = ([state.releases[state.live]] if state.live in state.releases else []) + [
+        state.releases[r] for r in sorted(state.releases, reverse=True) if r != state.live]
+    for release in candidates:
+        if wanted <= releases.known_names(release):
+            if release.requirements in state.venvs:
+                return release, session.layout.release(release.id)
+            gone.append(release.id)
+    failed = session.remote.gather([commands.failed_releases_probe(session.layout)])["failed_releases"]
+    for release_id, release in sorted(releases.parse_releases(failed or "").items(), reverse=True):
+        if wanted <= releases.known_names(release):
+            if release.requirements in state.venvs:
+                return release, f"{session.layout.failed}/{release_id}"
+            gone.append(release_id)
+    unread = " (could not read the releases in failed/)" if failed is None else ""
+    if gone:
+        raise DeployError(f"the releases whose code has the files of {', '.join(extra)} ({', '.join(gone)}) "
+                          "lost their Python environment, so none can reverse them: deploy the code that has "
+                          "them again, then roll back with --migrate-back" + unread)
+    raise DeployError(f"no release on the server has the files of {', '.join(extra)}{unread}, and reversing a "
+                      "migration needs its code: deploy the code that has them, then roll back with "
+                      "--migrate-back (or restore a backup from before they were applied, `fab restore`)")
 
 
 
@@ -104,8 +179,8 @@ def _schema_warning(session: Session, state: ServerState) -> None:
     if ahead:
         session.reporter.line(f"  WARNING   the database schema is ahead of the live release {state.live}: "
                               f"{len(ahead)} migration(s) it does not know: {', '.join(ahead)}. Deploy the "
-                              "code that has them, or reverse them (see the message of the deploy that applied "
-                              "them, or `fab rollback --migrate-back`)")
+                              "code that has them, or reverse them with `fab rollback --to "
+                              f"{state.live} --migrate-back`")
 
 
 def _jobs_warning(session: Session, state: ServerState) -> None:
@@ -194,7 +269,7 @@ def preview(session: Session, src: source.Source) -> None:
 def _preview_migrations(session: Session, state: ServerState, src: source.Source) -> None:
     """The project's migration files the database has not applied; those of packages are known once built."""
     if state.applied is None:
-        session.reporter.step("unknown", "migrations", "cannot read which migrations the database has applied: "
+        session.reporter.step("unknown", "migrations", "could not read which migrations the database has applied: "
                               "is PostgreSQL running?")
         return
     pending = [m for m in dryrun.migration_files(src.archive) if m not in set(state.applied)]
@@ -212,7 +287,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
     layout = session.layout
     state = session.state()
     if state.applied is None:
-        raise DeployError("cannot read which migrations the database has applied: is PostgreSQL "
+        raise DeployError("could not read which migrations the database has applied: is PostgreSQL "
                           "running? (`sudo systemctl status postgresql` on the server). Nothing was "
                           f"changed; {_serving(state)}")
     release = _new_release(src, state)
@@ -223,7 +298,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
     _jobs_warning(session, state)
     _build(session, state, src, release)
     applied_before = state.applied
-    pending = [m for m in release.migrations if m not in set(applied_before)]
+    pending = releases.migrations_missing(applied_before, release)
     try:
         if pending:
             dump = migrate(session, release.id, f"{release.id}-before-migrate")
@@ -237,7 +312,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
         go_live(session, release, state, event)
     except DeployError as error:
         migrated = pending and not isinstance(error, BackupFailed)
-        reversed_ = _undo_migrations(session, release, applied_before, pending) if migrated else ""
+        reversed_ = _undo_migrations(session, release, state, applied_before, pending) if migrated else ""
         _set_aside(session, release, str(error))
         raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its "
                           f"release is kept in {layout.failed}/.\n{error}") from None
@@ -311,7 +386,8 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         ("environment", commands.env_file(layout, _managed_environment(session))),
         ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
                               _extra_requirements(src), inv.proxy_environment)),
-        ("checks", commands.release_check(layout, release.id, project.check_program(CHECK_SCRIPT.read_text()))),
+        ("checks", commands.release_check(layout, release.id, project.check_program(
+            KNOWN_MIGRATIONS_SCRIPT.read_text() + "\n" + CHECK_SCRIPT.read_text()))),
         lines=commands.GATE_OUTPUT_LINES,
     )
     if not ok:
@@ -334,6 +410,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         raise DeployError(f"release {release.id}: {found.headline}; {_serving(state)}. Kept in "
                           f"{layout.failed}/.\n{found.explain(log)}")
     release.migrations = report["migrations"]
+    release.replaces = report.get("replaces", {})
     release.static_sample = report.get("static_sample", {})
     session.reporter.step("changed", "release", f"{release.id} unpacked ({len(src.archive) // 1024} KiB), "
                           f"Python environment {report['venv']}" + (f", {len(leftovers)} unfinished release(s) "
@@ -355,31 +432,29 @@ def _managed_environment(session: Session) -> dict[str, str]:
     return project.managed_environment(session.inventory.app, session.host.address)
 
 
-def _undo_migrations(session: Session, release: Release, applied_before: list[str], pending: list[str]) -> str:
-    """Reverse what this deploy applied, with the new release's code (it holds the reverse operations). When
-    the database cannot be read or the reverse fails, say so loudly, with the exact command to finish."""
+def _undo_migrations(session: Session, release: Release, state: ServerState, applied_before: list[str],
+                     pending: list[str]) -> str:
+    """Reverse what this deploy applied, with the new release's code (it holds the reverse operations), as
+    Django's executor plans it, and say what the migrations table shows afterwards. When that cannot be done,
+    say loudly what is still applied, why, and how to finish."""
     after = session.remote.gather([commands.applied_probe(session.layout)])["applied"]
-    if after is None:  # unreadable: what this deploy meant to apply may all be there
-        extra, applied_now = pending, applied_before + pending
-        problem = "cannot read which migrations the database has applied (is PostgreSQL running?)"
-    else:
-        extra, applied_now = releases.migrations_to_reverse(after, applied_before), after
-        problem = ""
+    finish = (f"`fab rollback --to {state.live} --migrate-back` reverses them with this release's code (kept in "
+              f"{session.layout.failed}/)" if state.live else "the next deploy of fixed code starts from there")
+    if after is None:
+        return (f".\nWARNING: could not read the migrations table after the failure, so whether the migrations "
+                f"it meant to apply ({', '.join(pending)}) are applied is unknown: is PostgreSQL running? Once it "
+                f"answers, `fab status` compares the schema with the live code, and {finish}")
+    extra = releases.migrations_to_reverse(after, Release("before", migrations=applied_before))
     if not extra:
         return ""
-    targets_ = releases.reverse_targets(extra, applied_before, applied_now)
-    if not problem:
-        try:
-            migrate(session, release.id, f"{release.id}-before-reverse", targets_)
-            return f"; the {len(extra)} migration(s) it applied were reversed"
-        except DeployError as error:
-            problem = str(error)
-    layout = session.layout
-    command = commands.reverse_command(layout, f"{layout.failed}/{release.id}", session.app, targets_)
-    return (f".\nWARNING: its migrations may still be applied and could not be reversed: {', '.join(extra)}. "
-            f"The live code runs on a schema it does not know until they are. Once the database is back, "
-            f"reverse them on the server (as {session.inventory.deploy_user}):\n    {command}\n"
-            f"(database backups are in {layout.backups}/). {problem}")
+    try:
+        _, gone = reverse(session, release, session.layout.release(release.id), extra,
+                          f"{release.id}-before-reverse")
+    except DeployError as error:
+        return (f".\nWARNING: the migrations it applied could not all be reversed: {error}\nThe live code runs "
+                f"on a schema it does not know until they are; once the cause is fixed, {finish} (database "
+                f"backups are in {session.layout.backups}/)")
+    return f"; the {len(gone)} migration(s) it applied were reversed (read back from the database: {', '.join(gone)})"
 
 
 def _set_aside(session: Session, release: Release, error: str, keep: bool = True) -> None:
@@ -428,7 +503,9 @@ def _prune(session: Session, state: ServerState, live: str, previous: str | None
 @task(auto_shortflags=False, help={
     "inventory": targets.INVENTORY_HELP,
     "to": "the release to go back to (see `fab releases`); default: the previous good one",
-    "migrate-back": "reverse the migrations the target release does not have (after a backup)",
+    "migrate-back": "reverse the migrations the target release does not have (after a backup), with the code "
+                    "of a release that has their files; --to LIVE --migrate-back reverses those the live "
+                    "release does not know, without switching",
     "verbose": targets.VERBOSE_HELP,
 }, klass=targets.VerboseTask)
 def rollback(c, inventory=None, to=None, migrate_back=False, verbose=False):
@@ -441,18 +518,19 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
     reporter = session.reporter
     state = session.state()
     current = state.live
-    target = _rollback_target(state, to)
-    reporter.line(f"rollback {session.host.address}: {current} -> {target}" +
-                  (" (it is live but not running: starting it)" if target == current else ""))
+    target = _rollback_target(state, to, migrate_back)
+    reporter.line(f"rollback {session.host.address}: {current} -> {target}" + (
+        "" if target != current else " (it is live: reversing the migrations it does not know)"
+        if current in state.running else " (it is live but not running: starting it)"))
     maintenance_note(session, state)
     release = state.releases[target]
     if release.requirements not in state.venvs:
         raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "
                           f"({release.commit[:7]}) instead")
     if state.applied is None:
-        raise DeployError("cannot read which migrations the database has applied: is PostgreSQL running? "
+        raise DeployError("could not read which migrations the database has applied: is PostgreSQL running? "
                           "(`sudo systemctl status postgresql` on the server). Nothing was changed")
-    extra = releases.migrations_to_reverse(state.applied, release.migrations)
+    extra = releases.migrations_to_reverse(state.applied, release)
     if extra and not migrate_back:
         raise DeployError(
             f"the database has {len(extra)} migration(s) that release {target} does not know: "
@@ -460,10 +538,21 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
             f"them first (a backup is taken; data in the columns and tables they added is lost), run: "
             f"fab rollback --to {target} --migrate-back")
     if extra:
-        dump = migrate(session, current, f"{current}-before-rollback",
-                       releases.reverse_targets(extra, release.migrations, state.applied))
-        reporter.step("changed", "migrations", f"{len(extra)} reversed ({', '.join(extra)}) after a "
-                      f"backup: {dump}")
+        code, code_dir = code_with(session, state, extra)
+        if code.id != current:
+            reporter.line(f"  note      the live release {current} does not have the files of these migrations, "
+                          f"so it cannot reverse them: reversing with release {code.id}'s code ({code_dir})")
+        try:
+            dump, gone = reverse(session, code, code_dir, extra, f"{current}-before-rollback")
+        except DeployError as error:
+            raise DeployError(f"{error}\nNothing was switched: {_serving(state)}") from None
+        reporter.step("changed", "migrations", f"{len(gone)} reversed ({', '.join(gone)}), read back from the "
+                      f"database, after a backup: {dump}")
+    elif migrate_back:
+        reporter.step("ok", "migrations", f"nothing to reverse: the database has no migration {target} does not know")
+    if target == current and current in state.running:
+        reporter.line(f"{target} stays live: the database schema has no migration its code does not know now")
+        return target
     event = {"time": timestamps.now(), "event": "rollback", "release": target, "from": current, "by": who()}
     go_live(session, release, state, event)
     reporter.line(f"rolled back to {target}: {session.stats.summary()}")
@@ -496,12 +585,14 @@ def relaunch(session: Session, state: ServerState, why: str) -> str:
     return release.id
 
 
-def _rollback_target(state: ServerState, to: str | None) -> str:
+def _rollback_target(state: ServerState, to: str | None, migrate_back: bool = False) -> str:
     if state.live is None:
         raise DeployError("no release is live yet: nothing to roll back from")
     if to:
-        if to == state.live and to in state.running:
-            raise DeployError(f"{to} is already live and running")
+        if to == state.live and to in state.running and not (migrate_back and state.schema_ahead()):
+            raise DeployError(f"{to} is already live and running" + (
+                f"; the database has {len(state.schema_ahead())} migration(s) it does not know: --migrate-back "
+                "reverses them" if state.schema_ahead() and not migrate_back else ""))
         release = state.releases.get(to)
         if release is None or release.status != GOOD:
             where = " (it failed and is kept in failed/)" if to in state.failed else ""
@@ -542,7 +633,8 @@ def list_releases(c, inventory=None, verbose=False):
             session.reporter.line(f"  WARNING   the live release {state.live} is not running: nginx answers 502. "
                                   f"Start it with `fab rollback --to {state.live}`")
         if state.applied is None:
-            session.reporter.line("  WARNING   cannot read the database's migrations: is PostgreSQL running?")
+            session.reporter.line("  WARNING   could not read which migrations the database has applied: is "
+                                  "PostgreSQL running?")
         _schema_warning(session, state)
         if state.backups:
             session.reporter.line(f"database backups in {session.layout.backups}/ (restore one with pg_restore):")

@@ -17,6 +17,7 @@ import json
 from . import programs, shell
 from .layout import RELEASE_META, Layout
 from .releases import RELEASE_ID, Release
+from .render import TEMPLATES
 from .shell import as_user, join, q, report
 from .steps import Probe
 
@@ -256,13 +257,30 @@ def backup(layout: Layout, app: str, name: str) -> str:
     ])
 
 
-def migrate(layout: Layout, release_id: str, app: str, targets: dict[str, str] | None = None,
-            release_dir: str | None = None) -> str:
-    """Apply (or, with targets, reverse down to) migrations, as the app user (peer authentication)."""
-    if not targets:
-        return manage(layout, release_id, app, ["migrate", "--noinput"], release_dir=release_dir)
-    return "\n".join(manage(layout, release_id, app, ["migrate", "--noinput", a, t], release_dir=release_dir)
-                     for a, t in targets.items())
+def migrate(layout: Layout, release_id: str, app: str, release_dir: str | None = None) -> str:
+    """Apply the release's migrations, as the app user (peer authentication)."""
+    return manage(layout, release_id, app, ["migrate", "--noinput"], release_dir=release_dir)
+
+
+REVERSE_SCRIPT = TEMPLATES / "deploy" / "reverse_migrations.py"
+
+
+def reverse_migrations(layout: Layout, release_id: str, app: str, remove: list[str],
+                       release_dir: str | None = None) -> str:
+    """Reverse `remove` ("app.name") with Django's executor, in the release at `release_dir` (the one whose code
+    has their files), as the app user: one backwards plan for all apps, as `migrate` itself would run it."""
+    command = manage(layout, release_id, app, ["shell", "--no-startup", "--interface", "python", "--command",
+                                               programs.BOOTSTRAP], release_dir=release_dir)
+    return programs.fed(command, "reverse_migrations.py", {"remove": list(remove)}, REVERSE_SCRIPT.read_text())
+
+
+def failed_releases_probe(layout: Layout) -> Probe:
+    """The metadata of the releases kept in failed/ (`ID<TAB>JSON` lines, like the "releases" probe): read only
+    when migrations must be reversed and no release in releases/ has their files."""
+    return Probe("failed_releases", f"cd {q(layout.failed)} && for d in */; do d=${{d%/}}; "
+                                    f"printf '%s\\t' \"$d\"; tr -d '\\n' < \"$d/{RELEASE_META}\" 2>/dev/null; "
+                                    "echo; done",
+                 lambda out, rc: out if rc == 0 else None)
 
 
 # --- switching traffic ----------------------------------------------------------------------------------------
@@ -582,13 +600,6 @@ def prune_static(layout: Layout, kept_releases: list[str]) -> str:
     """Remove from the shared static directory what no kept release has any more."""
     return programs.python("prune_static.py", {"root": layout.static,
                                                "releases": [layout.release(r) + "/static" for r in kept_releases]})
-
-
-def reverse_command(layout: Layout, release_dir: str, app: str, targets: dict[str, str]) -> str:
-    """What an operator runs (as the deploy user, over SSH) to reverse migrations by hand."""
-    return "; ".join("sudo " + manage(layout, "manual", app, ["migrate", "--noinput", a, t], release_dir=release_dir,
-                                      unit=f"{layout.app}-manual-migrate")
-                     for a, t in targets.items())
 
 
 # --- the output of a failed gate ------------------------------------------------------------------------------

@@ -35,7 +35,10 @@ class Release:
     created: str = ""
     deployed_by: str = ""
     requirements: str = ""  # hash of the requirements: the name of its venv
-    migrations: list[str] = field(default_factory=list)  # every migration its code knows, "app.name", in plan order
+    # Every migration its code knows, "app.name", in plan order: the names its squashed migrations replace
+    # included (Django records them too), and which squashed migration replaces which.
+    migrations: list[str] = field(default_factory=list)
+    replaces: dict[str, list[str]] = field(default_factory=dict)
     static_sample: dict = field(default_factory=dict)  # {"file": relative path, "url": URL path}: fetched at a switch
     error: str = ""
 
@@ -104,7 +107,14 @@ class ServerState:
         live = self.releases.get(self.live or "")
         if live is None or not live.migrations or self.applied is None:
             return []
-        return migrations_to_reverse(self.applied, live.migrations)
+        return migrations_to_reverse(self.applied, live)
+
+    def schema_behind(self) -> list[str]:
+        """Migrations the live release's code has that the database has not applied."""
+        live = self.releases.get(self.live or "")
+        if live is None or self.applied is None:
+            return []
+        return migrations_missing(self.applied, live)
 
     def unfinished(self) -> list[str]:
         """Releases an interrupted deploy left behind: never live, never finished."""
@@ -163,17 +173,28 @@ def venvs_to_prune(state: ServerState, kept_releases: list[str]) -> list[str]:
     return [v for v in state.venvs if v not in used]
 
 
-def migrations_to_reverse(applied: list[str], target_known: list[str]) -> list[str]:
-    """Migrations applied in the database that the target release's code does not know."""
-    known = set(target_known)
+def known_names(release: Release) -> set[str]:
+    """Every name `release`'s code knows as django_migrations records it: its migrations, and the names its
+    squashed migrations replace (also for metadata written before they were listed among its migrations)."""
+    return {*release.migrations, *(name for names in release.replaces.values() for name in names)}
+
+
+def migrations_to_reverse(applied: list[str], target: Release) -> list[str]:
+    """Migrations applied in the database that the target release's code does not know, in applied order."""
+    known = known_names(target)
     return [m for m in applied if m not in known]
 
 
-def reverse_targets(to_reverse: list[str], target_known: list[str], applied: list[str]) -> dict[str, str]:
-    """For each app with migrations to reverse: the migration to go back to ("zero" for none)."""
-    applied_set = set(applied)
-    targets = {}
-    for app in dict.fromkeys(m.split(".", 1)[0] for m in to_reverse):
-        kept = [m.split(".", 1)[1] for m in target_known if m.startswith(app + ".") and m in applied_set]
-        targets[app] = kept[-1] if kept else "zero"
-    return targets
+def migrations_missing(applied: list[str], release: Release) -> list[str]:
+    """Migrations `release`'s code has that the database lacks, as `showmigrations` counts them: a squashed
+    migration counts as applied once all it replaces are, and a replaced one once its squashed one is."""
+    done = set(applied)
+    squash_of = {name: squash for squash, names in release.replaces.items() for name in names}
+    missing = []
+    for name in release.migrations:
+        if name in done or squash_of.get(name) in done:
+            continue
+        if name in release.replaces and all(r in done for r in release.replaces[name]):
+            continue
+        missing.append(name)
+    return missing

@@ -332,6 +332,35 @@ def reboot_check(packages: list[str] | None) -> Check:
                  + ": reboot the server when traffic is low (the app starts by itself)")
 
 
+def schema_check(state: ServerState) -> Check | None:
+    """The database's applied migrations against the live release's code, as `showmigrations` compares them
+    (squashed migrations and the names they replace count as one): a mismatch fails, with the fix."""
+    live = state.releases.get(state.live or "")
+    if live is None:
+        return None
+    if state.applied is None:
+        return Check(FAIL, "schema", "could not read which migrations the database has applied: is PostgreSQL "
+                     "running? (`sudo systemctl status postgresql` on the server)")
+    ahead, behind = state.schema_ahead(), state.schema_behind()
+    problems = []
+    if ahead:
+        problems.append(f"the database has {len(ahead)} migration(s) the live release {live.id} does not know "
+                        f"({_some(ahead)}): its code runs on a schema it was not written for. Deploy the code "
+                        f"that has them, or reverse them with `fab rollback --to {live.id} --migrate-back`")
+    if behind:
+        problems.append(f"the database lacks {len(behind)} migration(s) the live release {live.id} has "
+                        f"({_some(behind)}): its code expects tables or columns that are not there (a restore "
+                        "of an older backup?). Apply them with `fab manage -- migrate` (after `fab backup`), or "
+                        "restore a backup that has them")
+    if problems:
+        return Check(FAIL, "schema", "; ".join(problems))
+    return Check(OK, "schema", f"the {len(state.applied)} applied migrations match the live release's code")
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f", and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def maintenance_check(on: bool) -> Check:
     if on:
         return Check(WARN, "maintenance", "ON: visitors get the maintenance page (503); `fab maintenance off`")
@@ -365,6 +394,7 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
                       "`sudo systemctl start postgresql`"),
         health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"], state.live,
                      Layout(app.name)),
+        schema_check(state),
         certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS),
         disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT),
         memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),

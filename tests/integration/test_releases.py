@@ -329,7 +329,7 @@ def test_rollback_refuses_to_leave_the_database_ahead_of_the_code_unless_told(si
     assert "counter.0002_hit_agent" in refused.stderr and "--migrate-back" in refused.stderr
     assert site.answering().startswith("with-migration ")
     out = site.rollback("--to", previous, "--migrate-back")
-    assert "1 reversed (counter.0002_hit_agent) after a backup" in out.stdout
+    assert "1 reversed (counter.0002_hit_agent), read back from the database, after a backup" in out.stdout
     assert site.answering().endswith(previous)
     assert site.sql("select count(*) from django_migrations where app = 'counter'") == "1"
     assert site.hits() >= hits  # rows kept; only the added column is gone

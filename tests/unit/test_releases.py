@@ -70,12 +70,57 @@ def test_failed_releases_are_bounded_and_venvs_follow_their_releases():
     assert releases.venvs_to_prune(s, ["r2"]) == ["h1", "h9"]
 
 
-def test_migrations_the_target_does_not_know_are_reversed_to_its_last_one():
+def test_migrations_the_target_does_not_know_are_the_ones_to_reverse():
     applied = ["auth.0001_initial", "counter.0001_initial", "counter.0002_agent", "counter.0003_more", "x.0001"]
-    target = ["auth.0001_initial", "counter.0001_initial"]
-    extra = releases.migrations_to_reverse(applied, target)
-    assert extra == ["counter.0002_agent", "counter.0003_more", "x.0001"]
-    assert releases.reverse_targets(extra, target, applied) == {"counter": "0001_initial", "x": "zero"}
+    target = Release("t", migrations=["auth.0001_initial", "counter.0001_initial"])
+    assert releases.migrations_to_reverse(applied, target) == ["counter.0002_agent", "counter.0003_more", "x.0001"]
+    assert releases.migrations_missing(applied, target) == []
+    assert releases.migrations_missing(["auth.0001_initial"], target) == ["counter.0001_initial"]
+
+
+# Wagtail-like: 0001_squashed_0003 replaces 0001..0003; Django records all four names when it applies it.
+SQUASHED = Release("s", migrations=["w.0001_initial", "w.0002_a", "w.0003_b", "w.0001_squashed_0003", "w.0004_c"],
+                   replaces={"w.0001_squashed_0003": ["w.0001_initial", "w.0002_a", "w.0003_b"]})
+
+
+def test_the_names_a_squashed_migration_replaces_are_known_so_nothing_is_ahead():
+    applied = ["w.0001_initial", "w.0002_a", "w.0003_b", "w.0001_squashed_0003", "w.0004_c"]
+    assert releases.migrations_to_reverse(applied, SQUASHED) == []
+    assert releases.migrations_missing(applied, SQUASHED) == []
+    # Metadata that lists only the graph's nodes (written before replaced names were listed) still knows them.
+    old = Release("o", migrations=["w.0001_squashed_0003", "w.0004_c"], replaces=SQUASHED.replaces)
+    assert releases.migrations_to_reverse(applied, old) == []
+    state = ServerState(releases={"s": SQUASHED}, failed=[], live="s", running=["s"], history=[], venvs=[],
+                        applied=applied)
+    assert state.schema_ahead() == [] and state.schema_behind() == []
+
+
+def test_a_squashed_migration_counts_as_applied_when_all_it_replaces_are_and_the_other_way_round():
+    before_the_squash = ["w.0001_initial", "w.0002_a", "w.0003_b"]  # applied one by one, before it existed
+    assert releases.migrations_missing(before_the_squash, SQUASHED) == ["w.0004_c"]
+    only_the_squash = ["w.0001_squashed_0003", "w.0004_c"]  # a table that recorded the squashed name alone
+    assert releases.migrations_missing(only_the_squash, SQUASHED) == []
+    partly = ["w.0001_initial"]
+    assert releases.migrations_missing(partly, SQUASHED) == ["w.0002_a", "w.0003_b", "w.0001_squashed_0003",
+                                                             "w.0004_c"]
+
+
+def test_the_schema_is_ahead_or_behind_the_live_release_and_unknown_when_unreadable():
+    live = Release("r1", GOOD, migrations=["a.0001", "a.0002"])
+    ahead = ServerState(releases={"r1": live}, failed=[], live="r1", running=[], history=[], venvs=[],
+                        applied=["a.0001", "a.0002", "a.0003"])
+    assert ahead.schema_ahead() == ["a.0003"] and ahead.schema_behind() == []
+    behind = ServerState(releases={"r1": live}, failed=[], live="r1", running=[], history=[], venvs=[],
+                         applied=["a.0001"])
+    assert behind.schema_ahead() == [] and behind.schema_behind() == ["a.0002"]
+    unread = ServerState(releases={"r1": live}, failed=[], live="r1", running=[], history=[], venvs=[],
+                         applied=None)
+    assert unread.schema_ahead() == [] and unread.schema_behind() == []
+
+
+def test_release_metadata_without_replaces_still_loads():
+    old = Release.from_json(json.dumps({"id": "r", "migrations": ["a.0001"]}))
+    assert old.replaces == {} and releases.known_names(old) == {"a.0001"}
 
 
 def test_server_listings_are_parsed_and_broken_metadata_counts_as_unfinished():
