@@ -44,18 +44,22 @@ class BackupFailed(DeployError):
 def go_live(session: Session, release: Release, state: ServerState, event: dict) -> None:
     """Start `release`, check its health, switch traffic to it, let the old one go: one round trip."""
     inv, layout, old = session.inventory, session.layout, state.live
+    standby = state.after_switch(release, event).previous_good()  # the next rollback's target: kept warm
     ok, report, tail = session.run((
         "start", commands.start_and_check(layout, release.id, session.health_host(), inv.app.health_check,
                                           https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S)), (
         "switch", commands.switch(layout, release, old, event, inv.app.standby_minutes,
                                   backend_ready=state.backend == commands.backend_conf(layout),
                                   static_check=commands.static_served(layout, release, session.health_host(),
-                                                                      inv.tls))))
+                                                                      inv.tls),
+                                  standby=standby)))
     if not ok:
         raise DeployError(last_lines(tail))
     warm = ", it was still running, nothing to start" if report.get("standby") else ""
     session.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
-                       + f"; healthy: GET {inv.app.health_check} -> {report.get('health', '?')}{warm}")
+                       + f"; healthy: GET {inv.app.health_check} -> {report.get('health', '?')}{warm}"
+                       + (f"; {standby} kept warm for `fab rollback` ({inv.app.standby_minutes} min)"
+                          if standby and inv.app.standby_minutes > 0 else ""))
 
 def migrate(session: Session, release_id: str, name: str, targets_: dict[str, str] | None = None) -> str:
     """Back up the database, then migrate (or reverse to `targets_`). Returns the backup's path."""

@@ -99,6 +99,12 @@ class ServerState:
         return replace(self, releases={**kept, release.id: release}, live=release.id,
                        venvs=sorted({*self.venvs, release.requirements}))
 
+    def after_switch(self, release: Release, event: dict) -> "ServerState":
+        """The state once `release` is live by `event` (its history line): what a rollback would go to then
+        (`previous_good`) is known before the switch runs, so the switch keeps that one warm."""
+        return replace(self, releases={**self.releases, release.id: release}, live=release.id,
+                       history=[*self.history, event])
+
     def schema_ahead(self) -> list[str]:
         """Migrations the database has applied that the live release's code does not know."""
         live = self.releases.get(self.live or "")
