@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from fabric import task
 
-from . import (defaults, diagnose, dryrun, project, release_commands as commands, releases, shell, source, targets,
-               timestamps)
+from . import (defaults, diagnose, dryrun, envsize, project, release_commands as commands, releases, shell, source,
+               targets, timestamps)
 from .inventory import Inventory
 from .lock import who
 from .provisioning import jobs
@@ -210,6 +210,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
         raise DeployError("cannot read which migrations the database has applied: is PostgreSQL "
                           "running? (`sudo systemctl status postgresql` on the server). Nothing was "
                           f"changed; {_serving(state)}")
+    _check_environment_size(session, state)
     release = _new_release(src, state)
     reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
                   f"({inventory.source})")
@@ -239,6 +240,15 @@ def deploy_to(session: Session, src: source.Source) -> str:
     _prune(session, state.after_deploy(release), release.id, state.live)
     reporter.line(f"deployed {release.id} to {host.address}: {stats.summary()}")
     return release.id
+
+
+def _check_environment_size(session: Session, state: ServerState) -> None:
+    """Refuse, before anything is built or written, an environment the app could not start with."""
+    sizes = envsize.after_deploy(state.env_sizes, _managed_environment(session),
+                                 {name for name, _ in session.inventory.app.env})
+    if problem := envsize.problem(sizes, envsize.limit_of(state.env_sizes)):
+        raise DeployError(f"{problem}. Nothing was changed; {_serving(state)}. {envsize.ADVICE[0].upper()}"
+                          f"{envsize.ADVICE[1:]}")
 
 
 def _extra_requirements(src: source.Source) -> list[str]:

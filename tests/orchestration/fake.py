@@ -171,6 +171,7 @@ def server(*releases_, live: str | None = None, running=None, applied=(), histor
         "free": list(free),
         "maintenance": maintenance,
         "job_files": {},
+        "env_sizes": {"env": {}, "managed": [], "config": {}, "arg_max": 2 * 1024 * 1024},
     }
 
 
