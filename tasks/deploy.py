@@ -19,7 +19,7 @@ from . import (defaults, diagnose, dryrun, envsize, project, release_commands as
                targets, timestamps)
 from .inventory import Inventory
 from .lock import who
-from .provisioning import jobs
+from .provisioning import jobs, served
 from .releases import FAILED, GOOD, Release, ServerState
 from .remote import ConnectionLost, RemoteError
 from .render import TEMPLATES
@@ -210,6 +210,8 @@ def deploy_to(session: Session, src: source.Source) -> str:
         raise DeployError("cannot read which migrations the database has applied: is PostgreSQL "
                           "running? (`sudo systemctl status postgresql` on the server). Nothing was "
                           f"changed; {_serving(state)}")
+    if differ := served.drift(inventory, state.served_files):
+        raise DeployError(f"{served.refusal(inventory, differ)}. Nothing was built or uploaded; {_serving(state)}")
     _check_environment_size(session, state)
     release = _new_release(src, state)
     reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "

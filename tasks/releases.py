@@ -64,6 +64,7 @@ class ServerState:
     backend: str = ""                 # nginx's backend include as it is on the server
     maintenance: bool = False         # the maintenance flag is set: nginx answers 503 to everyone
     job_files: dict[str, str] = field(default_factory=dict)  # scheduled jobs' unit files: {name: sha256}
+    served_files: dict | None = None  # unit, Gunicorn config, nginx site: {path: {sha256, lines}} (provisioning.served)
     env_sizes: dict | None = None     # the environment files' names and value sizes (tasks.envsize)
 
     def previous_good(self) -> str | None:
