@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from fabric import task
 
-from . import (defaults, diagnose, dryrun, project, release_commands as commands, releases, shell, source, targets,
-               timestamps)
+from . import (defaults, diagnose, dryrun, envsize, project, release_commands as commands, releases, shell, source,
+               targets, timestamps)
 from .inventory import Inventory
 from .lock import who
-from .provisioning import jobs
+from .provisioning import jobs, served
 from .releases import FAILED, GOOD, Release, ServerState
 from .remote import ConnectionLost, RemoteError
 from .render import TEMPLATES
@@ -47,13 +47,14 @@ def go_live(session: Session, release: Release, state: ServerState, event: dict)
     site's name) that the site is now served by it, let the old one go: one round trip."""
     inv, layout, old = session.inventory, session.layout, state.live
     name = session.health_host()
+    standby = state.after_switch(release, event).previous_good()  # the next rollback's target: kept warm
     ok, report, tail = session.run((
         "start", commands.start_and_check(layout, release.id, name, inv.app.health_check,
                                           https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S)), (
         "switch", commands.switch(layout, release, old, event, inv.app.standby_minutes,
                                   backend_ready=state.backend == commands.backend_conf(layout),
                                   static_check=commands.static_served(layout, release, name, inv.tls),
-                                  serving=(name, inv.app.health_check, inv.tls))))
+                                  serving=(name, inv.app.health_check, inv.tls), standby=standby)))
     if not ok:
         raise DeployError(last_lines(tail))
     warm = ", it was still running, nothing to start" if report.get("standby") else ""
@@ -65,7 +66,9 @@ def go_live(session: Session, release: Release, state: ServerState, event: dict)
         through = "; not asked through nginx, which answers 503 in maintenance mode"
     session.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
                           + f"; healthy on its own socket: GET {inv.app.health_check} -> "
-                          f"{report.get('health', '?')}{warm}{through}")
+                          f"{report.get('health', '?')}{warm}{through}"
+                          + (f"; {standby} kept warm for `fab rollback` ({inv.app.standby_minutes} min)"
+                             if standby and inv.app.standby_minutes > 0 else ""))
 
 def _backup(session: Session, name: str, what: str) -> str:
     """A database dump before the schema changes; its path. `what` says what did not happen if it fails."""
@@ -290,6 +293,9 @@ def deploy_to(session: Session, src: source.Source) -> str:
         raise DeployError("could not read which migrations the database has applied: is PostgreSQL "
                           "running? (`sudo systemctl status postgresql` on the server). Nothing was "
                           f"changed; {_serving(state)}")
+    if differ := served.drift(inventory, state.served_files):
+        raise DeployError(f"{served.refusal(inventory, differ)}. Nothing was built or uploaded; {_serving(state)}")
+    _check_environment_size(session, state)
     release = _new_release(src, state)
     reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
                   f"({inventory.source})")
@@ -319,6 +325,15 @@ def deploy_to(session: Session, src: source.Source) -> str:
     _prune(session, state.after_deploy(release), release.id, state.live)
     reporter.line(f"deployed {release.id} to {host.address}: {stats.summary()}")
     return release.id
+
+
+def _check_environment_size(session: Session, state: ServerState) -> None:
+    """Refuse, before anything is built or written, an environment the app could not start with."""
+    sizes = envsize.after_deploy(state.env_sizes, _managed_environment(session),
+                                 {name for name, _ in session.inventory.app.env})
+    if problem := envsize.problem(sizes, envsize.limit_of(state.env_sizes)):
+        raise DeployError(f"{problem}. Nothing was changed; {_serving(state)}. {envsize.ADVICE[0].upper()}"
+                          f"{envsize.ADVICE[1:]}")
 
 
 def _extra_requirements(src: source.Source) -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import release_commands as commands, targets
+from . import envsize, release_commands as commands, targets
 from .deploy import relaunch
 from .inventory import check_env_name
 from .session import DeployError, Session, Task, last_lines, run_task
@@ -177,7 +177,7 @@ def config_on(session: Session, changes: dict[str, str], removals: list[str], sh
         facts = session.remote.gather(commands.config_probes(layout))
         _list(session, parse_config(facts["config"]), show)
         return
-    facts = session.remote.gather(commands.config_probes(layout))
+    facts = session.remote.gather([*commands.config_probes(layout), envsize.probe(layout)])
     if not facts["unit_reads_config"]:
         raise DeployError(f"the app's service on {session.host.address} does not read {layout.config_env} yet "
                           "(it was provisioned by an older gangway): run `fab provision` once, then again "
@@ -192,6 +192,10 @@ def config_on(session: Session, changes: dict[str, str], removals: list[str], sh
     if after == before:
         reporter.line(f"{session.host.address}: nothing to change")
         return
+    if problem := envsize.problem(envsize.after_config(facts["env_sizes"], after),
+                                  envsize.limit_of(facts["env_sizes"])):
+        raise DeployError(f"{problem}. Nothing was changed: the app keeps its variables. "
+                          f"{envsize.ADVICE[0].upper()}{envsize.ADVICE[1:]}")
     state = session.state()
     upload = send_file(session, encode_config(after).encode(), "config.env")
     ok, _, tail = session.run(("install", commands.config_install(layout, upload)))

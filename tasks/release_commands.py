@@ -436,8 +436,29 @@ def static_served(layout: Layout, release: Release, host: str, https: bool) -> s
     ])
 
 
+def keep_warm(layout: Layout, live: str, standby: str | None, minutes: int) -> str:
+    """After a switch: `standby` (the release a rollback would go to now) runs, with a timer that stops it in
+    `minutes`; every other instance but the live one stops now, with its standby timer. What runs is read on
+    the server, not assumed: instances an earlier switch left warm are found and stopped too. Without a standby
+    (none, or `minutes` 0) only the live instance is left."""
+    warm = standby if standby and minutes > 0 and standby != live else None
+    prefix, timer_prefix = f"{layout.app}@", f"{layout.app}-standby-"
+    lines = [f"gw_keep_live={q(layout.unit(live))}; gw_keep_warm={q(layout.unit(warm) if warm else '')}",
+             f"for gw_unit in $(systemctl list-units --plain --no-legend --state=active,activating,reloading "
+             f"{q(layout.app + '@*.service')} | awk '{{print $1}}'); do",
+             '  if [ "$gw_unit" = "$gw_keep_live" ] || [ "$gw_unit" = "$gw_keep_warm" ]; then continue; fi',
+             '  systemctl stop --no-block "$gw_unit"',
+             f'  gw_release=${{gw_unit#{prefix}}}; gw_release=${{gw_release%.service}}',
+             f'  systemctl stop "{timer_prefix}$gw_release.timer" 2>/dev/null || true',
+             "done"]
+    if warm:
+        lines += [join("systemctl", "start", "--no-block", layout.unit(warm)), stop_later(layout, warm, minutes)]
+    return "\n".join(lines)
+
+
 def switch(layout: Layout, release: Release, old: str | None, history_line: dict, standby_minutes: int,
-           backend_ready: bool, static_check: str = "", serving: tuple[str, str, bool] | None = None) -> str:
+           backend_ready: bool, static_check: str = "", serving: tuple[str, str, bool] | None = None,
+           standby: str | None = None) -> str:
     """Serve `release`: its static files join the shared ones, the live link and `current` flip atomically,
     and its unit is the one started at boot.
 
@@ -448,7 +469,9 @@ def switch(layout: Layout, release: Release, old: str | None, history_line: dict
     nginx and must answer 2xx from this release's own socket: when it does not (nginx was never reloaded with
     the include the file holds), nginx is reloaded and asked again; if it still does not, the links flip back,
     a rewritten include is put back, and the switch fails. A switch on a server whose nginx already serves
-    through the live link does not reload it. Runs to the end even if the connection drops."""
+    through the live link does not reload it. Then `standby`, the release a rollback would go to after this
+    switch, is kept warm and every other instance stops (`keep_warm`). Runs to the end even if the connection
+    drops."""
     release_dir = layout.release(release.id)
     previous = f"{layout.nginx_backend}.gw-prev"
     steps = ["trap '' HUP PIPE",
@@ -473,9 +496,9 @@ def switch(layout: Layout, release: Release, old: str | None, history_line: dict
         steps.append(join("rm", "-f", previous))
     steps += start_at_boot(layout, release.id)
     if old and old != release.id:
-        steps += [not_at_boot(layout, old),
-                  stop_later(layout, old, standby_minutes)]
-    steps.append(history(layout, history_line))
+        steps.append(not_at_boot(layout, old))
+    # What stays warm is the release a rollback would go to now (`standby`), whichever was live before.
+    steps += [keep_warm(layout, release.id, standby, standby_minutes), history(layout, history_line)]
     return "\n".join(steps)
 
 

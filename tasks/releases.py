@@ -67,6 +67,8 @@ class ServerState:
     backend: str = ""                 # nginx's backend include as it is on the server
     maintenance: bool = False         # the maintenance flag is set: nginx answers 503 to everyone
     job_files: dict[str, str] = field(default_factory=dict)  # scheduled jobs' unit files: {name: sha256}
+    served_files: dict | None = None  # unit, Gunicorn config, nginx site: {path: {sha256, lines}} (provisioning.served)
+    env_sizes: dict | None = None     # the environment files' names and value sizes (tasks.envsize)
 
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""
@@ -101,6 +103,12 @@ class ServerState:
         kept = {r: rel for r, rel in self.releases.items() if r not in self.unfinished()}
         return replace(self, releases={**kept, release.id: release}, live=release.id,
                        venvs=sorted({*self.venvs, release.requirements}))
+
+    def after_switch(self, release: Release, event: dict) -> "ServerState":
+        """The state once `release` is live by `event` (its history line): what a rollback would go to then
+        (`previous_good`) is known before the switch runs, so the switch keeps that one warm."""
+        return replace(self, releases={**self.releases, release.id: release}, live=release.id,
+                       history=[*self.history, event])
 
     def schema_ahead(self) -> list[str]:
         """Migrations the database has applied that the live release's code does not know."""

@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 from invoke.exceptions import Exit
 
-from . import release_commands as commands, releases, source, targets, timestamps
+from . import envsize, release_commands as commands, releases, source, targets, timestamps
 from .inventory import Host, Inventory, InventoryError
 from .layout import Layout
 from .lock import DeployLock, who
-from .provisioning import jobs
+from .provisioning import jobs, served
 from .releases import ServerState
 from .remote import ConnectionLost, Remote, RemoteError, Stats
 from .runner import Reporter
@@ -33,7 +33,7 @@ class DeployError(RemoteError):
 
 def server_probes(layout: Layout) -> list:
     """What a deploy, a rollback and `fab status` read of the server in their first round trip."""
-    return [*commands.state_probes(layout), jobs.files_probe(layout)]
+    return [*commands.state_probes(layout), jobs.files_probe(layout), served.probe(layout), envsize.probe(layout)]
 
 
 def server_state(facts: dict) -> ServerState:
@@ -43,7 +43,8 @@ def server_state(facts: dict) -> ServerState:
                        history=releases.parse_history(facts["history"]), venvs=facts["venvs"],
                        python=facts["python"], applied=facts["applied"], backups=facts["backups"],
                        free_kib=facts["free"], backend=facts["backend"] or "",
-                       maintenance=facts["maintenance"], job_files=facts["job_files"])
+                       maintenance=facts["maintenance"], job_files=facts["job_files"],
+                       served_files=facts.get("served_files"), env_sizes=facts.get("env_sizes"))
 
 
 def last_lines(text: str, lines: int = 30) -> str:

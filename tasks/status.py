@@ -196,7 +196,9 @@ def release_check(state: ServerState, now: int) -> Check:
                  + (named(previous) if previous else "none (a rollback has nothing to go back to)"))
 
 
-def gunicorn_check(app: str, live: str | None, units: dict[str, str]) -> Check:
+def gunicorn_check(app: str, live: str | None, units: dict[str, str], target: str | None = None) -> Check:
+    """The live instance's state, and what else runs: only `target` (the release `fab rollback` would go to)
+    is called warm, and only when it is running; any other instance is named as not a rollback target."""
     instances = {u: s for u, s in units.items() if u.startswith(f"{app}@") and u.endswith(".service")}
     if live is None:
         return Check(OK, "gunicorn", "nothing to run until the first deploy")
@@ -209,8 +211,17 @@ def gunicorn_check(app: str, live: str | None, units: dict[str, str]) -> Check:
     others = [u for u, s in instances.items() if u != unit and s.startswith("active")]
     if failed:
         return Check(WARN, "gunicorn", f"{unit} active; failed: {', '.join(failed)} (see `fab logs`)")
-    return Check(OK, "gunicorn", f"{unit} active" + (f"; also running: {', '.join(sorted(others))} (the previous "
-                 "release, warm for an instant rollback)" if others else ""))
+    warm = f"{app}@{target}.service" if target else None
+    strays = sorted(u for u in others if u != warm)
+    text = f"{unit} active"
+    if warm in others:
+        text += f"; also running: {warm} (the rollback target, warm for an instant rollback)"
+    elif target:
+        text += f"; the rollback target {target} is not running (a rollback starts it first)"
+    if strays:
+        text += (f"; also running, not the rollback target: {', '.join(strays)} (the next deploy or rollback "
+                 "stops them)")
+    return Check(OK, "gunicorn", text)
 
 
 def service_check(name: str, units: dict[str, str], wanted: list[str], why: str) -> Check:
@@ -388,7 +399,7 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
     postgres = ["postgresql.service"] + sorted(u for u in units if u.startswith("postgresql@"))
     found = [
         release_check(state, now),
-        gunicorn_check(app.name, state.live, units),
+        gunicorn_check(app.name, state.live, units, state.previous_good()),
         service_check("nginx", units, ["nginx.service"], "no site answers; `sudo systemctl start nginx`"),
         service_check("postgresql", units, postgres, "the app cannot reach its database; "
                       "`sudo systemctl start postgresql`"),

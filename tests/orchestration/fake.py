@@ -151,9 +151,11 @@ def release(release_id: str, migrations=(), status: str = "good", requirements: 
 
 
 def server(*releases_, live: str | None = None, running=None, applied=(), history=(), backups=(),
-           maintenance=False, free=(10_000_000, 10_000_000), failed=(), layout=None) -> dict:
-    """The parsed facts of a provisioned server holding `releases_` (tasks.session.server_probes' keys)."""
+           maintenance=False, free=(10_000_000, 10_000_000), failed=(), layout=None, inventory=None) -> dict:
+    """The parsed facts of a provisioned server holding `releases_` (tasks.session.server_probes' keys),
+    provisioned with `inventory` (default: `default_inventory()`)."""
     from tasks import release_commands as commands
+    from tasks.provisioning import served
     from tasks.layout import Layout
     layout = layout or Layout("mysite")
     live = live if live is not None else (releases_[-1].id if releases_ else None)
@@ -172,15 +174,21 @@ def server(*releases_, live: str | None = None, running=None, applied=(), histor
         "free": list(free),
         "maintenance": maintenance,
         "job_files": {},
+        "env_sizes": {"env": {}, "managed": [], "config": {}, "arg_max": 2 * 1024 * 1024},
+        "served_files": served.as_provisioned(inventory or default_inventory()),
     }
+
+
+def default_inventory():
+    from tasks.inventory import App, Host, Inventory
+    return Inventory(App("mysite"), (Host("10.0.0.2"),))
 
 
 def session(remote: FakeRemote, inventory=None, out: io.StringIO | None = None):
     """A tasks.session.Session on the fake server, its output in `out` (plain text)."""
-    from tasks.inventory import App, Host, Inventory
     from tasks.runner import Reporter
     from tasks.session import Session
-    inventory = inventory or Inventory(App("mysite"), (Host("10.0.0.2"),))
+    inventory = inventory or default_inventory()
     return Session(inventory, inventory.hosts[0], remote, Reporter(out if out is not None else io.StringIO(),
                                                                    terminal=False))
 

@@ -31,3 +31,17 @@ def test_a_backup_cut_before_migrate_says_nothing_was_migrated_and_offers_no_rev
     assert "may still be applied" not in message and "reverse" not in message
     assert not remote.ran("migrate")
     assert f"{LIVE} is still serving" in message
+
+
+def test_a_wsgi_module_changed_since_the_last_provision_is_refused_before_anything_is_built():
+    import dataclasses
+    from tasks.inventory import App, Host, Inventory
+    remote = fake.FakeRemote(fake.server(fake.release(LIVE)))  # provisioned with mysite.wsgi
+    changed = Inventory(dataclasses.replace(App("mysite"), wsgi_module="project.wsgi"), (Host("10.0.0.2"),))
+    with pytest.raises(DeployError) as refused:
+        deploy.deploy_to(fake.session(remote, changed), fake.a_source())
+    message = str(refused.value)
+    assert "the inventory's `app.wsgi_module` changed since the last `fab provision`" in message
+    assert "Run `fab provision`, then deploy" in message and "Nothing was built or uploaded" in message
+    assert f"{LIVE} is still serving" in message
+    assert remote.scripts == [] and remote.uploads == {}

@@ -20,9 +20,10 @@ LAYOUT = Layout("mysite")
 SITE = Inventory(App("mysite", domains=("blog.example.com",)), (Host("10.0.0.2"),))
 
 
-def a_server(**facts) -> fake.FakeRemote:
-    remote = fake.FakeRemote({**fake.server(fake.release(OLD), fake.release(LIVE), live=LIVE, running=[LIVE, OLD]),
-                              **facts})
+def a_server(inventory: Inventory = SITE, **facts) -> fake.FakeRemote:
+    """A server provisioned with `inventory`, LIVE serving and OLD warm."""
+    remote = fake.FakeRemote({**fake.server(fake.release(OLD), fake.release(LIVE), live=LIVE, running=[LIVE, OLD],
+                                            inventory=inventory), **facts})
     return remote.on("checks", report={"migrations": [], "venv": "reused", "warnings": []})
 
 
@@ -58,8 +59,9 @@ def test_a_deploy_asks_the_site_through_nginx_by_its_name_and_needs_the_new_rele
 
 
 def test_a_server_without_domains_is_asked_by_its_address():
-    remote = a_server().on("switch", report={"through_nginx": "200", "repaired": False})
-    release, out = deployed(remote, Inventory(App("mysite"), (Host("10.0.0.2"),)))
+    bare = Inventory(App("mysite"), (Host("10.0.0.2"),))
+    remote = a_server(bare).on("switch", report={"through_nginx": "200", "repaired": False})
+    release, out = deployed(remote, bare)
     assert "--connect-to 10.0.0.2:80:127.0.0.1:80" in switch_script(remote)
     assert f"through nginx as 10.0.0.2 -> 200, from {release}" in out
 
@@ -80,9 +82,9 @@ def test_an_include_from_an_older_gangway_is_rewritten_and_nginx_reloaded_in_the
 
 
 def test_a_site_that_does_not_serve_the_release_through_nginx_fails_the_deploy_with_what_nginx_served():
-    served = (f"nginx does not serve X, even after a reload: GET / through nginx by the name blog.example.com "
-              f"answered 200 with no release behind it: the placeholder page, or a config that does not proxy to "
-              f"the live link.")
+    served = ("nginx does not serve X, even after a reload: GET / through nginx by the name blog.example.com "
+              "answered 200 with no release behind it: the placeholder page, or a config that does not proxy to "
+              "the live link.")
     remote = a_server().on("start", report={"health": "200"}).on("switch", ok=False, output=served)
     message = failed_deploy(remote)
     assert "did not go live; " + f"{LIVE} is still serving" in message

@@ -335,3 +335,48 @@ def test_an_instance_that_stops_while_starting_is_said_to_have_failed_to_start(t
     assert out.returncode == 4
     assert f"the instance {LAYOUT.unit(RELEASE.id)} failed to start (systemd: inactive" in out.stderr
     assert "No module named mysite" in out.stderr and "healthy answer" not in out.stderr
+
+
+# --- what stays warm after a switch --------------------------------------------------------------------------
+
+A, B, C, D = (f"2026120{n}T000000Z-abcdef{n}" for n in range(1, 5))
+
+
+def keep_warm_on(tmp_path, running: list[str], live: str, standby: str | None, minutes: int = 10) -> list[str]:
+    """Run keep_warm with a systemctl that lists `running` and logs what it is asked to do."""
+    listing = "".join(f"{LAYOUT.unit(r)} loaded active running x\\n" for r in running)
+    stubs = {"systemctl": f'echo "systemctl $*" >> calls; [ "$1" = list-units ] && printf "{listing}"; exit 0',
+             "systemd-run": 'echo "systemd-run $*" >> calls'}
+    out = run(commands.keep_warm(LAYOUT, live, standby, minutes), tmp_path, stubs)
+    assert out.returncode == 0, out.stderr
+    return [line for line in (tmp_path / "calls").read_text().splitlines() if "list-units" not in line]
+
+
+def test_after_a_switch_only_the_live_release_and_the_rollback_target_run(tmp_path):
+    # Three rollbacks left D, C and B warm; A went live; the next rollback goes to the cold release before A.
+    calls = keep_warm_on(tmp_path, [A, B, C, D], live=A, standby="20261130T000000Z-abcdef0")
+    stopped = {line.split()[-1] for line in calls if line.startswith("systemctl stop --no-block")}
+    assert stopped == {LAYOUT.unit(B), LAYOUT.unit(C), LAYOUT.unit(D)}
+    for r in (B, C, D):
+        assert f"systemctl stop {commands.standby_timer(LAYOUT, r)}.timer" in calls
+    assert "systemctl start --no-block mysite@20261130T000000Z-abcdef0.service" in calls
+    assert any(line.startswith("systemd-run") and "mysite-standby-20261130T000000Z-abcdef0" in line
+               and "--on-active=10min" in line for line in calls)
+
+
+def test_a_rollback_target_already_warm_keeps_running_with_a_fresh_timer(tmp_path):
+    calls = keep_warm_on(tmp_path, [B, C], live=C, standby=B)
+    assert not any(line.startswith("systemctl stop --no-block") for line in calls)
+    assert any(line.startswith("systemd-run") and commands.standby_timer(LAYOUT, B) in line for line in calls)
+
+
+def test_without_a_rollback_target_or_with_standby_off_only_the_live_release_runs(tmp_path):
+    calls = keep_warm_on(tmp_path, [A, B], live=B, standby=None)
+    assert f"systemctl stop --no-block {LAYOUT.unit(A)}" in calls and not any("systemd-run" in c for c in calls)
+    (tmp_path / "calls").unlink()
+    calls = keep_warm_on(tmp_path, [A, B], live=B, standby=A, minutes=0)
+    assert f"systemctl stop --no-block {LAYOUT.unit(A)}" in calls and not any("start" in c.split()[1] for c in calls)
+
+
+def test_keep_warm_passes_shellcheck():
+    assert_shellcheck_clean(commands.keep_warm(LAYOUT, A, B, 10))

@@ -245,3 +245,15 @@ def test_the_status_gather_keys_do_not_collide_with_the_state_probes():
 
 def test_ages_read_like_a_person_says_them():
     assert [status.age(s) for s in (5, 600, 3 * 3600, 3 * DAY)] == ["5 s", "10 min", "3 h", "3 days"]
+
+
+def test_only_the_real_rollback_target_is_called_warm_and_other_instances_are_named():
+    units = {f"mysite@{r}.service": "active/running" for r in (LIVE, OLD, "stray")}
+    check = status.gunicorn_check("mysite", LIVE, units, target=OLD)
+    assert check.level == OK
+    assert f"mysite@{OLD}.service (the rollback target, warm for an instant rollback)" in check.detail
+    assert "not the rollback target: mysite@stray.service" in check.detail
+    assert check.detail.count("warm") == 1
+    cold = status.gunicorn_check("mysite", LIVE, {f"mysite@{LIVE}.service": "active/running",
+                                                  "mysite@stray.service": "active/running"}, target=OLD)
+    assert f"the rollback target {OLD} is not running" in cold.detail and "warm for" not in cold.detail

@@ -1,0 +1,137 @@
+"""The files `fab provision` renders from the inventory that a release is started and served with: the Gunicorn
+unit (`app.wsgi_module`), its config, and the nginx site (`app.domains`, `app.max_upload_mb`). A deploy reads
+their hashes in its first round trip and compares them with what provision would write now, the way
+`jobs.drift` does for scheduled jobs: a change only a provision carries makes the deploy refuse before it
+builds, naming the key and `fab provision`, instead of a release failing on the old unit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from ..inventory import Inventory
+from ..layout import Layout
+from ..shell import q
+from ..steps import Probe
+from . import Server
+
+
+# The lines each inventory key lands in.
+WSGI = r"^ExecStart="
+DOMAINS = r"^\s*server_name\b"
+UPLOAD = r"^\s*client_max_body_size\b"
+
+
+@dataclass(frozen=True)
+class Served:
+    name: str          # what the message calls it
+    path: str
+    variants: tuple[str, ...]  # what provision may have written (the nginx site: with or without TLS, http2)
+    keys: tuple[tuple[str, str], ...]  # (inventory key, regex of the lines it lands in)
+
+
+def _server(inventory: Inventory) -> Server:
+    return Server(inventory, inventory.hosts[0] if inventory.hosts else None, (), lambda: None)
+
+
+def files(inventory: Inventory) -> list[Served]:
+    from . import gunicorn, nginx
+    server, layout = _server(inventory), Layout(inventory.app.name)
+    tls_options = (True, False) if inventory.tls else (False,)  # HTTP only until a certificate exists
+    sites = tuple(dict.fromkeys(nginx.site_config(server, tls, version) for tls in tls_options
+                                for version in ((1, 25, 1), (1, 22, 0))))
+    return [Served("Gunicorn unit", layout.unit_path, (gunicorn.unit_file(server),),
+                   (("app.wsgi_module", WSGI),)),
+            Served("Gunicorn config", layout.gunicorn_conf, (gunicorn.config_file(server),), ()),
+            Served("nginx site", layout.nginx_site, sites,
+                   (("app.domains", DOMAINS), ("app.max_upload_mb", UPLOAD)))]
+
+
+# Runs as root: for each path, its sha256 and the lines the keys land in (config, never secret), or absent.
+_PROGRAM = r"""
+import hashlib, json, re, sys
+found = {}
+for path, pattern in zip(sys.argv[1::2], sys.argv[2::2]):
+    try:
+        data = open(path, "rb").read()
+    except OSError:
+        found[path] = None
+        continue
+    text = data.decode(errors="replace")
+    found[path] = {"sha256": hashlib.sha256(data).hexdigest(),
+                   "lines": [l.strip() for l in text.splitlines() if pattern and re.search(pattern, l)]}
+print(json.dumps(found))
+"""
+
+
+def _pattern(item: Served) -> str:
+    return "|".join(f"(?:{regex})" for _, regex in item.keys)
+
+
+def probe(layout: Layout) -> Probe:
+    """The served files as the server has them: their hashes and the lines the inventory's keys land in."""
+    paths = [(layout.unit_path, WSGI), (layout.gunicorn_conf, ""), (layout.nginx_site, f"(?:{DOMAINS})|(?:{UPLOAD})")]
+    args = " ".join(f"{q(path)} {q(pattern)}" for path, pattern in paths)
+    return Probe("served_files", f"python3 -B -c {q(_PROGRAM)} {args}", _parse)
+
+
+def _parse(out: str, rc: int) -> dict | None:
+    try:
+        return json.loads(out.strip().splitlines()[-1]) if rc == 0 and out.strip() else None
+    except (ValueError, IndexError):
+        return None
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def as_provisioned(inventory: Inventory) -> dict:
+    """What the probe answers on a server provisioned with `inventory` (first variant of each file)."""
+    found = {}
+    for item in files(inventory):
+        text = item.variants[0]
+        found[item.path] = {"sha256": _sha(text), "lines": [line.strip() for line in text.splitlines()
+                                                            if item.keys and re.search(_pattern(item), line)]}
+    return found
+
+
+@dataclass(frozen=True)
+class Drift:
+    name: str
+    path: str
+    keys: tuple[str, ...]  # the inventory keys whose lines differ; empty: something else differs
+
+
+def drift(inventory: Inventory, on_server: dict | None) -> list[Drift]:
+    """The served files a provision would rewrite now, with the inventory keys that changed in each. Unknown
+    (the probe could not run) is no drift: the deploy goes on as before."""
+    if not on_server:
+        return []
+    found = []
+    for item in files(inventory):
+        there = on_server.get(item.path)
+        if there and there.get("sha256") in {_sha(text) for text in item.variants}:
+            continue
+        keys = []
+        for key, regex in item.keys:
+            theirs = sorted(line for line in (there or {}).get("lines", []) if re.search(regex, line))
+            if not any(theirs == sorted(line.strip() for line in text.splitlines() if re.search(regex, line))
+                       for text in item.variants):
+                keys.append(key)
+        found.append(Drift(item.name, item.path, tuple(keys) if there else ()))
+    return found
+
+
+def refusal(inventory: Inventory, differ: list[Drift]) -> str:
+    """The deploy's refusal: which inventory keys changed since the last provision, or which files differ."""
+    keys = list(dict.fromkeys(key for d in differ for key in d.keys))
+    where = ", ".join(f"the {d.name} ({d.path})" for d in differ)
+    if keys:
+        named = " and ".join(f"`{key}`" for key in keys)
+        return (f"the inventory's {named} changed since the last `fab provision`: {where} on the server still "
+                f"has the old value, and a release would start with it. Run `fab provision`, then deploy")
+    return (f"{where} on the server differs from what `fab provision` writes now (a newer gangway, or an edit "
+            f"on the server), and a release would start with it. Run `fab provision`, then deploy")
