@@ -28,22 +28,13 @@ from . import release_commands as commands, targets
 from .deploy import relaunch
 from .inventory import check_env_name
 from .session import DeployError, Session, Task, last_lines, run_task
+from .uploads import send_file
 
 # --- fab manage -------------------------------------------------------------------------------------------------
 
 # Django's own management commands that only read: they run without the deploy lock.
 READ_ONLY_COMMANDS = frozenset({"check", "diffsettings", "dumpdata", "help", "inspectdb", "showmigrations",
                                 "sqlflush", "sqlmigrate", "sqlsequencereset", "version"})
-
-
-def send_file(session: Session, data: bytes, name: str) -> str:
-    """Upload `data` to a file only the logged-in user can read (then root): the path on the server."""
-    path = session.layout.upload(secrets.token_hex(6), re.sub(r"[^A-Za-z0-9._-]", "_", name)[-80:])
-    created = session.remote.run(commands.private_upload(path), as_root=False)
-    if not created.ok:
-        raise DeployError(f"cannot create {path} for an upload:\n{created.tail()}")
-    session.remote.put(data, path)
-    return path
 
 
 def with_upload(args: list[str], local: str, remote: str) -> list[str]:
@@ -87,7 +78,7 @@ def manage_on(session: Session, args: list[str], terminal: bool, file: tuple[str
         raise DeployError(f"no release is live on {session.host.address} yet: deploy first (fab deploy)")
     upload = None
     if file:
-        upload = send_file(session, file[1], Path(file[0]).name)
+        upload = send_file(session, file[1], Path(file[0]).name, "the command did not run")
         args = with_upload(args, file[0], upload)
     layout = session.layout
     command = commands.manage_live(layout, state.live, session.app, args,
@@ -193,7 +184,7 @@ def config_on(session: Session, changes: dict[str, str], removals: list[str], sh
         reporter.line(f"{session.host.address}: nothing to change")
         return
     state = session.state()
-    upload = send_file(session, encode_config(after).encode(), "config.env")
+    upload = send_file(session, encode_config(after).encode(), "config.env", "nothing changed")
     ok, _, tail = session.run(("install", commands.config_install(layout, upload)))
     if not ok:
         raise DeployError(f"could not write {layout.config_env}; nothing changed:\n{last_lines(tail)}")
