@@ -26,7 +26,7 @@ from invoke.exceptions import Exit
 
 from . import release_commands as commands, targets
 from .deploy import relaunch
-from .inventory import check_env_name
+from .inventory import ENV_NAME, check_env_name
 from .session import DeployError, Session, Task, last_lines, run_task
 from .uploads import send_file
 
@@ -137,9 +137,9 @@ def parse_changes(set_: list[str], unset: list[str]) -> tuple[dict[str, str], li
         if problem := config_value_problem(value):
             raise ValueError(f"--set {name}: the value {problem}")
         changes[name] = value
-    for name in unset:
-        if problem := check_env_name(name):
-            raise ValueError(f"--unset: {name!r} {problem}")
+    for name in unset:  # only the form: a name refused today may have been set before, and must go
+        if not ENV_NAME.fullmatch(name):
+            raise ValueError(f"--unset: {name!r} {check_env_name(name)}")
         if name in changes:
             raise ValueError(f"{name} is both set and unset: choose one")
     return changes, list(unset)
@@ -178,6 +178,7 @@ def config_on(session: Session, changes: dict[str, str], removals: list[str], sh
     missing = [name for name in removals if name not in before]
     for name in missing:
         reporter.step("ok", name, "not set, nothing to unset")
+    _refused_names(session, after)
     for name in sorted(set(changes) & {n for n, _ in session.inventory.app.env}):
         reporter.step("note", name, "is in the inventory's app.env too: the value set here wins")
     if after == before:
@@ -214,3 +215,11 @@ def _list(session: Session, variables: dict[str, str], show: bool) -> None:
                   + ("" if show else " (values hidden; --show prints them)"))
     for name, value in sorted(variables.items()):
         reporter.line(f"  {name}={value}" if show else f"  {name}")
+    _refused_names(session, variables)
+
+
+def _refused_names(session: Session, variables: dict[str, str]) -> None:
+    """Names set before gangway refused them (PATH, HOME, ...): say so, and how to remove them."""
+    for name in sorted(variables):
+        if problem := check_env_name(name):
+            session.reporter.step("WARNING", name, f"{problem}; remove it: fab config --unset {name}")

@@ -92,6 +92,10 @@ def applied_migrations(app: str) -> str:
 
 # --- running project code, sandboxed -------------------------------------------------------------------------
 
+# What every sandboxed command (builds, management commands) gets besides the app's environment files.
+SANDBOX_ENV = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PIP_NO_CACHE_DIR": "1"}
+
+
 def sandboxed(layout: Layout, unit: str, user: str, workdir: str, argv: list[str], writable: list[str],
               env: dict[str, str] | None = None, terminal: bool = False) -> str:
     """`argv` in a transient systemd unit as `user`: the app's environment files read by systemd (as data),
@@ -101,7 +105,7 @@ def sandboxed(layout: Layout, unit: str, user: str, workdir: str, argv: list[str
              f"EnvironmentFile=-{layout.config_env}", "NoNewPrivileges=yes",
              "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "UMask=0022",
              *([f"ReadWritePaths={' '.join(writable)}"] if writable else [])]
-    variables = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PIP_NO_CACHE_DIR": "1", **(env or {})}
+    variables = {**SANDBOX_ENV, **(env or {})}
     return join("systemd-run", "--quiet", "--pty" if terminal else "--pipe", "--wait", "--collect",
                 "--service-type=exec", f"--unit={unit}", f"--uid={user}", f"--gid={user}",
                 *[f"--property={p}" for p in props],
