@@ -71,18 +71,30 @@ def media_archive(layout: Layout, name: str) -> str:
     ])
 
 
+REFUSED = ("the uploaded file is not a dump pg_restore can read (make one with fab backup --download, or "
+           "pg_dump --format=custom); it was removed and is not kept as a backup")
+
+
 def adopt_upload(layout: Layout, upload: str, name: str) -> str:
-    """An uploaded dump, checked to be one pg_restore reads (by postgres, not root), moved into backups/ as
-    NAME.dump, root's alone; the upload is removed either way."""
+    """An uploaded dump, checked to be one pg_restore reads whole (by postgres, not root: its table of contents,
+    then every data block, written to nowhere), moved into backups/ as NAME.dump, root's alone. A dump it
+    refuses is removed and never listed; the upload is gone either way."""
     path = f"{layout.backups}/{name}{DUMP}"
-    readable = f"cd / && {as_user('postgres', 'pg_restore --list')} < {q(upload)}"
+    part = f"{path}.part"
+    reads = [f"cd / && {as_user('postgres', 'pg_restore --list')} < {q(upload)}",
+             f"cd / && {as_user('postgres', 'pg_restore --file=/dev/null')} < {q(upload)}"]
     return "\n".join([
-        f"if ! out=$({readable} 2>&1 > /dev/null); then rm -f {q(upload)}; "
-        "printf 'the uploaded file is not a dump pg_restore can read (make one with fab backup --download, or '"
-        "'pg_dump --format=custom): %s\\n' \"$out\" >&2; exit 6; fi",
-        f"chown root:root {q(upload)} && chmod 600 {q(upload)} && mv -f {q(upload)} {q(path)}",
+        *[f"if ! out=$({read} 2>&1 > /dev/null); then rm -f {q(upload)}; "
+          f"printf '%s: %s\\n' {q(REFUSED)} \"$out\" >&2; exit 6; fi" for read in reads],
+        f"if ! {{ chown root:root {q(upload)} && chmod 600 {q(upload)} && mv -f {q(upload)} {q(part)}; }}; then "
+        f"rm -f {q(upload)} {q(part)}; exit 1; fi",
+        join("mv", "-f", part, path),
         report(backup=path),
     ])
+
+
+def remove_backup(layout: Layout, name: str) -> str:
+    return join("rm", "-f", f"{layout.backups}/{name}")
 
 
 def restore_database(layout: Layout, app: str, dump: str) -> str:
@@ -111,4 +123,10 @@ def maintenance_on(layout: Layout, who: str, when: str) -> str:
 
 def maintenance_off(layout: Layout) -> str:
     return join("rm", "-f", layout.maintenance_flag)
+
+
+def maintenance_read(layout: Layout) -> str:
+    """The maintenance flag as it is now, read back after a change: reports {"maintenance": true|false}."""
+    return (f"if [ -f {q(layout.maintenance_flag)} ]; then {report(maintenance=True)}; "
+            f"else {report(maintenance=False)}; fi")
 

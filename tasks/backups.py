@@ -19,9 +19,9 @@ from invoke.exceptions import Exit
 from . import backup_commands as commands, release_commands, releases, targets, timestamps
 from .inventory import Inventory
 from .lock import who
-from .operate import send_file
+from .uploads import send_file
 from .releases import ServerState
-from .remote import ConnectionLost
+from .remote import ConnectionLost, RemoteError
 from .session import DeployError, Session, Task, last_lines, run_task
 
 # --- fab backup / fab backups ---------------------------------------------------------------------------------
@@ -157,17 +157,44 @@ def schema_difference(applied: list[str] | None, known: list[str], replaces: dic
     return "; ".join(text)
 
 
-def restore_on(session: Session, name: str | None, upload: tuple[str, bytes] | None) -> None:
+RESTORE_INTERRUPTED = ("nothing was restored and maintenance mode was not touched (Ctrl-C came before the "
+                       "restore began)")
+
+
+class _Progress:
+    """How far a restore got, for what Ctrl-C says: the uploaded dump kept, the backup taken before, whether
+    this restore turned maintenance mode on (or was turning it on), whether pg_restore was started."""
+    def __init__(self) -> None:
+        self.uploaded: str | None = None
+        self.fresh: str | None = None
+        self.maintenance = False
+        self.restoring = False
+        self.restored = False
+
+
+def restore_on(session: Session, name: str | None, upload: tuple[str, bytes] | None,
+               task: Task | None = None) -> None:
+    progress = _Progress()
+    try:
+        _restore_steps(session, name, upload, progress)
+    except KeyboardInterrupt:
+        if task is not None:
+            task.interrupted = _interrupted(session, progress, name)
+        raise
+
+
+def _restore_steps(session: Session, name: str | None, upload: tuple[str, bytes] | None,
+                   progress: _Progress) -> None:
     reporter, layout = session.reporter, session.layout
     reporter.line(f"restore {name or upload[0]} into {session.app} on {session.host.address}")
     state = session.state()
     if upload:
-        remote = send_file(session, upload[1], Path(upload[0]).name)
+        remote = send_file(session, upload[1], Path(upload[0]).name, "nothing was restored")
         adopt = commands.adopt_upload(layout, remote, f"{commands.stamp()}-uploaded")
         ok, report, tail = session.run(("adopt", adopt))
         if not ok:
             raise DeployError(f"nothing was restored: {last_lines(tail)}")
-        name = report["backup"].rsplit("/", 1)[1]
+        name = progress.uploaded = report["backup"].rsplit("/", 1)[1]
         reporter.step("changed", "upload", f"{upload[0]} -> {report['backup']} (root's alone)")
     else:
         ok, _, tail = session.run(("exists", commands.exists(layout, name)))
@@ -177,21 +204,79 @@ def restore_on(session: Session, name: str | None, upload: tuple[str, bytes] | N
                                                                       f"{commands.stamp()}-before-restore")))
     if not ok:
         raise DeployError(f"the backup before the restore failed, so nothing was restored:\n{last_lines(tail)}")
-    fresh = report["backup"]
+    fresh = progress.fresh = report["backup"]
     reporter.step("changed", "backup", f"{fresh}: the database as it was, should you want it back")
-    _restore(session, state, name, fresh)
+    _restore(session, state, name, fresh, progress)
 
 
-def _restore(session: Session, state: ServerState, name: str, fresh: str) -> None:
+def _interrupted(session: Session, progress: _Progress, name: str | None) -> str:
+    """What is true after Ctrl-C during a restore, with the maintenance flag read back from the server."""
+    kept = (f" The uploaded dump is kept as {progress.uploaded}." if progress.uploaded else "") + (
+        f" The backup taken just before is {progress.fresh}." if progress.fresh else "")
+    name = progress.uploaded or name
+    if progress.restoring:
+        flag = _read_flag(session)
+        return (f"the restore of {name} may be half-way: pg_restore runs on the server in one transaction, so the "
+                "database ends with either all of the backup or none of it, and it may still be running. "
+                + ("Maintenance mode stays on (read back from the server: on), so visitors get the maintenance "
+                   "page while it ends. " if flag else
+                   "Maintenance mode is OFF (read back from the server): visitors may see the data change. "
+                   if flag is False else "Maintenance mode was left on; it could not be read back. ")
+                + f"Check the data (fab manage -- showmigrations), then `fab maintenance off`, or run `fab restore "
+                  f"{name}` again.{kept}")
+    if progress.restored:
+        off = _off_words(*_maintenance_off(session)) if progress.maintenance else \
+            "maintenance mode was on before the restore and stays on"
+        return f"{name} was restored (the schema check after it was cut short); {off}.{kept}"
+    if progress.maintenance:
+        return f"nothing was restored (pg_restore had not started); {_off_words(*_maintenance_off(session))}.{kept}"
+    flag = _read_flag(session)
+    return ("nothing was restored and this restore did not turn maintenance mode on"
+            + (" (read back from the server: on, as it was before)" if flag else
+               " (read back from the server: off)" if flag is False else "") + f".{kept}")
+
+
+def _read_flag(session: Session) -> bool | None:
+    """The maintenance flag as the server has it now, or None when it cannot be read."""
+    try:
+        ok, report, _ = session.run(("readback", commands.maintenance_read(session.layout)))
+    except (RemoteError, KeyboardInterrupt):
+        return None
+    return report.get("maintenance") if ok else None
+
+
+def _maintenance_off(session: Session) -> tuple[bool, bool | None]:
+    """Turn maintenance mode off and read the flag back: (the command succeeded, the flag as read back)."""
+    try:
+        ok, report, _ = session.run(("maintenance", commands.maintenance_off(session.layout)),
+                                    ("readback", commands.maintenance_read(session.layout)))
+    except (RemoteError, KeyboardInterrupt):
+        return False, None
+    return ok, report.get("maintenance")
+
+
+def _off_words(ok: bool, flag: bool | None) -> str:
+    if ok and flag is False:
+        return "maintenance mode is off again (read back from the server: off)"
+    if flag:
+        return "maintenance mode is STILL ON (read back from the server): run `fab maintenance off`"
+    return "turning maintenance mode off could not be confirmed: run `fab maintenance off`"
+
+
+def _restore(session: Session, state: ServerState, name: str, fresh: str, progress: _Progress) -> None:
     reporter, layout = session.reporter, session.layout
     was_on = state.maintenance
     if was_on:
         reporter.step("ok", "maintenance", "already on; it stays on after the restore")
     else:
+        progress.maintenance = True  # from here on, Ctrl-C turns it off again (it may be on already)
         ok, _, tail = session.run(("maintenance", commands.maintenance_on(layout, who(), timestamps.now())))
         if not ok:
-            raise DeployError(f"could not turn maintenance mode on, so nothing was restored:\n{last_lines(tail)}")
+            off = _off_words(*_maintenance_off(session))
+            raise DeployError(f"could not turn maintenance mode on, so nothing was restored; {off}:\n"
+                              f"{last_lines(tail)}")
         reporter.step("changed", "maintenance", "on: visitors get the maintenance page (503) during the restore")
+    progress.restoring = True
     try:
         ok, _, tail = session.run(("restore", commands.restore_database(layout, session.app, name)))
     except ConnectionLost as error:
@@ -199,10 +284,17 @@ def _restore(session: Session, state: ServerState, name: str, fresh: str) -> Non
                              "transaction: the database holds either all of it or none). Maintenance mode stays "
                              f"on. The backup taken just before is {fresh}. Check the site, then run `fab restore "
                              f"{name}` again or `fab maintenance off`.") from None
+    progress.restoring = False
     if not ok:
-        off = "" if was_on else _maintenance_off(session)
+        off = "" if was_on else "; " + _off_words(*_maintenance_off(session))
+        removed = ""
+        if progress.uploaded:  # a dump pg_restore refuses is no backup: it must not take a retention slot
+            gone, _, _ = session.run(("remove", commands.remove_backup(layout, progress.uploaded)))
+            removed = (f" The uploaded dump {progress.uploaded} was removed from {layout.backups}/ (your local "
+                       "file is unchanged)." if gone else "")
         raise DeployError(f"pg_restore of {name} failed; it ran in one transaction, so the database is unchanged"
-                          f"{off}. The backup taken just before is {fresh}.\n{last_lines(tail)}")
+                          f"{off}. The backup taken just before is {fresh}.{removed}\n{last_lines(tail)}")
+    progress.restored = True
     reporter.step("changed", "restore", f"{name} restored into the database {session.app}")
     applied = session.remote.gather([release_commands.applied_probe(layout)])["applied"]
     live = state.releases.get(state.live or "")
@@ -214,14 +306,11 @@ def _restore(session: Session, state: ServerState, name: str, fresh: str) -> Non
         reporter.step("ok", "schema", f"the restored migrations match the live release {live.id}'s "
                       f"({len(live.migrations)})")
     if not was_on:
-        session.run(("maintenance", commands.maintenance_off(layout)))
-        reporter.step("changed", "maintenance", "off: the site answers again")
-
-
-def _maintenance_off(session: Session) -> str:
-    ok, _, _ = session.run(("maintenance", commands.maintenance_off(session.layout)))
-    return "; maintenance mode is off again" if ok else (
-        "; turning maintenance mode off failed: run `fab maintenance off`")
+        ok, flag = _maintenance_off(session)
+        if ok and flag is False:
+            reporter.step("changed", "maintenance", "off (read back from the server): visitors reach the app again")
+        else:
+            raise DeployError(f"{name} was restored, but {_off_words(ok, flag)}")
 
 
 def _confirm(inventory: Inventory, what: str) -> None:
@@ -264,8 +353,8 @@ def restore(c, backup, inventory=None, yes=False, upload=False, verbose=False):
         if not yes:
             _confirm(inventory_, name or backup)
 
-    run_task(c, inventory, Task("restore", lock=f"restore {name or 'upload'}", before=ask),
-             lambda session: restore_on(session, name, sent), verbose)
+    job = Task("restore", lock=f"restore {name or 'upload'}", before=ask, interrupted=RESTORE_INTERRUPTED)
+    run_task(c, inventory, job, lambda session: restore_on(session, name, sent, job), verbose)
 
 
 # --- fab maintenance --------------------------------------------------------------------------------------------
@@ -285,13 +374,18 @@ def maintenance(c, mode, inventory=None, verbose=False):
     def switch(session: Session) -> None:
         layout = session.layout
         step = commands.maintenance_on(layout, who(), timestamps.now()) if mode == "on" else commands.maintenance_off(layout)
-        ok, _, tail = session.run(("maintenance", step))
-        if not ok:
-            raise DeployError(f"could not turn maintenance mode {mode}:\n{last_lines(tail)}")
+        ok, report, tail = session.run(("maintenance", step), ("readback", commands.maintenance_read(layout)))
+        flag = report.get("maintenance")
+        if not ok or flag is not (mode == "on"):
+            seen = {True: "on", False: "off"}.get(flag, "unknown: it could not be read")
+            raise DeployError(f"could not turn maintenance mode {mode}; read back from the server it is {seen}"
+                              + (f":\n{last_lines(tail)}" if not ok else ""))
         session.reporter.line(
-            f"{session.host.address}: maintenance mode is on: every request but ACME challenges gets the maintenance "
-            "page (503, Retry-After); deploys and rollbacks still work. End it with `fab maintenance off`"
-            if mode == "on" else f"{session.host.address}: maintenance mode is off: the site answers again")
+            f"{session.host.address}: maintenance mode is on (read back from the server): every request but ACME "
+            "challenges gets the maintenance page (503, Retry-After); deploys and rollbacks still work. End it with "
+            "`fab maintenance off`"
+            if mode == "on" else f"{session.host.address}: maintenance mode is off (read back from the server): "
+                                 "visitors reach the app again")
 
     run_task(c, inventory, Task("maintenance", lock=f"maintenance {mode}", audit=f"maintenance {mode}"), switch,
              verbose)

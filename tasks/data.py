@@ -24,7 +24,7 @@ from fabric import task
 
 from . import release_commands as commands, targets, timestamps
 from .inventory import Inventory
-from .operate import send_file
+from .uploads import send_file
 from .render import TEMPLATES
 from .session import DeployError, Session, Task, last_lines, run_task
 
@@ -158,7 +158,7 @@ def import_to(session: Session, dump: Dump, media: Path | None, replace: bool, y
 
 def _load(session: Session, live: str, unit: str, dump: Dump, replace: bool) -> None:
     reporter, layout, app = session.reporter, session.layout, session.app
-    upload = send_file(session, dump.fixture, "data.json.gz")
+    upload = send_file(session, dump.fixture, "data.json.gz", "nothing was imported")
     name = f"{timestamps.now().replace(':', '').replace('-', '')}-before-import"
     try:
         ok, report, tail = session.run(*commands.load_data(layout, live, app, unit, upload, replace, name))
@@ -194,7 +194,7 @@ def _upload_media(session: Session, media: Path, replace: bool, yes: bool) -> No
         if answer.strip().lower() not in ("y", "yes"):
             reporter.step("skipped", "media", "not uploaded")
             return
-    upload = send_file(session, archive, "media.tar")
+    upload = send_file(session, archive, "media.tar", "no media file was changed")
     try:
         ok, report, tail = session.run(("media", commands.unpack_media(layout, session.app, upload, replace)))
     finally:

@@ -358,15 +358,52 @@ def check_url_path(value: str) -> str | None:
 MANAGED_VARIABLES = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_DB_NAME", "DATABASE_URL",
                      "DJANGO_MEDIA_ROOT", "DJANGO_STATIC_ROOT", "DJANGO_HTTPS", "DJANGO_SETTINGS_MODULE",
                      "GANGWAY_RELEASE")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+# Names that change how the system runs the app rather than what the app reads, refused in app.env and
+# `fab config`: (test, why). systemd sets USER, LOGNAME, SHELL and HOME from User=, and the others itself.
+_SYSTEM_NAMES = (
+    (lambda n: n == "PATH", "decides which programs the app and every management command run"),
+    (lambda n: n.startswith("LD_"), "changes which libraries every program loads (LD_PRELOAD injects code into "
+                                    "them)"),
+    (lambda n: n.startswith("PYTHON"), "changes how Python itself starts (PYTHONPATH and PYTHONSTARTUP make it "
+                                       "import or run other code)"),
+    (lambda n: n == "HOME", "is the app user's home, which systemd sets: pointed elsewhere (the media directory, "
+                            "say), programs write their dot-files there"),
+    (lambda n: n in ("USER", "LOGNAME", "SHELL", "INVOCATION_ID", "JOURNAL_STREAM", "RUNTIME_DIRECTORY",
+                     "NOTIFY_SOCKET", "MAINPID", "MANAGERPID", "SYSTEMD_EXEC_PID", "LISTEN_FDS", "LISTEN_PID",
+                     "LISTEN_FDNAMES"),
+     "is set by systemd for the app's service itself"),
+)
+
+
+def unit_variables() -> frozenset[str]:
+    """The names the app's systemd units set with Environment= (templates/systemd/), and those
+    every management command's sandbox sets (release_commands.SANDBOX_ENV)."""
+    from .release_commands import SANDBOX_ENV
+    from .render import TEMPLATES
+    names = set(SANDBOX_ENV)
+    lines = [line for unit in ("app@.service.j2", "job.service.j2")
+             for line in (TEMPLATES / "systemd" / unit).read_text().splitlines()]
+    for line in lines:
+        if line.startswith("Environment="):
+            names.update(re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", line[len("Environment="):]))
+    return frozenset(names)
 
 
 def check_env_name(value: str) -> str | None:
-    if not _ENV_NAME.fullmatch(value):
+    if not ENV_NAME.fullmatch(value):
         return ("is not a usable environment variable name: letters, digits and _, not starting with a digit, "
                 "e.g. SENTRY_ENVIRONMENT")
+    fix = f"choose a name of your own, e.g. MYAPP_{value.lstrip('_')}, and read that in your settings"
     if value in MANAGED_VARIABLES:
-        return "is set by gangway itself (see the README's environment contract); choose another name"
+        return f"is set by gangway itself (see the README's environment contract): {fix}"
+    if value in unit_variables():
+        return f"is set by the app's systemd unit itself (templates/systemd/): {fix}"
+    for test, why in _SYSTEM_NAMES:
+        if test(value):
+            return f"{why}; it is not the app's own setting and is refused: {fix}"
     return None
 
 

@@ -108,9 +108,11 @@ def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = Fals
     "nginx": "nginx's access and error logs instead of the app's journal",
     "verbose": targets.VERBOSE_HELP,
 }, klass=targets.VerboseTask)
-def logs(c, inventory=None, lines=DEFAULT_LINES, follow=False, since=None, grep=None, level=None, nginx=False,
+def logs(c, inventory=None, lines=None, follow=False, since=None, grep=None, level=None, nginx=False,
          verbose=False):
     """Show the app's log (all its Gunicorn instances), or nginx's with --nginx; --follow streams it."""
+    # --lines has no int default: invoke would cast the text itself and print a traceback for '2; x'.
+    lines = DEFAULT_LINES if lines is None else lines
     try:
         # Checked before connecting, so a typo costs no login.
         logs_command(Layout("app"), lines, follow, since, grep, level, nginx)

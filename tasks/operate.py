@@ -26,24 +26,15 @@ from invoke.exceptions import Exit
 
 from . import envsize, release_commands as commands, targets
 from .deploy import relaunch
-from .inventory import check_env_name
+from .inventory import ENV_NAME, check_env_name
 from .session import DeployError, Session, Task, last_lines, run_task
+from .uploads import send_file
 
 # --- fab manage -------------------------------------------------------------------------------------------------
 
 # Django's own management commands that only read: they run without the deploy lock.
 READ_ONLY_COMMANDS = frozenset({"check", "diffsettings", "dumpdata", "help", "inspectdb", "showmigrations",
                                 "sqlflush", "sqlmigrate", "sqlsequencereset", "version"})
-
-
-def send_file(session: Session, data: bytes, name: str) -> str:
-    """Upload `data` to a file only the logged-in user can read (then root): the path on the server."""
-    path = session.layout.upload(secrets.token_hex(6), re.sub(r"[^A-Za-z0-9._-]", "_", name)[-80:])
-    created = session.remote.run(commands.private_upload(path), as_root=False)
-    if not created.ok:
-        raise DeployError(f"cannot create {path} for an upload:\n{created.tail()}")
-    session.remote.put(data, path)
-    return path
 
 
 def with_upload(args: list[str], local: str, remote: str) -> list[str]:
@@ -87,7 +78,7 @@ def manage_on(session: Session, args: list[str], terminal: bool, file: tuple[str
         raise DeployError(f"no release is live on {session.host.address} yet: deploy first (fab deploy)")
     upload = None
     if file:
-        upload = send_file(session, file[1], Path(file[0]).name)
+        upload = send_file(session, file[1], Path(file[0]).name, "the command did not run")
         args = with_upload(args, file[0], upload)
     layout = session.layout
     command = commands.manage_live(layout, state.live, session.app, args,
@@ -146,9 +137,9 @@ def parse_changes(set_: list[str], unset: list[str]) -> tuple[dict[str, str], li
         if problem := config_value_problem(value):
             raise ValueError(f"--set {name}: the value {problem}")
         changes[name] = value
-    for name in unset:
-        if problem := check_env_name(name):
-            raise ValueError(f"--unset: {name!r} {problem}")
+    for name in unset:  # only the form: a name refused today may have been set before, and must go
+        if not ENV_NAME.fullmatch(name):
+            raise ValueError(f"--unset: {name!r} {check_env_name(name)}")
         if name in changes:
             raise ValueError(f"{name} is both set and unset: choose one")
     return changes, list(unset)
@@ -187,6 +178,7 @@ def config_on(session: Session, changes: dict[str, str], removals: list[str], sh
     missing = [name for name in removals if name not in before]
     for name in missing:
         reporter.step("ok", name, "not set, nothing to unset")
+    _refused_names(session, after)
     for name in sorted(set(changes) & {n for n, _ in session.inventory.app.env}):
         reporter.step("note", name, "is in the inventory's app.env too: the value set here wins")
     if after == before:
@@ -197,7 +189,7 @@ def config_on(session: Session, changes: dict[str, str], removals: list[str], sh
         raise DeployError(f"{problem}. Nothing was changed: the app keeps its variables. "
                           f"{envsize.ADVICE[0].upper()}{envsize.ADVICE[1:]}")
     state = session.state()
-    upload = send_file(session, encode_config(after).encode(), "config.env")
+    upload = send_file(session, encode_config(after).encode(), "config.env", "nothing changed")
     ok, _, tail = session.run(("install", commands.config_install(layout, upload)))
     if not ok:
         raise DeployError(f"could not write {layout.config_env}; nothing changed:\n{last_lines(tail)}")
@@ -227,3 +219,11 @@ def _list(session: Session, variables: dict[str, str], show: bool) -> None:
                   + ("" if show else " (values hidden; --show prints them)"))
     for name, value in sorted(variables.items()):
         reporter.line(f"  {name}={value}" if show else f"  {name}")
+    _refused_names(session, variables)
+
+
+def _refused_names(session: Session, variables: dict[str, str]) -> None:
+    """Names set before gangway refused them (PATH, HOME, ...): say so, and how to remove them."""
+    for name in sorted(variables):
+        if problem := check_env_name(name):
+            session.reporter.step("WARNING", name, f"{problem}; remove it: fab config --unset {name}")

@@ -95,6 +95,10 @@ def applied_migrations(app: str) -> str:
 
 # --- running project code, sandboxed -------------------------------------------------------------------------
 
+# What every sandboxed command (builds, management commands) gets besides the app's environment files.
+SANDBOX_ENV = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PIP_NO_CACHE_DIR": "1"}
+
+
 def sandboxed(layout: Layout, unit: str, user: str, workdir: str, argv: list[str], writable: list[str],
               env: dict[str, str] | None = None, terminal: bool = False) -> str:
     """`argv` in a transient systemd unit as `user`: the app's environment files read by systemd (as data),
@@ -104,7 +108,7 @@ def sandboxed(layout: Layout, unit: str, user: str, workdir: str, argv: list[str
              f"EnvironmentFile=-{layout.config_env}", "NoNewPrivileges=yes",
              "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "UMask=0022",
              *([f"ReadWritePaths={' '.join(writable)}"] if writable else [])]
-    variables = {"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PIP_NO_CACHE_DIR": "1", **(env or {})}
+    variables = {**SANDBOX_ENV, **(env or {})}
     return join("systemd-run", "--quiet", "--pty" if terminal else "--pipe", "--wait", "--collect",
                 "--service-type=exec", f"--unit={unit}", f"--uid={user}", f"--gid={user}",
                 *[f"--property={p}" for p in props],
@@ -673,10 +677,41 @@ def manage_live(layout: Layout, release_id: str, app: str, args: list[str], unit
                       '(exit "$rc")'])  # the command's status, also as a step of a script (set -e)
 
 
+# An upload is written under NAME.part and renamed when complete. What a cut connection left is removed by the
+# next upload: a .part older than this (no upload takes that long while the lock is held), and a complete
+# upload (a file handed to `fab manage --file`, a download's copy) older than UPLOAD_STALE_MIN.
+UPLOAD_PART_STALE_MIN = 60
+UPLOAD_STALE_MIN = 360
+UPLOAD_PART = ".part"
+
+
+def stale_uploads(layout: Layout) -> str:
+    """Remove the uploads a cut connection left in releases/ (see UPLOAD_PART_STALE_MIN); never fails."""
+    return (join("find", layout.releases, "-maxdepth", "1", "-type", "f", "-name", ".upload-*", "(",
+                 "(", "-name", f"*{UPLOAD_PART}", "-mmin", f"+{UPLOAD_PART_STALE_MIN}", ")", "-o",
+                 "-mmin", f"+{UPLOAD_STALE_MIN}", ")", "-delete") + " 2>/dev/null || true")
+
+
 def private_upload(path: str) -> str:
     """An empty file only its owner can read, for an upload to fill (SFTP keeps the mode of a file it
     overwrites): run as the logged-in user."""
     return f"umask 077 && : > {q(path)}"
+
+
+def upload_start(layout: Layout, part: str) -> str:
+    """Before an upload, as the logged-in user: the leftovers of cut uploads removed, the owner-only file the
+    upload fills (`part`, renamed by `upload_finish` once complete), and the free space where it lands."""
+    return "\n".join([stale_uploads(layout), private_upload(part), free_space_report(layout.releases)])
+
+
+def upload_finish(part: str, path: str) -> str:
+    """A complete upload under its final name (the same directory: an atomic rename)."""
+    return join("mv", "-f", part, path)
+
+
+def upload_abort(layout: Layout, part: str) -> str:
+    """A failed upload removed, and the free space it left (a full disk is named with it); never fails."""
+    return f"rm -f {q(part)} || true\n{free_space_report(layout.releases)} || true"
 
 
 def config_probes(layout: Layout) -> list[Probe]:

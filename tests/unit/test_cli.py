@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -53,3 +55,15 @@ def test_deploying_a_directory_that_is_not_a_django_project_says_so(tmp_path):
     inventory.write_text(f"app: {{name: mysite, source: {tmp_path}}}\nhosts: [{{address: 127.0.0.1, port: 1}}]\n")
     out = fab("deploy", "--inventory", str(inventory))
     assert out.returncode == 1 and "has no manage.py" in out.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["logs", "--lines", "2; x"], ["logs", "--lines", "-3"], ["logs", "--since", "$(reboot)"],
+    ["logs", "--level", "loud"], ["logs", "--grep", ""], ["logs", "--nginx", "--since", "today"],
+    ["maintenance", "sideways"], ["restore", "../etc/passwd"], ["config", "--set", "NOVALUE"],
+    ["config", "--set", "PATH=/tmp"], ["config", "--unset", "1BAD"], ["manage"],
+], ids=lambda a: " ".join(a))
+def test_a_bad_option_value_is_a_sentence_before_any_connection_not_a_traceback(args):
+    done = fab(*args)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.startswith(args[0] + ":"), done.stderr
