@@ -40,9 +40,11 @@ class Check:
 class Timer:
     unit: str
     active: str         # the timer's own state: active when it is scheduled
-    last: int | None    # when it last fired (Unix time), None if never
+    last: int | None    # when its service last ran (Unix time), None when no run is known
     next: int | None    # when it fires next, None if not scheduled
-    result: str         # the result of the service it starts, as systemd says it: success, exit-code, ...
+    result: str         # that run's result as systemd says it (success, exit-code, ...); "" when no run is known
+    status: int | None = None   # the run's exit status, when systemd knows it
+    running: bool = False       # the service is running now
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,43 @@ def health_command(host: str, path: str, https: bool) -> str:
             "echo \"no $rc $code\"; else echo \"yes $rc $code\"; fi")
 
 
+# What systemd knows of each timer and of the service it starts. A timer's LastTriggerUSec is not evidence of a
+# run: with Persistent=true, systemd creates the timer's stamp file when the timer first starts and, after a
+# reboot, reads LastTriggerUSec back from that file's mtime (LastTriggerUSecMonotonic stays 0), so a timer
+# that never ran reports a "last trigger" and its service the default Result=success. The service's own
+# InvocationID says whether it ran in this boot; a run before the boot is looked up in the journal (systemd's
+# job-done line for the service, with its JOB_RESULT). `--timestamp=unix` (systemd 252 and 257 alike) turns the
+# service's ExecMain* times into `@SECONDS`, but not the timer's LastTriggerUSec or NextElapseUSecRealtime,
+# which date(1) converts on the server, in its own time zone.
+TIMER_PROPERTIES = "Unit,ActiveState,LastTriggerUSec,LastTriggerUSecMonotonic,NextElapseUSecRealtime"
+SERVICE_PROPERTIES = "InvocationID,ActiveState,Result,ExecMainStatus,ExecMainStartTimestamp,ExecMainExitTimestamp"
+
+
+def timers_command(list_units: str) -> str:
+    """For each timer `list_units` lists: `@timer UNIT`, its properties (with the two times as Unix seconds),
+    `@service` and its service's, and, when the service has not run in this boot, `@journal` and the last
+    job result the journal holds for it."""
+    return (f"{list_units} | while read -r unit _; do\n"
+            "  echo \"@timer $unit\"\n"
+            f"  props=$(systemctl show -p {TIMER_PROPERTIES} \"$unit\")\n"
+            "  printf '%s\\n' \"$props\"\n"
+            "  for key in LastTriggerUSec NextElapseUSecRealtime; do\n"
+            "    value=$(printf '%s\\n' \"$props\" | sed -n \"s/^$key=//p\")\n"
+            "    echo \"$key.unix=${value:+$(date -d \"$value\" +%s 2>/dev/null)}\"\n"
+            "  done\n"
+            "  service=$(printf '%s\\n' \"$props\" | sed -n 's/^Unit=//p')\n"
+            "  [ -n \"$service\" ] || continue\n"
+            "  echo @service\n"
+            f"  state=$(systemctl show --timestamp=unix -p {SERVICE_PROPERTIES} \"$service\")\n"
+            "  printf '%s\\n' \"$state\"\n"
+            "  if printf '%s\\n' \"$state\" | grep -qx 'InvocationID='; then\n"
+            "    echo @journal\n"
+            "    journalctl -q --no-pager -o export -n 1 _PID=1 \"UNIT=$service\" JOB_TYPE=start "
+            "JOB_RESULT=done JOB_RESULT=failed </dev/null 2>/dev/null | grep -a -E '^(__REALTIME_TIMESTAMP|JOB_RESULT)=' || true\n"
+            "  fi\n"
+            "done")
+
+
 def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> list[Probe]:
     """Everything `fab status` shows, for one gather (with `state_probes` for the releases)."""
     app = layout.app
@@ -79,18 +118,7 @@ def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> l
                             "nginx.service", "postgresql.service", "postgresql@*.service",
                             "unattended-upgrades.service"),
               lambda out, rc: parse_units(out)),
-        # Times as Unix seconds, converted by date(1): --timestamp=unix misses NextElapseUSecRealtime.
-        Probe("timers", f"{timers} | while read -r unit _; do\n"
-                        "  service=$(systemctl show -p Unit --value \"$unit\")\n"
-                        "  last=$(systemctl show -p LastTriggerUSec --value \"$unit\")\n"
-                        "  next=$(systemctl show -p NextElapseUSecRealtime --value \"$unit\")\n"
-                        "  printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$unit\" "
-                        "\"$(systemctl show -p ActiveState --value \"$unit\")\" "
-                        "\"${last:+$(date -d \"$last\" +%s 2>/dev/null)}\" "
-                        "\"${next:+$(date -d \"$next\" +%s 2>/dev/null)}\" "
-                        "\"$(systemctl show -p Result --value \"$service\")\"\n"
-                        "done",
-              lambda out, rc: parse_timers(out)),
+        Probe("timers", timers_command(timers), lambda out, rc: parse_timers(out)),
         Probe("health", health_command(host, health_path, https), lambda out, rc: parse_health(out)),
         Probe("certificate", f"end=$(openssl x509 -noout -enddate -in {q(layout.certificate_dir + '/cert.pem')}) "
                              "&& date -d \"${end#notAfter=}\" +%s",
@@ -128,13 +156,52 @@ def _unix(value: str) -> int | None:
     return int(value) if value.strip().isdigit() else None
 
 
-def parse_timers(out: str) -> list[Timer]:
-    timers = []
+def _seconds(value: str | None) -> int | None:
+    """A time systemd or date(1) printed as Unix seconds (`@1796440705` or `1796440705`), or None."""
+    value = (value or "").strip().removeprefix("@")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def parse_timer_blocks(out: str) -> list[tuple[str, dict[str, dict[str, str]]]]:
+    """`timers_command` output -> [(timer, {"timer": props, "service": props, "journal": fields})]."""
+    blocks: list[tuple[str, dict[str, dict[str, str]]]] = []
+    section = "timer"
     for line in out.splitlines():
-        fields = line.split("\t")
-        if len(fields) == 5:
-            timers.append(Timer(fields[0], fields[1], _unix(fields[2]), _unix(fields[3]), fields[4]))
-    return timers
+        if line.startswith("@timer "):
+            blocks.append((line.removeprefix("@timer ").strip(), {"timer": {}, "service": {}, "journal": {}}))
+            section = "timer"
+        elif line in ("@service", "@journal") and blocks:
+            section = line[1:]
+        elif blocks and "=" in line:
+            key, _, value = line.partition("=")
+            blocks[-1][1][section].setdefault(key, value)
+    return blocks
+
+
+def timer_from(unit: str, props: dict[str, dict[str, str]]) -> Timer:
+    """What one timer's properties say, believing only evidence of a run: the service's InvocationID (it ran
+    in this boot), else the journal's last job result for it (it ran before). Neither: it has not run, whatever
+    LastTriggerUSec (a stamp file's mtime after a reboot) and the default Result=success say."""
+    timer, service, journal = props["timer"], props["service"], props["journal"]
+    following = _seconds(timer.get("NextElapseUSecRealtime.unix"))
+    active = timer.get("ActiveState", "")
+    if service.get("InvocationID"):
+        running = service.get("ActiveState") in ("activating", "active", "reloading", "deactivating")
+        status = service.get("ExecMainStatus", "")
+        return Timer(unit, active, _seconds(service.get("ExecMainStartTimestamp"))
+                     or (_seconds(timer.get("LastTriggerUSec.unix"))
+                         if timer.get("LastTriggerUSecMonotonic", "0") != "0" else None),
+                     following, "" if running else service.get("Result", ""),
+                     int(status) if status.isdigit() and not running else None, running)
+    job = journal.get("JOB_RESULT", "")
+    microseconds = journal.get("__REALTIME_TIMESTAMP", "")
+    if job and microseconds.isdigit():
+        return Timer(unit, active, int(microseconds) // 1_000_000, following, "success" if job == "done" else job)
+    return Timer(unit, active, None, following, "")
+
+
+def parse_timers(out: str) -> list[Timer]:
+    return [timer_from(unit, props) for unit, props in parse_timer_blocks(out)]
 
 
 def parse_health(out: str) -> Health | None:
@@ -327,14 +394,20 @@ def maintenance_check(on: bool) -> Check:
 
 
 def timer_check(timer: Timer, now: int) -> Check:
-    last = f"last ran {age(now - timer.last)} ago ({timer.result})" if timer.last else "has not run yet"
+    service = f"{timer.unit.removesuffix('.timer')}.service"
+    if timer.running:
+        last = "running now" + (f" (since {age(now - timer.last)})" if timer.last else "")
+    elif timer.last is None or not timer.result:
+        last = "has not run yet"
+    else:
+        exit_status = f", exit status {timer.status}" if timer.status else ""
+        last = f"last ran {age(max(now - timer.last, 0))} ago ({timer.result}{exit_status})"
     upcoming = f"next in {age(timer.next - now)}" if timer.next else "not scheduled"
     text = f"{last}, {upcoming}"
     if timer.active != "active":
         return Check(WARN, timer.unit, f"{timer.active}: it will not run; `fab provision` enables it")
-    if timer.result not in ("success", ""):
-        return Check(WARN, timer.unit, f"{text}: its last run failed; see `journalctl -u "
-                     f"{timer.unit.removesuffix('.timer')}.service` on the server")
+    if timer.result not in ("success", "") and not timer.running:
+        return Check(WARN, timer.unit, f"{text}: its last run failed; see `journalctl -u {service}` on the server")
     return Check(OK, timer.unit, text)
 
 
