@@ -17,6 +17,7 @@ from . import defaults, targets, timestamps
 from .timestamps import age
 from .inventory import Inventory
 from .layout import Layout
+from .release_commands import LOW_SPACE_KIB
 from .releases import ServerState
 from .session import Session, Task, run_task, server_probes, server_state
 from .shell import join, q
@@ -102,7 +103,8 @@ def timers_command(list_units: str) -> str:
             "  if printf '%s\\n' \"$state\" | grep -qx 'InvocationID='; then\n"
             "    echo @journal\n"
             "    journalctl -q --no-pager -o export -n 1 _PID=1 \"UNIT=$service\" JOB_TYPE=start "
-            "JOB_RESULT=done JOB_RESULT=failed </dev/null 2>/dev/null | grep -a -E '^(__REALTIME_TIMESTAMP|JOB_RESULT)=' || true\n"
+            "JOB_RESULT=done JOB_RESULT=failed </dev/null 2>/dev/null \\\n"
+            "      | grep -a -E '^(__REALTIME_TIMESTAMP|JOB_RESULT)=' || true\n"
             "  fi\n"
             "done")
 
@@ -124,6 +126,9 @@ def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> l
                              "&& date -d \"${end#notAfter=}\" +%s",
               lambda out, rc: int(out.strip()) if rc == 0 and out.strip().isdigit() else None),
         Probe("disk", join("df", "-Pk", "/", layout.root), parse_disk),
+        # The live release as unpacked (code, collected static files, bytecode): about what the next one needs.
+        Probe("release_kib", f"du -sk -- \"$(readlink -f {q(layout.current)})\" 2>/dev/null",
+              lambda out, rc: int(out.split()[0]) if rc == 0 and out.split() and out.split()[0].isdigit() else None),
         Probe("memory", "cat /proc/meminfo", lambda out, rc: parse_meminfo(out)),
         Probe("newest_backup", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
                          "-printf '%T@ %s %f\\n' | sort -n | tail -n 1",
@@ -211,13 +216,20 @@ def parse_health(out: str) -> Health | None:
     return Health(fields[2], int(fields[1]), fields[0] == "yes")
 
 
-def parse_disk(out: str, rc: int) -> list[tuple[str, int]]:
-    """`df -Pk` -> (mount point, percent used) for each file system, once each."""
-    seen = {}
+@dataclass(frozen=True)
+class Disk:
+    mount: str
+    used: int           # percent used, as df rounds it
+    free_kib: int       # available to an unprivileged writer (df's Available column)
+
+
+def parse_disk(out: str, rc: int) -> list[Disk]:
+    """`df -Pk` -> each file system once: its mount point, percent used and free KiB."""
+    seen: dict[str, Disk] = {}
     for fields in (line.split() for line in out.splitlines()[1:]):
-        if len(fields) >= 6 and fields[4].rstrip("%").isdigit():
-            seen.setdefault(fields[5], int(fields[4].rstrip("%")))
-    return list(seen.items())
+        if len(fields) >= 6 and fields[4].rstrip("%").isdigit() and fields[3].isdigit():
+            seen.setdefault(fields[5], Disk(fields[5], int(fields[4].rstrip("%")), int(fields[3])))
+    return list(seen.values())
 
 
 def parse_meminfo(out: str) -> dict[str, int]:
@@ -329,11 +341,35 @@ def certificate_check(expires: int | None, now: int, https: bool, warn_days: int
     return Check(OK, "certificate", f"{days} days left")
 
 
-def disk_check(disks: list[tuple[str, int]], warn_percent: int) -> Check:
+def release_need_kib(release_kib: int | None) -> int:
+    """Room the next deploy needs: what the live release takes unpacked (a deploy's own estimate is its archive
+    times deploy.UNPACK_FACTOR), plus the spare a deploy keeps (release_commands.LOW_SPACE_KIB)."""
+    return (release_kib or 0) + LOW_SPACE_KIB
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.0f} MiB" if kib < 10 * 1048576 else f"{kib / 1048576:.1f} GiB"
+
+
+def disk_check(disks: list[Disk], warn_percent: int, need_kib: int = LOW_SPACE_KIB, app_mount: str = "",
+               backups: str = "backups/") -> Check:
+    """FAIL when a file system is full, or the app's has less free than the next release needs; WARN over
+    `warn_percent`. `app_mount` is the mount point the app's directory is on (the last df line)."""
     if not disks:
         return Check(WARN, "disk", "df gave no answer")
-    text = ", ".join(f"{mount} {used} % used" for mount, used in disks)
-    if any(used > warn_percent for _, used in disks):
+    app_mount = app_mount or disks[-1].mount
+    text = ", ".join(f"{d.mount} {d.used} % used, {_mib(d.free_kib)} free" for d in disks)
+    fix = (f"free some space: old database dumps in {backups}, `sudo apt-get clean`, "
+           "`sudo journalctl --vacuum-size=100M`")
+    full = [d.mount for d in disks if d.used >= 100 or d.free_kib == 0]
+    if full:
+        return Check(FAIL, "disk", f"{text}: {', '.join(full)} is full, so deploys, backups, PostgreSQL and the "
+                     f"journal cannot write; {fix}")
+    short = [d for d in disks if d.mount == app_mount and d.free_kib < need_kib]
+    if short:
+        return Check(FAIL, "disk", f"{text}: a deploy needs about {_mib(need_kib)} free on {app_mount} "
+                     f"(a release unpacked, plus a margin) and would be refused; {fix}")
+    if any(d.used > warn_percent for d in disks):
         return Check(WARN, "disk", f"{text}: over {warn_percent} %; deploys, backups and PostgreSQL need room")
     return Check(OK, "disk", text)
 
@@ -426,7 +462,8 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
                       "`sudo systemctl start postgresql`"),
         health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"]),
         certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS),
-        disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT),
+        disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, release_need_kib(facts.get("release_kib")),
+                   backups=f"{Layout(app.name).backups}/"),
         memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
         backup_check(facts["newest_backup"], now, any(t.unit == f"{app.name}-backup.timer" for t in timers),
                      defaults.STATUS_BACKUP_DAYS),

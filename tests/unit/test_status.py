@@ -9,7 +9,7 @@ import pytest
 
 from tasks import defaults, status
 from tasks.inventory import Acme, App, Host, Inventory
-from tasks.release_commands import state_probes
+from tasks.release_commands import LOW_SPACE_KIB, state_probes
 from tasks.releases import GOOD, Release, ServerState
 from tasks.status import FAIL, OK, WARN, Health, Timer
 from tests.unit.shellcheck import assert_shellcheck_clean
@@ -58,7 +58,7 @@ def test_units_timers_disk_memory_and_backups_are_read():
     assert units == {"nginx.service": "active/running", "mysite@X.service": "failed/failed"}
     disk = ("Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/sda1 100 91 9 91% /\n"
             "/dev/sda1 100 91 9 91% /\n")
-    assert status.parse_disk(disk, 0) == [("/", 91)]
+    assert status.parse_disk(disk, 0) == [status.Disk("/", 91, 9)]
     assert status.parse_meminfo("MemTotal:  2048000 kB\nMemAvailable: 1024000 kB\n") == {
         "MemTotal": 2048000, "MemAvailable": 1024000}
     assert status.parse_backup("1799999000.5 1048576 20261127T020000Z-daily.dump\n") == (
@@ -388,11 +388,43 @@ def test_the_certificate_warns_under_the_threshold_and_fails_once_expired():
     assert status.certificate_check(None, NOW, False, days) is None  # no domains: no TLS to check
 
 
-def test_a_full_disk_or_memory_warns():
-    assert status.disk_check([("/", 90)], 90).level == OK
-    assert status.disk_check([("/", 60), ("/srv", 91)], 90).level == WARN
+GIB = 1048576  # KiB
+
+
+def test_a_nearly_full_disk_or_memory_warns():
+    assert status.disk_check([status.Disk("/", 90, 2 * GIB)], 90).level == OK
+    assert status.disk_check([status.Disk("/", 60, 8 * GIB), status.Disk("/srv", 91, 2 * GIB)], 90).level == WARN
     assert status.memory_check({"MemTotal": 1000, "MemAvailable": 50}, 90).level == WARN
     assert status.memory_check({"MemTotal": 1000, "MemAvailable": 500}, 90).level == OK
+
+
+def test_a_full_disk_fails_with_the_free_space_and_the_fix():
+    df = ("Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+          "/dev/sda1 10255636 10239252 0 100% /\n/dev/sda1 10255636 10239252 0 100% /\n")
+    check = status.disk_check(status.parse_disk(df, 0), 90, backups="/srv/mysite/backups/")
+    assert check.level == FAIL
+    assert "/ 100 % used, 0 MiB free" in check.detail and "/ is full" in check.detail
+    for fix in ("/srv/mysite/backups/", "apt-get clean", "journalctl --vacuum-size"):
+        assert fix in check.detail
+
+
+def test_too_little_room_for_the_next_release_fails_before_the_disk_is_full():
+    need = status.release_need_kib(200 * 1024)  # the live release takes 200 MiB unpacked
+    assert need == 200 * 1024 + LOW_SPACE_KIB
+    short = status.disk_check([status.Disk("/", 97, 150 * 1024)], 90, need)
+    assert short.level == FAIL and "150 MiB free" in short.detail and f"about {need // 1024} MiB" in short.detail
+    assert status.disk_check([status.Disk("/", 97, need + 1)], 90, need).level == WARN
+    # No release yet: the spare a deploy keeps is the floor.
+    assert status.disk_check([status.Disk("/", 99, LOW_SPACE_KIB - 1)], 90,
+                             status.release_need_kib(None)).level == FAIL
+    # Only the file system the app lives on is held to a release's size.
+    assert status.disk_check([status.Disk("/", 50, 100), status.Disk("/srv", 50, 5 * GIB)], 90, need).level == OK
+
+
+def test_the_status_probes_measure_the_live_release(tmp_path):
+    probe = next(p for p in status.status_probes(LAYOUT, "a", "/", True) if p.key == "release_kib")
+    assert probe.parse("2048\t/srv/mysite/releases/X\n", 0) == 2048
+    assert probe.parse("", 1) is None
 
 
 def test_an_old_backup_warns_only_when_backups_are_scheduled():
@@ -457,7 +489,8 @@ def _facts(**changes) -> dict:
                        "unattended-upgrades.service": "active/running"},
              "timers": [Timer("certbot.timer", "active", None, NOW + DAY, ""),
                         Timer("apt-daily-upgrade.timer", "active", None, NOW + DAY, "")],
-             "health": Health("200", 0, True), "certificate": NOW + 60 * DAY, "disk": [("/", 40)],
+             "health": Health("200", 0, True), "certificate": NOW + 60 * DAY,
+             "disk": [status.Disk("/", 40, 8 << 20)],
              "memory": {"MemTotal": 2000000, "MemAvailable": 1500000}, "newest_backup": None, "updates": (0, 0),
              "unattended": True, "reboot": None, "maintenance": False}
     return {**facts, **changes}
