@@ -221,7 +221,8 @@ def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False, verb
 
     if not dry_run:
         run_task(c, inventory, Task("deploy", lock=lambda session: f"deploy {shipped[0].commit[:7]}", before=read,
-                                    interrupted=INTERRUPTED), lambda session: deploy_to(session, shipped[0]), verbose)
+                                    interrupted=INTERRUPTED, recap=False),
+                 lambda session: deploy_to(session, shipped[0]), verbose)
         return
     try:
         run_task(c, inventory, Task("deploy --dry-run", before=read),
@@ -525,8 +526,8 @@ def _prune(session: Session, state: ServerState, live: str, previous: str | None
 }, klass=targets.VerboseTask)
 def rollback(c, inventory=None, to=None, migrate_back=False, verbose=False):
     """Go back to the previous good release (or --to RELEASE), migration-aware, with no failed request."""
-    run_task(c, inventory, Task("rollback", lock=f"rollback{' to ' + to if to else ''}", interrupted=INTERRUPTED),
-             lambda session: rollback_on(session, to, migrate_back), verbose)
+    run_task(c, inventory, Task("rollback", lock=f"rollback{' to ' + to if to else ''}", interrupted=INTERRUPTED,
+                                recap=False), lambda session: rollback_on(session, to, migrate_back), verbose)
 
 
 def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:

@@ -17,7 +17,8 @@ def provision(c, inventory=None, dry_run=False, verbose=False):
     """Set up a server: packages, users, PostgreSQL, Gunicorn, nginx, TLS, firewall, SSH, jobs. Safe to re-run."""
     # A provision holds the deploy lock once the server has a place for it (not before the first provision):
     # it rewrites the unit and nginx's site, which a deploy running meanwhile relies on. A dry run reads only.
-    what = Task("provision --dry-run") if dry_run else Task("provision", lock="provision", lock_if_provisioned=True)
+    what = (Task("provision --dry-run", recap=False) if dry_run
+            else Task("provision", lock="provision", lock_if_provisioned=True, recap=False))
     try:
         run_task(c, inventory, what, lambda session: provision_host(session, c.config, dry_run), verbose)
     finally:

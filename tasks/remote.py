@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import select
-import shlex
 import socket
 import time
 from dataclasses import dataclass, field
@@ -183,7 +182,7 @@ def changed_key_message(name: str, old: paramiko.PKey, new: paramiko.PKey, known
             f"{fingerprint(old)}; the server now shows: {key_type(new)} {fingerprint(new)}. If you know the change "
             "is legitimate (compare with the server's console: "
             f"ssh-keygen -lf /etc/ssh/ssh_host_{_file_type(new)}_key.pub), "
-            f"remove the old key with `ssh-keygen -R {shlex.quote(name)} -f {shown(known_hosts)}` and connect "
+            f"remove the old key with `ssh-keygen -R {q(name)} -f {shown(known_hosts)}` and connect "
             "again: the new key is then recorded")
 
 

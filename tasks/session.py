@@ -12,6 +12,7 @@ A task module holds its own steps; this module holds what every task shares:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -117,13 +118,17 @@ class Task:
     a callable gets the session, for tasks whose need depends on the server. `audit`: the event name of its
     audit line (default: the task's name) when it holds the lock. `interrupted`: what Ctrl-C leaves behind,
     said after "TASK interrupted on HOST". `before`: runs once, before any connection (local checks that
-    should fail fast)."""
+    should fail fast). `recap`: the session prints the closing line after each host's run (commands, SSH
+    connections, seconds: `Stats.summary`), on stderr, so a task whose output is data (`fab manage --
+    dumpdata > posts.json`, `fab logs | grep`) keeps its stdout clean; False for the tasks that print their own
+    (deploy, rollback, provision)."""
     name: str
     lock: str | Callable[[Session], str | None] | None = None
     audit: str | None = None
     interrupted: str = "it stopped where it was; the next run that holds the lock cleans up what it left"
     before: Callable[[Inventory], None] | None = None
     lock_if_provisioned: bool = False
+    recap: bool = True
     results: list[HostResult] = field(default_factory=list)
 
 
@@ -145,6 +150,8 @@ def run_task(c, inventory: str | None, task: Task, action: Callable[[Session], A
                 task.results.append(HostResult(host.address, True, _locked(session, task, action)))
             finally:
                 session.remote.close()
+            if task.recap:
+                print(recap_line(task.name, host.address, session.stats), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         raise Exit(f"{task.name} interrupted{_on(host, hosts)}: {task.interrupted}", code=130) from None
     except ConnectionLost as error:
@@ -155,6 +162,12 @@ def run_task(c, inventory: str | None, task: Task, action: Callable[[Session], A
             task.results.append(HostResult(host.address, False, error=str(error)))
         raise Exit(f"{task.name} failed{_on(host, hosts)}: {error}", code=1) from None
     return task.results
+
+
+def recap_line(name: str, address: str, stats: Stats) -> str:
+    """The line a task ends with on each host: what it cost, e.g. `status on 203.0.113.10: 3 remote commands
+    over 1 SSH connection in 0.84 s`."""
+    return f"{name} on {address}: {stats.summary()}"
 
 
 def _on(host: Host | None, hosts: list[Host]) -> str:

@@ -17,6 +17,7 @@ from . import defaults, release_commands as commands, targets, timestamps
 from .timestamps import age
 from .inventory import Inventory
 from .layout import Layout
+from .release_commands import LOW_SPACE_KIB
 from .releases import ServerState
 from .session import Session, Task, run_task, server_probes, server_state
 from .shell import join, q
@@ -40,9 +41,11 @@ class Check:
 class Timer:
     unit: str
     active: str         # the timer's own state: active when it is scheduled
-    last: int | None    # when it last fired (Unix time), None if never
+    last: int | None    # when its service last ran (Unix time), None when no run is known
     next: int | None    # when it fires next, None if not scheduled
-    result: str         # the result of the service it starts, as systemd says it: success, exit-code, ...
+    result: str         # that run's result as systemd says it (success, exit-code, ...); "" when no run is known
+    status: int | None = None   # the run's exit status, when systemd knows it
+    running: bool = False       # the service is running now
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,44 @@ def health_command(host: str, path: str, https: bool) -> str:
             "echo \"no $rc $served\"; else echo \"yes $rc $served\"; fi")
 
 
+# What systemd knows of each timer and of the service it starts. A timer's LastTriggerUSec is not evidence of a
+# run: with Persistent=true, systemd creates the timer's stamp file when the timer first starts and, after a
+# reboot, reads LastTriggerUSec back from that file's mtime (LastTriggerUSecMonotonic stays 0), so a timer
+# that never ran reports a "last trigger" and its service the default Result=success. The service's own
+# InvocationID says whether it ran in this boot; a run before the boot is looked up in the journal (systemd's
+# job-done line for the service, with its JOB_RESULT). `--timestamp=unix` (systemd 252 and 257 alike) turns the
+# service's ExecMain* times into `@SECONDS`, but not the timer's LastTriggerUSec or NextElapseUSecRealtime,
+# which date(1) converts on the server, in its own time zone.
+TIMER_PROPERTIES = "Unit,ActiveState,LastTriggerUSec,LastTriggerUSecMonotonic,NextElapseUSecRealtime"
+SERVICE_PROPERTIES = "InvocationID,ActiveState,Result,ExecMainStatus,ExecMainStartTimestamp,ExecMainExitTimestamp"
+
+
+def timers_command(list_units: str) -> str:
+    """For each timer `list_units` lists: `@timer UNIT`, its properties (with the two times as Unix seconds),
+    `@service` and its service's, and, when the service has not run in this boot, `@journal` and the last
+    job result the journal holds for it."""
+    return (f"{list_units} | while read -r unit _; do\n"
+            "  echo \"@timer $unit\"\n"
+            f"  props=$(systemctl show -p {TIMER_PROPERTIES} \"$unit\")\n"
+            "  printf '%s\\n' \"$props\"\n"
+            "  for key in LastTriggerUSec NextElapseUSecRealtime; do\n"
+            "    value=$(printf '%s\\n' \"$props\" | sed -n \"s/^$key=//p\")\n"
+            "    echo \"$key.unix=${value:+$(date -d \"$value\" +%s 2>/dev/null)}\"\n"
+            "  done\n"
+            "  service=$(printf '%s\\n' \"$props\" | sed -n 's/^Unit=//p')\n"
+            "  [ -n \"$service\" ] || continue\n"
+            "  echo @service\n"
+            f"  state=$(systemctl show --timestamp=unix -p {SERVICE_PROPERTIES} \"$service\")\n"
+            "  printf '%s\\n' \"$state\"\n"
+            "  if printf '%s\\n' \"$state\" | grep -qx 'InvocationID='; then\n"
+            "    echo @journal\n"
+            "    journalctl -q --no-pager -o export -n 1 _PID=1 \"UNIT=$service\" JOB_TYPE=start "
+            "JOB_RESULT=done JOB_RESULT=failed </dev/null 2>/dev/null \\\n"
+            "      | grep -a -E '^(__REALTIME_TIMESTAMP|JOB_RESULT)=' || true\n"
+            "  fi\n"
+            "done")
+
+
 def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> list[Probe]:
     """Everything `fab status` shows, for one gather (with `state_probes` for the releases)."""
     app = layout.app
@@ -79,23 +120,15 @@ def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> l
                             "nginx.service", "postgresql.service", "postgresql@*.service",
                             "unattended-upgrades.service"),
               lambda out, rc: parse_units(out)),
-        # Times as Unix seconds, converted by date(1): --timestamp=unix misses NextElapseUSecRealtime.
-        Probe("timers", f"{timers} | while read -r unit _; do\n"
-                        "  service=$(systemctl show -p Unit --value \"$unit\")\n"
-                        "  last=$(systemctl show -p LastTriggerUSec --value \"$unit\")\n"
-                        "  next=$(systemctl show -p NextElapseUSecRealtime --value \"$unit\")\n"
-                        "  printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$unit\" "
-                        "\"$(systemctl show -p ActiveState --value \"$unit\")\" "
-                        "\"${last:+$(date -d \"$last\" +%s 2>/dev/null)}\" "
-                        "\"${next:+$(date -d \"$next\" +%s 2>/dev/null)}\" "
-                        "\"$(systemctl show -p Result --value \"$service\")\"\n"
-                        "done",
-              lambda out, rc: parse_timers(out)),
+        Probe("timers", timers_command(timers), lambda out, rc: parse_timers(out)),
         Probe("health", health_command(host, health_path, https), lambda out, rc: parse_health(out)),
         Probe("certificate", f"end=$(openssl x509 -noout -enddate -in {q(layout.certificate_dir + '/cert.pem')}) "
                              "&& date -d \"${end#notAfter=}\" +%s",
               lambda out, rc: int(out.strip()) if rc == 0 and out.strip().isdigit() else None),
         Probe("disk", join("df", "-Pk", "/", layout.root), parse_disk),
+        # The live release as unpacked (code, collected static files, bytecode): about what the next one needs.
+        Probe("release_kib", f"du -sk -- \"$(readlink -f {q(layout.current)})\" 2>/dev/null",
+              lambda out, rc: int(out.split()[0]) if rc == 0 and out.split() and out.split()[0].isdigit() else None),
         Probe("memory", "cat /proc/meminfo", lambda out, rc: parse_meminfo(out)),
         Probe("newest_backup", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
                          "-printf '%T@ %s %f\\n' | sort -n | tail -n 1",
@@ -128,13 +161,52 @@ def _unix(value: str) -> int | None:
     return int(value) if value.strip().isdigit() else None
 
 
-def parse_timers(out: str) -> list[Timer]:
-    timers = []
+def _seconds(value: str | None) -> int | None:
+    """A time systemd or date(1) printed as Unix seconds (`@1796440705` or `1796440705`), or None."""
+    value = (value or "").strip().removeprefix("@")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def parse_timer_blocks(out: str) -> list[tuple[str, dict[str, dict[str, str]]]]:
+    """`timers_command` output -> [(timer, {"timer": props, "service": props, "journal": fields})]."""
+    blocks: list[tuple[str, dict[str, dict[str, str]]]] = []
+    section = "timer"
     for line in out.splitlines():
-        fields = line.split("\t")
-        if len(fields) == 5:
-            timers.append(Timer(fields[0], fields[1], _unix(fields[2]), _unix(fields[3]), fields[4]))
-    return timers
+        if line.startswith("@timer "):
+            blocks.append((line.removeprefix("@timer ").strip(), {"timer": {}, "service": {}, "journal": {}}))
+            section = "timer"
+        elif line in ("@service", "@journal") and blocks:
+            section = line[1:]
+        elif blocks and "=" in line:
+            key, _, value = line.partition("=")
+            blocks[-1][1][section].setdefault(key, value)
+    return blocks
+
+
+def timer_from(unit: str, props: dict[str, dict[str, str]]) -> Timer:
+    """What one timer's properties say, believing only evidence of a run: the service's InvocationID (it ran
+    in this boot), else the journal's last job result for it (it ran before). Neither: it has not run, whatever
+    LastTriggerUSec (a stamp file's mtime after a reboot) and the default Result=success say."""
+    timer, service, journal = props["timer"], props["service"], props["journal"]
+    following = _seconds(timer.get("NextElapseUSecRealtime.unix"))
+    active = timer.get("ActiveState", "")
+    if service.get("InvocationID"):
+        running = service.get("ActiveState") in ("activating", "active", "reloading", "deactivating")
+        status = service.get("ExecMainStatus", "")
+        return Timer(unit, active, _seconds(service.get("ExecMainStartTimestamp"))
+                     or (_seconds(timer.get("LastTriggerUSec.unix"))
+                         if timer.get("LastTriggerUSecMonotonic", "0") != "0" else None),
+                     following, "" if running else service.get("Result", ""),
+                     int(status) if status.isdigit() and not running else None, running)
+    job = journal.get("JOB_RESULT", "")
+    microseconds = journal.get("__REALTIME_TIMESTAMP", "")
+    if job and microseconds.isdigit():
+        return Timer(unit, active, int(microseconds) // 1_000_000, following, "success" if job == "done" else job)
+    return Timer(unit, active, None, following, "")
+
+
+def parse_timers(out: str) -> list[Timer]:
+    return [timer_from(unit, props) for unit, props in parse_timer_blocks(out)]
 
 
 def parse_health(out: str) -> Health | None:
@@ -144,13 +216,20 @@ def parse_health(out: str) -> Health | None:
     return Health(fields[2], int(fields[1]), fields[0] == "yes", fields[3] if len(fields) == 4 else "")
 
 
-def parse_disk(out: str, rc: int) -> list[tuple[str, int]]:
-    """`df -Pk` -> (mount point, percent used) for each file system, once each."""
-    seen = {}
+@dataclass(frozen=True)
+class Disk:
+    mount: str
+    used: int           # percent used, as df rounds it
+    free_kib: int       # available to an unprivileged writer (df's Available column)
+
+
+def parse_disk(out: str, rc: int) -> list[Disk]:
+    """`df -Pk` -> each file system once: its mount point, percent used and free KiB."""
+    seen: dict[str, Disk] = {}
     for fields in (line.split() for line in out.splitlines()[1:]):
-        if len(fields) >= 6 and fields[4].rstrip("%").isdigit():
-            seen.setdefault(fields[5], int(fields[4].rstrip("%")))
-    return list(seen.items())
+        if len(fields) >= 6 and fields[4].rstrip("%").isdigit() and fields[3].isdigit():
+            seen.setdefault(fields[5], Disk(fields[5], int(fields[4].rstrip("%")), int(fields[3])))
+    return list(seen.values())
 
 
 def parse_meminfo(out: str) -> dict[str, int]:
@@ -285,11 +364,35 @@ def certificate_check(expires: int | None, now: int, https: bool, warn_days: int
     return Check(OK, "certificate", f"{days} days left")
 
 
-def disk_check(disks: list[tuple[str, int]], warn_percent: int) -> Check:
+def release_need_kib(release_kib: int | None) -> int:
+    """Room the next deploy needs: what the live release takes unpacked (a deploy's own estimate is its archive
+    times deploy.UNPACK_FACTOR), plus the spare a deploy keeps (release_commands.LOW_SPACE_KIB)."""
+    return (release_kib or 0) + LOW_SPACE_KIB
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.0f} MiB" if kib < 10 * 1048576 else f"{kib / 1048576:.1f} GiB"
+
+
+def disk_check(disks: list[Disk], warn_percent: int, need_kib: int = LOW_SPACE_KIB, app_mount: str = "",
+               backups: str = "backups/") -> Check:
+    """FAIL when a file system is full, or the app's has less free than the next release needs; WARN over
+    `warn_percent`. `app_mount` is the mount point the app's directory is on (the last df line)."""
     if not disks:
         return Check(WARN, "disk", "df gave no answer")
-    text = ", ".join(f"{mount} {used} % used" for mount, used in disks)
-    if any(used > warn_percent for _, used in disks):
+    app_mount = app_mount or disks[-1].mount
+    text = ", ".join(f"{d.mount} {d.used} % used, {_mib(d.free_kib)} free" for d in disks)
+    fix = (f"free some space: old database dumps in {backups}, `sudo apt-get clean`, "
+           "`sudo journalctl --vacuum-size=100M`")
+    full = [d.mount for d in disks if d.used >= 100 or d.free_kib == 0]
+    if full:
+        return Check(FAIL, "disk", f"{text}: {', '.join(full)} is full, so deploys, backups, PostgreSQL and the "
+                     f"journal cannot write; {fix}")
+    short = [d for d in disks if d.mount == app_mount and d.free_kib < need_kib]
+    if short:
+        return Check(FAIL, "disk", f"{text}: a deploy needs about {_mib(need_kib)} free on {app_mount} "
+                     f"(a release unpacked, plus a margin) and would be refused; {fix}")
+    if any(d.used > warn_percent for d in disks):
         return Check(WARN, "disk", f"{text}: over {warn_percent} %; deploys, backups and PostgreSQL need room")
     return Check(OK, "disk", text)
 
@@ -379,14 +482,20 @@ def maintenance_check(on: bool) -> Check:
 
 
 def timer_check(timer: Timer, now: int) -> Check:
-    last = f"last ran {age(now - timer.last)} ago ({timer.result})" if timer.last else "has not run yet"
+    service = f"{timer.unit.removesuffix('.timer')}.service"
+    if timer.running:
+        last = "running now" + (f" (since {age(now - timer.last)})" if timer.last else "")
+    elif timer.last is None or not timer.result:
+        last = "has not run yet"
+    else:
+        exit_status = f", exit status {timer.status}" if timer.status else ""
+        last = f"last ran {age(max(now - timer.last, 0))} ago ({timer.result}{exit_status})"
     upcoming = f"next in {age(timer.next - now)}" if timer.next else "not scheduled"
     text = f"{last}, {upcoming}"
     if timer.active != "active":
         return Check(WARN, timer.unit, f"{timer.active}: it will not run; `fab provision` enables it")
-    if timer.result not in ("success", ""):
-        return Check(WARN, timer.unit, f"{text}: its last run failed; see `journalctl -u "
-                     f"{timer.unit.removesuffix('.timer')}.service` on the server")
+    if timer.result not in ("success", "") and not timer.running:
+        return Check(WARN, timer.unit, f"{text}: its last run failed; see `journalctl -u {service}` on the server")
     return Check(OK, timer.unit, text)
 
 
@@ -407,7 +516,8 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
                      Layout(app.name)),
         schema_check(state),
         certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS),
-        disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT),
+        disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, release_need_kib(facts.get("release_kib")),
+                   backups=f"{Layout(app.name).backups}/"),
         memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
         backup_check(facts["newest_backup"], now, any(t.unit == f"{app.name}-backup.timer" for t in timers),
                      defaults.STATUS_BACKUP_DAYS),

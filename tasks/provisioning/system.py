@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import defaults
 from . import Server
 from ..render import render
-from ..shell import q
+from ..shell import q, write_file
 from ..steps import Absent, Change, Check, File, Packages, Probe, Step
 
 APT_PROXY = "/etc/apt/apt.conf.d/80gangway-proxy"
@@ -81,19 +81,31 @@ def swap(server: Server) -> Step:
 
 def parse_hostname(out: str, rc: int) -> dict:
     lines = out.splitlines()
-    return {"name": lines[0].strip() if lines else "", "listed": "listed" in lines[1:]}
+    rest = lines[1:]
+    return {"name": lines[0].strip() if lines else "", "listed": "listed" in rest, "missing": "missing" in rest}
 
 
 HOSTNAME = Probe("hostname",
-                 "h=$(hostname); echo \"$h\"; if awk -v h=\"$h\" "
+                 "h=$(hostname); echo \"$h\"; if [ ! -e /etc/hosts ]; then echo missing; elif awk -v h=\"$h\" "
                  "'!/^[[:space:]]*#/ { for (i = 2; i <= NF; i++) if ($i == h) found = 1 } END { exit !found }' "
                  "/etc/hosts; then echo listed; fi", parse_hostname)
+
+
+def etc_hosts(name: str) -> str:
+    """Debian's /etc/hosts for a host called `name`, as its installer writes it (minimal container images
+    come without one)."""
+    return (f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n\n"
+            "# The following lines are desirable for IPv6 capable hosts\n"
+            "::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n")
 
 
 def _hostname_changes(state: dict, facts) -> list[Change]:
     name = state["name"]
     if state["listed"] or not name:
         return []
+    if state.get("missing"):
+        return [Change(f"/etc/hosts created (localhost and {name})",
+                       (write_file("/etc/hosts", etc_hosts(name), "644", "root", "root"),))]
     # Debian's way: the host's own name on 127.0.1.1. Written in place (not renamed over), since /etc/hosts
     # may be a mount point; added to an existing 127.0.1.1 line rather than a second one.
     lit = q(name)

@@ -4,6 +4,7 @@ operator would see it."""
 from __future__ import annotations
 
 import re
+import shlex
 import ssl
 import time
 from contextlib import closing
@@ -165,3 +166,20 @@ def test_a_rejected_nginx_config_is_rolled_back_and_the_site_keeps_serving(trixi
         trixie.root("rm -f /etc/nginx/conf.d/broken.conf")
     out = trixie.provision().stdout
     assert re.search(r"changed\s+nginx site", out) and trixie.root(f"cat {site}").stdout == before
+
+
+def test_a_server_without_etc_hosts_gets_one_with_localhost_and_its_name(trixie):
+    """Minimal container images come without /etc/hosts: provision writes Debian's, instead of an awk error."""
+    before = trixie.root("cat /etc/hosts").stdout
+    name = trixie.root("hostname").stdout.strip()
+    trixie.root("rm /etc/hosts")
+    try:
+        out = trixie.provision().stdout
+        assert re.search(rf"changed\s+hostname: /etc/hosts created \(localhost and {re.escape(name)}\)", out), out
+        hosts = trixie.root("cat /etc/hosts").stdout.splitlines()
+        assert "127.0.0.1\tlocalhost" in hosts and f"127.0.1.1\t{name}" in hosts, hosts
+        assert trixie.root("stat -c '%a %U' /etc/hosts").stdout.split() == ["644", "root"]
+        assert trixie.root("getent hosts localhost").returncode == 0
+        assert "unable to resolve" not in trixie.root("true").stderr
+    finally:
+        trixie.root(f"printf %s {shlex.quote(before)} > /etc/hosts")

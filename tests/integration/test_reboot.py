@@ -130,3 +130,42 @@ def test_after_a_real_reboot_the_live_release_serves_https_with_no_fab_command(s
     assert f"rolled back to {previous}" in out, out
     assert site.answering().endswith(f" {previous}")
     assert re.search(rf"^{previous} .* current ", site.fab("releases").stdout, re.M)
+
+
+def test_after_a_reboot_a_timer_that_never_ran_still_says_so(site):
+    """systemd reads a timer's LastTriggerUSec back from its stamp file after a reboot, a file it created when
+    the timer first started: `fab status` must not take that for a run, nor the service's default result."""
+    never, ran = f"{APP}-job-rebootnever", f"{APP}-job-rebootran"
+    units = " ".join(f"/etc/systemd/system/{name}.service /etc/systemd/system/{name}.timer" for name in (never, ran))
+    site.root(f"for name in {never} {ran}; do "
+              "printf '[Service]\\nType=oneshot\\nExecStart=/bin/true\\n' > /etc/systemd/system/$name.service; "
+              "printf '[Timer]\\nOnCalendar=*-01-01 00:00:00\\nPersistent=true\\n[Install]\\nWantedBy=timers.target\\n' "
+              "> /etc/systemd/system/$name.timer; "
+              f"done; systemctl daemon-reload; systemctl enable --now {never}.timer {ran}.timer; "
+              f"systemctl start {ran}.service")
+    try:
+        time.sleep(2)  # the stamp file's mtime must be in the past to be read back as a "last trigger"
+        lines = status_lines(site)
+        assert lines[f"{never}.timer"].startswith("ok has not run yet, next in "), lines
+        assert lines[f"{ran}.timer"].startswith("ok last ran "), lines
+
+        site.server.host.reboot()
+        site.root("systemctl is-system-running --wait || true")
+        trigger = site.root(f"systemctl show -p LastTriggerUSec --value {never}.timer").strip()
+        print(f"\nafter the reboot, systemd says {never}.timer last triggered: {trigger or '(never)'}")
+        lines = status_lines(site)
+        assert lines[f"{never}.timer"].startswith("ok has not run yet, next in "), lines
+        assert "success" not in lines[f"{never}.timer"]
+        # The run before the reboot is known from the journal, with its result.
+        assert re.match(r"ok last ran .+ ago \(success\), next in ", lines[f"{ran}.timer"]), lines
+    finally:
+        site.root(f"systemctl disable --now {never}.timer {ran}.timer; rm -f {units} "
+                  f"/var/lib/systemd/timers/stamp-{never}.timer /var/lib/systemd/timers/stamp-{ran}.timer; "
+                  "systemctl daemon-reload", check=False)
+
+
+def status_lines(site) -> dict[str, str]:
+    """`fab status` lines, {name: "LEVEL detail"}; its exit status may be 1 for unrelated warnings."""
+    out = site.fab("status", check=False)
+    assert out.returncode in (0, 1), out.stdout + out.stderr
+    return {m[2]: f"{m[1]} {m[3]}" for m in re.finditer(r"^  (ok|WARN|FAIL) +([^:]+): (.*)$", out.stdout, re.M)}

@@ -135,7 +135,7 @@ def status_facts(health: status.Health) -> dict:
             "now": 1_800_000_000, "units": {f"mysite@{LIVE}.service": "active/running",
                                             "nginx.service": "active/running",
                                             "postgresql.service": "active/exited"},
-            "timers": [], "health": health, "certificate": None, "disk": [("/", 40)],
+            "timers": [], "health": health, "certificate": None, "disk": [status.Disk("/", 40, 8 << 20)],
             "memory": {"MemTotal": 2_000_000, "MemAvailable": 1_500_000}, "newest_backup": None,
             "updates": (0, 0), "unattended": True, "reboot": None}
 

@@ -9,7 +9,7 @@ import pytest
 
 from tasks import defaults, status
 from tasks.inventory import Acme, App, Host, Inventory
-from tasks.release_commands import state_probes
+from tasks.release_commands import LOW_SPACE_KIB, state_probes
 from tasks.releases import GOOD, Release, ServerState
 from tasks.status import FAIL, OK, WARN, Health, Timer
 from tests.unit.shellcheck import assert_shellcheck_clean
@@ -57,19 +57,325 @@ def test_units_timers_disk_memory_and_backups_are_read():
     units = status.parse_units("nginx.service loaded active running A high performance web server\n"
                                "mysite@X.service loaded failed failed Gunicorn for mysite, release X\n")
     assert units == {"nginx.service": "active/running", "mysite@X.service": "failed/failed"}
-    timers = status.parse_timers(f"mysite-backup.timer\tactive\t{NOW - 60}\t{NOW + 60}\tsuccess\n"
-                                 "certbot.timer\tactive\t\t\t\n")
-    assert timers == [Timer("mysite-backup.timer", "active", NOW - 60, NOW + 60, "success"),
-                      Timer("certbot.timer", "active", None, None, "")]
     disk = ("Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/sda1 100 91 9 91% /\n"
             "/dev/sda1 100 91 9 91% /\n")
-    assert status.parse_disk(disk, 0) == [("/", 91)]
+    assert status.parse_disk(disk, 0) == [status.Disk("/", 91, 9)]
     assert status.parse_meminfo("MemTotal:  2048000 kB\nMemAvailable: 1024000 kB\n") == {
         "MemTotal": 2048000, "MemAvailable": 1024000}
     assert status.parse_backup("1799999000.5 1048576 20261127T020000Z-daily.dump\n") == (
         1799999000, 1048576, "20261127T020000Z-daily.dump")
     assert status.parse_backup("") is None
     assert status.parse_health("garbage") is None
+
+
+# --- timers, from real `status.timers_command` output ----------------------------------------------------------
+# Captured on Debian 12 (systemd 252) and Debian 13 (systemd 257) test servers with three Persistent=true timers:
+# gw-never (never ran), gw-ran (its service ran, /bin/true), gw-bad (its service failed, /bin/false).
+# "after a restart": the timers stopped, their services unloaded and the timers started again, which is what a
+# reboot does to them: LastTriggerUSec comes back from the stamp file systemd created when each timer first
+# started (also for gw-never), with LastTriggerUSecMonotonic=0, and every service says Result=success.
+
+AFTER_RESTART_252 = """\
+@timer gw-bad.timer
+Unit=gw-bad.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:25 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440705
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=success
+ExecMainStartTimestamp=
+ExecMainExitTimestamp=
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=
+@journal
+__REALTIME_TIMESTAMP=1796440705828456
+JOB_RESULT=failed
+@timer gw-never.timer
+Unit=gw-never.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:25 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440705
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=success
+ExecMainStartTimestamp=
+ExecMainExitTimestamp=
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=
+@journal
+@timer gw-ran.timer
+Unit=gw-ran.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:25 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440705
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=success
+ExecMainStartTimestamp=
+ExecMainExitTimestamp=
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=
+@journal
+__REALTIME_TIMESTAMP=1796440705813437
+JOB_RESULT=done
+"""
+
+RAN_THIS_BOOT_252 = """\
+@timer gw-bad.timer
+Unit=gw-bad.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:25 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440705
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=exit-code
+ExecMainStartTimestamp=@1796440763
+ExecMainExitTimestamp=@1796440763
+ExecMainStatus=1
+ActiveState=failed
+InvocationID=8b0e1e3045844d6998555e76c1117217
+@timer gw-never.timer
+Unit=gw-never.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:25 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440705
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=success
+ExecMainStartTimestamp=
+ExecMainExitTimestamp=
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=
+@journal
+@timer gw-ran.timer
+Unit=gw-ran.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:25 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440705
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=success
+ExecMainStartTimestamp=@1796440763
+ExecMainExitTimestamp=@1796440763
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=0fde08b5b7fc4f3989ad142054b84556
+"""
+
+FIRED_252 = """\
+@timer gw-fired.timer
+Unit=gw-fired.service
+NextElapseUSecRealtime=
+LastTriggerUSec=Sat 2026-12-05 03:19:36 UTC
+LastTriggerUSecMonotonic=12h 45min 49.248573s
+ActiveState=active
+LastTriggerUSec.unix=1796440776
+NextElapseUSecRealtime.unix=
+@service
+Result=success
+ExecMainStartTimestamp=@1796440776
+ExecMainExitTimestamp=@1796440776
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=9f424c9977b9483e973f017a925011a1
+"""  # OnActiveSec=1: triggered by the timer itself
+
+AFTER_RESTART_257 = """\
+@timer gw-bad.timer
+Unit=gw-bad.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:26 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440706
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=success
+ExecMainStartTimestamp=
+ExecMainExitTimestamp=
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=
+@journal
+__REALTIME_TIMESTAMP=1796440706576575
+JOB_RESULT=failed
+@timer gw-never.timer
+Unit=gw-never.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:26 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440706
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=success
+ExecMainStartTimestamp=
+ExecMainExitTimestamp=
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=
+@journal
+@timer gw-ran.timer
+Unit=gw-ran.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:26 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440706
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=success
+ExecMainStartTimestamp=
+ExecMainExitTimestamp=
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=
+@journal
+__REALTIME_TIMESTAMP=1796440706517082
+JOB_RESULT=done
+"""
+
+RAN_THIS_BOOT_257 = """\
+@timer gw-bad.timer
+Unit=gw-bad.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:26 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440706
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=exit-code
+ExecMainStartTimestamp=@1796440763
+ExecMainExitTimestamp=@1796440763
+ExecMainStatus=1
+ActiveState=failed
+InvocationID=45286dc9075b4e9894a50c6a2ad8bed6
+@timer gw-never.timer
+Unit=gw-never.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:26 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440706
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=success
+ExecMainStartTimestamp=
+ExecMainExitTimestamp=
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=
+@journal
+@timer gw-ran.timer
+Unit=gw-ran.service
+NextElapseUSecRealtime=Sun 2026-12-06 00:00:00 UTC
+LastTriggerUSec=Sat 2026-12-05 03:18:26 UTC
+LastTriggerUSecMonotonic=0
+ActiveState=active
+LastTriggerUSec.unix=1796440706
+NextElapseUSecRealtime.unix=1796515200
+@service
+Result=success
+ExecMainStartTimestamp=@1796440763
+ExecMainExitTimestamp=@1796440763
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=173c5eb13301465e9305c25011b6c2e9
+"""
+
+FIRED_257 = """\
+@timer gw-fired.timer
+Unit=gw-fired.service
+NextElapseUSecRealtime=
+LastTriggerUSec=Sat 2026-12-05 03:19:37 UTC
+LastTriggerUSecMonotonic=12h 45min 49.473575s
+ActiveState=active
+LastTriggerUSec.unix=1796440777
+NextElapseUSecRealtime.unix=
+@service
+Result=success
+ExecMainStartTimestamp=@1796440777
+ExecMainExitTimestamp=@1796440777
+ExecMainStatus=0
+ActiveState=inactive
+InvocationID=345c3e08719547d992384db6e4c03968
+"""  # OnActiveSec=1: triggered by the timer itself
+
+
+def _by_unit(out: str) -> dict[str, Timer]:
+    return {t.unit: t for t in status.parse_timers(out)}
+
+
+@pytest.mark.parametrize("out", [AFTER_RESTART_252, AFTER_RESTART_257], ids=["systemd-252", "systemd-257"])
+def test_after_a_reboot_a_timer_that_never_ran_has_not_run_whatever_its_stamp_says(out):
+    timers = _by_unit(out)
+    never = timers["gw-never.timer"]
+    assert never.last is None and never.result == "" and never.next == 1796515200
+    assert status.timer_check(never, 1796441000) == status.Check(OK, "gw-never.timer",
+                                                                  "has not run yet, next in 20 h")
+    # Runs before the restart are known from the journal: when, and whether they failed.
+    ran, bad = timers["gw-ran.timer"], timers["gw-bad.timer"]
+    assert (ran.last, ran.result) == (int(out.split("__REALTIME_TIMESTAMP=")[2][:10]), "success")
+    assert bad.result == "failed" and bad.last is not None
+    assert status.timer_check(bad, 1796441000).level == WARN
+    assert status.timer_check(ran, 1796441000).level == OK
+
+
+@pytest.mark.parametrize("out", [RAN_THIS_BOOT_252, RAN_THIS_BOOT_257], ids=["systemd-252", "systemd-257"])
+def test_a_run_in_this_boot_is_read_from_the_service_with_its_result_and_exit_status(out):
+    timers = _by_unit(out)
+    bad, ran = timers["gw-bad.timer"], timers["gw-ran.timer"]
+    assert (bad.result, bad.status, bad.running) == ("exit-code", 1, False)
+    assert (ran.result, ran.status) == ("success", 0)
+    assert ran.last and ran.last > 1796440000
+    check = status.timer_check(bad, bad.last + 600)
+    assert check.level == WARN and check.detail.startswith("last ran 10 min ago (exit-code, exit status 1)")
+    assert "journalctl -u gw-bad.service" in check.detail
+    assert status.timer_check(ran, ran.last + 600).detail.startswith("last ran 10 min ago (success), next in ")
+    assert timers["gw-never.timer"].last is None
+
+
+@pytest.mark.parametrize("out", [FIRED_252, FIRED_257], ids=["systemd-252", "systemd-257"])
+def test_a_timer_that_fired_in_this_boot_shows_its_service_s_run(out):
+    fired = _by_unit(out)["gw-fired.timer"]
+    assert fired.result == "success" and fired.last == int(out.split("ExecMainStartTimestamp=@")[1][:10])
+    assert fired.next is None  # a monotonic timer has no calendar time for its next run
+
+
+def test_a_timer_whose_service_is_running_says_so_and_does_not_report_a_result():
+    out = ("@timer mysite-backup.timer\nUnit=mysite-backup.service\nActiveState=active\n"
+           "NextElapseUSecRealtime.unix=1800000600\n@service\nInvocationID=abc\nActiveState=activating\n"
+           "Result=success\nExecMainStatus=0\nExecMainStartTimestamp=@1799999880\n")
+    timer = status.parse_timers(out)[0]
+    assert timer.running and timer.result == ""
+    assert status.timer_check(timer, NOW) == status.Check(OK, "mysite-backup.timer",
+                                                          "running now (since 2 min), next in 10 min")
+
+
+def test_the_timers_probe_asks_systemd_for_its_own_properties():
+    command = status.timers_command("systemctl list-units --plain --no-legend 'x-*.timer'")
+    for name in ("LastTriggerUSec", "LastTriggerUSecMonotonic", "NextElapseUSecRealtime", "InvocationID",
+                 "ExecMainStatus", "ExecMainStartTimestamp", "--timestamp=unix", "JOB_RESULT=failed"):
+        assert name in command
+    assert "stat " not in command and "/var/lib/systemd/timers" not in command  # no stamp file's mtime
 
 
 # --- what needs attention ---------------------------------------------------------------------------------------
@@ -83,11 +389,43 @@ def test_the_certificate_warns_under_the_threshold_and_fails_once_expired():
     assert status.certificate_check(None, NOW, False, days) is None  # no domains: no TLS to check
 
 
-def test_a_full_disk_or_memory_warns():
-    assert status.disk_check([("/", 90)], 90).level == OK
-    assert status.disk_check([("/", 60), ("/srv", 91)], 90).level == WARN
+GIB = 1048576  # KiB
+
+
+def test_a_nearly_full_disk_or_memory_warns():
+    assert status.disk_check([status.Disk("/", 90, 2 * GIB)], 90).level == OK
+    assert status.disk_check([status.Disk("/", 60, 8 * GIB), status.Disk("/srv", 91, 2 * GIB)], 90).level == WARN
     assert status.memory_check({"MemTotal": 1000, "MemAvailable": 50}, 90).level == WARN
     assert status.memory_check({"MemTotal": 1000, "MemAvailable": 500}, 90).level == OK
+
+
+def test_a_full_disk_fails_with_the_free_space_and_the_fix():
+    df = ("Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+          "/dev/sda1 10255636 10239252 0 100% /\n/dev/sda1 10255636 10239252 0 100% /\n")
+    check = status.disk_check(status.parse_disk(df, 0), 90, backups="/srv/mysite/backups/")
+    assert check.level == FAIL
+    assert "/ 100 % used, 0 MiB free" in check.detail and "/ is full" in check.detail
+    for fix in ("/srv/mysite/backups/", "apt-get clean", "journalctl --vacuum-size"):
+        assert fix in check.detail
+
+
+def test_too_little_room_for_the_next_release_fails_before_the_disk_is_full():
+    need = status.release_need_kib(200 * 1024)  # the live release takes 200 MiB unpacked
+    assert need == 200 * 1024 + LOW_SPACE_KIB
+    short = status.disk_check([status.Disk("/", 97, 150 * 1024)], 90, need)
+    assert short.level == FAIL and "150 MiB free" in short.detail and f"about {need // 1024} MiB" in short.detail
+    assert status.disk_check([status.Disk("/", 97, need + 1)], 90, need).level == WARN
+    # No release yet: the spare a deploy keeps is the floor.
+    assert status.disk_check([status.Disk("/", 99, LOW_SPACE_KIB - 1)], 90,
+                             status.release_need_kib(None)).level == FAIL
+    # Only the file system the app lives on is held to a release's size.
+    assert status.disk_check([status.Disk("/", 50, 100), status.Disk("/srv", 50, 5 * GIB)], 90, need).level == OK
+
+
+def test_the_status_probes_measure_the_live_release(tmp_path):
+    probe = next(p for p in status.status_probes(LAYOUT, "a", "/", True) if p.key == "release_kib")
+    assert probe.parse("2048\t/srv/mysite/releases/X\n", 0) == 2048
+    assert probe.parse("", 1) is None
 
 
 def test_an_old_backup_warns_only_when_backups_are_scheduled():
@@ -178,7 +516,8 @@ def _facts(**changes) -> dict:
                        "unattended-upgrades.service": "active/running"},
              "timers": [Timer("certbot.timer", "active", None, NOW + DAY, ""),
                         Timer("apt-daily-upgrade.timer", "active", None, NOW + DAY, "")],
-             "health": Health("200", 0, True, LAYOUT.socket(LIVE)), "certificate": NOW + 60 * DAY, "disk": [("/", 40)],
+             "health": Health("200", 0, True, LAYOUT.socket(LIVE)), "certificate": NOW + 60 * DAY,
+             "disk": [status.Disk("/", 40, 8 << 20)],
              "memory": {"MemTotal": 2000000, "MemAvailable": 1500000}, "newest_backup": None, "updates": (0, 0),
              "unattended": True, "reboot": None, "maintenance": False}
     return {**facts, **changes}

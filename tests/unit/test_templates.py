@@ -229,8 +229,8 @@ def test_login_defaults_forbid_core_dumps_and_close_idle_shells():
 def test_hostname_is_added_to_etc_hosts_once(tmp_path):
     import subprocess
     from tasks.provisioning import system
-    assert system._hostname_changes({"name": "web-1", "listed": True}, {}) == []
-    commands = system._hostname_changes({"name": "web-1", "listed": False}, {})[0].commands
+    assert system._hostname_changes({"name": "web-1", "listed": True, "missing": False}, {}) == []
+    commands = system._hostname_changes({"name": "web-1", "listed": False, "missing": False}, {})[0].commands
     for before, after in (("127.0.0.1\tlocalhost\n127.0.1.1\told\n", "127.0.0.1\tlocalhost\n127.0.1.1\told web-1\n"),
                           ("127.0.0.1\tlocalhost\n", "127.0.0.1\tlocalhost\n127.0.1.1\tweb-1\n")):
         hosts = tmp_path / "hosts"
@@ -240,7 +240,29 @@ def test_hostname_is_added_to_etc_hosts_once(tmp_path):
         assert hosts.read_text() == after
         probe = system.HOSTNAME.command.replace("$(hostname)", "web-1").replace("/etc/hosts", str(hosts))
         out = subprocess.run(["sh", "-c", probe], capture_output=True, text=True)
-        assert system.parse_hostname(out.stdout, out.returncode) == {"name": "web-1", "listed": True}
+        assert system.parse_hostname(out.stdout, out.returncode) == {"name": "web-1", "listed": True, "missing": False}
+
+
+def test_a_server_without_etc_hosts_gets_one_with_localhost_and_its_name(tmp_path):
+    import subprocess
+    from tasks.provisioning import system
+    hosts = tmp_path / "hosts"  # does not exist, as on a minimal container image
+    probe = system.HOSTNAME.command.replace("$(hostname)", "web-1").replace("/etc/hosts", str(hosts))
+    out = subprocess.run(["sh", "-c", probe], capture_output=True, text=True)
+    assert out.stderr == ""  # no raw awk error
+    state = system.parse_hostname(out.stdout, out.returncode)
+    assert state == {"name": "web-1", "listed": False, "missing": True}
+    changes = system._hostname_changes(state, {})
+    assert [c.what for c in changes] == ["/etc/hosts created (localhost and web-1)"]
+    owner = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    script = changes[0].commands[0].replace("/etc/hosts", str(hosts)).replace("root:root", f"{owner}:")
+    subprocess.run(["sh", "-ec", script], check=True)
+    lines = hosts.read_text().splitlines()
+    assert "127.0.0.1\tlocalhost" in lines and "127.0.1.1\tweb-1" in lines
+    assert any(line.startswith("::1 ") and "localhost" in line.split() for line in lines)
+    assert oct(hosts.stat().st_mode & 0o777) == "0o644"
+    out = subprocess.run(["sh", "-c", probe], capture_output=True, text=True)
+    assert system.parse_hostname(out.stdout, out.returncode)["listed"]  # a second provision changes nothing
 
 
 def test_gunicorn_unit_filters_system_calls_and_limits_resources():
