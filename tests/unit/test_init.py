@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -208,6 +209,7 @@ def test_a_key_path_with_quotes_and_yaml_syntax_is_written_as_a_plain_string(blo
 # DATABASE_URL (parsed here with urllib, as dj-database-url does).
 TEAM_SETTINGS = '''
 import os
+import secrets
 from urllib.parse import urlsplit
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-only-for-development")
@@ -329,3 +331,66 @@ def test_a_hostile_url_pattern_is_never_the_health_check_and_an_odd_one_is_quote
     assert 'health_check: "/a:b@c/"' in (blog / "deploy" / "production.yaml").read_text()
     assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/a:b@c/"
     assert not (blog / "x").exists()
+
+
+# The production settings checked by `manage.py check --deploy`: as the server reads them, but with SQLite in
+# memory for the database (the deploy checks do not look at it, and no PostgreSQL driver is installed here).
+CHECKED_SETTINGS = ('from .settings_production import *  # noqa\n'
+                    'DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}\n')
+
+
+def manage_production(directory: Path, *args: str, https: str = "1") -> subprocess.CompletedProcess:
+    (directory / "mysite" / "settings_checked.py").write_text(CHECKED_SETTINGS)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_") and k != "DATABASE_URL"}
+    env = {**clean, "DJANGO_SETTINGS_MODULE": "mysite.settings_checked", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+           "DJANGO_ALLOWED_HOSTS": "blog.test,www.blog.test", "DATABASE_URL": "postgres:///mysite",
+           "DJANGO_STATIC_ROOT": str(directory / "static"), "DJANGO_MEDIA_ROOT": str(directory / "media"),
+           "DJANGO_HTTPS": https}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=directory, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_production_settings_pass_check_deploy_without_a_warning(blog):
+    run_init(blog)
+    checked = manage_production(blog, "check", "--deploy")
+    assert checked.returncode == 0, checked.stderr
+    assert "System check identified no issues (2 silenced)." in checked.stdout, checked.stdout + checked.stderr
+    assert "WARNINGS" not in checked.stdout + checked.stderr
+    text = (blog / "mysite" / "settings_production.py").read_text()
+    assert "gangway's nginx answers every\n    # http:// request with a redirect" in text
+    # On plain HTTP (no domains, no certificate) nothing redirects to HTTPS: those warnings are true, and shown.
+    plain = manage_production(blog, "check", "--deploy", https="0")
+    assert "security.W008" in plain.stderr and "security.W004" in plain.stderr
+
+
+def test_a_project_without_default_auto_field_keeps_its_autofield_ids_and_gets_no_w042(blog):
+    settings = blog / "mysite" / "settings.py"
+    settings.write_text(settings.read_text().replace("DEFAULT_AUTO_FIELD", "# DEFAULT_AUTO_FIELD")
+                        .replace("'django.contrib.staticfiles',", "'django.contrib.staticfiles', 'blog',"))
+    (blog / "blog" / "migrations").mkdir(parents=True)
+    (blog / "blog" / "__init__.py").write_text("")
+    (blog / "blog" / "migrations" / "__init__.py").write_text("")
+    (blog / "blog" / "models.py").write_text("from django.db import models\n\n\nclass Post(models.Model):\n"
+                                             "    title = models.CharField(max_length=200)\n")
+    made = subprocess.run([sys.executable, "manage.py", "makemigrations", "blog"], cwd=blog, capture_output=True,
+                          text=True, env={k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")})
+    assert made.returncode == 0, made.stderr
+    assert "models.AutoField(" in (blog / "blog" / "migrations" / "0001_initial.py").read_text()
+    laptop = subprocess.run([sys.executable, "manage.py", "check"], cwd=blog, capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")})
+    assert "models.W042" in laptop.stderr  # the warning the production settings must not have
+
+    run_init(blog)
+    checked = manage_production(blog, "check", "--deploy")
+    assert "W042" not in checked.stdout + checked.stderr and "WARNINGS" not in checked.stderr, checked.stderr
+    unchanged = manage_production(blog, "makemigrations", "--check", "--dry-run")
+    assert unchanged.returncode == 0 and "No changes detected" in unchanged.stdout, unchanged.stdout
+
+
+def test_a_default_auto_field_of_the_projects_own_is_kept(blog):
+    settings = blog / "mysite" / "settings.py"
+    assert "DEFAULT_AUTO_FIELD = 'django.db.models.BigAutoField'" in settings.read_text()
+    run_init(blog)
+    shown = manage_production(blog, "shell", "--command",
+                              "from django.conf import settings; print(settings.DEFAULT_AUTO_FIELD)")
+    assert shown.stdout.splitlines()[-1] == "django.db.models.BigAutoField", shown.stderr
