@@ -4,6 +4,7 @@ no requirements file): what it writes, what it only shows, and what it refuses."
 from __future__ import annotations
 
 import json
+import re
 import os
 import secrets
 import subprocess
@@ -192,7 +193,9 @@ def test_settings_that_cannot_be_imported_here_are_named_and_the_requirements_st
     assert ("mysite.settings could not be imported here (ModuleNotFoundError: No module named "
             "'a_package_not_installed_here'), so only the requirements were checked") in out
     assert "mysite/settings_production.py" not in outcome.written
-    assert "Django 1.11.29 does not run on the server's Python 3.13" in out
+    # init has not seen the server: what it says holds for either Debian release gangway sets up.
+    assert "Django 1.11.29 runs neither on Debian 12 (Python 3.11) nor on Debian 13 (Python 3.13)" in out
+    assert "the server's Python" not in out
     assert outcome.blocking == ["requirements.txt names no PostgreSQL driver: Django cannot reach the server's "
                                 "PostgreSQL without one, so add psycopg2-binary>=2.8,<2.10"]
 
@@ -394,3 +397,82 @@ def test_a_default_auto_field_of_the_projects_own_is_kept(blog):
     shown = manage_production(blog, "shell", "--command",
                               "from django.conf import settings; print(settings.DEFAULT_AUTO_FIELD)")
     assert shown.stdout.splitlines()[-1] == "django.db.models.BigAutoField", shown.stderr
+
+
+def django_girls_2018(directory: Path) -> Path:
+    """A Django Girls blog as the tutorial had it made with Django 2.2: startproject's settings (their first
+    lines name 2.2.4), the blog's URLs with url(), its base template loading staticfiles."""
+    startproject(directory)
+    settings = directory / "mysite" / "settings.py"
+    text = settings.read_text()
+    generated = re.search(r"using Django [0-9.]+\.", text).group(0)
+    settings.write_text(text.replace(generated, "using Django 2.2.4.")
+                        .replace("'django.contrib.staticfiles',", "'django.contrib.staticfiles',\n    'blog',"))
+    blog = directory / "blog"
+    (blog / "templates" / "blog").mkdir(parents=True)
+    (blog / "__init__.py").write_text("")
+    (blog / "views.py").write_text("from django.shortcuts import render\n\n\ndef post_list(request):\n"
+                                   "    return render(request, 'blog/post_list.html', {})\n")
+    (blog / "urls.py").write_text("from django.conf.urls import url\nfrom . import views\n\nurlpatterns = [\n"
+                                  "    url(r'^$', views.post_list, name='post_list'),\n"
+                                  "    url(r'^post/(?P<pk>\\d+)/$', views.post_list, name='post_detail'),\n]\n")
+    (blog / "templates" / "blog" / "post_list.html").write_text(
+        "{% load staticfiles %}\n<link rel=\"stylesheet\" href=\"{% static 'css/blog.css' %}\">\n")
+    (directory / "mysite" / "urls.py").write_text(
+        "from django.conf.urls import include, url\nfrom django.contrib import admin\n\nurlpatterns = [\n"
+        "    url(r'^admin/', admin.site.urls),\n    url(r'', include('blog.urls')),\n]\n")
+    return directory
+
+
+def test_a_django_2_2_blog_gets_the_version_it_is_pinned_to_why_and_each_removed_api_it_uses(tmp_path):
+    project = django_girls_2018(tmp_path / "blog")
+    outcome, out = run_init(project)
+    requirements = (project / "requirements.txt").read_text()
+    assert "Django>=5.2,<5.3" in requirements
+    assert ("requirements.txt pins Django>=5.2,<5.3 (5.2 LTS), not your project's Django 2.2.4 (startproject "
+            "made your settings with it): Django 2.2.4 runs neither on Debian 12 (Python 3.11) nor on Debian 13 "
+            "(Python 3.13), the Debian releases gangway sets up") in out
+    assert "Django 2.2.4 -> 5.2: your code uses 3 thing(s) Django removed on the way" in out
+    assert ("  - blog/templates/blog/post_list.html:1 loads the tag library staticfiles: since Django 3.0, "
+            "`{% load staticfiles %}` and `{% load admin_static %}` are gone: write `{% load static %}`") in out
+    assert ("  - blog/urls.py:1 imports url from django.conf.urls: since Django 4.0, `url()` from "
+            "`django.conf.urls` is gone: use `path()` or `re_path()` from `django.urls`") in out
+    assert "  - mysite/urls.py:1 imports url from django.conf.urls: since Django 4.0" in out
+    assert len(outcome.blocking) == 3 and all("since Django" in problem for problem in outcome.blocking)
+    assert "the server's Python" not in out  # nothing was said about a server init has not seen
+
+    # The tutorial's own requirements file pins 2.2: the same uses, and what to pin instead.
+    (project / "requirements.txt").write_text("Django~=2.2.4\npsycopg2-binary\n")
+    (project / "deploy" / "production.yaml").unlink()
+    outcome, out = run_init(project)
+    assert "Django 2.2.4 runs neither on Debian 12 (Python 3.11) nor on Debian 13 (Python 3.13)" in out
+    assert "pin e.g. Django>=5.2,<5.3 in requirements.txt" in out
+    assert "Django 2.2.4 -> 5.2: your code uses 3 thing(s)" in out and len(outcome.blocking) == 3
+
+    # Changed as the hints say: nothing is left, and init says the move was read.
+    (project / "blog" / "urls.py").write_text("from django.urls import path\nfrom . import views\n\n"
+                                              "urlpatterns = [path('', views.post_list, name='post_list')]\n")
+    (project / "mysite" / "urls.py").write_text(
+        "from django.contrib import admin\nfrom django.urls import include, path\n\n"
+        "urlpatterns = [path('admin/', admin.site.urls), path('', include('blog.urls'))]\n")
+    template = project / "blog" / "templates" / "blog" / "post_list.html"
+    template.write_text(template.read_text().replace("staticfiles", "static"))
+    (project / "requirements.txt").write_text("Django>=5.2,<5.3\npsycopg[binary]\n")
+    (project / "deploy" / "production.yaml").unlink()
+    outcome, out = run_init(project)
+    assert "your code uses none of what Django removed in between" not in out  # 5.2 is pinned: no move
+    assert "thing(s)" not in out and outcome.blocking == []
+
+
+def test_a_project_whose_django_runs_on_the_server_keeps_its_series(blog):
+    run_init(blog)
+    import django
+    series = ".".join(map(str, django.VERSION[:2]))
+    assert f"Django>={django.get_version()},<" in (blog / "requirements.txt").read_text()
+    _, out = run_init(blog)  # the second run: nothing written, nothing to say about a pin
+    assert "pins" not in out
+    (blog / "requirements.txt").unlink()
+    _, out = run_init(blog)
+    assert (f"requirements.txt pins Django>={django.get_version()},<") in out
+    assert f"your project's Django {django.get_version()} (startproject made your settings with it)" in out
+    assert series in out
