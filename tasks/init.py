@@ -161,7 +161,7 @@ def health_check(facts: dict | None) -> dict | None:
     here), else whether / has a page and the path to check ('' when no page without parameters was found)."""
     health = (facts or {}).get("health")
     if health and health["path"] and inv.check_url_path(health["path"]):
-        return {**health, "path": ""}  # not a path the inventory takes: as if none was found
+        return {**health, "path": "", "redirect": ""}  # not a path the inventory takes: as if none was found
     return health
 
 
@@ -368,16 +368,23 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
 
 
 def _health_note(health: dict | None, path: str, say: Callable[[str], None]) -> None:
-    """Say what the URLs tell about the inventory's health check `path` when / has no page."""
+    """Say what the URLs (read with DEBUG off, as production runs them) tell about the inventory's health check
+    `path` when / has no page of its own."""
     if not health or health["root"]:
         return
+    redirect = health.get("redirect")
+    where = (f"your URLs answer / with a redirect to {redirect} (a redirect is not a 2xx)" if redirect else
+             "your URLs have no page at /")
     if path == health["path"]:
-        say(f"  health    your URLs have no page at /, so the health check (app.health_check) asks for {path}, "
-            "the first page without parameters in them: a new release must answer it with 200 to get traffic")
+        say(f"  health    {where}, so the health check (app.health_check) asks for {path}"
+            + ("" if redirect else ", the first page without parameters in them")
+            + ": a new release must answer it with 200 to get traffic")
     elif path == "/":
-        say("  note      your URLs have no page at /, so a health check of / would answer 404 and no release "
+        say(f"  note      {where}, so a health check of / would answer "
+            + ("with that redirect" if redirect else "404") + " and no release "
             "would get traffic: set app.health_check in " + INVENTORY_FILE + " to "
-            + (f"{health['path']} (the first page without parameters in your URLs)" if health["path"] else
+            + (f"{redirect} (where / leads)" if redirect else
+               f"{health['path']} (the first page without parameters in your URLs)" if health["path"] else
                "a path that answers 200 without a login"))
 
 

@@ -476,3 +476,54 @@ def test_a_project_whose_django_runs_on_the_server_keeps_its_series(blog):
     assert (f"requirements.txt pins Django>={django.get_version()},<") in out
     assert f"your project's Django {django.get_version()} (startproject made your settings with it)" in out
     assert series in out
+
+
+def test_the_health_path_is_read_with_debug_off_and_follows_the_language_redirect(blog):
+    """A project with i18n_patterns (LocaleMiddleware sends / to /en/) and URLs added only under DEBUG (a debug
+    toolbar's /__debug__/, first in the list): the server runs with DEBUG off, where those do not exist."""
+    (blog / "pages").mkdir()
+    (blog / "pages" / "__init__.py").write_text("")
+    (blog / "pages" / "urls.py").write_text(
+        "from django.http import HttpResponse\nfrom django.urls import path\n"
+        "def view(request):\n    return HttpResponse('ok')\n"
+        "urlpatterns = [path('', view), path('about/', view)]\n")
+    (blog / "toolbar").mkdir()
+    (blog / "toolbar" / "__init__.py").write_text("")
+    (blog / "toolbar" / "urls.py").write_text(
+        "from django.http import HttpResponse\nfrom django.urls import path\n"
+        "urlpatterns = [path('', lambda request: HttpResponse('panels'))]\n")
+    (blog / "mysite" / "urls.py").write_text(
+        "from django.conf import settings\nfrom django.conf.urls.i18n import i18n_patterns\n"
+        "from django.contrib import admin\nfrom django.urls import include, path\n\n"
+        "urlpatterns = i18n_patterns(path('admin/', admin.site.urls), path('', include('pages.urls')))\n"
+        "if settings.DEBUG:\n    urlpatterns = [path('__debug__/', include('toolbar.urls'))] + urlpatterns\n")
+    settings = blog / "mysite" / "settings.py"
+    settings.write_text(settings.read_text().replace(
+        "'django.contrib.sessions.middleware.SessionMiddleware',",
+        "'django.contrib.sessions.middleware.SessionMiddleware',\n    'django.middleware.locale.LocaleMiddleware',"))
+    _, out = run_init(blog)
+    text = (blog / "deploy" / "production.yaml").read_text()
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/en/"
+    assert "__debug__" not in text and "__debug__" not in out
+    assert "# Your URLs answer / with a redirect to this page (read with DEBUG off" in text
+    assert "your URLs answer / with a redirect to /en/ (a redirect is not a 2xx), so the health check " \
+           "(app.health_check) asks for /en/" in out
+
+    # What production answers there, with the production settings init wrote: 302 at /, 200 at /en/.
+    answered = manage_production(blog, "shell", "--command", (
+        "from django.test import Client\nfrom django.test.utils import setup_test_environment\n"
+        "setup_test_environment()\nc = Client()\n"
+        "print(c.get('/').status_code, c.get('/').get('Location'), c.get('/en/').status_code, "
+        "c.get('/__debug__/').status_code)"))
+    assert answered.stdout.splitlines()[-1] == "302 /en/ 200 404", answered.stderr
+
+
+def test_a_redirect_view_at_slash_is_followed_to_its_page(blog):
+    add_polls(blog)
+    urls = blog / "mysite" / "urls.py"
+    urls.write_text(urls.read_text().replace(
+        "urlpatterns = [", "from django.views.generic import RedirectView\n"
+                           "urlpatterns = [path('', RedirectView.as_view(url='/polls/')), "))
+    _, out = run_init(blog)
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/polls/"
+    assert "your URLs answer / with a redirect to /polls/" in out
