@@ -7,6 +7,7 @@ which versions can, and what usually needs changing in the code.
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 
@@ -61,39 +62,114 @@ SERIES = (
 @dataclass(frozen=True)
 class Break:
     """What usually needs changing in a project's code when it moves past a Django version: the first version
-    without it, the change, and (when there is one) the error an unchanged project meets, as a pattern."""
+    without it, the change, (when there is one) the error an unchanged project meets, as a pattern, and what
+    code that still needs the change contains (`uses`, see `removed_uses`)."""
     since: tuple[int, int]
     change: str
     error: str = ""
+    uses: tuple[str, ...] = ()
 
     @property
     def hint(self) -> str:
         return f"since Django {self.since[0]}.{self.since[1]}, {self.change}"
 
 
+# `uses`: "import:MODULE" (importing it, or from it), "import:MODULE:NAME" (importing NAME from MODULE),
+# "call:NAME" (calling NAME without an on_delete= and with fewer than two positional arguments: the model
+# fields that need one), "setting:NAME" (assigning NAME at a module's top level), "method:NAME" (calling a
+# method NAME), "template:LIBRARY" ({% load LIBRARY %} in a template).
+_TRANSLATION = "import:django.utils.translation:"
 BREAKS = (
     Break((2, 0), "`django.core.urlresolvers` is gone: import `reverse` from `django.urls`",
-          r"No module named 'django\.core\.urlresolvers'"),
+          r"No module named 'django\.core\.urlresolvers'", ("import:django.core.urlresolvers",)),
     Break((2, 0), "`ForeignKey` and `OneToOneField` need `on_delete=`, e.g. `on_delete=models.CASCADE`",
-          r"missing 1 required positional argument: 'on_delete'"),
-    Break((2, 0), "`MIDDLEWARE_CLASSES` is gone: the setting is `MIDDLEWARE`"),
+          r"missing 1 required positional argument: 'on_delete'", ("call:ForeignKey", "call:OneToOneField")),
+    Break((2, 0), "`MIDDLEWARE_CLASSES` is gone: the setting is `MIDDLEWARE`", uses=("setting:MIDDLEWARE_CLASSES",)),
     Break((3, 0), "`django.utils.six` is gone: a package importing it predates your Django (upgrade it); in your "
                   "own code use Python 3 itself (`str`, `import io`), or the `six` package",
-          r"No module named 'django\.utils\.six'"),
+          r"No module named 'django\.utils\.six'", ("import:django.utils.six",)),
     Break((3, 0), "`django.utils.encoding.python_2_unicode_compatible` is gone: delete the decorator",
-          r"cannot import name 'python_2_unicode_compatible'"),
+          r"cannot import name 'python_2_unicode_compatible'",
+          ("import:django.utils.encoding:python_2_unicode_compatible",)),
+    Break((3, 0), "`{% load staticfiles %}` and `{% load admin_static %}` are gone: write `{% load static %}`",
+          r"'(staticfiles|admin_static)' is not a registered tag library",
+          ("template:staticfiles", "template:admin_static")),
     Break((4, 0), "`url()` from `django.conf.urls` is gone: use `path()` or `re_path()` from `django.urls`, e.g. "
                   "`url(r'^post/(?P<pk>\\d+)/$', views.post_detail)` becomes "
                   "`path('post/<int:pk>/', views.post_detail)`",
-          r"cannot import name 'url' from 'django\.conf\.urls'"),
+          r"cannot import name 'url' from 'django\.conf\.urls'", ("import:django.conf.urls:url",)),
     Break((4, 0), "`ugettext` and friends are gone: use `gettext`, `gettext_lazy`",
-          r"cannot import name '(u?gettext(_lazy)?|ugettext_noop|ungettext(_lazy)?)'"),
+          r"cannot import name '(u?gettext(_lazy)?|ugettext_noop|ungettext(_lazy)?)'",
+          tuple(_TRANSLATION + name for name in ("ugettext", "ugettext_lazy", "ugettext_noop", "ungettext",
+                                                 "ungettext_lazy"))),
     Break((4, 0), "`django.utils.encoding.force_text` and `smart_text` are gone: use `force_str` and `smart_str`",
-          r"cannot import name '(force_text|smart_text)'"),
+          r"cannot import name '(force_text|smart_text)'",
+          ("import:django.utils.encoding:force_text", "import:django.utils.encoding:smart_text")),
+    Break((4, 0), "`request.is_ajax()` is gone: test `request.headers.get('x-requested-with') == "
+                  "'XMLHttpRequest'`", r"object has no attribute 'is_ajax'", ("method:is_ajax",)),
     Break((4, 0), "CSRF_TRUSTED_ORIGINS entries need their scheme, e.g. 'https://example.com'", r"4_0\.E001"),
     Break((5, 0), "`DEFAULT_FILE_STORAGE` and `STATICFILES_STORAGE` give way to the `STORAGES` setting (removed "
-                  "in 5.1)"),
+                  "in 5.1)", uses=("setting:DEFAULT_FILE_STORAGE", "setting:STATICFILES_STORAGE")),
 )
+
+
+@dataclass(frozen=True)
+class Use:
+    """Code that needs a change Django made: the line it is on and the Break."""
+    line: int
+    what: str  # what the code does, e.g. "imports url from django.conf.urls"
+    change: Break
+
+
+def removed_uses(source: str, until: tuple[int, ...], template: bool = False) -> list[Use]:
+    """Where `source` (a Python file's text, or a template's with `template`) uses what Django removed up to
+    version `until`: read, never run. A file Python cannot parse has none that can be told."""
+    breaks = [b for b in BREAKS if b.uses and b.since <= tuple(until[:2])]
+    if template:
+        return [Use(number, f"loads the tag library {library}", b)
+                for number, text in enumerate(source.splitlines(), 1)
+                for b in breaks for use in b.uses if use.startswith("template:")
+                for library in [use.partition(":")[2]]
+                if re.search(r"{%\s*load\s[^%]*\b" + re.escape(library) + r"\b[^%]*%}", text)]
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        for b in breaks:
+            for use in b.uses:
+                what = _used(node, use, tree)
+                if what:
+                    found.append(Use(node.lineno, what, b))
+    return sorted(found, key=lambda u: u.line)
+
+
+def _used(node: ast.AST, use: str, tree: ast.Module) -> str:
+    kind, _, rest = use.partition(":")
+    if kind == "import":
+        module, _, name = rest.partition(":")
+        if isinstance(node, ast.Import) and not name:
+            return next((f"imports {a.name}" for a in node.names
+                         if a.name == module or a.name.startswith(module + ".")), "")
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if not name and (node.module == module or node.module.startswith(module + ".")):
+                return f"imports from {node.module}"
+            if name and node.module == module and any(a.name == name for a in node.names):
+                return f"imports {name} from {module}"
+        return ""
+    if kind == "call" and isinstance(node, ast.Call):
+        called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        if called == rest and len(node.args) < 2 and not any(k.arg == "on_delete" or k.arg is None
+                                                             for k in node.keywords):
+            return f"calls {rest}() without on_delete"
+        return ""
+    if kind == "method" and isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return f"calls .{rest}()" if node.func.attr == rest else ""
+    if kind == "setting" and isinstance(node, (ast.Assign, ast.AnnAssign)) and node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return f"sets {rest}" if any(isinstance(t, ast.Name) and t.id == rest for t in targets) else ""
+    return ""
 
 
 def series(version: tuple[int, ...]) -> Series | None:
@@ -129,6 +205,33 @@ def nearest_lts(python: tuple[int, int], wanted: tuple[int, ...] = (0, 0)) -> Se
     runs there (moving up is the way: old series get no security fixes)."""
     lts = [s for s in series_for(python) if s.lts]
     return next((s for s in lts if s.version >= tuple(wanted[:2])), lts[-1])
+
+
+def nearest_lts_on(pythons: tuple[tuple[int, int], ...], wanted: tuple[int, ...] = (0, 0)) -> Series | None:
+    """The LTS closest above `wanted` that runs on every one of `pythons` (else the newest that does; None:
+    none does)."""
+    lts = [s for s in SERIES if s.lts and all(s.first_patch_for(python) for python in pythons)]
+    return next((s for s in lts if s.version >= tuple(wanted[:2])), lts[-1] if lts else None)
+
+
+def requirement_on(chosen: Series, pythons: tuple[tuple[int, int], ...]) -> str:
+    """The pin for `chosen` from its first patch that runs on every one of `pythons`."""
+    return max((requirement(chosen, python) for python in pythons),
+               key=lambda pin: parse_version(pin.partition(">=")[2]) or (0,))
+
+
+def debian_releases(django: tuple[int, ...]) -> tuple[list[str], list[str]] | None:
+    """The Debian releases gangway sets up whose python3 this Django runs on, and those it does not (None: a
+    series the table does not know)."""
+    runs = {release: runs_on(django, python) for release, python in DEBIAN_PYTHON.items()}
+    if any(value is None for value in runs.values()):
+        return None
+    return [r for r, ok in runs.items() if ok], [r for r, ok in runs.items() if not ok]
+
+
+def debian_name(release: str) -> str:
+    python = DEBIAN_PYTHON[release]
+    return f"Debian {release} (Python {python[0]}.{python[1]})"
 
 
 def requirement(chosen: Series, python: tuple[int, int]) -> str:

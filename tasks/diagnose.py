@@ -69,6 +69,15 @@ _PIP_DECISIVE = (
 )
 _IMPORT_ERROR = re.compile(r"(ModuleNotFoundError|ImportError|SyntaxError|IndentationError)\b")
 _CHECK_ERROR = re.compile(r"^\S*: \([\w.]+\.E\d+\) .+")
+# loaddata of a full dumpdata into a database that migrate filled: the rows Django makes itself (permissions,
+# content types) are there already, under the same unique keys. PostgreSQL's and SQLite's wording.
+_DUPLICATE_BUILTIN = re.compile(
+    r"(duplicate key value violates unique constraint \"?(auth_permission|django_content_type)\w*\"?"
+    r"|UNIQUE constraint failed: (auth_permission|django_content_type)\.)")
+LOADDATA_HINT = ("the fixture holds rows Django creates itself when it migrates (permissions and content types), "
+                 "and the database has them already: dump without them (`python manage.py dumpdata --natural-"
+                 "foreign --natural-primary --exclude auth.permission --exclude contenttypes > data.json`) and "
+                 "load that file.")
 
 
 @dataclass(frozen=True)
@@ -242,6 +251,8 @@ def _python_hints(lines: list[str], decisive: str, python: tuple[int, int] | Non
     else:
         missed = compat.break_behind(text)
         hints += [missed.hint] if missed else []
+    if _DUPLICATE_BUILTIN.search(text):
+        hints.append(LOADDATA_HINT)
     if re.search(r"unable to open database file|attempt to write a readonly database|sqlite3", decisive):
         hints.append("your settings use SQLite; the server gives you PostgreSQL via DATABASE_URL (the local "
                      "socket, peer authentication, no password; DJANGO_DB_NAME names the database). "
@@ -256,6 +267,11 @@ def _python_hints(lines: list[str], decisive: str, python: tuple[int, int] | Non
             hints.append(f"the code imports {top}, but your requirements do not list {package}: add it (with the "
                          f"version you use locally, see `python -m pip freeze`), commit, and deploy again.")
     return hints
+
+
+def command_hints(output: str) -> list[str]:
+    """Hints for a management command that failed (`fab manage -- ...`), from its output."""
+    return [LOADDATA_HINT] if _DUPLICATE_BUILTIN.search(output) else []
 
 
 def _raised_in(lines: list[str], decisive: str) -> str:

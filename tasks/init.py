@@ -161,7 +161,7 @@ def health_check(facts: dict | None) -> dict | None:
     here), else whether / has a page and the path to check ('' when no page without parameters was found)."""
     health = (facts or {}).get("health")
     if health and health["path"] and inv.check_url_path(health["path"]):
-        return {**health, "path": ""}  # not a path the inventory takes: as if none was found
+        return {**health, "path": "", "redirect": ""}  # not a path the inventory takes: as if none was found
     return health
 
 
@@ -193,6 +193,90 @@ def requirements_text(django: str, python: tuple[int, int]) -> str:
            else compat.requirement(chosen, python))
     return render("init/requirements.txt.j2", django=pin, driver=compat.postgres_driver(chosen.version),
                   gunicorn=defaults.GUNICORN)
+
+
+def project_django(found: Project, requirements: str | None, requirements_name: str,
+                   installed: str) -> tuple[tuple[int, ...], str] | None:
+    """The Django the project is written for, and how that is known: the requirements' pin, else the version
+    startproject wrote at the top of the settings, else the one installed here. None: nothing says."""
+    pinned = compat.django_requirement(requirements or "")
+    if pinned and pinned[1]:
+        return pinned[1], f"{requirements_name} pins it"
+    made = found.startproject_version()
+    if made:
+        return made, "startproject made your settings with it"
+    version = compat.parse_version(installed) if installed else None
+    return (version, "installed here") if version else None
+
+
+def _version(version: tuple[int, ...]) -> str:
+    return ".".join(str(n) for n in version)
+
+
+def _pin_note(made: tuple[tuple[int, ...], str] | None, pinned: tuple[str, tuple[int, ...] | None] | None,
+              requirements_name: str) -> str:
+    """Why the requirements file init writes pins the Django it pins."""
+    if not made or not pinned or not pinned[1]:
+        return ""
+    (version, source), pin, python = made, pinned[0], compat.DEFAULT_SERVER_PYTHON
+    on = compat.python_name(python)
+    if compat.series(version) == compat.series(pinned[1]):
+        return (f"  Django    {requirements_name} pins {pin}: your project's Django {_version(version)} ({source}), "
+                f"which runs on {on}")
+    releases = compat.debian_releases(version)
+    chosen = compat.series(pinned[1])
+    if releases and releases[0]:  # it runs on the other release's Python
+        other = releases[0][0]
+        why = (f"Django {_version(version)} does not run on {on}; if your server is {compat.debian_name(other)}, "
+               f"where it runs, you may pin {compat.requirement(compat.series(version), compat.DEBIAN_PYTHON[other])} "
+               "instead")
+    elif releases:
+        why = (f"Django {_version(version)} runs neither on {' nor on '.join(map(compat.debian_name, releases[1]))}, "
+               "the Debian releases gangway sets up")
+    else:
+        why = f"this table of Django releases does not know {_version(version)}"
+    return (f"  Django    {requirements_name} pins {pin} ({chosen.name}{' LTS' if chosen.lts else ''}), not your "
+            f"project's Django {_version(version)} ({source}): {why}")
+
+
+def _django_target(made: tuple[tuple[int, ...], str] | None, requirements: str | None) -> tuple[int, ...] | None:
+    """The Django the server will run: the requirements' pin when it runs on the server's Python, else the one
+    init suggests (and writes, when there is no requirements file)."""
+    pinned = compat.django_requirement(requirements or "")
+    python = compat.DEFAULT_SERVER_PYTHON
+    if pinned and pinned[1] and compat.runs_on(pinned[1], python):
+        return pinned[1]
+    base = (pinned[1] if pinned and pinned[1] else None) or (made[0] if made else None)
+    return readiness.pick_series(base, python).version if base else None
+
+
+def _shown_path(path: str) -> str:
+    return path if re.fullmatch(r"[A-Za-z0-9_./-]+", path) else repr(path)
+
+
+def _removed_uses(found: Project, made: tuple[tuple[int, ...], str] | None, requirements: str | None,
+                  say: Callable[[str], None]) -> list[str]:
+    """What the project's code uses of what Django removed before the version the server will run (read, not
+    run: compat.BREAKS, the same knowledge the deploy's failure hints use); each use is a problem to fix."""
+    target = _django_target(made, requirements)
+    if target is None:
+        return []
+    uses = found.removed_uses(target)
+    new = _version(target[:2])
+    old = _version(made[0]) if made else ""
+    moving = bool(made) and tuple(made[0][:2]) < tuple(target[:2])
+    if not uses:
+        if moving:
+            say(f"  Django    moving from {old} to {new}: your code uses none of what Django removed in between "
+                "(imports, model fields, settings, template tags were read); run your tests on the new Django")
+        return []
+    problems = [f"{_shown_path(path)}:{use.line} {use.what}: {use.change.hint}" for path, use in uses]
+    say((f"Django {old} -> {new}: your code uses {len(uses)} thing(s) Django removed on the way; "
+         if moving else f"Django {new}: your code uses {len(uses)} thing(s) it no longer has; ")
+        + "each would fail on the server until it is changed:")
+    for problem in problems:
+        say(f"  - {problem}")
+    return problems
 
 
 # --- the run -------------------------------------------------------------------------------------------------
@@ -249,10 +333,14 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
             changes.append(Change(_relative(found, found.production_file), production_settings(found)))
         old = inventory_path.read_text()
         changes.append(Change(INVENTORY_FILE, with_settings_module(old, found.production_module), old))
+    made = project_django(found, requirements, requirements_name, local.django)
+    pin_note = ""
     if requirements is None:
-        changes.append(Change(requirements_name, requirements_text(local.django, compat.DEFAULT_SERVER_PYTHON)))
+        written = requirements_text(".".join(map(str, made[0])) if made else "", compat.DEFAULT_SERVER_PYTHON)
+        changes.append(Change(requirements_name, written))
+        pin_note = _pin_note(made, compat.django_requirement(written), requirements_name)
 
-    outcome.declined = bool(changes) and not _consent(changes, yes, console)
+    outcome.declined = bool(changes) and not _consent(changes, yes, console, pin_note)
     if changes and not outcome.declined:
         for change in changes:
             _write(found.directory, change.path, change.new)
@@ -271,24 +359,32 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
             "requirements were checked; the server checks the settings at every deploy")
     else:
         say(f"  read      {settings_module} here (Django {local.django}), with the environment the server gives it")
-    findings = readiness.local_findings(local.facts, requirements, requirements_name)
-    _show_findings(findings, settings_module, say)
-    outcome.blocking = [f.text for f in findings if f.blocking]
+    removed = _removed_uses(found, made, requirements, say)
+    findings = readiness.local_findings(local.facts, requirements, requirements_name, scanned=True)
+    _show_findings(findings, settings_module, say, code_problems=bool(removed))
+    outcome.blocking = removed + [f.text for f in findings if f.blocking]
     _next_steps(found, current, local, outcome, say)
     return outcome
 
 
 def _health_note(health: dict | None, path: str, say: Callable[[str], None]) -> None:
-    """Say what the URLs tell about the inventory's health check `path` when / has no page."""
+    """Say what the URLs (read with DEBUG off, as production runs them) tell about the inventory's health check
+    `path` when / has no page of its own."""
     if not health or health["root"]:
         return
+    redirect = health.get("redirect")
+    where = (f"your URLs answer / with a redirect to {redirect} (a redirect is not a 2xx)" if redirect else
+             "your URLs have no page at /")
     if path == health["path"]:
-        say(f"  health    your URLs have no page at /, so the health check (app.health_check) asks for {path}, "
-            "the first page without parameters in them: a new release must answer it with 200 to get traffic")
+        say(f"  health    {where}, so the health check (app.health_check) asks for {path}"
+            + ("" if redirect else ", the first page without parameters in them")
+            + ": a new release must answer it with 200 to get traffic")
     elif path == "/":
-        say("  note      your URLs have no page at /, so a health check of / would answer 404 and no release "
+        say(f"  note      {where}, so a health check of / would answer "
+            + ("with that redirect" if redirect else "404") + " and no release "
             "would get traffic: set app.health_check in " + INVENTORY_FILE + " to "
-            + (f"{health['path']} (the first page without parameters in your URLs)" if health["path"] else
+            + (f"{redirect} (where / leads)" if redirect else
+               f"{health['path']} (the first page without parameters in your URLs)" if health["path"] else
                "a path that answers 200 without a login"))
 
 
@@ -318,11 +414,13 @@ def _fabfile(found: Project, outcome: Outcome, say: Callable[[str], None]) -> No
             + "".join(f"            {line}\n" for line in text.splitlines()).rstrip())
 
 
-def _consent(changes: list[Change], yes: bool, console: Console) -> bool:
+def _consent(changes: list[Change], yes: bool, console: Console, pin_note: str = "") -> bool:
     say = console.say
     say("Fixes (shown as a diff; your settings.py stays as it is, so runserver keeps working):")
     for change in changes:
         say(change.diff().rstrip("\n"))
+    if pin_note:
+        say(pin_note)
     if yes:
         return True
     if console.ask:
@@ -332,11 +430,13 @@ def _consent(changes: list[Change], yes: bool, console: Console) -> bool:
     return False
 
 
-def _show_findings(findings: list[readiness.Finding], settings_module: str, say: Callable[[str], None]) -> None:
+def _show_findings(findings: list[readiness.Finding], settings_module: str, say: Callable[[str], None],
+                   code_problems: bool = False) -> None:
     blocking = [f for f in findings if f.blocking]
     other = [f for f in findings if not f.blocking]
     if not findings:
-        say(f"Readiness: {settings_module} is ready for production as far as can be seen from here")
+        say(f"Readiness: {settings_module} is ready for production as far as can be seen from here"
+            + (" (the code above is not)" if code_problems else ""))
         return
     if blocking:
         say(f"Readiness: {len(blocking)} problem(s) would stop a deploy ({settings_module}):")

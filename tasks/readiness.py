@@ -32,9 +32,11 @@ def server_findings(facts: dict) -> list[Finding]:
 
 
 def local_findings(facts: dict | None, requirements: str | None, requirements_name: str,
-                   python: tuple[int, int] = compat.DEFAULT_SERVER_PYTHON) -> list[Finding]:
+                   python: tuple[int, int] = compat.DEFAULT_SERVER_PYTHON, scanned: bool = False) -> list[Finding]:
     """What `fab init` finds: the settings (when they could be imported here) and the requirements file, read
-    for the server's Python (`python`). A missing requirements file is `None`."""
+    for the Pythons of the Debian releases gangway sets up (`python`: the one a suggested pin is for). A missing
+    requirements file is `None`. `scanned`: the caller shows what the project's code uses of what Django
+    removed, so a Django that must move up gets no list of what usually breaks."""
     found = settings_findings(facts, drivers=False) if facts else []
     if requirements is None:
         found.append(Finding(f"there is no {requirements_name}: the server builds the app's Python environment "
@@ -51,7 +53,7 @@ def local_findings(facts: dict | None, requirements: str | None, requirements_na
                              "would install whatever is newest that day, so pin the series you test with, e.g. "
                              f"{_suggested_pin(compat.parse_version(facts['django']) if facts else None, python)}"))
     else:
-        found += versions(pinned[1], python, requirements_name)
+        found += local_versions(pinned[1], requirements_name, usual=not scanned)
     if not compat.names_postgres_driver(requirements):  # the server's database is PostgreSQL, always
         version = (pinned and pinned[1]) or (compat.parse_version(facts["django"]) if facts else None) or (4, 2)
         found.append(Finding(f"{requirements_name} names no PostgreSQL driver: Django cannot reach the server's "
@@ -212,6 +214,35 @@ def versions(django: tuple[int, ...] | None, python: tuple[int, int] | None,
     return [Finding(f"Django {version} does not run on the server's {compat.python_name(python)}, so pip or "
                     f"its first import would fail there: {compat.runs_on_names(python)} run on it, so pin e.g. "
                     f"{compat.requirement(target, python)} in {requirements_name}{changes}")]
+
+
+def local_versions(django: tuple[int, ...] | None, requirements_name: str, usual: bool = True) -> list[Finding]:
+    """Before the server is known: whether this Django runs on the Python of each Debian release gangway sets
+    up. Said plainly when it runs on none, and only as a condition ("if the server is Debian 13") when it runs
+    on some: which one the server is, nothing here has seen."""
+    releases = compat.debian_releases(django) if django else None
+    if not releases or not releases[1]:
+        return []
+    runs, fails = releases
+    version = ".".join(str(n) for n in django)
+    everywhere = tuple(compat.DEBIAN_PYTHON.values())
+    target = compat.nearest_lts_on(everywhere, django)
+    pin = compat.requirement_on(target, everywhere)
+    breaks = compat.breaks_between(django, target.version)
+    changes = (f"; moving up from {version}, these usually need changing: {'; '.join(breaks)}; run the project "
+               f"on the new Django locally first (`python -m pip install '{pin}'`, `python manage.py check`)"
+               if breaks and usual else "")
+    if not runs:
+        return [Finding(f"Django {version} runs neither on {' nor on '.join(map(compat.debian_name, fails))}, "
+                        "the Debian releases gangway sets up, so pip or its first import would fail on the "
+                        f"server: pin e.g. {pin} in {requirements_name} ({target.name} LTS runs on both)"
+                        f"{changes}")]
+    failing = fails[0]
+    python = compat.DEBIAN_PYTHON[failing]
+    return [Finding(f"if the server is {compat.debian_name(failing)}, Django {version} does not run there, so "
+                    f"pip or its first import would fail ({compat.runs_on_names(python)} run on it); on "
+                    f"{' and '.join(map(compat.debian_name, runs))} it runs. For a server of either release, pin "
+                    f"e.g. {pin} in {requirements_name} ({target.name} LTS runs on both){changes}")]
 
 
 def _suggested_pin(django: tuple[int, ...] | None, python: tuple[int, int]) -> str:

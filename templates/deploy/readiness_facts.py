@@ -41,27 +41,57 @@ def _candidates(patterns, prefix=""):
 
 def _health():
     """Whether / has a page (django.urls.resolve: the URLconf is read, no request is made) and, when not, the
-    first path without parameters that has one, outside the admin (it redirects to its login). None: the
-    URLconf could not be read here."""
+    first path without parameters that has one, outside the admin (it redirects to its login): the path a
+    health check can ask for and get 2xx. Redirects are followed as production makes them: LocaleMiddleware's
+    from / to /en/ (i18n_patterns), a RedirectView's to a fixed path. None: the URLconf could not be read here.
+    On the developer's machine the URLconf is read with DEBUG off, as the server runs it: URLs added only
+    for development (a debug toolbar's /__debug__/, static()) are not production's."""
     try:
         from django.apps import apps
         from django.urls import Resolver404, get_resolver, resolve
+        from django.utils import translation
         if not apps.ready:  # on the developer's machine, after the facts above: only the URLconf is read, so
             # a database backend that needs no driver (the models ask it for limits as they are defined)
             _settings.DATABASES = {"default": {"ENGINE": "django.db.backends.dummy"}}
+            _settings.DEBUG = False
             _django.setup()
+        from django.conf.urls.i18n import is_language_prefix_patterns_used
+        try:
+            language = translation.get_supported_language_variant(_settings.LANGUAGE_CODE)
+        except LookupError:
+            language = _settings.LANGUAGE_CODE
+        translation.activate(language)  # what LocaleMiddleware picks for a visitor who names no language
+        prefixed, _ = is_language_prefix_patterns_used(_settings.ROOT_URLCONF)
+        locale = prefixed and "django.middleware.locale.LocaleMiddleware" in list(_settings.MIDDLEWARE or ())
 
-        def page(path):
+        def answer(path, hops=0):
+            """The path whose page answers `path`, redirects followed; None: no page."""
+            if hops > 5:
+                return None
             try:
                 match = resolve(path)
             except Resolver404:
-                return False
-            return not (match.args or match.kwargs or "admin" in match.namespaces)
+                if locale and hops == 0:  # LocaleMiddleware redirects to the path with the language first
+                    return answer("/%s%s" % (language, path), hops + 1)
+                return None
+            if match.args or match.kwargs or "admin" in match.namespaces:
+                return None
+            view = getattr(match.func, "view_class", None)
+            initkwargs = getattr(match.func, "view_initkwargs", {}) or {}
+            if view is not None and any(c.__name__ == "RedirectView" for c in view.__mro__):
+                target = str(initkwargs.get("url") or "")
+                if target.startswith("/") and not target.startswith("//") and "%(" not in target:
+                    return answer(target.split("?")[0], hops + 1)
+                return None
+            return path
 
-        if page("/"):
-            return {"root": True, "path": "/"}
-        found = (path for path in ("/" + text for text in _candidates(get_resolver().url_patterns)) if page(path))
-        return {"root": False, "path": next(found, "")}
+        home = answer("/")
+        if home == "/":
+            return {"root": True, "path": "/", "redirect": ""}
+        if home:
+            return {"root": False, "path": home, "redirect": home}
+        found = (answer(path) for path in ("/" + text for text in _candidates(get_resolver().url_patterns)))
+        return {"root": False, "path": next((path for path in found if path), ""), "redirect": ""}
     except Exception:  # noqa: BLE001 - an app or a view that does not import here: unknown, not a finding
         return None
 

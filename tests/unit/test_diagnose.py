@@ -288,3 +288,42 @@ def test_a_failed_gate_passes_on_the_report_lines_naming_its_part_and_no_other(t
     assert out.stdout == f'{REPORT} {{"gate": "readiness"}}\n{REPORT} {{"gate": "checks"}}\n'
     assert parse_reports(out.stdout) == {"gate": "checks"}  # the part running when it failed
     assert out.stderr.strip("\n") == output.strip("\n")  # the tail, as the gate printed it
+
+
+# What `manage.py loaddata` prints when a full dumpdata meets a database that migrate filled (PostgreSQL, then
+# SQLite's wording of the same error).
+LOADDATA_DUPLICATE = '''Traceback (most recent call last):
+  File "/srv/blog/releases/r/.venv/lib/python3.13/site-packages/django/db/backends/utils.py", line 105, in _execute
+    return self.cursor.execute(sql, params)
+psycopg.errors.UniqueViolation: duplicate key value violates unique constraint "auth_permission_content_type_id_codename_01ab375a_uniq"
+DETAIL:  Key (content_type_id, codename)=(1, add_logentry) already exists.
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "/srv/blog/releases/r/manage.py", line 22, in <module>
+    main()
+django.db.utils.IntegrityError: Problem installing fixture '/tmp/data.json': Could not load auth.Permission(pk=1): duplicate key value violates unique constraint "auth_permission_content_type_id_codename_01ab375a_uniq"
+DETAIL:  Key (content_type_id, codename)=(1, add_logentry) already exists.
+'''
+
+
+@pytest.mark.parametrize("output", [
+    LOADDATA_DUPLICATE,
+    "django.db.utils.IntegrityError: Problem installing fixture 'data.json': Could not load "
+    "contenttypes.ContentType(pk=1): UNIQUE constraint failed: django_content_type.app_label, "
+    "django_content_type.model",
+])
+def test_loaddata_of_django_s_own_rows_gets_the_exclude_hint(output):
+    (hint,) = diagnose.command_hints(output)
+    assert "--exclude auth.permission --exclude contenttypes" in hint
+    found = diagnose.diagnose("migrate", output)
+    assert found.decisive.startswith("django.db.utils.IntegrityError: Problem installing fixture")
+    assert hint in found.hints
+
+
+def test_a_duplicate_key_in_the_projects_own_table_gets_no_exclude_hint():
+    output = ('django.db.utils.IntegrityError: Problem installing fixture \'data.json\': Could not load '
+              'blog.Post(pk=1): duplicate key value violates unique constraint "blog_post_pkey"')
+    assert diagnose.command_hints(output) == []
+    assert not any("--exclude" in hint for hint in diagnose.diagnose("migrate", output).hints)

@@ -4,7 +4,9 @@ no requirements file): what it writes, what it only shows, and what it refuses."
 from __future__ import annotations
 
 import json
+import re
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -191,7 +193,9 @@ def test_settings_that_cannot_be_imported_here_are_named_and_the_requirements_st
     assert ("mysite.settings could not be imported here (ModuleNotFoundError: No module named "
             "'a_package_not_installed_here'), so only the requirements were checked") in out
     assert "mysite/settings_production.py" not in outcome.written
-    assert "Django 1.11.29 does not run on the server's Python 3.13" in out
+    # init has not seen the server: what it says holds for either Debian release gangway sets up.
+    assert "Django 1.11.29 runs neither on Debian 12 (Python 3.11) nor on Debian 13 (Python 3.13)" in out
+    assert "the server's Python" not in out
     assert outcome.blocking == ["requirements.txt names no PostgreSQL driver: Django cannot reach the server's "
                                 "PostgreSQL without one, so add psycopg2-binary>=2.8,<2.10"]
 
@@ -208,6 +212,7 @@ def test_a_key_path_with_quotes_and_yaml_syntax_is_written_as_a_plain_string(blo
 # DATABASE_URL (parsed here with urllib, as dj-database-url does).
 TEAM_SETTINGS = '''
 import os
+import secrets
 from urllib.parse import urlsplit
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-only-for-development")
@@ -329,3 +334,196 @@ def test_a_hostile_url_pattern_is_never_the_health_check_and_an_odd_one_is_quote
     assert 'health_check: "/a:b@c/"' in (blog / "deploy" / "production.yaml").read_text()
     assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/a:b@c/"
     assert not (blog / "x").exists()
+
+
+# The production settings checked by `manage.py check --deploy`: as the server reads them, but with SQLite in
+# memory for the database (the deploy checks do not look at it, and no PostgreSQL driver is installed here).
+CHECKED_SETTINGS = ('from .settings_production import *  # noqa\n'
+                    'DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}\n')
+
+
+def manage_production(directory: Path, *args: str, https: str = "1") -> subprocess.CompletedProcess:
+    (directory / "mysite" / "settings_checked.py").write_text(CHECKED_SETTINGS)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_") and k != "DATABASE_URL"}
+    env = {**clean, "DJANGO_SETTINGS_MODULE": "mysite.settings_checked", "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+           "DJANGO_ALLOWED_HOSTS": "blog.test,www.blog.test", "DATABASE_URL": "postgres:///mysite",
+           "DJANGO_STATIC_ROOT": str(directory / "static"), "DJANGO_MEDIA_ROOT": str(directory / "media"),
+           "DJANGO_HTTPS": https}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=directory, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_production_settings_pass_check_deploy_without_a_warning(blog):
+    run_init(blog)
+    checked = manage_production(blog, "check", "--deploy")
+    assert checked.returncode == 0, checked.stderr
+    assert "System check identified no issues (2 silenced)." in checked.stdout, checked.stdout + checked.stderr
+    assert "WARNINGS" not in checked.stdout + checked.stderr
+    text = (blog / "mysite" / "settings_production.py").read_text()
+    assert "gangway's nginx answers every\n    # http:// request with a redirect" in text
+    # On plain HTTP (no domains, no certificate) nothing redirects to HTTPS: those warnings are true, and shown.
+    plain = manage_production(blog, "check", "--deploy", https="0")
+    assert "security.W008" in plain.stderr and "security.W004" in plain.stderr
+
+
+def test_a_project_without_default_auto_field_keeps_its_autofield_ids_and_gets_no_w042(blog):
+    settings = blog / "mysite" / "settings.py"
+    settings.write_text(settings.read_text().replace("DEFAULT_AUTO_FIELD", "# DEFAULT_AUTO_FIELD")
+                        .replace("'django.contrib.staticfiles',", "'django.contrib.staticfiles', 'blog',"))
+    (blog / "blog" / "migrations").mkdir(parents=True)
+    (blog / "blog" / "__init__.py").write_text("")
+    (blog / "blog" / "migrations" / "__init__.py").write_text("")
+    (blog / "blog" / "models.py").write_text("from django.db import models\n\n\nclass Post(models.Model):\n"
+                                             "    title = models.CharField(max_length=200)\n")
+    made = subprocess.run([sys.executable, "manage.py", "makemigrations", "blog"], cwd=blog, capture_output=True,
+                          text=True, env={k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")})
+    assert made.returncode == 0, made.stderr
+    assert "models.AutoField(" in (blog / "blog" / "migrations" / "0001_initial.py").read_text()
+    laptop = subprocess.run([sys.executable, "manage.py", "check"], cwd=blog, capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")})
+    assert "models.W042" in laptop.stderr  # the warning the production settings must not have
+
+    run_init(blog)
+    checked = manage_production(blog, "check", "--deploy")
+    assert "W042" not in checked.stdout + checked.stderr and "WARNINGS" not in checked.stderr, checked.stderr
+    unchanged = manage_production(blog, "makemigrations", "--check", "--dry-run")
+    assert unchanged.returncode == 0 and "No changes detected" in unchanged.stdout, unchanged.stdout
+
+
+def test_a_default_auto_field_of_the_projects_own_is_kept(blog):
+    settings = blog / "mysite" / "settings.py"
+    assert "DEFAULT_AUTO_FIELD = 'django.db.models.BigAutoField'" in settings.read_text()
+    run_init(blog)
+    shown = manage_production(blog, "shell", "--command",
+                              "from django.conf import settings; print(settings.DEFAULT_AUTO_FIELD)")
+    assert shown.stdout.splitlines()[-1] == "django.db.models.BigAutoField", shown.stderr
+
+
+def django_girls_2018(directory: Path) -> Path:
+    """A Django Girls blog as the tutorial had it made with Django 2.2: startproject's settings (their first
+    lines name 2.2.4), the blog's URLs with url(), its base template loading staticfiles."""
+    startproject(directory)
+    settings = directory / "mysite" / "settings.py"
+    text = settings.read_text()
+    generated = re.search(r"using Django [0-9.]+\.", text).group(0)
+    settings.write_text(text.replace(generated, "using Django 2.2.4.")
+                        .replace("'django.contrib.staticfiles',", "'django.contrib.staticfiles',\n    'blog',"))
+    blog = directory / "blog"
+    (blog / "templates" / "blog").mkdir(parents=True)
+    (blog / "__init__.py").write_text("")
+    (blog / "views.py").write_text("from django.shortcuts import render\n\n\ndef post_list(request):\n"
+                                   "    return render(request, 'blog/post_list.html', {})\n")
+    (blog / "urls.py").write_text("from django.conf.urls import url\nfrom . import views\n\nurlpatterns = [\n"
+                                  "    url(r'^$', views.post_list, name='post_list'),\n"
+                                  "    url(r'^post/(?P<pk>\\d+)/$', views.post_list, name='post_detail'),\n]\n")
+    (blog / "templates" / "blog" / "post_list.html").write_text(
+        "{% load staticfiles %}\n<link rel=\"stylesheet\" href=\"{% static 'css/blog.css' %}\">\n")
+    (directory / "mysite" / "urls.py").write_text(
+        "from django.conf.urls import include, url\nfrom django.contrib import admin\n\nurlpatterns = [\n"
+        "    url(r'^admin/', admin.site.urls),\n    url(r'', include('blog.urls')),\n]\n")
+    return directory
+
+
+def test_a_django_2_2_blog_gets_the_version_it_is_pinned_to_why_and_each_removed_api_it_uses(tmp_path):
+    project = django_girls_2018(tmp_path / "blog")
+    outcome, out = run_init(project)
+    requirements = (project / "requirements.txt").read_text()
+    assert "Django>=5.2,<5.3" in requirements
+    assert ("requirements.txt pins Django>=5.2,<5.3 (5.2 LTS), not your project's Django 2.2.4 (startproject "
+            "made your settings with it): Django 2.2.4 runs neither on Debian 12 (Python 3.11) nor on Debian 13 "
+            "(Python 3.13), the Debian releases gangway sets up") in out
+    assert "Django 2.2.4 -> 5.2: your code uses 3 thing(s) Django removed on the way" in out
+    assert ("  - blog/templates/blog/post_list.html:1 loads the tag library staticfiles: since Django 3.0, "
+            "`{% load staticfiles %}` and `{% load admin_static %}` are gone: write `{% load static %}`") in out
+    assert ("  - blog/urls.py:1 imports url from django.conf.urls: since Django 4.0, `url()` from "
+            "`django.conf.urls` is gone: use `path()` or `re_path()` from `django.urls`") in out
+    assert "  - mysite/urls.py:1 imports url from django.conf.urls: since Django 4.0" in out
+    assert len(outcome.blocking) == 3 and all("since Django" in problem for problem in outcome.blocking)
+    assert "the server's Python" not in out  # nothing was said about a server init has not seen
+
+    # The tutorial's own requirements file pins 2.2: the same uses, and what to pin instead.
+    (project / "requirements.txt").write_text("Django~=2.2.4\npsycopg2-binary\n")
+    (project / "deploy" / "production.yaml").unlink()
+    outcome, out = run_init(project)
+    assert "Django 2.2.4 runs neither on Debian 12 (Python 3.11) nor on Debian 13 (Python 3.13)" in out
+    assert "pin e.g. Django>=5.2,<5.3 in requirements.txt" in out
+    assert "Django 2.2.4 -> 5.2: your code uses 3 thing(s)" in out and len(outcome.blocking) == 3
+
+    # Changed as the hints say: nothing is left, and init says the move was read.
+    (project / "blog" / "urls.py").write_text("from django.urls import path\nfrom . import views\n\n"
+                                              "urlpatterns = [path('', views.post_list, name='post_list')]\n")
+    (project / "mysite" / "urls.py").write_text(
+        "from django.contrib import admin\nfrom django.urls import include, path\n\n"
+        "urlpatterns = [path('admin/', admin.site.urls), path('', include('blog.urls'))]\n")
+    template = project / "blog" / "templates" / "blog" / "post_list.html"
+    template.write_text(template.read_text().replace("staticfiles", "static"))
+    (project / "requirements.txt").write_text("Django>=5.2,<5.3\npsycopg[binary]\n")
+    (project / "deploy" / "production.yaml").unlink()
+    outcome, out = run_init(project)
+    assert "your code uses none of what Django removed in between" not in out  # 5.2 is pinned: no move
+    assert "thing(s)" not in out and outcome.blocking == []
+
+
+def test_a_project_whose_django_runs_on_the_server_keeps_its_series(blog):
+    run_init(blog)
+    import django
+    series = ".".join(map(str, django.VERSION[:2]))
+    assert f"Django>={django.get_version()},<" in (blog / "requirements.txt").read_text()
+    _, out = run_init(blog)  # the second run: nothing written, nothing to say about a pin
+    assert "pins" not in out
+    (blog / "requirements.txt").unlink()
+    _, out = run_init(blog)
+    assert (f"requirements.txt pins Django>={django.get_version()},<") in out
+    assert f"your project's Django {django.get_version()} (startproject made your settings with it)" in out
+    assert series in out
+
+
+def test_the_health_path_is_read_with_debug_off_and_follows_the_language_redirect(blog):
+    """A project with i18n_patterns (LocaleMiddleware sends / to /en/) and URLs added only under DEBUG (a debug
+    toolbar's /__debug__/, first in the list): the server runs with DEBUG off, where those do not exist."""
+    (blog / "pages").mkdir()
+    (blog / "pages" / "__init__.py").write_text("")
+    (blog / "pages" / "urls.py").write_text(
+        "from django.http import HttpResponse\nfrom django.urls import path\n"
+        "def view(request):\n    return HttpResponse('ok')\n"
+        "urlpatterns = [path('', view), path('about/', view)]\n")
+    (blog / "toolbar").mkdir()
+    (blog / "toolbar" / "__init__.py").write_text("")
+    (blog / "toolbar" / "urls.py").write_text(
+        "from django.http import HttpResponse\nfrom django.urls import path\n"
+        "urlpatterns = [path('', lambda request: HttpResponse('panels'))]\n")
+    (blog / "mysite" / "urls.py").write_text(
+        "from django.conf import settings\nfrom django.conf.urls.i18n import i18n_patterns\n"
+        "from django.contrib import admin\nfrom django.urls import include, path\n\n"
+        "urlpatterns = i18n_patterns(path('admin/', admin.site.urls), path('', include('pages.urls')))\n"
+        "if settings.DEBUG:\n    urlpatterns = [path('__debug__/', include('toolbar.urls'))] + urlpatterns\n")
+    settings = blog / "mysite" / "settings.py"
+    settings.write_text(settings.read_text().replace(
+        "'django.contrib.sessions.middleware.SessionMiddleware',",
+        "'django.contrib.sessions.middleware.SessionMiddleware',\n    'django.middleware.locale.LocaleMiddleware',"))
+    _, out = run_init(blog)
+    text = (blog / "deploy" / "production.yaml").read_text()
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/en/"
+    assert "__debug__" not in text and "__debug__" not in out
+    assert "# Your URLs answer / with a redirect to this page (read with DEBUG off" in text
+    assert "your URLs answer / with a redirect to /en/ (a redirect is not a 2xx), so the health check " \
+           "(app.health_check) asks for /en/" in out
+
+    # What production answers there, with the production settings init wrote: 302 at /, 200 at /en/.
+    answered = manage_production(blog, "shell", "--command", (
+        "from django.test import Client\nfrom django.test.utils import setup_test_environment\n"
+        "setup_test_environment()\nc = Client()\n"
+        "print(c.get('/').status_code, c.get('/').get('Location'), c.get('/en/').status_code, "
+        "c.get('/__debug__/').status_code)"))
+    assert answered.stdout.splitlines()[-1] == "302 /en/ 200 404", answered.stderr
+
+
+def test_a_redirect_view_at_slash_is_followed_to_its_page(blog):
+    add_polls(blog)
+    urls = blog / "mysite" / "urls.py"
+    urls.write_text(urls.read_text().replace(
+        "urlpatterns = [", "from django.views.generic import RedirectView\n"
+                           "urlpatterns = [path('', RedirectView.as_view(url='/polls/')), "))
+    _, out = run_init(blog)
+    assert inventory.load(str(blog / "deploy" / "production.yaml")).app.health_check == "/polls/"
+    assert "your URLs answer / with a redirect to /polls/" in out

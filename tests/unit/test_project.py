@@ -155,13 +155,13 @@ def test_the_facts_say_whether_slash_has_a_page_and_else_the_first_page_without_
     settings.write_text(settings.read_text() + "\nDATABASES = {'default': {'ENGINE': "
                         "'django.db.backends.postgresql', 'NAME': 'mysite'}}\n")
     assert project.local_facts(beginner, beginner.settings_module, env).facts["health"] == {
-        "root": False, "path": "/polls/"}
+        "root": False, "path": "/polls/", "redirect": ""}
 
     urls.write_text(urls.read_text().replace("path('polls/', include('polls.urls')),",
                                              "path('polls/', include('polls.urls')), path('', admin.site.urls),"))
     assert project.local_facts(beginner, beginner.settings_module, env).facts["health"]["root"] is False
     urls.write_text(urls.read_text().replace("path('', admin.site.urls),", "path('', include('polls.urls')),"))
-    assert project.local_facts(beginner, beginner.settings_module, env).facts["health"] == {"root": True, "path": "/"}
+    assert project.local_facts(beginner, beginner.settings_module, env).facts["health"] == {"root": True, "path": "/", "redirect": ""}
 
 
 def test_the_facts_say_nothing_of_the_health_path_when_the_urls_cannot_be_read(beginner):

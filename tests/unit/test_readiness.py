@@ -130,21 +130,38 @@ def test_no_requirements_file_blocks():
 def test_settings_that_could_not_be_imported_still_get_the_requirements_checked():
     found = readiness.local_findings(None, "Django==1.11.29\n", "requirements.txt")
     assert [f.text.split(":")[0] for f in found] == [
-        "Django 1.11.29 does not run on the server's Python 3.13 (Debian 13), so pip or its first import would "
-        "fail there", "requirements.txt names no PostgreSQL driver"]
+        "Django 1.11.29 runs neither on Debian 12 (Python 3.11) nor on Debian 13 (Python 3.13), the Debian "
+        "releases gangway sets up, so pip or its first import would fail on the server", "requirements.txt names "
+        "no PostgreSQL driver"]
 
 
 def test_django_too_old_for_the_servers_python_names_the_versions_that_can_and_what_breaks():
     finding = only(readiness.local_findings(facts(), "Django==1.11.29\npsycopg2-binary\n", "requirements.txt"))
     text = finding.text
-    assert text.startswith("Django 1.11.29 does not run on the server's Python 3.13 (Debian 13)")
-    assert "5.1 (from 5.1.3), 5.2 LTS, 6.0, 6.1 run on it" in text
-    assert "pin e.g. Django>=5.2,<5.3 in requirements.txt" in text
+    assert text.startswith("Django 1.11.29 runs neither on Debian 12 (Python 3.11) nor on Debian 13 (Python "
+                           "3.13), the Debian releases gangway sets up")
+    assert "pin e.g. Django>=5.2,<5.3 in requirements.txt (5.2 LTS runs on both)" in text
     assert "`url()` from `django.conf.urls` is gone" in text and "`django.utils.six` is gone" in text
+    # init shows what the code uses of it instead (scanned): no list of what usually breaks.
+    scanned = only(readiness.local_findings(facts(), "Django==1.11.29\npsycopg2-binary\n", "requirements.txt",
+                                            scanned=True))
+    assert "usually need changing" not in scanned.text and "5.2 LTS runs on both" in scanned.text
     on_bookworm = only(readiness.server_findings(facts(django="3.2.25", python="3.11")))
     assert on_bookworm.text.startswith("Django 3.2.25 does not run on the server's Python 3.11 (Debian 12)")
     assert "4.1 (from 4.1.3), 4.2 LTS, 5.0, 5.1, 5.2 LTS run on it" in on_bookworm.text
     assert "Django>=4.2,<4.3" in on_bookworm.text and "django.utils.six" not in on_bookworm.text
+
+
+@pytest.mark.parametrize("pin, text", [
+    ("Django==4.2.3", "if the server is Debian 13 (Python 3.13), Django 4.2.3 does not run there, so pip or its "
+                      "first import would fail (5.1 (from 5.1.3), 5.2 LTS, 6.0, 6.1 run on it); on Debian 12 "
+                      "(Python 3.11) it runs. For a server of either release, pin e.g. Django>=5.2,<5.3"),
+    ("Django==6.0.1", "if the server is Debian 12 (Python 3.11), Django 6.0.1 does not run there"),
+])
+def test_before_the_server_is_known_a_django_for_one_release_is_a_condition_not_a_fact(pin, text):
+    finding = only(readiness.local_findings(facts(), pin + "\npsycopg[binary]\n", "requirements.txt"))
+    assert finding.text.startswith(text) and "the server's Python" not in finding.text
+    assert readiness.local_findings(facts(), "Django==5.2.8\npsycopg[binary]\n", "requirements.txt") == []
 
 
 def test_django_too_new_for_the_servers_python():
