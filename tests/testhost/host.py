@@ -1324,5 +1324,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python3 -m tests.testhost.host; tests.testhost runs __main__.py
     sys.exit(main())
