@@ -1,7 +1,7 @@
-"""python3 -m tests.testhost up|down|list|image|reboot|show|inventory ..."""
+"""python3 -m tests.testhost up|down|list|reboot|show|inventory|image ..."""
 
 import sys
 
-from .host import main
+from .cli import main
 
 sys.exit(main())
