@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests import testhost
+from tests.integration.inventory import write_inventory
 from tests.apprepo import AppRepo
 from tests.load import Load
 from tests.wrk import Wrk, require_wrk
@@ -107,7 +108,7 @@ def main() -> None:
     with testhost.start(args.suite) as host, tempfile.TemporaryDirectory() as tmp:
         repo = AppRepo(Path(tmp) / "project")
         inventory = Path(tmp) / "bench.yaml"
-        testhost.write_inventory(host, inventory, app="mysite", domains=(DOMAIN,), source=repo.path,
+        write_inventory(host, inventory, app="mysite", domains=(DOMAIN,), source=repo.path,
                                  health_check="/healthz/", keep_releases=2 * args.runs + 3)
         inv = ("--inventory", str(inventory))
         print("provisioning a fresh test server...", file=sys.stderr)

@@ -26,6 +26,7 @@ from tasks import defaults, provisioning, targets
 from tasks.inventory import load
 from tasks.remote import Stats
 from tests import testhost
+from tests.integration.inventory import write_inventory
 
 REPO = Path(__file__).resolve().parent.parent
 RECAP = re.compile(r"recap \S+: (\d+) steps, (\d+) changed, \d+ unchanged; (\d+) remote commands? over (\d+) SSH")
@@ -81,7 +82,7 @@ def main() -> None:
     floor = apt_floor(args.suite)
     with testhost.start(args.suite) as host, tempfile.TemporaryDirectory() as tmp:
         inventory = Path(tmp) / "bench.yaml"
-        testhost.write_inventory(host, inventory, app="mysite", domains=("app.test", "www.app.test"))
+        write_inventory(host, inventory, app="mysite", domains=("app.test", "www.app.test"))
         fresh, fresh_stats = fab_provision(inventory)
         reruns = [fab_provision(inventory) for _ in range(args.runs)]
         peer = pyinfra_runs(host, inventory, Path(tmp), args.runs)

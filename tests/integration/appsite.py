@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from shlex import quote
 
-from tests import testhost
+from tests.integration.inventory import write_inventory
 from tests.apprepo import AppRepo
 from tests.integration.conftest import APP, DOMAINS, Provisioned, fab
 from tests.outside import Response, https_get
@@ -86,6 +86,6 @@ def make_site(server: Provisioned, tmp_path_factory, name: str, *, kind: type[Si
     tmp = tmp_path_factory.mktemp(name)
     repo = AppRepo(tmp / "project")
     inventory = tmp / "site.yaml"
-    testhost.write_inventory(server.host, inventory, app=APP, domains=DOMAINS, source=repo.path,
+    write_inventory(server.host, inventory, app=APP, domains=DOMAINS, source=repo.path,
                              health_check="/healthz/", **app_keys)
     return kind(server, repo, inventory)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import testhost
+from tests.integration.inventory import write_inventory
 
 REPO = Path(__file__).resolve().parents[2]
 APP = "mysite"
@@ -85,7 +86,7 @@ def provision_fresh(suite: str, tmp_path_factory, persistent: bool = False) -> P
     host = testhost.start(suite, persistent=persistent)
     try:
         inventory = tmp_path_factory.mktemp(f"inventory-{suite}") / "test.yaml"
-        testhost.write_inventory(host, inventory, app=APP, domains=DOMAINS)
+        write_inventory(host, inventory, app=APP, domains=DOMAINS)
         return Provisioned(host, inventory, fab("provision", "--inventory", str(inventory)))
     except BaseException:
         host.stop()

@@ -33,7 +33,7 @@ from urllib.parse import urlencode, urljoin
 import pytest
 import yaml
 
-from tests import testhost
+from tests.integration.inventory import known_hosts_path
 from tests.beginners import BLOG, POLLS, Beginner
 from tests.installed import environment, install
 from tests.integration.conftest import Provisioned
@@ -213,7 +213,7 @@ def new_project(beginner: Beginner, server: Provisioned, bin_dir: Path, tmp_path
     """The beginner's project as its author has it: their files and SQLite database, put under git as the
     tutorial says (its .gitignore keeps db.sqlite3 out of the commit)."""
     tmp = tmp_path_factory.mktemp(app)
-    shutil.copyfile(testhost.known_hosts_path(server.inventory), tmp / "known_hosts")
+    shutil.copyfile(known_hosts_path(server.inventory), tmp / "known_hosts")
     project = Project(beginner.copy(tmp / beginner.directory), server, bin_dir, app)
     project.git("init", "-q")
     project.commit("my site")

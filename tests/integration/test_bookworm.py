@@ -6,7 +6,7 @@ import re
 import shutil
 import subprocess
 
-from tests import testhost
+from tests.integration.inventory import write_inventory
 from tests.integration.conftest import APP, DOMAINS, REPO, fab
 from tests.outside import http_get, https_get, port_open
 
@@ -29,7 +29,7 @@ def test_bookworm_runs_the_example_app(bookworm, tmp_path):
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "example"]):
         subprocess.run(["git", "-c", "user.name=T", "-c", "user.email=t@app.test", *args], cwd=project, check=True)
     inventory = tmp_path / "bookworm.yaml"
-    testhost.write_inventory(bookworm.host, inventory, app=APP, domains=DOMAINS, source=project,
+    write_inventory(bookworm.host, inventory, app=APP, domains=DOMAINS, source=project,
                              health_check="/healthz/")
     out = fab("deploy", "--inventory", str(inventory))
     release = re.search(r"deployed (\S+) to", out.stdout).group(1)

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from tests import testhost
+from tests.integration.inventory import write_inventory
 from tests.integration.appsite import GOOD_MIGRATION, make_site
 from tests.integration.conftest import APP, DOMAINS, fab
 
@@ -71,7 +72,7 @@ def site(trixie, tmp_path_factory):
 
 def test_provision_dry_run_shows_the_diff_and_changes_nothing(trixie, site, tmp_path):
     inventory = tmp_path / "bigger-uploads.yaml"
-    testhost.write_inventory(trixie.host, inventory, app=APP, domains=DOMAINS, max_upload_mb=77)
+    write_inventory(trixie.host, inventory, app=APP, domains=DOMAINS, max_upload_mb=77)
     before = snapshot(trixie)
     out = fab("provision", "--inventory", str(inventory), "--dry-run")
     after = snapshot(trixie)
@@ -98,7 +99,7 @@ def test_deploy_dry_run_names_the_release_and_migration_and_changes_nothing(trix
     live = site.answering()
     commit = site.repo.commit("A new column", **{"counter__migrations__0002_hit_agent.py": GOOD_MIGRATION})
     # The same site with a new app.env value: the dry run names it and keeps its value to itself.
-    inventory = testhost.write_inventory(trixie.host, tmp_path / "with-env.yaml", app=APP, domains=DOMAINS,
+    inventory = write_inventory(trixie.host, tmp_path / "with-env.yaml", app=APP, domains=DOMAINS,
                                          source=site.repo.path, health_check="/healthz/",
                                          env={"PAYMENT_TOKEN": "tok-very-private"})
     before = snapshot(trixie)
@@ -121,7 +122,7 @@ def test_deploy_dry_run_names_the_release_and_migration_and_changes_nothing(trix
 def test_provision_dry_run_on_a_fresh_server_shows_every_step_and_changes_nothing(tmp_path):
     host = testhost.start("trixie")
     try:
-        inventory = testhost.write_inventory(host, tmp_path / "fresh.yaml", app=APP, domains=DOMAINS)
+        inventory = write_inventory(host, tmp_path / "fresh.yaml", app=APP, domains=DOMAINS)
         before = snapshot(host, provisioned=False)
         out = fab("provision", "--inventory", str(inventory), "--dry-run")
         assert_unchanged(before, snapshot(host, provisioned=False))

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tasks.render import render
-from tests import testhost
+from tests.integration.inventory import write_inventory
 from tests.integration.conftest import APP, DOMAINS, fab
 
 CANARY = "/tmp/gangway-hostile"
@@ -46,7 +46,7 @@ CASES = [
 
 def _hostile_inventory(trixie, directory: Path, where: tuple, value) -> Path:
     path = directory / "hostile.yaml"
-    testhost.write_inventory(trixie.host, path, app=APP, domains=DOMAINS)
+    write_inventory(trixie.host, path, app=APP, domains=DOMAINS)
     data = yaml.safe_load(path.read_text())
     node = data
     for part in where[:-1]:

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from tests import testhost
+from tests.integration.inventory import write_inventory, known_hosts_path
 from tests.integration.conftest import REPO
 
 FIRST_CONTACT = re.compile(r"first connection to (\S+): its (\w+) key is (SHA256:[A-Za-z0-9+/]+); recorded in (\S+)")
@@ -35,7 +36,7 @@ def server():
 
 @pytest.fixture(scope="module")
 def inventory(server, tmp_path_factory):
-    return testhost.write_inventory(server, tmp_path_factory.mktemp("hostkeys") / "keys.yaml")
+    return write_inventory(server, tmp_path_factory.mktemp("hostkeys") / "keys.yaml")
 
 
 def server_fingerprint(server) -> str:
@@ -57,7 +58,7 @@ def probe(inventory) -> subprocess.CompletedProcess:
 
 
 def test_the_first_connection_shows_the_key_and_records_it(server, inventory):
-    known = testhost.known_hosts_path(inventory)
+    known = known_hosts_path(inventory)
     assert not known.exists()
     out = probe(inventory)
     assert "is not provisioned" in out.stderr, out.stdout + out.stderr  # it logged in and ran a command
@@ -69,7 +70,7 @@ def test_the_first_connection_shows_the_key_and_records_it(server, inventory):
 
 
 def test_a_known_key_connects_without_a_word(inventory):
-    known = testhost.known_hosts_path(inventory)
+    known = known_hosts_path(inventory)
     before = known.read_text()
     out = probe(inventory)
     assert "is not provisioned" in out.stderr and "first connection" not in out.stdout, out.stdout + out.stderr
@@ -77,7 +78,7 @@ def test_a_known_key_connects_without_a_word(inventory):
 
 
 def test_a_changed_key_is_refused_before_any_command(server, inventory):
-    known = testhost.known_hosts_path(inventory)
+    known = known_hosts_path(inventory)
     old = server_fingerprint(server)
     regenerated = server.ssh("rm /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && systemctl restart ssh")
     assert regenerated.returncode == 0, regenerated.stderr
@@ -101,7 +102,7 @@ def test_a_changed_key_is_refused_before_any_command(server, inventory):
 
 
 def test_accepting_a_legitimate_change_records_the_new_key(server, inventory):
-    known = testhost.known_hosts_path(inventory)
+    known = known_hosts_path(inventory)
     subprocess.run(["ssh-keygen", "-R", server.address, "-f", str(known)], check=True, capture_output=True)
     out = probe(inventory)
     [line] = FIRST_CONTACT.findall(out.stdout)
@@ -109,7 +110,7 @@ def test_accepting_a_legitimate_change_records_the_new_key(server, inventory):
 
 
 def test_fab_dash_h_checks_the_key_in_the_file_fabrics_config_names(server, inventory):
-    known = testhost.known_hosts_path(inventory)
+    known = known_hosts_path(inventory)
     out = fab("-H", f"root@{server.address}", "-i", str(server.ssh_key), "releases",
               env={"FABRIC_GANGWAY_KNOWN_HOSTS": str(known)})
     assert "is not provisioned" in out.stderr and "first connection" not in out.stdout, out.stdout + out.stderr
@@ -119,7 +120,7 @@ def test_fab_dash_h_checks_the_key_in_the_file_fabrics_config_names(server, inve
 def test_a_whole_provision_checks_every_login_against_one_recorded_key(trixie):
     """Provision logs in as the deploy user (refused on a fresh server), as root, and once more as the deploy
     user to prove its login: the key is recorded once, at the first, and every later login is checked."""
-    known = testhost.known_hosts_path(trixie.inventory)
+    known = known_hosts_path(trixie.inventory)
     assert len(FIRST_CONTACT.findall(trixie.first_run.stdout)) == 1, trixie.first_run.stdout
     assert len(known.read_text().splitlines()) == 1
     again = trixie.provision()

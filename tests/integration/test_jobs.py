@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests import testhost
+from tests.integration.inventory import write_inventory
 from tests.integration.appsite import make_site
 from tests.integration.conftest import APP, DOMAINS
 
@@ -56,7 +56,7 @@ def site(trixie, tmp_path_factory):
 
 
 def with_jobs(site, jobs) -> None:
-    testhost.write_inventory(site.server.host, site.inventory, app=APP, domains=DOMAINS, source=site.repo.path,
+    write_inventory(site.server.host, site.inventory, app=APP, domains=DOMAINS, source=site.repo.path,
                              health_check="/healthz/", **({"jobs": jobs} if jobs is not None else {}))
 
 

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests import testhost
+from tests.integration.inventory import write_inventory
 from tests.integration.appsite import Site, make_site
 from tests.integration.conftest import APP, DOMAINS, REPO
 
@@ -149,7 +149,7 @@ def test_a_management_command_runs_in_the_live_release_with_its_words_and_exit_s
 
 def test_the_inventory_env_reaches_the_app_and_leaves_it_when_removed(site):
     assert site.env("INVENTORY_NOTE") == "from the inventory"
-    testhost.write_inventory(site.server.host, site.inventory, app=APP, domains=DOMAINS, source=site.repo.path,
+    write_inventory(site.server.host, site.inventory, app=APP, domains=DOMAINS, source=site.repo.path,
                              health_check="/healthz/")
     site.deploy()
     assert site.env("INVENTORY_NOTE") == "<unset>"

@@ -51,10 +51,10 @@ def test_the_reaper_removes_the_disk_of_a_dead_run():
     try:
         state = json.loads((testhost.RUN_DIR / f"{name}.json").read_text())
         copy, nspawn = Path(state["copy"]), state["procs"]["nspawn"]
-        assert copy.is_dir() and testhost._alive(nspawn)
+        assert copy.is_dir() and testhost.alive(nspawn)
         os.kill(nspawn["pid"], signal.SIGKILL)  # the run dies without cleaning up (a detached host's owner)
         deadline = time.monotonic() + 10
-        while testhost._alive(nspawn) and time.monotonic() < deadline:
+        while testhost.alive(nspawn) and time.monotonic() < deadline:
             time.sleep(0.1)
         testhost.reap_stale()
         assert not copy.exists()

@@ -36,7 +36,7 @@ def leftovers(state: dict) -> list[str]:
     if Path("/sys/class/net", state["link"]).exists():
         found.append(f"link {state['link']}")
     for role, rec in [*state["procs"].items(), ("container", state.get("leader"))]:
-        if testhost._alive(rec):
+        if testhost.alive(rec):
             found.append(f"{role} pid {rec['pid']}")
     for path in (testhost.RUN_DIR / f"{state['name']}.json", Path(state["runtime_dir"])):
         if path.exists():

@@ -1,0 +1,35 @@
+"""Gangway inventories for test hosts: what the integration fixtures (and bench/, demo) deploy with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.testhost import TestHost
+
+
+def write_inventory(host: TestHost, path: Path, app: str = "mysite", domains=(), **app_keys) -> Path:
+    """Write a gangway inventory (YAML) for HOST at PATH: root with the harness key, pebble as the
+    ACME directory (trusting its CA bundle), and the host's tinyproxy as the outbound proxy.
+    APP_KEYS (source, health_check, keep_releases, ...) are added to its app section.
+    Host keys go to a fresh PATH.known_hosts next to it (known_hosts_path), never to ~/.ssh/known_hosts:
+    test hosts reuse addresses with new keys."""
+    q = json.dumps  # a JSON string is a valid YAML scalar
+    email = f"admin@{domains[0] if domains else 'app.test'}"
+    extra = "".join(f"  {key}: {q(str(value) if isinstance(value, Path) else value)}\n"
+                    for key, value in app_keys.items())
+    known_hosts = known_hosts_path(path)
+    known_hosts.unlink(missing_ok=True)  # keys of an earlier host at this address
+    Path(path).write_text(
+        f"app:\n  name: {q(app)}\n  domains: [{', '.join(q(d) for d in domains)}]\n{extra}"
+        f"hosts:\n  - address: {q(host.address)}\n    user: root\n    key: {q(str(host.ssh_key))}\n"
+        f"known_hosts: {q(known_hosts.name)}\n"
+        f"acme:\n  email: {q(email)}\n  directory: {q(host.acme_directory)}\n"
+        f"  ca_bundle: {q(str(host.acme_ca_bundle))}\n"
+        f"proxy:\n  url: {q(host.proxy_url)}\n  no_proxy: [{q(host.gateway)}]\n")
+    return Path(path)
+
+
+def known_hosts_path(inventory: Path) -> Path:
+    """The host keys file write_inventory names for the inventory at INVENTORY: NAME.known_hosts beside it."""
+    return Path(inventory).with_suffix(".known_hosts")
