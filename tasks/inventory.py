@@ -7,13 +7,14 @@ for a server before. Loading is pure apart from reading the file and checking th
 from __future__ import annotations
 
 import base64
+import difflib
 import ipaddress
 import re
 import shlex
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -455,47 +456,203 @@ def check_job_command(value: str) -> str | None:
     return None
 
 
-# --- parsing: the shape is tasks/inventory_schema.py, the defaults the dataclasses above ----------------------
+# --- the schema ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Key:
+    """One key of a mapping: its type, whether it must be there, its check, and a hint for the reader."""
+    kind: type | tuple[type, ...]
+    hint: str
+    required: bool = False
+    check: Callable[[Any], str | None] | None = None
+    each: Callable[[Any], str | None] | None = None  # for lists: the check applied to every item
+    item_kind: type | None = None
+
+
+HOST_KEYS = {
+    "address": Key(str, "the server's IP address or host name", required=True, check=check_address),
+    "user": Key(str, "the SSH user for the first connection (root, or a user with sudo)", check=check_unix_user),
+    "port": Key(int, "the SSH port", check=check_port),
+    "key": Key(str, "path of your SSH private key, e.g. ~/.ssh/id_ed25519", check=check_local_path),
+}
+APP_KEYS = {
+    "name": Key(str, "the app's short name, e.g. mysite", required=True, check=check_app_name),
+    "domains": Key(list, "the domain names the site answers on, e.g. [example.com, www.example.com]",
+                   each=check_domain, item_kind=str),
+    "wsgi_module": Key(str, "the Django project's WSGI module, e.g. mysite.wsgi", check=check_python_module),
+    "max_upload_mb": Key(int, "the largest request body nginx accepts, in MB", check=check_positive),
+    "source": Key(str, "the Django project's directory (with manage.py), relative to this file",
+                  check=check_local_path),
+    "requirements": Key(str, "the requirements file, relative to the project", check=check_relative_path),
+    "health_check": Key(str, "the path a new release must answer before it gets traffic, e.g. /healthz/",
+                        check=check_url_path),
+    "keep_releases": Key(int, "how many good releases to keep on the server", check=check_at_least_two),
+    "keep_failed": Key(int, "how many failed releases to keep aside for inspection", check=check_positive),
+    "keep_backups": Key(int, "how many database dumps (taken before migrations) to keep", check=check_positive),
+    "standby_minutes": Key(int, "how long the previous release keeps running after a switch, for an instant "
+                                "rollback (0: stop it at once)", check=check_not_negative),
+    "settings_module": Key(str, "the settings module production uses, e.g. mysite.settings_production "
+                                "(default: the one manage.py names)", check=check_python_module),
+    "env": Key(dict, "the app's own non-secret environment variables, e.g. {SENTRY_ENVIRONMENT: production}"),
+    "build": Key(dict, "a local build step before packing: {command: 'npm ci && npm run build', "
+                       "outputs: [static/dist]}"),
+    "jobs": Key(list, "management commands run on a schedule: [{name: clearsessions, command: clearsessions, "
+                      "schedule: daily}]", item_kind=dict),
+}
+JOB_KEYS = {
+    "name": Key(str, "a short name for the job, e.g. clearsessions", required=True, check=check_job_name),
+    "command": Key(str, "what follows `manage.py`, e.g. clearsessions or 'send_reminders --days 3'",
+                   required=True, check=check_job_command),
+    "schedule": Key(str, "when it runs: daily, hourly, weekly, or e.g. '*-*-* 03:00:00'", required=True,
+                    check=check_schedule),
+}
+BUILD_KEYS = {
+    "command": Key(str, "the shell command run in the project directory on this machine before packing, "
+                        "e.g. npm ci && npx gulp build", required=True, check=check_local_path),
+    "outputs": Key(list, "the paths (relative to the project) the command writes that ship with the release, "
+                         "e.g. [static/dist]", required=True, each=check_relative_path, item_kind=str),
+}
+ACME_KEYS = {
+    "email": Key(str, "the e-mail address for the ACME account (expiry notices)", check=check_email),
+    "directory": Key(str, "the ACME directory URL (Let's Encrypt by default)", check=check_https_url),
+    "ca_bundle": Key(str, "a PEM file the ACME client trusts for a private or test CA", check=check_local_path),
+}
+PROXY_KEYS = {
+    "url": Key(str, "the outbound HTTP proxy, e.g. http://proxy.internal:3128", required=True,
+               check=check_proxy_url),
+    "no_proxy": Key(list, "hosts reached directly, not through the proxy", each=check_no_proxy, item_kind=str),
+}
+BACKUP_KEYS = {
+    "time": Key(str, 'when the daily backup runs, HH:MM server time, in quotes, e.g. "03:15"',
+                check=check_time_of_day),
+    "keep_daily": Key(int, "how many days' scheduled backups to keep (the newest of each day)", check=check_positive),
+    "keep_weekly": Key(int, "how many weeks' scheduled backups to keep besides (the newest of each week)",
+                       check=check_not_negative),
+}
+TOP_KEYS = {
+    "app": Key(dict, "the app: name, domains", required=True),
+    "hosts": Key(list, "the servers: a list of {address, user, port, key}", item_kind=dict),
+    "acme": Key(dict, "where TLS certificates come from: email, directory, ca_bundle"),
+    "proxy": Key(dict, "an outbound HTTP proxy for servers that reach the internet only through one"),
+    "deploy_user": Key(str, "the account you and fab log in as after provisioning", check=check_deploy_user),
+    "ssh_keys": Key(list, "more public keys allowed to log in as the deploy user", each=check_public_key,
+                    item_kind=str),
+    "backups": Key(dict, "the scheduled daily database backup: {time: \"03:15\", keep_daily: 7, keep_weekly: 4}"),
+    "known_hosts": Key(str, "the file that holds these servers' SSH host keys instead of ~/.ssh/known_hosts, "
+                            "relative to this file, e.g. production.known_hosts", check=check_local_path),
+}
+
+_TYPE_NAMES = {str: "a string", int: "a number", list: "a list", dict: "a mapping (key: value lines)",
+               bool: "true or false"}
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, where: str, text: str) -> InventoryError:
+        return InventoryError(f"{self.source}: {where}: {text}")
+
+    def mapping(self, data: Any, keys: dict[str, Key], where: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(where or "top level", f"must be {_TYPE_NAMES[dict]}, found {_kind(data)}")
+        for name in data:
+            if name not in keys:
+                close = difflib.get_close_matches(str(name), keys, n=1)
+                fix = f"did you mean '{close[0]}'?" if close else f"known keys here: {', '.join(keys)}"
+                raise self.fail(_join(where, name), f"unknown key; {fix}")
+        for name, key in keys.items():
+            path = _join(where, name)
+            if name not in data or data[name] is None:
+                if key.required:
+                    raise self.fail(path, f"is missing; add it: {key.hint}")
+                continue
+            self.value(data[name], key, path)
+        return {k: v for k, v in data.items() if v is not None}
+
+    def value(self, value: Any, key: Key, path: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, key.kind):
+            raise self.fail(path, f"must be {_TYPE_NAMES[key.kind]} ({key.hint}), found {_kind(value)}")
+        if key.check and (problem := key.check(value)):
+            raise self.fail(path, f"{value!r} {problem}")
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if key.item_kind and (isinstance(item, bool) or not isinstance(item, key.item_kind)):
+                    raise self.fail(f"{path}[{i}]", f"must be {_TYPE_NAMES[key.item_kind]}, found {_kind(item)}")
+                if key.each and (problem := key.each(item)):
+                    raise self.fail(f"{path}[{i}]", f"{item!r} {problem}")
+
+
+def _join(where: str, name: Any) -> str:
+    # A key with a line break in it must not break the one-line message.
+    name = name if isinstance(name, str) and name.isprintable() else repr(name)
+    return f"{where}.{name}" if where else str(name)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    return f"{type(value).__name__} {value!r}" if isinstance(value, (int, float, str)) else type(value).__name__
+
 
 def parse(data: Any, source: str, base: Path) -> Inventory:
-    """Validate a loaded YAML document and build the Inventory; raises InventoryError naming key and fix."""
-    from .inventory_schema import validate  # pydantic, imported only when an inventory is read
+    """Validate a loaded YAML document and build the Inventory; raises InventoryError naming key and fix.
 
-    top = validate(data, source)
-    app = top.app
-    domains = [d.rstrip(".").lower() for d in app.domains or ()]
+    Only the keys the file sets are passed on: a key left out takes the dataclass's default (tasks/defaults.py).
+    """
+    checker = _Checker(source)
+    top = checker.mapping(data, TOP_KEYS, "")
+    app = checker.mapping(top["app"], APP_KEYS, "app")
+    domains = [d.rstrip(".").lower() for d in app.get("domains", [])]
     for i, d in enumerate(domains):
         if d in domains[:i]:
-            raise InventoryError(f"{source}: app.domains[{i}]: {d!r} is listed twice; remove one")
-    jobs: list[Job] = []
-    for i, job in enumerate(app.jobs or ()):
-        if job.name in [j.name for j in jobs]:
-            raise InventoryError(f"{source}: app.jobs[{i}].name: {job.name!r} is used twice; give each job its "
-                                 "own name")
-        jobs.append(Job(name=job.name, command=job_command(job.command), schedule=job.schedule))
-    hosts = [Host(**h.given("address", "key"), address=h.address.lower(),
-                  key=h.key and _file(h.key, base, f"{source}: hosts[{i}].key", ". Fix the path, or create a key "
-                                      "with `ssh-keygen -t ed25519` and use ~/.ssh/id_ed25519"))
-             for i, h in enumerate(top.hosts or ())]
-    acme = top.acme.given("ca_bundle") if top.acme else {}
-    if top.acme and top.acme.ca_bundle:
-        acme["ca_bundle"] = _file(top.acme.ca_bundle, base, f"{source}: acme.ca_bundle", "; point it at the CA's "
+            raise checker.fail(f"app.domains[{i}]", f"{d!r} is listed twice; remove one")
+    hosts = []
+    for i, raw in enumerate(top.get("hosts", [])):
+        h = checker.mapping(raw, HOST_KEYS, f"hosts[{i}]")
+        if "key" in h:
+            h["key"] = _file(h["key"], base, checker, f"hosts[{i}].key", ". Fix the path, or create a key with "
+                             "`ssh-keygen -t ed25519` and use ~/.ssh/id_ed25519")
+        hosts.append(Host(**{**h, "address": h["address"].lower()}))
+    acme = checker.mapping(top.get("acme", {}), ACME_KEYS, "acme")
+    if "ca_bundle" in acme:
+        acme["ca_bundle"] = _file(acme["ca_bundle"], base, checker, "acme.ca_bundle", "; point it at the CA's "
                                   "PEM certificate, or remove the key to use public CAs")
-    project = Path(app.source or ".").expanduser()
-    build = app.build and Build(command=app.build.command, outputs=tuple(o.rstrip("/") for o in app.build.outputs))
-    return Inventory(
-        **top.given("app", "hosts", "acme", "proxy", "ssh_keys", "known_hosts", "backups"),
-        app=App(**app.given("domains", "source", "env", "build", "jobs"), domains=tuple(domains),
-                source=project if project.is_absolute() else (base / project).resolve(),
-                env=tuple((name, value) for name, value in (app.env or {}).items()), build=build, jobs=tuple(jobs)),
-        hosts=tuple(hosts),
-        acme=Acme(**acme),
-        proxy=top.proxy and Proxy(url=top.proxy.url, no_proxy=tuple(top.proxy.no_proxy or ())),
-        ssh_keys=tuple(top.ssh_keys or ()),
-        known_hosts=top.known_hosts and _local(top.known_hosts, base),
-        source=source,
-        backups=Backups(**top.backups.given()) if top.backups else Backups(),
-    )
+    proxy = None
+    if "proxy" in top:
+        p = checker.mapping(top["proxy"], PROXY_KEYS, "proxy")
+        proxy = Proxy(url=p["url"], no_proxy=tuple(p.get("no_proxy", ())))
+    env = []
+    for name, value in app.get("env", {}).items():
+        if not isinstance(name, str) or (problem := check_env_name(name)):
+            raise checker.fail(_join("app.env", name), f"{name!r} {problem or 'must be a name'}")
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise checker.fail(_join("app.env", name), f"must be a string or a number, found {_kind(value)}")
+        if problem := check_env_value(str(value)):
+            raise checker.fail(_join("app.env", name), f"{str(value)!r} {problem}")
+        env.append((name, str(value)))
+    build = None
+    if "build" in app:
+        b = checker.mapping(app["build"], BUILD_KEYS, "app.build")
+        build = Build(command=b["command"], outputs=tuple(o.rstrip("/") for o in b["outputs"]))
+    backups = checker.mapping(top.get("backups", {}), BACKUP_KEYS, "backups")
+    jobs = []
+    for i, raw in enumerate(app.get("jobs", [])):
+        j = checker.mapping(raw, JOB_KEYS, f"app.jobs[{i}]")
+        if j["name"] in [job.name for job in jobs]:
+            raise checker.fail(f"app.jobs[{i}].name", f"{j['name']!r} is used twice; give each job its own name")
+        jobs.append(Job(name=j["name"], command=job_command(j["command"]), schedule=j["schedule"]))
+    project = Path(app.get("source", ".")).expanduser()
+    return Inventory(**{
+        **top,
+        "app": App(**{**app, "domains": tuple(domains), "env": tuple(env), "build": build, "jobs": tuple(jobs),
+                      "source": project if project.is_absolute() else (base / project).resolve()}),
+        "hosts": tuple(hosts), "acme": Acme(**acme), "proxy": proxy, "backups": Backups(**backups),
+        "ssh_keys": tuple(top.get("ssh_keys", ())), "source": source,
+        "known_hosts": _local(top["known_hosts"], base) if "known_hosts" in top else None,
+    })
 
 
 def _local(raw: str, base: Path) -> Path:
@@ -503,10 +660,10 @@ def _local(raw: str, base: Path) -> Path:
     return base / Path(raw).expanduser()
 
 
-def _file(raw: str, base: Path, where: str, fix: str) -> Path:
+def _file(raw: str, base: Path, checker: _Checker, where: str, fix: str) -> Path:
     path = _local(raw, base)
     if not path.is_file():
-        raise InventoryError(f"{where}: {raw!r}: no such file{fix}")
+        raise checker.fail(where, f"{raw!r}: no such file{fix}")
     return path
 
 
