@@ -634,18 +634,11 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}" if isinstance(value, (int, float, str)) else type(value).__name__
 
 
-def _key_path(raw: str, base: Path, checker: _Checker, where: str) -> Path:
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        path = base / path
-    if not path.is_file():
-        raise checker.fail(where, f"{raw!r}: no such file. Fix the path, or create a key with "
-                                  f"`ssh-keygen -t ed25519` and use ~/.ssh/id_ed25519")
-    return path
-
-
 def parse(data: Any, source: str, base: Path) -> Inventory:
-    """Validate a loaded YAML document and build the Inventory; raises InventoryError naming key and fix."""
+    """Validate a loaded YAML document and build the Inventory; raises InventoryError naming key and fix.
+
+    Only the keys the file sets are passed on: a key left out takes the dataclass's default (tasks/defaults.py).
+    """
     checker = _Checker(source)
     top = checker.mapping(data, TOP_KEYS, "")
     app = checker.mapping(top["app"], APP_KEYS, "app")
@@ -656,16 +649,14 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
     hosts = []
     for i, raw in enumerate(top.get("hosts", [])):
         h = checker.mapping(raw, HOST_KEYS, f"hosts[{i}]")
-        key = _key_path(h["key"], base, checker, f"hosts[{i}].key") if "key" in h else None
-        hosts.append(Host(address=h["address"].lower(), user=h.get("user", "root"), port=h.get("port", 22), key=key))
-    acme_data = checker.mapping(top.get("acme", {}), ACME_KEYS, "acme")
-    ca_bundle = None
-    if "ca_bundle" in acme_data:
-        ca_bundle = Path(acme_data["ca_bundle"]).expanduser()
-        ca_bundle = ca_bundle if ca_bundle.is_absolute() else base / ca_bundle
-        if not ca_bundle.is_file():
-            raise checker.fail("acme.ca_bundle", f"{acme_data['ca_bundle']!r}: no such file; point it at the "
-                                                 "CA's PEM certificate, or remove the key to use public CAs")
+        if "key" in h:
+            h["key"] = _file(h["key"], base, checker, f"hosts[{i}].key", ". Fix the path, or create a key with "
+                             "`ssh-keygen -t ed25519` and use ~/.ssh/id_ed25519")
+        hosts.append(Host(**{**h, "address": h["address"].lower()}))
+    acme = checker.mapping(top.get("acme", {}), ACME_KEYS, "acme")
+    if "ca_bundle" in acme:
+        acme["ca_bundle"] = _file(acme["ca_bundle"], base, checker, "acme.ca_bundle", "; point it at the CA's "
+                                  "PEM certificate, or remove the key to use public CAs")
     proxy = None
     if "proxy" in top:
         p = checker.mapping(top["proxy"], PROXY_KEYS, "proxy")
@@ -691,30 +682,26 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
             raise checker.fail(f"app.jobs[{i}].name", f"{j['name']!r} is used twice; give each job its own name")
         jobs.append(Job(name=j["name"], command=job_command(j["command"]), schedule=j["schedule"]))
     project = Path(app.get("source", ".")).expanduser()
-    return Inventory(
-        app=App(name=app["name"], domains=tuple(domains), wsgi_module=app.get("wsgi_module", ""),
-                max_upload_mb=app.get("max_upload_mb", defaults.MAX_UPLOAD_MB),
-                source=project if project.is_absolute() else (base / project).resolve(),
-                requirements=app.get("requirements", defaults.REQUIREMENTS),
-                health_check=app.get("health_check", defaults.HEALTH_CHECK),
-                keep_releases=app.get("keep_releases", defaults.KEEP_RELEASES),
-                keep_failed=app.get("keep_failed", defaults.KEEP_FAILED),
-                keep_backups=app.get("keep_backups", defaults.KEEP_BACKUPS),
-                standby_minutes=app.get("standby_minutes", defaults.STANDBY_MINUTES),
-                settings_module=app.get("settings_module", ""), env=tuple(env), build=build,
-                jobs=tuple(jobs)),
-        hosts=tuple(hosts),
-        acme=Acme(email=acme_data.get("email"), directory=acme_data.get("directory", defaults.ACME_DIRECTORY),
-                  ca_bundle=ca_bundle),
-        proxy=proxy,
-        deploy_user=top.get("deploy_user", defaults.DEPLOY_USER),
-        ssh_keys=tuple(top.get("ssh_keys", ())),
-        known_hosts=(base / Path(top["known_hosts"]).expanduser()) if "known_hosts" in top else None,
-        source=source,
-        backups=Backups(time=backups.get("time", defaults.BACKUP_TIME),
-                        keep_daily=backups.get("keep_daily", defaults.KEEP_DAILY),
-                        keep_weekly=backups.get("keep_weekly", defaults.KEEP_WEEKLY)),
-    )
+    return Inventory(**{
+        **top,
+        "app": App(**{**app, "domains": tuple(domains), "env": tuple(env), "build": build, "jobs": tuple(jobs),
+                      "source": project if project.is_absolute() else (base / project).resolve()}),
+        "hosts": tuple(hosts), "acme": Acme(**acme), "proxy": proxy, "backups": Backups(**backups),
+        "ssh_keys": tuple(top.get("ssh_keys", ())), "source": source,
+        "known_hosts": _local(top["known_hosts"], base) if "known_hosts" in top else None,
+    })
+
+
+def _local(raw: str, base: Path) -> Path:
+    """A path on this machine, as the inventory writes it: relative to the inventory's directory."""
+    return base / Path(raw).expanduser()
+
+
+def _file(raw: str, base: Path, checker: _Checker, where: str, fix: str) -> Path:
+    path = _local(raw, base)
+    if not path.is_file():
+        raise checker.fail(where, f"{raw!r}: no such file{fix}")
+    return path
 
 
 def resolve_path(name: str, directory: Path = INVENTORY_DIR) -> Path:

@@ -262,3 +262,13 @@ def test_bad_backup_settings_name_the_key_and_the_fix(backups, expected):
     message = error_for(with_change("backups", backups))
     for part in expected:
         assert part in message, message
+
+
+def test_a_key_left_out_takes_the_one_default_the_dataclasses_state():
+    from tasks import defaults
+    from tasks.inventory import Acme, App, Host
+    inv = parse({"app": {"name": "mysite"}, "hosts": [{"address": "203.0.113.10"}]}, "i.yaml", Path("."))
+    assert inv == Inventory(app=App(name="mysite", source=Path(".").resolve()), hosts=(Host("203.0.113.10"),),
+                            acme=Acme(), backups=Backups(), source="i.yaml")
+    assert (inv.app.keep_releases, inv.deploy_user, inv.backups.time) == \
+        (defaults.KEEP_RELEASES, defaults.DEPLOY_USER, defaults.BACKUP_TIME)
