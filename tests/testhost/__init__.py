@@ -16,10 +16,14 @@ tear down what a dead one left behind (state.py: ``reap_stale``).  Only the stan
 The gangway inventory for a host is written by the tests (tests/integration/inventory.py).
 """
 
-from .common import (CACHE_DIR, DEFAULT_SUITE, RUN_DIR, SUITES, HostSetupError, TestHostError,  # noqa: F401
+from .common import (CACHE_DIR, DEFAULT_SUITE, RUN_DIR, SUITES, HostSetupError, TestHostError,
                      require_host)
-from .host import TestHost, down, find, reboot_detached, start  # noqa: F401
-from .image import (IMAGES_DIR, SSH_KEY, debian_mirrors, ensure_image, ensure_ssh_key,  # noqa: F401
+from .host import TestHost, down, find, reboot_detached, start
+from .image import (IMAGES_DIR, SSH_KEY, debian_mirrors, ensure_image, ensure_ssh_key,
                     stale_ephemeral_copies)
-from .processes import alive  # noqa: F401
-from .state import reap_stale  # noqa: F401
+from .processes import alive
+from .state import reap_stale
+
+__all__ = ["CACHE_DIR", "DEFAULT_SUITE", "RUN_DIR", "SUITES", "HostSetupError", "TestHostError", "require_host",
+           "TestHost", "down", "find", "reboot_detached", "start", "IMAGES_DIR", "SSH_KEY", "debian_mirrors",
+           "ensure_image", "ensure_ssh_key", "stale_ephemeral_copies", "alive", "reap_stale"]
