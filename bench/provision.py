@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 from bench.peers import pyinfra_peer
-from tasks import defaults, provisioning, targets
+from tasks import defaults, provisioning
+from tasks.connection import targets
 from tasks.inventory import load
-from tasks.remote import Stats
+from tasks.connection.remote import Stats
 from tests import testhost
 from tests.integration.inventory import write_inventory
 

@@ -12,7 +12,7 @@ from fabric import Config
 from fabric.main import Fab
 
 from .collection import namespace_for
-from .executor import Executor
+from .cli.executor import Executor
 
 
 def main() -> None:

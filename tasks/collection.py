@@ -17,15 +17,15 @@ from pathlib import Path
 import fabric
 from invoke import Collection
 
-from .backups import backup, backups, maintenance, restore
-from .data import import_data
-from .deploy import deploy, list_releases, rollback, unlock
-from .executor import Executor
-from .init import init
-from .logs import logs
-from .operate import config, manage
-from .provision import provision
-from .status import status
+from .cli.backups import backup, backups, maintenance, restore
+from .cli.data import import_data
+from .cli.deploy import deploy, list_releases, rollback, unlock
+from .cli.executor import Executor
+from .cli.init import init
+from .cli.logs import logs
+from .cli.operate import config, manage
+from .cli.provision import provision
+from .cli.status import status
 
 # Where a project keeps its inventory files, relative to its fabfile.
 INVENTORY_DIR = "deploy"
@@ -43,7 +43,7 @@ def namespace_for(fabfile: str | Path, inventory_dir: str = INVENTORY_DIR) -> Co
 
 
 def _use_executor() -> None:
-    """`fab manage -- ARGS` needs gangway's executor (tasks/executor.py). invoke picks the executor from the
+    """`fab manage -- ARGS` needs gangway's executor (tasks/cli/executor.py). invoke picks the executor from the
     config key tasks.executor_class before it loads any collection's configuration, so a collection cannot
     set it; the `fab` program loading this fabfile gets it as its default instead (a tasks.executor_class of
     the user's own config still wins). `gangway` (tasks/__main__.py) passes it directly."""

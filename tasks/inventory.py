@@ -381,8 +381,8 @@ _SYSTEM_NAMES = (
 def unit_variables() -> frozenset[str]:
     """The names the app's systemd units set with Environment= (templates/systemd/), and those
     every management command's sandbox sets (release_commands.SANDBOX_ENV)."""
-    from .release_commands import SANDBOX_ENV
-    from .render import TEMPLATES
+    from .commands.release import SANDBOX_ENV
+    from .commands.render import TEMPLATES
     names = set(SANDBOX_ENV)
     lines = [line for unit in ("app@.service.j2", "job.service.j2")
              for line in (TEMPLATES / "systemd" / unit).read_text().splitlines()]

@@ -116,7 +116,7 @@ class Layout:
 
     @property
     def lock_work(self) -> str:
-        """Held (shared) by every command of a locked run; see tasks/lock.py."""
+        """Held (shared) by every command of a locked run; see tasks/session/lock.py."""
         return f"{self.state}/deploy.work"
 
     @property

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from tasks import defaults, provisioning
-from tasks.steps import Absent, Directory, File, Link
+from tasks.facts.steps import Absent, Directory, File, Link
 
 VENV = Path.home() / ".cache" / "gangway" / "peers"
 DEPLOY = Path(__file__).resolve().parent / "pyinfra_deploy.py"

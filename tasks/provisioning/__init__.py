@@ -11,7 +11,7 @@ from typing import Callable
 
 from ..inventory import Host, Inventory
 from ..layout import Layout
-from ..steps import Step
+from ..facts.steps import Step
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,7 @@ class Server:
 
 
 def steps(server: Server) -> list[Step]:
-    from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, ssh, system, tls,
-                   users)
+    from . import backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, ssh, system, tls, users
 
     return [
         system.apt_proxy(server),

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from . import Server
 from .. import defaults
-from ..render import TEMPLATES, render
-from ..steps import Change, Check, File, Probe, Step
-from ..shell import q
+from ..commands.render import TEMPLATES, render
+from ..facts.steps import Change, Check, File, Probe, Step
+from ..commands.shell import q
 
 SYSTEMD = "/etc/systemd/system"
 

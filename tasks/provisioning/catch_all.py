@@ -7,9 +7,9 @@ default server, so then the catch-all is removed.
 from __future__ import annotations
 
 from . import Server
-from ..provisioning.nginx import NGINX_VERSION
-from ..render import render
-from ..steps import Absent, Facts, File, Step
+from .nginx import NGINX_VERSION
+from ..commands.render import render
+from ..facts.steps import Absent, Facts, File, Step
 
 CATCH_ALL = "/etc/nginx/conf.d/gangway-catch-all.conf"
 # ssl_reject_handshake: refuse TLS for an unknown name without a certificate to show.

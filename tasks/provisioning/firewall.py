@@ -9,8 +9,8 @@ bans and other tools' tables survive a firewall change.
 from __future__ import annotations
 
 from . import Server
-from ..render import render
-from ..steps import Change, Check, File, Probe, Step
+from ..commands.render import render
+from ..facts.steps import Change, Check, File, Probe, Step
 
 RULES = "/etc/nftables.conf"
 

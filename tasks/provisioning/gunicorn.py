@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from . import Server
-from ..render import render
-from ..steps import File, Step
+from ..commands.render import render
+from ..facts.steps import File, Step
 
 
 def unit_file(server: Server) -> str:

@@ -6,8 +6,8 @@ us set) and changes nothing."""
 from __future__ import annotations
 
 from . import Server
-from ..render import render
-from ..steps import Change, Check, Directory, Facts, File, Probe, Step
+from ..commands.render import render
+from ..facts.steps import Change, Check, Directory, Facts, File, Probe, Step
 
 SYSCTL = "/etc/sysctl.d/90-gangway.conf"
 MODPROBE = "/etc/modprobe.d/gangway-blacklist.conf"

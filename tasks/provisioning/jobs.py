@@ -9,9 +9,9 @@ import hashlib
 from . import Server
 from ..inventory import Inventory, Job
 from ..layout import Layout
-from ..render import render
-from ..shell import join, q
-from ..steps import Change, Check, Facts, File, Probe, Step
+from ..commands.render import render
+from ..commands.shell import join, q
+from ..facts.steps import Change, Check, Facts, File, Probe, Step
 
 UNIT_DIR = "/etc/systemd/system"
 

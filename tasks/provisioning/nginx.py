@@ -11,9 +11,9 @@ import re
 from .. import defaults
 from ..layout import ACME_WEBROOT, CONFIG_ROOT
 from . import Server
-from ..provisioning.tls import certificate_probe
-from ..render import TEMPLATES, render
-from ..steps import Absent, Facts, File, FileIfAbsent, Link, Probe, Step
+from .tls import certificate_probe
+from ..commands.render import TEMPLATES, render
+from ..facts.steps import Absent, Facts, File, FileIfAbsent, Link, Probe, Step
 
 DHPARAM = f"{CONFIG_ROOT}/ffdhe2048.pem"
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"

@@ -8,8 +8,8 @@ opens no TCP port at all, so nobody reaches it over the network.
 from __future__ import annotations
 
 from . import Server
-from ..shell import as_user, q
-from ..steps import Change, Check, Probe, Step
+from ..commands.shell import as_user, q
+from ..facts.steps import Change, Check, Probe, Step
 
 
 def parse_state(out: str, rc: int) -> dict | None:

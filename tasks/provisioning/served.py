@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from ..inventory import Inventory
 from ..layout import Layout
-from ..shell import q
-from ..steps import Probe
+from ..commands.shell import q
+from ..facts.steps import Probe
 from . import Server
 
 

@@ -7,10 +7,10 @@ taken back and only the login rules stay.
 
 from __future__ import annotations
 
-from .. import shell
+from ..commands import shell
 from . import Server
-from ..render import render
-from ..steps import Change, Check, Facts, File, Probe, Step
+from ..commands.render import render
+from ..facts.steps import Change, Check, Facts, File, Probe, Step
 
 # sshd takes the first value it reads; drop-ins are read before the main file, in name order.
 HARDENING = "/etc/ssh/sshd_config.d/00-gangway.conf"

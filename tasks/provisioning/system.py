@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from .. import defaults
 from . import Server
-from ..render import render
-from ..shell import q, write_file
-from ..steps import Absent, Change, Check, File, Packages, Probe, Step
+from ..commands.render import render
+from ..commands.shell import q, write_file
+from ..facts.steps import Absent, Change, Check, File, Packages, Probe, Step
 
 APT_PROXY = "/etc/apt/apt.conf.d/80gangway-proxy"
 AUTO_UPGRADES = "/etc/apt/apt.conf.d/20auto-upgrades"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from ..layout import ACME_WEBROOT
 from . import Server
-from ..render import render
-from ..shell import join, q, with_env
-from ..steps import Absent, Change, Check, Directory, Facts, File, Probe, Step
+from ..commands.render import render
+from ..commands.shell import join, q, with_env
+from ..facts.steps import Absent, Change, Check, Directory, Facts, File, Probe, Step
 
 RENEWAL_DROPIN = "/etc/systemd/system/certbot.service.d/gangway.conf"
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from ..layout import ACME_WEBROOT, CONFIG_ROOT
 from . import Server
-from ..render import render
-from ..shell import q
-from ..steps import Change, Check, Directory, File, Probe, Step
+from ..commands.render import render
+from ..commands.shell import q
+from ..facts.steps import Change, Check, Directory, File, Probe, Step
 
 
 def _account_probe(name: str) -> Probe:

@@ -1,7 +1,7 @@
 # The readiness facts: what the project's settings say, read with the environment production gives them, as
 # plain data (`readiness_facts`). Runs with the settings configured: on the server inside release_check.py
 # (Django set up), and on the developer's machine under `fab init` with the environment the server gives the
-# app (Django set up only at the end, to read the URLconf). tasks/readiness.py words the findings.
+# app (Django set up only at the end, to read the URLconf). tasks/project/readiness.py words the findings.
 import importlib.util as _util
 import os as _os
 import re as _re

@@ -1,10 +1,10 @@
 # Run inside a new release by `manage.py shell --command` (so the project's own manage.py picks the settings),
 # before the release gets any traffic: the readiness check, Django's deploy checks, collectstatic, the
 # migrations the code knows, and the project's bytecode (compiled once here: the app user may not write into
-# its release). tasks/project.py `check_script` puts readiness_facts.py (`readiness_facts`) and the module
+# its release). tasks/project/django.py `check_script` puts readiness_facts.py (`readiness_facts`) and the module
 # that words the findings (`readiness`) in front of this file.
 # Prints a report line naming each part (gate) before it runs, so that a failure is told by the part that was
-# running (tasks/diagnose.py), and one report line last; exits non-zero with the reasons when the release must
+# running (tasks/project/diagnose.py), and one report line last; exits non-zero with the reasons when the release must
 # not go live.
 import compileall
 import json
@@ -23,7 +23,7 @@ report = {"warnings": []}
 
 
 def gate(name):
-    print("@gangway " + json.dumps({"gate": name}), flush=True)  # a report line: see tasks/shell.py
+    print("@gangway " + json.dumps({"gate": name}), flush=True)  # a report line: see tasks/commands/shell.py
 
 
 gate("readiness")
@@ -61,7 +61,7 @@ if sample is not None and static_url.startswith("/"):
 
 gate("migrations")
 # Every name the code knows, those its squashed migrations replace included (known_migrations.py, put in
-# front of this file by tasks/deploy.py).
+# front of this file by tasks/cli/deploy.py).
 report.update(known_migrations(MigrationLoader(None, ignore_no_migrations=True)))
 gate("bytecode")
 compileall.compile_dir(str(release), quiet=2, rx=re.compile(r"/(\.venv|static|media|node_modules)/"))

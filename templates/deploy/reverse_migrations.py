@@ -1,5 +1,5 @@
 # Reverse migrations the way Django itself does, run inside the release whose code has their files, by
-# `manage.py shell --command` as the app user (tasks/programs.py). Its input: {"remove": [...]}, the migrations
+# `manage.py shell --command` as the app user (tasks/commands/programs.py). Its input: {"remove": [...]}, the migrations
 # to reverse ("app.name" as django_migrations holds them).
 #
 # Django's own executor plans the way back: one plan for all the apps at once, in reverse dependency order,

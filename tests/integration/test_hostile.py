@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.render import render
+from tasks.commands.render import render
 from tests.integration.inventory import write_inventory
 from tests.integration.conftest import APP, DOMAINS, fab
 

@@ -17,7 +17,7 @@ import base64
 
 import pytest
 
-from tasks import release_commands as commands
+from tasks.commands import release as commands
 from tasks.layout import Layout
 from tests.integration.appsite import Site, deployed_id, make_site
 from tests.integration.conftest import APP, provision_fresh

@@ -4,7 +4,7 @@ writes, so every failure branch of a task can be reached in milliseconds, withou
 The fake knows the shape of what gangway sends, not what it means:
 - `gather(probes)` answers each probe from `facts` (already parsed values, keyed like the probes), and a test
   can queue different answers for later reads (`then_facts`), e.g. the migrations after a reversal;
-- `run(script)` finds the named steps of a `tasks.shell.script` (its `gw_step=` lines) and answers with the
+- `run(script)` finds the named steps of a `tasks.commands.shell.script` (its `gw_step=` lines) and answers with the
   first rule whose step name matches: success with a report (the `@gangway {...}` lines a step prints), or a
   failure of that step with its output; unmatched scripts succeed with no report;
 - `start` (the deploy lock's holder) answers "acquired"; `put` stores the bytes, or raises what a test asks.
@@ -20,14 +20,14 @@ import re
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from tasks import shell
-from tasks.remote import RemoteError, Result, Stats
+from tasks.commands import shell
+from tasks.connection.remote import RemoteError, Result, Stats
 
 STEP = re.compile(r"^gw_step='?([^'\n;]*)'?;", re.M)
 
 
 def steps_of(script: str) -> list[str]:
-    """The step names of a tasks.shell.script, in order (the script's own preamble, `gw_step=start` with no `;`,
+    """The step names of a tasks.commands.shell.script, in order (the script's own preamble, `gw_step=start` with no `;`,
     is not one; a deploy's step named "start", which starts the release, is)."""
     return STEP.findall(script)
 
@@ -145,16 +145,16 @@ class FakeRemote:
 # --- a server to start from ----------------------------------------------------------------------------------
 
 def release(release_id: str, migrations=(), status: str = "good", requirements: str = "req1"):
-    from tasks.releases import Release
+    from tasks.facts.releases import Release
     return Release(id=release_id, commit=release_id.split("-")[1] + "000", ref="main", created="2026-12-01T00:00:00Z",
                    deployed_by="ada@laptop", requirements=requirements, status=status, migrations=list(migrations))
 
 
 def server(*releases_, live: str | None = None, running=None, applied=(), history=(), backups=(),
            maintenance=False, free=(10_000_000, 10_000_000), failed=(), layout=None, inventory=None) -> dict:
-    """The parsed facts of a provisioned server holding `releases_` (tasks.session.server_probes' keys),
+    """The parsed facts of a provisioned server holding `releases_` (tasks.session.run.server_probes' keys),
     provisioned with `inventory` (default: `default_inventory()`)."""
-    from tasks import release_commands as commands
+    from tasks.commands import release as commands
     from tasks.provisioning import served
     from tasks.layout import Layout
     layout = layout or Layout("mysite")
@@ -185,14 +185,14 @@ def default_inventory():
 
 
 def session(remote: FakeRemote, inventory=None, out: io.StringIO | None = None):
-    """A tasks.session.Session on the fake server, its output in `out` (plain text)."""
-    from tasks.runner import Reporter
-    from tasks.session import Session
+    """A tasks.session.run.Session on the fake server, its output in `out` (plain text)."""
+    from tasks.session.runner import Reporter
+    from tasks.session.run import Session
     inventory = inventory or default_inventory()
     return Session(inventory, inventory.hosts[0], remote, Reporter(out if out is not None else io.StringIO(),
                                                                    terminal=False))
 
 
 def a_source(commit: str = "abcdef1234567890", requirements: bytes = b"django\n"):
-    from tasks.source import Source
+    from tasks.project.source import Source
     return Source(commit=commit, ref="main", dirty=False, archive=b"x" * 1024, requirements=requirements)

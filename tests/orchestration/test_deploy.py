@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from tasks import deploy
-from tasks.session import DeployError
+from tasks.cli import deploy
+from tasks.session.run import DeployError
 from tests.orchestration import fake
 
 LIVE = "20261201T000000Z-aaaaaaa"

@@ -8,9 +8,9 @@ import io
 
 import pytest
 
-from tasks import deploy, operate
+from tasks.cli import deploy, operate
 from tasks.inventory import App, Host, Inventory
-from tasks.session import DeployError
+from tasks.session.run import DeployError
 from tests.orchestration import fake
 
 LIVE = "20261201T000000Z-aaaaaaa"

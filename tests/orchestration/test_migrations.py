@@ -7,9 +7,9 @@ import io
 
 import pytest
 
-from tasks import deploy, status
+from tasks.cli import deploy, status
 from tasks.layout import Layout
-from tasks.session import DeployError
+from tasks.session.run import DeployError
 from tests.orchestration import fake
 
 OLD = "20261201T000000Z-aaaaaaa"

@@ -8,10 +8,11 @@ import io
 
 import pytest
 
-from tasks import deploy, release_commands as commands, status
+from tasks.cli import deploy, status
+from tasks.commands import release as commands
 from tasks.inventory import App, Host, Inventory
 from tasks.layout import Layout
-from tasks.session import DeployError
+from tasks.session.run import DeployError
 from tests.orchestration import fake
 
 LIVE = "20261201T000000Z-aaaaaaa"

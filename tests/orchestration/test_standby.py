@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import re
 
-from tasks import deploy
-from tasks.shell import q
-from tasks.session import server_state
+from tasks.cli import deploy
+from tasks.commands.shell import q
+from tasks.session.run import server_state
 from tests.orchestration import fake
 
 IDS = [f"2026120{n}T000000Z-aaaaaa{n}" for n in range(1, 6)]  # five deploys, oldest first

@@ -24,7 +24,7 @@ import pytest
 
 # (code, a pattern the finding's line matches, why it is intended)
 INTENDED = [
-    # tasks.shell.script keeps each command's first line, in single quotes, to name the one that failed: it is
+    # tasks.commands.shell.script keeps each command's first line, in single quotes, to name the one that failed: it is
     # printed as it was written, never expanded. Both shapes: an echo after `||`, or a `gw_line=` assignment.
     ("SC2016", re.compile(r"^\} \|\| \{ s=\$\?; echo '.*' >&2; exit \$s; \}$"), "a failed command's text"),
     ("SC2016", re.compile(r"^gw_step=\S.*; gw_line='.*'$"), "a failed command's text"),

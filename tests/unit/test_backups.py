@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tasks import backup_commands as commands, release_commands, releases, shell, timestamps
-from tasks import backups as tasks_backups
-from tasks.backups import schema_difference, table
+from tasks.commands import backup as commands, release as release_commands, shell
+from tasks.facts import releases
+from tasks import timestamps
+from tasks.cli import backups as tasks_backups
+from tasks.cli.backups import schema_difference, table
 from tasks.timestamps import age
-from tasks.deploy import DeployError
+from tasks.cli.deploy import DeployError
 from tasks.inventory import Backups, Host, Inventory, App
 from tasks.layout import Layout
 from tasks.provisioning import Server, backups as provisioning
-from tasks.render import TEMPLATES
+from tasks.commands.render import TEMPLATES
 from tests.unit.shellcheck import assert_shellcheck_clean
 from tests.unit.test_release_commands import HOSTILE, run
 

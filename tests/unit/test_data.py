@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import data, release_commands as commands, shell
+from tasks.cli import data
+from tasks.commands import release as commands, shell
 from tasks.layout import Layout
 from tests.unit.shellcheck import assert_shellcheck_clean
 from tests.unit.test_release_commands import HOSTILE, run

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import compat, diagnose, readiness, release_commands as commands
-from tasks.shell import REPORT, parse_reports
+from tasks.project import compat, diagnose, readiness
+from tasks.commands import release as commands
+from tasks.commands.shell import REPORT, parse_reports
 from tests.unit.shellcheck import assert_shellcheck_clean
 
 SAMPLES = Path(__file__).parent / "gate_output"
@@ -36,7 +37,7 @@ def test_django_1_11_on_python_3_13_is_an_import_failure_with_the_versions_that_
     # The cause, not manage.py's "Couldn't import Django. Are you sure it's installed?" that ends the chain.
     assert found.decisive == "ModuleNotFoundError: No module named 'django.utils.six.moves'"
     (hint,) = found.hints
-    # The readiness check's words (tasks/readiness.py `versions`): one place says which Django runs where.
+    # The readiness check's words (tasks/project/readiness.py `versions`): one place says which Django runs where.
     assert "Django 1.11.29 does not run on the server's Python 3.13 (Debian 13)" in hint
     assert "5.1 (from 5.1.3), 5.2 LTS, 6.0, 6.1 run on it" in hint and "`url()`" in hint
 

@@ -9,14 +9,16 @@ import tarfile
 import unicodedata
 from pathlib import Path
 
-from tasks import dryrun, provisioning, shell
-from tasks.dryrun import command_lines, env_changes, file_diff, migration_files, safe
+from tasks.cli import dryrun
+from tasks import provisioning
+from tasks.commands import shell
+from tasks.cli.dryrun import command_lines, env_changes, file_diff, migration_files, safe
 from tasks.inventory import parse
 from tasks.layout import Layout
 from tasks.provisioning import Server, nginx
-from tasks.release_commands import env_file, state_probes
-from tasks.runner import Reporter
-from tasks.steps import File, PathState, Step
+from tasks.commands.release import env_file, state_probes
+from tasks.session.runner import Reporter
+from tasks.facts.steps import File, PathState, Step
 from tests.unit.shellcheck import assert_shellcheck_clean
 
 HOSTILE = "$(touch /tmp/x)'\"\n;`id`"
@@ -239,9 +241,9 @@ def test_a_step_planned_twice_alike_is_shown_once():
 
 
 def test_deploy_preview_reads_the_state_runs_only_the_env_preview_and_names_what_it_would_do():
-    from tasks.deploy import Session, preview
-    from tasks.remote import Result
-    from tasks.source import Source
+    from tasks.cli.deploy import Session, preview
+    from tasks.connection.remote import Result
+    from tasks.project.source import Source
 
     inv = parse({"app": {"name": "mysite", "domains": ["app.test"], "keep_releases": 2,
                          "env": {"PAYMENT_TOKEN": "tok-private"}},

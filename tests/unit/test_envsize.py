@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import subprocess
 
-from tasks import envsize, release_commands as commands
+from tasks.facts import envsize
+from tasks.commands import release as commands
 from tasks.layout import Layout
-from tasks.operate import encode_config
+from tasks.cli.operate import encode_config
 
 LAYOUT = Layout("mysite")
 

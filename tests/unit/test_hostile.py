@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks import shell
+from tasks.commands import shell
 from tasks.inventory import Acme, App, Host, Inventory, InventoryError, Proxy, parse
 from tasks.provisioning import Server, postgres, steps as provisioning_steps, tls
-from tasks.render import UnsafeValue, render
-from tasks.steps import Absent, Directory, File, Link, Packages, Step
+from tasks.commands.render import UnsafeValue, render
+from tasks.facts.steps import Absent, Directory, File, Link, Packages, Step
 from tests.unit.shellcheck import assert_shellcheck_clean
 
 # `CANARY` is replaced by the path of a file that must never exist.
@@ -444,13 +444,13 @@ NGINX_SYNTAX = [p for p in PAYLOADS if p != "%n%s%%"] + ["a b", "x;", "{", "}", 
 
 @pytest.mark.parametrize("raw", NGINX_SYNTAX, ids=ids(NGINX_SYNTAX))
 def test_the_nginx_filter_refuses_anything_nginx_would_read_as_syntax(raw):
-    from tasks.render import nginx_value
+    from tasks.commands.render import nginx_value
     with pytest.raises(UnsafeValue):
         nginx_value(raw.replace("CANARY", "/tmp/pwned"))
 
 
 def test_the_filters_pass_ordinary_values_through():
-    from tasks.render import apt_quote, nginx_value, systemd_quote
+    from tasks.commands.render import apt_quote, nginx_value, systemd_quote
     assert nginx_value("www.example.com") == "www.example.com" and nginx_value("/srv/my_site/current") \
         == "/srv/my_site/current"
     assert apt_quote("http://proxy:3128") == '"http://proxy:3128"'

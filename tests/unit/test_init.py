@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import init, inventory
+from tasks.cli import init
+from tasks import inventory
 from tests.startproject import startproject
 
 REPO = Path(__file__).resolve().parents[2]

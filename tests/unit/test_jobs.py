@@ -12,7 +12,7 @@ import pytest
 
 from tasks.inventory import InventoryError, check_schedule, parse
 from tasks.provisioning import Server, jobs
-from tasks.steps import PathState
+from tasks.facts.steps import PathState
 from tests.unit.shellcheck import assert_shellcheck_clean
 
 HOSTILE = ["$(touch /tmp/x)", "`id`", "a'b", 'a"b', "a\\b", "100%", "$HOME", "${HOME}", "x;rm -rf /", "a b"]

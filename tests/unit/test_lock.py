@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tasks.layout import Layout
-from tasks.lock import (SSH_SESSIONS, LockHeld, Unlocked, holder_command, parse_unlock, unlock_command,
+from tasks.session.lock import (SSH_SESSIONS, LockHeld, Unlocked, holder_command, parse_unlock, unlock_command,
                         unlock_report)
 from tests.unit.shellcheck import assert_shellcheck_clean
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import logs
-from tasks.logs import LogsError, logs_command
+from tasks.cli import logs
+from tasks.cli.logs import LogsError, logs_command
 from tests.unit.shellcheck import assert_shellcheck_clean
 from tests.unit.test_release_commands import HOSTILE, LAYOUT, run
 

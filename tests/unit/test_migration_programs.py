@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import programs, release_commands, releases
-from tasks.deploy import KNOWN_MIGRATIONS_SCRIPT
+from tasks.commands import programs, release as release_commands
+from tasks.facts import releases
+from tasks.cli.deploy import KNOWN_MIGRATIONS_SCRIPT
 
 pytest.importorskip("django")
 
@@ -123,7 +124,7 @@ def known(project: Path) -> releases.Release:
 
 
 def reverse(project: Path, remove: list[str]) -> tuple[int, dict, str]:
-    # As tasks/release_commands.py `reverse_migrations` runs it: the bootstrap line, the program and its
+    # As tasks/commands/release.py `reverse_migrations` runs it: the bootstrap line, the program and its
     # arguments as the JSON document on its input.
     return program(project, programs.BOOTSTRAP, programs.document(
         "reverse_migrations.py", {"remove": remove}, release_commands.REVERSE_SCRIPT.read_text()))

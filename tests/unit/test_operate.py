@@ -12,10 +12,11 @@ import pytest
 from fabric.main import Fab
 from invoke import Context
 
-from tasks import executor as gangway_executor, operate, release_commands as commands, shell
+from tasks.cli import executor as gangway_executor, operate
+from tasks.commands import release as commands, shell
 from tasks.collection import namespace_for
 from tasks.layout import Layout
-from tasks.releases import GOOD, Release
+from tasks.facts.releases import GOOD, Release
 from tests.unit.shellcheck import assert_shellcheck_clean
 from tests.unit.test_release_commands import HOSTILE, run
 
@@ -244,7 +245,7 @@ def test_a_name_taken_out_of_the_inventory_leaves_the_env_file_and_the_operator_
 
 
 def test_the_inventory_env_is_part_of_what_gangway_manages():
-    from tasks.deploy import _managed_environment
+    from tasks.cli.deploy import _managed_environment
     from tasks.inventory import App, Host, Inventory
 
     class FakeSession:

@@ -9,10 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks import shell, targets
-from tasks.remote import SCRIPT_END, Remote, RemoteError, Stats, shown_command
-from tasks.runner import Reporter, apply
-from tasks.steps import Change, Check, Probe, Step
+from tasks.commands import shell
+from tasks.connection import targets
+from tasks.connection.remote import SCRIPT_END, Remote, RemoteError, Stats, shown_command
+from tasks.session.runner import Reporter, apply
+from tasks.facts.steps import Change, Check, Probe, Step
 from tests.unit.test_connect import FakeConnection, FakeTransport
 from tests.unit.test_runner import FakeRemote
 
@@ -127,7 +128,7 @@ def test_the_v_flag_sets_the_config_key_for_the_whole_task():
 
 
 def test_provision_takes_v_as_its_verbose_flag():
-    from tasks.provision import provision
+    from tasks.cli.provision import provision
     # get_arguments consumes the task's help texts: ask a copy
     [verbose] = [a for a in copy.deepcopy(provision).get_arguments() if a.name == "verbose"]
     assert set(verbose.names) == {"verbose", "v"}

@@ -22,7 +22,7 @@ def run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_package_is_gangway_with_its_templates(installed, tmp_path):
-    script = ("import gangway.render as r, gangway.deploy as d; "
+    script = ("import gangway.commands.render as r, gangway.cli.deploy as d; "
               "print(r.TEMPLATES.parent.name, r.TEMPLATES.is_dir(), d.CHECK_SCRIPT.is_file())")
     result = run(installed, str(installed / "python"), "-c", script, cwd=tmp_path)
     assert result.stdout.split() == ["gangway", "True", "True"], result.stderr

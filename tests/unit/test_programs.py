@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pyflakes import checker
 
-from tasks import programs, shell
-from tasks.render import TEMPLATES
+from tasks.commands import programs, shell
+from tasks.commands.render import TEMPLATES
 
 HOSTILE = "$(touch pwned) `touch pwned` ' \" \\ \n; rm -rf / #"
 # The names project.check_program defines in front of release_check.py (it is run assembled).

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tasks import programs, project, release_commands, shell
+from tasks.commands import programs, release as release_commands, shell
+from tasks.project import django as project
 from tasks.inventory import App
 from tasks.layout import Layout
 from tests.startproject import startproject
@@ -77,7 +78,7 @@ def test_local_facts_say_why_settings_cannot_be_imported(beginner):
 
 def test_the_check_program_runs_in_the_project_from_its_input_and_words_the_findings(beginner):
     """The program the server runs, with the facts and the wording modules in front of it, here: fed to
-    Django's shell on its input the way tasks.programs sends it."""
+    Django's shell on its input the way tasks.commands.programs sends it."""
     main = "print('@gangway ' + json.dumps([f.text[:20] for f in readiness.server_findings(readiness_facts)]))"
     program = project.check_program("import json\n" + main)
     env = {**os.environ, **project.server_environment(App("mysite", ("app.test",)), "", beginner.directory),
@@ -91,7 +92,7 @@ def test_the_check_program_runs_in_the_project_from_its_input_and_words_the_find
 
 
 def test_the_release_check_command_passes_shellcheck_and_carries_any_size_as_data():
-    from tasks.deploy import CHECK_SCRIPT
+    from tasks.cli.deploy import CHECK_SCRIPT
     command = release_commands.release_check(Layout("mysite"), "20260101T000000Z-abcdef0",
                                              project.check_program(CHECK_SCRIPT.read_text()))
     assert_shellcheck_clean(shell.script(("checks", command)))
@@ -123,7 +124,7 @@ def test_local_facts_see_only_what_the_server_sets_not_this_shells_variables(beg
 
 
 def test_the_environment_init_reads_with_is_the_one_a_deploy_writes():
-    from tasks.deploy import Session, _managed_environment
+    from tasks.cli.deploy import Session, _managed_environment
     from tasks.inventory import parse
 
     inv = parse({"app": {"name": "m", "domains": ["a.example"], "settings_module": "mysite.production",

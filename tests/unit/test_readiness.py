@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from tasks import compat, readiness
+from tasks.project import compat, readiness
 
 RELEASE = "/srv/mysite/releases/20260101T000000Z-abcdef0"
 READY = {

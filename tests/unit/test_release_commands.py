@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import release_commands as commands, shell
+from tasks.commands import release as commands, shell
 from tasks.layout import Layout
-from tasks.releases import GOOD, Release
+from tasks.facts.releases import GOOD, Release
 from tests.unit.shellcheck import assert_shellcheck_clean
 
 LAYOUT = Layout("mysite")

@@ -4,10 +4,11 @@ import json
 import subprocess
 from datetime import datetime, timezone
 
-from tasks import release_commands, releases
+from tasks.commands import release as release_commands
+from tasks.facts import releases
 from tasks.layout import Layout
-from tasks.lock import describe_holder, holder_command
-from tasks.releases import GOOD, Release, ServerState
+from tasks.session.lock import describe_holder, holder_command
+from tasks.facts.releases import GOOD, Release, ServerState
 
 
 def state(good=(), live=None, history=(), failed=(), building=(), venvs=()):
@@ -178,7 +179,7 @@ def test_the_lock_is_exclusive_and_says_who_holds_it(tmp_path):
 def test_the_managed_environment_follows_the_inventory():
     from pathlib import Path
 
-    from tasks.deploy import Session, _managed_environment
+    from tasks.cli.deploy import Session, _managed_environment
     from tasks.inventory import parse
 
     def env(domains):

@@ -4,9 +4,9 @@ import io
 
 import pytest
 
-from tasks.remote import Result
-from tasks.runner import Reporter, StepFailed, apply
-from tasks.steps import Change, Check, Probe, Step
+from tasks.connection.remote import Result
+from tasks.session.runner import Reporter, StepFailed, apply
+from tasks.facts.steps import Change, Check, Probe, Step
 
 
 class FakeRemote:

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 from invoke.exceptions import Exit
 
-from tasks import session as session_layer, targets
+from tasks.session import run as session_layer
+from tasks.connection import targets
 from tasks.inventory import App, Host, Inventory
-from tasks.session import Task, run_task
+from tasks.session.run import Task, run_task
 
 HOSTS = (Host("203.0.113.10"), Host("203.0.113.11"))
 
@@ -69,7 +70,7 @@ def test_a_failed_host_ends_with_the_failure_not_a_recap(servers, capsys):
 def test_deploy_rollback_and_provision_print_their_own_recap_so_they_get_no_second(monkeypatch, module, name,
                                                                                       args):
     import importlib
-    tasks_module = importlib.import_module(f"tasks.{module}")
+    tasks_module = importlib.import_module(f"tasks.cli.{module}")
     declared = []
 
     def run_task_(c, inventory, task, action, verbose=False):

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from tasks import source
+from tasks.project import source
 from tasks.inventory import Build
 
 

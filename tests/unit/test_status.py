@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from tasks import defaults, status
+from tasks import defaults
+from tasks.cli import status
 from tasks.inventory import Acme, App, Host, Inventory
-from tasks.release_commands import LOW_SPACE_KIB, state_probes
-from tasks.releases import GOOD, Release, ServerState
-from tasks.status import FAIL, OK, WARN, Health, Timer
+from tasks.commands.release import LOW_SPACE_KIB, state_probes
+from tasks.facts.releases import GOOD, Release, ServerState
+from tasks.cli.status import FAIL, OK, WARN, Health, Timer
 from tests.unit.shellcheck import assert_shellcheck_clean
 from tests.unit.test_release_commands import HOSTILE, LAYOUT, run
 

@@ -4,9 +4,9 @@ import hashlib
 import subprocess
 
 
-from tasks import shell
-from tasks.remote import parse_sections
-from tasks.steps import (Absent, Directory, File, FileIfAbsent, Link, Packages, PathState, Step,
+from tasks.commands import shell
+from tasks.connection.remote import parse_sections
+from tasks.facts.steps import (Absent, Directory, File, FileIfAbsent, Link, Packages, PathState, Step,
                          parse_path_state, path_probe)
 
 

@@ -6,7 +6,7 @@ import pytest
 from fabric import Config, Connection
 from invoke import Context
 
-from tasks import targets
+from tasks.connection import targets
 from tasks.inventory import Host, InventoryError, for_host
 
 

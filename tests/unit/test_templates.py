@@ -7,7 +7,7 @@ import pytest
 
 from tasks.inventory import parse
 from tasks.provisioning import Server, firewall, gunicorn, nginx, ssh, tls
-from tasks.render import render
+from tasks.commands.render import render
 
 
 def server(domains=("app.test", "www.app.test"), port=22, **acme):

@@ -1,6 +1,6 @@
 """Releases as data: ids, what the server says about them, which to keep, which migrations stand between two.
 
-Pure functions only; `tasks.deploy` gathers the facts and runs the scripts built from these answers.
+Pure functions only; `tasks.cli.deploy` gathers the facts and runs the scripts built from these answers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from . import timestamps
+from .. import timestamps
 
 RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7,12}(-dirty)?$")
 
@@ -68,7 +68,7 @@ class ServerState:
     maintenance: bool = False         # the maintenance flag is set: nginx answers 503 to everyone
     job_files: dict[str, str] = field(default_factory=dict)  # scheduled jobs' unit files: {name: sha256}
     served_files: dict | None = None  # unit, Gunicorn config, nginx site: {path: {sha256, lines}} (provisioning.served)
-    env_sizes: dict | None = None     # the environment files' names and value sizes (tasks.envsize)
+    env_sizes: dict | None = None     # the environment files' names and value sizes (tasks.facts.envsize)
 
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""

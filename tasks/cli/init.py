@@ -22,9 +22,10 @@ import yaml
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import compat, defaults, inventory as inv, project as projects, readiness
-from .project import Project, ProjectError
-from .render import TEMPLATES, render
+from ..project import compat, django as projects, readiness
+from .. import defaults, inventory as inv
+from ..project.django import Project, ProjectError
+from ..commands.render import TEMPLATES, render
 
 INVENTORY_FILE = "deploy/production.yaml"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 
-from .layout import Layout
-from .shell import q
+from ..layout import Layout
+from ..commands.shell import q
 from .steps import Probe
 
 KIB, MIB = 1024, 1024 * 1024
@@ -70,7 +70,7 @@ def parse(out: str, rc: int) -> dict | None:
 
 
 def probe(layout: Layout) -> Probe:
-    from .release_commands import ENV_FILE_MARK
+    from ..commands.release import ENV_FILE_MARK
     return Probe("env_sizes", f"python3 -B -c {q(_PROGRAM)} {q(layout.env_file)} {q(layout.config_env)} "
                               f"{q(ENV_FILE_MARK)}", parse)
 

@@ -4,9 +4,9 @@ does, for a step of a script.
 
 A program is an ordinary file: pyflakes checks it in the unit tests, and it runs as it is, anywhere
 (`python3 prune_static.py < args.json`). It reads `json.load(sys.stdin)` and prints its result as one report
-line (`@gangway {...}`, see tasks.shell.report). No value is ever spliced into its source: the program and its
+line (`@gangway {...}`, see tasks.commands.shell.report). No value is ever spliced into its source: the program and its
 arguments travel together as one JSON document in a here-document of the script, which itself travels on the
-SSH command's input (tasks.remote), so neither has a size limit.
+SSH command's input (tasks.connection.remote), so neither has a size limit.
 """
 
 from __future__ import annotations

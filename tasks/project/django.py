@@ -16,11 +16,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import compat, shell
-from .inventory import App
-from .layout import Layout
-from .release_commands import release_environment
-from .render import TEMPLATES
+from . import compat
+from ..commands import shell
+from ..inventory import App
+from ..layout import Layout
+from ..commands.release import release_environment
+from ..commands.render import TEMPLATES
 
 FACTS_SCRIPT = TEMPLATES / "deploy" / "readiness_facts.py"
 HERE = Path(__file__).resolve().parent
@@ -225,7 +226,7 @@ def _inherited(environ: dict[str, str]) -> dict[str, str]:
 
 def check_program(main: str) -> str:
     """`main` (templates/deploy/release_check.py) preceded by the facts script and, importable, the modules
-    that word the findings: one program, run on the server by tasks.programs (it travels as data, whatever
+    that word the findings: one program, run on the server by tasks.commands.programs (it travels as data, whatever
     its size)."""
     modules = {name: (HERE / f"{name}.py").read_text() for name in ("compat", "readiness")}
     return "\n".join([

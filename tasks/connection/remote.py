@@ -21,9 +21,9 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import ThreadException
 
-from .inventory import Host
-from .shell import q
-from .steps import Facts, Probe
+from ..inventory import Host
+from ..commands.shell import q
+from ..facts.steps import Facts, Probe
 
 # paramiko logs a dropped connection or a late banner, with a traceback, on stderr when nothing else is set up
 # to receive its log; gangway says what happened in its own words instead. Logging set up by the user still

@@ -1,8 +1,8 @@
 """The shell scripts a deploy or rollback runs on the server, built as plain strings (nothing here runs).
 
-Each function returns one step (or one probe); `tasks.deploy` joins the steps of a phase with `shell.script`,
+Each function returns one step (or one probe); `tasks.cli.deploy` joins the steps of a phase with `shell.script`,
 so each phase costs one round trip and stops at its first failing line. Every value that comes from the
-inventory or the project is quoted here, through `tasks.shell`. What a script finds out comes back as report
+inventory or the project is quoted here, through `tasks.commands.shell`. What a script finds out comes back as report
 lines (`shell.report`), never as words to grep for.
 
 Project code (pip's build backends, Django's checks, collectstatic, migrations) never runs with root power:
@@ -15,11 +15,11 @@ from __future__ import annotations
 import json
 
 from . import programs, shell
-from .layout import RELEASE_META, Layout
-from .releases import RELEASE_ID, Release
+from ..layout import RELEASE_META, Layout
+from ..facts.releases import RELEASE_ID, Release
 from .render import TEMPLATES
 from .shell import as_user, join, q, report
-from .steps import Probe
+from ..facts.steps import Probe
 
 UNHEALTHY_GRACE_S = 3
 # The response header nginx adds, for requests from the server itself, naming the socket that answered.

@@ -15,16 +15,20 @@ from dataclasses import dataclass
 
 from fabric import task
 
-from . import (defaults, diagnose, dryrun, envsize, project, release_commands as commands, releases, shell, source,
-               targets, timestamps)
-from .inventory import Inventory
-from .lock import who
-from .provisioning import jobs, served
-from .releases import FAILED, GOOD, Release, ServerState
-from .remote import ConnectionLost, RemoteError
-from .render import TEMPLATES
-from .runner import Reporter
-from .session import DeployError, Session, Task, last_lines, run_task
+from .. import defaults, timestamps
+from ..project import diagnose, django as project, source
+from . import dryrun
+from ..facts import envsize, releases
+from ..commands import release as commands, shell
+from ..connection import targets
+from ..inventory import Inventory
+from ..session.lock import who
+from ..provisioning import jobs, served
+from ..facts.releases import FAILED, GOOD, Release, ServerState
+from ..connection.remote import ConnectionLost, RemoteError
+from ..commands.render import TEMPLATES
+from ..session.runner import Reporter
+from ..session.run import DeployError, Session, Task, last_lines, run_task
 
 CHECK_SCRIPT = TEMPLATES / "deploy" / "release_check.py"
 KNOWN_MIGRATIONS_SCRIPT = TEMPLATES / "deploy" / "known_migrations.py"  # put in front of CHECK_SCRIPT
@@ -669,7 +673,7 @@ def list_releases(c, inventory=None, verbose=False):
 }, klass=targets.VerboseTask)
 def unlock(c, inventory=None, force=False, verbose=False):
     """Clear the deploy lock of a run that is stuck; refuses while that run is still connected, unless --force."""
-    from .lock import clear_lock
+    from ..session.lock import clear_lock
 
     def clear(session: Session) -> None:
         session.reporter.line(f"{session.host.address}: {clear_lock(session.remote, session.layout, force)}")

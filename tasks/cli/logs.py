@@ -12,10 +12,10 @@ import re
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import targets
-from .layout import Layout
-from .session import Task, run_task
-from .shell import join, q
+from ..connection import targets
+from ..layout import Layout
+from ..session.run import Task, run_task
+from ..commands.shell import join, q
 
 DEFAULT_LINES = 100
 NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")

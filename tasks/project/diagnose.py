@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from . import compat, readiness
-from .shell import REPORT
+from ..commands.shell import REPORT
 
 HEADLINES = {
     "pip": "pip could not install the requirements into the release's Python environment",

@@ -3,7 +3,7 @@
 A `Probe` is a read-only shell command plus a pure parser of its output. An operation (`File`, `Directory`,
 `Packages`, ...) names the probes it needs and, given their results, returns the `Change`s that would bring
 the server to the wanted state, or none. A `Step` groups operations that belong together (a service's files
-and the reload they need). Nothing in this module opens a connection: `tasks.runner` executes.
+and the reload they need). Nothing in this module opens a connection: `tasks.session.runner` executes.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from . import shell
-from .shell import q
+from ..commands import shell
+from ..commands.shell import q
 
 Facts = dict[str, Any]
 

@@ -13,15 +13,17 @@ from dataclasses import dataclass
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import defaults, release_commands as commands, targets, timestamps
-from .timestamps import age
-from .inventory import Inventory
-from .layout import Layout
-from .release_commands import LOW_SPACE_KIB
-from .releases import ServerState
-from .session import Session, Task, run_task, server_probes, server_state
-from .shell import join, q
-from .steps import Probe
+from .. import defaults, timestamps
+from ..commands import release as commands
+from ..connection import targets
+from ..timestamps import age
+from ..inventory import Inventory
+from ..layout import Layout
+from ..commands.release import LOW_SPACE_KIB
+from ..facts.releases import ServerState
+from ..session.run import Session, Task, run_task, server_probes, server_state
+from ..commands.shell import join, q
+from ..facts.steps import Probe
 
 OK, WARN, FAIL = "ok", "WARN", "FAIL"
 EXIT_CODES = {OK: 0, WARN: 1, FAIL: 2}

@@ -22,7 +22,7 @@ import fabric
 import paramiko
 from fabric import Connection
 
-from .inventory import INVENTORY_DIR, Host, Inventory, InventoryError, check_public_key, for_host, load
+from ..inventory import INVENTORY_DIR, Host, Inventory, InventoryError, check_public_key, for_host, load
 from .remote import Remote, RemoteError, Stats, echo_line, key_file_problem, open_connection, say
 
 DEFAULT_INVENTORY = "production"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .inventory import Build
+from ..inventory import Build
 
 # A build that runs longer than this is stopped (with everything it started).
 BUILD_TIMEOUT_S = 30 * 60

@@ -22,11 +22,13 @@ from pathlib import Path
 
 from fabric import task
 
-from . import release_commands as commands, targets, timestamps
-from .inventory import Inventory
-from .uploads import send_file
-from .render import TEMPLATES
-from .session import DeployError, Session, Task, last_lines, run_task
+from ..commands import release as commands
+from ..connection import targets
+from .. import timestamps
+from ..inventory import Inventory
+from ..session.uploads import send_file
+from ..commands.render import TEMPLATES
+from ..session.run import DeployError, Session, Task, last_lines, run_task
 
 DUMP_SCRIPT = TEMPLATES / "data" / "dump.py"
 

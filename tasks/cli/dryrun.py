@@ -22,10 +22,10 @@ import tarfile
 import unicodedata
 from typing import Iterable, Sequence
 
-from .remote import Remote
-from .runner import Recap, Reporter
-from .shell import q
-from .steps import Facts, File, PathState, Probe, Step
+from ..connection.remote import Remote
+from ..session.runner import Recap, Reporter
+from ..commands.shell import q
+from ..facts.steps import Facts, File, PathState, Probe, Step
 
 DONE = "dry run: nothing was changed"
 LATER = ("later steps may differ once earlier ones are applied: every step is planned against the server as it "

@@ -1,5 +1,5 @@
 """The shell a backup, a restore or maintenance mode runs on the server, built as plain strings (nothing here
-runs). Every path and name is quoted here, through `tasks.shell`; `tasks.backups` runs them.
+runs). Every path and name is quoted here, through `tasks.commands.shell`; `tasks.cli.backups` runs them.
 
 Backups are files in backups/ that only root reads (0600): `*.dump` (pg_dump's custom format, compressed) and
 `*.media.tar.gz` (the media directory). A file is written under a `.part` name and renamed once complete.
@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from . import shell, timestamps
-from .layout import Layout
+from . import shell
+from .. import timestamps
+from ..layout import Layout
 from .shell import as_user, join, q, report
-from .steps import Probe
+from ..facts.steps import Probe
 
 DUMP = ".dump"
 MEDIA = ".media.tar.gz"

@@ -18,13 +18,17 @@ from typing import Any, Callable
 
 from invoke.exceptions import Exit
 
-from . import envsize, release_commands as commands, releases, source, targets, timestamps
-from .inventory import Host, Inventory, InventoryError
-from .layout import Layout
+from ..facts import envsize, releases
+from ..commands import release as commands
+from ..project import source
+from ..connection import targets
+from .. import timestamps
+from ..inventory import Host, Inventory, InventoryError
+from ..layout import Layout
 from .lock import DeployLock, who
-from .provisioning import jobs, served
-from .releases import ServerState
-from .remote import ConnectionLost, Remote, RemoteError, Stats
+from ..provisioning import jobs, served
+from ..facts.releases import ServerState
+from ..connection.remote import ConnectionLost, Remote, RemoteError, Stats
 from .runner import Reporter
 
 
@@ -50,7 +54,7 @@ def server_state(facts: dict) -> ServerState:
 
 def last_lines(text: str, lines: int = 30) -> str:
     """The end of a command's output, as a message quotes it (Django's gate output without its noise)."""
-    from . import diagnose
+    from ..project import diagnose
     return "\n".join(diagnose.gate_output(text)[-lines:])
 
 
@@ -84,7 +88,7 @@ class Session:
     def run(self, *steps: str | tuple[str, str], lines: int = 60) -> tuple[bool, dict, str]:
         """Run a script of named steps: (ok, its report, the last `lines` lines of its output). A step that takes
         long (pip installing the requirements) says it is still running."""
-        from . import shell
+        from ..commands import shell
         first = steps[0][0] if steps and isinstance(steps[0], tuple) else "remote script"
         with self.reporter.running(first):
             result = self.remote.run(shell.script(*steps))

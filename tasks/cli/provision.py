@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fabric import task
 
-from . import dryrun, provisioning, targets
-from .runner import Reporter, apply
-from .session import Session, Task, run_task
+from . import dryrun
+from .. import provisioning
+from ..connection import targets
+from ..session.runner import Reporter, apply
+from ..session.run import Session, Task, run_task
 
 
 @task(auto_shortflags=False, klass=targets.VerboseTask,

@@ -19,10 +19,10 @@ import json
 import socket
 from dataclasses import dataclass, field
 
-from . import timestamps
-from .layout import Layout
-from .remote import Remote, RemoteError
-from .shell import q
+from .. import timestamps
+from ..layout import Layout
+from ..connection.remote import Remote, RemoteError
+from ..commands.shell import q
 
 BUSY = 75  # flock's exit code when the lock is taken
 WORK_WAIT_S = 900  # how long a new run waits for an interrupted run's commands to end

@@ -14,8 +14,9 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 # In this repository templates/ sits beside tasks/; installed, the package carries it inside (see pyproject.toml).
-_HERE = Path(__file__).resolve().parent
-TEMPLATES = _HERE / "templates" if (_HERE / "templates").is_dir() else _HERE.parent / "templates"
+# Installed, templates/ is inside the package; in this repository it is beside tasks/.
+_PACKAGE = Path(__file__).resolve().parent.parent
+TEMPLATES = _PACKAGE / "templates" if (_PACKAGE / "templates").is_dir() else _PACKAGE.parent / "templates"
 HEADER = "Written by gangway from templates/{name}; edits here are replaced on the next provision."
 
 

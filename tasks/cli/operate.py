@@ -24,11 +24,13 @@ from pathlib import Path
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import envsize, release_commands as commands, targets
+from ..facts import envsize
+from ..commands import release as commands
+from ..connection import targets
 from .deploy import relaunch
-from .inventory import ENV_NAME, check_env_name
-from .session import DeployError, Session, Task, last_lines, run_task
-from .uploads import send_file
+from ..inventory import ENV_NAME, check_env_name
+from ..session.run import DeployError, Session, Task, last_lines, run_task
+from ..session.uploads import send_file
 
 # --- fab manage -------------------------------------------------------------------------------------------------
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 import secrets
 
-from . import release_commands as commands, shell
-from .remote import ConnectionLost, RemoteError
-from .session import DeployError, Session
+from ..commands import release as commands, shell
+from ..connection.remote import ConnectionLost, RemoteError
+from .run import DeployError, Session
 
 MIB = 1024 * 1024
 

@@ -1,7 +1,7 @@
 """`fab backup`, `fab backups`, `fab restore`, `fab maintenance`: database backups you can restore, and a page
 that tells visitors the site is being worked on.
 
-Backups are root's files in backups/ on the server (tasks/backup_commands.py builds the shell). A restore takes a
+Backups are root's files in backups/ on the server (tasks/commands/backup.py builds the shell). A restore takes a
 fresh backup first, puts the site in maintenance mode, restores in one transaction (all or nothing), checks the
 restored schema against the live release's migrations, and ends maintenance mode.
 """
@@ -16,13 +16,16 @@ from pathlib import Path
 from fabric import task
 from invoke.exceptions import Exit
 
-from . import backup_commands as commands, release_commands, releases, targets, timestamps
-from .inventory import Inventory
-from .lock import who
-from .uploads import send_file
-from .releases import ServerState
-from .remote import ConnectionLost, RemoteError
-from .session import DeployError, Session, Task, last_lines, run_task
+from ..commands import backup as commands, release as release_commands
+from ..facts import releases
+from ..connection import targets
+from .. import timestamps
+from ..inventory import Inventory
+from ..session.lock import who
+from ..session.uploads import send_file
+from ..facts.releases import ServerState
+from ..connection.remote import ConnectionLost, RemoteError
+from ..session.run import DeployError, Session, Task, last_lines, run_task
 
 # --- fab backup / fab backups ---------------------------------------------------------------------------------
 

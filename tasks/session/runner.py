@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence, TextIO
 
-from .remote import Remote, RemoteError
-from .steps import Step
+from ..connection.remote import Remote, RemoteError
+from ..facts.steps import Step
 
 
 class StepFailed(RemoteError):

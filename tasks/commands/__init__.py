@@ -1,0 +1,1 @@
+"""Command builders: the shell and config files a task sends, as plain strings; nothing here runs."""

@@ -1,0 +1,1 @@
+"""The connection: which hosts, logging in (retries, host-key trust), and the one runner of commands."""

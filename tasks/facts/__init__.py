@@ -1,0 +1,1 @@
+"""What the server says, as data: the probes' parsers, the release model, the step model."""
