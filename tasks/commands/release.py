@@ -758,19 +758,10 @@ def remove_file(path: str) -> str:
 
 def count_rows(layout: Layout, release_id: str, app: str, unit: str, models: list[str]) -> str:
     """How many rows each model ("app_label.model") has in the server's database, as the live code sees it: a
-    report {"rows": {model: count}, "unknown": [models the code does not have]}."""
-    program = f"""
-import json
-from django.apps import apps
-rows, unknown = {{}}, []
-for label in {sorted(models)!r}:
-    try:
-        rows[label] = apps.get_model(label)._base_manager.count()
-    except LookupError:
-        unknown.append(label)
-print({shell.REPORT!r} + " " + json.dumps({{"rows": rows, "unknown": unknown}}))
-"""
-    return manage_live(layout, release_id, app, ["shell", "--command", program], unit)
+    report {"rows": {model: count}, "unknown": [models the code does not have]} (templates/programs/count_rows.py,
+    run in the live release's Django shell)."""
+    command = manage_live(layout, release_id, app, ["shell", "--command", programs.BOOTSTRAP], unit)
+    return programs.fed(command, "count_rows.py", {"models": list(models)})
 
 
 def load_data(layout: Layout, release_id: str, app: str, unit: str, upload: str, replace: bool,
@@ -785,41 +776,12 @@ def load_data(layout: Layout, release_id: str, app: str, unit: str, upload: str,
 
 
 def unpack_media(layout: Layout, app: str, upload: str, replace: bool) -> str:
-    """Unpack an uploaded tar of media files into shared/media as the app user: into a hidden directory there
-    first, then each file renamed into place (no partial file is ever visible), a file the server already has
-    kept unless `replace`. Reports {"media": {"added": n, "replaced": n, "kept": n}}; the upload is removed."""
-    program = f"""
-import json, os, shutil, sys, tarfile, tempfile
-media, archive, replace = {layout.media!r}, {upload!r}, {replace!r}
-staging = tempfile.mkdtemp(prefix=".gangway-upload-", dir=media)
-counts = {{"added": 0, "replaced": 0, "kept": 0}}
-try:
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(staging, members, filter="data")
-        else:
-            for m in members:
-                if m.name.startswith("/") or ".." in m.name.split("/"):
-                    sys.exit("refusing the member " + repr(m.name))
-            tar.extractall(staging, members)
-    for folder, _, files in os.walk(staging):
-        relative = os.path.relpath(folder, staging)
-        target_dir = os.path.normpath(os.path.join(media, relative))
-        os.makedirs(target_dir, exist_ok=True)
-        for name in files:
-            target = os.path.join(target_dir, name)
-            exists = os.path.lexists(target)
-            if exists and not replace:
-                counts["kept"] += 1
-                continue
-            os.chmod(os.path.join(folder, name), 0o644)
-            os.replace(os.path.join(folder, name), target)
-            counts["replaced" if exists else "added"] += 1
-finally:
-    shutil.rmtree(staging, ignore_errors=True)
-print({shell.REPORT!r} + " " + json.dumps({{"media": counts}}))
-"""
+    """Unpack an uploaded tar of media files into shared/media as the app user (templates/programs/unpack_media.py):
+    into a hidden directory there first, then each file renamed into place (no partial file is ever visible), a
+    file the server already has kept unless `replace`. Reports {"media": {"added": n, "replaced": n, "kept": n}};
+    the upload is removed."""
+    unpack = programs.fed(as_user(app, "cd / && " + join("python3", "-c", programs.BOOTSTRAP)), "unpack_media.py",
+                          {"media": layout.media, "archive": upload, "replace": bool(replace)})
     return "\n".join([f"chown {q(app + ':' + app)} {q(upload)} || {{ rm -f {q(upload)}; exit 1; }}",
-                      f"{as_user(app, f'cd / && python3 -c {q(program)}')} || {{ rm -f {q(upload)}; exit 1; }}",
+                      f"if ! {unpack}then rm -f {q(upload)}; exit 1; fi",
                       join("rm", "-f", upload)])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tasks.cli import data
-from tasks.commands import release as commands, shell
+from tasks.commands import programs, release as commands, shell
 from tasks.layout import Layout
 from tests.unit.shellcheck import assert_shellcheck_clean
 from tests.unit.test_release_commands import HOSTILE, run
@@ -106,28 +106,56 @@ def test_every_import_script_passes_shellcheck(script):
     assert_shellcheck_clean(script)
 
 
+# A stand-in for the release's Django: blog.post has 3 rows, nothing else exists.
+FAKE_APPS = """
+class _Model:
+    def __init__(self, rows):
+        self._base_manager = type("Manager", (), {"count": lambda manager: rows})()
+
+
+class _Apps:
+    def get_model(self, label):
+        if label == "blog.post":
+            return _Model(3)
+        raise LookupError(label)
+
+
+apps = _Apps()
+"""
+# systemd-run as the sandbox runs it: the command after "--" (python manage.py shell --command BOOTSTRAP), its
+# arguments kept for the test, the program run by a python3 that has the stand-in Django.
+RUN_MANAGE_SHELL = 'while [ "$1" != -- ]; do shift; done; shift; printf "%s\\n" "$@" > args; ' \
+                   'PYTHONPATH="$PWD/fake" exec python3 -c "$5"'
+
+
 @pytest.mark.parametrize("value", HOSTILE)
 def test_a_hostile_model_name_stays_data(tmp_path, value):
-    script = shell.script(("count", commands.count_rows(LAYOUT, "r1", "mysite", "u", [value])))
-    out = run(script, tmp_path, {"systemd-run": 'printf "%s\\n" "$@" > args; exit 0'})
-    assert out.returncode == 0 and not (tmp_path / "CANARY").exists()
-    program = (tmp_path / "args").read_text().split("manage.py\nshell\n--command\n", 1)[1]
-    assert repr(value) in program
+    (tmp_path / "fake" / "django").mkdir(parents=True)
+    (tmp_path / "fake" / "django" / "__init__.py").write_text("")
+    (tmp_path / "fake" / "django" / "apps.py").write_text(FAKE_APPS)
+    script = shell.script(("count", commands.count_rows(LAYOUT, "r1", "mysite", "u", ["blog.post", value])))
+    out = run(script, tmp_path, {"systemd-run": RUN_MANAGE_SHELL})
+    assert out.returncode == 0 and not (tmp_path / "CANARY").exists(), out.stderr
+    assert shell.parse_reports(out.stdout) == {"rows": {"blog.post": 3}, "unknown": [value]}
+    # The command line is the same whatever the models: the program and its arguments come on its input.
+    assert (tmp_path / "args").read_text().endswith("manage.py\nshell\n--command\n" + programs.BOOTSTRAP + "\n")
 
 
 def _unpack(tmp_path: Path, files: dict[str, bytes], existing: dict[str, bytes], replace: bool,
-            members: list[tarfile.TarInfo] = ()) -> tuple[subprocess.CompletedProcess, Path]:
+            members: list[tarfile.TarInfo] = (), where: str = "media") -> tuple[subprocess.CompletedProcess, Path]:
+    """Unpack a tar of `files` (and `members`) into a media directory that has `existing`; the directory and the
+    upload are named after `where`."""
     class Local(Layout):
         @property
         def shared(self) -> str:
-            return str(tmp_path / "shared")
+            return str(tmp_path / where / "shared")
     layout = Local("mysite")
     media = Path(layout.media)
     media.mkdir(parents=True)
     for name, content in existing.items():
         (media / name).parent.mkdir(parents=True, exist_ok=True)
         (media / name).write_bytes(content)
-    upload = tmp_path / "media.tar"
+    upload = tmp_path / f"{where}.tar"
     with tarfile.open(upload, "w") as tar:
         for name, content in files.items():
             info = tarfile.TarInfo(name)
@@ -159,5 +187,14 @@ def test_with_replace_the_laptop_s_file_wins(tmp_path):
 
 def test_a_member_that_climbs_out_is_refused_and_nothing_is_put_in_place(tmp_path):
     out, media = _unpack(tmp_path, {"fine.txt": b"x", "../escape.txt": b"x"}, {}, replace=False)
-    assert out.returncode != 0
-    assert not (tmp_path / "shared" / "escape.txt").exists() and list(media.iterdir()) == []
+    assert out.returncode != 0 and shell.parse_reports(out.stdout)["failed"] == "media"
+    assert not (tmp_path / "media" / "shared" / "escape.txt").exists() and list(media.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_paths_of_the_media_directory_and_the_upload_stay_data(tmp_path, value):
+    out, media = _unpack(tmp_path, {"new.txt": b"new", "same.txt": b"laptop"}, {"same.txt": b"server"},
+                         replace=True, where=value)
+    assert out.returncode == 0 and not (tmp_path / "CANARY").exists(), out.stderr
+    assert shell.parse_reports(out.stdout)["media"] == {"added": 1, "replaced": 1, "kept": 0}
+    assert (media / "new.txt").read_bytes() == b"new" and (media / "same.txt").read_bytes() == b"laptop"
