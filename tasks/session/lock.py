@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from .. import timestamps
 from ..layout import Layout
 from ..connection.remote import Remote, RemoteError
+from ..commands import programs
 from ..commands.shell import q
 
 BUSY = 75  # flock's exit code when the lock is taken
@@ -129,42 +130,13 @@ class DeployLock:
 # `sshd` (titled "sshd: user@notty") on Debian 12. The listening sshd is an ancestor only through one of them.
 SSH_SESSIONS = ("sshd-session", "sshd")
 
-# Runs as root on the server with LOCK, INFO, FORCE and SESSIONS set before it; prints one JSON line.
-# A holder is any process with the lock file open; it is "connected" when one of its ancestors is an sshd
-# session process. The values in the line are written by the holder (JSON) or are pids and process names.
-_UNLOCK_SCRIPT = r"""
-emit() {
-  list=; for p in $pids; do list="${list:+$list,}$p"; done
-  printf '{"result": "%s", "holder": "%s", "pids": [%s], "session": "%s"}\n' "$1" "$holder" "$list" "$session"
-}
-holder=; pids=; session=
-if flock --nonblock "$LOCK" true; then emit free; exit 0; fi
-holder=$(head -c 2000 "$INFO" 2>/dev/null | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')
-# Every process with the lock file open (find -lname takes a pattern: the path's wildcards are escaped).
-pattern=$(printf '%s\n' "$LOCK" | sed 's/[][*?\\]/\\&/g')
-pids=$(find /proc/[0-9]*/fd -maxdepth 1 -lname "$pattern" 2>/dev/null | cut -d / -f 3 | sort -nu | tr '\n' ' ')
-for p in $pids; do
-  a=$p; n=0
-  while [ -z "$session" ] && [ -n "$a" ] && [ "$a" -gt 1 ] && [ $n -lt 64 ]; do
-    comm=$(cat "/proc/$a/comm" 2>/dev/null) || break
-    for s in $SESSIONS; do [ "$comm" = "$s" ] && session="$a $comm"; done
-    a=$(sed 's/.*) //' "/proc/$a/stat" 2>/dev/null | cut -d ' ' -f 2); n=$((n + 1))
-  done
-done
-if [ -n "$session" ] && [ "$FORCE" != 1 ]; then emit connected; exit 0; fi
-for p in $pids; do kill "$p" 2>/dev/null; done
-if flock --wait 5 "$LOCK" true; then emit cleared; exit 0; fi
-for p in $pids; do kill -KILL "$p" 2>/dev/null; done
-if flock --wait 3 "$LOCK" true; then emit cleared; else emit held; fi
-"""
-
-
 def unlock_command(layout: Layout, force: bool = False, sessions: tuple[str, ...] = SSH_SESSIONS) -> str:
-    """The script `fab unlock` runs (as root): free if nobody holds the lock; "connected" (and nothing
-    ended) if a holder is attached to a live SSH session, unless `force`; else it ends every process holding
-    the lock file and says whether the lock is free now. One JSON line, read by `parse_unlock`."""
-    return (f"LOCK={q(layout.lock)} INFO={q(layout.lock_info)} FORCE={1 if force else 0} "
-            f"SESSIONS={q(' '.join(sessions))}" + _UNLOCK_SCRIPT)
+    """The script `fab unlock` runs (as root), templates/programs/unlock.py: free if nobody holds the lock;
+    "connected" (and nothing ended) if a holder is attached to a live SSH session, unless `force`; else it ends
+    every process holding the lock file and says whether the lock is free now. One JSON line, read by
+    `parse_unlock`."""
+    return programs.python("unlock.py", {"lock": layout.lock, "info": layout.lock_info, "force": bool(force),
+                                         "sessions": list(sessions)})
 
 
 @dataclass

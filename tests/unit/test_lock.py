@@ -17,7 +17,9 @@ import pytest
 from tasks.layout import Layout
 from tasks.session.lock import (SSH_SESSIONS, LockHeld, Unlocked, holder_command, parse_unlock, unlock_command,
                         unlock_report)
+from tasks.commands import programs
 from tests.unit.shellcheck import assert_shellcheck_clean
+from tests.unit.test_release_commands import HOSTILE
 
 ME = Path("/proc/self/comm").read_text().strip()  # this test process: an ancestor of every holder it starts
 NOBODY = "no-such-process"
@@ -139,13 +141,38 @@ def test_what_a_holder_recorded_reaches_the_report_intact_whatever_it_contains(l
         run.wait(timeout=5)
 
 
-def test_values_reach_the_script_quoted():
+def test_values_reach_the_program_as_data():
     script = unlock_command(Layout("m"), force=True, sessions=("sshd-session", "sshd"))
-    assert script.startswith("LOCK=/srv/m/state/deploy.lock INFO=/srv/m/state/deploy.lock.info FORCE=1 "
-                             "SESSIONS='sshd-session sshd'\n")
-    assert "FORCE=0" in unlock_command(Layout("m"))
+    document = json.loads(script.splitlines()[1])
+    assert document["name"] == "unlock.py" and document["program"] == programs.source("unlock.py")
+    assert document["args"] == {"lock": "/srv/m/state/deploy.lock", "info": "/srv/m/state/deploy.lock.info",
+                                "force": True, "sessions": ["sshd-session", "sshd"]}
+    assert json.loads(unlock_command(Layout("m")).splitlines()[1])["args"]["force"] is False
     assert SSH_SESSIONS == ("sshd-session", "sshd")  # Debian 13's per-connection process, then Debian 12's
     assert_shellcheck_clean(script)
+
+
+@pytest.mark.parametrize("value", HOSTILE + ["glob*[ab]?"])
+def test_a_lock_in_a_hostile_directory_is_found_and_cleared_and_nothing_runs(tmp_path, value):
+    """The lock file's path is matched exactly (no wildcard in it is a pattern) and is never shell text."""
+    (tmp_path / value).mkdir()
+    layout = LocalLayout("m", str(tmp_path / value))
+    run = subprocess.Popen(["sh", "-c", holder_command(layout, INFO)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert run.stdout.readline().strip() == "acquired"
+        out = subprocess.run(["sh", "-c", unlock_command(layout, sessions=(NOBODY,))], capture_output=True,
+                             text=True, timeout=30, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        outcome = parse_unlock(out.stdout)
+        assert outcome.result == "cleared" and json.loads(outcome.holder)["pid"] in outcome.pids
+        run.wait(timeout=5)
+        assert lock_is_free(layout)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(timeout=5)
+    assert not (tmp_path / "CANARY").exists()
 
 
 def test_the_script_output_is_parsed_as_data_and_garbage_is_not_an_answer():
