@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from ..inventory import Inventory
 from ..layout import Layout
-from ..commands.shell import q
+from ..commands import programs
+from ..commands.shell import join
 from ..facts.steps import Probe
 from . import Server
 
@@ -49,32 +50,17 @@ def files(inventory: Inventory) -> list[Served]:
                    (("app.domains", DOMAINS), ("app.max_upload_mb", UPLOAD)))]
 
 
-# Runs as root: for each path, its sha256 and the lines the keys land in (config, never secret), or absent.
-_PROGRAM = r"""
-import hashlib, json, re, sys
-found = {}
-for path, pattern in zip(sys.argv[1::2], sys.argv[2::2]):
-    try:
-        data = open(path, "rb").read()
-    except OSError:
-        found[path] = None
-        continue
-    text = data.decode(errors="replace")
-    found[path] = {"sha256": hashlib.sha256(data).hexdigest(),
-                   "lines": [l.strip() for l in text.splitlines() if pattern and re.search(pattern, l)]}
-print(json.dumps(found))
-"""
-
-
 def _pattern(item: Served) -> str:
     return "|".join(f"(?:{regex})" for _, regex in item.keys)
 
 
 def probe(layout: Layout) -> Probe:
-    """The served files as the server has them: their hashes and the lines the inventory's keys land in."""
+    """The served files as the server has them: their hashes and the lines the inventory's keys land in
+    (templates/programs/served_files.py)."""
     paths = [(layout.unit_path, WSGI), (layout.gunicorn_conf, ""), (layout.nginx_site, f"(?:{DOMAINS})|(?:{UPLOAD})")]
-    args = " ".join(f"{q(path)} {q(pattern)}" for path, pattern in paths)
-    return Probe("served_files", f"python3 -B -c {q(_PROGRAM)} {args}", _parse)
+    command = programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "served_files.py",
+                           {"files": [list(p) for p in paths]})
+    return Probe("served_files", command, _parse)
 
 
 def _parse(out: str, rc: int) -> dict | None:

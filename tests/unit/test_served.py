@@ -4,11 +4,16 @@ inventory keys only a provision carries are named when they changed."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from tasks.inventory import App, Host, Inventory
 from tasks.layout import Layout
 from tasks.provisioning import served
+from tests.unit.test_release_commands import HOSTILE
 
 HOST = (Host("10.0.0.2"),)
 
@@ -73,3 +78,32 @@ def test_the_probe_reads_hashes_and_the_key_lines(tmp_path):
                 for item in served.files(inv)}
     assert remapped == served.as_provisioned(inv)
     assert any("mysite.wsgi:application" in line for line in remapped[layout.unit_path]["lines"])
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_the_probe_reads_hostile_paths_as_data_as_a_gather_runs_it(tmp_path, value):
+    class Local(Layout):
+        @property
+        def unit_path(self) -> str:
+            return str(tmp_path / value / "unit")
+
+        @property
+        def gunicorn_conf(self) -> str:
+            return str(tmp_path / value / "absent.conf")
+
+        @property
+        def nginx_site(self) -> str:
+            return str(tmp_path / value / "site")
+
+    layout = Local("mysite")
+    (tmp_path / value).mkdir()
+    Path(layout.unit_path).write_text("[Service]\nExecStart=/srv/gunicorn mysite.wsgi:application\n")
+    Path(layout.nginx_site).write_text("server {\n    server_name app.test;\n    client_max_body_size 10m;\n}\n")
+    command = served.probe(layout).command
+    out = subprocess.run(["sh", "-c", f"( {command} ) </dev/null"], cwd=tmp_path, capture_output=True, text=True)
+    found = served._parse(out.stdout, out.returncode)
+    assert found is not None and not (tmp_path / "CANARY").exists(), out.stderr
+    assert found[layout.unit_path]["lines"] == ["ExecStart=/srv/gunicorn mysite.wsgi:application"]
+    assert found[layout.unit_path]["sha256"] == hashlib.sha256(Path(layout.unit_path).read_bytes()).hexdigest()
+    assert found[layout.gunicorn_conf] is None
+    assert found[layout.nginx_site]["lines"] == ["server_name app.test;", "client_max_body_size 10m;"]
