@@ -6,7 +6,8 @@ The fake knows the shape of what gangway sends, not what it means:
   can queue different answers for later reads (`then_facts`), e.g. the migrations after a reversal;
 - `run(script)` finds the named steps of a `tasks.commands.shell.script` (its `gw_step=` lines) and answers with the
   first rule whose step name matches: success with a report (the `@gangway {...}` lines a step prints), or a
-  failure of that step with its output; unmatched scripts succeed with no report;
+  failure of that step with its output; a script with no steps (the unlock script) gets the answer a test
+  gave for a text it contains (`reply`); other unmatched scripts succeed with no report;
 - `start` (the deploy lock's holder) answers "acquired"; `put` stores the bytes, or raises what a test asks.
 
 Every script, probe read and upload is recorded, so a test can assert what was, and was not, sent.
@@ -64,6 +65,7 @@ class FakeRemote:
         self.facts = dict(facts or {})
         self.queued: list[dict] = []
         self.rules: list[Rule] = []
+        self.replies: list[tuple[str, Result]] = []
         self.scripts: list[str] = []
         self.reads: list[list[str]] = []
         self.uploads: dict[str, bytes] = {}
@@ -80,6 +82,11 @@ class FakeRemote:
            times: int | None = None) -> "FakeRemote":
         """Answer scripts that contain `step` (the newest matching rule wins)."""
         self.rules.insert(0, Rule(step, ok, report or {}, output, times))
+        return self
+
+    def reply(self, contains: str, stdout: str, code: int = 0) -> "FakeRemote":
+        """Answer a script without named steps that contains `contains` (the newest matching reply wins)."""
+        self.replies.insert(0, (contains, Result(stdout, "", code)))
         return self
 
     def then_facts(self, **changes) -> "FakeRemote":
@@ -99,6 +106,10 @@ class FakeRemote:
     def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
         self.scripts.append(command)
         names = steps_of(command)
+        if not names:
+            reply = next((r for text, r in self.replies if text in command), None)
+            if reply is not None:
+                return reply
         reports, outputs = {}, []
         for name in names:
             rule = next((r for r in self.rules if r.step == name and r.times != 0), None)
