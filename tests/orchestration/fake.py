@@ -8,7 +8,8 @@ The fake knows the shape of what gangway sends, not what it means:
   first rule whose step name matches: success with a report (the `@gangway {...}` lines a step prints), or a
   failure of that step with its output; a script with no steps (the unlock script) gets the answer a test
   gave for a text it contains (`reply`); other unmatched scripts succeed with no report;
-- `start` (the deploy lock's holder) answers "acquired"; `put` stores the bytes, or raises what a test asks.
+- `start` (the deploy lock's holder) answers "acquired"; `put` stores the bytes, or raises what a test asks;
+  an attached command (`fab manage`) prints and exits as `attached_answer` says.
 
 Every script, probe read and upload is recorded, so a test can assert what was, and was not, sent.
 """
@@ -71,6 +72,7 @@ class FakeRemote:
         self.uploads: dict[str, bytes] = {}
         self.put_error: Exception | None = None
         self.lock_answer = "acquired"
+        self.attached_answer = Result("", "", 0)
         self.stats = Stats()
         self.connection = SimpleNamespace(host=host, user="deploy", transport=SimpleNamespace(is_active=lambda: True))
         self.user = "deploy"
@@ -139,8 +141,12 @@ class FakeRemote:
         raise RemoteError("the fake server has no files to download")
 
     def attached(self, command: str, terminal: bool) -> int:
+        return self.attached_result(command, terminal).code
+
+    def attached_result(self, command: str, terminal: bool) -> Result:
+        """An attached command (`fab manage`, `fab logs`): it prints and exits as `attached_answer` says."""
         self.scripts.append(command)
-        return 0
+        return self.attached_answer
 
     def close(self) -> None:
         pass
