@@ -262,7 +262,8 @@ def test_the_report_says_the_run_had_switched_when_the_audit_log_and_the_live_li
                           Layout("m"))
     first, *rest = said.splitlines()
     assert first == f"the run it held had already switched: {NEW} is live"
-    assert rest[0] == "last lines of the audit log:" and rest[-1] == f"  2026-12-01T10:02:00Z live {NEW} by alice@laptop"
+    assert rest[0] == "last lines of the audit log:"
+    assert rest[-1] == f"  2026-12-01T10:02:00Z live {NEW} by alice@laptop"
 
 
 def test_the_report_says_the_old_release_is_still_live_when_the_run_had_not_switched():
