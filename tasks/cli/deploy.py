@@ -656,7 +656,10 @@ def list_releases(c, inventory=None, verbose=False):
             session.reporter.line("  WARNING   could not read which migrations the database has applied: is "
                                   "PostgreSQL running?")
         _schema_warning(session, state)
-        if state.backups:
+        if state.backups is None:
+            session.reporter.line(f"  WARNING   could not list the database backups in {session.layout.backups}/: "
+                                  f"look with `sudo ls -l {session.layout.backups}/` on the server")
+        elif state.backups:
             session.reporter.line(f"database backups in {session.layout.backups}/ (restore one with pg_restore):")
             for line in state.backups:
                 name, size, *when = line.split()
