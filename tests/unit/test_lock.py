@@ -294,3 +294,11 @@ def test_what_could_not_be_read_is_said_and_never_taken_for_none():
     assert said.startswith("could not tell whether commands of that run are still running on the server")
     assert "no release is live" in settled_report("", {"work": ("idle", []), "live_now": "", "audit_tail": ""},
                                                   Layout("m"))
+
+
+def test_a_switch_the_live_link_no_longer_shows_is_said_as_both():
+    said = settled_report(HOLDER, {"work": ("idle", []), "live_now": OLD, "audit_tail": audit(BEFORE, SWITCHED)},
+                          Layout("m"))
+    assert said.splitlines()[0] == f"the run it held had switched to {NEW}, but {OLD} is live"
+    said = settled_report(HOLDER, {"work": None, "live_now": NEW, "audit_tail": audit(SWITCHED)}, Layout("m"))
+    assert said.splitlines()[0].endswith(f"(look with `ps -ef`); it had already switched to {NEW}; {NEW} is live")
