@@ -80,10 +80,11 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
         raise DeployError(f"{where} failed on {session.host.address}; no partial file was kept:\n{last_lines(tail)}")
     files = [report["backup"]] + ([report["media"]] if media else [])
     sizes = session.remote.gather([commands.listing_probe(layout)])["backup_files"]
-    by_name = {n: size for n, size, _ in sizes}
+    by_name = {n: size for n, size, _ in sizes or []}
     for path in files:
         file = path.rsplit("/", 1)[1]
-        session.reporter.step("changed", "backup", f"{path} ({_size(by_name.get(file, 0))}, root's alone)")
+        size = _size(by_name[file]) if file in by_name else "its size could not be read"
+        session.reporter.step("changed", "backup", f"{path} ({size}, root's alone)")
     if not media:
         session.reporter.line("  (media files are not in the dump: `fab backup --media` packs shared/media too)")
     if download_to is not None:
@@ -127,6 +128,9 @@ def backups(c, inventory=None, download=None, to=None, verbose=False):
             fetch_backup(session, name, to)
             return
         files = session.remote.gather([commands.listing_probe(session.layout)])["backup_files"]
+        if files is None:
+            raise DeployError(f"could not list {session.layout.backups}/ on {session.host.address}, so which "
+                              f"backups it holds is unknown: look with `sudo ls -l {session.layout.backups}/` there")
         session.reporter.line(f"{session.host.address}: {len(files)} backup file(s) in {session.layout.backups}/")
         if files:
             for row in table(files):

@@ -656,7 +656,10 @@ def list_releases(c, inventory=None, verbose=False):
             session.reporter.line("  WARNING   could not read which migrations the database has applied: is "
                                   "PostgreSQL running?")
         _schema_warning(session, state)
-        if state.backups:
+        if state.backups is None:
+            session.reporter.line(f"  WARNING   could not list the database backups in {session.layout.backups}/: "
+                                  f"look with `sudo ls -l {session.layout.backups}/` on the server")
+        elif state.backups:
             session.reporter.line(f"database backups in {session.layout.backups}/ (restore one with pg_restore):")
             for line in state.backups:
                 name, size, *when = line.split()
@@ -665,18 +668,23 @@ def list_releases(c, inventory=None, verbose=False):
     run_task(c, inventory, Task("releases"), show, verbose)
 
 
+def unlock_on(session: Session, force: bool = False) -> None:
+    """Clear the deploy lock on one server; after ending a run that was still connected, say what that run did
+    as the server shows it once its running step ended (which release is live, whether it switched)."""
+    from ..session.lock import clear_lock
+    said = clear_lock(session.remote, session.layout, force, reporter=session.reporter)
+    session.reporter.line(f"{session.host.address}: {said}")
+
+
 @task(auto_shortflags=False, help={
     "inventory": targets.INVENTORY_HELP,
-    "force": "end the holder even though its SSH connection is still alive (a run in progress, which then "
-             "fails); only when you are sure it is stuck",
+    "force": "end the holder even though its SSH connection is still alive (a run in progress, which then stops "
+             "before its next step); a step of it already running on the server runs to its end, so unlock waits "
+             "for it and says which release is live. Only when you are sure it is stuck",
     "verbose": targets.VERBOSE_HELP,
 }, klass=targets.VerboseTask)
 def unlock(c, inventory=None, force=False, verbose=False):
     """Clear the deploy lock of a run that is stuck; refuses while that run is still connected, unless --force."""
-    from ..session.lock import clear_lock
-
-    def clear(session: Session) -> None:
-        session.reporter.line(f"{session.host.address}: {clear_lock(session.remote, session.layout, force)}")
-
     # It cannot take the lock it clears; its audit line is written all the same.
-    run_task(c, inventory, Task("unlock", audit="unlock" + (" --force" if force else "")), clear, verbose)
+    run_task(c, inventory, Task("unlock", audit="unlock" + (" --force" if force else "")),
+             lambda session: unlock_on(session, force), verbose)

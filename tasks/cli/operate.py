@@ -25,6 +25,7 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from ..facts import envsize
+from ..project import diagnose
 from ..commands import release as commands
 from ..connection import targets
 from .deploy import relaunch
@@ -86,10 +87,15 @@ def manage_on(session: Session, args: list[str], terminal: bool, file: tuple[str
     command = commands.manage_live(layout, state.live, session.app, args,
                                    layout.manage_unit(secrets.token_hex(4)), terminal=terminal, upload=upload)
     try:
-        return session.remote.attached(command, terminal)
+        result = session.remote.attached_result(command, terminal)
     finally:
         if upload:
             session.remote.run(commands.remove_file(upload))
+    if not result.ok:
+        # On stderr: the command's own output (dumpdata > file) stays what it printed.
+        for hint in diagnose.command_hints(f"{result.stdout}\n{result.stderr}"):
+            print(f"hint: {hint}", file=sys.stderr, flush=True)
+    return result.code
 
 
 # --- fab config -------------------------------------------------------------------------------------------------

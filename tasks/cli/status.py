@@ -51,6 +51,13 @@ class Timer:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """A probe's answer that could not be read (it failed, or printed what it never prints): the status line
+    says so and is never taken for "none" or 0."""
+    why: str
+
+
+@dataclass(frozen=True)
 class Health:
     code: str           # the HTTP status, "000" when nothing answered
     curl: int           # curl's exit status with the certificate verified
@@ -111,6 +118,22 @@ def timers_command(list_units: str) -> str:
             "done")
 
 
+def certificate_command(cert: str) -> str:
+    """When the certificate expires (Unix seconds), or "absent" when there is no certificate file; fails when
+    there is one that cannot be read."""
+    return (f"c={q(cert)}\n"
+            "[ -e \"$c\" ] || { echo absent; exit 0; }\n"
+            "end=$(openssl x509 -noout -enddate -in \"$c\") && date -d \"${end#notAfter=}\" +%s")
+
+
+def newest_backup_command(backups: str) -> str:
+    """The newest non-empty dump as `MODIFIED BYTES NAME`, nothing when there is none; fails when the directory
+    cannot be listed (a failing find is not hidden behind the pipe's last command)."""
+    return (f"cd {q(backups)} || exit 1\n"
+            "found=$(find . -maxdepth 1 -name '*.dump' -size +0 -printf '%T@ %s %f\\n') || exit 1\n"
+            "[ -z \"$found\" ] || printf '%s\\n' \"$found\" | sort -n | tail -n 1")
+
+
 def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> list[Probe]:
     """Everything `fab status` shows, for one gather (with `state_probes` for the releases)."""
     app = layout.app
@@ -124,17 +147,13 @@ def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> l
               lambda out, rc: parse_units(out)),
         Probe("timers", timers_command(timers), lambda out, rc: parse_timers(out)),
         Probe("health", health_command(host, health_path, https), lambda out, rc: parse_health(out)),
-        Probe("certificate", f"end=$(openssl x509 -noout -enddate -in {q(layout.certificate_dir + '/cert.pem')}) "
-                             "&& date -d \"${end#notAfter=}\" +%s",
-              lambda out, rc: int(out.strip()) if rc == 0 and out.strip().isdigit() else None),
+        Probe("certificate", certificate_command(layout.certificate_dir + "/cert.pem"), parse_certificate),
         Probe("disk", join("df", "-Pk", "/", layout.root), parse_disk),
         # The live release as unpacked (code, collected static files, bytecode): about what the next one needs.
         Probe("release_kib", f"du -sk -- \"$(readlink -f {q(layout.current)})\" 2>/dev/null",
               lambda out, rc: int(out.split()[0]) if rc == 0 and out.split() and out.split()[0].isdigit() else None),
         Probe("memory", "cat /proc/meminfo", lambda out, rc: parse_meminfo(out)),
-        Probe("newest_backup", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
-                         "-printf '%T@ %s %f\\n' | sort -n | tail -n 1",
-              lambda out, rc: parse_backup(out)),
+        Probe("newest_backup", newest_backup_command(layout.backups), parse_newest_backup),
         # apt's view from the package lists it already has (apt-daily refreshes them): no network, no lock.
         Probe("updates", "apt-get -s -q -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst ' "
                          "| awk '{n++} /[Ss]ecurity/ {s++} END {print n+0, s+0}'",
@@ -225,13 +244,18 @@ class Disk:
     free_kib: int       # available to an unprivileged writer (df's Available column)
 
 
-def parse_disk(out: str, rc: int) -> list[Disk]:
-    """`df -Pk` -> each file system once: its mount point, percent used and free KiB."""
+def parse_disk(out: str, rc: int) -> list[Disk] | Unreadable:
+    """`df -Pk` -> each file system once: its mount point, percent used and free KiB. Unreadable when df
+    failed (for any of the paths asked) or a line is not df's: a partial answer would name the wrong mount."""
+    if rc != 0:
+        return Unreadable(f"df exited with status {rc}")
     seen: dict[str, Disk] = {}
-    for fields in (line.split() for line in out.splitlines()[1:]):
-        if len(fields) >= 6 and fields[4].rstrip("%").isdigit() and fields[3].isdigit():
-            seen.setdefault(fields[5], Disk(fields[5], int(fields[4].rstrip("%")), int(fields[3])))
-    return list(seen.values())
+    rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+    for fields in rows:
+        if not (len(fields) >= 6 and fields[4].rstrip("%").isdigit() and fields[3].isdigit()):
+            return Unreadable(f"df printed a line it does not print: {' '.join(fields)[:80]!r}")
+        seen.setdefault(fields[5], Disk(fields[5], int(fields[4].rstrip("%")), int(fields[3])))
+    return list(seen.values()) if seen else Unreadable("df printed no file system")
 
 
 def parse_meminfo(out: str) -> dict[str, int]:
@@ -243,6 +267,24 @@ def parse_meminfo(out: str) -> dict[str, int]:
         if number and number[0].isdigit():
             values[name.strip()] = int(number[0])
     return values
+
+
+def parse_certificate(out: str, rc: int) -> int | None | Unreadable:
+    """When the certificate expires (Unix seconds); None when there is no certificate file."""
+    if rc == 0 and out.strip() == "absent":
+        return None
+    if rc == 0 and out.strip().isdigit():
+        return int(out.strip())
+    return Unreadable(f"openssl or date exited with status {rc}" if rc else "no date was printed")
+
+
+def parse_newest_backup(out: str, rc: int) -> tuple[int, int, str] | None | Unreadable:
+    """The newest dump; None when the directory was listed and has none."""
+    if rc != 0:
+        return Unreadable(f"listing it exited with status {rc}")
+    if not out.strip():
+        return None
+    return parse_backup(out) or Unreadable(f"the listing is not as expected: {out.strip()[:80]!r}")
 
 
 def parse_backup(out: str) -> tuple[int, int, str] | None:
@@ -351,9 +393,13 @@ def health_check(health: Health | None, host: str, path: str, https: bool, priva
     return Check(FAIL, "health", f"{what} -> {health.code}, not 2xx: see `fab logs`")
 
 
-def certificate_check(expires: int | None, now: int, https: bool, warn_days: int) -> Check | None:
+def certificate_check(expires: int | None | Unreadable, now: int, https: bool, warn_days: int,
+                      path: str = "the certificate") -> Check | None:
     if not https:
         return None
+    if isinstance(expires, Unreadable):
+        return Check(FAIL, "certificate", f"could not read {path} ({expires.why}), so when it expires is unknown: "
+                     f"look with `sudo openssl x509 -noout -enddate -in {path}` on the server")
     if expires is None:
         return Check(FAIL, "certificate", "none found on the server: run `fab provision` to get one")
     days = (expires - now) // 86400
@@ -376,12 +422,15 @@ def _mib(kib: int) -> str:
     return f"{kib / 1024:.0f} MiB" if kib < 10 * 1048576 else f"{kib / 1048576:.1f} GiB"
 
 
-def disk_check(disks: list[Disk], warn_percent: int, need_kib: int = LOW_SPACE_KIB, app_mount: str = "",
-               backups: str = "backups/") -> Check:
+def disk_check(disks: list[Disk] | Unreadable, warn_percent: int, need_kib: int = LOW_SPACE_KIB, app_mount: str = "",
+               backups: str = "backups/", asked: str = "df -Pk") -> Check:
     """FAIL when a file system is full, or the app's has less free than the next release needs; WARN over
-    `warn_percent`. `app_mount` is the mount point the app's directory is on (the last df line)."""
-    if not disks:
-        return Check(WARN, "disk", "df gave no answer")
+    `warn_percent`, and when the free space could not be read. `app_mount` is the mount point the app's
+    directory is on (the last df line)."""
+    if isinstance(disks, Unreadable) or not disks:
+        why = disks.why if isinstance(disks, Unreadable) else "df gave no answer"
+        return Check(WARN, "disk", f"could not read the free space ({why}), so whether the next deploy, backup or "
+                     f"PostgreSQL has room is unknown: look with `{asked}` on the server")
     app_mount = app_mount or disks[-1].mount
     text = ", ".join(f"{d.mount} {d.used} % used, {_mib(d.free_kib)} free" for d in disks)
     fix = (f"free some space: old database dumps in {backups}, `sudo apt-get clean`, "
@@ -412,7 +461,11 @@ def memory_check(meminfo: dict[str, int], warn_percent: int) -> Check:
     return Check(OK, "memory", text)
 
 
-def backup_check(newest: tuple[int, int, str] | None, now: int, scheduled: bool, max_age_days: int) -> Check:
+def backup_check(newest: tuple[int, int, str] | None | Unreadable, now: int, scheduled: bool, max_age_days: int,
+                 backups: str = "backups/") -> Check:
+    if isinstance(newest, Unreadable):
+        return Check(WARN, "backups", f"could not read {backups} ({newest.why}), so whether a recent backup "
+                     f"exists is unknown: look with `sudo ls -l {backups}` on the server")
     if newest is None:
         if scheduled:
             return Check(WARN, "backups", "none yet, although backups are scheduled: see `fab logs` and "
@@ -504,6 +557,7 @@ def timer_check(timer: Timer, now: int) -> Check:
 def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> list[Check]:
     """Every line of one server's status, in the order shown."""
     app, now = inventory.app, facts["now"]
+    layout = Layout(app.name)
     units, timers = facts["units"], facts["timers"]
     https = inventory.tls
     private_ca = inventory.acme.directory != defaults.ACME_DIRECTORY
@@ -517,12 +571,13 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
         health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"], state.live,
                      Layout(app.name)),
         schema_check(state),
-        certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS),
+        certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS,
+                          f"{layout.certificate_dir}/cert.pem"),
         disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, release_need_kib(facts.get("release_kib")),
-                   backups=f"{Layout(app.name).backups}/"),
+                   backups=f"{layout.backups}/", asked=f"df -h / {layout.root}"),
         memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
         backup_check(facts["newest_backup"], now, any(t.unit == f"{app.name}-backup.timer" for t in timers),
-                     defaults.STATUS_BACKUP_DAYS),
+                     defaults.STATUS_BACKUP_DAYS, f"{layout.backups}/"),
         updates_check(facts["updates"], facts["unattended"], units, timers),
         reboot_check(facts["reboot"]),
         maintenance_check(facts["maintenance"]),

@@ -50,7 +50,10 @@ def listing_probe(layout: Layout) -> Probe:
     return Probe("backup_files", command, parse_listing)
 
 
-def parse_listing(out: str, rc: int) -> list[tuple[str, int, int]]:
+def parse_listing(out: str, rc: int) -> list[tuple[str, int, int]] | None:
+    """None when the directory could not be listed (never "no backups")."""
+    if rc != 0:
+        return None
     rows = []
     for line in out.splitlines():
         fields = line.split("\t")

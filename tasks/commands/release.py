@@ -67,9 +67,12 @@ def state_probes(layout: Layout) -> list[Probe]:
                              f"test -d {q(layout.static)} && id -u {q(layout.build_user)}",
               lambda out, rc: rc == 0),
         applied_probe(layout),
-        Probe("backups", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
-                         "-printf '%f %s %TY-%Tm-%Td %TH:%TM\\n' | sort",
-              lambda out, rc: out.splitlines() if rc == 0 else []),
+        # None when backups/ could not be listed: a failing find is not hidden behind the pipe's last command.
+        Probe("backups", f"cd {q(layout.backups)} || exit 1\n"
+                         "found=$(find . -maxdepth 1 -name '*.dump' -size +0 -printf '%f %s %TY-%Tm-%Td %TH:%TM\\n') "
+                         "|| exit 1\n"
+                         "[ -z \"$found\" ] || printf '%s\\n' \"$found\" | sort",
+              lambda out, rc: out.splitlines() if rc == 0 else None),
         Probe("free", f"df -Pk {q(layout.releases)} {q(layout.venvs)}", parse_free),
         maintenance_probe(layout),
     ]

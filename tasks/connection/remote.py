@@ -572,6 +572,11 @@ class Remote:
     def attached(self, command: str, terminal: bool) -> int:
         """Run `command` (as root) with its output streaming here as it comes, and with a terminal (a pty fed
         by this process's own) when `terminal`: an interactive program's prompts. Returns its exit status."""
+        return self.attached_result(command, terminal).code
+
+    def attached_result(self, command: str, terminal: bool) -> Result:
+        """`attached`, returning what the command printed as well (shown already as it came; with a terminal
+        its stderr is in its stdout), for a message to read after it failed."""
         command = self._as_sent(command)
         try:
             # Without a terminal the command's input ends at once: a command that reads it (dbshell) ends
@@ -585,8 +590,8 @@ class Remote:
         if r.exited is None or r.exited == -1:
             if self._gone_after():
                 raise self._lost("running a command")
-            return 255
-        return r.exited
+            return Result(r.stdout or "", r.stderr or "", 255)
+        return Result(r.stdout or "", r.stderr or "", r.exited)
 
     def start(self, command: str, timeout: float = 30) -> paramiko.Channel:
         """Start `command` on its own channel and hand the channel back (a process that must live as long as

@@ -62,7 +62,8 @@ class ServerState:
     venvs: list[str]                  # requirement hashes with a built venv
     python: str = ""                  # the server's python3 version
     applied: list[str] | None = field(default_factory=list)  # migrations applied, in order; None: unreadable
-    backups: list[str] = field(default_factory=list)  # "NAME BYTES DATE TIME" of each database dump, oldest first
+    backups: list[str] | None = field(default_factory=list)  # "NAME BYTES DATE TIME" of each database dump,
+    # oldest first; None: backups/ could not be listed
     free_kib: list[int] = field(default_factory=list)  # free space where releases/ and venvs/ live
     backend: str = ""                 # nginx's backend include as it is on the server
     maintenance: bool = False         # the maintenance flag is set: nginx answers 503 to everyone
@@ -167,10 +168,11 @@ def failed_to_prune(failed: list[str], keep: int) -> list[str]:
     return sorted(failed)[:max(len(failed) - keep, 0)]
 
 
-def backups_to_prune(backups: list[str], keep: int) -> list[str]:
+def backups_to_prune(backups: list[str] | None, keep: int) -> list[str]:
     """Database dumps beyond the newest `keep` (by time), as file names; the scheduled ones (*-daily.dump) are
-    not among them: their own retention prunes them (templates/backups/backup.py)."""
-    by_time = sorted((line for line in backups if not line.split(" ", 1)[0].endswith(DAILY_SUFFIX)),
+    not among them: their own retention prunes them (templates/backups/backup.py). None when the dumps could
+    not be listed: nothing is pruned."""
+    by_time = sorted((line for line in backups or [] if not line.split(" ", 1)[0].endswith(DAILY_SUFFIX)),
                      key=lambda line: line.split(" ", 2)[2:] + [line])
     return [line.split(" ", 1)[0] for line in by_time[:max(len(by_time) - keep, 0)]]
 

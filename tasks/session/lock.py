@@ -10,6 +10,11 @@ and the lock with it.
 A run that dies can leave commands running on the server (a pip install, a migration). Each command of a
 locked run holds a shared lock on a second file for as long as it and its children live, and a new run,
 once it holds the lock, waits until no such command is left before it touches anything.
+
+A run whose lock `fab unlock --force` took away stops before its next step, but a step already running on
+the server (a start and switch is one) runs to its end and may put its release live. So after a forced clear
+`fab unlock` waits for that run's commands the same way, then reads back which release is live and the
+audit log, and says what happened rather than what should have.
 """
 
 from __future__ import annotations
@@ -18,15 +23,19 @@ import getpass
 import json
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import timestamps
 from ..layout import Layout
 from ..connection.remote import Remote, RemoteError
 from ..commands import programs
 from ..commands.shell import q
+from ..facts.releases import parse_history
+from ..facts.steps import Probe
 
 BUSY = 75  # flock's exit code when the lock is taken
 WORK_WAIT_S = 900  # how long a new run waits for an interrupted run's commands to end
+UNLOCK_WAIT_S = 300  # how long `fab unlock --force` waits for the commands of the run it ended
 
 
 class LockBusy(RemoteError):
@@ -170,14 +179,14 @@ class LockHeld(RemoteError):
 
 
 def unlock_report(outcome: Unlocked, host: str) -> str:
-    """The line `fab unlock` prints; raises LockHeld when the lock is still held."""
+    """The line `fab unlock` prints; raises LockHeld when the lock is still held. A connected holder's run
+    may still be running a step on the server: `settled_report` says what it did."""
     holder = describe_holder(outcome.holder) if outcome.holder else "another run (no details recorded)"
     pids = " ".join(map(str, outcome.pids)) or "none found"
     if outcome.result == "free":
         return "the lock was free"
     if outcome.result == "cleared":
-        return f"cleared the lock held by {holder}" + (
-            " (its connection was still alive: that run stops without going live)" if outcome.connected else "")
+        return f"cleared the lock held by {holder}" + (" (its connection was still alive)" if outcome.connected else "")
     if outcome.result == "connected":
         pid, _, name = outcome.session.partition(" ")
         raise LockHeld(f"the deploy lock on {host} is held by {holder}, still connected (its SSH session, "
@@ -187,11 +196,134 @@ def unlock_report(outcome: Unlocked, host: str) -> str:
                    f"look at them with `ps -f -p {pids.replace(' ', ',')}`")
 
 
-def clear_lock(remote: Remote, layout: Layout, force: bool = False) -> str:
-    """Run the unlock script on the server and say what it did (LockHeld if the lock stays held)."""
+# --- after a forced clear: what the run it ended did ----------------------------------------------------------
+
+def work_wait_command(layout: Layout, wait_s: int = UNLOCK_WAIT_S) -> str:
+    """Wait up to `wait_s` for every command that holds the work lock (see `guarded`) to end: "idle" once
+    none is left, "busy PID..." (the processes that still have it open) when the wait ran out."""
+    return (f"w={q(layout.lock_work)}\n"
+            "[ -e \"$w\" ] || { echo idle; exit 0; }\n"
+            f"flock --exclusive --wait {int(wait_s)} --conflict-exit-code {BUSY} \"$w\" true; s=$?\n"
+            "if [ \"$s\" = 0 ]; then echo idle; exit 0; fi\n"
+            f"[ \"$s\" = {BUSY} ] || exit \"$s\"\n"
+            # Every process with the work file open (find -lname takes a pattern: wildcards are escaped).
+            "pattern=$(printf '%s\\n' \"$w\" | sed 's/[][*?\\\\]/\\\\&/g')\n"
+            "pids=$(find /proc/[0-9]*/fd -maxdepth 1 -lname \"$pattern\" 2>/dev/null | cut -d / -f 3 | sort -nu "
+            "| tr '\\n' ' ')\n"
+            "echo \"busy $pids\"")
+
+
+def live_link_command(layout: Layout) -> str:
+    """What the live link points at: "link TARGET", or "absent" when there is none (nothing is live)."""
+    return (f"l={q(layout.live_socket)}\n"
+            "if [ -L \"$l\" ]; then t=$(readlink \"$l\") || exit 1; echo \"link $t\"\n"
+            "elif [ -e \"$l\" ]; then exit 1\n"
+            "else echo absent; fi")
+
+
+def parse_work(out: str, rc: int) -> tuple[str, list[int]] | None:
+    """("idle", []) or ("busy", pids); None when the wait could not be made or its answer read."""
+    words = out.split()
+    if rc != 0 or not words or words[0] not in ("idle", "busy"):
+        return None
+    try:
+        return words[0], [int(p) for p in words[1:]]
+    except ValueError:
+        return None
+
+
+def settle_probes(layout: Layout, wait_s: int = UNLOCK_WAIT_S) -> list[Probe]:
+    """One round trip, in this order: wait for the ended run's commands, then read the live link and the end
+    of the audit log. Each is None when it could not be read (never "none")."""
+    def live(out: str, rc: int) -> str | None:
+        words = out.strip().split(" ", 1)
+        if rc != 0 or not words[0]:
+            return None
+        if words[0] == "absent":
+            return ""  # no live link: nothing is live
+        if words[0] == "link" and len(words) == 2:
+            return layout.release_of_socket(words[1]) or words[1]
+        return None
+
+    history = q(layout.history)
+    return [Probe("work", work_wait_command(layout, wait_s), parse_work),
+            Probe("live_now", live_link_command(layout), live),
+            Probe("audit_tail", f"if [ -e {history} ]; then tail -n 20 {history}; fi",
+                  lambda out, rc: out if rc == 0 else None)]
+
+
+def _event_line(event: dict) -> str:
+    what = " ".join(str(event[k]) for k in ("event", "release", "result") if event.get(k))
+    return f"  {event.get('time', '?')} {what} by {event.get('by', '?')}"
+
+
+def settled_report(holder: str, facts: dict, layout: Layout, wait_s: int = UNLOCK_WAIT_S) -> str:
+    """What the run whose lock was forced away did, as the server shows it after waiting for its commands:
+    whether it switched (the audit log, since it took the lock), which release is live (the live link), and
+    whether commands of it are still running. Then the audit log's last lines."""
+    try:
+        info = json.loads(holder) if holder else {}
+    except json.JSONDecodeError:
+        info = {}
+    info = info if isinstance(info, dict) else {}
+    work, live, tail = facts.get("work"), facts.get("live_now"), facts.get("audit_tail")
+    events = parse_history(tail) if tail is not None else None
+    if live is None:
+        live_now = f"could not read the live link {layout.live_socket}, so which release is live is unknown"
+    else:
+        live_now = f"{live} is live" if live else "no release is live"
+
+    since, by = info.get("since"), info.get("who")
+    switched = None  # that run's last switch, if the audit log shows one
+    if events is not None and since:
+        switches = [e for e in events if e.get("event") in ("live", "rollback") and str(e.get("time", "")) >= since
+                    and (not by or e.get("by") == by)]
+        switched = switches[-1] if switches else None
+
+    had = f"it had already switched to {switched.get('release')}; " if switched else ""
+    if work is None:
+        lines = [f"could not tell whether commands of that run are still running on the server (look with "
+                 f"`ps -ef`); {had}{live_now}"]
+    elif work[0] == "busy":
+        pids = work[1]
+        see = f"`ps -f -p {','.join(map(str, pids))}`" if pids else "`ps -ef`"
+        lines = [f"commands of that run are still running on the server after {wait_s} s (see them with {see}); "
+                 f"{had}they may still change what is live: {live_now}{' now' if live is not None else ''}. "
+                 "Look again with `fab releases` once they end"]
+    elif switched:
+        target = switched.get("release")
+        lines = [f"the run it held had already switched: {live_now}" if target == live else
+                 f"the run it held had switched to {target}, but {live_now}"]
+    elif events is None or not since:
+        why = (f"could not read the audit log {layout.history}" if events is None else
+               "it recorded no start time")
+        lines = [f"{live_now}; whether that run switched before it stopped is unknown ({why}); that run stops "
+                 "before its next step"]
+    else:
+        lines = [f"{f'{live} is still live' if live else live_now}; that run stops before its next step"]
+    if events:
+        lines.append("last lines of the audit log:")
+        lines += [_event_line(e) for e in events[-3:]]
+    return "\n".join(lines)
+
+
+def clear_lock(remote: Remote, layout: Layout, force: bool = False, reporter: Any = None,
+               wait_s: int = UNLOCK_WAIT_S) -> str:
+    """Run the unlock script on the server and say what it did (LockHeld if the lock stays held). When it
+    ended a run that was still connected, wait for that run's commands and say what it did."""
     result = remote.run(unlock_command(layout, force))
     outcome = parse_unlock(result.stdout)
     if outcome is None:
         raise RemoteError(f"clearing the lock failed on {remote.connection.host} (exit {result.code}):\n"
                           f"{result.tail()}")
-    return unlock_report(outcome, remote.connection.host)
+    line = unlock_report(outcome, remote.connection.host)
+    if outcome.result != "cleared" or not outcome.connected:
+        return line
+    if reporter is not None:
+        reporter.line(f"{remote.connection.host}: {line}; waiting up to {wait_s} s for a step of that run "
+                      "still running on the server to end")
+        with reporter.running("waiting for that run's commands"):
+            facts = remote.gather(settle_probes(layout, wait_s))
+        return settled_report(outcome.holder, facts, layout, wait_s)
+    facts = remote.gather(settle_probes(layout, wait_s))
+    return f"{line}\n{settled_report(outcome.holder, facts, layout, wait_s)}"

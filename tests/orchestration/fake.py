@@ -6,8 +6,10 @@ The fake knows the shape of what gangway sends, not what it means:
   can queue different answers for later reads (`then_facts`), e.g. the migrations after a reversal;
 - `run(script)` finds the named steps of a `tasks.commands.shell.script` (its `gw_step=` lines) and answers with the
   first rule whose step name matches: success with a report (the `@gangway {...}` lines a step prints), or a
-  failure of that step with its output; unmatched scripts succeed with no report;
-- `start` (the deploy lock's holder) answers "acquired"; `put` stores the bytes, or raises what a test asks.
+  failure of that step with its output; a script with no steps (the unlock script) gets the answer a test
+  gave for a text it contains (`reply`); other unmatched scripts succeed with no report;
+- `start` (the deploy lock's holder) answers "acquired"; `put` stores the bytes, or raises what a test asks;
+  an attached command (`fab manage`) prints and exits as `attached_answer` says.
 
 Every script, probe read and upload is recorded, so a test can assert what was, and was not, sent.
 """
@@ -64,11 +66,13 @@ class FakeRemote:
         self.facts = dict(facts or {})
         self.queued: list[dict] = []
         self.rules: list[Rule] = []
+        self.replies: list[tuple[str, Result]] = []
         self.scripts: list[str] = []
         self.reads: list[list[str]] = []
         self.uploads: dict[str, bytes] = {}
         self.put_error: Exception | None = None
         self.lock_answer = "acquired"
+        self.attached_answer = Result("", "", 0)
         self.stats = Stats()
         self.connection = SimpleNamespace(host=host, user="deploy", transport=SimpleNamespace(is_active=lambda: True))
         self.user = "deploy"
@@ -80,6 +84,11 @@ class FakeRemote:
            times: int | None = None) -> "FakeRemote":
         """Answer scripts that contain `step` (the newest matching rule wins)."""
         self.rules.insert(0, Rule(step, ok, report or {}, output, times))
+        return self
+
+    def reply(self, contains: str, stdout: str, code: int = 0) -> "FakeRemote":
+        """Answer a script without named steps that contains `contains` (the newest matching reply wins)."""
+        self.replies.insert(0, (contains, Result(stdout, "", code)))
         return self
 
     def then_facts(self, **changes) -> "FakeRemote":
@@ -99,6 +108,10 @@ class FakeRemote:
     def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
         self.scripts.append(command)
         names = steps_of(command)
+        if not names:
+            reply = next((r for text, r in self.replies if text in command), None)
+            if reply is not None:
+                return reply
         reports, outputs = {}, []
         for name in names:
             rule = next((r for r in self.rules if r.step == name and r.times != 0), None)
@@ -128,8 +141,12 @@ class FakeRemote:
         raise RemoteError("the fake server has no files to download")
 
     def attached(self, command: str, terminal: bool) -> int:
+        return self.attached_result(command, terminal).code
+
+    def attached_result(self, command: str, terminal: bool) -> Result:
+        """An attached command (`fab manage`, `fab logs`): it prints and exits as `attached_answer` says."""
         self.scripts.append(command)
-        return 0
+        return self.attached_answer
 
     def close(self) -> None:
         pass

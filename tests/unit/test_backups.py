@@ -8,6 +8,7 @@ import importlib.util
 import os
 import stat
 import subprocess
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -284,3 +285,32 @@ def test_an_enabled_and_active_timer_with_the_same_files_is_left_alone():
 def test_the_shipped_backup_program_names_dumps_with_the_same_stamp():
     """templates/backups/backup.py runs on the server alone and cannot import tasks.timestamps."""
     assert f'STAMP = "{timestamps.STAMP}"' in (TEMPLATES / "backups" / "backup.py").read_text()
+
+
+def test_a_listing_that_failed_is_none_never_no_backups():
+    assert commands.parse_listing("", 1) is None
+    assert commands.parse_listing("", 0) == []
+
+
+def test_the_deploy_s_backup_probe_tells_none_from_unreadable(tmp_path):
+    @dataclass(frozen=True)
+    class Here(Layout):
+        @property
+        def backups(self) -> str:
+            return str(tmp_path / "backups")
+
+    probe = next(p for p in release_commands.state_probes(Here("mysite")) if p.key == "backups")
+    assert_shellcheck_clean(probe.command)
+
+    def answer(stubs=None):
+        out = run(probe.command, tmp_path, stubs)
+        return probe.parse(out.stdout, out.returncode)
+
+    assert answer() is None  # no directory to list
+    (tmp_path / "backups").mkdir()
+    assert answer() == []
+    (tmp_path / "backups" / "20260101T000000Z-manual.dump").write_bytes(b"x" * 10)
+    (found,) = answer()
+    assert found.startswith("20260101T000000Z-manual.dump 10 ")
+    assert answer({"find": "exit 1"}) is None  # find failing is not hidden behind sort
+    assert releases.backups_to_prune(None, 0) == []  # what could not be listed is not pruned

@@ -597,3 +597,84 @@ def test_only_the_real_rollback_target_is_called_warm_and_other_instances_are_na
     cold = status.gunicorn_check("mysite", LIVE, {f"mysite@{LIVE}.service": "active/running",
                                                   "mysite@stray.service": "active/running"}, target=OLD)
     assert f"the rollback target {OLD} is not running" in cold.detail and "warm for" not in cold.detail
+
+
+# --- what could not be read is said, never taken for "none" or 0 ---------------------------------------------------
+
+def probe_of(key: str):
+    return next(p for p in status.status_probes(LAYOUT, "a", "/", True) if p.key == key)
+
+
+def answer(probe, tmp_path, stubs=None):
+    out = run(probe.command, tmp_path, stubs)
+    return probe.parse(out.stdout, out.returncode)
+
+
+def test_the_newest_backup_probe_tells_none_from_unreadable(tmp_path):
+    backups = tmp_path / "backups"
+    probe = status.Probe("newest_backup", status.newest_backup_command(str(backups)), status.parse_newest_backup)
+    assert isinstance(answer(probe, tmp_path), status.Unreadable)  # no directory to list
+    backups.mkdir()
+    assert answer(probe, tmp_path) is None  # listed, and there is none
+    (backups / "empty.dump").write_bytes(b"")
+    assert answer(probe, tmp_path) is None  # an empty dump is not a backup
+    (backups / "20261127T020000Z-daily.dump").write_bytes(b"x" * 10)
+    modified, size, name = answer(probe, tmp_path)
+    assert (size, name) == (10, "20261127T020000Z-daily.dump")
+    # find failing (a directory it may not read) is not hidden behind the pipe's last command.
+    assert isinstance(answer(probe, tmp_path, {"find": "echo 'find: permission denied' >&2; exit 1"}),
+                      status.Unreadable)
+    assert probe_of("newest_backup").command == status.newest_backup_command("/srv/mysite/backups")
+    assert isinstance(status.parse_newest_backup("garbage\n", 0), status.Unreadable)
+    assert isinstance(status.parse_newest_backup("", 2), status.Unreadable)
+
+
+def test_an_unreadable_backup_directory_warns_and_is_never_none_yet():
+    for scheduled in (True, False):
+        check = status.backup_check(status.Unreadable("listing it exited with status 1"), NOW, scheduled, 2,
+                                    "/srv/mysite/backups/")
+        assert check.level == WARN and "none yet" not in check.detail
+        assert check.detail == ("could not read /srv/mysite/backups/ (listing it exited with status 1), so whether "
+                                "a recent backup exists is unknown: look with `sudo ls -l /srv/mysite/backups/` on "
+                                "the server")
+
+
+def test_a_df_that_failed_or_answered_in_part_is_unreadable_not_free(tmp_path):
+    df = "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/sda1 100 91 9 91% /\n"
+    assert isinstance(status.parse_disk(df, 1), status.Unreadable)  # one path answered, the app's did not
+    assert isinstance(status.parse_disk("", 0), status.Unreadable)
+    assert isinstance(status.parse_disk(df + "/dev/sdb1 100 91 - 91% /srv\n", 0), status.Unreadable)
+    real = run(f"df -Pk / {tmp_path / 'missing'}", tmp_path)
+    assert isinstance(status.parse_disk(real.stdout, real.returncode), status.Unreadable)
+    assert probe_of("disk").parse(df, 0) == [status.Disk("/", 91, 9)]
+
+
+def test_an_unreadable_disk_warns_with_how_to_look():
+    check = status.disk_check(status.Unreadable("df exited with status 1"), 90, asked="df -h / /srv/mysite")
+    assert check.level == WARN and check.detail.startswith("could not read the free space (df exited with status 1)")
+    assert "`df -h / /srv/mysite`" in check.detail and "free" in check.detail
+    assert status.disk_check([], 90).level == WARN and "could not read" in status.disk_check([], 90).detail
+
+
+def test_a_certificate_that_is_there_but_unreadable_is_not_called_missing(tmp_path):
+    cert = tmp_path / "cert.pem"
+    probe = status.Probe("certificate", status.certificate_command(str(cert)), status.parse_certificate)
+    assert answer(probe, tmp_path) is None  # no file: none
+    cert.write_text("not a certificate\n")
+    broken = answer(probe, tmp_path)
+    assert isinstance(broken, status.Unreadable)
+    check = status.certificate_check(broken, NOW, True, 20, "/etc/letsencrypt/live/x/cert.pem")
+    assert check.level == FAIL and check.detail.startswith("could not read /etc/letsencrypt/live/x/cert.pem")
+    assert "none found" not in check.detail
+    assert status.parse_certificate(f"{NOW}\n", 0) == NOW
+
+
+def test_the_status_of_a_server_whose_backups_and_disk_could_not_be_read_says_so():
+    found = status.checks(_inventory(), "app.example.com", STATE,
+                          _facts(newest_backup=status.Unreadable("listing it exited with status 1"),
+                                 disk=status.Unreadable("df exited with status 1")))
+    by_name = {c.name: c for c in found}
+    assert by_name["backups"].level == WARN and by_name["disk"].level == WARN
+    assert "could not read /srv/mysite/backups/" in by_name["backups"].detail
+    assert "could not read the free space" in by_name["disk"].detail and "/srv/mysite" in by_name["disk"].detail
+    assert status.exit_code(found) == 1
