@@ -10,11 +10,16 @@ but the standard library and compat.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from . import compat
 
 ENV_SETTINGS = "`fab init` writes a production settings module that does this"
 PROXY_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Where gangway's nginx site serves the static files and the uploads (templates/nginx/site.conf.j2 is
+# rendered with these): the only URLs those files answer at.
+STATIC_LOCATION = "/static/"
+MEDIA_LOCATION = "/media/"
 # How a release check that stops on blocking findings begins its message (one "- finding" line follows each).
 NOT_READY = "the settings are not ready for production"
 
@@ -66,17 +71,20 @@ def settings_findings(facts: dict, drivers: bool = True) -> list[Finding]:
     server they are the release's; here they would be this machine's, which says nothing)."""
     env = facts["environment"]
     found = []
+    names = _split(env["DJANGO_ALLOWED_HOSTS"])
     if facts["debug"]:
         found.append(Finding("DEBUG is on in production: error pages would show your code, settings and data to "
                              "any visitor, so set DEBUG = False for production (" + ENV_SETTINGS + ")",
                              blocking=True))
     found += _secret_key(facts["secret_key"])
-    found += _hosts(facts["allowed_hosts"], _split(env["DJANGO_ALLOWED_HOSTS"]))
+    found += _hosts(facts["allowed_hosts"], names)
     found += _database(facts["database"], env, facts["drivers"] if drivers else None)
-    found += _static(facts["static_root"], facts["directory"])
+    found += _static(facts["static_root"], facts["directory"], facts["settings_module"])
+    found += _static_url(facts["static_url"], names)
     found += _media(facts["media_root"], env["DJANGO_MEDIA_ROOT"])
+    found += _media_url(facts["media_url"], names, facts["uploads"])
     if env["DJANGO_HTTPS"] == "1":
-        found += _https(facts, _split(env["DJANGO_ALLOWED_HOSTS"]))
+        found += _https(facts, names)
     return found
 
 
@@ -148,7 +156,9 @@ def _database(database: dict, env: dict, drivers: list[str] | None) -> list[Find
 STATIC_FIX = "STATIC_ROOT = os.environ.get('DJANGO_STATIC_ROOT', BASE_DIR / 'staticfiles')"
 
 
-def _static(root: str, directory: str) -> list[Finding]:
+def _static(root: str, directory: str, settings_module: str = "") -> list[Finding]:
+    directory = directory.rstrip("/")
+    code = "/".join([directory] + settings_module.split(".")[:-1])  # the settings' package: code lives there
     if not root:
         return [Finding("STATIC_ROOT is not set: collectstatic needs a directory to gather the CSS, JS and images "
                         f"that nginx serves, so set {STATIC_FIX} (" + ENV_SETTINGS + ")", blocking=True)]
@@ -156,7 +166,48 @@ def _static(root: str, directory: str) -> list[Finding]:
         return [Finding(f"STATIC_ROOT is {root}, outside the project: nginx serves each release's static files "
                         "from the release itself, so every CSS and JS file would answer 404; read the directory "
                         f"gangway sets with {STATIC_FIX} (" + ENV_SETTINGS + ")", blocking=True)]
+    if root == directory or (code + "/").startswith(root.rstrip("/") + "/"):
+        return [Finding(f"STATIC_ROOT is {root}, which holds your code: collectstatic would mix the static files "
+                        "into it and nginx would publish that directory, settings included, to any visitor, so "
+                        f"give the static files a directory of their own with {STATIC_FIX} ({ENV_SETTINGS})",
+                        blocking=True)]
     return []
+
+
+def served_path(url: str, names: list[str]) -> str | None:
+    """The path at which this site serves a STATIC_URL or MEDIA_URL, as Django builds links with it (a relative
+    one is put under the script prefix, /); None when it names another site (a CDN, a storage bucket)."""
+    parts = urlsplit(url)
+    if parts.netloc and not any(host_allowed(parts.hostname or "", [name]) for name in names):
+        return None
+    return parts.path if parts.path.startswith("/") else "/" + parts.path
+
+
+def _static_url(url: str, names: list[str]) -> list[Finding]:
+    path = served_path(url, names)
+    if path is None or path == STATIC_LOCATION:
+        return []
+    what = f"STATIC_URL is {url!r}" if url.strip("/") else "STATIC_URL is not set"
+    return [Finding(f"{what}, but nginx serves the static files at {STATIC_LOCATION}: every page's CSS, JS and "
+                    f"images would answer 404, so set STATIC_URL = '{STATIC_LOCATION}' for production "
+                    f"({ENV_SETTINGS})", blocking=True)]
+
+
+def _media_url(url: str, names: list[str], uploads: list[str] | None) -> list[Finding]:
+    """Blocking when the models take uploads; said as advice when they are not known to (files may still be
+    saved through the storage), and nothing for Django's default (unset) when no model takes uploads."""
+    path = served_path(url, names)
+    if path is None or path == MEDIA_LOCATION or (not url.strip("/") and not uploads):
+        return []
+    what = f"MEDIA_URL is {url!r}" if url.strip("/") else "MEDIA_URL is not set"
+    if uploads:
+        shown = ", ".join(uploads[:3]) + (", ..." if len(uploads) > 3 else "")
+        return [Finding(f"{what}, but nginx serves uploaded files at {MEDIA_LOCATION}: every file your models "
+                        f"take ({shown}) would answer 404, so set MEDIA_URL = '{MEDIA_LOCATION}' for "
+                        f"production ({ENV_SETTINGS})", blocking=True)]
+    return [Finding(f"{what}, but nginx serves uploaded files at {MEDIA_LOCATION}: any file your app stores "
+                    f"would answer 404, so if it takes uploads set MEDIA_URL = '{MEDIA_LOCATION}' for production "
+                    f"({ENV_SETTINGS})")]
 
 
 def _media(root: str, served: str) -> list[Finding]:

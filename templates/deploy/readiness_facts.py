@@ -115,7 +115,9 @@ readiness_facts = {
                  "host": str(_database.get("HOST", ""))},
     "wsgi_application": str(_setting("WSGI_APPLICATION", "") or ""),
     "static_root": _resolved(_setting("STATIC_ROOT")),
+    "static_url": str(_setting("STATIC_URL") or ""),
     "media_root": _resolved(_setting("MEDIA_ROOT")),
+    "media_url": str(_setting("MEDIA_URL") or ""),
     "proxy_ssl_header": [str(part) for part in (_setting("SECURE_PROXY_SSL_HEADER") or ())],
     "session_cookie_secure": bool(_setting("SESSION_COOKIE_SECURE")),
     "csrf_cookie_secure": bool(_setting("CSRF_COOKIE_SECURE")),
@@ -126,4 +128,21 @@ readiness_facts = {
         "DJANGO_ALLOWED_HOSTS", "DJANGO_DB_NAME", "DATABASE_URL", "DJANGO_STATIC_ROOT", "DJANGO_MEDIA_ROOT",
         "DJANGO_HTTPS")},
 }
+
+
+def _uploads():
+    """The models' file fields (FileField, ImageField: what takes uploads), once the apps are loaded; None:
+    not known here."""
+    try:
+        from django.apps import apps
+        from django.db.models import FileField
+        if not apps.ready:
+            return None
+        return sorted("%s.%s" % (model._meta.label, field.name) for model in apps.get_models()
+                      for field in model._meta.fields if isinstance(field, FileField))
+    except Exception:  # noqa: BLE001 - models that do not load here: unknown, not a finding
+        return None
+
+
 readiness_facts["health"] = _health()  # last: here it sets up Django, which the facts above do not need
+readiness_facts["uploads"] = _uploads()  # after the set-up

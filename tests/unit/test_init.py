@@ -258,6 +258,56 @@ def test_a_team_project_is_judged_under_the_servers_environment_not_this_shells(
     assert not list(team.rglob("__pycache__"))
 
 
+
+def team_settings(directory: Path, extra: str) -> None:
+    settings = directory / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + extra)
+
+
+TEAM = init.Answers(host="192.0.2.10", domains=("team.test",), name="team")
+
+
+def add_gallery(directory: Path) -> None:
+    """An app whose model takes uploads, installed in the settings."""
+    app = directory / "gallery"
+    (app / "migrations").mkdir(parents=True)
+    (app / "__init__.py").write_text("")
+    (app / "migrations" / "__init__.py").write_text("")
+    (app / "models.py").write_text("from django.db import models\n\n\nclass Photo(models.Model):\n"
+                                   "    image = models.FileField(upload_to='photos/')\n")
+    team_settings(directory, 'INSTALLED_APPS += ["gallery"]\n')
+
+
+def test_a_media_url_nginx_does_not_serve_stops_init_and_the_production_settings_fix_it(team):
+    add_gallery(team)
+    team_settings(team, 'MEDIA_URL = "/uploads/"\n')
+    outcome, out = run_init(team, TEAM, yes=False)
+    assert outcome.blocking == [
+        "MEDIA_URL is '/uploads/', but nginx serves uploaded files at /media/: every file your models take "
+        "(gallery.Photo.image) would answer 404, so set MEDIA_URL = '/media/' for production (`fab init` writes "
+        "a production settings module that does this)"]
+    outcome, out = run_init(team, TEAM, yes=True)
+    assert "mysite/settings_production.py" in outcome.written and outcome.blocking == []
+    assert "MEDIA_URL" not in out.split("  read ")[1]
+
+
+def test_the_media_url_nginx_serves_is_clean(team):
+    add_gallery(team)
+    team_settings(team, 'MEDIA_URL = "/media/"\n')
+    outcome, out = run_init(team, TEAM, yes=False)
+    assert outcome.blocking == [] and "MEDIA_URL" not in out
+    assert "is ready for production as far as can be seen from here" in out
+
+
+@pytest.mark.parametrize("static_url, blocking", [("/assets/", True), ("static/", False), ("/static/", False)])
+def test_a_static_url_nginx_does_not_serve_stops_init(team, static_url, blocking):
+    team_settings(team, f"STATIC_URL = {static_url!r}\n")
+    outcome, out = run_init(team, TEAM, yes=False)
+    expected = ["STATIC_URL is '/assets/', but nginx serves the static files at /static/: every page's CSS, JS "
+                "and images would answer 404, so set STATIC_URL = '/static/' for production (`fab init` writes a "
+                "production settings module that does this)"]
+    assert outcome.blocking == (expected if blocking else [])
+
 def test_the_wsgi_module_is_written_when_it_is_not_the_apps_name_and_the_setting_wins(blog):
     outcome, out = run_init(blog)  # the app is named after the settings package: the default fits
     assert "wsgi_module" not in yaml.safe_load((blog / "deploy" / "production.yaml").read_text())["app"]

@@ -15,7 +15,8 @@ READY = {
     "debug": False, "secret_key": "environment", "allowed_hosts": ["app.test", "www.app.test"],
     "database": {"engine": "django.db.backends.postgresql", "name": "mysite", "host": ""},
     "wsgi_application": "mysite.wsgi.application",
-    "static_root": f"{RELEASE}/static", "media_root": "/srv/mysite/shared/media",
+    "static_root": f"{RELEASE}/static", "media_root": "/srv/mysite/shared/media", "static_url": "/static/",
+    "media_url": "/media/", "uploads": ["blog.Post.photo"],
     "proxy_ssl_header": ["HTTP_X_FORWARDED_PROTO", "https"], "session_cookie_secure": True,
     "csrf_cookie_secure": True, "csrf_trusted_origins": ["https://app.test", "https://www.app.test"],
     "drivers": ["psycopg"],
@@ -190,9 +191,70 @@ def test_https_behind_the_proxy_header_cookies_and_csrf_origins():
 
 def test_every_finding_is_one_line():
     broken = facts(debug=True, secret_key="code", allowed_hosts=[], static_root="/x", media_root="/y",
-                   database={"engine": "django.db.backends.sqlite3"}, proxy_ssl_header=[], django="1.11.29")
+                   database={"engine": "django.db.backends.sqlite3"}, proxy_ssl_header=[], django="1.11.29",
+                   static_url="/assets/", media_url="/uploads/")
     found = readiness.server_findings(broken)
-    assert len(found) >= 7 and all("\n" not in f.text for f in found)
+    assert len(found) >= 9 and all("\n" not in f.text for f in found)
+
+
+
+# --- the URLs nginx serves the files at, before anything is migrated --------------------------------------------
+
+@pytest.mark.parametrize("url, shown", [("/assets/", "STATIC_URL is '/assets/'"), ("/static/css/", "STATIC_URL "
+                                        "is '/static/css/'"), ("", "STATIC_URL is not set"), ("/", "STATIC_URL is "
+                                        "not set"), ("https://app.test/assets/", "STATIC_URL is 'https://app.test/"
+                                                                                 "assets/'")])
+def test_a_static_url_nginx_does_not_serve_blocks_and_says_the_one_it_does(url, shown):
+    finding = only(readiness.server_findings(facts(static_url=url)))
+    assert finding.blocking
+    assert finding.text == (f"{shown}, but nginx serves the static files at /static/: every page's CSS, JS and "
+                            "images would answer 404, so set STATIC_URL = '/static/' for production (`fab init` "
+                            "writes a production settings module that does this)")
+
+
+@pytest.mark.parametrize("url", ["/static/", "https://www.app.test/static/", "//app.test/static/",
+                                 "https://cdn.example.net/assets/", "https://bucket.s3.amazonaws.com/static/"])
+def test_the_static_url_nginx_serves_or_another_sites_is_fine(url):
+    assert readiness.server_findings(facts(static_url=url)) == []
+
+
+def test_a_media_url_nginx_does_not_serve_blocks_when_models_take_uploads():
+    finding = only(readiness.server_findings(facts(media_url="/uploads/")))
+    assert finding.blocking
+    assert finding.text == ("MEDIA_URL is '/uploads/', but nginx serves uploaded files at /media/: every file your "
+                            "models take (blog.Post.photo) would answer 404, so set MEDIA_URL = '/media/' for "
+                            "production (`fab init` writes a production settings module that does this)")
+    many = only(readiness.server_findings(facts(media_url="", uploads=["a.A.f", "b.B.g", "c.C.h", "d.D.i"])))
+    assert many.blocking and many.text.startswith("MEDIA_URL is not set, but nginx serves uploaded files at "
+                                                  "/media/: every file your models take (a.A.f, b.B.g, c.C.h, ...)")
+
+
+def test_a_media_url_without_models_that_take_uploads_is_advice_and_django_s_default_is_nothing():
+    for uploads in ([], None):  # none, or not known (the models could not be loaded)
+        advice = only(readiness.server_findings(facts(media_url="/uploads/", uploads=uploads)))
+        assert not advice.blocking and advice.text.startswith("MEDIA_URL is '/uploads/', but nginx serves "
+                                                              "uploaded files at /media/")
+        assert "so if it takes uploads set MEDIA_URL = '/media/'" in advice.text
+        assert readiness.server_findings(facts(media_url="/", uploads=uploads)) == []
+    assert readiness.server_findings(facts(media_url="/media/")) == []
+    assert readiness.server_findings(facts(media_url="https://cdn.example.net/media/")) == []
+
+
+def test_the_nginx_site_serves_the_locations_the_readiness_check_requires():
+    from tasks.provisioning import nginx
+    from tests.unit.test_templates import server
+    conf = nginx.site_config(server(), tls=True, nginx_version=(1, 26, 0))
+    assert f"\tlocation {readiness.STATIC_LOCATION} {{\n" in conf
+    assert f"\tlocation {readiness.MEDIA_LOCATION} {{\n" in conf
+
+
+@pytest.mark.parametrize("root", [RELEASE, f"{RELEASE}/mysite", f"{RELEASE}/"])
+def test_a_static_root_that_holds_the_code_blocks(root):
+    finding = only(readiness.server_findings(facts(static_root=root.rstrip("/"))))
+    assert finding.blocking and finding.text.startswith(f"STATIC_ROOT is {root.rstrip('/')}, which holds your "
+                                                        "code: collectstatic would mix the static files into it "
+                                                        "and nginx would publish that directory")
+    assert readiness.server_findings(facts(static_root=f"{RELEASE}/mysite_static")) == []
 
 
 def test_compat_table():
