@@ -20,6 +20,7 @@ PROXY_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # rendered with these): the only URLs those files answer at.
 STATIC_LOCATION = "/static/"
 MEDIA_LOCATION = "/media/"
+CONFIG_SET = "`fab config --set NAME=value`"
 # How a release check that stops on blocking findings begins its message (one "- finding" line follows each).
 NOT_READY = "the settings are not ready for production"
 
@@ -73,9 +74,7 @@ def settings_findings(facts: dict, drivers: bool = True) -> list[Finding]:
     found = []
     names = _split(env["DJANGO_ALLOWED_HOSTS"])
     if facts["debug"]:
-        found.append(Finding("DEBUG is on in production: error pages would show your code, settings and data to "
-                             "any visitor, so set DEBUG = False for production (" + ENV_SETTINGS + ")",
-                             blocking=True))
+        found.append(_debug_on(facts["debug_source"]))
     found += _secret_key(facts["secret_key"])
     found += _hosts(facts["allowed_hosts"], names)
     found += _database(facts["database"], env, facts["drivers"] if drivers else None)
@@ -86,6 +85,58 @@ def settings_findings(facts: dict, drivers: bool = True) -> list[Finding]:
     if env["DJANGO_HTTPS"] == "1":
         found += _https(facts, names)
     return found
+
+
+DEBUG_HARM = "error pages would show your code, settings and data to any visitor"
+
+
+def _debug_on(source: dict | None) -> Finding:
+    if not source:
+        return Finding(f"DEBUG is on in production: {DEBUG_HARM}, so set DEBUG = False for production "
+                       f"({ENV_SETTINGS})", blocking=True)
+    names = [variable["name"] for variable in source["variables"]]
+    given = [variable["name"] for variable in source["variables"] if variable["set"]]
+    how = ("which the app's environment sets so that DEBUG is on" if given else
+           f"which the server does not set, and without {'it' if len(names) == 1 else 'them'} DEBUG is on")
+    return Finding(f"DEBUG is on in production: your settings read it from the environment variable "
+                   f"{_or(names)}, {how}, so {DEBUG_HARM}; turn it off with {_debug_fix(source)} (the app's "
+                   f"variables on the server are set with {CONFIG_SET}), or set DEBUG = False for production "
+                   f"({ENV_SETTINGS})", blocking=True)
+
+
+def _debug_fix(source: dict) -> str:
+    """The `fab config` command that turns DEBUG off: with the value the settings were seen to take for off."""
+    off = source.get("off")
+    if not off:
+        return f"`fab config --set {source['variables'][0]['name']}=VALUE` (the value your settings take for off)"
+    name, value = off
+    if value is None:
+        return f"`fab config --unset {name}` (and by taking it out of app.env in the inventory)"
+    return f"`fab config --set {name}={value}`"
+
+
+def debug_note(facts: dict | None) -> str | None:
+    """For `fab init`, when DEBUG is read from the environment and is off with what the server sets: which
+    variable keeps it so, and how the app's variables are set there (init cannot see what `fab config` set,
+    only the inventory's app.env). None: DEBUG is on (a finding says so) or not read from the environment."""
+    source = (facts or {}).get("debug_source")
+    if not source or facts["debug"]:
+        return None
+    names = [variable["name"] for variable in source["variables"]]
+    given = [variable["name"] for variable in source["variables"] if variable["set"]]
+    state = ("which app.env in the inventory sets so that DEBUG is off" if given else
+             "which the server does not set, so DEBUG is off there")
+    off = source.get("off")
+    keep = (f"pin it off with `fab config --set {off[0]}={off[1]}`" if off and off[1] is not None else
+            f"leave {off[0]} unset there" if off else
+            f"give {names[0]} there only the value your settings take for off")
+    return (f"your settings read DEBUG from the environment variable {_or(names)}, {state}; the app's "
+            f"variables on the server are set with {CONFIG_SET}: {keep}, and never set it to turn DEBUG on in "
+            "production")
+
+
+def _or(names: list[str]) -> str:
+    return " or ".join(names)
 
 
 def _split(value: str) -> list[str]:

@@ -66,6 +66,7 @@ def test_init_with_yes_writes_the_fabfile_the_inventory_and_the_fixes(blog):
     assert (blog / "mysite" / "settings.py").read_text() == settings_before, "the user's settings stay as they are"
     assert "is ready for production as far as can be seen from here" in out
     assert "fab provision" in out and "fab deploy" in out and "fab import-data    (" not in out
+    assert "  debug " not in out  # startproject writes DEBUG = True: no variable to name
 
 
 def test_the_production_settings_take_what_production_needs_from_the_environment(blog):
@@ -251,6 +252,10 @@ def test_a_team_project_is_judged_under_the_servers_environment_not_this_shells(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "is ready for production as far as can be seen from here" in done.stdout, done.stdout
     assert "Fixes" not in done.stdout and "DEBUG is on" not in done.stdout
+    # DEBUG is off there only because DJANGO_DEBUG is unset: init names it, and how the server's is set.
+    assert ("  debug     your settings read DEBUG from the environment variable DJANGO_DEBUG, which the server "
+            "does not set, so DEBUG is off there; the app's variables on the server are set with `fab config "
+            "--set NAME=value`: pin it off with `fab config --set DJANGO_DEBUG=False`") in done.stdout
     assert sorted(p for p in files(team) if p not in ("manage.py", "requirements.txt")
                   and not p.startswith("mysite/")) == ["deploy/production.yaml", "fabfile.py"]
     app = yaml.safe_load((team / "deploy" / "production.yaml").read_text())["app"]
@@ -265,6 +270,21 @@ def team_settings(directory: Path, extra: str) -> None:
 
 
 TEAM = init.Answers(host="192.0.2.10", domains=("team.test",), name="team")
+
+
+def test_debug_on_unless_a_variable_is_set_names_the_variable_and_the_fab_config_command(team):
+    team_settings(team, 'DEBUG = os.environ.get("DJANGO_DEBUG", "True") == "True"\n')
+    outcome, out = run_init(team, TEAM, yes=False)
+    assert outcome.blocking == [
+        "DEBUG is on in production: your settings read it from the environment variable DJANGO_DEBUG, which the "
+        "server does not set, and without it DEBUG is on, so error pages would show your code, settings and data "
+        "to any visitor; turn it off with `fab config --set DJANGO_DEBUG=False` (the app's variables on the "
+        "server are set with `fab config --set NAME=value`), or set DEBUG = False for production (`fab init` "
+        "writes a production settings module that does this)"]
+    assert "  debug " not in out
+    # The production settings init writes set DEBUG = False: written, nothing is left to say.
+    outcome, out = run_init(team, TEAM, yes=True)
+    assert outcome.blocking == [] and "DEBUG" not in out.split("  read ")[1]
 
 
 def add_gallery(directory: Path) -> None:

@@ -12,7 +12,7 @@ from tasks.project import compat, readiness
 RELEASE = "/srv/mysite/releases/20260101T000000Z-abcdef0"
 READY = {
     "django": "5.2.8", "python": "3.13", "settings_module": "mysite.settings_production", "directory": RELEASE,
-    "debug": False, "secret_key": "environment", "allowed_hosts": ["app.test", "www.app.test"],
+    "debug": False, "debug_source": None, "secret_key": "environment", "allowed_hosts": ["app.test", "www.app.test"],
     "database": {"engine": "django.db.backends.postgresql", "name": "mysite", "host": ""},
     "wsgi_application": "mysite.wsgi.application",
     "static_root": f"{RELEASE}/static", "media_root": "/srv/mysite/shared/media", "static_url": "/static/",
@@ -192,7 +192,7 @@ def test_https_behind_the_proxy_header_cookies_and_csrf_origins():
 def test_every_finding_is_one_line():
     broken = facts(debug=True, secret_key="code", allowed_hosts=[], static_root="/x", media_root="/y",
                    database={"engine": "django.db.backends.sqlite3"}, proxy_ssl_header=[], django="1.11.29",
-                   static_url="/assets/", media_url="/uploads/")
+                   static_url="/assets/", media_url="/uploads/", debug_source=FROM_ENV)
     found = readiness.server_findings(broken)
     assert len(found) >= 9 and all("\n" not in f.text for f in found)
 
@@ -256,6 +256,47 @@ def test_a_static_root_that_holds_the_code_blocks(root):
                                                         "and nginx would publish that directory")
     assert readiness.server_findings(facts(static_root=f"{RELEASE}/mysite_static")) == []
 
+
+# --- DEBUG read from the environment ------------------------------------------------------------------------------
+
+FROM_ENV = {"variables": [{"name": "DJANGO_DEBUG", "set": False}], "off": ["DJANGO_DEBUG", "False"]}
+
+
+def test_debug_on_for_want_of_a_variable_names_it_and_the_fab_config_command():
+    finding = only(readiness.server_findings(facts(debug=True, debug_source=FROM_ENV)))
+    assert finding.blocking
+    assert finding.text == (
+        "DEBUG is on in production: your settings read it from the environment variable DJANGO_DEBUG, which the "
+        "server does not set, and without it DEBUG is on, so error pages would show your code, settings and data "
+        "to any visitor; turn it off with `fab config --set DJANGO_DEBUG=False` (the app's variables on the "
+        "server are set with `fab config --set NAME=value`), or set DEBUG = False for production (`fab init` "
+        "writes a production settings module that does this)")
+
+
+def test_debug_turned_on_by_a_variable_says_to_unset_it_or_which_value_is_off():
+    given = {"variables": [{"name": "DEBUG", "set": True}], "off": ["DEBUG", None]}
+    finding = only(readiness.server_findings(facts(debug=True, debug_source=given)))
+    assert finding.blocking and "environment variable DEBUG, which the app's environment sets so that DEBUG "                                 "is on" in finding.text
+    assert "turn it off with `fab config --unset DEBUG` (and by taking it out of app.env in the inventory)"         in finding.text
+    unknown = {"variables": [{"name": "APP_MODE", "set": False}], "off": None}
+    text = only(readiness.server_findings(facts(debug=True, debug_source=unknown))).text
+    assert "`fab config --set APP_MODE=VALUE` (the value your settings take for off)" in text
+
+
+def test_init_says_which_variable_keeps_debug_off_and_how_the_apps_variables_are_set():
+    assert readiness.debug_note(facts(debug_source=FROM_ENV)) == (
+        "your settings read DEBUG from the environment variable DJANGO_DEBUG, which the server does not set, so "
+        "DEBUG is off there; the app's variables on the server are set with `fab config --set NAME=value`: pin "
+        "it off with `fab config --set DJANGO_DEBUG=False`, and never set it to turn DEBUG on in production")
+    only_unset = {"variables": [{"name": "DJANGO_DEBUG", "set": False}], "off": ["DJANGO_DEBUG", None]}
+    assert "leave DJANGO_DEBUG unset there" in readiness.debug_note(facts(debug_source=only_unset))
+    in_app_env = {"variables": [{"name": "DJANGO_DEBUG", "set": True}], "off": ["DJANGO_DEBUG", "0"]}
+    assert "which app.env in the inventory sets so that DEBUG is off" in readiness.debug_note(
+        facts(debug_source=in_app_env))
+    # Nothing to say: DEBUG not read from the environment, or on (then the finding above says it).
+    assert readiness.debug_note(facts()) is None and readiness.debug_note(None) is None
+    assert readiness.debug_note(facts(debug=True, debug_source=FROM_ENV)) is None
+    assert readiness.server_findings(facts(debug_source=FROM_ENV)) == []
 
 def test_compat_table():
     assert compat.runs_on((5, 1, 2), (3, 13)) is False and compat.runs_on((5, 1, 3), (3, 13))
