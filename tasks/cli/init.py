@@ -360,6 +360,8 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
             "requirements were checked; the server checks the settings at every deploy")
     else:
         say(f"  read      {settings_module} here (Django {local.django}), with the environment the server gives it")
+        if note := readiness.debug_note(local.facts):  # DEBUG off here only because a variable is unset
+            say(f"  debug     {note}")
     removed = _removed_uses(found, made, requirements, say)
     findings = readiness.local_findings(local.facts, requirements, requirements_name, scanned=True)
     _show_findings(findings, settings_module, say, code_problems=bool(removed))

@@ -10,11 +10,17 @@ but the standard library and compat.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from . import compat
 
 ENV_SETTINGS = "`fab init` writes a production settings module that does this"
 PROXY_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Where gangway's nginx site serves the static files and the uploads (templates/nginx/site.conf.j2 is
+# rendered with these): the only URLs those files answer at.
+STATIC_LOCATION = "/static/"
+MEDIA_LOCATION = "/media/"
+CONFIG_SET = "`fab config --set NAME=value`"
 # How a release check that stops on blocking findings begins its message (one "- finding" line follows each).
 NOT_READY = "the settings are not ready for production"
 
@@ -66,18 +72,71 @@ def settings_findings(facts: dict, drivers: bool = True) -> list[Finding]:
     server they are the release's; here they would be this machine's, which says nothing)."""
     env = facts["environment"]
     found = []
+    names = _split(env["DJANGO_ALLOWED_HOSTS"])
     if facts["debug"]:
-        found.append(Finding("DEBUG is on in production: error pages would show your code, settings and data to "
-                             "any visitor, so set DEBUG = False for production (" + ENV_SETTINGS + ")",
-                             blocking=True))
+        found.append(_debug_on(facts["debug_source"]))
     found += _secret_key(facts["secret_key"])
-    found += _hosts(facts["allowed_hosts"], _split(env["DJANGO_ALLOWED_HOSTS"]))
+    found += _hosts(facts["allowed_hosts"], names)
     found += _database(facts["database"], env, facts["drivers"] if drivers else None)
-    found += _static(facts["static_root"], facts["directory"])
+    found += _static(facts["static_root"], facts["directory"], facts["settings_module"])
+    found += _static_url(facts["static_url"], names)
     found += _media(facts["media_root"], env["DJANGO_MEDIA_ROOT"])
+    found += _media_url(facts["media_url"], names, facts["uploads"])
     if env["DJANGO_HTTPS"] == "1":
-        found += _https(facts, _split(env["DJANGO_ALLOWED_HOSTS"]))
+        found += _https(facts, names)
     return found
+
+
+DEBUG_HARM = "error pages would show your code, settings and data to any visitor"
+
+
+def _debug_on(source: dict | None) -> Finding:
+    if not source:
+        return Finding(f"DEBUG is on in production: {DEBUG_HARM}, so set DEBUG = False for production "
+                       f"({ENV_SETTINGS})", blocking=True)
+    names = [variable["name"] for variable in source["variables"]]
+    given = [variable["name"] for variable in source["variables"] if variable["set"]]
+    how = ("which the app's environment sets so that DEBUG is on" if given else
+           f"which the server does not set, and without {'it' if len(names) == 1 else 'them'} DEBUG is on")
+    return Finding(f"DEBUG is on in production: your settings read it from the environment variable "
+                   f"{_or(names)}, {how}, so {DEBUG_HARM}; turn it off with {_debug_fix(source)} (the app's "
+                   f"variables on the server are set with {CONFIG_SET}), or set DEBUG = False for production "
+                   f"({ENV_SETTINGS})", blocking=True)
+
+
+def _debug_fix(source: dict) -> str:
+    """The `fab config` command that turns DEBUG off: with the value the settings were seen to take for off."""
+    off = source.get("off")
+    if not off:
+        return f"`fab config --set {source['variables'][0]['name']}=VALUE` (the value your settings take for off)"
+    name, value = off
+    if value is None:
+        return f"`fab config --unset {name}` (and by taking it out of app.env in the inventory)"
+    return f"`fab config --set {name}={value}`"
+
+
+def debug_note(facts: dict | None) -> str | None:
+    """For `fab init`, when DEBUG is read from the environment and is off with what the server sets: which
+    variable keeps it so, and how the app's variables are set there (init cannot see what `fab config` set,
+    only the inventory's app.env). None: DEBUG is on (a finding says so) or not read from the environment."""
+    source = (facts or {}).get("debug_source")
+    if not source or facts["debug"]:
+        return None
+    names = [variable["name"] for variable in source["variables"]]
+    given = [variable["name"] for variable in source["variables"] if variable["set"]]
+    state = ("which app.env in the inventory sets so that DEBUG is off" if given else
+             "which the server does not set, so DEBUG is off there")
+    off = source.get("off")
+    keep = (f"pin it off with `fab config --set {off[0]}={off[1]}`" if off and off[1] is not None else
+            f"leave {off[0]} unset there" if off else
+            f"give {names[0]} there only the value your settings take for off")
+    return (f"your settings read DEBUG from the environment variable {_or(names)}, {state}; the app's "
+            f"variables on the server are set with {CONFIG_SET}: {keep}, and never set it to turn DEBUG on in "
+            "production")
+
+
+def _or(names: list[str]) -> str:
+    return " or ".join(names)
 
 
 def _split(value: str) -> list[str]:
@@ -148,7 +207,9 @@ def _database(database: dict, env: dict, drivers: list[str] | None) -> list[Find
 STATIC_FIX = "STATIC_ROOT = os.environ.get('DJANGO_STATIC_ROOT', BASE_DIR / 'staticfiles')"
 
 
-def _static(root: str, directory: str) -> list[Finding]:
+def _static(root: str, directory: str, settings_module: str = "") -> list[Finding]:
+    directory = directory.rstrip("/")
+    code = "/".join([directory] + settings_module.split(".")[:-1])  # the settings' package: code lives there
     if not root:
         return [Finding("STATIC_ROOT is not set: collectstatic needs a directory to gather the CSS, JS and images "
                         f"that nginx serves, so set {STATIC_FIX} (" + ENV_SETTINGS + ")", blocking=True)]
@@ -156,7 +217,48 @@ def _static(root: str, directory: str) -> list[Finding]:
         return [Finding(f"STATIC_ROOT is {root}, outside the project: nginx serves each release's static files "
                         "from the release itself, so every CSS and JS file would answer 404; read the directory "
                         f"gangway sets with {STATIC_FIX} (" + ENV_SETTINGS + ")", blocking=True)]
+    if root == directory or (code + "/").startswith(root.rstrip("/") + "/"):
+        return [Finding(f"STATIC_ROOT is {root}, which holds your code: collectstatic would mix the static files "
+                        "into it and nginx would publish that directory, settings included, to any visitor, so "
+                        f"give the static files a directory of their own with {STATIC_FIX} ({ENV_SETTINGS})",
+                        blocking=True)]
     return []
+
+
+def served_path(url: str, names: list[str]) -> str | None:
+    """The path at which this site serves a STATIC_URL or MEDIA_URL, as Django builds links with it (a relative
+    one is put under the script prefix, /); None when it names another site (a CDN, a storage bucket)."""
+    parts = urlsplit(url)
+    if parts.netloc and not any(host_allowed(parts.hostname or "", [name]) for name in names):
+        return None
+    return parts.path if parts.path.startswith("/") else "/" + parts.path
+
+
+def _static_url(url: str, names: list[str]) -> list[Finding]:
+    path = served_path(url, names)
+    if path is None or path == STATIC_LOCATION:
+        return []
+    what = f"STATIC_URL is {url!r}" if url.strip("/") else "STATIC_URL is not set"
+    return [Finding(f"{what}, but nginx serves the static files at {STATIC_LOCATION}: every page's CSS, JS and "
+                    f"images would answer 404, so set STATIC_URL = '{STATIC_LOCATION}' for production "
+                    f"({ENV_SETTINGS})", blocking=True)]
+
+
+def _media_url(url: str, names: list[str], uploads: list[str] | None) -> list[Finding]:
+    """Blocking when the models take uploads; said as advice when they are not known to (files may still be
+    saved through the storage), and nothing for Django's default (unset) when no model takes uploads."""
+    path = served_path(url, names)
+    if path is None or path == MEDIA_LOCATION or (not url.strip("/") and not uploads):
+        return []
+    what = f"MEDIA_URL is {url!r}" if url.strip("/") else "MEDIA_URL is not set"
+    if uploads:
+        shown = ", ".join(uploads[:3]) + (", ..." if len(uploads) > 3 else "")
+        return [Finding(f"{what}, but nginx serves uploaded files at {MEDIA_LOCATION}: every file your models "
+                        f"take ({shown}) would answer 404, so set MEDIA_URL = '{MEDIA_LOCATION}' for "
+                        f"production ({ENV_SETTINGS})", blocking=True)]
+    return [Finding(f"{what}, but nginx serves uploaded files at {MEDIA_LOCATION}: any file your app stores "
+                    f"would answer 404, so if it takes uploads set MEDIA_URL = '{MEDIA_LOCATION}' for production "
+                    f"({ENV_SETTINGS})")]
 
 
 def _media(root: str, served: str) -> list[Finding]:

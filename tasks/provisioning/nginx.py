@@ -13,6 +13,7 @@ from ..layout import ACME_WEBROOT, CONFIG_ROOT
 from . import Server
 from .tls import certificate_probe
 from ..commands.render import TEMPLATES, render
+from ..project.readiness import MEDIA_LOCATION, STATIC_LOCATION
 from ..facts.steps import Absent, Facts, File, FileIfAbsent, Link, Probe, Step
 
 DHPARAM = f"{CONFIG_ROOT}/ffdhe2048.pem"
@@ -39,6 +40,7 @@ def site_config(server: Server, tls: bool, nginx_version: tuple[int, ...]) -> st
                   http2_directive=nginx_version >= (1, 25, 1), certificate_dir=layout.certificate_dir,
                   dhparam=DHPARAM, acme_webroot=ACME_WEBROOT, backend=layout.nginx_backend,
                   static=layout.static, media=layout.media, pages=layout.placeholder,
+                  static_location=STATIC_LOCATION, media_location=MEDIA_LOCATION,
                   max_upload_mb=app.max_upload_mb, maintenance_flag=layout.maintenance_flag,
                   retry_after=defaults.MAINTENANCE_RETRY_AFTER_S)
 

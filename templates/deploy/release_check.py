@@ -51,7 +51,8 @@ if static_root != served and not served.exists():  # nginx serves the release's 
     served.symlink_to(static_root.relative_to(release))
 
 # One collected file and the URL it should have: the deploy fetches it through nginx before traffic moves, so
-# "deployed" means the pages' CSS and JS answer too (a STATIC_URL that nginx does not serve is caught there).
+# "deployed" means the pages' CSS and JS answer too (a STATIC_URL other than the one nginx serves was already
+# stopped by the readiness check, before the migrations; this proves the files themselves answer).
 static_url = str(settings.STATIC_URL or "")
 sample = next((path for path in sorted(static_root.rglob("*"))
                if path.is_file() and not path.name.startswith(".") and path.name != "staticfiles.json"), None)

@@ -45,3 +45,22 @@ def test_a_wsgi_module_changed_since_the_last_provision_is_refused_before_anythi
     assert "Run `fab provision`, then deploy" in message and "Nothing was built or uploaded" in message
     assert f"{LIVE} is still serving" in message
     assert remote.scripts == [] and remote.uploads == {}
+
+
+def test_settings_a_readiness_finding_blocks_stop_the_deploy_before_the_backup_and_migrations():
+    """The release check's first gate words the settings' problems (here a MEDIA_URL nginx does not serve):
+    the deploy stops there, with nothing backed up or migrated, and the live release still serving."""
+    from tasks.commands import shell
+    from tasks.project import readiness
+    from tests.unit.test_readiness import facts
+    finding = readiness.server_findings(facts(media_url="/uploads/"))[0]
+    remote = fake.FakeRemote(fake.server(fake.release(LIVE, ["notes.0001_initial"]), applied=["notes.0001_initial"]))
+    remote.on("checks", ok=False, report={"gate": "readiness"},
+              output=f'{shell.REPORT} {{"gate": "readiness"}}\n{readiness.NOT_READY}:\n- {finding.text}\n')
+    with pytest.raises(DeployError) as failed:
+        deploy.deploy_to(fake.session(remote), fake.a_source())
+    message = str(failed.value)
+    assert readiness.NOT_READY in message and "MEDIA_URL is '/uploads/', but nginx serves uploaded files at " \
+                                              "/media/" in message
+    assert f"{LIVE} is still serving" in message
+    assert not remote.ran("backup") and not remote.ran("migrate") and not remote.ran("switch")

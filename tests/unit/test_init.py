@@ -66,6 +66,7 @@ def test_init_with_yes_writes_the_fabfile_the_inventory_and_the_fixes(blog):
     assert (blog / "mysite" / "settings.py").read_text() == settings_before, "the user's settings stay as they are"
     assert "is ready for production as far as can be seen from here" in out
     assert "fab provision" in out and "fab deploy" in out and "fab import-data    (" not in out
+    assert "  debug " not in out  # startproject writes DEBUG = True: no variable to name
 
 
 def test_the_production_settings_take_what_production_needs_from_the_environment(blog):
@@ -251,12 +252,81 @@ def test_a_team_project_is_judged_under_the_servers_environment_not_this_shells(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "is ready for production as far as can be seen from here" in done.stdout, done.stdout
     assert "Fixes" not in done.stdout and "DEBUG is on" not in done.stdout
+    # DEBUG is off there only because DJANGO_DEBUG is unset: init names it, and how the server's is set.
+    assert ("  debug     your settings read DEBUG from the environment variable DJANGO_DEBUG, which the server "
+            "does not set, so DEBUG is off there; the app's variables on the server are set with `fab config "
+            "--set NAME=value`: pin it off with `fab config --set DJANGO_DEBUG=False`") in done.stdout
     assert sorted(p for p in files(team) if p not in ("manage.py", "requirements.txt")
                   and not p.startswith("mysite/")) == ["deploy/production.yaml", "fabfile.py"]
     app = yaml.safe_load((team / "deploy" / "production.yaml").read_text())["app"]
     assert "settings_module" not in app and app["wsgi_module"] == "mysite.wsgi"
     assert not list(team.rglob("__pycache__"))
 
+
+
+def team_settings(directory: Path, extra: str) -> None:
+    settings = directory / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + extra)
+
+
+TEAM = init.Answers(host="192.0.2.10", domains=("team.test",), name="team")
+
+
+def test_debug_on_unless_a_variable_is_set_names_the_variable_and_the_fab_config_command(team):
+    team_settings(team, 'DEBUG = os.environ.get("DJANGO_DEBUG", "True") == "True"\n')
+    outcome, out = run_init(team, TEAM, yes=False)
+    assert outcome.blocking == [
+        "DEBUG is on in production: your settings read it from the environment variable DJANGO_DEBUG, which the "
+        "server does not set, and without it DEBUG is on, so error pages would show your code, settings and data "
+        "to any visitor; turn it off with `fab config --set DJANGO_DEBUG=False` (the app's variables on the "
+        "server are set with `fab config --set NAME=value`), or set DEBUG = False for production (`fab init` "
+        "writes a production settings module that does this)"]
+    assert "  debug " not in out
+    # The production settings init writes set DEBUG = False: written, nothing is left to say.
+    outcome, out = run_init(team, TEAM, yes=True)
+    assert outcome.blocking == [] and "DEBUG" not in out.split("  read ")[1]
+
+
+def add_gallery(directory: Path) -> None:
+    """An app whose model takes uploads, installed in the settings."""
+    app = directory / "gallery"
+    (app / "migrations").mkdir(parents=True)
+    (app / "__init__.py").write_text("")
+    (app / "migrations" / "__init__.py").write_text("")
+    (app / "models.py").write_text("from django.db import models\n\n\nclass Photo(models.Model):\n"
+                                   "    image = models.FileField(upload_to='photos/')\n")
+    team_settings(directory, 'INSTALLED_APPS += ["gallery"]\n')
+
+
+def test_a_media_url_nginx_does_not_serve_stops_init_and_the_production_settings_fix_it(team):
+    add_gallery(team)
+    team_settings(team, 'MEDIA_URL = "/uploads/"\n')
+    outcome, out = run_init(team, TEAM, yes=False)
+    assert outcome.blocking == [
+        "MEDIA_URL is '/uploads/', but nginx serves uploaded files at /media/: every file your models take "
+        "(gallery.Photo.image) would answer 404, so set MEDIA_URL = '/media/' for production (`fab init` writes "
+        "a production settings module that does this)"]
+    outcome, out = run_init(team, TEAM, yes=True)
+    assert "mysite/settings_production.py" in outcome.written and outcome.blocking == []
+    assert "MEDIA_URL" not in out.split("  read ")[1]
+
+
+def test_the_media_url_nginx_serves_is_clean(team):
+    add_gallery(team)
+    team_settings(team, 'MEDIA_URL = "/media/"\n')
+    outcome, out = run_init(team, TEAM, yes=False)
+    assert outcome.blocking == [] and "MEDIA_URL" not in out
+    assert "is ready for production as far as can be seen from here" in out
+
+
+@pytest.mark.parametrize("static_url, blocking", [("/assets/", True), ("static/", False), ("/static/", False)])
+def test_a_static_url_nginx_does_not_serve_stops_init(team, static_url, blocking):
+    team_settings(team, f"STATIC_URL = {static_url!r}\n")
+    outcome, out = run_init(team, TEAM, yes=False)
+    expected = ["STATIC_URL is '/assets/', but nginx serves the static files at /static/: every page's CSS, JS "
+                "and images would answer 404, so set STATIC_URL = '/static/' for production (`fab init` writes a "
+                "production settings module that does this)"]
+    assert outcome.blocking == (expected if blocking else [])
 
 def test_the_wsgi_module_is_written_when_it_is_not_the_apps_name_and_the_setting_wins(blog):
     outcome, out = run_init(blog)  # the app is named after the settings package: the default fits

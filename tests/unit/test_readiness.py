@@ -12,10 +12,11 @@ from tasks.project import compat, readiness
 RELEASE = "/srv/mysite/releases/20260101T000000Z-abcdef0"
 READY = {
     "django": "5.2.8", "python": "3.13", "settings_module": "mysite.settings_production", "directory": RELEASE,
-    "debug": False, "secret_key": "environment", "allowed_hosts": ["app.test", "www.app.test"],
+    "debug": False, "debug_source": None, "secret_key": "environment", "allowed_hosts": ["app.test", "www.app.test"],
     "database": {"engine": "django.db.backends.postgresql", "name": "mysite", "host": ""},
     "wsgi_application": "mysite.wsgi.application",
-    "static_root": f"{RELEASE}/static", "media_root": "/srv/mysite/shared/media",
+    "static_root": f"{RELEASE}/static", "media_root": "/srv/mysite/shared/media", "static_url": "/static/",
+    "media_url": "/media/", "uploads": ["blog.Post.photo"],
     "proxy_ssl_header": ["HTTP_X_FORWARDED_PROTO", "https"], "session_cookie_secure": True,
     "csrf_cookie_secure": True, "csrf_trusted_origins": ["https://app.test", "https://www.app.test"],
     "drivers": ["psycopg"],
@@ -190,10 +191,112 @@ def test_https_behind_the_proxy_header_cookies_and_csrf_origins():
 
 def test_every_finding_is_one_line():
     broken = facts(debug=True, secret_key="code", allowed_hosts=[], static_root="/x", media_root="/y",
-                   database={"engine": "django.db.backends.sqlite3"}, proxy_ssl_header=[], django="1.11.29")
+                   database={"engine": "django.db.backends.sqlite3"}, proxy_ssl_header=[], django="1.11.29",
+                   static_url="/assets/", media_url="/uploads/", debug_source=FROM_ENV)
     found = readiness.server_findings(broken)
-    assert len(found) >= 7 and all("\n" not in f.text for f in found)
+    assert len(found) >= 9 and all("\n" not in f.text for f in found)
 
+
+
+# --- the URLs nginx serves the files at, before anything is migrated --------------------------------------------
+
+@pytest.mark.parametrize("url, shown", [("/assets/", "STATIC_URL is '/assets/'"), ("/static/css/", "STATIC_URL "
+                                        "is '/static/css/'"), ("", "STATIC_URL is not set"), ("/", "STATIC_URL is "
+                                        "not set"), ("https://app.test/assets/", "STATIC_URL is 'https://app.test/"
+                                                                                 "assets/'")])
+def test_a_static_url_nginx_does_not_serve_blocks_and_says_the_one_it_does(url, shown):
+    finding = only(readiness.server_findings(facts(static_url=url)))
+    assert finding.blocking
+    assert finding.text == (f"{shown}, but nginx serves the static files at /static/: every page's CSS, JS and "
+                            "images would answer 404, so set STATIC_URL = '/static/' for production (`fab init` "
+                            "writes a production settings module that does this)")
+
+
+@pytest.mark.parametrize("url", ["/static/", "https://www.app.test/static/", "//app.test/static/",
+                                 "https://cdn.example.net/assets/", "https://bucket.s3.amazonaws.com/static/"])
+def test_the_static_url_nginx_serves_or_another_sites_is_fine(url):
+    assert readiness.server_findings(facts(static_url=url)) == []
+
+
+def test_a_media_url_nginx_does_not_serve_blocks_when_models_take_uploads():
+    finding = only(readiness.server_findings(facts(media_url="/uploads/")))
+    assert finding.blocking
+    assert finding.text == ("MEDIA_URL is '/uploads/', but nginx serves uploaded files at /media/: every file your "
+                            "models take (blog.Post.photo) would answer 404, so set MEDIA_URL = '/media/' for "
+                            "production (`fab init` writes a production settings module that does this)")
+    many = only(readiness.server_findings(facts(media_url="", uploads=["a.A.f", "b.B.g", "c.C.h", "d.D.i"])))
+    assert many.blocking and many.text.startswith("MEDIA_URL is not set, but nginx serves uploaded files at "
+                                                  "/media/: every file your models take (a.A.f, b.B.g, c.C.h, ...)")
+
+
+def test_a_media_url_without_models_that_take_uploads_is_advice_and_django_s_default_is_nothing():
+    for uploads in ([], None):  # none, or not known (the models could not be loaded)
+        advice = only(readiness.server_findings(facts(media_url="/uploads/", uploads=uploads)))
+        assert not advice.blocking and advice.text.startswith("MEDIA_URL is '/uploads/', but nginx serves "
+                                                              "uploaded files at /media/")
+        assert "so if it takes uploads set MEDIA_URL = '/media/'" in advice.text
+        assert readiness.server_findings(facts(media_url="/", uploads=uploads)) == []
+    assert readiness.server_findings(facts(media_url="/media/")) == []
+    assert readiness.server_findings(facts(media_url="https://cdn.example.net/media/")) == []
+
+
+def test_the_nginx_site_serves_the_locations_the_readiness_check_requires():
+    from tasks.provisioning import nginx
+    from tests.unit.test_templates import server
+    conf = nginx.site_config(server(), tls=True, nginx_version=(1, 26, 0))
+    assert f"\tlocation {readiness.STATIC_LOCATION} {{\n" in conf
+    assert f"\tlocation {readiness.MEDIA_LOCATION} {{\n" in conf
+
+
+@pytest.mark.parametrize("root", [RELEASE, f"{RELEASE}/mysite", f"{RELEASE}/"])
+def test_a_static_root_that_holds_the_code_blocks(root):
+    finding = only(readiness.server_findings(facts(static_root=root.rstrip("/"))))
+    assert finding.blocking and finding.text.startswith(f"STATIC_ROOT is {root.rstrip('/')}, which holds your "
+                                                        "code: collectstatic would mix the static files into it "
+                                                        "and nginx would publish that directory")
+    assert readiness.server_findings(facts(static_root=f"{RELEASE}/mysite_static")) == []
+
+
+# --- DEBUG read from the environment ------------------------------------------------------------------------------
+
+FROM_ENV = {"variables": [{"name": "DJANGO_DEBUG", "set": False}], "off": ["DJANGO_DEBUG", "False"]}
+
+
+def test_debug_on_for_want_of_a_variable_names_it_and_the_fab_config_command():
+    finding = only(readiness.server_findings(facts(debug=True, debug_source=FROM_ENV)))
+    assert finding.blocking
+    assert finding.text == (
+        "DEBUG is on in production: your settings read it from the environment variable DJANGO_DEBUG, which the "
+        "server does not set, and without it DEBUG is on, so error pages would show your code, settings and data "
+        "to any visitor; turn it off with `fab config --set DJANGO_DEBUG=False` (the app's variables on the "
+        "server are set with `fab config --set NAME=value`), or set DEBUG = False for production (`fab init` "
+        "writes a production settings module that does this)")
+
+
+def test_debug_turned_on_by_a_variable_says_to_unset_it_or_which_value_is_off():
+    given = {"variables": [{"name": "DEBUG", "set": True}], "off": ["DEBUG", None]}
+    finding = only(readiness.server_findings(facts(debug=True, debug_source=given)))
+    assert finding.blocking and "environment variable DEBUG, which the app's environment sets so that DEBUG "                                 "is on" in finding.text
+    assert "turn it off with `fab config --unset DEBUG` (and by taking it out of app.env in the inventory)"         in finding.text
+    unknown = {"variables": [{"name": "APP_MODE", "set": False}], "off": None}
+    text = only(readiness.server_findings(facts(debug=True, debug_source=unknown))).text
+    assert "`fab config --set APP_MODE=VALUE` (the value your settings take for off)" in text
+
+
+def test_init_says_which_variable_keeps_debug_off_and_how_the_apps_variables_are_set():
+    assert readiness.debug_note(facts(debug_source=FROM_ENV)) == (
+        "your settings read DEBUG from the environment variable DJANGO_DEBUG, which the server does not set, so "
+        "DEBUG is off there; the app's variables on the server are set with `fab config --set NAME=value`: pin "
+        "it off with `fab config --set DJANGO_DEBUG=False`, and never set it to turn DEBUG on in production")
+    only_unset = {"variables": [{"name": "DJANGO_DEBUG", "set": False}], "off": ["DJANGO_DEBUG", None]}
+    assert "leave DJANGO_DEBUG unset there" in readiness.debug_note(facts(debug_source=only_unset))
+    in_app_env = {"variables": [{"name": "DJANGO_DEBUG", "set": True}], "off": ["DJANGO_DEBUG", "0"]}
+    assert "which app.env in the inventory sets so that DEBUG is off" in readiness.debug_note(
+        facts(debug_source=in_app_env))
+    # Nothing to say: DEBUG not read from the environment, or on (then the finding above says it).
+    assert readiness.debug_note(facts()) is None and readiness.debug_note(None) is None
+    assert readiness.debug_note(facts(debug=True, debug_source=FROM_ENV)) is None
+    assert readiness.server_findings(facts(debug_source=FROM_ENV)) == []
 
 def test_compat_table():
     assert compat.runs_on((5, 1, 2), (3, 13)) is False and compat.runs_on((5, 1, 3), (3, 13))
