@@ -18,7 +18,6 @@ import re
 import secrets
 import shlex
 import sys
-import unicodedata
 from pathlib import Path
 
 from fabric import task
@@ -29,6 +28,7 @@ from ..commands import release as commands
 from ..connection import targets
 from .deploy import relaunch
 from ..inventory import ENV_NAME, check_env_name
+from ..oneline import control_problem
 from ..session.run import DeployError, Session, Task, last_lines, run_task
 from ..session.uploads import send_file
 
@@ -101,10 +101,8 @@ _ESCAPED = '"\\`$'  # what systemd's EnvironmentFile parser unescapes inside dou
 
 def config_value_problem(value: str) -> str | None:
     """A value the file holds on one line: anything but line breaks and other control characters."""
-    for i, char in enumerate(value):
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") or (char.isspace() and char != " "):
-            return (f"contains a line break or control character ({char!r} at position {i + 1}); a value is one "
-                    "line of text")
+    if problem := control_problem(value):
+        return f"{problem}; a value is one line of text"
     return None
 
 
