@@ -20,6 +20,7 @@ from ..timestamps import age
 from ..inventory import Inventory
 from ..layout import Layout
 from ..commands.release import LOW_SPACE_KIB
+from ..facts import backups as listing
 from ..facts.releases import ServerState
 from ..session.run import Session, Task, run_task, server_probes, server_state
 from ..commands.shell import join, q
@@ -132,9 +133,7 @@ def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> l
         Probe("release_kib", f"du -sk -- \"$(readlink -f {q(layout.current)})\" 2>/dev/null",
               lambda out, rc: int(out.split()[0]) if rc == 0 and out.split() and out.split()[0].isdigit() else None),
         Probe("memory", "cat /proc/meminfo", lambda out, rc: parse_meminfo(out)),
-        Probe("newest_backup", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
-                         "-printf '%T@ %s %f\\n' | sort -n | tail -n 1",
-              lambda out, rc: parse_backup(out)),
+        listing.listing_probe(layout, "newest_backup", listing.newest_dump),
         # apt's view from the package lists it already has (apt-daily refreshes them): no network, no lock.
         Probe("updates", "apt-get -s -q -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst ' "
                          "| awk '{n++} /[Ss]ecurity/ {s++} END {print n+0, s+0}'",
@@ -243,17 +242,6 @@ def parse_meminfo(out: str) -> dict[str, int]:
         if number and number[0].isdigit():
             values[name.strip()] = int(number[0])
     return values
-
-
-def parse_backup(out: str) -> tuple[int, int, str] | None:
-    """The newest dump as (modified, bytes, name), or None when there is none."""
-    fields = out.split(maxsplit=2)
-    if len(fields) != 3:
-        return None
-    try:
-        return int(float(fields[0])), int(fields[1]), fields[2].strip()
-    except ValueError:
-        return None
 
 
 # --- what the answers mean -----------------------------------------------------------------------------------
@@ -412,15 +400,14 @@ def memory_check(meminfo: dict[str, int], warn_percent: int) -> Check:
     return Check(OK, "memory", text)
 
 
-def backup_check(newest: tuple[int, int, str] | None, now: int, scheduled: bool, max_age_days: int) -> Check:
+def backup_check(newest: listing.BackupFile | None, scheduled: bool, max_age_days: int) -> Check:
     if newest is None:
         if scheduled:
             return Check(WARN, "backups", "none yet, although backups are scheduled: see `fab logs` and "
                          "the backup timer below")
         return Check(OK, "backups", "none yet (none are scheduled; `fab backup` takes one)")
-    modified, size, name = newest
-    text = f"latest {name}, {size / 1048576:.1f} MiB, {age(now - modified)} old"
-    if scheduled and now - modified > max_age_days * 86400:
+    text = f"latest {newest.name}, {newest.size / 1048576:.1f} MiB, {age(newest.age)} old"
+    if scheduled and newest.age > max_age_days * 86400:
         return Check(WARN, "backups", f"{text}: older than {max_age_days} days although backups are scheduled")
     return Check(OK, "backups", text + ("" if scheduled else " (none are scheduled)"))
 
@@ -521,7 +508,7 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
         disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, release_need_kib(facts.get("release_kib")),
                    backups=f"{Layout(app.name).backups}/"),
         memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
-        backup_check(facts["newest_backup"], now, any(t.unit == f"{app.name}-backup.timer" for t in timers),
+        backup_check(facts["newest_backup"], any(t.unit == f"{app.name}-backup.timer" for t in timers),
                      defaults.STATUS_BACKUP_DAYS),
         updates_check(facts["updates"], facts["unattended"], units, timers),
         reboot_check(facts["reboot"]),

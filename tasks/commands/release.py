@@ -16,6 +16,7 @@ import json
 
 from . import envfile, programs, shell
 from ..layout import RELEASE_META, Layout
+from ..facts import backups
 from ..facts.releases import RELEASE_ID, Release
 from .render import TEMPLATES
 from .shell import as_user, join, q, report
@@ -67,9 +68,7 @@ def state_probes(layout: Layout) -> list[Probe]:
                              f"test -d {q(layout.static)} && id -u {q(layout.build_user)}",
               lambda out, rc: rc == 0),
         applied_probe(layout),
-        Probe("backups", f"cd {q(layout.backups)} && find . -maxdepth 1 -name '*.dump' -size +0 "
-                         "-printf '%f %s %TY-%Tm-%Td %TH:%TM\\n' | sort",
-              lambda out, rc: out.splitlines() if rc == 0 else []),
+        backups.listing_probe(layout, "backups", backups.dumps),
         Probe("free", f"df -Pk {q(layout.releases)} {q(layout.venvs)}", parse_free),
         maintenance_probe(layout),
     ]

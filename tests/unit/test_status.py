@@ -11,6 +11,7 @@ from tasks import defaults
 from tasks.cli import status
 from tasks.inventory import Acme, App, Host, Inventory
 from tasks.commands.release import LOW_SPACE_KIB, state_probes
+from tasks.facts.backups import BackupFile
 from tasks.facts.releases import GOOD, Release, ServerState
 from tasks.cli.status import FAIL, OK, WARN, Health, Timer
 from tests.unit.shellcheck import assert_shellcheck_clean
@@ -63,9 +64,11 @@ def test_units_timers_disk_memory_and_backups_are_read():
     assert status.parse_disk(disk, 0) == [status.Disk("/", 91, 9)]
     assert status.parse_meminfo("MemTotal:  2048000 kB\nMemAvailable: 1024000 kB\n") == {
         "MemTotal": 2048000, "MemAvailable": 1024000}
-    assert status.parse_backup("1799999000.5 1048576 20261127T020000Z-daily.dump\n") == (
-        1799999000, 1048576, "20261127T020000Z-daily.dump")
-    assert status.parse_backup("") is None
+    newest = next(p for p in status.status_probes(LAYOUT, "a", "/", True) if p.key == "newest_backup")
+    assert newest.parse("20261127T020000Z-daily.dump\t1048576\t1799999000.5\t1800000000\n"
+                        "x.media.tar.gz\t10\t1799999999\t1800000000\nold.dump\t5\t1700000000\t1800000000\n", 0
+                        ) == ("20261127T020000Z-daily.dump", 1048576, 1000)
+    assert newest.parse("", 1) is None
     assert status.parse_health("garbage") is None
 
 
@@ -430,12 +433,12 @@ def test_the_status_probes_measure_the_live_release(tmp_path):
 
 
 def test_an_old_backup_warns_only_when_backups_are_scheduled():
-    old = (NOW - 3 * DAY, 1024, "x-daily.dump")
-    assert status.backup_check(old, NOW, True, 2).level == WARN
-    assert status.backup_check(old, NOW, False, 2).level == OK
-    assert status.backup_check((NOW - DAY, 1024, "x.dump"), NOW, True, 2).level == OK
-    assert status.backup_check(None, NOW, True, 2).level == WARN
-    assert status.backup_check(None, NOW, False, 2).level == OK
+    old = BackupFile("x-daily.dump", 1024, 3 * DAY)
+    assert status.backup_check(old, True, 2).level == WARN
+    assert status.backup_check(old, False, 2).level == OK
+    assert status.backup_check(BackupFile("x.dump", 1024, DAY), True, 2).level == OK
+    assert status.backup_check(None, True, 2).level == WARN
+    assert status.backup_check(None, False, 2).level == OK
 
 
 def test_the_live_instance_down_fails_naming_it_and_a_failed_old_one_warns():
@@ -556,7 +559,7 @@ def test_the_app_down_exits_two_and_a_warning_exits_one():
 def test_backups_count_as_scheduled_when_the_backup_timer_exists():
     timers = _facts()["timers"] + [Timer("mysite-backup.timer", "active", NOW - DAY, NOW + 60, "success")]
     found = status.checks(_inventory(), "app.example.com", STATE,
-                          _facts(timers=timers, newest_backup=(NOW - 3 * DAY, 10, "old-daily.dump")))
+                          _facts(timers=timers, newest_backup=BackupFile("old-daily.dump", 10, 3 * DAY)))
     assert {c.name: c.level for c in found}["backups"] == WARN
 
 
