@@ -10,12 +10,10 @@ names and sizes: no value leaves the server).
 
 from __future__ import annotations
 
-import json
-
 from ..layout import Layout
 from ..commands.envfile import reader_source
 from ..commands.shell import q
-from .steps import Probe
+from .steps import Probe, last_json
 
 KIB, MIB = 1024, 1024 * 1024
 MAX_ARG_STRLEN = 32 * 4096  # one argument or "NAME=value" string, its terminating NUL included
@@ -51,17 +49,10 @@ print(json.dumps({"env": env, "managed": managed, "config": config, "arg_max": o
 """
 
 
-def parse(out: str, rc: int) -> dict | None:
-    try:
-        return json.loads(out.strip().splitlines()[-1]) if rc == 0 and out.strip() else None
-    except (ValueError, IndexError):
-        return None
-
-
 def probe(layout: Layout) -> Probe:
     from ..commands.release import ENV_FILE_MARK
     return Probe("env_sizes", f"python3 -B -c {q(reader_source() + _PROGRAM)} {q(layout.env_file)} {q(layout.config_env)} "
-                              f"{q(ENV_FILE_MARK)}", parse)
+                              f"{q(ENV_FILE_MARK)}", last_json)
 
 
 def after_deploy(found: dict | None, managed: dict[str, str], inventory_env: set[str]) -> dict[str, tuple[int, str]]:

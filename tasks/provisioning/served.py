@@ -7,14 +7,13 @@ builds, naming the key and `fab provision`, instead of a release failing on the 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 
 from ..inventory import Inventory
 from ..layout import Layout
 from ..commands.shell import q
-from ..facts.steps import Probe
+from ..facts.steps import Probe, last_json
 from . import Server
 
 
@@ -74,14 +73,7 @@ def probe(layout: Layout) -> Probe:
     """The served files as the server has them: their hashes and the lines the inventory's keys land in."""
     paths = [(layout.unit_path, WSGI), (layout.gunicorn_conf, ""), (layout.nginx_site, f"(?:{DOMAINS})|(?:{UPLOAD})")]
     args = " ".join(f"{q(path)} {q(pattern)}" for path, pattern in paths)
-    return Probe("served_files", f"python3 -B -c {q(_PROGRAM)} {args}", _parse)
-
-
-def _parse(out: str, rc: int) -> dict | None:
-    try:
-        return json.loads(out.strip().splitlines()[-1]) if rc == 0 and out.strip() else None
-    except (ValueError, IndexError):
-        return None
+    return Probe("served_files", f"python3 -B -c {q(_PROGRAM)} {args}", last_json)
 
 
 def _sha(text: str) -> str:

@@ -67,7 +67,7 @@ def test_the_probe_reads_hashes_and_the_key_lines(tmp_path):
         local.write_text(item.variants[0])
         command = command.replace(item.path, str(local))
     out = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
-    found = served._parse(out.stdout, out.returncode)
+    found = served.probe(layout).parse(out.stdout, out.returncode)
     assert found is not None, out.stderr
     remapped = {item.path: found[str(tmp_path / item.path.strip("/").replace("/", "_"))]
                 for item in served.files(inv)}
