@@ -499,28 +499,25 @@ class Remote:
             time.sleep(0.05)
         return True
 
-    def _as_sent(self, command: str, as_root: bool = True, echo: bool = True) -> str:
-        """`command` as `attached` sends it (wrapped, through sudo unless logged in as root), counted, and
-        printed first with -v; the connection checked before it is used."""
+    def _prepared(self, command: str, echo: bool = True) -> str:
+        """`command` wrapped, counted, and printed first with -v; the connection checked before it is used."""
         if echo:
             self._echo(command)
         if self.wrap:
             command = self.wrap(command)
-        if as_root and self.user != "root":
-            command = f"sudo -n -H sh -c {q(command)}"
         self._ensure_connected("the next command")
         self.stats.commands += 1
         return command
 
+    def _as_sent(self, command: str, as_root: bool = True, echo: bool = True) -> str:
+        """`command` as `attached` sends it: prepared, and through sudo unless logged in as root."""
+        command = self._prepared(command, echo)
+        return f"sudo -n -H sh -c {q(command)}" if as_root and self.user != "root" else command
+
     def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
         """Run a script and return its output and exit status. The script travels on the command's standard
         input, not as an argument: no size limit (Linux caps one argument at 128 KiB), and no quoting of it."""
-        if echo:
-            self._echo(command)
-        if self.wrap:
-            command = self.wrap(command)
-        self._ensure_connected("the next command")
-        self.stats.commands += 1
+        command = self._prepared(command, echo)
         reader = f"sudo -n -H sh -c {q(SCRIPT_READER)}" if as_root and self.user != "root" else \
             f"sh -c {q(SCRIPT_READER)}"
         try:
