@@ -11,7 +11,6 @@ import difflib
 import ipaddress
 import re
 import shlex
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +18,7 @@ from typing import Any, Callable
 import yaml
 
 from . import defaults
+from .oneline import control_problem
 
 INVENTORY_DIR = Path(__file__).resolve().parent.parent / "inventory"
 
@@ -158,11 +158,9 @@ _RESERVED_NAMES = {"root", "postgres", "www-data", "nobody", "daemon", "sys", "b
 
 def _control_problem(value: str) -> str | None:
     """Line breaks, tabs and other invisible characters have no place in any inventory value."""
-    for i, char in enumerate(value):
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") or (char.isspace() and char != " "):
-            kind = "a line break" if char in "\n\r\x0b\x0c\x85\u2028\u2029" else "an invisible control character"
-            return (f"contains {kind} ({char!r} at position {i + 1}); write it on one line, without special "
-                    "characters (check for a stray quote or a paste from a web page)")
+    if problem := control_problem(value):
+        return (f"{problem}; write it on one line, without special characters (check for a stray quote or a "
+                "paste from a web page)")
     return None
 
 

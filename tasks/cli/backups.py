@@ -17,7 +17,7 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from ..commands import backup as commands, release as release_commands
-from ..facts import releases
+from ..facts import backups as listing, releases
 from ..connection import targets
 from .. import timestamps
 from ..inventory import Inventory
@@ -79,8 +79,8 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
         where = "the media archive" if report.get("failed") == "media" else "the database dump"
         raise DeployError(f"{where} failed on {session.host.address}; no partial file was kept:\n{last_lines(tail)}")
     files = [report["backup"]] + ([report["media"]] if media else [])
-    sizes = session.remote.gather([commands.listing_probe(layout)])["backup_files"]
-    by_name = {n: size for n, size, _ in sizes or []}
+    files_now = session.remote.gather([listing.listing_probe(layout)])["backup_files"]
+    by_name = {file.name: file.size for file in files_now or []}
     for path in files:
         file = path.rsplit("/", 1)[1]
         size = _size(by_name[file]) if file in by_name else "its size could not be read"
@@ -105,7 +105,7 @@ def backup(c, inventory=None, media=False, download=None, verbose=False):
              verbose)
 
 
-def table(files: list[tuple[str, int, int]]) -> list[str]:
+def table(files: list[listing.BackupFile]) -> list[str]:
     rows = [f"  {'NAME':<48} {'SIZE':>10}  {'AGE':>7}  KIND"]
     for name, size, seconds in files:
         rows.append(f"  {name:<48} {_size(size):>10}  {timestamps.age(seconds):>8}  {commands.kind_of(name)}")
@@ -122,12 +122,12 @@ def backups(c, inventory=None, download=None, to=None, verbose=False):
     """List the backups on the server (name, size, age, kind), or --download NAME to your machine."""
     def show(session: Session) -> None:
         if download:
-            name = download if download.endswith((commands.DUMP, commands.MEDIA)) else download + commands.DUMP
+            name = download if download.endswith((listing.DUMP, listing.MEDIA)) else download + listing.DUMP
             if not commands.NAME.fullmatch(name):
                 raise DeployError(f"--download {download!r} is not a backup's name: see the names `fab backups` lists")
             fetch_backup(session, name, to)
             return
-        files = session.remote.gather([commands.listing_probe(session.layout)])["backup_files"]
+        files = session.remote.gather([listing.listing_probe(session.layout)])["backup_files"]
         if files is None:
             raise DeployError(f"could not list {session.layout.backups}/ on {session.host.address}, so which "
                               f"backups it holds is unknown: look with `sudo ls -l {session.layout.backups}/` there")

@@ -661,9 +661,8 @@ def list_releases(c, inventory=None, verbose=False):
                                   f"look with `sudo ls -l {session.layout.backups}/` on the server")
         elif state.backups:
             session.reporter.line(f"database backups in {session.layout.backups}/ (restore one with pg_restore):")
-            for line in state.backups:
-                name, size, *when = line.split()
-                session.reporter.line(f"  {name:<60} {int(size) / 1024:>9.1f} KiB  {' '.join(when)[:19]}")
+            for file in state.backups:
+                session.reporter.line(f"  {file.name:<60} {file.size / 1024:>9.1f} KiB  {timestamps.age(file.age)} old")
 
     run_task(c, inventory, Task("releases"), show, verbose)
 

@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 
 from ..connection.remote import Remote
 from ..session.runner import Recap, Reporter
+from ..commands import envfile
 from ..commands.shell import q
 from ..facts.steps import Facts, File, PathState, Probe, Step
 
@@ -194,25 +195,11 @@ def migration_files(archive: bytes) -> list[str]:
     return [f"{m.group(1)}.{m.group(2)}" for m in found if m]
 
 
-def parse_env(text: str | None) -> dict[str, str]:
-    """NAME -> value of an environment file (systemd's EnvironmentFile= syntax, as gangway writes it)."""
-    found = {}
-    for line in (text or "").splitlines():
-        if "=" not in line or line.lstrip().startswith("#"):
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        found[key.strip()] = value
-    return found
-
-
 def env_changes(before: str | None, after: str, shown: set[str]) -> list[str]:
     """The changes to the app's environment file, a line each. Values appear only for the names in `shown`
     (gangway's own, never secret); every other value (the secret key, the inventory's app.env, the operator's
     lines) is named, never printed."""
-    old, new = parse_env(before), parse_env(after)
+    old, new = envfile.parse(before), envfile.parse(after)
     out = []
     for key in sorted(new.keys() | old.keys()):
         name = safe(key)

@@ -14,11 +14,9 @@ are put back and the live release keeps serving.
 
 from __future__ import annotations
 
-import re
 import secrets
 import shlex
 import sys
-import unicodedata
 from pathlib import Path
 
 from fabric import task
@@ -26,7 +24,7 @@ from invoke.exceptions import Exit
 
 from ..facts import envsize
 from ..project import diagnose
-from ..commands import release as commands
+from ..commands import envfile, release as commands
 from ..connection import targets
 from .deploy import relaunch
 from ..inventory import ENV_NAME, check_env_name
@@ -101,36 +99,14 @@ def manage_on(session: Session, args: list[str], terminal: bool, file: tuple[str
 # --- fab config -------------------------------------------------------------------------------------------------
 
 CONFIG_HEADER = "# The app's own variables, written by `fab config` (see `fab config --help`); read by systemd.\n"
-_LINE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
-_ESCAPED = '"\\`$'  # what systemd's EnvironmentFile parser unescapes inside double quotes
-
-
-def config_value_problem(value: str) -> str | None:
-    """A value the file holds on one line: anything but line breaks and other control characters."""
-    for i, char in enumerate(value):
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") or (char.isspace() and char != " "):
-            return (f"contains a line break or control character ({char!r} at position {i + 1}); a value is one "
-                    "line of text")
-    return None
-
-
-def encode_line(name: str, value: str) -> str:
-    """NAME="value" as systemd reads it: inside double quotes, \\ escapes " \\ ` $ and nothing is expanded."""
-    return f'{name}="' + "".join("\\" + c if c in _ESCAPED else c for c in value) + '"'
-
 
 def parse_config(text: str) -> dict[str, str]:
-    """The variables of a file written by `encode_config` (other lines are ignored)."""
-    variables = {}
-    for line in text.splitlines():
-        match = _LINE.fullmatch(line)
-        if match:
-            variables[match[1]] = re.sub(r"\\(.)", r"\1", match[2])
-    return variables
+    """The variables of the `fab config` file, as systemd reads them."""
+    return envfile.parse(text)
 
 
 def encode_config(variables: dict[str, str]) -> str:
-    return CONFIG_HEADER + "".join(encode_line(k, v) + "\n" for k, v in sorted(variables.items()))
+    return CONFIG_HEADER + "".join(envfile.encode_line(k, v) + "\n" for k, v in sorted(variables.items()))
 
 
 def parse_changes(set_: list[str], unset: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -142,7 +118,7 @@ def parse_changes(set_: list[str], unset: list[str]) -> tuple[dict[str, str], li
             raise ValueError(f"--set {name}: give NAME=VALUE, e.g. --set SENTRY_DSN=https://...")
         if problem := check_env_name(name):
             raise ValueError(f"--set: {name!r} {problem}")
-        if problem := config_value_problem(value):
+        if problem := envfile.value_problem(value):
             raise ValueError(f"--set {name}: the value {problem}")
         changes[name] = value
     for name in unset:  # only the form: a name refused today may have been set before, and must go

@@ -20,6 +20,7 @@ from ..timestamps import age
 from ..inventory import Inventory
 from ..layout import Layout
 from ..commands.release import LOW_SPACE_KIB
+from ..facts import backups as listing
 from ..facts.releases import ServerState
 from ..session.run import Session, Task, run_task, server_probes, server_state
 from ..commands.shell import join, q
@@ -126,14 +127,6 @@ def certificate_command(cert: str) -> str:
             "end=$(openssl x509 -noout -enddate -in \"$c\") && date -d \"${end#notAfter=}\" +%s")
 
 
-def newest_backup_command(backups: str) -> str:
-    """The newest non-empty dump as `MODIFIED BYTES NAME`, nothing when there is none; fails when the directory
-    cannot be listed (a failing find is not hidden behind the pipe's last command)."""
-    return (f"cd {q(backups)} || exit 1\n"
-            "found=$(find . -maxdepth 1 -name '*.dump' -size +0 -printf '%T@ %s %f\\n') || exit 1\n"
-            "[ -z \"$found\" ] || printf '%s\\n' \"$found\" | sort -n | tail -n 1")
-
-
 def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> list[Probe]:
     """Everything `fab status` shows, for one gather (with `state_probes` for the releases)."""
     app = layout.app
@@ -153,7 +146,7 @@ def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> l
         Probe("release_kib", f"du -sk -- \"$(readlink -f {q(layout.current)})\" 2>/dev/null",
               lambda out, rc: int(out.split()[0]) if rc == 0 and out.split() and out.split()[0].isdigit() else None),
         Probe("memory", "cat /proc/meminfo", lambda out, rc: parse_meminfo(out)),
-        Probe("newest_backup", newest_backup_command(layout.backups), parse_newest_backup),
+        Probe("newest_backup", listing.listing_command(layout), parse_newest_backup),
         # apt's view from the package lists it already has (apt-daily refreshes them): no network, no lock.
         Probe("updates", "apt-get -s -q -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst ' "
                          "| awk '{n++} /[Ss]ecurity/ {s++} END {print n+0, s+0}'",
@@ -278,24 +271,12 @@ def parse_certificate(out: str, rc: int) -> int | None | Unreadable:
     return Unreadable(f"openssl or date exited with status {rc}" if rc else "no date was printed")
 
 
-def parse_newest_backup(out: str, rc: int) -> tuple[int, int, str] | None | Unreadable:
+def parse_newest_backup(out: str, rc: int) -> listing.BackupFile | None | Unreadable:
     """The newest dump; None when the directory was listed and has none."""
-    if rc != 0:
+    files = listing.parse_listing(out, rc)
+    if files is None:
         return Unreadable(f"listing it exited with status {rc}")
-    if not out.strip():
-        return None
-    return parse_backup(out) or Unreadable(f"the listing is not as expected: {out.strip()[:80]!r}")
-
-
-def parse_backup(out: str) -> tuple[int, int, str] | None:
-    """The newest dump as (modified, bytes, name), or None when there is none."""
-    fields = out.split(maxsplit=2)
-    if len(fields) != 3:
-        return None
-    try:
-        return int(float(fields[0])), int(fields[1]), fields[2].strip()
-    except ValueError:
-        return None
+    return listing.newest_dump(files)
 
 
 # --- what the answers mean -----------------------------------------------------------------------------------
@@ -461,7 +442,7 @@ def memory_check(meminfo: dict[str, int], warn_percent: int) -> Check:
     return Check(OK, "memory", text)
 
 
-def backup_check(newest: tuple[int, int, str] | None | Unreadable, now: int, scheduled: bool, max_age_days: int,
+def backup_check(newest: listing.BackupFile | None | Unreadable, scheduled: bool, max_age_days: int,
                  backups: str = "backups/") -> Check:
     if isinstance(newest, Unreadable):
         return Check(WARN, "backups", f"could not read {backups} ({newest.why}), so whether a recent backup "
@@ -471,9 +452,8 @@ def backup_check(newest: tuple[int, int, str] | None | Unreadable, now: int, sch
             return Check(WARN, "backups", "none yet, although backups are scheduled: see `fab logs` and "
                          "the backup timer below")
         return Check(OK, "backups", "none yet (none are scheduled; `fab backup` takes one)")
-    modified, size, name = newest
-    text = f"latest {name}, {size / 1048576:.1f} MiB, {age(now - modified)} old"
-    if scheduled and now - modified > max_age_days * 86400:
+    text = f"latest {newest.name}, {newest.size / 1048576:.1f} MiB, {age(newest.age)} old"
+    if scheduled and newest.age > max_age_days * 86400:
         return Check(WARN, "backups", f"{text}: older than {max_age_days} days although backups are scheduled")
     return Check(OK, "backups", text + ("" if scheduled else " (none are scheduled)"))
 
@@ -576,7 +556,7 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
         disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, release_need_kib(facts.get("release_kib")),
                    backups=f"{layout.backups}/", asked=f"df -h / {layout.root}"),
         memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
-        backup_check(facts["newest_backup"], now, any(t.unit == f"{app.name}-backup.timer" for t in timers),
+        backup_check(facts["newest_backup"], any(t.unit == f"{app.name}-backup.timer" for t in timers),
                      defaults.STATUS_BACKUP_DAYS, f"{layout.backups}/"),
         updates_check(facts["updates"], facts["unattended"], units, timers),
         reboot_check(facts["reboot"]),

@@ -14,10 +14,8 @@ from . import shell
 from .. import timestamps
 from ..layout import Layout
 from .shell import as_user, join, q, report
-from ..facts.steps import Probe
+from ..facts.backups import DUMP, MEDIA
 
-DUMP = ".dump"
-MEDIA = ".media.tar.gz"
 # The kind of a backup, by how its name ends (after TIMESTAMP- or RELEASE-).
 KINDS = (("-daily", "scheduled"), ("-manual", "by hand"), ("-before-migrate", "before a migration"),
          ("-before-reverse", "before reversing migrations"), ("-before-rollback", "before a rollback"),
@@ -41,26 +39,6 @@ def dump_name(name: str) -> str | None:
     """The file name of the dump the operator names ("X" or "X.dump"), or None when it cannot be one."""
     name = name if name.endswith(DUMP) else name + DUMP
     return name if NAME.fullmatch(name) else None
-
-
-def listing_probe(layout: Layout) -> Probe:
-    """Every complete backup file: (name, bytes, seconds since it was written), oldest first."""
-    command = (f"cd {q(layout.backups)} && now=$(date +%s) && find . -maxdepth 1 -type f "
-               f"\\( -name '*{DUMP}' -o -name '*{MEDIA}' \\) -printf \"%f\\t%s\\t%T@\\t$now\\n\"")
-    return Probe("backup_files", command, parse_listing)
-
-
-def parse_listing(out: str, rc: int) -> list[tuple[str, int, int]] | None:
-    """None when the directory could not be listed (never "no backups")."""
-    if rc != 0:
-        return None
-    rows = []
-    for line in out.splitlines():
-        fields = line.split("\t")
-        if len(fields) == 4:
-            name, size, written, now = fields
-            rows.append((float(written), name, int(size), max(int(now) - int(float(written)), 0)))
-    return [(name, size, age) for _, name, size, age in sorted(rows)]
 
 
 def media_archive(layout: Layout, name: str) -> str:

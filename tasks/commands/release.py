@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 
-from . import programs, shell
+from . import envfile, programs, shell
 from ..layout import RELEASE_META, Layout
+from ..facts import backups
 from ..facts.releases import RELEASE_ID, Release
 from .render import TEMPLATES
 from .shell import as_user, join, q, report
@@ -67,12 +68,7 @@ def state_probes(layout: Layout) -> list[Probe]:
                              f"test -d {q(layout.static)} && id -u {q(layout.build_user)}",
               lambda out, rc: rc == 0),
         applied_probe(layout),
-        # None when backups/ could not be listed: a failing find is not hidden behind the pipe's last command.
-        Probe("backups", f"cd {q(layout.backups)} || exit 1\n"
-                         "found=$(find . -maxdepth 1 -name '*.dump' -size +0 -printf '%f %s %TY-%Tm-%Td %TH:%TM\\n') "
-                         "|| exit 1\n"
-                         "[ -z \"$found\" ] || printf '%s\\n' \"$found\" | sort",
-              lambda out, rc: out.splitlines() if rc == 0 else None),
+        backups.listing_probe(layout, "backups", backups.dumps),
         Probe("free", f"df -Pk {q(layout.releases)} {q(layout.venvs)}", parse_free),
         maintenance_probe(layout),
     ]
@@ -144,13 +140,14 @@ def env_file(layout: Layout, managed: dict[str, str], preview: bool = False) -> 
     secret key is generated on the server and never printed. systemd reads the file (EnvironmentFile=): no
     shell ever sources it.
     """
-    for key, value in managed.items():
-        if not key.isidentifier() or any(c in value for c in "'\\\n\r"):
-            raise ValueError(f"{key}={value!r} cannot be written to the environment file")
-    program = f"""
-import json, os, re, secrets, sys
+    for key in managed:
+        if not key.isidentifier():
+            raise ValueError(f"{key!r} cannot be written to the environment file: it is not a variable name")
+    lines = {key: envfile.encode_line(key, value) for key, value in managed.items()}  # ValueError: not one line
+    program = envfile.reader_source() + f"""
+import json, os, secrets, sys
 path = {layout.env_file!r}
-managed = {managed!r}
+managed = {lines!r}
 mark = {ENV_FILE_MARK!r}
 old = open(path).read() if os.path.exists(path) else None
 lines = old.splitlines() if old is not None else []
@@ -160,7 +157,8 @@ for line in lines:
         before = set(line[len(mark):].split())
 lines = [l for l in lines if not l.startswith(mark)]
 def key_of(line):
-    return None if "=" not in line or line.lstrip().startswith("#") else re.split(r"\\s*=", line, maxsplit=1)[0].strip()
+    split = split_line(line)
+    return split[0] if split else None
 gone = before - set(managed) - {{"DJANGO_SECRET_KEY"}}
 lines = [l for l in lines if key_of(l) not in gone]
 if "DJANGO_SECRET_KEY" not in {{key_of(l) for l in lines}}:
@@ -168,8 +166,8 @@ if "DJANGO_SECRET_KEY" not in {{key_of(l) for l in lines}}:
 out = [mark + " ".join(sorted(managed))]
 for line in lines:
     key = key_of(line)
-    out.append(f"{{key}}='{{managed.pop(key)}}'" if key in managed else line)
-out += [f"{{k}}='{{v}}'" for k, v in managed.items()]
+    out.append(managed.pop(key) if key in managed else line)
+out += list(managed.values())
 text = "\\n".join(out) + "\\n"
 if {preview!r}:
     print({shell.REPORT!r} + " " + json.dumps({{"env_before": old, "env_after": text}}))

@@ -7,11 +7,12 @@ which syntax a value lands in, so it escapes (or refuses) by that syntax too: a 
 from __future__ import annotations
 
 import re
-import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from ..oneline import control_problem
 
 # In this repository templates/ sits beside tasks/; installed, the package carries it inside (see pyproject.toml).
 # Installed, templates/ is inside the package; in this repository it is beside tasks/.
@@ -26,10 +27,9 @@ class UnsafeValue(ValueError):
 
 def _refuse_control(value: str, where: str) -> str:
     value = str(value)
-    for char in value:
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") or (char.isspace() and char != " "):
-            raise UnsafeValue(f"{value!r} cannot be written into {where}: it contains {char!r} (a line break or "
-                              "control character would end the line and start a new setting)")
+    if problem := control_problem(value):
+        raise UnsafeValue(f"{value!r} cannot be written into {where}: it {problem}, which would end the line "
+                          "and start a new setting")
     return value
 
 

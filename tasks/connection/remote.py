@@ -499,28 +499,25 @@ class Remote:
             time.sleep(0.05)
         return True
 
-    def _as_sent(self, command: str, as_root: bool = True, echo: bool = True) -> str:
-        """`command` as `attached` sends it (wrapped, through sudo unless logged in as root), counted, and
-        printed first with -v; the connection checked before it is used."""
+    def _prepared(self, command: str, echo: bool = True) -> str:
+        """`command` wrapped, counted, and printed first with -v; the connection checked before it is used."""
         if echo:
             self._echo(command)
         if self.wrap:
             command = self.wrap(command)
-        if as_root and self.user != "root":
-            command = f"sudo -n -H sh -c {q(command)}"
         self._ensure_connected("the next command")
         self.stats.commands += 1
         return command
 
+    def _as_sent(self, command: str, as_root: bool = True, echo: bool = True) -> str:
+        """`command` as `attached` sends it: prepared, and through sudo unless logged in as root."""
+        command = self._prepared(command, echo)
+        return f"sudo -n -H sh -c {q(command)}" if as_root and self.user != "root" else command
+
     def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
         """Run a script and return its output and exit status. The script travels on the command's standard
         input, not as an argument: no size limit (Linux caps one argument at 128 KiB), and no quoting of it."""
-        if echo:
-            self._echo(command)
-        if self.wrap:
-            command = self.wrap(command)
-        self._ensure_connected("the next command")
-        self.stats.commands += 1
+        command = self._prepared(command, echo)
         reader = f"sudo -n -H sh -c {q(SCRIPT_READER)}" if as_root and self.user != "root" else \
             f"sh -c {q(SCRIPT_READER)}"
         try:
@@ -609,29 +606,26 @@ class Remote:
 
     def put(self, data: bytes, path: str) -> None:
         """Upload `data` to `path` over SFTP, as the logged-in user."""
-        if self.echo:
-            self.echo(f"    [{self.connection.host}] put {path} ({len(data)} bytes over SFTP)")
-        self._ensure_connected(f"uploading {path}")
-        self.stats.commands += 1
-        try:
-            self.connection.put(io.BytesIO(data), path)
-        except (paramiko.SSHException, OSError, EOFError) as error:
-            if self._gone_after():
-                raise self._lost(f"uploading {path}", "the upload") from None
-            raise RemoteError(f"{self.name}: uploading {path} failed ({describe(error)})") from None
+        self._sftp(f"put {path} ({len(data)} bytes over SFTP)", f"uploading {path}", "the upload",
+                   lambda: self.connection.put(io.BytesIO(data), path))
 
     def get(self, path: str, local: str) -> None:
         """Download `path` over SFTP, as the logged-in user, into the local file `local`."""
+        self._sftp(f"get {path} (over SFTP)", f"downloading {path}", "the download",
+                   lambda: self.connection.get(path, local))
+
+    def _sftp(self, shown: str, doing: str, transfer_name: str, transfer: Callable[[], object]) -> None:
+        """One SFTP transfer, counted and echoed like a command; a lost connection is said as such."""
         if self.echo:
-            self.echo(f"    [{self.connection.host}] get {path} (over SFTP)")
-        self._ensure_connected(f"downloading {path}")
+            self.echo(f"    [{self.connection.host}] {shown}")
+        self._ensure_connected(doing)
         self.stats.commands += 1
         try:
-            self.connection.get(path, local)
+            transfer()
         except (paramiko.SSHException, OSError, EOFError) as error:
             if self._gone_after():
-                raise self._lost(f"downloading {path}", "the download") from None
-            raise RemoteError(f"{self.name}: downloading {path} failed ({describe(error)})") from None
+                raise self._lost(doing, transfer_name) from None
+            raise RemoteError(f"{self.name}: {doing} failed ({describe(error)})") from None
 
     def check(self, command: str, what: str, **kwargs) -> Result:
         """Run and raise RemoteError with the command's own output when it fails."""

@@ -10,11 +10,10 @@ names and sizes: no value leaves the server).
 
 from __future__ import annotations
 
-import json
-
 from ..layout import Layout
+from ..commands.envfile import reader_source
 from ..commands.shell import q
-from .steps import Probe
+from .steps import Probe, last_json
 
 KIB, MIB = 1024, 1024 * 1024
 MAX_ARG_STRLEN = 32 * 4096  # one argument or "NAME=value" string, its terminating NUL included
@@ -32,47 +31,28 @@ GANGWAY = "set by gangway"
 CONFIG = "fab config"
 
 # Runs as root: the names and value sizes (bytes, as systemd will pass them) of both files, the names gangway
-# last wrote into shared/env (its mark line), and the server's ARG_MAX. Values are never printed.
+# last wrote into shared/env (its mark line), and the server's ARG_MAX. Values are never printed. The files are
+# read by envfile's reader, sent ahead of this program (`parse`).
 _PROGRAM = r"""
-import json, os, re, sys
+import json, os, sys
 env_path, config_path, mark = sys.argv[1:4]
 def read(path):
-    sizes, managed = {}, []
     try:
         text = open(path, encoding="utf-8", errors="replace").read()
     except OSError:
-        return sizes, managed
-    for line in text.splitlines():
-        if line.startswith(mark):
-            managed = line[len(mark):].split()
-            continue
-        stripped = line.strip()
-        if not stripped or stripped.startswith(("#", ";")) or "=" not in stripped:
-            continue
-        name, value = re.split(r"\s*=\s*", stripped, maxsplit=1)
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            quote, value = value[0], value[1:-1]
-            if quote == '"':
-                value = re.sub(r"\\(.)", r"\1", value)
-        sizes[name] = len(value.encode())
-    return sizes, managed
+        return {}, []
+    marks = [line[len(mark):].split() for line in text.splitlines() if line.startswith(mark)]
+    return {name: len(value.encode()) for name, value in parse(text).items()}, (marks[-1] if marks else [])
 env, managed = read(env_path)
 config, _ = read(config_path)
 print(json.dumps({"env": env, "managed": managed, "config": config, "arg_max": os.sysconf("SC_ARG_MAX")}))
 """
 
 
-def parse(out: str, rc: int) -> dict | None:
-    try:
-        return json.loads(out.strip().splitlines()[-1]) if rc == 0 and out.strip() else None
-    except (ValueError, IndexError):
-        return None
-
-
 def probe(layout: Layout) -> Probe:
     from ..commands.release import ENV_FILE_MARK
-    return Probe("env_sizes", f"python3 -B -c {q(_PROGRAM)} {q(layout.env_file)} {q(layout.config_env)} "
-                              f"{q(ENV_FILE_MARK)}", parse)
+    return Probe("env_sizes", f"python3 -B -c {q(reader_source() + _PROGRAM)} {q(layout.env_file)} {q(layout.config_env)} "
+                              f"{q(ENV_FILE_MARK)}", last_json)
 
 
 def after_deploy(found: dict | None, managed: dict[str, str], inventory_env: set[str]) -> dict[str, tuple[int, str]]:

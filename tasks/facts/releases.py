@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from .. import timestamps
+from .backups import BackupFile, scheduled
 
 RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7,12}(-dirty)?$")
 
@@ -18,7 +19,6 @@ RELEASE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{7,12}(-dirty)?$")
 BUILDING = "building"  # being built; left behind only by an interrupted deploy
 GOOD = "good"          # passed its health check and went live at least once
 FAILED = "failed"      # moved to failed/ for inspection
-DAILY_SUFFIX = "-daily.dump"  # a scheduled backup's name: TIMESTAMP-daily.dump
 
 
 def new_release_id(commit: str, dirty: bool = False, now: datetime | None = None) -> str:
@@ -62,8 +62,8 @@ class ServerState:
     venvs: list[str]                  # requirement hashes with a built venv
     python: str = ""                  # the server's python3 version
     applied: list[str] | None = field(default_factory=list)  # migrations applied, in order; None: unreadable
-    backups: list[str] | None = field(default_factory=list)  # "NAME BYTES DATE TIME" of each database dump,
-    # oldest first; None: backups/ could not be listed
+    backups: list[BackupFile] | None = field(default_factory=list)  # the database dumps, oldest first;
+    # None: backups/ could not be listed
     free_kib: list[int] = field(default_factory=list)  # free space where releases/ and venvs/ live
     backend: str = ""                 # nginx's backend include as it is on the server
     maintenance: bool = False         # the maintenance flag is set: nginx answers 503 to everyone
@@ -168,13 +168,12 @@ def failed_to_prune(failed: list[str], keep: int) -> list[str]:
     return sorted(failed)[:max(len(failed) - keep, 0)]
 
 
-def backups_to_prune(backups: list[str] | None, keep: int) -> list[str]:
-    """Database dumps beyond the newest `keep` (by time), as file names; the scheduled ones (*-daily.dump) are
-    not among them: their own retention prunes them (templates/backups/backup.py). None when the dumps could
-    not be listed: nothing is pruned."""
-    by_time = sorted((line for line in backups or [] if not line.split(" ", 1)[0].endswith(DAILY_SUFFIX)),
-                     key=lambda line: line.split(" ", 2)[2:] + [line])
-    return [line.split(" ", 1)[0] for line in by_time[:max(len(by_time) - keep, 0)]]
+def backups_to_prune(backups: list[BackupFile] | None, keep: int) -> list[str]:
+    """Database dumps beyond the newest `keep` (`backups` is oldest first, as listed), as file names; the
+    scheduled ones (*-daily.dump) are not among them: their own retention prunes them. None when the dumps
+    could not be listed: nothing is pruned."""
+    pruned = [file.name for file in backups or [] if not scheduled(file.name)]
+    return pruned[:max(len(pruned) - keep, 0)]
 
 
 def venvs_to_prune(state: ServerState, kept_releases: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ and the reload they need). Nothing in this module opens a connection: `tasks.ses
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -23,6 +24,14 @@ class Probe:
     key: str
     command: str
     parse: Callable[[str, int], Any] = lambda out, rc: out.strip() if rc == 0 else None
+
+
+def last_json(out: str, rc: int) -> Any:
+    """What a probe program prints as one JSON line at its end; None when it failed or said nothing readable."""
+    try:
+        return json.loads(out.strip().splitlines()[-1]) if rc == 0 and out.strip() else None
+    except (ValueError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -302,6 +302,14 @@ def _https(facts: dict, names: list[str]) -> list[Finding]:
     return found
 
 
+def _moving_up(version: str, breaks: list[str], pin: str) -> str:
+    """What usually needs changing on the way up from Django `version` to `pin`, as a clause ("" for nothing)."""
+    if not breaks:
+        return ""
+    return (f"; moving up from {version}, these usually need changing: {'; '.join(breaks)}; run the project "
+            f"on the new Django locally first (`python -m pip install '{pin}'`, `python manage.py check`)")
+
+
 def versions(django: tuple[int, ...] | None, python: tuple[int, int] | None,
              requirements_name: str = "the requirements file") -> list[Finding]:
     """A Django that does not run on the server's Python: which versions can, and what usually breaks."""
@@ -310,9 +318,7 @@ def versions(django: tuple[int, ...] | None, python: tuple[int, int] | None,
     version = ".".join(str(n) for n in django)
     target = compat.nearest_lts(python, django)
     breaks = compat.breaks_between(django, target.version)
-    changes = (f"; moving up from {version}, these usually need changing: {'; '.join(breaks)}; run the project "
-               f"on the new Django locally first (`python -m pip install '{compat.requirement(target, python)}'`, "
-               "`python manage.py check`)" if breaks else "")
+    changes = _moving_up(version, breaks, compat.requirement(target, python))
     return [Finding(f"Django {version} does not run on the server's {compat.python_name(python)}, so pip or "
                     f"its first import would fail there: {compat.runs_on_names(python)} run on it, so pin e.g. "
                     f"{compat.requirement(target, python)} in {requirements_name}{changes}")]
@@ -331,9 +337,7 @@ def local_versions(django: tuple[int, ...] | None, requirements_name: str, usual
     target = compat.nearest_lts_on(everywhere, django)
     pin = compat.requirement_on(target, everywhere)
     breaks = compat.breaks_between(django, target.version)
-    changes = (f"; moving up from {version}, these usually need changing: {'; '.join(breaks)}; run the project "
-               f"on the new Django locally first (`python -m pip install '{pin}'`, `python manage.py check`)"
-               if breaks and usual else "")
+    changes = _moving_up(version, breaks, pin) if usual else ""
     if not runs:
         return [Finding(f"Django {version} runs neither on {' nor on '.join(map(compat.debian_name, fails))}, "
                         "the Debian releases gangway sets up, so pip or its first import would fail on the "

@@ -7,7 +7,6 @@ builds, naming the key and `fab provision`, instead of a release failing on the 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ from ..inventory import Inventory
 from ..layout import Layout
 from ..commands import programs
 from ..commands.shell import join
-from ..facts.steps import Probe
+from ..facts.steps import Probe, last_json
 from . import Server
 
 
@@ -60,14 +59,7 @@ def probe(layout: Layout) -> Probe:
     paths = [(layout.unit_path, WSGI), (layout.gunicorn_conf, ""), (layout.nginx_site, f"(?:{DOMAINS})|(?:{UPLOAD})")]
     command = programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "served_files.py",
                            {"files": [list(p) for p in paths]})
-    return Probe("served_files", command, _parse)
-
-
-def _parse(out: str, rc: int) -> dict | None:
-    try:
-        return json.loads(out.strip().splitlines()[-1]) if rc == 0 and out.strip() else None
-    except (ValueError, IndexError):
-        return None
+    return Probe("served_files", command, last_json)
 
 
 def _sha(text: str) -> str:

@@ -76,7 +76,7 @@ def test_the_secret_key_is_made_on_the_server_and_never_printed(site, history):
     assert site.server.root(f"stat -c '%a %U' /srv/{APP}/shared/env").stdout.strip() == "600 root"
     assert site.server.root(f"cat /srv/{APP}/shared/env").stdout == env  # kept across deploys
     # A project that reads DATABASE_URL reaches the same database, as the app user, with no password.
-    assert f"DATABASE_URL='postgres:///{APP}'" in env
+    assert f'DATABASE_URL="postgres:///{APP}"' in env
     url = site.server.root(f"cd /tmp && runuser -u {APP} -- psql -XtAc 'select current_user' postgres:///{APP}")
     assert url.returncode == 0 and url.stdout.strip() == APP, url.stderr
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tasks.commands import backup as commands, release as release_commands, shell
-from tasks.facts import releases
+from tasks.facts import backups as listing, releases
 from tasks import timestamps
 from tasks.cli import backups as tasks_backups
 from tasks.cli.backups import schema_difference, table
@@ -114,9 +114,10 @@ def test_a_failed_scheduled_dump_leaves_no_file(tmp_path):
 
 
 def test_the_deploy_prunes_only_the_dumps_that_are_not_scheduled():
-    lines = ["a-before-migrate.dump 1 2026-01-01 00:00", "b-before-migrate.dump 1 2026-01-02 00:00",
-             "20260103T000000Z-daily.dump 1 2026-01-03 00:00", "20260104T000000Z-manual.dump 1 2026-01-04 00:00"]
-    assert releases.backups_to_prune(lines, 2) == ["a-before-migrate.dump"]
+    files = listing.parse_listing("b-before-migrate.dump\t1\t200\t500\na-before-migrate.dump\t1\t100\t500\n"
+                                  "20260103T000000Z-daily.dump\t1\t300\t500\n"
+                                  "20260104T000000Z-manual.dump\t1\t400\t500\n")
+    assert releases.backups_to_prune(listing.dumps(files), 2) == ["a-before-migrate.dump"]
 
 
 # --- names, kinds, listing -------------------------------------------------------------------------------------
@@ -146,8 +147,11 @@ def test_a_name_may_leave_out_dump():
 
 def test_the_listing_is_oldest_first_with_ages():
     out = "b.dump\t2048\t1700000100.5\t1700000200\na.media.tar.gz\t10\t1700000000.0\t1700000200\njunk\n"
-    files = commands.parse_listing(out, 0)
+    files = listing.parse_listing(out, 0)
     assert files == [("a.media.tar.gz", 10, 200), ("b.dump", 2048, 100)]
+    assert listing.dumps(files) == [("b.dump", 2048, 100)] and listing.newest_dump(files).name == "b.dump"
+    assert listing.newest_dump(listing.parse_listing("empty.dump\t0\t1\t2\n")) is None
+    assert listing.parse_listing("", 1) is None  # could not be listed: never "no backups"
     rows = table(files)
     assert "2.0 KiB" in rows[2] and "100 s" in rows[2] and rows[1].rstrip().endswith("media")
 
@@ -167,7 +171,7 @@ def test_ages_read_at_a_glance(seconds, words):  # one wording for backups and s
     shell.script(commands.restore_database(LAYOUT, "mysite", "x.dump")),
     shell.script(commands.exists(LAYOUT, "x.dump"), commands.readable_copy(LAYOUT, "x.dump", "deploy", LAYOUT.upload("t0", "x.dump"))),
     shell.script(commands.maintenance_on(LAYOUT, "me", "now"), commands.maintenance_off(LAYOUT)),
-    commands.listing_probe(LAYOUT).command,
+    listing.listing_command(LAYOUT),
     release_commands.maintenance_probe(LAYOUT).command,
 ], ids=["backup", "media", "adopt", "restore", "download", "maintenance", "listing", "maintenance probe"])
 def test_every_backup_script_passes_shellcheck(script):
@@ -284,12 +288,13 @@ def test_an_enabled_and_active_timer_with_the_same_files_is_left_alone():
 
 def test_the_shipped_backup_program_names_dumps_with_the_same_stamp():
     """templates/backups/backup.py runs on the server alone and cannot import tasks.timestamps."""
-    assert f'STAMP = "{timestamps.STAMP}"' in (TEMPLATES / "backups" / "backup.py").read_text()
+    program = (TEMPLATES / "backups" / "backup.py").read_text()
+    assert f'STAMP = "{timestamps.STAMP}"' in program and f'SUFFIX = "{listing.DAILY_SUFFIX}"' in program
 
 
 def test_a_listing_that_failed_is_none_never_no_backups():
-    assert commands.parse_listing("", 1) is None
-    assert commands.parse_listing("", 0) == []
+    assert listing.parse_listing("", 1) is None
+    assert listing.parse_listing("", 0) == []
 
 
 def test_the_deploy_s_backup_probe_tells_none_from_unreadable(tmp_path):
@@ -311,6 +316,6 @@ def test_the_deploy_s_backup_probe_tells_none_from_unreadable(tmp_path):
     assert answer() == []
     (tmp_path / "backups" / "20260101T000000Z-manual.dump").write_bytes(b"x" * 10)
     (found,) = answer()
-    assert found.startswith("20260101T000000Z-manual.dump 10 ")
+    assert (found.name, found.size) == ("20260101T000000Z-manual.dump", 10)
     assert answer({"find": "exit 1"}) is None  # find failing is not hidden behind sort
     assert releases.backups_to_prune(None, 0) == []  # what could not be listed is not pruned

@@ -194,7 +194,7 @@ def test_the_env_file_preview_reads_and_reports_and_writes_nothing(tmp_path):
     assert out.returncode == 0, out.stderr
     report = shell.parse_reports(out.stdout)
     assert report["env_before"] == target.read_text()
-    assert "A='2'" in report["env_after"] and "DJANGO_SECRET_KEY='k'" in report["env_after"]
+    assert 'A="2"' in report["env_after"] and "DJANGO_SECRET_KEY='k'" in report["env_after"]
     assert target.stat().st_mtime_ns == before.st_mtime_ns and list(tmp_path.iterdir()) == [target]
     missing = subprocess.run(["sh", "-c", command.replace(layout.env_file, str(tmp_path / "none"))],
                              capture_output=True, text=True)

@@ -21,7 +21,7 @@ def test_the_probe_reads_names_and_sizes_of_both_files_never_their_values(tmp_pa
     command = envsize.probe(LAYOUT).command.replace(LAYOUT.env_file, str(env)).replace(LAYOUT.config_env,
                                                                                           str(config))
     out = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
-    found = envsize.parse(out.stdout, out.returncode)
+    found = envsize.probe(LAYOUT).parse(out.stdout, out.returncode)
     assert found["env"] == {"DJANGO_SECRET_KEY": 60, "DJANGO_DB_NAME": 6, "OPERATOR": 5}
     assert found["config"] == {"TOKEN": 5, "BIG": 2000}  # bytes, as systemd passes them, unescaped
     assert found["managed"] == ["DJANGO_DB_NAME", "OLD_ONE"] and found["arg_max"] > 0
@@ -31,7 +31,7 @@ def test_the_probe_reads_names_and_sizes_of_both_files_never_their_values(tmp_pa
 def test_missing_files_are_empty_not_an_error(tmp_path):
     command = envsize.probe(Layout("nothing-here")).command.replace("/srv/", str(tmp_path) + "/")
     out = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
-    assert envsize.parse(out.stdout, out.returncode)["env"] == {}
+    assert envsize.probe(LAYOUT).parse(out.stdout, out.returncode)["env"] == {}
 
 
 def test_a_deploy_counts_the_inventory_values_and_drops_names_it_no_longer_manages():

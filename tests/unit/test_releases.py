@@ -145,8 +145,8 @@ def test_the_env_file_keeps_the_operators_lines_and_the_secret(tmp_path):
     script = release_commands.env_file(layout, {"DJANGO_DB_NAME": "m", "DJANGO_ALLOWED_HOSTS": "a.test"})
     subprocess.run(["sh", "-c", script.replace(layout.env_file, str(env))], check=True)
     assert env.read_text() == (f"{release_commands.ENV_FILE_MARK}DJANGO_ALLOWED_HOSTS DJANGO_DB_NAME\n"
-                               "DJANGO_SECRET_KEY='kept'\nMY_SETTING='mine'\nDJANGO_DB_NAME='m'\n"
-                               "DJANGO_ALLOWED_HOSTS='a.test'\n")
+                               "DJANGO_SECRET_KEY='kept'\nMY_SETTING='mine'\nDJANGO_DB_NAME=\"m\"\n"
+                               "DJANGO_ALLOWED_HOSTS=\"a.test\"\n")
     assert oct(env.stat().st_mode)[-3:] == "600"
     fresh = tmp_path / "fresh"
     subprocess.run(["sh", "-c", script.replace(layout.env_file, str(fresh))], check=True)

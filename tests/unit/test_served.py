@@ -72,7 +72,7 @@ def test_the_probe_reads_hashes_and_the_key_lines(tmp_path):
         local.write_text(item.variants[0])
         command = command.replace(item.path, str(local))
     out = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
-    found = served._parse(out.stdout, out.returncode)
+    found = served.probe(layout).parse(out.stdout, out.returncode)
     assert found is not None, out.stderr
     remapped = {item.path: found[str(tmp_path / item.path.strip("/").replace("/", "_"))]
                 for item in served.files(inv)}
@@ -101,7 +101,7 @@ def test_the_probe_reads_hostile_paths_as_data_as_a_gather_runs_it(tmp_path, val
     Path(layout.nginx_site).write_text("server {\n    server_name app.test;\n    client_max_body_size 10m;\n}\n")
     command = served.probe(layout).command
     out = subprocess.run(["sh", "-c", f"( {command} ) </dev/null"], cwd=tmp_path, capture_output=True, text=True)
-    found = served._parse(out.stdout, out.returncode)
+    found = served.last_json(out.stdout, out.returncode)
     assert found is not None and not (tmp_path / "CANARY").exists(), out.stderr
     assert found[layout.unit_path]["lines"] == ["ExecStart=/srv/gunicorn mysite.wsgi:application"]
     assert found[layout.unit_path]["sha256"] == hashlib.sha256(Path(layout.unit_path).read_bytes()).hexdigest()

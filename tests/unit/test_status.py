@@ -11,6 +11,8 @@ from tasks import defaults
 from tasks.cli import status
 from tasks.inventory import Acme, App, Host, Inventory
 from tasks.commands.release import LOW_SPACE_KIB, state_probes
+from tasks.facts import backups as listing
+from tasks.facts.backups import BackupFile
 from tasks.facts.releases import GOOD, Release, ServerState
 from tasks.cli.status import FAIL, OK, WARN, Health, Timer
 from tests.unit.shellcheck import assert_shellcheck_clean
@@ -63,9 +65,11 @@ def test_units_timers_disk_memory_and_backups_are_read():
     assert status.parse_disk(disk, 0) == [status.Disk("/", 91, 9)]
     assert status.parse_meminfo("MemTotal:  2048000 kB\nMemAvailable: 1024000 kB\n") == {
         "MemTotal": 2048000, "MemAvailable": 1024000}
-    assert status.parse_backup("1799999000.5 1048576 20261127T020000Z-daily.dump\n") == (
-        1799999000, 1048576, "20261127T020000Z-daily.dump")
-    assert status.parse_backup("") is None
+    newest = next(p for p in status.status_probes(LAYOUT, "a", "/", True) if p.key == "newest_backup")
+    assert newest.parse("20261127T020000Z-daily.dump\t1048576\t1799999000.5\t1800000000\n"
+                        "x.media.tar.gz\t10\t1799999999\t1800000000\nold.dump\t5\t1700000000\t1800000000\n", 0
+                        ) == ("20261127T020000Z-daily.dump", 1048576, 1000)
+    assert newest.parse("", 0) is None and isinstance(newest.parse("", 1), status.Unreadable)
     assert status.parse_health("garbage") is None
 
 
@@ -430,12 +434,12 @@ def test_the_status_probes_measure_the_live_release(tmp_path):
 
 
 def test_an_old_backup_warns_only_when_backups_are_scheduled():
-    old = (NOW - 3 * DAY, 1024, "x-daily.dump")
-    assert status.backup_check(old, NOW, True, 2).level == WARN
-    assert status.backup_check(old, NOW, False, 2).level == OK
-    assert status.backup_check((NOW - DAY, 1024, "x.dump"), NOW, True, 2).level == OK
-    assert status.backup_check(None, NOW, True, 2).level == WARN
-    assert status.backup_check(None, NOW, False, 2).level == OK
+    old = BackupFile("x-daily.dump", 1024, 3 * DAY)
+    assert status.backup_check(old, True, 2).level == WARN
+    assert status.backup_check(old, False, 2).level == OK
+    assert status.backup_check(BackupFile("x.dump", 1024, DAY), True, 2).level == OK
+    assert status.backup_check(None, True, 2).level == WARN
+    assert status.backup_check(None, False, 2).level == OK
 
 
 def test_the_live_instance_down_fails_naming_it_and_a_failed_old_one_warns():
@@ -556,7 +560,7 @@ def test_the_app_down_exits_two_and_a_warning_exits_one():
 def test_backups_count_as_scheduled_when_the_backup_timer_exists():
     timers = _facts()["timers"] + [Timer("mysite-backup.timer", "active", NOW - DAY, NOW + 60, "success")]
     found = status.checks(_inventory(), "app.example.com", STATE,
-                          _facts(timers=timers, newest_backup=(NOW - 3 * DAY, 10, "old-daily.dump")))
+                          _facts(timers=timers, newest_backup=BackupFile("old-daily.dump", 10, 3 * DAY)))
     assert {c.name: c.level for c in found}["backups"] == WARN
 
 
@@ -612,26 +616,26 @@ def answer(probe, tmp_path, stubs=None):
 
 def test_the_newest_backup_probe_tells_none_from_unreadable(tmp_path):
     backups = tmp_path / "backups"
-    probe = status.Probe("newest_backup", status.newest_backup_command(str(backups)), status.parse_newest_backup)
+    command = listing.listing_command(LAYOUT).replace(LAYOUT.backups, str(backups))
+    probe = status.Probe("newest_backup", command, status.parse_newest_backup)
     assert isinstance(answer(probe, tmp_path), status.Unreadable)  # no directory to list
     backups.mkdir()
     assert answer(probe, tmp_path) is None  # listed, and there is none
     (backups / "empty.dump").write_bytes(b"")
     assert answer(probe, tmp_path) is None  # an empty dump is not a backup
     (backups / "20261127T020000Z-daily.dump").write_bytes(b"x" * 10)
-    modified, size, name = answer(probe, tmp_path)
-    assert (size, name) == (10, "20261127T020000Z-daily.dump")
-    # find failing (a directory it may not read) is not hidden behind the pipe's last command.
+    newest = answer(probe, tmp_path)
+    assert (newest.size, newest.name) == (10, "20261127T020000Z-daily.dump")
+    # find failing (a directory it may not read) is not taken for "no backups".
     assert isinstance(answer(probe, tmp_path, {"find": "echo 'find: permission denied' >&2; exit 1"}),
                       status.Unreadable)
-    assert probe_of("newest_backup").command == status.newest_backup_command("/srv/mysite/backups")
-    assert isinstance(status.parse_newest_backup("garbage\n", 0), status.Unreadable)
+    assert probe_of("newest_backup").command == listing.listing_command(LAYOUT)
     assert isinstance(status.parse_newest_backup("", 2), status.Unreadable)
 
 
 def test_an_unreadable_backup_directory_warns_and_is_never_none_yet():
     for scheduled in (True, False):
-        check = status.backup_check(status.Unreadable("listing it exited with status 1"), NOW, scheduled, 2,
+        check = status.backup_check(status.Unreadable("listing it exited with status 1"), scheduled, 2,
                                     "/srv/mysite/backups/")
         assert check.level == WARN and "none yet" not in check.detail
         assert check.detail == ("could not read /srv/mysite/backups/ (listing it exited with status 1), so whether "
