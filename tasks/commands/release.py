@@ -144,45 +144,11 @@ def env_file(layout: Layout, managed: dict[str, str], preview: bool = False) -> 
         if not key.isidentifier():
             raise ValueError(f"{key!r} cannot be written to the environment file: it is not a variable name")
     lines = {key: envfile.encode_line(key, value) for key, value in managed.items()}  # ValueError: not one line
-    program = envfile.reader_source() + f"""
-import json, os, secrets, sys
-path = {layout.env_file!r}
-managed = {lines!r}
-mark = {ENV_FILE_MARK!r}
-old = open(path).read() if os.path.exists(path) else None
-lines = old.splitlines() if old is not None else []
-before = set()
-for line in lines:
-    if line.startswith(mark):
-        before = set(line[len(mark):].split())
-lines = [l for l in lines if not l.startswith(mark)]
-def key_of(line):
-    split = split_line(line)
-    return split[0] if split else None
-gone = before - set(managed) - {{"DJANGO_SECRET_KEY"}}
-lines = [l for l in lines if key_of(l) not in gone]
-if "DJANGO_SECRET_KEY" not in {{key_of(l) for l in lines}}:
-    lines.append("DJANGO_SECRET_KEY='%s'" % secrets.token_urlsafe(50))
-out = [mark + " ".join(sorted(managed))]
-for line in lines:
-    key = key_of(line)
-    out.append(managed.pop(key) if key in managed else line)
-out += list(managed.values())
-text = "\\n".join(out) + "\\n"
-if {preview!r}:
-    print({shell.REPORT!r} + " " + json.dumps({{"env_before": old, "env_after": text}}))
-elif old != text:
-    tmp = path + ".gw-new"
-    try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-"""
-    return f"python3 -B -c {q(program)}"  # -B: no bytecode written, not even for a preview
+    # -B: no bytecode written, not even for a preview.
+    return programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "env_file.py",
+                        {"path": layout.env_file, "managed": lines, "mark": ENV_FILE_MARK, "preview": bool(preview),
+                         "report": shell.REPORT},
+                        envfile.reader_source() + programs.source("env_file.py"))
 
 
 def unpack(layout: Layout, release: Release, archive: str) -> str:

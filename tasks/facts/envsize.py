@@ -11,8 +11,9 @@ names and sizes: no value leaves the server).
 from __future__ import annotations
 
 from ..layout import Layout
+from ..commands import programs
 from ..commands.envfile import reader_source
-from ..commands.shell import q
+from ..commands.shell import join
 from .steps import Probe, last_json
 
 KIB, MIB = 1024, 1024 * 1024
@@ -30,29 +31,13 @@ INVENTORY = "app.env in the inventory"
 GANGWAY = "set by gangway"
 CONFIG = "fab config"
 
-# Runs as root: the names and value sizes (bytes, as systemd will pass them) of both files, the names gangway
-# last wrote into shared/env (its mark line), and the server's ARG_MAX. Values are never printed. The files are
-# read by envfile's reader, sent ahead of this program (`parse`).
-_PROGRAM = r"""
-import json, os, sys
-env_path, config_path, mark = sys.argv[1:4]
-def read(path):
-    try:
-        text = open(path, encoding="utf-8", errors="replace").read()
-    except OSError:
-        return {}, []
-    marks = [line[len(mark):].split() for line in text.splitlines() if line.startswith(mark)]
-    return {name: len(value.encode()) for name, value in parse(text).items()}, (marks[-1] if marks else [])
-env, managed = read(env_path)
-config, _ = read(config_path)
-print(json.dumps({"env": env, "managed": managed, "config": config, "arg_max": os.sysconf("SC_ARG_MAX")}))
-"""
-
-
 def probe(layout: Layout) -> Probe:
+    """The sizes in the server's two environment files (templates/programs/env_sizes.py), as root."""
     from ..commands.release import ENV_FILE_MARK
-    return Probe("env_sizes", f"python3 -B -c {q(reader_source() + _PROGRAM)} {q(layout.env_file)} {q(layout.config_env)} "
-                              f"{q(ENV_FILE_MARK)}", last_json)
+    return Probe("env_sizes", programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "env_sizes.py",
+                                           {"env": layout.env_file, "config": layout.config_env,
+                                            "mark": ENV_FILE_MARK},
+                                           reader_source() + programs.source("env_sizes.py")), last_json)
 
 
 def after_deploy(found: dict | None, managed: dict[str, str], inventory_env: set[str]) -> dict[str, tuple[int, str]]:

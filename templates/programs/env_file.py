@@ -1,0 +1,51 @@
+# The app's environment file (shared/env): created once with a new secret key, then the keys gangway manages
+# kept up to date. Run as root by tasks/commands/release.py `env_file`, after the environment-file reader of
+# tasks/commands/envfile.py (`split_line`), which reads a line as systemd does.
+# Input: {"path": ..., "managed": {NAME: "NAME=encoded line"}, "mark": "# comment naming the managed keys",
+#         "preview": bool, "report": "@gangway"}.
+# A key gangway wrote before and no longer manages is removed; lines the operator added are left alone. The
+# secret key is generated here and never printed. With "preview", nothing is written: the file as it is and
+# as it would be are printed as one report line ({"env_before", "env_after"}).
+import json
+import os
+import secrets
+import sys
+
+args = json.load(sys.stdin)
+path, managed, mark = args["path"], dict(args["managed"]), args["mark"]
+old = open(path).read() if os.path.exists(path) else None
+lines = old.splitlines() if old is not None else []
+before = set()
+for line in lines:
+    if line.startswith(mark):
+        before = set(line[len(mark):].split())
+lines = [line for line in lines if not line.startswith(mark)]
+
+
+def key_of(line):
+    split = split_line(line)
+    return split[0] if split else None
+
+
+gone = before - set(managed) - {"DJANGO_SECRET_KEY"}
+lines = [line for line in lines if key_of(line) not in gone]
+if "DJANGO_SECRET_KEY" not in {key_of(line) for line in lines}:
+    lines.append("DJANGO_SECRET_KEY='%s'" % secrets.token_urlsafe(50))
+out = [mark + " ".join(sorted(managed))]
+for line in lines:
+    key = key_of(line)
+    out.append(managed.pop(key) if key in managed else line)
+out += list(managed.values())
+text = "\n".join(out) + "\n"
+if args["preview"]:
+    print(args["report"] + " " + json.dumps({"env_before": old, "env_after": text}))
+elif old != text:
+    tmp = path + ".gw-new"
+    try:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
