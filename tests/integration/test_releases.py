@@ -203,10 +203,14 @@ def test_static_files_nginx_would_not_serve_stop_the_release_before_traffic_move
     settings = (site.repo.path / "mysite/settings.py").read_text()
     site.repo.commit("static files under another URL", **{
         "mysite__settings.py": settings.replace('STATIC_URL = "/static/"', 'STATIC_URL = "/assets/"')})
-    out = site.deploy(check=False)
+    try:
+        out = site.deploy(check=False)
+    finally:
+        site.repo.reset(good)
     _assert_set_aside(site, out, before, hits)
-    assert "its static files would not be served: GET /assets/" in out.stderr and "STATIC_URL" in out.stderr
-    site.repo.reset(good)
+    # Caught by the readiness gate, the first of the release check: before anything is migrated.
+    assert "STATIC_URL is '/assets/', but nginx serves the static files at /static/" in out.stderr, out.stderr
+    assert "the settings are not ready for production" in out.stderr
 
 
 def test_a_release_that_crashes_at_start_is_set_aside_with_its_traceback(site):

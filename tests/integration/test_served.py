@@ -52,11 +52,14 @@ def test_a_first_deploy_failing_at_the_static_gate_then_good_deploys_serve_the_r
     assert placeholder.status == 200 and "ready for its first deploy" in placeholder.body, placeholder.body[:300]
     placeholder_backend = site.root(f"cat {BACKEND}")
 
-    # 1. A first deploy whose STATIC_URL nginx does not serve: it fails at the static gate, after migrating.
+    # 1. A first deploy whose static files nginx cannot read (collected owner-only, a storage option readiness
+    # does not judge): it fails at the static gate, the last check before traffic moves, after migrating.
     good = site.repo.git("rev-parse", "HEAD")
     settings = (site.repo.path / "mysite/settings.py").read_text()
-    site.repo.commit("static files under another URL", **{
-        "mysite__settings.py": settings.replace('STATIC_URL = "/static/"', 'STATIC_URL = "/assets/"')})
+    manifest = '"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage",'
+    assert manifest in settings
+    site.repo.commit("static files collected owner-only", **{
+        "mysite__settings.py": settings.replace(manifest, manifest + ' "OPTIONS": {"file_permissions_mode": 0o600},')})
     try:
         failed = site.deploy(check=False)
     finally:
