@@ -221,6 +221,7 @@ def test_a_full_disk_during_a_restore_upload_is_one_clear_message_and_leaves_no_
         assert failed.stderr.count("not enough disk space") == 1, failed.stderr
         assert re.search(r"\d+\.\d MiB free in /srv/\S+/releases/", failed.stderr), failed.stderr
         assert "nothing was restored" in failed.stderr, failed.stderr
+        assert "it needs about" in failed.stderr and "MiB kept spare" in failed.stderr, failed.stderr
         assert site.root(uploads).strip() == "0", site.root(f"ls -la {releases}")
         assert site.answering() == before  # no maintenance page either: nothing was touched
     finally:

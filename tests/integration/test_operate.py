@@ -204,6 +204,7 @@ def test_a_full_disk_during_config_set_is_one_clear_message_and_changes_nothing(
         assert failed.stderr.count("not enough disk space") == 1, failed.stderr
         assert re.search(r"\d+\.\d MiB free in /srv/\S+/releases/", failed.stderr), failed.stderr
         assert "nothing changed" in failed.stderr, failed.stderr
+        assert "it needs about" in failed.stderr and "MiB kept spare" in failed.stderr, failed.stderr
         assert uploads_left(site) == "", site.root(f"ls -la {releases}")
         assert site.answering() == before
     finally:
