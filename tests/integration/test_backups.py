@@ -143,12 +143,16 @@ def test_a_dump_pg_restore_refuses_midway_is_removed_and_not_listed(site, tmp_pa
     assert site.get("/version/").status == 200
 
 
-# pg_restore drops and re-creates counter_hit: while another session holds a lock on it, the restore waits
-# there, so Ctrl-C lands while pg_restore runs, whatever the machine's speed.
+# pg_restore drops and re-creates counter_hit, and pg_dump reads it: while another session holds a lock on it
+# (access exclusive, for pg_dump to wait too), the step waits there, so Ctrl-C lands in that step, whatever the
+# machine's speed.
 BLOCKER = "gangway-test-blocker"
-HOLD_A_LOCK = (f"cd /tmp && setsid nohup runuser -u {APP} -- psql -Xq -d 'dbname={APP} application_name={BLOCKER}' "
-               "-c 'begin; lock table counter_hit in access share mode; select pg_sleep(300); commit' "
-               "</dev/null >/dev/null 2>&1 &")
+
+
+def hold_a_lock(site, mode: str = "access share") -> None:
+    site.root(f"cd /tmp && setsid nohup runuser -u {APP} -- psql -Xq -d 'dbname={APP} application_name={BLOCKER}' "
+              f"-c 'begin; lock table counter_hit in {mode} mode; select pg_sleep(300); commit' "
+              "</dev/null >/dev/null 2>&1 &")
 
 
 def release_the_lock(site) -> None:
@@ -156,21 +160,21 @@ def release_the_lock(site) -> None:
               f"\"select pg_terminate_backend(pid) from pg_stat_activity where application_name = '{BLOCKER}'\"")
 
 
-def pg_restore_waits(site) -> bool:
+def waits_for_the_lock(site, program: str) -> bool:
     return site.root("cd /tmp && runuser -u postgres -- psql -XtAc \"select count(*) from pg_stat_activity "
-                     "where application_name = 'pg_restore' and wait_event_type = 'Lock'\"").strip() != "0"
+                     f"where application_name = '{program}' and wait_event_type = 'Lock'\"").strip() != "0"
 
 
 def test_ctrl_c_during_a_restore_says_what_it_left_and_the_maintenance_mode_it_reads_back(site):
     site.run("maintenance", "off")
     made = site.run("backup").stdout
     name = re.search(r"backups/(\S+-manual\.dump)", made).group(1)
-    site.root(HOLD_A_LOCK)
+    hold_a_lock(site)
     run = site.start("restore", name, "--yes")
     try:
         run.wait_for_line(lambda line: "maintenance: on" in line)
         deadline = time.monotonic() + 60
-        while not pg_restore_waits(site):
+        while not waits_for_the_lock(site, "pg_restore"):
             assert time.monotonic() < deadline and run.process.poll() is None, run.output
             time.sleep(0.3)
         run.process.send_signal(signal.SIGINT)
@@ -199,6 +203,38 @@ def test_ctrl_c_during_a_restore_says_what_it_left_and_the_maintenance_mode_it_r
             time.sleep(0.5)
         assert "maintenance mode is off" in site.run("maintenance", "off").stdout
     assert site.get("/version/").status == 200
+
+
+def test_ctrl_c_during_the_backup_before_a_restore_says_nothing_was_restored_and_maintenance_is_off(site):
+    site.run("maintenance", "off")
+    name = re.search(r"backups/(\S+-manual\.dump)", site.run("backup").stdout).group(1)
+    rows = site.hits()
+    hold_a_lock(site, "access exclusive")  # the backup taken before the restore (pg_dump) waits for it
+    run = site.start("restore", name, "--yes")
+    try:
+        run.wait_for_line(lambda line: line.startswith("restore "))
+        deadline = time.monotonic() + 60
+        while not waits_for_the_lock(site, "pg_dump"):
+            assert time.monotonic() < deadline and run.process.poll() is None, run.output
+            time.sleep(0.3)
+        run.process.send_signal(signal.SIGINT)
+        done = run.finish(120)
+    finally:
+        run.stop()
+        release_the_lock(site)
+    print(done.stdout.strip() + "\n" + done.stderr.strip())
+    try:
+        assert done.returncode == 130 and "Traceback" not in done.stderr, done.stdout + done.stderr
+        assert ("restore interrupted: nothing was restored and this restore did not turn maintenance mode on "
+                "(read back from the server: off)") in done.stderr, done.stderr
+        assert "maintenance: on" not in done.stdout
+        assert site.get("/version/").status == 200  # no maintenance page through the site's name
+        assert site.hits() == rows
+    finally:
+        deadline = time.monotonic() + 120  # the interrupted run's pg_dump ends (or has ended) on the server
+        while site.root("pgrep -x pg_dump || true").strip() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    print("backups/ after:", " ".join(f for f in site.files() if "before-restore" in f or f.endswith(".part")))
 
 
 def test_a_full_disk_during_a_restore_upload_is_one_clear_message_and_leaves_no_part(site, tmp_path):
