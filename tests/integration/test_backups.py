@@ -230,11 +230,16 @@ def test_ctrl_c_during_the_backup_before_a_restore_says_nothing_was_restored_and
         assert "maintenance: on" not in done.stdout
         assert site.get("/version/").status == 200  # no maintenance page through the site's name
         assert site.hits() == rows
+        # pg_dump goes on on the server once its lock is free: the message names the backup that may appear.
+        taking = re.search(r"The backup it was taking first \((\S+-before-restore\.dump)\) may still finish",
+                           done.stderr)
+        assert taking, done.stderr
     finally:
         deadline = time.monotonic() + 120  # the interrupted run's pg_dump ends (or has ended) on the server
         while site.root("pgrep -x pg_dump || true").strip() and time.monotonic() < deadline:
             time.sleep(0.5)
-    print("backups/ after:", " ".join(f for f in site.files() if "before-restore" in f or f.endswith(".part")))
+    assert taking.group(1) in site.listed()  # as the message said
+    assert not [f for f in site.files() if f.endswith(".part")], site.files()
 
 
 def test_a_full_disk_during_a_restore_upload_is_one_clear_message_and_leaves_no_part(site, tmp_path):
