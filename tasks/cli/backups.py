@@ -169,10 +169,12 @@ RESTORE_INTERRUPTED = ("nothing was restored and maintenance mode was not touche
 
 
 class _Progress:
-    """How far a restore got, for what Ctrl-C says: the uploaded dump kept, the backup taken before, whether
-    this restore turned maintenance mode on (or was turning it on), whether pg_restore was started."""
+    """How far a restore got, for what Ctrl-C says: the uploaded dump kept, the backup taken before (or being
+    taken: pg_dump goes on on the server after Ctrl-C), whether this restore turned maintenance mode on (or was
+    turning it on), whether pg_restore was started."""
     def __init__(self) -> None:
         self.uploaded: str | None = None
+        self.taking: str | None = None
         self.fresh: str | None = None
         self.maintenance = False
         self.restoring = False
@@ -207,8 +209,10 @@ def _restore_steps(session: Session, name: str | None, upload: tuple[str, bytes]
         ok, _, tail = session.run(("exists", commands.exists(layout, name)))
         if not ok:
             raise DeployError(f"{last_lines(tail)}: see the names `fab backups` lists; nothing was changed")
-    ok, report, tail = session.run(("backup", release_commands.backup(layout, session.app,
-                                                                      f"{commands.stamp()}-before-restore")))
+    before = f"{commands.stamp()}-before-restore"
+    progress.taking = before + listing.DUMP
+    ok, report, tail = session.run(("backup", release_commands.backup(layout, session.app, before)))
+    progress.taking = None
     if not ok:
         raise DeployError(f"the backup before the restore failed, so nothing was restored:\n{last_lines(tail)}")
     fresh = progress.fresh = report["backup"]
@@ -219,7 +223,9 @@ def _restore_steps(session: Session, name: str | None, upload: tuple[str, bytes]
 def _interrupted(session: Session, progress: _Progress, name: str | None) -> str:
     """What is true after Ctrl-C during a restore, with the maintenance flag read back from the server."""
     kept = (f" The uploaded dump is kept as {progress.uploaded}." if progress.uploaded else "") + (
-        f" The backup taken just before is {progress.fresh}." if progress.fresh else "")
+        f" The backup taken just before is {progress.fresh}." if progress.fresh else "") + (
+        f" The backup it was taking first ({progress.taking}) may still finish on the server: `fab backups` "
+        "lists it once it is complete." if progress.taking else "")
     name = progress.uploaded or name
     if progress.restoring:
         flag = _read_flag(session)

@@ -24,12 +24,19 @@ def _free(stdout: str) -> int | None:
     return free if isinstance(free, int) else None
 
 
+def _size(n: int) -> str:
+    return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+
+
 def disk_full(session: Session, what: str, size: int, free_kib: int | None, nothing: str) -> DeployError:
-    """A full disk, named with the free space, as deploys name it."""
+    """A full disk, named with the free space and what the upload needs (the file, and the spare a run keeps:
+    a small file is refused with more than its size free), as deploys name it."""
     free = f"{free_kib / 1024:.1f} MiB free in {session.layout.releases}/" if free_kib is not None else \
         "free space unknown"
-    return DeployError(f"not enough disk space on {session.host.address} for {what} ({size / MIB:.1f} MiB): "
-                       f"{free}. Free some space (old database dumps in {session.layout.backups}/, "
+    need = size + commands.LOW_SPACE_KIB * 1024
+    return DeployError(f"not enough disk space on {session.host.address} for {what}: it needs about "
+                       f"{need / MIB:.1f} MiB (the file's {_size(size)}, and {commands.LOW_SPACE_KIB // 1024} MiB "
+                       f"kept spare), {free}. Free some space (old database dumps in {session.layout.backups}/, "
                        "`sudo apt-get clean`, `sudo journalctl --vacuum-size=100M`) and run it again; the partial "
                        f"upload was removed, {nothing}")
 

@@ -9,17 +9,14 @@ The tests run in order and build on each other: the full upload disk comes befor
 
 from __future__ import annotations
 
-import queue
 import re
 import subprocess
-import threading
 import time
-from shlex import quote
 
 import pytest
 
-from tests.integration.appsite import GOOD_MIGRATION, Site, deployed_id, make_site
-from tests.integration.conftest import APP, REPO, provision_fresh
+from tests.integration.appsite import GOOD_MIGRATION, Run, Site, deployed_id, free_bytes, make_site, mount_small
+from tests.integration.conftest import APP, provision_fresh
 
 ROOT = f"/srv/{APP}"
 
@@ -44,9 +41,6 @@ urlpatterns.insert(0, path("healthz/", _unhealthy))
 
 
 class FaultSite(Site):
-    def start(self, task: str, *args: str) -> "Run":
-        return Run(self.command(task, *args))
-
     def add_requirement(self, line: str) -> str:
         return self.repo.commit(f"requirement {line}", **{
             "requirements.txt": (self.repo.path / "requirements.txt").read_text() + line + "\n"})
@@ -78,64 +72,6 @@ class FaultSite(Site):
         return partial + sorted(empty)
 
 
-class Run:
-    """A fab command running in the background; its output is read as it comes, every wait is bounded."""
-
-    def __init__(self, argv: list[str]):
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stdout: list[str] = []
-        self.stderr: list[str] = []
-        self._readers = [threading.Thread(target=self._read, args=(self.process.stdout, self.stdout, True)),
-                         threading.Thread(target=self._read, args=(self.process.stderr, self.stderr, False))]
-        for reader in self._readers:
-            reader.start()
-
-    def _read(self, stream, into: list[str], announce: bool) -> None:
-        for line in stream:
-            into.append(line)
-            if announce:
-                self.lines.put(line)
-
-    def wait_for_line(self, matches, timeout: float = 120) -> str:
-        """The first stdout line (from now on) that `matches`; fails if the run ends or time is up first."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.process.poll() is not None and self.lines.empty():
-                    self.finish(5)
-                    raise AssertionError(f"the run ended before the line we waited for:\n{self.output}")
-                continue
-            if matches(line):
-                return line
-        raise AssertionError(f"no such line within {timeout} s:\n{self.output}")
-
-    def finish(self, timeout: float = 300) -> subprocess.CompletedProcess:
-        try:
-            self.process.wait(timeout=timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait(timeout=10)
-            for reader in self._readers:
-                reader.join(timeout=10)
-        return subprocess.CompletedProcess(self.process.args, self.process.returncode, "".join(self.stdout),
-                                           "".join(self.stderr))
-
-    def stop(self) -> None:
-        """End the run if it is still going (a test that failed midway)."""
-        if self.process.poll() is None:
-            self.finish(5)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.stdout) + "\n--- stderr:\n" + "".join(self.stderr)
-
-
 def one_clear_failure(out: subprocess.CompletedProcess) -> None:
     assert out.returncode == 1, f"{out.returncode}\n{out.stdout}\n{out.stderr}"
     assert "Traceback" not in out.stderr, out.stderr
@@ -152,27 +88,6 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def site(server, tmp_path_factory) -> FaultSite:
     return make_site(server, tmp_path_factory, "faults", kind=FaultSite)
-
-
-def mount_small(site: Site, directory: str, size: str, keep_content: bool = False) -> None:
-    """A small tmpfs over `directory`, owned and permitted as the directory was. With `keep_content`, what
-    the directory held is copied onto it first and `size` is the room left on top of that: the live release's
-    Python environment must stay where it was, since its Gunicorn workers import from it."""
-    d = quote(directory)
-    uid, gid, mode = site.root(f"stat -c '%u %g %a' {d}").split()
-    copy = "/var/tmp/gangway-test-copy"
-    if keep_content:
-        site.root(f"rm -rf {copy} && cp -a {d} {copy}")
-    site.root(f"mount -t tmpfs -o size={'1G' if keep_content else size},uid={uid},gid={gid},mode=0{mode} "
-              f"gangway-test-full {d}")
-    if keep_content:  # copied in, then shrunk to what the copy takes there plus `size`
-        site.root(f"cp -a {copy}/. {d}/ && rm -rf {copy}")
-        used_kib = int(site.root(f"df -k --output=used {d} | tail -n 1"))
-        site.root(f"mount -o remount,size={used_kib + int(size.rstrip('k'))}k {d}")
-
-
-def free_bytes(site: Site, directory: str) -> int:
-    return int(site.root(f"df -B1 --output=avail {quote(directory)} | tail -n 1"))
 
 
 # --- a full disk during the upload (before any deploy) -------------------------------------------------------

@@ -1,7 +1,9 @@
 """`fab manage`, `fab config`, `fab import-data` and the inventory's app.env, on a real server: a command and its
 exit status, createsuperuser answered through a real terminal, variables that reach the app verbatim and never
 show in fab's output, the local SQLite content and media served over HTTPS after an import that is refused the
-second time."""
+second time. Refused before anything changes, the live release serving on: `fab config` on a full disk (one
+message, with the free space, no partial upload), an environment past Linux's limits (from fab config, or
+from the inventory's app.env on a deploy)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import time
 import pytest
 
 from tests.integration.inventory import write_inventory
-from tests.integration.appsite import Site, make_site
+from tests.integration.appsite import Site, free_bytes, make_site, mount_small
 from tests.integration.conftest import APP, DOMAINS, REPO
 
 # Views the test's copy of the example app adds: an environment variable, and the paths of every Hit row.
@@ -181,6 +183,86 @@ def test_a_config_change_that_breaks_the_app_is_undone_and_the_live_release_keep
     assert "still serving" in broken.stdout + broken.stderr, broken.stdout + broken.stderr
     assert site.answering() == live
     assert "GUNICORN_CMD_ARGS" not in site.run("config").stdout
+
+
+def uploads_left(site) -> str:
+    return site.root(f"ls -a /srv/{APP}/releases | grep '^\\.upload-' || true").strip()
+
+
+def test_a_full_disk_during_config_set_is_one_clear_message_and_changes_nothing(site):
+    name = "GANGWAY_TEST_FULL_DISK"
+    site.run("config", "--unset", name)  # not set, whatever ran before
+    before, releases = site.answering(), f"/srv/{APP}/releases"
+    assert uploads_left(site) == ""
+    mount_small(site, releases, "1024k", keep_content=True)  # the releases stay where they were
+    try:
+        site.root(f"head -c {free_bytes(site, releases) - 4096} /dev/zero > {releases}/.filler")
+        print(f"free in releases/: {free_bytes(site, releases) / 1024:.1f} KiB")
+        failed = site.run("config", "--set", f"{name}=on", check=False)
+        print(failed.stderr.strip())
+        assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stdout + failed.stderr
+        assert failed.stderr.count("not enough disk space") == 1, failed.stderr
+        assert re.search(r"\d+\.\d MiB free in /srv/\S+/releases/", failed.stderr), failed.stderr
+        assert "nothing changed" in failed.stderr, failed.stderr
+        assert "it needs about" in failed.stderr and "MiB kept spare" in failed.stderr, failed.stderr
+        assert uploads_left(site) == "", site.root(f"ls -la {releases}")
+        assert site.answering() == before
+    finally:
+        site.root(f"umount {releases}")
+        site.run("config", "--unset", name, check=False)
+    assert uploads_left(site) == ""
+    assert name not in site.run("config").stdout
+    assert site.env(name) == "<unset>"
+    assert site.answering() == before
+
+
+# Values under Linux's limit for one string (so fab itself can be given them on its command line), which
+# together pass its limit for a program's whole environment (ARG_MAX: 2 MiB with the usual 8 MiB stack).
+CHUNK = "x" * (100 * 1024)
+
+
+def test_config_past_the_environment_limit_is_refused_before_anything_changes(site):
+    arg_max = int(site.root("getconf ARG_MAX"))
+    first = [f"GANGWAY_TEST_BIG_{i}" for i in range(arg_max // len(CHUNK) // 2)]
+    second = [f"GANGWAY_TEST_MORE_{i}" for i in range(arg_max // len(CHUNK) // 2 + 2)]
+    site.run("config", *[a for n in first + second for a in ("--unset", n)])  # none set, whatever ran before
+    try:
+        site.run("config", *[a for n in first for a in ("--set", f"{n}={CHUNK}")])  # about half the limit
+        before, config = site.answering(), site.root(f"sha256sum /srv/{APP}/shared/config.env")
+        refused = site.run("config", *[a for n in second for a in ("--set", f"{n}={CHUNK}")], check=False)
+        print(refused.stderr.strip()[:600])
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stdout + refused.stderr
+        assert "past the" in refused.stderr and "ARG_MAX" in refused.stderr, refused.stderr
+        assert "the app would never start" in refused.stderr and "Nothing was changed" in refused.stderr
+        assert CHUNK[:64] not in refused.stdout + refused.stderr  # sizes, never values
+        assert site.root(f"sha256sum /srv/{APP}/shared/config.env") == config
+        assert site.answering() == before  # the same instance: no restart either
+        listed = site.run("config").stdout
+        assert not [n for n in second if n in listed], listed
+    finally:
+        site.run("config", *[a for n in first + second for a in ("--unset", n)], check=False)
+    assert "GANGWAY_TEST_" not in site.run("config").stdout
+
+
+def test_an_inventory_env_value_linux_will_not_pass_is_refused_before_the_deploy_changes_anything(site):
+    shared = site.inventory.read_text()
+    before, releases, failed = site.answering(), site.ls("releases"), site.ls("failed")
+    big = "y" * (128 * 1024 + 1)
+    write_inventory(site.server.host, site.inventory, app=APP, domains=DOMAINS, source=site.repo.path,
+                    health_check="/healthz/", env={"GANGWAY_TEST_HUGE": big})
+    try:
+        refused = site.deploy(check=False)
+    finally:
+        site.inventory.write_text(shared)
+    print(refused.stderr.strip()[:600])
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stdout + refused.stderr
+    assert "GANGWAY_TEST_HUGE" in refused.stderr and "app.env in the inventory" in refused.stderr, refused.stderr
+    assert "MAX_ARG_STRLEN" in refused.stderr and "the app would never start" in refused.stderr, refused.stderr
+    assert "Nothing was changed" in refused.stderr, refused.stderr
+    assert big[:64] not in refused.stdout + refused.stderr
+    assert site.ls("releases") == releases and site.ls("failed") == failed
+    assert site.answering() == before
+    assert site.env("GANGWAY_TEST_HUGE") == "<unset>"
 
 
 def test_createsuperuser_asks_its_questions_through_a_terminal(site):

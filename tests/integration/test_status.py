@@ -1,7 +1,8 @@
 """`fab status` and `fab logs` on a real server: all well (exit 0) with the live release, the certificate's days
 and a healthy answer through nginx; the live instance stopped turns it non-zero naming the unit, and a failed
 scheduled job shows; the app's journal holds a request made from outside, --grep keeps only its lines,
---nginx shows nginx's access line for it, and --follow shows a new line as it comes, until Ctrl-C."""
+--nginx shows nginx's access line for it, and --follow shows a new line as it comes, until Ctrl-C; a --lines
+that is no number is one sentence naming it."""
 
 from __future__ import annotations
 
@@ -99,6 +100,17 @@ def test_a_hostile_value_is_refused_or_inert(site):
     assert out.returncode == 2 and "--since" in out.stderr
     assert site.fab("logs", "--grep", "$(touch /tmp/status-pwned)'\"").returncode == 0
     assert site.root("ls /tmp/status-pwned", check=False) == ""
+
+
+def test_a_lines_value_that_is_not_a_number_is_one_sentence_naming_the_option(site):
+    out = site.fab("logs", "--lines", "2; x", check=False)
+    print(out.stderr.strip())
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and "ValueError" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "logs: --lines '2; x': give a number of lines, e.g. --lines 500 (0: none of the past ones)"], out.stderr
+    assert out.stdout == ""  # refused before logging in: no log line, no recap
+    assert site.fab("logs", "--lines", "2").returncode == 0
 
 
 def test_follow_shows_new_lines_until_interrupted(site):

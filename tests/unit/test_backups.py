@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -251,6 +252,55 @@ def test_a_restored_schema_behind_the_code_says_to_migrate_and_ahead_says_to_dep
     ahead = schema_difference(["a.0001", "a.0002", "b.0001"], ["a.0001", "a.0002"])
     assert "b.0001" in ahead and "newer code" in ahead and "fab deploy" in ahead
     assert "showmigrations" in schema_difference(None, ["a.0001"])
+
+
+# --- Ctrl-C during a restore ----------------------------------------------------------------------------------
+
+class _Restoring:
+    """A session for restore_on: the steps it runs are answered in order, Ctrl-C comes at `interrupt_at`, and
+    the maintenance flag reads back as `flag`."""
+    layout, app, host = LAYOUT, "mysite", Host("192.0.2.1")
+
+    def __init__(self, interrupt_at: str, flag: bool):
+        self.interrupt_at, self.flag, self.ran = interrupt_at, flag, []
+        self.reporter = type("Quiet", (), {"line": lambda *a: None, "step": lambda *a: None})()
+
+    def state(self):
+        return type("State", (), {"maintenance": False, "releases": {}, "live": None})()
+
+    def run(self, *steps):
+        names = [name for name, _ in steps]
+        self.ran.append(names)
+        if names[0] == self.interrupt_at:
+            raise KeyboardInterrupt
+        if names == ["backup"]:
+            return True, {"backup": "/srv/mysite/backups/x-before-restore.dump"}, ""
+        return True, {"maintenance": self.flag} if "readback" in names else {}, ""
+
+
+def _interrupted_at(step: str, flag: bool) -> tuple[str, list]:
+    session = _Restoring(step, flag)
+    job = tasks_backups.Task("restore", interrupted=tasks_backups.RESTORE_INTERRUPTED)
+    with pytest.raises(KeyboardInterrupt):
+        tasks_backups.restore_on(session, "20261205T080000Z-manual.dump", None, job)
+    return job.interrupted, session.ran
+
+
+def test_ctrl_c_during_the_backup_before_a_restore_says_that_backup_may_still_finish():
+    said, ran = _interrupted_at("backup", flag=False)
+    assert said.startswith("nothing was restored and this restore did not turn maintenance mode on (read back "
+                           "from the server: off)."), said
+    taking = re.search(r"The backup it was taking first \((\S+-before-restore\.dump)\) may still finish on the "
+                       r"server: `fab backups` lists it once it is complete\.", said)
+    assert taking, said
+    assert ["maintenance"] not in ran  # it never turned maintenance mode on
+
+
+def test_ctrl_c_while_pg_restore_runs_says_maintenance_stays_on_and_how_to_end_it():
+    said, _ = _interrupted_at("restore", flag=True)
+    assert "may be half-way" in said and "Maintenance mode stays on (read back from the server: on)" in said
+    assert "`fab maintenance off`" in said and "The backup taken just before is " in said
+    assert "may still finish" not in said  # that backup was complete
 
 
 # --- provisioning ----------------------------------------------------------------------------------------------
