@@ -39,10 +39,11 @@ def settle(site: Site) -> str:
     names = re.findall(r"^  (\w+)$", site.fab("config").stdout, re.M)  # listed one a line, values hidden
     if names:
         site.fab("config", *(arg for name in names for arg in ("--unset", name)))
-    live = deployed_id(site.deploy())
-    # Only the app's own units, by name: the live instance and its standby stay, any other instance stops.
-    warm = {unit.removeprefix(f"{APP}-standby-").removesuffix(".timer")
-            for unit in app_units(site, f"{APP}-standby-*.timer", "active")}
+    deployed = site.deploy().stdout
+    live = deployed_id(deployed)
+    # Only the app's own units, by name: the live instance and the standby the deploy kept warm stay, any other
+    # instance stops.
+    warm = re.findall(r"; (\S+) kept warm for `fab rollback`", deployed)
     keep = {f"{APP}@{release}.service" for release in {live, *warm}}
     strays = [unit for unit in app_units(site, f"{APP}@*.service", "active,activating,reloading")
               if unit not in keep]
