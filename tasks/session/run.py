@@ -25,7 +25,7 @@ from ..connection import targets
 from .. import timestamps
 from ..inventory import Host, Inventory, InventoryError
 from ..layout import Layout
-from .lock import DeployLock, who
+from .lock import DeployLock, LockLost, who
 from ..provisioning import jobs, served
 from ..facts.releases import ServerState
 from ..connection.remote import ConnectionLost, Remote, RemoteError, Stats
@@ -201,7 +201,15 @@ def _locked(session: Session, task: Task, action: Callable[[Session], Any]) -> A
             _audit_quietly(session, lock, event, "failed", str(error).splitlines()[0] if str(error) else "")
             raise
         if lock.held:
-            session.audit(event, "ok")
+            try:
+                session.audit(event, "ok")
+            except LockLost:
+                # Forced away (`fab unlock --force`) while its last step ran: that step ran to its end, and no
+                # step was left, so the run did all it says above. Only its audit line is not written.
+                session.reporter.step("WARNING", "lock", f"this run's deploy lock on {session.host.address} was "
+                                      "taken away (by `fab unlock --force`) while its last step ran; that step "
+                                      "ran to its end and nothing was left to do, but its audit line was not "
+                                      "written")
         return value
 
 

@@ -39,6 +39,21 @@ def _unhealthy(request):
 urlpatterns.insert(0, path("healthz/", _unhealthy))
 '''
 
+HEALTHY_AFTER_6_S = '''
+
+import time as _time
+
+from django.http import HttpResponse
+
+
+def _slow_health(request):
+    _time.sleep(6)
+    return HttpResponse("ok")
+
+
+urlpatterns.insert(0, path("healthz/", _slow_health))
+'''
+
 
 class FaultSite(Site):
     def add_requirement(self, line: str) -> str:
@@ -137,13 +152,22 @@ def test_unlock_refuses_to_end_a_run_that_is_still_connected(site):
     assert site.answering() == f"1 {release}"
 
 
+def live_link(site: Site) -> str:
+    """The release the server's live link (`current`) points at, read on the server."""
+    return site.root(f"readlink {ROOT}/current").strip().rsplit("/", 1)[-1]
+
+
 def test_unlock_force_ends_a_live_run_which_then_does_not_claim_success(site):
     before = site.answering()
+    live = before.split()[1]
     run = site.deploy_under_way("idna>=3")
     try:
         forced = site.fab("unlock", "--force")
         print(forced.stdout.strip())
         assert "cleared the lock held by" in forced.stdout
+        # Forced while the run builds: unlock waits for that step to end, then says what is live, read back.
+        said = re.search(r"^\S+: (\S+) is still live; that run stops before its next step$", forced.stdout, re.M)
+        assert said and said[1] == live == live_link(site), forced.stdout
         done = run.finish()
     finally:
         run.stop()
@@ -152,6 +176,46 @@ def test_unlock_force_ends_a_live_run_which_then_does_not_claim_success(site):
     assert not re.search(r"^deployed ", done.stdout, re.M), done.stdout
     assert site.answering() == before
     # Nothing is left holding the lock: the next deploy goes ahead.
+    release = deployed_id(site.deploy())
+    assert site.answering() == f"1 {release}"
+
+
+def test_unlock_force_during_the_start_step_says_truly_which_release_is_live(site):
+    good = site.repo.git("rev-parse", "HEAD")
+    before = site.answering().split()[1]
+    site.repo.commit("a health check that takes a while", **{
+        "mysite__urls.py": (site.repo.path / "mysite/urls.py").read_text() + HEALTHY_AFTER_6_S})
+    run = site.start("deploy")
+    try:
+        new = run.wait_for_line(lambda line: line.startswith("deploy ")).split()[1]
+        run.wait_for_line(lambda line: re.match(r" +(ok|changed) +migrations: ", line))
+        # The start step runs: the new release's instance is up and its health check (6 s an answer) under way.
+        deadline = time.monotonic() + 60
+        while site.root(f"systemctl is-active {APP}@{new}.service", check=False).strip() not in ("active",
+                                                                                                "activating"):
+            assert time.monotonic() < deadline and run.process.poll() is None, run.output
+            time.sleep(0.2)
+        forced = site.fab("unlock", "--force")
+        print(forced.stdout.strip())
+        done = run.finish()
+    finally:
+        run.stop()
+        site.repo.reset(good)
+    print(f"the run whose lock was cleared: exit {done.returncode}: {done.stderr.strip()[-400:]}")
+    assert "cleared the lock held by" in forced.stdout and "its connection was still alive" in forced.stdout
+    # Start and switch are one step on the server: it ran to its end, and unlock says so, as the server shows it.
+    said = re.search(r"^\S+: the run it held had already switched: (\S+) is live$", forced.stdout, re.M)
+    assert said, forced.stdout
+    assert said[1] == new != before, forced.stdout
+    assert live_link(site) == new and site.answering() == f"1 {new}"
+    # The run's own words agree: it switched; then either no step was left (it says it deployed, and that its lock
+    # was taken away) or it stopped before the next one (pruning old releases) and does not claim a deploy.
+    assert re.search(rf"^  changed +switch: {new} is live", done.stdout, re.M), done.stdout
+    if re.search(r"^deployed ", done.stdout, re.M):
+        assert done.returncode == 0 and "lock: this run's deploy lock" in done.stdout, done.stdout + done.stderr
+        assert "deploy failed" not in done.stderr, done.stderr
+    else:
+        assert done.returncode == 1 and "stopped before its next step" in done.stderr, done.stdout + done.stderr
     release = deployed_id(site.deploy())
     assert site.answering() == f"1 {release}"
 

@@ -13,6 +13,7 @@ import select
 import signal
 import subprocess
 import time
+from shlex import quote
 
 import pytest
 
@@ -20,10 +21,50 @@ from tests.integration.appsite import Site, deployed_id, make_site
 from tests.integration.conftest import APP, REPO
 
 
+def app_units(site: Site, pattern: str, state: str = "") -> list[str]:
+    """The loaded units of the app named by PATTERN (mysite@*.service, mysite-*.timer), in STATE if given."""
+    states = f" --state={state}" if state else ""
+    out = site.root(f"systemctl list-units --all --plain --no-legend{states} {quote(pattern)}")
+    return [line.split()[0] for line in out.splitlines() if line.split()]
+
+
+def settle(site: Site) -> str:
+    """Put the shared server into the state these tests expect, whatever modules ran on it before (they share
+    it: test_backups turns maintenance on and changes the backup retention, test_jobs adds scheduled jobs,
+    test_operate leaves variables of the app's own, a failed deploy leaves a failed instance): provisioned as
+    the plain inventory says (no jobs, the default retention), no variables of the app's own, maintenance off,
+    no failed unit of the app, this module's release live and healthy through nginx with at most its standby
+    running beside it, and a recent backup. Returns the live release."""
+    site.fab("maintenance", "off")
+    site.fab("provision")  # jobs, backup timer and retention, nginx: as the plain inventory says
+    names = re.findall(r"^  (\w+)$", site.fab("config").stdout, re.M)  # listed one a line, values hidden
+    if names:
+        site.fab("config", *(arg for name in names for arg in ("--unset", name)))
+    deployed = site.deploy().stdout
+    live = deployed_id(deployed)
+    # Only the app's own units, by name: the live instance and the standby the deploy kept warm stay, any other
+    # instance stops.
+    warm = re.findall(r"; (\S+) kept warm for `fab rollback`", deployed)
+    keep = {f"{APP}@{release}.service" for release in {live, *warm}}
+    strays = [unit for unit in app_units(site, f"{APP}@*.service", "active,activating,reloading")
+              if unit not in keep]
+    if strays:
+        site.root(f"systemctl stop {' '.join(map(quote, strays))}")
+    failed = app_units(site, f"{APP}@*.service", "failed") + app_units(site, f"{APP}-*", "failed")
+    if failed:
+        site.root(f"systemctl reset-failed {' '.join(map(quote, sorted(set(failed))))}")
+    if not site.root(f"find /srv/{APP}/backups -name '*.dump' -mtime -1").split():
+        site.fab("backup")  # backups are scheduled: without a recent one, status warns
+    assert site.get("/healthz/").status == 200
+    assert site.answering().split()[1] == live
+    assert site.root(f"readlink /srv/{APP}/current").strip().endswith(f"/{live}")
+    return live
+
+
 @pytest.fixture(scope="module")
 def site(trixie, tmp_path_factory) -> Site:
     site = make_site(trixie, tmp_path_factory, "status")
-    site.live = deployed_id(site.deploy())
+    site.live = settle(site)
     return site
 
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from tasks.cli import deploy
+from tasks.session.lock import LockLost
+from tasks.session.run import Task, _locked
 from tests.orchestration import fake
 
 OLD, NEW = "20261201T000000Z-aaaaaaa", "20261201T100000Z-bbbbbbb"
@@ -67,3 +71,44 @@ def test_a_holder_that_was_not_connected_is_cleared_without_a_wait():
     assert unlock(remote) == ["10.0.0.2: cleared the lock held by alice@laptop (deploy bbbbbbb) since "
                               "2026-12-01T10:00:00Z"]
     assert remote.reads == []
+
+
+# --- the run whose lock was forced away ----------------------------------------------------------------------
+
+class ForcedAway(fake.FakeRemote):
+    """A server where the lock holder's channel can be ended while the task's action runs."""
+
+    def start(self, command: str, timeout: float = 30) -> fake.FakeChannel:
+        self.channel = super().start(command, timeout)
+        return self.channel
+
+    def run(self, command: str, **options):
+        """As the real Remote: the lock's wrap sees every command first, and may refuse it."""
+        return super().run(self.wrap(command) if self.wrap else command, **options)
+
+
+def test_a_run_forced_away_during_its_last_step_says_what_it_did_and_succeeds():
+    remote, out = ForcedAway(fake.server(fake.release(OLD))), io.StringIO()
+
+    def last_step(session):
+        session.remote.run("true")  # the last step, under the lock; while it ran, `fab unlock --force`
+        remote.channel.close()
+        return "switched"
+
+    assert _locked(fake.session(remote, out=out), Task("deploy", lock="deploy"), last_step) == "switched"
+    said = out.getvalue()
+    assert "WARNING   lock: this run's deploy lock on 10.0.0.2 was taken away (by `fab unlock --force`) " in said
+    assert "its audit line was not written" in said
+    assert not remote.sent('"result": "ok"')  # nothing was sent after the lock was gone
+
+
+def test_a_run_forced_away_before_a_step_still_stops_there():
+    remote = ForcedAway(fake.server(fake.release(OLD)))
+
+    def two_steps(session):
+        remote.channel.close()
+        session.remote.run("true")  # the next step: refused
+
+    with pytest.raises(LockLost, match="stopped before its next step"):
+        _locked(fake.session(remote), Task("deploy", lock="deploy"), two_steps)
+    assert remote.scripts[1:] == []  # only the holder was started: no step, no audit line
