@@ -209,6 +209,16 @@ def test_ctrl_c_during_the_schema_check_says_the_backup_was_restored_and_turns_m
                     f"again (read back from the server: off). The backup taken just before is {FRESH}.")
 
 
+
+def test_ctrl_c_during_the_schema_check_with_an_unreadable_flag_does_not_call_maintenance_off():
+    remote = a_server(flag_after=None)
+    remote.gather = _interrupt_second_applied_read(remote)
+    said = interrupted(remote)
+    assert said.startswith(f"{NAME} was restored (the schema check after it was cut short); turning maintenance "
+                           "mode off could not be confirmed: run `fab maintenance off`.")
+    assert "off again" not in said
+
+
 def _interrupt_second_applied_read(remote: fake.FakeRemote):
     gather, seen = remote.gather, []
 
