@@ -574,7 +574,13 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
         reporter.line(f"{target} stays live: the database schema has no migration its code does not know now")
         return target
     event = {"time": timestamps.now(), "event": "rollback", "release": target, "from": current, "by": who()}
-    go_live(session, release, state, event)
+    try:
+        go_live(session, release, state, event)
+    except DeployError as error:
+        left = (f"{target} did not start; it is still the live release, and it is not running" if target == current
+                else f"{target} did not go live; {current} is still serving" if current in state.running
+                else f"{target} did not go live; {current} is still the live release (it was not running)")
+        raise DeployError(f"{left}.\n{error}") from None
     reporter.line(f"rolled back to {target}: {session.stats.summary()}")
     return target
 

@@ -8,6 +8,9 @@ The fake knows the shape of what gangway sends, not what it means:
   first rule whose step name matches: success with a report (the `@gangway {...}` lines a step prints), or a
   failure of that step with its output; a script with no steps (the unlock script) gets the answer a test
   gave for a text it contains (`reply`); other unmatched scripts succeed with no report;
+- a rule may stand for Ctrl-C instead (`interrupt=True`): the script is recorded, then KeyboardInterrupt is raised,
+  as the session sees it when the operator presses Ctrl-C while that step runs; `interrupt_reads` does the same
+  for a gather of one of its keys;
 - `start` (the deploy lock's holder) answers "acquired"; `put` stores the bytes, or raises what a test asks;
   an attached command (`fab manage`) prints and exits as `attached_answer` says.
 
@@ -41,6 +44,7 @@ class Rule:
     report: dict = field(default_factory=dict)
     output: str = ""
     times: int | None = None  # how many scripts it answers; None: all
+    interrupt: bool = False  # Ctrl-C while this step runs
 
 
 class FakeChannel:
@@ -70,7 +74,8 @@ class FakeRemote:
         self.scripts: list[str] = []
         self.reads: list[list[str]] = []
         self.uploads: dict[str, bytes] = {}
-        self.put_error: Exception | None = None
+        self.put_error: BaseException | None = None
+        self.interrupt_reads: set[str] = set()
         self.lock_answer = "acquired"
         self.attached_answer = Result("", "", 0)
         self.stats = Stats()
@@ -81,9 +86,9 @@ class FakeRemote:
 
     # --- what a test sets up ---------------------------------------------------------------------------------
     def on(self, step: str, ok: bool = True, report: dict | None = None, output: str = "",
-           times: int | None = None) -> "FakeRemote":
-        """Answer scripts that contain `step` (the newest matching rule wins)."""
-        self.rules.insert(0, Rule(step, ok, report or {}, output, times))
+           times: int | None = None, interrupt: bool = False) -> "FakeRemote":
+        """Answer scripts that contain `step` (the newest matching rule wins); `interrupt`: Ctrl-C there."""
+        self.rules.insert(0, Rule(step, ok, report or {}, output, times, interrupt))
         return self
 
     def reply(self, contains: str, stdout: str, code: int = 0) -> "FakeRemote":
@@ -100,6 +105,8 @@ class FakeRemote:
     def gather(self, probes) -> dict:
         probes = list(probes)
         self.reads.append([p.key for p in probes])
+        if self.interrupt_reads & {p.key for p in probes}:
+            raise KeyboardInterrupt
         answer = {p.key: self.facts.get(p.key) for p in probes}
         if self.queued:
             self.facts.update(self.queued.pop(0))
@@ -119,6 +126,8 @@ class FakeRemote:
                 continue
             if rule.times:
                 rule.times -= 1
+            if rule.interrupt:
+                raise KeyboardInterrupt
             reports.update(rule.report)
             outputs.append(rule.output)
             if not rule.ok:

@@ -1,0 +1,87 @@
+"""`fab config --set` restarts the live code with the new values (`deploy.relaunch`), against the fake server: a
+new instance that does not answer healthy leaves the previous one serving with the previous values, and the
+message says which values the server holds now. (An instance that never starts: test_served.py; values past
+Linux's limit: test_envsize.py.)"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from tasks.cli import deploy, operate
+from tasks.session.run import DeployError
+from tests.orchestration import fake
+
+LIVE = "20261201T000000Z-aaaaaaa"
+UNHEALTHY = ("release 20261205T000000Z-aaaaaaa is not healthy: GET / answered 500\n--- errors in its log:\n"
+             "KeyError: 'SECRET_KEY'")
+
+
+def a_server(**facts) -> fake.FakeRemote:
+    return fake.FakeRemote({**fake.server(fake.release(LIVE)), "config": "OLD=1\n", "unit_reads_config": True,
+                            **facts})
+
+
+def config_set(remote: fake.FakeRemote, out: io.StringIO | None = None) -> None:
+    operate.config_on(fake.session(remote, out=out), {"SECRET_KEY": "new"}, [], False)
+
+
+def failed(remote: fake.FakeRemote) -> str:
+    with pytest.raises(DeployError) as error:
+        config_set(remote)
+    return str(error.value)
+
+
+def test_a_new_instance_that_fails_its_health_check_leaves_the_previous_one_and_values_live():
+    remote = a_server().on("start", ok=False, output=UNHEALTHY)
+    message = failed(remote)
+    assert message.startswith(f"the new instance of {LIVE} did not go live, so {LIVE} is still serving:\n")
+    assert "is not healthy: GET / answered 500" in message and "KeyError: 'SECRET_KEY'" in message
+    assert message.endswith("The previous values were restored.")
+    assert remote.ran("set aside") and remote.ran("restore")  # the new instance removed, the old file back
+    assert not remote.ran("keep")
+
+
+def test_previous_values_that_could_not_be_put_back_are_said_to_be_not_restored():
+    remote = a_server().on("start", ok=False, output=UNHEALTHY).on("restore", ok=False, output="mv: No space")
+    message = failed(remote)
+    assert message.startswith(f"the new instance of {LIVE} did not go live, so {LIVE} is still serving:\n")
+    assert message.endswith("The previous values were NOT restored: check /srv/mysite/shared/config.env on the "
+                            "server.")
+    assert "were restored" not in message
+
+
+def test_a_new_instance_nginx_does_not_serve_is_undone_the_same_way():
+    served = f"nginx does not serve X: GET / through nginx by the name 10.0.0.2 answered 200 from {LIVE}"
+    remote = a_server().on("switch", ok=False, output=served)
+    message = failed(remote)
+    assert message.startswith(f"the new instance of {LIVE} did not go live, so {LIVE} is still serving:\n")
+    assert served in message and message.endswith("The previous values were restored.")
+
+
+def test_a_copy_of_the_live_release_that_fails_starts_nothing_and_puts_the_values_back():
+    remote = a_server().on("copy", ok=False, output="cp: No space left on device")
+    message = failed(remote)
+    assert message.startswith(f"could not start a new instance of {LIVE}:\n") and "No space left" in message
+    assert message.endswith("The previous values were restored.")
+    assert not remote.ran("start") and remote.ran("remove")
+
+
+def test_new_values_the_new_instance_answers_with_are_live():
+    remote = a_server().on("start", report={"health": "200"}).on("switch", report={"through_nginx": "200",
+                                                                                     "repaired": False})
+    out = io.StringIO()
+    config_set(remote, out)
+    (line,) = [line for line in out.getvalue().splitlines() if "  changed   config:" in line]
+    assert line.startswith("  changed   config: SECRET_KEY set; ") and line.endswith(
+        f"(the same code as {LIVE}) is live with them")
+    assert remote.ran("keep") and not remote.ran("restore")
+
+
+def test_a_relaunch_with_no_live_release_restarts_nothing():
+    remote = fake.FakeRemote(fake.server())
+    session = fake.session(remote)
+    with pytest.raises(DeployError, match="no release is live yet: nothing to restart"):
+        deploy.relaunch(session, session.state(), "config")
+    assert remote.scripts == []
