@@ -356,14 +356,14 @@ def compatibility(session: Session, state: ServerState, src: source.Source, allo
         return
     caveats = migration_safety.caveats(verdict)
     if not verdict.findings:
-        said = (f"the pending {', '.join(verdict.pending)} keep the live release {state.live} working"
+        said = (f"compatible with the live release {state.live}: {', '.join(verdict.pending)}"
                 if verdict.pending else "")
         reporter.step("unknown" if verdict.unreadable else "ok", title,
                       dryrun.safe("; ".join(text for text in (said, caveats) if text)))
         return
     flagged = [dryrun.safe(line) for line in migration_safety.flagged(verdict)]
-    window = (f"the live release {state.live} would trip on the pending migrations from the migrate until the "
-              "switch, and after it while it waits warm for `fab rollback`")
+    window = (f"the live release {state.live} would trip on the pending migrations while it still serves, from "
+              "the migrate until the switch")
     also = f"\n{dryrun.safe(caveats)}" if caveats else ""
     if allow_unsafe:
         reporter.step("to change" if dry_run else "WARNING", title,

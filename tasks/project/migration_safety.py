@@ -357,7 +357,10 @@ def _live_uses(live: State, now: State, model_key: str, name: str | None = None)
         return model_key not in now
     if not model.has_table():
         return False
-    return name is None or name in model.fields or not model.complete
+    if name is None or name in model.fields or not model.complete:
+        return True
+    current = now.get(model_key)
+    return current is None or name not in current.fields  # in neither state: it may be the live code's
 
 
 def _label(app: str, op: Operation, *keys: str) -> str:
@@ -397,7 +400,7 @@ def judge(op: Operation, app: str, now: State, live: State) -> list[tuple[str, s
                      f"renames the table of {model_name}: the live release still queries the old name")]
         if kind == "AlterModelTable":
             table = _literal(args.get("table"))
-            if "db_table" in options and table == options["db_table"]:
+            if table == (options.get("db_table") or f"{app}_{model_name}"):  # Django's default name, if none
                 return []
             return [("rename-table", f"{what} -> {table if isinstance(table, str) else '?'}",
                      f"renames the table of {model_name}: the live release still queries the old name")]
