@@ -341,8 +341,8 @@ def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: boo
 def compatibility(session: Session, state: ServerState, src: source.Source, allow_unsafe: bool,
                   dry_run: bool = False) -> None:
     """Refuse, before anything is uploaded, pending migrations the live release's code would trip on while it
-    still serves (from the migrate until the switch, and warm for a rollback after it), unless the operator
-    accepts that window; judged from the project's migration files, so the dry run says the same."""
+    still serves (from the migrate until the switch), unless the operator accepts that window; judged from the
+    project's migration files alone, so the dry run (which builds nothing) says the same."""
     reporter, title = session.reporter, "migration safety"
     if state.live is None:
         reporter.step("ok", title, "no release is live: no old code runs on the new schema")
@@ -362,22 +362,18 @@ def compatibility(session: Session, state: ServerState, src: source.Source, allo
                       dryrun.safe("; ".join(text for text in (said, caveats) if text)))
         return
     flagged = [dryrun.safe(line) for line in migration_safety.flagged(verdict)]
+    caveat = [dryrun.safe(caveats)] if caveats else []
     window = (f"the live release {state.live} would trip on the pending migrations while it still serves, from "
               "the migrate until the switch")
-    also = f"\n{dryrun.safe(caveats)}" if caveats else ""
-    if allow_unsafe:
-        reporter.step("to change" if dry_run else "WARNING", title,
-                      f"accepted with --allow-unsafe-migrations: {window}:")
-        for line in flagged[:len(verdict.findings)]:
+    if allow_unsafe or dry_run:
+        status, said = (("to change" if dry_run else "WARNING", "accepted with --allow-unsafe-migrations")
+                        if allow_unsafe else ("REFUSED", "the deploy would refuse"))
+        reporter.step(status, title, f"{said}: {window}:")
+        shown = flagged[:len(verdict.findings)] if allow_unsafe else flagged
+        for line in shown + caveat + ([] if allow_unsafe else ["(--allow-unsafe-migrations accepts that window)"]):
             reporter.line(dryrun.INDENT + line)
         return
-    if dry_run:
-        reporter.step("REFUSED", title, f"the deploy would refuse: {window}:")
-        for line in flagged:
-            reporter.line(dryrun.INDENT + line)
-        reporter.line(dryrun.INDENT + "(--allow-unsafe-migrations accepts that window)")
-        return
-    raise DeployError(f"{window}:\n" + "\n".join(flagged) + also + f"\nNothing was changed; {_serving(state)}. "
+    raise DeployError(f"{window}:\n" + "\n".join(flagged + caveat) + f"\nNothing was changed; {_serving(state)}. "
                       "To accept that window (requests to the live release failing on these until the switch), "
                       "deploy with --allow-unsafe-migrations")
 
