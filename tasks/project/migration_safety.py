@@ -218,7 +218,7 @@ def _operations(node: ast.AST | None) -> list[Operation]:
     return [Operation("?", {}, getattr(node, "lineno", 0))]
 
 
-def _pairs(node: ast.AST, app: str) -> list[str]:
+def _pairs(node: ast.AST) -> list[str]:
     """("app", "name") pairs of a list literal as "app.name"; anything else (swappable_dependency(...)) skipped."""
     out = []
     for item in getattr(node, "elts", []):
@@ -258,9 +258,9 @@ def parse(name: str, data: bytes | None) -> Migration:
                     raise Unreadable("its operations are not a list written out in the file")
                 operations = _operations(value)
             elif target == "dependencies":
-                migration.dependencies = _pairs(value, app)
+                migration.dependencies = _pairs(value)
             elif target == "replaces":
-                migration.replaces = _pairs(value, app)
+                migration.replaces = _pairs(value)
             elif target == "safe" and _call_name(value) in MARKERS:
                 migration.marker = _call_name(value)
     migration.operations = operations or []
@@ -361,12 +361,6 @@ def _live_uses(live: State, now: State, model_key: str, name: str | None = None)
         return True
     current = now.get(model_key)
     return current is None or name not in current.fields  # in neither state: it may be the live code's
-
-
-def _label(app: str, op: Operation, *keys: str) -> str:
-    """"hit.agent" for an operation's model and field, as the file names them."""
-    parts = [_text(op.args.get(key)) or "?" for key in keys]
-    return ".".join(parts)
 
 
 def judge(op: Operation, app: str, now: State, live: State) -> list[tuple[str, str, str]]:
