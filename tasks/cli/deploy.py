@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fabric import task
 
 from .. import defaults, timestamps
-from ..project import diagnose, django as project, source
+from ..project import diagnose, django as project, migration_safety, source
 from . import dryrun
 from ..facts import envsize, releases
 from ..commands import release as commands, shell
@@ -204,9 +204,13 @@ def _jobs_warning(session: Session, state: ServerState) -> None:
     "ref": "the git commit, branch or tag to ship (default: HEAD)",
     "allow-dirty": "ship uncommitted changes to tracked files too, instead of refusing",
     "dry-run": "show what the deploy would do (release, environment, migrations, pruning) and change nothing",
+    "allow-unsafe-migrations": "migrate even though the live release would trip on the pending migrations "
+                               "(a dropped, renamed or retyped column, a NOT NULL one it does not fill) until "
+                               "the switch: accept that window instead of refusing",
     "verbose": targets.VERBOSE_HELP,
 }, klass=targets.VerboseTask)
-def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False, verbose=False):
+def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False, allow_unsafe_migrations=False,
+           verbose=False):
     """Ship a release: build it, migrate after a backup, switch traffic once it answers healthy."""
     shipped = []  # the project, read once, before connecting to any host
     reporter = Reporter()
@@ -226,16 +230,16 @@ def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False, verb
     if not dry_run:
         run_task(c, inventory, Task("deploy", lock=lambda session: f"deploy {shipped[0].commit[:7]}", before=read,
                                     interrupted=INTERRUPTED, recap=False),
-                 lambda session: deploy_to(session, shipped[0]), verbose)
+                 lambda session: deploy_to(session, shipped[0], allow_unsafe_migrations), verbose)
         return
     try:
         run_task(c, inventory, Task("deploy --dry-run", before=read),
-                 lambda session: preview(session, shipped[0]), verbose)
+                 lambda session: preview(session, shipped[0], allow_unsafe_migrations), verbose)
     finally:
         reporter.line(dryrun.DONE)
 
 
-def preview(session: Session, src: source.Source) -> None:
+def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool = False) -> None:
     """What a deploy of `src` would do now, found with read-only commands: nothing uploaded, built or written,
     and no deploy lock taken (so a deploy running meanwhile may change the picture)."""
     inventory, layout, reporter = session.inventory, session.layout, session.reporter
@@ -262,6 +266,7 @@ def preview(session: Session, src: source.Source) -> None:
     for line in changes:
         reporter.line(dryrun.INDENT + line)
     _preview_migrations(session, state, src)
+    compatibility(session, state, src, allow_unsafe_migrations, dry_run=True)
     plan = pruning(inventory, state.after_deploy(release), release.id, state.live)
     removed = [f"{len(plan.old)} old release(s): {', '.join(plan.old)}" if plan.old else "",
                f"{len(plan.failed)} failed release(s): {', '.join(plan.failed)}" if plan.failed else "",
@@ -290,7 +295,7 @@ def _preview_migrations(session: Session, state: ServerState, src: source.Source
         session.reporter.step("ok", "migrations", f"none pending in the project's files; {later}")
 
 
-def deploy_to(session: Session, src: source.Source) -> str:
+def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: bool = False) -> str:
     inventory, host, reporter, stats = session.inventory, session.host, session.reporter, session.stats
     layout = session.layout
     state = session.state()
@@ -307,6 +312,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
     _schema_warning(session, state)
     maintenance_note(session, state)
     _jobs_warning(session, state)
+    compatibility(session, state, src, allow_unsafe_migrations)
     _build(session, state, src, release)
     applied_before = state.applied
     pending = releases.migrations_missing(applied_before, release)
@@ -330,6 +336,46 @@ def deploy_to(session: Session, src: source.Source) -> str:
     _prune(session, state.after_deploy(release), release.id, state.live)
     reporter.line(f"deployed {release.id} to {host.address}: {stats.summary()}")
     return release.id
+
+
+def compatibility(session: Session, state: ServerState, src: source.Source, allow_unsafe: bool,
+                  dry_run: bool = False) -> None:
+    """Refuse, before anything is uploaded, pending migrations the live release's code would trip on while it
+    still serves (from the migrate until the switch), unless the operator accepts that window; judged from the
+    project's migration files alone, so the dry run (which builds nothing) says the same."""
+    reporter, title = session.reporter, "migration safety"
+    if state.live is None:
+        reporter.step("ok", title, "no release is live: no old code runs on the new schema")
+        return
+    if state.applied is None:
+        reporter.step("unknown", title, "could not read which migrations the database has applied, so which are "
+                      "pending is unknown")
+        return
+    verdict = migration_safety.check(migration_safety.migration_files(src.archive), state.applied)
+    if not verdict.pending and not verdict.unreadable:
+        return
+    caveats = migration_safety.caveats(verdict)
+    if not verdict.findings:
+        said = (f"compatible with the live release {state.live}: {', '.join(verdict.pending)}"
+                if verdict.pending else "")
+        reporter.step("unknown" if verdict.unreadable else "ok", title,
+                      dryrun.safe("; ".join(text for text in (said, caveats) if text)))
+        return
+    flagged = [dryrun.safe(line) for line in migration_safety.flagged(verdict)]
+    caveat = [dryrun.safe(caveats)] if caveats else []
+    window = (f"the live release {state.live} would trip on the pending migrations while it still serves, from "
+              "the migrate until the switch")
+    if allow_unsafe or dry_run:
+        status, said = (("to change" if dry_run else "WARNING", "accepted with --allow-unsafe-migrations")
+                        if allow_unsafe else ("REFUSED", "the deploy would refuse"))
+        reporter.step(status, title, f"{said}: {window}:")
+        shown = flagged[:len(verdict.findings)] if allow_unsafe else flagged
+        for line in shown + caveat + ([] if allow_unsafe else ["(--allow-unsafe-migrations accepts that window)"]):
+            reporter.line(dryrun.INDENT + line)
+        return
+    raise DeployError(f"{window}:\n" + "\n".join(flagged + caveat) + f"\nNothing was changed; {_serving(state)}. "
+                      "To accept that window (requests to the live release failing on these until the switch), "
+                      "deploy with --allow-unsafe-migrations")
 
 
 def _check_environment_size(session: Session, state: ServerState) -> None:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import base64
 import difflib
-import io
 import re
-import tarfile
 import unicodedata
 from typing import Iterable, Sequence
 
 from ..connection.remote import Remote
+from ..project import migration_safety
 from ..session.runner import Recap, Reporter
 from ..commands import envfile
 from ..commands.shell import q
@@ -183,16 +182,10 @@ def preview(remote: Remote, steps: Sequence[Step], reporter: Reporter) -> Recap:
 
 # --- deploy -------------------------------------------------------------------------------------------------
 
-_MIGRATION = re.compile(r"(?:^|/)([A-Za-z_][A-Za-z0-9_]*)/migrations/([0-9][A-Za-z0-9_]*)\.py$")
-
-
 def migration_files(archive: bytes) -> list[str]:
     """The migrations a project's archive holds as files, "label.name" (the label is the app's directory name,
     Django's default), in file order."""
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
-        names = sorted(m.name for m in tar.getmembers() if m.isfile())
-    found = [_MIGRATION.search(name) for name in names]
-    return [f"{m.group(1)}.{m.group(2)}" for m in found if m]
+    return list(migration_safety.migration_files(archive))
 
 
 def env_changes(before: str | None, after: str, shown: set[str]) -> list[str]:

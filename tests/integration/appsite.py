@@ -19,13 +19,14 @@ from tests.apprepo import AppRepo
 from tests.integration.conftest import APP, DOMAINS, REPO, Provisioned, fab
 from tests.outside import Response, https_get
 
-# A migration that adds a column to the example app's counter_hit table.
+# A migration that adds a column to the example app's counter_hit table; nullable, so the live release
+# keeps working while it is applied (the deploy refuses a NOT NULL one without a database default).
 GOOD_MIGRATION = '''from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
     dependencies = [("counter", "0001_initial")]
-    operations = [migrations.AddField("hit", "agent", models.CharField(max_length=200, default=""))]
+    operations = [migrations.AddField("hit", "agent", models.CharField(max_length=200, null=True))]
 '''
 
 

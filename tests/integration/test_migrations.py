@@ -22,7 +22,7 @@ class Pin(models.Model):
     b = models.CharField(max_length=20, default="")
     c = models.CharField(max_length=20, default="")
 '''
-PINS_D = PINS_MODELS + "    d = models.CharField(max_length=20, default='')\n"
+PINS_D = PINS_MODELS + "    d = models.CharField(max_length=20, null=True)\n"
 
 
 def pins_migration(name: str, parent: str | None, field: str) -> str:
@@ -32,7 +32,7 @@ def pins_migration(name: str, parent: str | None, field: str) -> str:
                 'primary_key=True)), ("a", models.CharField(max_length=20, default=""))])]\n')
     return ('from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n'
             f'    dependencies = [("pins", "{parent}")]\n'
-            f'    operations = [migrations.AddField("pin", "{field}", models.CharField(max_length=20, default=""))]\n')
+            f'    operations = [migrations.AddField("pin", "{field}", models.CharField(max_length=20, null=True))]\n')
 
 
 PINS_SQUASHED = '''from django.db import migrations, models
@@ -65,7 +65,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [("counter", "0001_initial")]
-    operations = [migrations.AddField("hit", "agent", models.CharField(max_length=200, default="")),
+    operations = [migrations.AddField("hit", "agent", models.CharField(max_length=200, null=True)),
                   migrations.RunPython(forwards, backwards)]
 '''
 

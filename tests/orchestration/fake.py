@@ -219,6 +219,20 @@ def session(remote: FakeRemote, inventory=None, out: io.StringIO | None = None):
                                                                    terminal=False))
 
 
-def a_source(commit: str = "abcdef1234567890", requirements: bytes = b"django\n"):
+def an_archive(files: dict[str, str] | None = None) -> bytes:
+    """A project's archive as `git archive` packs it: manage.py and `files` (path -> text), padded to 1 KiB."""
+    import tarfile
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path, text in {"manage.py": "#" * 1024, **(files or {})}.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def a_source(commit: str = "abcdef1234567890", requirements: bytes = b"django\n", files: dict[str, str] | None = None):
+    """The project as read from git: `files` (path -> text) beside its manage.py."""
     from tasks.project.source import Source
-    return Source(commit=commit, ref="main", dirty=False, archive=b"x" * 1024, requirements=requirements)
+    return Source(commit=commit, ref="main", dirty=False, archive=an_archive(files), requirements=requirements)
