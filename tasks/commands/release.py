@@ -19,6 +19,7 @@ from ..layout import RELEASE_META, Layout
 from ..facts import backups
 from ..facts.releases import RELEASE_ID, Release
 from .render import TEMPLATES
+from .services import password_reader_source
 from .shell import as_user, join, q, report
 from ..facts.steps import Probe
 
@@ -131,14 +132,18 @@ def manage(layout: Layout, release_id: str, user: str, args: list[str], writable
 
 # --- building a release ------------------------------------------------------------------------------------
 
-def env_file(layout: Layout, managed: dict[str, str], preview: bool = False) -> str:
+def env_file(layout: Layout, managed: dict[str, str], preview: bool = False, services: dict | None = None,
+             changes: bool = False, if_exists: bool = False) -> str:
     """Create the environment file once (with a new secret key), then keep the managed keys up to date.
-    With `preview`, write nothing: report the file as it is and as it would be (env_before, env_after).
+    With `preview`, write nothing: report the file as it is and as it would be (env_before, env_after); with
+    `changes`, write nothing and report only the names that would change. With `if_exists`, a missing file
+    stays missing.
 
     The file remembers which keys gangway wrote (a comment line): one it no longer manages (a name taken out
-    of the inventory's app.env) is removed, not left behind. Lines the operator added are left alone; the
-    secret key is generated on the server and never printed. systemd reads the file (EnvironmentFile=): no
-    shell ever sources it.
+    of the inventory's app.env, a service taken out of `services`) is removed, not left behind. Lines the
+    operator added are left alone; the secret key is generated on the server and never printed. `services`
+    (services.env_services) adds the services' URLs, made on the server from their password files. systemd
+    reads the file (EnvironmentFile=): no shell ever sources it.
     """
     for key in managed:
         if not key.isidentifier():
@@ -147,8 +152,9 @@ def env_file(layout: Layout, managed: dict[str, str], preview: bool = False) -> 
     # -B: no bytecode written, not even for a preview.
     return programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "env_file.py",
                         {"path": layout.env_file, "managed": lines, "mark": ENV_FILE_MARK, "preview": bool(preview),
+                         "services": services, "changes": bool(changes), "if_exists": bool(if_exists),
                          "report": shell.REPORT},
-                        envfile.reader_source() + programs.source("env_file.py"))
+                        envfile.reader_source() + password_reader_source() + programs.source("env_file.py"))
 
 
 def unpack(layout: Layout, release: Release, archive: str) -> str:

@@ -1,11 +1,17 @@
 # The app's environment file (shared/env): created once with a new secret key, then the keys gangway manages
 # kept up to date. Run as root by tasks/commands/release.py `env_file`, after the environment-file reader of
-# tasks/commands/envfile.py (`split_line`), which reads a line as systemd does.
+# tasks/commands/envfile.py (`split_line`, `parse`), which reads a line as systemd does, and the Redis password
+# file's reader (tasks/commands/services.py `redis_password`).
 # Input: {"path": ..., "managed": {NAME: "NAME=encoded line"}, "mark": "# comment naming the managed keys",
-#         "preview": bool, "report": "@gangway"}.
+#         "services": {"secret": the Redis password file, "urls": {NAME: URL with {password}}} or null,
+#         "preview": bool, "changes": bool, "if_exists": bool, "report": "@gangway"}.
 # A key gangway wrote before and no longer manages is removed; lines the operator added are left alone. The
 # secret key is generated here and never printed. With "preview", nothing is written: the file as it is and
-# as it would be are printed as one report line ({"env_before", "env_after"}).
+# as it would be are printed as one report line ({"env_before", "env_after"}); with "changes", nothing is
+# written either and only names are printed ({"exists": bool, "changed": [the names that would change]}).
+# With "if_exists", a missing file is left missing (the first deploy creates it).
+# The services' URLs (REDIS_URL, ...) are made here from the root-only password file that provision wrote on
+# the server: the password never leaves the server in them.
 import json
 import os
 import secrets
@@ -14,6 +20,17 @@ import sys
 args = json.load(sys.stdin)
 path, managed, mark = args["path"], dict(args["managed"]), args["mark"]
 old = open(path).read() if os.path.exists(path) else None
+if old is None and args.get("if_exists"):
+    if args.get("changes"):
+        print(args["report"] + " " + json.dumps({"exists": False, "changed": []}))
+    sys.exit(0)
+services = args.get("services")
+if services:
+    password, problem = redis_password(services["secret"])
+    if problem:
+        sys.exit("the Redis password file %s %s" % (services["secret"], problem))
+    for name, url in services["urls"].items():
+        managed[name] = '%s="%s"' % (name, url.replace("{password}", password))  # nothing in it needs escaping
 lines = old.splitlines() if old is not None else []
 before = set()
 for line in lines:
@@ -37,7 +54,11 @@ for line in lines:
     out.append(managed.pop(key) if key in managed else line)
 out += list(managed.values())
 text = "\n".join(out) + "\n"
-if args["preview"]:
+if args.get("changes"):
+    before_env, after_env = parse(old), parse(text)
+    print(args["report"] + " " + json.dumps({"exists": old is not None, "changed": sorted(
+        name for name in before_env.keys() | after_env.keys() if before_env.get(name) != after_env.get(name))}))
+elif args["preview"]:
     print(args["report"] + " " + json.dumps({"env_before": old, "env_after": text}))
 elif old != text:
     tmp = path + ".gw-new"
