@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 
 from . import envfile, programs, shell
+from .envfile import ENV_FILE_MARK
 from ..layout import RELEASE_META, Layout
 from ..facts import backups
 from ..facts.releases import RELEASE_ID, Release
@@ -29,8 +30,6 @@ RELEASE_HEADER = "X-Gangway-Release"
 DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
 # A build that failed with less than this free failed for want of space; a deploy keeps this much spare.
 LOW_SPACE_KIB = 16 * 1024
-# The first line of the environment file: the keys gangway manages in it (the rest is the operator's).
-ENV_FILE_MARK = "# managed by gangway: "
 
 
 # --- facts --------------------------------------------------------------------------------------------------
@@ -133,11 +132,10 @@ def manage(layout: Layout, release_id: str, user: str, args: list[str], writable
 # --- building a release ------------------------------------------------------------------------------------
 
 def env_file(layout: Layout, managed: dict[str, str], preview: bool = False, services: dict | None = None,
-             changes: bool = False, if_exists: bool = False) -> str:
+             if_exists: bool = False) -> str:
     """Create the environment file once (with a new secret key), then keep the managed keys up to date.
-    With `preview`, write nothing: report the file as it is and as it would be (env_before, env_after); with
-    `changes`, write nothing and report only the names that would change. With `if_exists`, a missing file
-    stays missing.
+    With `preview`, write nothing: report the file as it is and as it would be (env_before, env_after). With
+    `if_exists`, a missing file stays missing.
 
     The file remembers which keys gangway wrote (a comment line): one it no longer manages (a name taken out
     of the inventory's app.env, a service taken out of `services`) is removed, not left behind. Lines the
@@ -152,7 +150,7 @@ def env_file(layout: Layout, managed: dict[str, str], preview: bool = False, ser
     # -B: no bytecode written, not even for a preview.
     return programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "env_file.py",
                         {"path": layout.env_file, "managed": lines, "mark": ENV_FILE_MARK, "preview": bool(preview),
-                         "services": services, "changes": bool(changes), "if_exists": bool(if_exists),
+                         "services": services, "if_exists": bool(if_exists),
                          "report": shell.REPORT},
                         envfile.reader_source() + password_reader_source() + programs.source("env_file.py"))
 

@@ -13,7 +13,7 @@ from .. import defaults
 from ..inventory import Inventory
 from ..layout import REDIS_SECRET, Layout
 from . import programs
-from .envfile import reader_source
+from .envfile import ENV_FILE_MARK, reader_source
 from .shell import REPORT, join, q
 
 REDIS = "redis"
@@ -56,13 +56,23 @@ def redis_password(path):
     if len(words) != 2 or words[0] != "requirepass" or not all(c in "0123456789abcdef" for c in words[1]):
         return None, "does not hold one 'requirepass HEX' line: remove it and run `fab provision` to make one"
     if info.st_uid != 0 or stat.S_IMODE(info.st_mode) & 0o077:
-        return None, ("is not root's alone (mode %o): `sudo chmod 600` it, then change the password (remove "
-                      "the file and run `fab provision`)" % stat.S_IMODE(info.st_mode))
+        return None, ("is not root's alone (mode %o): run `fab provision` to make it so, and change the password "
+                      "(remove the file, then `fab provision` again)" % stat.S_IMODE(info.st_mode))
     return words[1], None
 
 
 def password_reader_source() -> str:
     return inspect.getsource(redis_password) + "\n"
+
+
+def env_state(layout: Layout, inventory: Inventory) -> str:
+    """Which of the services' variables the app's shared/env lacks or has wrong, by name
+    (templates/programs/env_services.py), as root; reads only."""
+    wanted = env_services(inventory)
+    return programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "env_services.py",
+                        {"path": layout.env_file, "mark": ENV_FILE_MARK, "names": sorted(redis_urls()),
+                         "services": wanted, "report": REPORT},
+                        reader_source() + password_reader_source() + programs.source("env_services.py"))
 
 
 def ping(layout: Layout, require: bool = False) -> str:

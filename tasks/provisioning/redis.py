@@ -18,7 +18,7 @@ from .. import defaults
 from ..layout import REDIS_CONFIG, REDIS_DATA, REDIS_DROP_IN, REDIS_SECRET, REDIS_UNIT
 from ..commands import release as commands
 from ..commands.render import render
-from ..commands.services import REDIS, env_services, new_password, ping, redis_urls
+from ..commands.services import REDIS, env_services, env_state, new_password, ping, redis_urls
 from ..commands.shell import join, parse_reports, q
 from ..facts.steps import Change, Check, Directory, Facts, File, Packages, Probe, Step
 from ..project.django import managed_environment
@@ -112,10 +112,7 @@ SERVICE_VARIABLES = tuple(redis_urls())
 
 def environment_probe(server: Server) -> Probe:
     """Which of the services' variables a rewrite of the app's shared/env would change (names only)."""
-    inventory = server.inventory
-    return Probe("env_services", commands.env_file(
-        server.layout, managed_environment(inventory.app, server.host.address), services=env_services(inventory),
-        changes=True, if_exists=True), parse_report)
+    return Probe("env_services", env_state(server.layout, server.inventory), parse_report)
 
 
 def environment(server: Server) -> Step:
@@ -132,8 +129,9 @@ def environment(server: Server) -> Step:
         if not changed:
             return []
         verb = "written" if env_services(inventory) else "removed"
-        return [Change(f"{layout.env_file}: {', '.join(changed)} {verb} (`fab manage`, jobs and the next deploy get this; the running web release keeps the "
-                       "environment it started with until the next deploy)", (write,))]
+        return [Change(f"{layout.env_file}: {', '.join(changed)} {verb} (`fab manage`, jobs and the next deploy "
+                       "get this; the running web release keeps the environment it started with until the next "
+                       "deploy)", (write,))]
 
     def note(facts: Facts) -> str:
         found = facts.get("env_services")

@@ -1,15 +1,13 @@
 # The app's environment file (shared/env): created once with a new secret key, then the keys gangway manages
 # kept up to date. Run as root by tasks/commands/release.py `env_file`, after the environment-file reader of
-# tasks/commands/envfile.py (`split_line`, `parse`), which reads a line as systemd does, and the Redis password
+# tasks/commands/envfile.py (`split_line`), which reads a line as systemd does, and the Redis password
 # file's reader (tasks/commands/services.py `redis_password`).
 # Input: {"path": ..., "managed": {NAME: "NAME=encoded line"}, "mark": "# comment naming the managed keys",
 #         "services": {"secret": the Redis password file, "urls": {NAME: URL with {password}}} or null,
-#         "preview": bool, "changes": bool, "if_exists": bool, "report": "@gangway"}.
+#         "preview": bool, "if_exists": bool, "report": "@gangway"}.
 # A key gangway wrote before and no longer manages is removed; lines the operator added are left alone. The
 # secret key is generated here and never printed. With "preview", nothing is written: the file as it is and
-# as it would be are printed as one report line ({"env_before", "env_after"}); with "changes", nothing is
-# written either and only names are printed ({"exists": bool, "changed": [the names that would change]}).
-# With "if_exists", a missing file is left missing (the first deploy creates it).
+# as it would be are printed as one report line ({"env_before", "env_after"}). With "if_exists", a missing file is left missing (the first deploy creates it).
 # The services' URLs (REDIS_URL, ...) are made here from the root-only password file that provision wrote on
 # the server: the password never leaves the server in them.
 import json
@@ -21,8 +19,6 @@ args = json.load(sys.stdin)
 path, managed, mark = args["path"], dict(args["managed"]), args["mark"]
 old = open(path).read() if os.path.exists(path) else None
 if old is None and args.get("if_exists"):
-    if args.get("changes"):
-        print(args["report"] + " " + json.dumps({"exists": False, "changed": []}))
     sys.exit(0)
 services = args.get("services")
 if services:
@@ -54,11 +50,7 @@ for line in lines:
     out.append(managed.pop(key) if key in managed else line)
 out += list(managed.values())
 text = "\n".join(out) + "\n"
-if args.get("changes"):
-    before_env, after_env = parse(old), parse(text)
-    print(args["report"] + " " + json.dumps({"exists": old is not None, "changed": sorted(
-        name for name in before_env.keys() | after_env.keys() if before_env.get(name) != after_env.get(name))}))
-elif args["preview"]:
+if args["preview"]:
     print(args["report"] + " " + json.dumps({"env_before": old, "env_after": text}))
 elif old != text:
     tmp = path + ".gw-new"
