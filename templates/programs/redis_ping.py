@@ -22,7 +22,7 @@ def command(sock, reader, *words):
     sock.sendall(b"".join([b"*%d\r\n" % len(words)] + [b"$%d\r\n%s\r\n" % (len(w), w) for w in
                                                         (w.encode() for w in words)]))
     line = reader.readline().decode(errors="replace").rstrip("\r\n")
-    if line.startswith("$") and line[1:].lstrip("-").isdigit() and int(line[1:]) >= 0:
+    if line.startswith("$") and line[1:].isdigit():  # a bulk string ("$-1" is none)
         return reader.read(int(line[1:]) + 2)[:-2].decode(errors="replace")
     return line[1:] if line[:1] in "+-" else line
 
