@@ -20,7 +20,7 @@ from tasks.commands import release, services, shell
 from tasks.commands.services import redis_password
 from tasks.facts.steps import PathState
 from tasks.inventory import InventoryError, parse
-from tasks.layout import REDIS_CONFIG, REDIS_DROP_IN, REDIS_SECRET, Layout
+from tasks.layout import REDIS_CONFIG, REDIS_SECRET, Layout
 from tasks.provisioning import redis
 from tests.unit.shellcheck import assert_shellcheck_clean as shellcheck
 
