@@ -20,7 +20,7 @@ from ..layout import RELEASE_META, Layout
 from ..facts import backups
 from ..facts.releases import RELEASE_ID, Release
 from .render import TEMPLATES
-from .services import password_reader_source
+from .services import SERVICE_VARIABLES, password_reader_source
 from .shell import as_user, join, q, report
 from ..facts.steps import Probe
 
@@ -151,6 +151,7 @@ def env_file(layout: Layout, managed: dict[str, str], preview: bool = False, ser
     return programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "env_file.py",
                         {"path": layout.env_file, "managed": lines, "mark": ENV_FILE_MARK, "preview": bool(preview),
                          "services": services, "if_exists": bool(if_exists),
+                         "hidden": list(SERVICE_VARIABLES),
                          "report": shell.REPORT},
                         envfile.reader_source() + password_reader_source() + programs.source("env_file.py"))
 

@@ -17,6 +17,8 @@ from .envfile import ENV_FILE_MARK, reader_source
 from .shell import REPORT, join, q
 
 REDIS = "redis"
+# The variables the services give the app: their values hold a password, so a preview never shows them.
+SERVICE_VARIABLES = tuple(defaults.REDIS_DATABASES)
 
 
 def redis_urls() -> dict[str, str]:
@@ -70,7 +72,7 @@ def env_state(layout: Layout, inventory: Inventory) -> str:
     (templates/programs/env_services.py), as root; reads only."""
     wanted = env_services(inventory)
     return programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "env_services.py",
-                        {"path": layout.env_file, "mark": ENV_FILE_MARK, "names": sorted(redis_urls()),
+                        {"path": layout.env_file, "mark": ENV_FILE_MARK, "names": sorted(SERVICE_VARIABLES),
                          "services": wanted, "report": REPORT},
                         reader_source() + password_reader_source() + programs.source("env_services.py"))
 

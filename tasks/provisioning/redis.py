@@ -18,7 +18,7 @@ from .. import defaults
 from ..layout import REDIS_CONFIG, REDIS_DATA, REDIS_DROP_IN, REDIS_SECRET, REDIS_UNIT
 from ..commands import release as commands
 from ..commands.render import render
-from ..commands.services import REDIS, env_services, env_state, new_password, ping, redis_urls
+from ..commands.services import REDIS, SERVICE_VARIABLES, env_services, env_state, new_password, ping
 from ..commands.shell import join, parse_reports, q
 from ..facts.steps import Change, Check, Directory, Facts, File, Packages, Probe, Step
 from ..project.django import managed_environment
@@ -105,9 +105,6 @@ def service(server: Server) -> Step:
         changed_note="read back after the restart: answers PING with the password, refuses a client without "
                      f"it, listens on {defaults.REDIS_HOST} only",
         hint=f"See why with `sudo journalctl -u {REDIS_UNIT} -n 50` on the server.")
-
-
-SERVICE_VARIABLES = tuple(redis_urls())
 
 
 def environment_probe(server: Server) -> Probe:

@@ -4,12 +4,14 @@
 # file's reader (tasks/commands/services.py `redis_password`).
 # Input: {"path": ..., "managed": {NAME: "NAME=encoded line"}, "mark": "# comment naming the managed keys",
 #         "services": {"secret": the Redis password file, "urls": {NAME: URL with {password}}} or null,
-#         "preview": bool, "if_exists": bool, "report": "@gangway"}.
+#         "hidden": [names whose values a preview replaces by a digest], "preview": bool, "if_exists": bool,
+#         "report": "@gangway"}.
 # A key gangway wrote before and no longer manages is removed; lines the operator added are left alone. The
 # secret key is generated here and never printed. With "preview", nothing is written: the file as it is and
 # as it would be are printed as one report line ({"env_before", "env_after"}). With "if_exists", a missing file is left missing (the first deploy creates it).
 # The services' URLs (REDIS_URL, ...) are made here from the root-only password file that provision wrote on
 # the server: the password never leaves the server in them.
+import hashlib
 import json
 import os
 import secrets
@@ -50,8 +52,19 @@ for line in lines:
     out.append(managed.pop(key) if key in managed else line)
 out += list(managed.values())
 text = "\n".join(out) + "\n"
+
+
+def hidden(text):
+    """`text` with the values of the hidden names (the URLs that hold the Redis password) replaced by a digest:
+    a preview still tells a change, and the password stays on the server."""
+    if text is None:
+        return None
+    return "\n".join('%s="sha256:%s"' % (key_of(line), hashlib.sha256(line.encode()).hexdigest()[:16])
+                     if key_of(line) in args["hidden"] else line for line in text.split("\n"))
+
+
 if args["preview"]:
-    print(args["report"] + " " + json.dumps({"env_before": old, "env_after": text}))
+    print(args["report"] + " " + json.dumps({"env_before": hidden(old), "env_after": hidden(text)}))
 elif old != text:
     tmp = path + ".gw-new"
     try:

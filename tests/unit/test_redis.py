@@ -146,6 +146,31 @@ def test_the_environment_file_gets_the_urls_made_on_the_server_and_loses_them_wi
 
 
 @root_only
+def test_a_preview_tells_the_urls_change_without_their_password(tmp_path, secret):
+    from tasks.cli import dryrun
+    layout, env = Layout("mysite"), tmp_path / "env"
+    env.write_text("# managed by gangway: A\nA=\"1\"\nDJANGO_SECRET_KEY='k'\n")
+    with_redis = services.env_services(inventory(services=["redis"]))
+    out = run_program(release.env_file(layout, {"A": "1"}, preview=True, services=with_redis), layout, tmp_path,
+                      secret)
+    assert out.returncode == 0, out.stderr
+    assert PASSWORD not in out.stdout
+    report = shell.parse_reports(out.stdout)
+    assert dryrun.env_changes(report["env_before"], report["env_after"], {"A"}) == [
+        "+ CELERY_BROKER_URL (value not shown)", "+ REDIS_URL (value not shown)"]
+    assert run_program(release.env_file(layout, {"A": "1"}, services=with_redis), layout, tmp_path,
+                       secret).returncode == 0
+    again = shell.parse_reports(run_program(release.env_file(layout, {"A": "1"}, preview=True, services=with_redis),
+                                            layout, tmp_path, secret).stdout)
+    assert PASSWORD not in json.dumps(again) and again["env_before"] == again["env_after"]
+    secret.write_text(f"requirepass {'cd' * 32}\n")  # a new password: the preview says the values change
+    changed = shell.parse_reports(run_program(release.env_file(layout, {"A": "1"}, preview=True,
+                                                               services=with_redis), layout, tmp_path, secret).stdout)
+    assert dryrun.env_changes(changed["env_before"], changed["env_after"], {"A"}) == [
+        "~ CELERY_BROKER_URL (value changed, not shown)", "~ REDIS_URL (value changed, not shown)"]
+
+
+@root_only
 def test_a_stale_url_is_named_and_a_missing_password_file_stops_the_write(tmp_path, secret):
     layout, env = Layout("mysite"), tmp_path / "env"
     env.write_text('REDIS_URL="redis://:old@127.0.0.1:6379/0"\n')
