@@ -114,14 +114,16 @@ def environment_probe(server: Server) -> Probe:
 
 def environment(server: Server) -> Step:
     """The services' variables in the app's shared/env when it exists already, so no deploy is needed for
-    `fab manage`, jobs and the next release to get them (the first deploy writes the file)."""
+    `fab manage`, jobs and the next release to get them (the first deploy writes the file). Only a difference
+    in them makes a change; the file is then written as a deploy would write it."""
     inventory, layout = server.inventory, server.layout
     write = commands.env_file(layout, managed_environment(inventory.app, server.host.address),
                               services=env_services(inventory), if_exists=True)
 
     def decide(found: dict | None, facts: Facts) -> list[Change]:
         if found is None:  # could not be read: write it (a failure then says why)
-            return [Change(f"{layout.env_file}: the services' variables written", (write,))]
+            return [Change(f"{layout.env_file}: the services' variables brought up to date (their state could not "
+                           "be read first)", (write,))]
         changed = sorted(set(found["changed"]) & set(SERVICE_VARIABLES))
         if not changed:
             return []
