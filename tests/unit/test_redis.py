@@ -382,3 +382,17 @@ def test_the_status_probe_is_asked_only_when_the_inventory_has_the_service():
     assert status.parse_redis(f"state=active\n{report}\n", 0)["state"] == "active"
     assert isinstance(status.parse_redis("state=active\n", 1), status.Unreadable)
     assert PASSWORD not in probe.command and "{password}" in probe.command
+
+
+def test_a_dry_run_on_a_fresh_server_shows_the_redis_files_and_runs_nothing():
+    import io
+    from tasks.cli import dryrun
+    from tasks.session.runner import Reporter
+    from tests.unit.test_dryrun import FakeRemote, fresh
+    out = io.StringIO()
+    recap = dryrun.preview(FakeRemote(fresh), provisioning.steps(server(services=["redis"])), Reporter(out))
+    text = out.getvalue()
+    assert "redis" in recap.changed
+    assert f"+++ {REDIS_CONFIG} (as provision would write it)" in text and "+appendonly yes" in text
+    assert "LoadCredential=auth.conf:/etc/gangway/redis-auth.conf" in text
+    assert "od -An -vtx1 -N32 /dev/urandom" in text  # how the password would be made; there is none to show
