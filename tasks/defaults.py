@@ -40,6 +40,14 @@ PACKAGES = (
     "needrestart", "debsums", "apt-listchanges", "libpam-pwquality", "fail2ban", "python3-systemd",
 )
 
+# `services: [redis]`: Debian's redis-server, on the loopback address only. The app's cache and sessions use
+# database 0 (REDIS_URL), Celery's queue database 1 (CELERY_BROKER_URL): clearing the cache never empties the
+# queue.
+REDIS_PACKAGE = "redis-server"
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+REDIS_DATABASES = {"REDIS_URL": 0, "CELERY_BROKER_URL": 1}
+
 # `fab status`: what needs attention.
 STATUS_CERT_DAYS = 14      # a certificate with fewer days left (certbot renews 30 days ahead: renewal is failing)
 STATUS_DISK_PERCENT = 90   # a file system fuller than this

@@ -117,6 +117,7 @@ class Inventory:
     known_hosts: Path | None = None  # None: the user's ~/.ssh/known_hosts
     source: str = "(defaults)"
     backups: Backups = field(default_factory=Backups)
+    services: tuple[str, ...] = ()  # services the app uses that provision sets up on the server (SERVICES)
 
     @property
     def proxy_environment(self) -> dict[str, str]:
@@ -355,7 +356,9 @@ def check_url_path(value: str) -> str | None:
 # Names gangway sets itself: the inventory cannot override them (see README, "What the app gets").
 MANAGED_VARIABLES = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_DB_NAME", "DATABASE_URL",
                      "DJANGO_MEDIA_ROOT", "DJANGO_STATIC_ROOT", "DJANGO_HTTPS", "DJANGO_SETTINGS_MODULE",
-                     "GANGWAY_RELEASE")
+                     "GANGWAY_RELEASE", "REDIS_URL", "CELERY_BROKER_URL")
+# What the inventory's `services` may name: each is set up by `fab provision` (tasks/provisioning/).
+SERVICES = ("redis",)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
@@ -413,6 +416,14 @@ def check_env_value(value: str) -> str | None:
         return (f"contains {bad[0]!r}, which the environment file cannot hold; remove it (secrets belong in "
                 "`fab config --set`, not in the inventory)")
     return None
+
+
+def check_service(value: str) -> str | None:
+    if value in SERVICES:
+        return None
+    close = difflib.get_close_matches(value, SERVICES, n=1)
+    return (f"is not a service gangway sets up; known: {', '.join(SERVICES)}"
+            + (f" (did you mean {close[0]!r}?)" if close else ""))
 
 
 def check_local_path(value: str) -> str | None:
@@ -573,6 +584,8 @@ TOP_KEYS = {
     "ssh_keys": Key(list, "more public keys allowed to log in as the deploy user", each=check_public_key,
                     item_kind=str),
     "backups": Key(dict, "the scheduled daily database backup: {time: \"03:15\", keep_daily: 7, keep_weekly: 4}"),
+    "services": Key(list, "services the app uses, set up by `fab provision` on the server, e.g. [redis]",
+                    each=check_service, item_kind=str),
     "known_hosts": Key(str, "the file that holds these servers' SSH host keys instead of ~/.ssh/known_hosts, "
                             "relative to this file, e.g. production.known_hosts", check=check_local_path),
 }
@@ -679,13 +692,17 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
         if j["name"] in [job.name for job in jobs]:
             raise checker.fail(f"app.jobs[{i}].name", f"{j['name']!r} is used twice; give each job its own name")
         jobs.append(Job(name=j["name"], command=job_command(j["command"]), schedule=j["schedule"]))
+    services = top.get("services", [])
+    for i, name in enumerate(services):
+        if name in services[:i]:
+            raise checker.fail(f"services[{i}]", f"{name!r} is listed twice; remove one")
     project = Path(app.get("source", ".")).expanduser()
     return Inventory(**{
         **top,
         "app": App(**{**app, "domains": tuple(domains), "env": tuple(env), "build": build, "jobs": tuple(jobs),
                       "source": project if project.is_absolute() else (base / project).resolve()}),
         "hosts": tuple(hosts), "acme": Acme(**acme), "proxy": proxy, "backups": Backups(**backups),
-        "ssh_keys": tuple(top.get("ssh_keys", ())), "source": source,
+        "ssh_keys": tuple(top.get("ssh_keys", ())), "source": source, "services": tuple(services),
         "known_hosts": _local(top["known_hosts"], base) if "known_hosts" in top else None,
     })
 

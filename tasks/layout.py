@@ -20,6 +20,12 @@
                               the socket nginx proxies to: re-pointing it switches traffic with no reload
     /etc/gangway/APP/         rendered config: gunicorn.conf.py, nginx backend include
     /run/APP/RELEASE/         one Gunicorn socket per running release
+
+    With `services: [redis]`, one Redis for the server (Debian's redis-server, its data in /var/lib/redis):
+    /etc/gangway/redis.conf   gangway's settings, read after Debian's /etc/redis/redis.conf
+    /etc/gangway/redis-auth.conf
+                              the password (root's alone, 0600), made on the server; systemd hands it to
+                              redis-server as a credential
 """
 
 from __future__ import annotations
@@ -30,6 +36,14 @@ TOOL = "gangway"
 CONFIG_ROOT = f"/etc/{TOOL}"
 ACME_WEBROOT = f"/var/www/{TOOL}-acme"
 RELEASE_META = f".{TOOL}/release.json"  # inside each release directory
+
+# Redis is the server's, not an app's: its files sit beside the apps' directories under CONFIG_ROOT, with
+# names no app directory can have (app names hold neither "-" nor ".").
+REDIS_UNIT = "redis-server.service"
+REDIS_CONFIG = f"{CONFIG_ROOT}/redis.conf"
+REDIS_SECRET = f"{CONFIG_ROOT}/redis-auth.conf"
+REDIS_DROP_IN = f"/etc/systemd/system/{REDIS_UNIT}.d/{TOOL}.conf"
+REDIS_DATA = "/var/lib/redis"
 
 
 @dataclass(frozen=True)

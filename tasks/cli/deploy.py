@@ -27,6 +27,7 @@ from ..provisioning import jobs, served
 from ..facts.releases import FAILED, GOOD, Release, ServerState
 from ..connection.remote import ConnectionLost, RemoteError
 from ..commands.render import TEMPLATES
+from ..commands.services import env_services
 from ..session.runner import Reporter
 from ..session.run import DeployError, Session, Task, last_lines, run_task
 
@@ -256,7 +257,8 @@ def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool 
             else "built (new requirements)")
     reporter.step("to build", "python", f"environment {release.requirements} {venv}")
     managed = _managed_environment(session)
-    ok, report, tail = session.run(("environment", commands.env_file(layout, managed, preview=True)))
+    ok, report, tail = session.run(("environment", commands.env_file(layout, managed, preview=True,
+                                                                     services=env_services(inventory))))
     if not ok:
         raise DeployError(f"could not read the app's environment file:\n{last_lines(tail)}")
     shown = set(managed) - {name for name, _ in inventory.app.env}
@@ -449,7 +451,8 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         ("cleanup", commands.cleanup(layout, [r for r in state.running if r != state.live], leftovers, [], [],
                                      uploading=archive)),
         ("unpack", commands.unpack(layout, release, archive)),
-        ("environment", commands.env_file(layout, _managed_environment(session))),
+        ("environment", commands.env_file(layout, _managed_environment(session),
+                                          services=env_services(inv))),
         ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
                               _extra_requirements(src), inv.proxy_environment)),
         ("checks", commands.release_check(layout, release.id, project.check_program(

@@ -23,7 +23,9 @@ from ..commands.release import LOW_SPACE_KIB
 from ..facts import backups as listing
 from ..facts.releases import ServerState
 from ..session.run import Session, Task, run_task, server_probes, server_state
-from ..commands.shell import join, q
+from ..commands.services import REDIS, ping
+from ..commands.shell import join, parse_reports, q
+from ..layout import REDIS_SECRET, REDIS_UNIT
 from ..facts.steps import Probe
 
 OK, WARN, FAIL = "ok", "WARN", "FAIL"
@@ -127,7 +129,8 @@ def certificate_command(cert: str) -> str:
             "end=$(openssl x509 -noout -enddate -in \"$c\") && date -d \"${end#notAfter=}\" +%s")
 
 
-def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> list[Probe]:
+def status_probes(layout: Layout, host: str, health_path: str, https: bool,
+                  services: tuple[str, ...] = ()) -> list[Probe]:
     """Everything `fab status` shows, for one gather (with `state_probes` for the releases)."""
     app = layout.app
     timers = join("systemctl", "list-units", "--all", "--plain", "--no-legend", f"{app}-*.timer", "certbot.timer",
@@ -155,7 +158,22 @@ def status_probes(layout: Layout, host: str, health_path: str, https: bool) -> l
               lambda out, rc: '"1"' in out),
         Probe("reboot", "if [ -e /run/reboot-required ]; then echo yes; cat /run/reboot-required.pkgs; fi",
               lambda out, rc: out.split()[1:] if out.startswith("yes") else None),
+        *([redis_probe(layout)] if REDIS in services else []),
     ]
+
+
+def redis_probe(layout: Layout) -> Probe:
+    """redis-server's state and Redis as the app sees it (services.ping: the password read on the server)."""
+    return Probe("redis", f"echo \"state=$(systemctl is-active {REDIS_UNIT} 2>/dev/null)\"\n{ping(layout)}",
+                 parse_redis)
+
+
+def parse_redis(out: str, rc: int) -> dict | Unreadable:
+    found = parse_reports(out)
+    state = out.splitlines()[0].partition("=")[2] if out.startswith("state=") else ""
+    if rc != 0 or not found:
+        return Unreadable(f"could not ask Redis (exit {rc}): {out.strip()[-200:] or 'no output'}")
+    return {**found, "state": state}
 
 
 # --- reading the answers -------------------------------------------------------------------------------------
@@ -442,6 +460,32 @@ def memory_check(meminfo: dict[str, int], warn_percent: int) -> Check:
     return Check(OK, "memory", text)
 
 
+def redis_check(found: dict | Unreadable) -> Check:
+    """Running, answering PING with the app's password, refusing a client without it, loopback only, and the
+    app's shared/env holding the URLs that work."""
+    fix = f"run `fab provision`; see why with `sudo journalctl -u {REDIS_UNIT} -n 50`"
+    if isinstance(found, Unreadable):
+        return Check(FAIL, "redis", f"{found.why}; {fix}")
+    if found["state"] != "active":
+        return Check(FAIL, "redis", f"{REDIS_UNIT} is {found['state'] or 'not installed'}: the app cannot reach "
+                                    f"its queue or cache; {fix}")
+    if found["secret"] != "ok":
+        return Check(FAIL, "redis", f"the password file {REDIS_SECRET} {found['secret']}")
+    if found["answer"] != "PONG":
+        return Check(FAIL, "redis", f"did not answer PING with the app's password: {found['answer']}; {fix}")
+    if not found["anonymous"].startswith("NOAUTH"):
+        return Check(FAIL, "redis", f"answers a client without the password ({found['anonymous']}); {fix}")
+    beyond = sorted(set(found["listening"] or ()) - {"127.0.0.1", "::1"})
+    if beyond:
+        return Check(FAIL, "redis", f"listens beyond the loopback address: {', '.join(beyond)}; {fix}")
+    text = f"{REDIS_UNIT} active, answers PING with the app's password, {found['used_memory']} used"
+    wrong = sorted(name for name, state in (found["env"] or {}).items() if state != "ok")
+    if wrong:
+        return Check(WARN, "redis", f"{text}; but shared/env has {', '.join(wrong)} "
+                                    f"{'/'.join(sorted({found['env'][n] for n in wrong}))}: run `fab provision`")
+    return Check(OK, "redis", text + ("" if found["env"] else "; shared/env comes with the first deploy"))
+
+
 def backup_check(newest: listing.BackupFile | None | Unreadable, scheduled: bool, max_age_days: int,
                  backups: str = "backups/") -> Check:
     if isinstance(newest, Unreadable):
@@ -548,6 +592,7 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
         service_check("nginx", units, ["nginx.service"], "no site answers; `sudo systemctl start nginx`"),
         service_check("postgresql", units, postgres, "the app cannot reach its database; "
                       "`sudo systemctl start postgresql`"),
+        redis_check(facts["redis"]) if REDIS in inventory.services else None,
         health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"], state.live,
                      Layout(app.name)),
         schema_check(state),
@@ -597,7 +642,8 @@ def status_on(session: Session) -> int:
     inventory, layout, reporter = session.inventory, session.layout, session.reporter
     name = session.health_host()
     facts = session.remote.gather(server_probes(layout)
-                                  + status_probes(layout, name, inventory.app.health_check, inventory.tls))
+                                  + status_probes(layout, name, inventory.app.health_check, inventory.tls,
+                                                  inventory.services))
     reporter.line(f"{session.host.address}: {session.app}" + (f" at {name}" if inventory.tls else ""))
     if not facts["provisioned"]:
         reporter.step(FAIL, "provision", f"the server is not provisioned for {session.app} by this version of "

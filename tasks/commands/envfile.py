@@ -14,6 +14,8 @@ import inspect
 
 from ..oneline import control_problem
 
+# The first line of the environment file: the keys gangway manages in it (the rest is the operator's).
+ENV_FILE_MARK = "# managed by gangway: "
 # What systemd's parser unescapes after a backslash inside double quotes (its SHELL_NEED_ESCAPE).
 ESCAPED = '"\\`$'
 

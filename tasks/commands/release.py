@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 
 from . import envfile, programs, shell
+from .envfile import ENV_FILE_MARK
 from ..layout import RELEASE_META, Layout
 from ..facts import backups
 from ..facts.releases import RELEASE_ID, Release
 from .render import TEMPLATES
+from .services import SERVICE_VARIABLES, password_reader_source
 from .shell import as_user, join, q, report
 from ..facts.steps import Probe
 
@@ -28,8 +30,6 @@ RELEASE_HEADER = "X-Gangway-Release"
 DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "Disk quota exceeded")
 # A build that failed with less than this free failed for want of space; a deploy keeps this much spare.
 LOW_SPACE_KIB = 16 * 1024
-# The first line of the environment file: the keys gangway manages in it (the rest is the operator's).
-ENV_FILE_MARK = "# managed by gangway: "
 
 
 # --- facts --------------------------------------------------------------------------------------------------
@@ -131,14 +131,17 @@ def manage(layout: Layout, release_id: str, user: str, args: list[str], writable
 
 # --- building a release ------------------------------------------------------------------------------------
 
-def env_file(layout: Layout, managed: dict[str, str], preview: bool = False) -> str:
+def env_file(layout: Layout, managed: dict[str, str], preview: bool = False, services: dict | None = None,
+             if_exists: bool = False) -> str:
     """Create the environment file once (with a new secret key), then keep the managed keys up to date.
-    With `preview`, write nothing: report the file as it is and as it would be (env_before, env_after).
+    With `preview`, write nothing: report the file as it is and as it would be (env_before, env_after). With
+    `if_exists`, a missing file stays missing.
 
     The file remembers which keys gangway wrote (a comment line): one it no longer manages (a name taken out
-    of the inventory's app.env) is removed, not left behind. Lines the operator added are left alone; the
-    secret key is generated on the server and never printed. systemd reads the file (EnvironmentFile=): no
-    shell ever sources it.
+    of the inventory's app.env, a service taken out of `services`) is removed, not left behind. Lines the
+    operator added are left alone; the secret key is generated on the server and never printed. `services`
+    (services.env_services) adds the services' URLs, made on the server from their password files. systemd
+    reads the file (EnvironmentFile=): no shell ever sources it.
     """
     for key in managed:
         if not key.isidentifier():
@@ -147,8 +150,10 @@ def env_file(layout: Layout, managed: dict[str, str], preview: bool = False) -> 
     # -B: no bytecode written, not even for a preview.
     return programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "env_file.py",
                         {"path": layout.env_file, "managed": lines, "mark": ENV_FILE_MARK, "preview": bool(preview),
+                         "services": services, "if_exists": bool(if_exists),
+                         "hidden": list(SERVICE_VARIABLES),
                          "report": shell.REPORT},
-                        envfile.reader_source() + programs.source("env_file.py"))
+                        envfile.reader_source() + password_reader_source() + programs.source("env_file.py"))
 
 
 def unpack(layout: Layout, release: Release, archive: str) -> str:

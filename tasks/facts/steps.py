@@ -201,13 +201,14 @@ class Packages(Operation):
     """Debian packages installed; the package lists are refreshed only when something is missing."""
     names: Sequence[str]
     env: dict[str, str] = field(default_factory=dict)
+    key: str = "packages"  # the fact's name: each Packages of a provision needs its own
 
     def probes(self) -> Sequence[Probe]:
-        return (Probe("packages", "dpkg-query -W -f='${Package}\\t${db:Status-Abbrev}\\n' "
+        return (Probe(self.key, "dpkg-query -W -f='${Package}\\t${db:Status-Abbrev}\\n' "
                       + " ".join(q(n) for n in self.names) + " 2>/dev/null; true", _parse_installed),)
 
     def plan(self, facts: Facts) -> list[Change]:
-        missing = [n for n in self.names if n not in facts["packages"]]
+        missing = [n for n in self.names if n not in facts[self.key]]
         if not missing:
             return []
         apt = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Options::=--force-confold"

@@ -30,7 +30,8 @@ class Server:
 
 
 def steps(server: Server) -> list[Step]:
-    from . import backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, ssh, system, tls, users
+    from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, redis, ssh, system, tls,
+                   users)
 
     return [
         system.apt_proxy(server),
@@ -48,6 +49,8 @@ def steps(server: Server) -> list[Step]:
         users.build_user(server),
         users.directories(server),
         postgres.database(server),
+        redis.service(server),
+        redis.environment(server),
         backups.schedule(server),
         gunicorn.service(server),
         jobs.scheduled(server),

@@ -1,11 +1,17 @@
 # The app's environment file (shared/env): created once with a new secret key, then the keys gangway manages
 # kept up to date. Run as root by tasks/commands/release.py `env_file`, after the environment-file reader of
-# tasks/commands/envfile.py (`split_line`), which reads a line as systemd does.
+# tasks/commands/envfile.py (`split_line`), which reads a line as systemd does, and the Redis password
+# file's reader (tasks/commands/services.py `redis_password`).
 # Input: {"path": ..., "managed": {NAME: "NAME=encoded line"}, "mark": "# comment naming the managed keys",
-#         "preview": bool, "report": "@gangway"}.
+#         "services": {"secret": the Redis password file, "urls": {NAME: URL with {password}}} or null,
+#         "hidden": [names whose values a preview replaces by a digest], "preview": bool, "if_exists": bool,
+#         "report": "@gangway"}.
 # A key gangway wrote before and no longer manages is removed; lines the operator added are left alone. The
 # secret key is generated here and never printed. With "preview", nothing is written: the file as it is and
-# as it would be are printed as one report line ({"env_before", "env_after"}).
+# as it would be are printed as one report line ({"env_before", "env_after"}). With "if_exists", a missing file is left missing (the first deploy creates it).
+# The services' URLs (REDIS_URL, ...) are made here from the root-only password file that provision wrote on
+# the server: the password never leaves the server in them.
+import hashlib
 import json
 import os
 import secrets
@@ -14,6 +20,15 @@ import sys
 args = json.load(sys.stdin)
 path, managed, mark = args["path"], dict(args["managed"]), args["mark"]
 old = open(path).read() if os.path.exists(path) else None
+if old is None and args.get("if_exists"):
+    sys.exit(0)
+services = args.get("services")
+if services:
+    password, problem = redis_password(services["secret"])
+    if problem:
+        sys.exit("the Redis password file %s %s" % (services["secret"], problem))
+    for name, url in services["urls"].items():
+        managed[name] = '%s="%s"' % (name, url.replace("{password}", password))  # nothing in it needs escaping
 lines = old.splitlines() if old is not None else []
 before = set()
 for line in lines:
@@ -37,8 +52,19 @@ for line in lines:
     out.append(managed.pop(key) if key in managed else line)
 out += list(managed.values())
 text = "\n".join(out) + "\n"
+
+
+def hidden(text):
+    """`text` with the values of the hidden names (the URLs that hold the Redis password) replaced by a digest:
+    a preview still tells a change, and the password stays on the server."""
+    if text is None:
+        return None
+    return "\n".join('%s="sha256:%s"' % (key_of(line), hashlib.sha256(line.encode()).hexdigest()[:16])
+                     if key_of(line) in args["hidden"] else line for line in text.split("\n"))
+
+
 if args["preview"]:
-    print(args["report"] + " " + json.dumps({"env_before": old, "env_after": text}))
+    print(args["report"] + " " + json.dumps({"env_before": hidden(old), "env_after": hidden(text)}))
 elif old != text:
     tmp = path + ".gw-new"
     try:
