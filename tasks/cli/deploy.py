@@ -17,7 +17,7 @@ from fabric import task
 
 from .. import defaults, timestamps
 from ..project import diagnose, django as project, source
-from . import dryrun
+from . import dryrun, hooks
 from ..facts import envsize, releases
 from ..commands import release as commands, shell
 from ..connection import targets
@@ -251,6 +251,7 @@ def preview(session: Session, src: source.Source) -> None:
     venv = ("reused (these requirements are built already)" if release.requirements in state.venvs
             else "built (new requirements)")
     reporter.step("to build", "python", f"environment {release.requirements} {venv}")
+    hooks.preview(session, "after_build")
     managed = _managed_environment(session)
     ok, report, tail = session.run(("environment", commands.env_file(layout, managed, preview=True)))
     if not ok:
@@ -262,6 +263,7 @@ def preview(session: Session, src: source.Source) -> None:
     for line in changes:
         reporter.line(dryrun.INDENT + line)
     _preview_migrations(session, state, src)
+    hooks.preview(session, "after_migrate")
     plan = pruning(inventory, state.after_deploy(release), release.id, state.live)
     removed = [f"{len(plan.old)} old release(s): {', '.join(plan.old)}" if plan.old else "",
                f"{len(plan.failed)} failed release(s): {', '.join(plan.failed)}" if plan.failed else "",
@@ -272,6 +274,7 @@ def preview(session: Session, src: source.Source) -> None:
                   "; ".join(removed) if removed else f"nothing to remove ({len(plan.kept)} release(s) kept)")
     reporter.step("to change", "switch", f"traffic would switch {'from ' + state.live + ' ' if state.live else ''}"
                   f"to {release.id} once it answers GET {inventory.app.health_check} healthy")
+    hooks.preview(session, "after_switch")
 
 
 def _preview_migrations(session: Session, state: ServerState, src: source.Source) -> None:
@@ -317,6 +320,7 @@ def deploy_to(session: Session, src: source.Source) -> str:
                           f"{', ...' if len(pending) > 4 else ''}) after a backup: {dump}")
         else:
             reporter.step("ok", "migrations", "nothing to apply")
+        hooks.run(session, release.id, "after_migrate")
         release.status = GOOD
         event = {"time": timestamps.now(), "event": "live", "release": release.id, "previous": state.live,
                  "commit": src.commit, "by": who()}
@@ -325,9 +329,14 @@ def deploy_to(session: Session, src: source.Source) -> str:
         migrated = pending and not isinstance(error, BackupFailed)
         reversed_ = _undo_migrations(session, release, state, applied_before, pending) if migrated else ""
         _set_aside(session, release, str(error))
-        raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its "
+        serving = hooks.serving(session) if isinstance(error, hooks.HookFailed) else _serving(state)
+        raise DeployError(f"release {release.id} did not go live; {serving}{reversed_}. Its "
                           f"release is kept in {layout.failed}/.\n{error}") from None
     _prune(session, state.after_deploy(release), release.id, state.live)
+    try:
+        hooks.run(session, release.id, "after_switch")
+    except hooks.HookFailed as error:
+        raise DeployError(f"{hooks.is_live(session, release.id)}, but {error}") from None
     reporter.line(f"deployed {release.id} to {host.address}: {stats.summary()}")
     return release.id
 
@@ -399,17 +408,20 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
     inv, layout = session.inventory, session.layout
     archive = _upload(session, state, src, release)
     leftovers = state.unfinished()
-    ok, report, tail = session.run(
-        ("cleanup", commands.cleanup(layout, [r for r in state.running if r != state.live], leftovers, [], [],
-                                     uploading=archive)),
-        ("unpack", commands.unpack(layout, release, archive)),
-        ("environment", commands.env_file(layout, _managed_environment(session))),
-        ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
-                              _extra_requirements(src), inv.proxy_environment)),
-        ("checks", commands.release_check(layout, release.id, project.check_program(
-            KNOWN_MIGRATIONS_SCRIPT.read_text() + "\n" + CHECK_SCRIPT.read_text()))),
-        lines=commands.GATE_OUTPUT_LINES,
-    )
+    with hooks.stopped_on_interrupt(session, release.id):
+        ok, report, tail = session.run(
+            ("cleanup", commands.cleanup(layout, [r for r in state.running if r != state.live], leftovers, [], [],
+                                         uploading=archive)),
+            ("unpack", commands.unpack(layout, release, archive)),
+            ("environment", commands.env_file(layout, _managed_environment(session))),
+            ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
+                                  _extra_requirements(src), inv.proxy_environment)),
+            # The project's own steps (compilemessages): in the release, before the checks seal it.
+            *hooks.steps(session, release.id, "after_build"),
+            ("checks", commands.release_check(layout, release.id, project.check_program(
+                KNOWN_MIGRATIONS_SCRIPT.read_text() + "\n" + CHECK_SCRIPT.read_text()))),
+            lines=commands.GATE_OUTPUT_LINES,
+        )
     if not ok:
         if (any(sign in tail for sign in commands.DISK_FULL_SIGNS)
                 or report.get("free_kib", commands.LOW_SPACE_KIB) < commands.LOW_SPACE_KIB):
@@ -419,8 +431,12 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
                               f"({_free_mib(state)}). Free some space (old database dumps in {layout.backups}/, "
                               "`sudo apt-get clean`) and deploy again; the release was removed, "
                               f"{_serving(state)}.\n{last_lines(tail)}")
+        hooks.said(session, "after_build", report)
         _set_aside(session, release, tail)
         step = report.get("failed")
+        if hook := hooks.failure(session, "after_build", report, tail):
+            raise DeployError(f"release {release.id}: {hook}\n{hooks.serving(session)}; the release is kept in "
+                              f"{layout.failed}/.") from None
         if step not in ("pip", "checks"):
             raise DeployError(f"release {release.id}: its {step} step failed; {_serving(state)}. Kept in "
                               f"{layout.failed}/ for inspection.\n{last_lines(tail)}")
@@ -436,6 +452,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
                           f"Python environment {report['venv']}" + (f", {len(leftovers)} unfinished release(s) "
                                                                    f"from an interrupted deploy removed"
                                                                    if leftovers else ""))
+    hooks.said(session, "after_build", report)
     warnings, advice = report["warnings"], report.get("readiness", [])
     detail = "manage.py check --deploy passed; static files collected"
     if warnings:  # one per line: each is a thing to fix, not a wall of text
