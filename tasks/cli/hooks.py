@@ -79,8 +79,8 @@ def said(session: Session, point: str, report: dict) -> None:
         for line in output:
             session.reporter.line(f"  | {dryrun.safe(line)}")
         if ran.get("status") == 0:
-            session.reporter.step("changed", f"hook {point}", f"`{dryrun.safe(hook.text)}` ran {RUN_AS[point]} "
-                                  f"in {ran.get('seconds', '?')} s")
+            session.reporter.step("changed", f"hook {point}", f"`{dryrun.safe(hook.text)}` ran in "
+                                  f"{ran.get('seconds', '?')} s, {RUN_AS[point]}")
         else:
             session.reporter.step("FAILED", f"hook {point}", f"`{dryrun.safe(hook.text)}` {_ended(hook, ran)}")
 
