@@ -19,6 +19,7 @@ import yaml
 
 from . import defaults
 from .oneline import control_problem
+from .commands.shell import join
 
 INVENTORY_DIR = Path(__file__).resolve().parent.parent / "inventory"
 
@@ -88,7 +89,7 @@ class Hook:
 
     @property
     def text(self) -> str:
-        return shlex.join(self.command)
+        return join(*self.command)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ A rollback runs none: hooks belong to a deploy of new code.
 
 from __future__ import annotations
 
-import shlex
 from contextlib import contextmanager
 from typing import Iterator
 
 from ..commands import hooks as commands, release
+from ..commands.shell import join
 from ..connection.remote import RemoteError
 from ..inventory import HOOK_POINTS, Hook
 from ..session.run import DeployError, Session, last_lines
@@ -105,7 +105,7 @@ def failure(session: Session, point: str, report: dict, tail: str) -> str | None
                      "gettext package when a hook runs compilemessages")
         if point == "after_switch":
             text += "\nOnce its cause is fixed, " + (
-                f"run it again with `fab manage -- {dryrun.safe(shlex.join(hook.command[1:]))}`"
+                f"run it again with `fab manage -- {dryrun.safe(join(*hook.command[1:]))}`"
                 if hook.command[0] == "manage.py" else "deploy again (a deploy runs the hooks again)")
         return text
     return None
