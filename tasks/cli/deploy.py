@@ -310,7 +310,8 @@ def deploy_to(session: Session, src: source.Source) -> str:
     _schema_warning(session, state)
     maintenance_note(session, state)
     _jobs_warning(session, state)
-    _build(session, state, src, release)
+    with hooks.stopped_on_interrupt(session, release.id):  # its after_build hooks
+        _build(session, state, src, release)
     applied_before = state.applied
     pending = releases.migrations_missing(applied_before, release)
     try:
@@ -403,25 +404,24 @@ def _upload(session: Session, state: ServerState, src: source.Source, release: R
 
 
 def _build(session: Session, state: ServerState, src: source.Source, release: Release) -> None:
-    """Upload, unpack, environment, Python venv, Django's checks and collectstatic: one round trip after
-    the upload. Also clears what an interrupted deploy left behind."""
+    """Upload, unpack, environment, Python venv, the after_build hooks, Django's checks and collectstatic: one
+    round trip after the upload. Also clears what an interrupted deploy left behind."""
     inv, layout = session.inventory, session.layout
     archive = _upload(session, state, src, release)
     leftovers = state.unfinished()
-    with hooks.stopped_on_interrupt(session, release.id):
-        ok, report, tail = session.run(
-            ("cleanup", commands.cleanup(layout, [r for r in state.running if r != state.live], leftovers, [], [],
-                                         uploading=archive)),
-            ("unpack", commands.unpack(layout, release, archive)),
-            ("environment", commands.env_file(layout, _managed_environment(session))),
-            ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
-                                  _extra_requirements(src), inv.proxy_environment)),
-            # The project's own steps (compilemessages): in the release, before the checks seal it.
-            *hooks.steps(session, release.id, "after_build"),
-            ("checks", commands.release_check(layout, release.id, project.check_program(
-                KNOWN_MIGRATIONS_SCRIPT.read_text() + "\n" + CHECK_SCRIPT.read_text()))),
-            lines=commands.GATE_OUTPUT_LINES,
-        )
+    ok, report, tail = session.run(
+        ("cleanup", commands.cleanup(layout, [r for r in state.running if r != state.live], leftovers, [], [],
+                                     uploading=archive)),
+        ("unpack", commands.unpack(layout, release, archive)),
+        ("environment", commands.env_file(layout, _managed_environment(session))),
+        ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
+                              _extra_requirements(src), inv.proxy_environment)),
+        # The project's own steps (compilemessages): in the release, before the checks seal it.
+        *hooks.steps(session, release.id, "after_build"),
+        ("checks", commands.release_check(layout, release.id, project.check_program(
+            KNOWN_MIGRATIONS_SCRIPT.read_text() + "\n" + CHECK_SCRIPT.read_text()))),
+        lines=commands.GATE_OUTPUT_LINES,
+    )
     if not ok:
         if (any(sign in tail for sign in commands.DISK_FULL_SIGNS)
                 or report.get("free_kib", commands.LOW_SPACE_KIB) < commands.LOW_SPACE_KIB):
