@@ -35,7 +35,7 @@ started = time.monotonic()
 process = subprocess.Popen(args["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 tail, count = collections.deque(maxlen=args["lines"]), 0
 for raw in process.stdout:
-    tail.append(raw.decode(errors="replace").rstrip("\r\n"))
+    tail.append(raw[:2000].decode(errors="replace").rstrip("\r\n"))  # a line, not a megabyte of one
     count += 1
 status = process.wait()
 result = {"status": status, "seconds": round(time.monotonic() - started, 1), "output": list(tail), "lines": count}
