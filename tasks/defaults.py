@@ -20,6 +20,8 @@ KEEP_WEEKLY = 4
 # What `Retry-After` tells clients while the site is in maintenance mode, in seconds.
 MAINTENANCE_RETRY_AFTER_S = 300
 HEALTH_TIMEOUT_S = 30
+# A release hook (app.hooks) that runs longer is stopped and fails its deploy.
+HOOK_TIMEOUT_S = 300
 # After a switch the release that was live stays warm this long, so that rolling back to it is instant.
 STANDBY_MINUTES = 10
 # Added to the venv when the project's requirements do not name Gunicorn.
@@ -39,6 +41,8 @@ PACKAGES = (
     # addresses that keep failing to log in (fail2ban reads the journal through python3-systemd).
     "needrestart", "debsums", "apt-listchanges", "libpam-pwquality", "fail2ban", "python3-systemd",
 )
+# Installed too when a release hook runs `manage.py compilemessages` (it needs msgfmt).
+GETTEXT = ("gettext",)
 
 # `services: [redis]`: Debian's redis-server, on the loopback address only. The app's cache and sessions use
 # database 0 (REDIS_URL), Celery's queue database 1 (CELERY_BROKER_URL): clearing the cache never empties the

@@ -19,6 +19,7 @@ import yaml
 
 from . import defaults
 from .oneline import control_problem
+from .commands.shell import join
 
 INVENTORY_DIR = Path(__file__).resolve().parent.parent / "inventory"
 
@@ -75,6 +76,33 @@ class Job:
     schedule: str
 
 
+# The points of a deploy where app.hooks run, in the order they come.
+HOOK_POINTS = ("after_build", "after_migrate", "after_switch")
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A command run at a point of a deploy (app.hooks), in the release, bounded by `timeout` seconds. Its first
+    word is `manage.py`, the name of a program in the release's virtualenv, or an absolute path."""
+    command: tuple[str, ...]
+    timeout: int = defaults.HOOK_TIMEOUT_S
+
+    @property
+    def text(self) -> str:
+        return join(*self.command)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The inventory's app.hooks: the commands each point runs, in order."""
+    after_build: tuple[Hook, ...] = ()
+    after_migrate: tuple[Hook, ...] = ()
+    after_switch: tuple[Hook, ...] = ()
+
+    def at(self, point: str) -> tuple[Hook, ...]:
+        return getattr(self, point)
+
+
 @dataclass(frozen=True)
 class App:
     name: str
@@ -92,6 +120,7 @@ class App:
     env: tuple[tuple[str, str], ...] = ()  # the app's own non-secret variables, in the inventory's order
     build: Build | None = None
     jobs: tuple[Job, ...] = ()
+    hooks: Hooks = field(default_factory=Hooks)
 
     @property
     def wsgi(self) -> str:
@@ -502,6 +531,39 @@ def check_job_command(value: str) -> str | None:
     return None
 
 
+# A program in the release's virtualenv (.venv/bin/NAME), or one word of an absolute path.
+_PROGRAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+_ABSOLUTE_PATH = re.compile(r"(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)+")
+
+
+def hook_command(value: str) -> tuple[str, ...]:
+    """The words of a release hook's command line, split like a shell would (nothing in it is run by a
+    shell: each word reaches the program as it is); raises ValueError."""
+    if problem := _control_problem(value):
+        raise ValueError(problem)
+    try:
+        words = tuple(shlex.split(value))
+    except ValueError as error:
+        raise ValueError(f"cannot be split into words ({error}): close the quote") from None
+    if not words:
+        raise ValueError("is empty: give a command, e.g. 'manage.py compilemessages'")
+    first = words[0]
+    if first != "manage.py" and not _PROGRAM_NAME.fullmatch(first) and not _ABSOLUTE_PATH.fullmatch(first):
+        raise ValueError("must start with manage.py (the release's management commands), the name of a program "
+                         "in the release's virtualenv (e.g. python, celery), or an absolute path (e.g. /bin/sh): it "
+                         "runs in the release's directory, so a script of the project runs as e.g. "
+                         "'python scripts/warm.py' or '/bin/sh scripts/warm.sh'")
+    return words
+
+
+def check_hook_command(value: str) -> str | None:
+    try:
+        hook_command(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
 # --- the schema ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -544,6 +606,14 @@ APP_KEYS = {
                        "outputs: [static/dist]}"),
     "jobs": Key(list, "management commands run on a schedule: [{name: clearsessions, command: clearsessions, "
                       "schedule: daily}]", item_kind=dict),
+    "hooks": Key(dict, "commands run at points of a deploy: {after_build: ['manage.py compilemessages'], "
+                       "after_migrate: [...], after_switch: [...]}"),
+}
+HOOK_KEYS = {
+    "command": Key(str, "the command line, e.g. 'manage.py compilemessages'", required=True,
+                   check=check_hook_command),
+    "timeout": Key(int, f"seconds it may run before it is stopped and fails the deploy (default "
+                        f"{defaults.HOOK_TIMEOUT_S})", check=check_positive),
 }
 JOB_KEYS = {
     "name": Key(str, "a short name for the job, e.g. clearsessions", required=True, check=check_job_name),
@@ -700,11 +770,44 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
     return Inventory(**{
         **top,
         "app": App(**{**app, "domains": tuple(domains), "env": tuple(env), "build": build, "jobs": tuple(jobs),
+                      "hooks": _hooks(app.get("hooks", {}), checker),
                       "source": project if project.is_absolute() else (base / project).resolve()}),
         "hosts": tuple(hosts), "acme": Acme(**acme), "proxy": proxy, "backups": Backups(**backups),
         "ssh_keys": tuple(top.get("ssh_keys", ())), "source": source, "services": tuple(services),
         "known_hosts": _local(top["known_hosts"], base) if "known_hosts" in top else None,
     })
+
+
+def _hooks(raw: dict, checker: _Checker) -> Hooks:
+    """app.hooks: at each known point, a list of command lines or {command, timeout} mappings."""
+    points = {}
+    for point, entries in raw.items():
+        where = _join("app.hooks", point)
+        if point not in HOOK_POINTS:
+            close = difflib.get_close_matches(str(point), HOOK_POINTS, n=1)
+            raise checker.fail(where, "unknown hook point" + (f" (did you mean '{close[0]}'?)" if close else "")
+                               + f"; the points are {', '.join(HOOK_POINTS)} (after the build, before Django's "
+                                 "checks; after migrate, before the switch; after the switch)")
+        if entries is None:
+            continue
+        if isinstance(entries, str):
+            entries = [entries]  # one command needs no list
+        if not isinstance(entries, list):
+            raise checker.fail(where, f"must be a list of commands, e.g. ['manage.py compilemessages'], found "
+                                      f"{_kind(entries)}")
+        hooks = []
+        for i, entry in enumerate(entries):
+            if isinstance(entry, dict):
+                h = checker.mapping(entry, HOOK_KEYS, f"{where}[{i}]")
+                hooks.append(Hook(hook_command(h["command"]), h.get("timeout", defaults.HOOK_TIMEOUT_S)))
+            elif isinstance(entry, str):
+                checker.value(entry, HOOK_KEYS["command"], f"{where}[{i}]")
+                hooks.append(Hook(hook_command(entry)))
+            else:
+                raise checker.fail(f"{where}[{i}]", f"must be a command line or {{command: ..., timeout: seconds}}, "
+                                                    f"found {_kind(entry)}")
+        points[point] = tuple(hooks)
+    return Hooks(**points)
 
 
 def _local(raw: str, base: Path) -> Path:

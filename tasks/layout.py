@@ -234,6 +234,16 @@ class Layout:
         """The transient unit a build step runs in; a later deploy stops what an interrupted one left."""
         return f"{self.app}-build-{release_id}"
 
+    def hook_unit(self, release_id: str, point: str, index: int) -> str:
+        """The transient unit the `index`th hook (from 1) at `point` of a release's deploy runs in."""
+        return f"{self.hook_unit_prefix}{release_id}-{point}-{index}"
+
+    @property
+    def hook_unit_prefix(self) -> str:
+        """What every hook unit's name starts with: a deploy, and the next one, stop what an interrupted run
+        left by it."""
+        return f"{self.app}-hook-"
+
     # --- TLS ------------------------------------------------------------------------------------------------
     @property
     def certificate_dir(self) -> str:

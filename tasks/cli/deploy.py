@@ -17,7 +17,7 @@ from fabric import task
 
 from .. import defaults, timestamps
 from ..project import diagnose, django as project, migration_safety, source
-from . import dryrun
+from . import dryrun, hooks
 from ..facts import envsize, releases
 from ..commands import release as commands, shell
 from ..connection import targets
@@ -256,6 +256,7 @@ def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool 
     venv = ("reused (these requirements are built already)" if release.requirements in state.venvs
             else "built (new requirements)")
     reporter.step("to build", "python", f"environment {release.requirements} {venv}")
+    hooks.preview(session, "after_build")
     managed = _managed_environment(session)
     ok, report, tail = session.run(("environment", commands.env_file(layout, managed, preview=True,
                                                                      services=env_services(inventory))))
@@ -269,6 +270,7 @@ def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool 
         reporter.line(dryrun.INDENT + line)
     _preview_migrations(session, state, src)
     compatibility(session, state, src, allow_unsafe_migrations, dry_run=True)
+    hooks.preview(session, "after_migrate")
     plan = pruning(inventory, state.after_deploy(release), release.id, state.live)
     removed = [f"{len(plan.old)} old release(s): {', '.join(plan.old)}" if plan.old else "",
                f"{len(plan.failed)} failed release(s): {', '.join(plan.failed)}" if plan.failed else "",
@@ -279,6 +281,7 @@ def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool 
                   "; ".join(removed) if removed else f"nothing to remove ({len(plan.kept)} release(s) kept)")
     reporter.step("to change", "switch", f"traffic would switch {'from ' + state.live + ' ' if state.live else ''}"
                   f"to {release.id} once it answers GET {inventory.app.health_check} healthy")
+    hooks.preview(session, "after_switch")
 
 
 def _preview_migrations(session: Session, state: ServerState, src: source.Source) -> None:
@@ -315,7 +318,8 @@ def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: boo
     maintenance_note(session, state)
     _jobs_warning(session, state)
     compatibility(session, state, src, allow_unsafe_migrations)
-    _build(session, state, src, release)
+    with hooks.stopped_on_interrupt(session, release.id):  # its after_build hooks
+        _build(session, state, src, release)
     applied_before = state.applied
     pending = releases.migrations_missing(applied_before, release)
     try:
@@ -325,6 +329,7 @@ def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: boo
                           f"{', ...' if len(pending) > 4 else ''}) after a backup: {dump}")
         else:
             reporter.step("ok", "migrations", "nothing to apply")
+        hooks.run(session, release.id, "after_migrate")
         release.status = GOOD
         event = {"time": timestamps.now(), "event": "live", "release": release.id, "previous": state.live,
                  "commit": src.commit, "by": who()}
@@ -333,9 +338,14 @@ def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: boo
         migrated = pending and not isinstance(error, BackupFailed)
         reversed_ = _undo_migrations(session, release, state, applied_before, pending) if migrated else ""
         _set_aside(session, release, str(error))
-        raise DeployError(f"release {release.id} did not go live; {_serving(state)}{reversed_}. Its "
+        serving = hooks.serving(session) if isinstance(error, hooks.HookFailed) else _serving(state)
+        raise DeployError(f"release {release.id} did not go live; {serving}{reversed_}. Its "
                           f"release is kept in {layout.failed}/.\n{error}") from None
     _prune(session, state.after_deploy(release), release.id, state.live)
+    try:
+        hooks.run(session, release.id, "after_switch")
+    except hooks.HookFailed as error:
+        raise DeployError(f"{hooks.is_live(session, release.id)}, but {error}") from None
     reporter.line(f"deployed {release.id} to {host.address}: {stats.summary()}")
     return release.id
 
@@ -442,8 +452,8 @@ def _upload(session: Session, state: ServerState, src: source.Source, release: R
 
 
 def _build(session: Session, state: ServerState, src: source.Source, release: Release) -> None:
-    """Upload, unpack, environment, Python venv, Django's checks and collectstatic: one round trip after
-    the upload. Also clears what an interrupted deploy left behind."""
+    """Upload, unpack, environment, Python venv, the after_build hooks, Django's checks and collectstatic: one
+    round trip after the upload. Also clears what an interrupted deploy left behind."""
     inv, layout = session.inventory, session.layout
     archive = _upload(session, state, src, release)
     leftovers = state.unfinished()
@@ -455,6 +465,8 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
                                           services=env_services(inv))),
         ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
                               _extra_requirements(src), inv.proxy_environment)),
+        # The project's own steps (compilemessages): in the release, before the checks seal it.
+        *hooks.steps(session, release.id, "after_build"),
         ("checks", commands.release_check(layout, release.id, project.check_program(
             KNOWN_MIGRATIONS_SCRIPT.read_text() + "\n" + CHECK_SCRIPT.read_text()))),
         lines=commands.GATE_OUTPUT_LINES,
@@ -468,8 +480,12 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
                               f"({_free_mib(state)}). Free some space (old database dumps in {layout.backups}/, "
                               "`sudo apt-get clean`) and deploy again; the release was removed, "
                               f"{_serving(state)}.\n{last_lines(tail)}")
+        hooks.said(session, "after_build", report)
         _set_aside(session, release, tail)
         step = report.get("failed")
+        if hook := hooks.failure(session, "after_build", report, tail):
+            raise DeployError(f"release {release.id}: {hook}\n{hooks.serving(session)}; the release is kept in "
+                              f"{layout.failed}/.") from None
         if step not in ("pip", "checks"):
             raise DeployError(f"release {release.id}: its {step} step failed; {_serving(state)}. Kept in "
                               f"{layout.failed}/ for inspection.\n{last_lines(tail)}")
@@ -485,6 +501,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
                           f"Python environment {report['venv']}" + (f", {len(leftovers)} unfinished release(s) "
                                                                    f"from an interrupted deploy removed"
                                                                    if leftovers else ""))
+    hooks.said(session, "after_build", report)
     warnings, advice = report["warnings"], report.get("readiness", [])
     detail = "manage.py check --deploy passed; static files collected"
     if warnings:  # one per line: each is a thing to fix, not a wall of text

@@ -103,16 +103,25 @@ def sandboxed(layout: Layout, unit: str, user: str, workdir: str, argv: list[str
     """`argv` in a transient systemd unit as `user`: the app's environment files read by systemd (as data),
     the system read-only but for `writable`, no way to gain privileges, its own /tmp. Output comes back; with
     `terminal`, the caller's terminal is the command's (an interactive command's prompts)."""
+    return join(*sandbox_argv(layout, unit, user, workdir, argv, writable, env, terminal))
+
+
+def sandbox_argv(layout: Layout, unit: str, user: str, workdir: str, argv: list[str], writable: list[str],
+                 env: dict[str, str] | None = None, terminal: bool = False, properties: tuple[str, ...] = (),
+                 collect: bool = True) -> list[str]:
+    """`sandboxed` as an argument list, for a program that runs it. `properties`: more unit settings;
+    without `collect`, a unit that failed stays loaded (until `systemctl reset-failed`) so that how it ended
+    (systemd's Result=) can be read."""
     props = [f"WorkingDirectory={workdir}", f"EnvironmentFile=-{layout.env_file}",
              f"EnvironmentFile=-{layout.config_env}", "NoNewPrivileges=yes",
              "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "UMask=0022",
-             *([f"ReadWritePaths={' '.join(writable)}"] if writable else [])]
+             *([f"ReadWritePaths={' '.join(writable)}"] if writable else []), *properties]
     variables = {**SANDBOX_ENV, **(env or {})}
-    return join("systemd-run", "--quiet", "--pty" if terminal else "--pipe", "--wait", "--collect",
-                "--service-type=exec", f"--unit={unit}", f"--uid={user}", f"--gid={user}",
-                *[f"--property={p}" for p in props],
-                *[f"--setenv={k}={v}" for k, v in sorted(variables.items())],
-                "--", *argv)
+    return ["systemd-run", "--quiet", "--pty" if terminal else "--pipe", "--wait", *(["--collect"] if collect else []),
+            "--service-type=exec", f"--unit={unit}", f"--uid={user}", f"--gid={user}",
+            *[f"--property={p}" for p in props],
+            *[f"--setenv={k}={v}" for k, v in sorted(variables.items())],
+            "--", *argv]
 
 
 def release_environment(layout: Layout, release_id: str, release_dir: str) -> dict[str, str]:
@@ -581,8 +590,8 @@ def cleanup(layout: Layout, stop: list[str], remove_releases: list[str], remove_
     """Stop stray units and remove what is no longer kept; each path is named, nothing is globbed but the
     uploads and build units an interrupted deploy left (`uploading` is this deploy's own upload)."""
     lines = [
-        # Build steps an interrupted deploy left running, and its half-uploaded archives.
-        f"systemctl stop {q(layout.app + '-build-*')} 2>/dev/null || true",
+        # Build steps and release hooks an interrupted deploy left running, and its half-uploaded archives.
+        f"systemctl stop {q(layout.app + '-build-*')} {q(layout.hook_unit_prefix + '*')} 2>/dev/null || true",
         join("find", layout.releases, "-maxdepth", "1", "-type", "f", "-name", "*.tar.gz",
              *(["!", "-name", uploading.rsplit("/", 1)[1]] if uploading else []), "-delete"),
         *[not_at_boot(layout, r) for r in remove_releases],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import defaults
 from . import Server
+from ..inventory import HOOK_POINTS
 from ..commands.render import render
 from ..commands.shell import q, write_file
 from ..facts.steps import Absent, Change, Check, File, Packages, Probe, Step
@@ -24,8 +25,16 @@ def apt_proxy(server: Server) -> Step:
 
 
 def packages(server: Server) -> Step:
-    return Step("system packages", [Packages(defaults.PACKAGES, env=server.inventory.proxy_environment)],
-                note=f"{len(defaults.PACKAGES)} installed")
+    wanted = defaults.PACKAGES + hook_packages(server.inventory)
+    return Step("system packages", [Packages(wanted, env=server.inventory.proxy_environment)],
+                note=f"{len(wanted)} installed")
+
+
+def hook_packages(inventory) -> tuple[str, ...]:
+    """What the release hooks need besides: GNU gettext (msgfmt) when one runs `manage.py compilemessages`.
+    Only then: a server carries no tool its app does not use."""
+    commands = [hook.command for point in HOOK_POINTS for hook in inventory.app.hooks.at(point)]
+    return defaults.GETTEXT if any(c[:2] == ("manage.py", "compilemessages") for c in commands) else ()
 
 
 def security_updates(server: Server) -> Step:
