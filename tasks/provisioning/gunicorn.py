@@ -27,5 +27,6 @@ def service(server: Server) -> Step:
     return Step("gunicorn service", [
         File(layout.gunicorn_conf, config_file(server)),
         File(layout.unit_path, unit_file(server)),
-    ], after=["systemctl daemon-reload"], note=f"{layout.unit_template}, {app.module} with {workers}, sandboxed, restarts on failure",
+    ], after=["systemctl daemon-reload"],
+        note=f"{layout.unit_template}, {app.module} with {workers}, sandboxed, restarts on failure",
         changed_note="a running release uses it from its next start: the next fab deploy")
