@@ -26,6 +26,16 @@ HOOK_TIMEOUT_S = 300
 STANDBY_MINUTES = 10
 # Added to the venv when the project's requirements do not name Gunicorn.
 GUNICORN = "gunicorn>=23,<24"
+# How Gunicorn serves the app (app.server): Django's WSGI application with its own sync workers, or its ASGI
+# application (async views, websockets) with Uvicorn's worker class.
+SERVERS = ("wsgi", "asgi")
+SERVER = "wsgi"
+# The ASGI server: the worker class the uvicorn-worker package keeps (uvicorn.workers is deprecated), and
+# uvicorn with its "standard" extras: without a websocket library (websockets) uvicorn refuses every websocket
+# handshake. Each is added to the venv when the project's requirements do not name it.
+UVICORN_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+UVICORN_WORKER = "uvicorn-worker>=0.4,<1"
+UVICORN = "uvicorn[standard]>=0.36,<1"
 
 # Below this much memory a swap file keeps pip builds and migrations from being killed by the OOM killer.
 SWAP_BELOW_MIB = 2048

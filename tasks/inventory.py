@@ -108,6 +108,8 @@ class App:
     name: str
     domains: tuple[str, ...] = ()
     wsgi_module: str = ""
+    server: str = defaults.SERVER
+    asgi_module: str = ""
     max_upload_mb: int = defaults.MAX_UPLOAD_MB
     source: Path = Path(".")
     requirements: str = defaults.REQUIREMENTS
@@ -125,6 +127,15 @@ class App:
     @property
     def wsgi(self) -> str:
         return self.wsgi_module or f"{self.name}.wsgi"
+
+    @property
+    def asgi(self) -> str:
+        return self.asgi_module or f"{self.name}.asgi"
+
+    @property
+    def module(self) -> str:
+        """The module whose `application` Gunicorn loads: the ASGI or the WSGI one, as app.server says."""
+        return self.asgi if self.server == "asgi" else self.wsgi
 
 
 @dataclass(frozen=True)
@@ -332,6 +343,13 @@ def check_python_module(value: str) -> str | None:
     if _PYTHON_DOTTED.fullmatch(value):
         return None
     return "must be a dotted Python module path (letters, digits and _ between dots), e.g. mysite.wsgi"
+
+
+def check_server(value: str) -> str | None:
+    if value in defaults.SERVERS:
+        return None
+    return ("is not a server kind gangway runs: use wsgi (Django's WSGI application, the default) or asgi "
+            "(its ASGI application, for async views and websockets, with Uvicorn's workers)")
 
 
 def check_public_key(value: str) -> str | None:
@@ -588,6 +606,10 @@ APP_KEYS = {
     "domains": Key(list, "the domain names the site answers on, e.g. [example.com, www.example.com]",
                    each=check_domain, item_kind=str),
     "wsgi_module": Key(str, "the Django project's WSGI module, e.g. mysite.wsgi", check=check_python_module),
+    "server": Key(str, "how Gunicorn serves the app: wsgi (the default) or asgi (async views, websockets)",
+                  check=check_server),
+    "asgi_module": Key(str, "the Django project's ASGI module, used with server: asgi, e.g. mysite.asgi",
+                       check=check_python_module),
     "max_upload_mb": Key(int, "the largest request body nginx accepts, in MB", check=check_positive),
     "source": Key(str, "the Django project's directory (with manage.py), relative to this file",
                   check=check_local_path),

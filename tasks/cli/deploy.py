@@ -245,7 +245,7 @@ def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool 
     and no deploy lock taken (so a deploy running meanwhile may change the picture)."""
     inventory, layout, reporter = session.inventory, session.layout, session.reporter
     state = session.state()
-    release = _new_release(src, state)
+    release = _new_release(src, state, session.inventory.app.server)
     reporter.line(f"deploy --dry-run {src.ref} = {src.commit[:7]} to {session.host.address} ({inventory.source})")
     reporter.line("  note: read-only: no deploy lock taken, nothing uploaded or built")
     _schema_warning(session, state)
@@ -311,7 +311,7 @@ def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: boo
     if differ := served.drift(inventory, state.served_files):
         raise DeployError(f"{served.refusal(inventory, differ)}. Nothing was built or uploaded; {_serving(state)}")
     _check_environment_size(session, state)
-    release = _new_release(src, state)
+    release = _new_release(src, state, session.inventory.app.server)
     reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
                   f"({inventory.source})")
     _schema_warning(session, state)
@@ -399,10 +399,16 @@ def _check_environment_size(session: Session, state: ServerState) -> None:
                           f"{envsize.ADVICE[1:]}")
 
 
-def _extra_requirements(src: source.Source) -> list[str]:
-    """Gunicorn, when the project's requirements do not name it."""
-    named = re.search(r"(?im)^\s*gunicorn\b", src.requirements.decode(errors="replace"))
-    return [] if named else [defaults.GUNICORN]
+def extra_requirements(requirements: bytes, server: str) -> list[str]:
+    """What the server runs the app with that the project's requirements do not name: Gunicorn, and for ASGI
+    Uvicorn's worker class and Uvicorn itself. They are part of the requirements hash, so a change of
+    app.server builds a new environment."""
+    text = requirements.decode(errors="replace")
+    wanted = [("gunicorn", defaults.GUNICORN)]
+    if server == "asgi":
+        wanted += [("uvicorn[-_.]worker", defaults.UVICORN_WORKER), ("uvicorn", defaults.UVICORN)]
+    # A name is named when it starts a line and is not the start of a longer name (uvicorn-worker is not uvicorn).
+    return [pin for name, pin in wanted if not re.search(rf"(?im)^\s*{name}(?![A-Za-z0-9_.-]*[A-Za-z0-9])", text)]
 
 
 def _new_id(commit: str, dirty: bool, state: ServerState) -> str:
@@ -413,11 +419,11 @@ def _new_id(commit: str, dirty: bool, state: ServerState) -> str:
     return release_id
 
 
-def _new_release(src: source.Source, state: ServerState) -> Release:
+def _new_release(src: source.Source, state: ServerState, server: str) -> Release:
     release_id = _new_id(src.commit, src.dirty, state)
     return Release(id=release_id, commit=src.commit, ref=src.ref, created=timestamps.now(), deployed_by=who(),
                    requirements=source.requirements_hash(src.requirements, state.python,
-                                                         " ".join(_extra_requirements(src))))
+                                                         " ".join(extra_requirements(src.requirements, server))))
 
 
 def _disk_full(session: Session, state: ServerState, what: str) -> DeployError:
@@ -464,7 +470,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
         ("environment", commands.env_file(layout, _managed_environment(session),
                                           services=env_services(inv))),
         ("pip", commands.venv(layout, release.id, release.requirements, inv.app.requirements,
-                              _extra_requirements(src), inv.proxy_environment)),
+                              extra_requirements(src.requirements, inv.app.server), inv.proxy_environment)),
         # The project's own steps (compilemessages): in the release, before the checks seal it.
         *hooks.steps(session, release.id, "after_build"),
         ("checks", commands.release_check(layout, release.id, project.check_program(

@@ -134,7 +134,7 @@ def _domains_problem(typed: str) -> str | None:
 
 # --- the files -------------------------------------------------------------------------------------------------
 
-def inventory_text(answers: Answers, found: Project, facts: dict | None) -> str:
+def inventory_text(answers: Answers, found: Project, facts: dict | None, asgi: Asgi | None = None) -> str:
     def quoted(value: str) -> str:  # a YAML double-quoted string (JSON's syntax is YAML's)
         return json.dumps(value, ensure_ascii=False)
 
@@ -147,7 +147,8 @@ def inventory_text(answers: Answers, found: Project, facts: dict | None) -> str:
                   production_module=found.production_module,
                   address=quoted(answers.host) if answers.host else "", user=answers.user or "root",
                   key=quoted(answers.key) if answers.key else "",
-                  email=quoted(answers.email) if answers.email else "")
+                  email=quoted(answers.email) if answers.email else "", asgi=asgi,
+                  asgi_module=asgi.module if asgi and asgi.module != f"{answers.name}.asgi" else "")
 
 
 def wsgi_module(found: Project, facts: dict | None) -> str:
@@ -155,6 +156,47 @@ def wsgi_module(found: Project, facts: dict | None) -> str:
     here, else the wsgi.py beside the settings; '' when neither is known."""
     module = ((facts or {}).get("wsgi_application") or "").rpartition(".")[0]
     return module if module and not inv.check_python_module(module) else found.wsgi_module
+
+
+@dataclass(frozen=True)
+class Asgi:
+    """What says the project serves ASGI: the module to load, why, and the channel layers that need Redis."""
+    module: str
+    why: str
+    redis_layers: tuple[str, ...] = ()
+
+
+_NAMES_CHANNELS = re.compile(r"(?im)^\s*channels(?![A-Za-z0-9._-]*[A-Za-z0-9])")
+_ASGI_SETTING = re.compile(r"""(?m)^ASGI_APPLICATION\s*=\s*['"]([A-Za-z0-9_.]+)['"]""")
+
+
+def asgi_server(found: Project, facts: dict | None, requirements: str | None) -> Asgi | None:
+    """The ASGI application the project is written for, when its settings name one (ASGI_APPLICATION) or it
+    uses Channels (in INSTALLED_APPS or its requirements); None: a WSGI project. A startproject's asgi.py
+    alone says nothing: every project has one. Without settings read here, their text is searched."""
+    if facts is not None:
+        application, channels = facts.get("asgi_application") or "", bool(facts.get("channels"))
+        layers = facts.get("channel_layers") or []
+    else:
+        try:
+            match = _ASGI_SETTING.search(found.settings_file.read_text(errors="replace"))
+        except OSError:
+            match = None
+        application, channels, layers = match[1] if match else "", False, []
+    required = bool(_NAMES_CHANNELS.search(requirements or ""))
+    if not (application or channels or required):
+        return None
+    named = bool(application) and not inv.check_python_module(application)  # shown in YAML and on the terminal
+    reasons = []
+    if application:
+        reasons.append("your settings set ASGI_APPLICATION" + (f" = {application}" if named else ""))
+    if channels or required:
+        reasons.append("Channels is in INSTALLED_APPS" if channels else "your requirements name channels")
+    module = application.rpartition(".")[0] if named else ""
+    if not module:
+        module = f"{found.package}.asgi" if found.package else "asgi"
+    return Asgi(module, " and ".join(reasons),
+                tuple(layer for layer in layers if "redis" in layer.lower() and layer.isprintable()))
 
 
 def health_check(facts: dict | None) -> dict | None:
@@ -305,10 +347,15 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
     say(f"Django project in {found.directory}: settings {found.settings_module}"
         + (f", WSGI {wsgi}" if wsgi else ""))
 
+    asgi = asgi_server(found, local.facts, projects.read_requirements(
+        found.directory / (current.app.requirements if current else defaults.REQUIREMENTS)))
     if current:
         say(f"  kept      {INVENTORY_FILE} (it exists)")
+        if asgi and current.app.server != "asgi":
+            say(f"  note      {asgi.why}, but {INVENTORY_FILE} serves WSGI: set app.server: asgi there (and "
+                f"app.asgi_module: {asgi.module}) for async views and websockets")
     else:
-        text = inventory_text(answers, found, local.facts)
+        text = inventory_text(answers, found, local.facts, asgi)
         inv.parse(yaml.safe_load(text), INVENTORY_FILE, inventory_path.parent)  # what is written must load
         _write(found.directory, INVENTORY_FILE, text)
         outcome.written.append(INVENTORY_FILE)
@@ -318,6 +365,13 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
             say(f"  note      no wsgi.py was found beside the settings and WSGI_APPLICATION could not be read "
                 f"here, so Gunicorn will load {current.app.wsgi}; set app.wsgi_module in {INVENTORY_FILE} if "
                 "your WSGI module is another")
+        if asgi:
+            say(f"  server    asgi: {asgi.why}, so Gunicorn runs {current.app.asgi} with Uvicorn's workers "
+                "(app.server), and nginx passes websockets to it")
+    if asgi and asgi.redis_layers:
+        say(f"  redis     your CHANNEL_LAYERS use Redis ({', '.join(asgi.redis_layers)}): `services: [redis]` in "
+            f"{INVENTORY_FILE} makes provision set up a Redis server, and the app gets its address in REDIS_URL: "
+            "read that in the layer's CONFIG hosts")
     _health_note(health_check(local.facts), current.app.health_check, say)
     _fabfile(found, outcome, say)
 

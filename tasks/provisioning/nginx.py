@@ -42,7 +42,8 @@ def site_config(server: Server, tls: bool, nginx_version: tuple[int, ...]) -> st
                   static=layout.static, media=layout.media, pages=layout.placeholder,
                   static_location=STATIC_LOCATION, media_location=MEDIA_LOCATION,
                   max_upload_mb=app.max_upload_mb, maintenance_flag=layout.maintenance_flag,
-                  retry_after=defaults.MAINTENANCE_RETRY_AFTER_S)
+                  retry_after=defaults.MAINTENANCE_RETRY_AFTER_S, asgi=app.server == "asgi",
+                  upgrade_variable=f"{app.name}_connection_upgrade")
 
 
 def site(server: Server) -> Step:

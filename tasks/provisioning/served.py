@@ -1,6 +1,7 @@
 """The files `fab provision` renders from the inventory that a release is started and served with: the Gunicorn
-unit (`app.wsgi_module`), its config, and the nginx site (`app.domains`, `app.max_upload_mb`). A deploy reads
-their hashes in its first round trip and compares them with what provision would write now, the way
+unit (`app.wsgi_module`, or `app.asgi_module` with `app.server: asgi`), its config (`app.server`: the worker
+class), and the nginx site (`app.domains`, `app.max_upload_mb`, `app.server`: websocket upgrades). A deploy
+reads their hashes in its first round trip and compares them with what provision would write now, the way
 `jobs.drift` does for scheduled jobs: a change only a provision carries makes the deploy refuse before it
 builds, naming the key and `fab provision`, instead of a release failing on the old unit."""
 
@@ -20,8 +21,10 @@ from . import Server
 
 # The lines each inventory key lands in.
 WSGI = r"^ExecStart="
+WORKER_CLASS = r"^worker_class\b"
 DOMAINS = r"^\s*server_name\b"
 UPLOAD = r"^\s*client_max_body_size\b"
+UPGRADE = r"^\s*(?:proxy_http_version|proxy_set_header (?:Upgrade|Connection))\b"
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,12 @@ def files(inventory: Inventory) -> list[Served]:
     tls_options = (True, False) if inventory.tls else (False,)  # HTTP only until a certificate exists
     sites = tuple(dict.fromkeys(nginx.site_config(server, tls, version) for tls in tls_options
                                 for version in ((1, 25, 1), (1, 22, 0))))
-    return [Served("Gunicorn unit", layout.unit_path, (gunicorn.unit_file(server),),
-                   (("app.wsgi_module", WSGI),)),
-            Served("Gunicorn config", layout.gunicorn_conf, (gunicorn.config_file(server),), ()),
+    module = "app.asgi_module" if inventory.app.server == "asgi" else "app.wsgi_module"
+    return [Served("Gunicorn unit", layout.unit_path, (gunicorn.unit_file(server),), ((module, WSGI),)),
+            Served("Gunicorn config", layout.gunicorn_conf, (gunicorn.config_file(server),),
+                   (("app.server", WORKER_CLASS),)),
             Served("nginx site", layout.nginx_site, sites,
-                   (("app.domains", DOMAINS), ("app.max_upload_mb", UPLOAD)))]
+                   (("app.domains", DOMAINS), ("app.max_upload_mb", UPLOAD), ("app.server", UPGRADE)))]
 
 
 def _pattern(item: Served) -> str:
@@ -56,7 +60,8 @@ def _pattern(item: Served) -> str:
 def probe(layout: Layout) -> Probe:
     """The served files as the server has them: their hashes and the lines the inventory's keys land in
     (templates/programs/served_files.py)."""
-    paths = [(layout.unit_path, WSGI), (layout.gunicorn_conf, ""), (layout.nginx_site, f"(?:{DOMAINS})|(?:{UPLOAD})")]
+    paths = [(layout.unit_path, WSGI), (layout.gunicorn_conf, WORKER_CLASS),
+             (layout.nginx_site, f"(?:{DOMAINS})|(?:{UPLOAD})|(?:{UPGRADE})")]
     command = programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "served_files.py",
                            {"files": [list(p) for p in paths]})
     return Probe("served_files", command, last_json)

@@ -233,6 +233,20 @@ def _resolved(value):
     return str(_Path(str(value)).resolve()) if value else ""
 
 
+def _channels():
+    """Whether Channels is in INSTALLED_APPS, and the BACKENDs of CHANNEL_LAYERS; settings of another shape
+    than Django's and Channels' documented ones count as neither."""
+    try:
+        installed = any(str(app) == "channels" or str(app).startswith("channels.")
+                        for app in _setting("INSTALLED_APPS", None) or ())
+        layers = sorted({str(layer.get("BACKEND", "")) for layer in (_setting("CHANNEL_LAYERS") or {}).values()
+                         if isinstance(layer, dict)})
+        return installed, layers
+    except Exception:  # noqa: BLE001 - not readable: not a fact
+        return False, []
+
+
+_with_channels, _channel_layers = _channels()
 _database = (_setting("DATABASES") or {}).get("default", {})
 _key = _setting("SECRET_KEY", "") or ""
 readiness_facts = {
@@ -248,6 +262,11 @@ readiness_facts = {
     "database": {"engine": str(_database.get("ENGINE", "")), "name": str(_database.get("NAME", "")),
                  "host": str(_database.get("HOST", ""))},
     "wsgi_application": str(_setting("WSGI_APPLICATION", "") or ""),
+    # What says the project serves ASGI (`fab init` writes app.server from them): its application, whether
+    # Channels is installed, and the backends of Channels' layers (a Redis one needs a Redis server).
+    "asgi_application": str(_setting("ASGI_APPLICATION", "") or ""),
+    "channels": _with_channels,
+    "channel_layers": _channel_layers,
     "static_root": _resolved(_setting("STATIC_ROOT")),
     "static_url": str(_setting("STATIC_URL") or ""),
     "media_root": _resolved(_setting("MEDIA_ROOT")),

@@ -146,15 +146,17 @@ def deployed_id(out: subprocess.CompletedProcess | str) -> str:
     return match.group(1)
 
 
-def make_site(server: Provisioned, tmp_path_factory, name: str, *, kind: type[Site] = Site, **app_keys) -> Site:
+def make_site(provisioned: Provisioned, tmp_path_factory, name: str, *, kind: type[Site] = Site,
+              **app_keys) -> Site:
     """A fresh copy of the example app in its own git repository, and an inventory that deploys it to
-    SERVER as APP at DOMAINS with a health check; APP_KEYS (keep_releases, ...) are added to the app."""
+    PROVISIONED as APP at DOMAINS with a health check; APP_KEYS (keep_releases, server, ...) are added to the
+    app."""
     tmp = tmp_path_factory.mktemp(name)
     repo = AppRepo(tmp / "project")
     inventory = tmp / "site.yaml"
-    write_inventory(server.host, inventory, app=APP, domains=DOMAINS, source=repo.path,
-                             health_check="/healthz/", **app_keys)
-    return kind(server, repo, inventory)
+    write_inventory(provisioned.host, inventory, app=APP, domains=DOMAINS, source=repo.path,
+                    health_check="/healthz/", **app_keys)
+    return kind(provisioned, repo, inventory)
 
 
 def mount_small(site: Site, directory: str, size: str, keep_content: bool = False) -> None:
