@@ -30,8 +30,8 @@ class Server:
 
 
 def steps(server: Server) -> list[Step]:
-    from . import backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, processes,
-                   ssh, system, tls, users
+    from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, processes, ssh,
+                   system, tls, users)
 
     return [
         system.apt_proxy(server),
