@@ -80,8 +80,13 @@ def drift(inventory: Inventory, on_server: dict[str, str] | None) -> list[str]:
     """The process unit files a provision would write or remove. Unknown (the probe failed) is no drift."""
     if on_server is None:
         return []
-    wanted = {name: hashlib.sha256(text.encode()).hexdigest() for name, text in unit_files(inventory).items()}
+    wanted = as_provisioned(inventory)
     return sorted(name for name in wanted.keys() | on_server.keys() if wanted.get(name) != on_server.get(name))
+
+
+def as_provisioned(inventory: Inventory) -> dict[str, str]:
+    """What `files_probe` answers on a server provisioned with `inventory`."""
+    return {name: hashlib.sha256(text.encode()).hexdigest() for name, text in unit_files(inventory).items()}
 
 
 def refusal(differ: list[str]) -> str:
