@@ -40,7 +40,7 @@ def test_a_worker_that_does_not_stay_up_fails_the_deploy_before_the_switch_with_
     assert f"mysite-beat@{LIVE}.service active" in message  # the stopped singleton runs again, read back
     # The script stopped at its processes step (the fake answers like the server's `set -e`): no put-back needed.
     assert remote.ran("set aside") and not remote.ran("put back")
-    assert "processes running now (read back): worker, beat of " + LIVE in out.getvalue()
+    assert "processes running now (read back): beat, worker of " + LIVE in out.getvalue()
 
 
 def test_a_switch_that_fails_after_the_singletons_moved_puts_the_old_beat_back():
