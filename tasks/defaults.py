@@ -24,6 +24,14 @@ HEALTH_TIMEOUT_S = 30
 HOOK_TIMEOUT_S = 300
 # After a switch the release that was live stays warm this long, so that rolling back to it is instant.
 STANDBY_MINUTES = 10
+# Process types (app.processes). A stopped process gets SIGTERM (Celery's warm shutdown, RQ's and django-tasks'
+# "finish the current job, take no new one") and this long to finish before systemd kills it; a task cut off
+# then goes back to the queue if the queue acknowledges late (Celery's acks_late, RQ's abandoned-job handling).
+PROCESS_STOP_TIMEOUT_S = 60
+# A new release's process must stay up this long (active, not restarted) before traffic switches to it.
+PROCESS_SETTLE_S = 5
+# How long systemd waits before restarting a process that exited with an error.
+PROCESS_RESTART_S = 2
 # Added to the venv when the project's requirements do not name Gunicorn.
 GUNICORN = "gunicorn>=23,<24"
 # How Gunicorn serves the app (app.server): Django's WSGI application with its own sync workers, or its ASGI

@@ -104,6 +104,17 @@ class Hooks:
 
 
 @dataclass(frozen=True)
+class Process:
+    """A long-running process type beside the web server (a Celery worker, a scheduler): `command`, split like a
+    shell would, runs in every live release as APP-NAME@RELEASE.service. A `singleton` never runs twice at once:
+    at a switch the old one stops before the new one starts."""
+    name: str
+    command: tuple[str, ...]
+    singleton: bool = False
+    stop_timeout: int = defaults.PROCESS_STOP_TIMEOUT_S
+
+
+@dataclass(frozen=True)
 class App:
     name: str
     domains: tuple[str, ...] = ()
@@ -123,6 +134,7 @@ class App:
     build: Build | None = None
     jobs: tuple[Job, ...] = ()
     hooks: Hooks = field(default_factory=Hooks)
+    processes: tuple[Process, ...] = ()
 
     @property
     def wsgi(self) -> str:
@@ -552,11 +564,15 @@ def check_job_command(value: str) -> str | None:
 # A program in the release's virtualenv (.venv/bin/NAME), or one word of an absolute path.
 _PROGRAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 _ABSOLUTE_PATH = re.compile(r"(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)+")
+_PROCESS_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# The first word of a process's command: a program of the release's venv, manage.py, or a path.
+_PROGRAM = re.compile(r"[A-Za-z0-9._+-]+")
+_PROGRAM_PATH = re.compile(r"[A-Za-z0-9._+/-]+")
 
 
-def hook_command(value: str) -> tuple[str, ...]:
-    """The words of a release hook's command line, split like a shell would (nothing in it is run by a
-    shell: each word reaches the program as it is); raises ValueError."""
+def _command_words(value: str, example: str) -> tuple[str, ...]:
+    """A command line split into words like a shell would (no shell ever runs it: `$(...)`, `;` and `*` stay
+    plain characters of its arguments); raises ValueError naming EXAMPLE when there is nothing to run."""
     if problem := _control_problem(value):
         raise ValueError(problem)
     try:
@@ -564,7 +580,13 @@ def hook_command(value: str) -> tuple[str, ...]:
     except ValueError as error:
         raise ValueError(f"cannot be split into words ({error}): close the quote") from None
     if not words:
-        raise ValueError("is empty: give a command, e.g. 'manage.py compilemessages'")
+        raise ValueError(f"is empty: give a command, e.g. '{example}'")
+    return words
+
+
+def hook_command(value: str) -> tuple[str, ...]:
+    """The words of a release hook's command line; raises ValueError."""
+    words = _command_words(value, "manage.py compilemessages")
     first = words[0]
     if first != "manage.py" and not _PROGRAM_NAME.fullmatch(first) and not _ABSOLUTE_PATH.fullmatch(first):
         raise ValueError("must start with manage.py (the release's management commands), the name of a program "
@@ -580,6 +602,43 @@ def check_hook_command(value: str) -> str | None:
     except ValueError as error:
         return str(error)
     return None
+
+
+def check_process_name(value: str) -> str | None:
+    from .layout import OWN_UNIT_WORDS
+    if value in OWN_UNIT_WORDS:
+        return (f"is a name gangway's own units use (APP-{value}...); call it something else, e.g. worker, beat, "
+                f"{value}_worker")
+    if _PROCESS_NAME.fullmatch(value):
+        return None
+    return ("is not a usable process name: it becomes part of a systemd unit name (APP-NAME@RELEASE.service), so "
+            "use lower-case letters, digits and _, starting with a letter (at most 32), e.g. worker or beat")
+
+
+def process_command(value: str) -> tuple[str, ...]:
+    """A process's command in words; raises ValueError. The first word is a program of the release's venv
+    (celery, rq, python), manage.py, a path inside the release (bin/worker) or an absolute path."""
+    words = _command_words(value, "celery -A mysite worker -l info")
+    program = words[0]
+    if "/" not in program and not _PROGRAM.fullmatch(program) or "/" in program and (
+            not _PROGRAM_PATH.fullmatch(program) or ".." in program.split("/") or program.endswith("/")):
+        raise ValueError(f"starts with {program!r}, which is not a program gangway can run: give a program of the "
+                         "release's Python environment (celery, rq, python), manage.py, a path inside the release "
+                         "(bin/worker) or an absolute path, in letters, digits and . _ + - /")
+    return words
+
+
+def check_process_command(value: str) -> str | None:
+    try:
+        process_command(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def is_celery_beat(command: tuple[str, ...]) -> bool:
+    """`celery ... beat ...`: a scheduler, which must never run twice (each would send every periodic task)."""
+    return command[0].rsplit("/", 1)[-1] == "celery" and "beat" in command[1:]
 
 
 # --- the schema ---------------------------------------------------------------------------------------------
@@ -630,6 +689,8 @@ APP_KEYS = {
                       "schedule: daily}]", item_kind=dict),
     "hooks": Key(dict, "commands run at points of a deploy: {after_build: ['manage.py compilemessages'], "
                        "after_migrate: [...], after_switch: [...]}"),
+    "processes": Key(dict, "long-running processes beside the web server: {worker: 'celery -A mysite worker', "
+                           "beat: 'celery -A mysite beat'}, or NAME: {command: ..., singleton: true, stop_timeout: 60}"),
 }
 HOOK_KEYS = {
     "command": Key(str, "the command line, e.g. 'manage.py compilemessages'", required=True,
@@ -643,6 +704,13 @@ JOB_KEYS = {
                    required=True, check=check_job_command),
     "schedule": Key(str, "when it runs: daily, hourly, weekly, or e.g. '*-*-* 03:00:00'", required=True,
                     check=check_schedule),
+}
+PROCESS_KEYS = {
+    "command": Key(str, "the command, e.g. 'celery -A mysite worker -l info' or 'manage.py db_worker'",
+                   required=True, check=check_process_command),
+    "singleton": Key(bool, "true: never two at once, even during a switch (default: true for celery beat)"),
+    "stop_timeout": Key(int, f"seconds a stopping process gets to finish its task before it is killed "
+                             f"(default {defaults.PROCESS_STOP_TIMEOUT_S})", check=check_positive),
 }
 BUILD_KEYS = {
     "command": Key(str, "the shell command run in the project directory on this machine before packing, "
@@ -711,7 +779,8 @@ class _Checker:
         return {k: v for k, v in data.items() if v is not None}
 
     def value(self, value: Any, key: Key, path: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, key.kind):
+        # bool is an int to Python; a number key must not take `true`, nor a true/false key a number.
+        if isinstance(value, bool) != (key.kind is bool) or not isinstance(value, key.kind):
             raise self.fail(path, f"must be {_TYPE_NAMES[key.kind]} ({key.hint}), found {_kind(value)}")
         if key.check and (problem := key.check(value)):
             raise self.fail(path, f"{value!r} {problem}")
@@ -788,11 +857,13 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
     for i, name in enumerate(services):
         if name in services[:i]:
             raise checker.fail(f"services[{i}]", f"{name!r} is listed twice; remove one")
+    processes = [_process(checker, name, raw) for name, raw in app.get("processes", {}).items()]
     project = Path(app.get("source", ".")).expanduser()
     return Inventory(**{
         **top,
         "app": App(**{**app, "domains": tuple(domains), "env": tuple(env), "build": build, "jobs": tuple(jobs),
                       "hooks": _hooks(app.get("hooks", {}), checker),
+                      "processes": tuple(processes),
                       "source": project if project.is_absolute() else (base / project).resolve()}),
         "hosts": tuple(hosts), "acme": Acme(**acme), "proxy": proxy, "backups": Backups(**backups),
         "ssh_keys": tuple(top.get("ssh_keys", ())), "source": source, "services": tuple(services),
@@ -830,6 +901,20 @@ def _hooks(raw: dict, checker: _Checker) -> Hooks:
                                                     f"found {_kind(entry)}")
         points[point] = tuple(hooks)
     return Hooks(**points)
+def _process(checker: _Checker, name: Any, raw: Any) -> Process:
+    """One entry of app.processes: NAME: COMMAND, or NAME: {command, singleton, stop_timeout}."""
+    where = _join("app.processes", name)
+    if not isinstance(name, str) or (problem := check_process_name(name)):
+        raise checker.fail(where, f"{name!r} {problem or 'must be a name'}")
+    if isinstance(raw, str):
+        raw = {"command": raw}
+    elif not isinstance(raw, dict):
+        raise checker.fail(where, f"must be a command or a mapping {{command: ..., singleton: ..., stop_timeout: "
+                                  f"...}}, found {_kind(raw)}")
+    p = checker.mapping(raw, PROCESS_KEYS, where)
+    command = process_command(p["command"])
+    return Process(name=name, command=command, singleton=p.get("singleton", is_celery_beat(command)),
+                   stop_timeout=p.get("stop_timeout", defaults.PROCESS_STOP_TIMEOUT_S))
 
 
 def _local(raw: str, base: Path) -> Path:

@@ -20,6 +20,7 @@
                               the socket nginx proxies to: re-pointing it switches traffic with no reload
     /etc/gangway/APP/         rendered config: gunicorn.conf.py, nginx backend include
     /run/APP/RELEASE/         one Gunicorn socket per running release
+    /var/lib/APP-NAME/        a process type's state (Celery beat's schedule file, say): kept across releases
 
     With `services: [redis]`, one Redis for the server (Debian's redis-server, its data in /var/lib/redis):
     /etc/gangway/redis.conf   gangway's settings, read after Debian's /etc/redis/redis.conf
@@ -36,6 +37,13 @@ TOOL = "gangway"
 CONFIG_ROOT = f"/etc/{TOOL}"
 ACME_WEBROOT = f"/var/www/{TOOL}-acme"
 RELEASE_META = f".{TOOL}/release.json"  # inside each release directory
+UNIT_DIR = "/etc/systemd/system"
+BOOT_WANTS = f"{UNIT_DIR}/multi-user.target.wants"
+# The words gangway's own units put after "APP-" (APP-backup, APP-build-R, APP-hook-R-P-N, APP-job-N, APP-manage-T,
+# APP-standby-R): a process type may not be called so, and no process unit is ever taken for one of them.
+OWN_UNIT_WORDS = ("backup", "build", "hook", "job", "manage", "standby")
+# The first line of every process type's unit file: how a provision finds the ones it wrote.
+PROCESS_MARK = f"# {TOOL} process type: "
 
 # Redis is the server's, not an app's: its files sit beside the apps' directories under CONFIG_ROOT, with
 # names no app directory can have (app names hold neither "-" nor ".").
@@ -196,7 +204,41 @@ class Layout:
 
     def boot_link(self, release_id: str) -> str:
         """What `systemctl enable` would create: the link that makes systemd start a release at boot."""
-        return f"/etc/systemd/system/multi-user.target.wants/{self.unit(release_id)}"
+        return f"{BOOT_WANTS}/{self.unit(release_id)}"
+
+    # --- process types (app.processes): one template unit each, one instance per release --------------------
+    def process_template(self, name: str) -> str:
+        """A process type NAME runs as APP-NAME@RELEASE.service: its own template, so each type has its own stop
+        timeout and `journalctl -u APP-NAME@*` shows one type. App names have no hyphen and process names none
+        either, so the name cannot be read two ways; OWN_UNIT_WORDS are refused as names."""
+        return f"{self.app}-{name}@.service"
+
+    def process_template_path(self, name: str) -> str:
+        return f"{UNIT_DIR}/{self.process_template(name)}"
+
+    def process_unit(self, name: str, release_id: str) -> str:
+        return f"{self.app}-{name}@{release_id}.service"
+
+    def process_units_of(self, release_id: str) -> str:
+        """A systemctl pattern for every process unit of one release (and nothing of another release)."""
+        return f"{self.app}-*@{release_id}.service"
+
+    def process_instances(self, name: str) -> str:
+        """A systemctl pattern for every instance of one process type, whatever the release."""
+        return f"{self.app}-{name}@*.service"
+
+    def process_boot_link(self, name: str, release_id: str) -> str:
+        return f"{BOOT_WANTS}/{self.process_unit(name, release_id)}"
+
+    @property
+    def process_template_prefix(self) -> str:
+        """What every process type's template file path starts with (before NAME@.service), as others' units
+        may too: the PROCESS_MARK line tells which are process types."""
+        return f"{UNIT_DIR}/{self.app}-"
+
+    def process_state_dir(self, name: str) -> str:
+        """systemd's StateDirectory= of a process type: writable by it, kept across releases."""
+        return f"/var/lib/{self.app}-{name}"
 
     @property
     def backup_unit(self) -> str:

@@ -19,11 +19,11 @@ from .. import defaults, timestamps
 from ..project import diagnose, django as project, migration_safety, source
 from . import dryrun, hooks
 from ..facts import envsize, releases
-from ..commands import release as commands, shell
+from ..commands import processes as process_commands, release as commands, shell
 from ..connection import targets
 from ..inventory import Inventory
 from ..session.lock import who
-from ..provisioning import jobs, served
+from ..provisioning import jobs, processes, served
 from ..facts.releases import FAILED, GOOD, Release, ServerState
 from ..connection.remote import ConnectionLost, RemoteError
 from ..commands.render import TEMPLATES
@@ -48,19 +48,32 @@ class BackupFailed(DeployError):
 # --- the steps every release change shares -------------------------------------------------------------
 
 def go_live(session: Session, release: Release, state: ServerState, event: dict) -> None:
-    """Start `release`, check its health on its own socket, switch traffic to it, prove through nginx (by the
-    site's name) that the site is now served by it, let the old one go: one round trip."""
+    """Start `release`, check its health on its own socket, start its processes (app.processes) and check they
+    stay up, switch traffic to it, prove through nginx (by the site's name) that the site is now served by it,
+    let the old one go: one round trip. A failure before the switch leaves the live release serving and
+    working; a failed switch puts the processes back as they were."""
     inv, layout, old = session.inventory, session.layout, state.live
+    procs = inv.app.processes
     name = session.health_host()
     standby = state.after_switch(release, event).previous_good()  # the next rollback's target: kept warm
     ok, report, tail = session.run((
         "start", commands.start_and_check(layout, release.id, name, inv.app.health_check,
                                           https=inv.tls, timeout=defaults.HEALTH_TIMEOUT_S)), (
+        "processes", process_commands.start_and_check(layout, release.id, procs, defaults.PROCESS_SETTLE_S)), (
         "switch", commands.switch(layout, release, old, event, inv.app.standby_minutes,
                                   backend_ready=state.backend == commands.backend_conf(layout),
                                   static_check=commands.static_served(layout, release, name, inv.tls),
-                                  serving=(name, inv.app.health_check, inv.tls), standby=standby)))
+                                  serving=(name, inv.app.health_check, inv.tls), standby=standby,
+                                  processes=procs)))
     if not ok:
+        if report.get("failed") == "processes":
+            raise DeployError(f"{last_lines(tail)}\nprocesses after the failure (read back): "
+                              f"{_states(report.get('process_states'))}")
+        if report.get("failed") == "switch" and procs:
+            stopped = (report.get("singletons_stopped") or "").split()
+            _, back, _ = session.run(("put back", process_commands.put_back(layout, release.id, procs, stopped)))
+            raise DeployError(f"{last_lines(tail)}\nprocesses put back (read back): "
+                              f"{_states(back.get('process_states'))}")
         raise DeployError(last_lines(tail))
     warm = ", it was still running, nothing to start" if report.get("standby") else ""
     if "through_nginx" in report:
@@ -72,8 +85,34 @@ def go_live(session: Session, release: Release, state: ServerState, event: dict)
     session.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
                           + f"; healthy on its own socket: GET {inv.app.health_check} -> "
                           f"{report.get('health', '?')}{warm}{through}"
-                          + (f"; {standby} kept warm for `fab rollback` ({inv.app.standby_minutes} min)"
-                             if standby and inv.app.standby_minutes > 0 else ""))
+                          + (f"; {standby} kept warm for `fab rollback` ({inv.app.standby_minutes} min, its web "
+                             "instance only)" if standby and inv.app.standby_minutes > 0 else ""))
+    if procs:
+        _report_processes(session, report)
+
+
+def _states(states: dict | None) -> str:
+    """{unit: "ActiveState NRestarts"} as a message says it; "unknown" when nothing could be read."""
+    if not states:
+        return "unknown (could not be read)"
+    return ", ".join(f"{unit} {value.split()[0] if value.split() else '?'}" for unit, value in states.items())
+
+
+def _report_processes(session: Session, report: dict) -> None:
+    """What the switch did with the processes, as systemd said after it."""
+    procs = session.inventory.app.processes
+    states = report.get("process_states") or {}
+    started = _states(states)
+    stopped = (report.get("singletons_stopped") or "").split()
+    stopping = report.get("processes_stopping") or {}
+    longest = max(p.stop_timeout for p in procs)
+    session.reporter.step(
+        "changed", "processes",
+        f"started and up for {defaults.PROCESS_SETTLE_S} s with no restart (read back): {started}"
+        + (f"; singleton(s) stopped before they started: {', '.join(stopped)}" if stopped else "")
+        + (f"; the previous release's are stopping gracefully ({_states(stopping)}): SIGTERM, then up to "
+           f"{longest} s to finish the task in hand before systemd kills them" if stopping else ""))
+
 
 def _backup(session: Session, name: str, what: str) -> str:
     """A database dump before the schema changes; its path. `what` says what did not happen if it fails."""
@@ -191,6 +230,12 @@ def _schema_warning(session: Session, state: ServerState) -> None:
                               f"{state.live} --migrate-back`")
 
 
+def _processes_drift(session: Session, state: ServerState) -> None:
+    """Refuse, before anything is built, when the server's process units are not the inventory's app.processes."""
+    if differ := processes.drift(session.inventory, state.process_files):
+        raise DeployError(f"{processes.refusal(differ)}. Nothing was built or uploaded; {_serving(state)}")
+
+
 def _jobs_warning(session: Session, state: ServerState) -> None:
     """Say so when the inventory's scheduled jobs (app.jobs) are not what the server has: provision sets them up."""
     if differ := jobs.drift(session.inventory, state.job_files):
@@ -281,7 +326,24 @@ def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool 
                   "; ".join(removed) if removed else f"nothing to remove ({len(plan.kept)} release(s) kept)")
     reporter.step("to change", "switch", f"traffic would switch {'from ' + state.live + ' ' if state.live else ''}"
                   f"to {release.id} once it answers GET {inventory.app.health_check} healthy")
+    _preview_processes(session, state, release)
     hooks.preview(session, "after_switch")
+
+
+def _preview_processes(session: Session, state: ServerState, release: Release) -> None:
+    """Which processes the deploy would start and stop, and whether a provision must come first."""
+    procs = session.inventory.app.processes
+    if differ := processes.drift(session.inventory, state.process_files):
+        session.reporter.step("refused", "processes", processes.refusal(differ))
+        return
+    if not procs:
+        return
+    singles = [p.name for p in procs if p.singleton]
+    session.reporter.step("to change", "processes", dryrun.safe(
+        f"would start {', '.join(p.name for p in procs)} of {release.id} after its health check, and check they "
+        f"stay up {defaults.PROCESS_SETTLE_S} s"
+        + (f"; singleton(s) {', '.join(singles)} of other releases stopped first" if singles else "")
+        + f"; after the switch would stop gracefully: {running_processes(session, state.process_units)}"))
 
 
 def _preview_migrations(session: Session, state: ServerState, src: source.Source) -> None:
@@ -310,6 +372,7 @@ def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: boo
                           f"changed; {_serving(state)}")
     if differ := served.drift(inventory, state.served_files):
         raise DeployError(f"{served.refusal(inventory, differ)}. Nothing was built or uploaded; {_serving(state)}")
+    _processes_drift(session, state)
     _check_environment_size(session, state)
     release = _new_release(src, state, session.inventory.app.server)
     reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
@@ -554,7 +617,28 @@ def _set_aside(session: Session, release: Release, error: str, keep: bool = True
     event = {"time": timestamps.now(), "event": "failed", "release": release.id, "by": who(), "error": error[-300:]}
     session.run(("set aside", commands.set_aside(session.layout, release, event, keep)))
     session.reporter.step("FAILED", "release", f"{release.id} " + (f"set aside in {session.layout.failed}/" if keep
-                                                                   else "removed"))
+                                                                   else "removed") + _processes_now(session))
+
+
+def _processes_now(session: Session) -> str:
+    """After a failure: which release's processes run, read from systemd ("" when the app has none)."""
+    if not session.inventory.app.processes:
+        return ""
+    units = session.remote.gather([process_commands.units_probe(session.layout)])["process_units"]
+    return f"; processes running now (read back): {running_processes(session, units)}"
+
+
+def running_processes(session: Session, units: dict[str, str] | None) -> str:
+    """The active process units of this app's process types, by release; what could not be read says so."""
+    if units is None:
+        return "unknown (systemctl could not list them)"
+    names = {p.name for p in session.inventory.app.processes}
+    by_release: dict[str, list[str]] = {}
+    for unit, active in sorted(units.items()):
+        parts = process_commands.split_unit(session.layout, unit)
+        if parts and parts[0] in names and active in ("active", "activating", "reloading"):
+            by_release.setdefault(parts[1], []).append(parts[0] + ("" if active == "active" else f" ({active})"))
+    return "; ".join(f"{', '.join(n)} of {r}" for r, n in by_release.items()) or "none"
 
 
 @dataclass
@@ -727,6 +811,9 @@ def list_releases(c, inventory=None, verbose=False):
         session.reporter.line(f"{'RELEASE':<34} {'COMMIT':<8} {'CREATED':<21} {'STATUS':<11} BY")
         for row in release_table(state):
             session.reporter.line(row)
+        if session.inventory.app.processes:
+            session.reporter.line(f"processes running (app.processes, read from systemd): "
+                                  f"{running_processes(session, state.process_units)}")
         if state.live and state.live not in state.running:
             session.reporter.line(f"  WARNING   the live release {state.live} is not running: nginx answers 502. "
                                   f"Start it with `fab rollback --to {state.live}`")

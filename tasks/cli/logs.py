@@ -67,8 +67,19 @@ def check_lines(value) -> int:
     return lines
 
 
+def check_process(value: str, names: list[str] | None) -> str:
+    """A process type's name: one of the inventory's app.processes (`names`; None: not known yet)."""
+    if names is not None and value not in names:
+        known = f"the inventory's app.processes has {', '.join(names)}" if names else "the inventory has no app.processes"
+        raise LogsError(f"--process {value!r}: {known}")
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", value):
+        raise LogsError(f"--process {value!r}: give a process type's name from app.processes, e.g. worker")
+    return value
+
+
 def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = False, since: str | None = None,
-                 grep: str | None = None, level: str | None = None, nginx: bool = False) -> str:
+                 grep: str | None = None, level: str | None = None, nginx: bool = False,
+                 process: str | None = None, processes: list[str] | None = None) -> str:
     """The command printing the logs asked for. Values are checked (LogsError) and quoted.
 
     --grep is a fixed string grep looks for (journalctl's own --grep turns its output newest-first with --lines
@@ -79,7 +90,8 @@ def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = Fals
     # --line-buffered: a followed line shows at once, not when grep's buffer fills.
     match = f"grep --line-buffered -i -F -e {q(text)}" if text is not None else ""
     if nginx:
-        refused = [name for name, value in (("--since", since), ("--level", level)) if value is not None]
+        refused = [name for name, value in (("--since", since), ("--level", level), ("--process", process))
+                   if value is not None]
         if refused:
             raise LogsError(f"{' and '.join(refused)} apply to the app's journal; nginx's logs are plain files: "
                             "use --lines and --grep with --nginx")
@@ -87,7 +99,10 @@ def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = Fals
             return f"{match} -- {' '.join(q(f) for f in NGINX_LOGS)} | tail -n {lines}"
         tail = join("tail", "-n", str(lines), *(["-F"] if follow else []), *NGINX_LOGS)
         return f"{tail} | {match}" if match else tail
-    argv = ["journalctl", "--no-pager", "--output=short-iso", "--unit", f"{layout.app}@*.service"]
+    # A process type's journal: every release's instance of it, so a deploy's stop and start show in order.
+    unit = (layout.process_instances(check_process(process, processes)) if process is not None
+            else f"{layout.app}@*.service")
+    argv = ["journalctl", "--no-pager", "--output=short-iso", "--unit", unit]
     if since is not None:
         argv += ["--since", check_since(since)]
     if level is not None:
@@ -106,21 +121,29 @@ def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = Fals
     "grep": "only lines containing this text (any case)",
     "level": "only lines of this journal priority or more severe: err, warning, info, ...",
     "nginx": "nginx's access and error logs instead of the app's journal",
+    "process": "a process type's journal (app.processes, e.g. worker): every release's instance of it",
     "verbose": targets.VERBOSE_HELP,
 }, klass=targets.VerboseTask)
-def logs(c, inventory=None, lines=None, follow=False, since=None, grep=None, level=None, nginx=False,
+def logs(c, inventory=None, lines=None, follow=False, since=None, grep=None, level=None, nginx=False, process=None,
          verbose=False):
-    """Show the app's log (all its Gunicorn instances), or nginx's with --nginx; --follow streams it."""
+    """Show the app's log (all its Gunicorn instances), a worker's (--process NAME), or nginx's (--nginx)."""
     # --lines has no int default: invoke would cast the text itself and print a traceback for '2; x'.
     lines = DEFAULT_LINES if lines is None else lines
     try:
         # Checked before connecting, so a typo costs no login.
-        logs_command(Layout("app"), lines, follow, since, grep, level, nginx)
+        logs_command(Layout("app"), lines, follow, since, grep, level, nginx, process)
     except LogsError as error:
         raise Exit(f"logs: {error}", code=2) from None
     status = []
-    run_task(c, inventory, Task("logs"), lambda session: status.append(session.remote.attached(
-        logs_command(session.layout, lines, follow, since, grep, level, nginx), terminal=follow)), verbose)
+    def show(session) -> None:
+        names = [p.name for p in session.inventory.app.processes]
+        try:
+            command = logs_command(session.layout, lines, follow, since, grep, level, nginx, process, names)
+        except LogsError as error:
+            raise Exit(f"logs: {error}", code=2) from None
+        status.append(session.remote.attached(command, terminal=follow))
+
+    run_task(c, inventory, Task("logs"), show, verbose)
     # grep exits 1 when no line matched: that is an answer, not a failure. Ctrl-C ends a followed log by a
     # signal on the server: 255 from Remote.attached (no exit status), 130 from a shell.
     fine = (0, 1, 130, 255) if follow else (0, 1)

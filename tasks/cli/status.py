@@ -176,6 +176,32 @@ def parse_redis(out: str, rc: int) -> dict | Unreadable:
     return {**found, "state": state}
 
 
+def processes_probe(layout: Layout, names: list[str]) -> Probe:
+    """systemd's view of each process type's instance in the live release (the `current` link): blocks of
+    Id=, ActiveState=, SubState=, NRestarts=, StateChangeTimestamp= (Unix time); nothing before a deploy."""
+    shows = "; ".join(f"systemctl show --timestamp=unix -p Id -p ActiveState -p SubState -p NRestarts "
+                      f"-p StateChangeTimestamp {q(layout.app + '-' + name + '@')}\"$gw_r\".service; echo"
+                      for name in names)
+    return Probe("processes", f"gw_r=$(readlink {q(layout.current)}) || exit 0; gw_r=${{gw_r##*/}}; {shows}",
+                 parse_process_blocks)
+
+
+def parse_process_blocks(out: str, rc: int) -> dict[str, dict[str, str]] | Unreadable:
+    """{unit: {property: value}} from `systemctl show` blocks separated by blank lines."""
+    if rc != 0:
+        return Unreadable(f"systemctl show exited {rc}")
+    found, block = {}, {}
+    for line in [*out.splitlines(), ""]:
+        if not line.strip():
+            if "Id" in block:
+                found[block["Id"]] = block
+            block = {}
+            continue
+        key, _, value = line.partition("=")
+        block[key] = value
+    return found
+
+
 # --- reading the answers -------------------------------------------------------------------------------------
 
 def parse_units(out: str) -> dict[str, str]:
@@ -344,6 +370,33 @@ def gunicorn_check(app: str, live: str | None, units: dict[str, str], target: st
         text += (f"; also running, not the rollback target: {', '.join(strays)} (the next deploy or rollback "
                  "stops them)")
     return Check(OK, "gunicorn", text)
+
+
+def process_checks(layout: Layout, names: list[str], live: str | None,
+                   found: dict[str, dict[str, str]] | Unreadable | None, now: int) -> list[Check]:
+    """One line per process type of the live release: FAIL when it is not running."""
+    if not names or live is None:
+        return []
+    if isinstance(found, Unreadable) or found is None:
+        why = found.why if isinstance(found, Unreadable) else "no answer"
+        return [Check(FAIL, "processes", f"could not read their state ({why}): "
+                                         f"`sudo systemctl status '{layout.app}-*@{live}.service'` on the server")]
+    checks_ = []
+    for name in names:
+        unit = layout.process_unit(name, live)
+        props = found.get(unit, {})
+        state, sub = props.get("ActiveState", "unknown"), props.get("SubState", "")
+        restarts = props.get("NRestarts", "?")
+        since = props.get("StateChangeTimestamp", "").lstrip("@")
+        when = f" for {age(now - int(since))}" if since.isdigit() and int(since) else ""
+        restarted = f", restarted by systemd {restarts} time(s)" if restarts not in ("0", "?") else ""
+        if state == "active":
+            checks_.append(Check(OK, name, f"{unit} running{when}{restarted}"))
+        else:
+            checks_.append(Check(FAIL, name, f"{unit} (the live release's) is {state}/{sub}{when}{restarted}: "
+                                             f"see why with `fab logs --process {name}`; `sudo systemctl start "
+                                             f"{unit}` starts it again"))
+    return checks_
 
 
 def service_check(name: str, units: dict[str, str], wanted: list[str], why: str) -> Check:
@@ -589,6 +642,7 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
     found = [
         release_check(state, now),
         gunicorn_check(app.name, state.live, units, state.previous_good()),
+        *process_checks(layout, [p.name for p in app.processes], state.live, facts.get("processes"), now),
         service_check("nginx", units, ["nginx.service"], "no site answers; `sudo systemctl start nginx`"),
         service_check("postgresql", units, postgres, "the app cannot reach its database; "
                       "`sudo systemctl start postgresql`"),
@@ -643,7 +697,9 @@ def status_on(session: Session) -> int:
     name = session.health_host()
     facts = session.remote.gather(server_probes(layout)
                                   + status_probes(layout, name, inventory.app.health_check, inventory.tls,
-                                                  inventory.services))
+                                                  inventory.services)
+                                  + ([processes_probe(layout, [p.name for p in inventory.app.processes])]
+                                     if inventory.app.processes else []))
     reporter.line(f"{session.host.address}: {session.app}" + (f" at {name}" if inventory.tls else ""))
     if not facts["provisioned"]:
         reporter.step(FAIL, "provision", f"the server is not provisioned for {session.app} by this version of "

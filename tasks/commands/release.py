@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from . import envfile, programs, shell
+from . import envfile, processes as process_commands, programs, shell
 from .envfile import ENV_FILE_MARK
 from ..layout import RELEASE_META, Layout
 from ..facts import backups
@@ -443,7 +443,7 @@ def keep_warm(layout: Layout, live: str, standby: str | None, minutes: int) -> s
 
 def switch(layout: Layout, release: Release, old: str | None, history_line: dict, standby_minutes: int,
            backend_ready: bool, static_check: str = "", serving: tuple[str, str, bool] | None = None,
-           standby: str | None = None) -> str:
+           standby: str | None = None, processes: tuple = ()) -> str:
     """Serve `release`: its static files join the shared ones, the live link and `current` flip atomically,
     and its unit is the one started at boot.
 
@@ -455,8 +455,9 @@ def switch(layout: Layout, release: Release, old: str | None, history_line: dict
     the include the file holds), nginx is reloaded and asked again; if it still does not, the links flip back,
     a rewritten include is put back, and the switch fails. A switch on a server whose nginx already serves
     through the live link does not reload it. Then `standby`, the release a rollback would go to after this
-    switch, is kept warm and every other instance stops (`keep_warm`). Runs to the end even if the connection
-    drops."""
+    switch, is kept warm and every other instance stops (`keep_warm`); the release's `processes` (already started
+    by processes.start_and_check) become the ones started at boot, and every other release's get a graceful stop
+    (a standby runs its web instance only). Runs to the end even if the connection drops."""
     release_dir = layout.release(release.id)
     previous = f"{layout.nginx_backend}.gw-prev"
     steps = ["trap '' HUP PIPE",
@@ -482,6 +483,7 @@ def switch(layout: Layout, release: Release, old: str | None, history_line: dict
     steps += start_at_boot(layout, release.id)
     if old and old != release.id:
         steps.append(not_at_boot(layout, old))
+    steps += process_commands.after_switch(layout, release.id, processes)
     # What stays warm is the release a rollback would go to now (`standby`), whichever was live before.
     steps += [keep_warm(layout, release.id, standby, standby_minutes), history(layout, history_line)]
     return "\n".join(steps)
@@ -560,7 +562,7 @@ def history(layout: Layout, line: dict) -> str:
 
 
 def set_aside(layout: Layout, release: Release, history_line: dict, keep: bool = True) -> str:
-    """Stop a failed release and move it to failed/ (sealed), where it is kept for inspection; or remove it
+    """Stop a failed release (its web instance and its processes) and move it to failed/ (sealed), where it is kept for inspection; or remove it
     (`keep=False`, e.g. when the disk is full)."""
     path = layout.release(release.id)
     if keep:
@@ -576,6 +578,7 @@ def set_aside(layout: Layout, release: Release, history_line: dict, keep: bool =
     return "\n".join([
         join("systemctl", "stop", layout.unit(release.id)) + " 2>/dev/null || true",
         not_at_boot(layout, release.id),
+        *process_commands.stop_release(layout, release.id),
         *keep_it,
         history(layout, history_line),
     ])
@@ -595,6 +598,7 @@ def cleanup(layout: Layout, stop: list[str], remove_releases: list[str], remove_
         join("find", layout.releases, "-maxdepth", "1", "-type", "f", "-name", "*.tar.gz",
              *(["!", "-name", uploading.rsplit("/", 1)[1]] if uploading else []), "-delete"),
         *[not_at_boot(layout, r) for r in remove_releases],
+        *[line for r in remove_releases for line in process_commands.stop_release(layout, r)],
         *[join("systemctl", "stop", "--no-block", layout.unit(r)) for r in stop],
     ]
     paths = ([layout.release(r) for r in remove_releases] + [f"{layout.failed}/{r}" for r in remove_failed]

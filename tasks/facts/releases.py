@@ -70,6 +70,9 @@ class ServerState:
     job_files: dict[str, str] = field(default_factory=dict)  # scheduled jobs' unit files: {name: sha256}
     served_files: dict | None = None  # unit, Gunicorn config, nginx site: {path: {sha256, lines}} (provisioning.served)
     env_sizes: dict | None = None     # the environment files' names and value sizes (tasks.facts.envsize)
+    process_files: dict[str, str] | None = field(default_factory=dict)  # process types' template files:
+    # {name: sha256} (provisioning.processes); None: could not be listed
+    process_units: dict[str, str] | None = field(default_factory=dict)  # loaded APP-*@R units: {unit: ActiveState}
 
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""

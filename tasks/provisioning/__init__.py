@@ -30,8 +30,8 @@ class Server:
 
 
 def steps(server: Server) -> list[Step]:
-    from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, redis, ssh, system, tls,
-                   users)
+    from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, processes, redis, ssh,
+                   system, tls, users)
 
     return [
         system.apt_proxy(server),
@@ -54,6 +54,7 @@ def steps(server: Server) -> list[Step]:
         backups.schedule(server),
         gunicorn.service(server),
         jobs.scheduled(server),
+        processes.units(server),
         nginx.site(server),
         # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS.
         *([*tls.certificate(server), nginx.site(server)] if server.inventory.tls else []),

@@ -8,12 +8,10 @@ import hashlib
 
 from . import Server
 from ..inventory import Inventory, Job
-from ..layout import Layout
+from ..layout import UNIT_DIR, Layout
 from ..commands.render import render
 from ..commands.shell import join, q
 from ..facts.steps import Change, Check, Facts, File, Probe, Step
-
-UNIT_DIR = "/etc/systemd/system"
 
 # The release is read when the job starts: the live one then, whatever was live at provision time.
 LAUNCHER = ('release=$(readlink -f {current}) && cd "$release" && '

@@ -26,7 +26,8 @@ from .. import timestamps
 from ..inventory import Host, Inventory, InventoryError
 from ..layout import Layout
 from .lock import DeployLock, LockLost, who
-from ..provisioning import jobs, served
+from ..provisioning import jobs, processes, served
+from ..commands import processes as process_commands
 from ..facts.releases import ServerState
 from ..connection.remote import ConnectionLost, Remote, RemoteError, Stats
 from .runner import Reporter
@@ -38,7 +39,8 @@ class DeployError(RemoteError):
 
 def server_probes(layout: Layout) -> list:
     """What a deploy, a rollback and `fab status` read of the server in their first round trip."""
-    return [*commands.state_probes(layout), jobs.files_probe(layout), served.probe(layout), envsize.probe(layout)]
+    return [*commands.state_probes(layout), jobs.files_probe(layout), served.probe(layout), envsize.probe(layout),
+            processes.files_probe(layout), process_commands.units_probe(layout)]
 
 
 def server_state(facts: dict) -> ServerState:
@@ -49,7 +51,8 @@ def server_state(facts: dict) -> ServerState:
                        python=facts["python"], applied=facts["applied"], backups=facts["backups"],
                        free_kib=facts["free"], backend=facts["backend"] or "",
                        maintenance=facts["maintenance"], job_files=facts["job_files"],
-                       served_files=facts.get("served_files"), env_sizes=facts.get("env_sizes"))
+                       served_files=facts.get("served_files"), env_sizes=facts.get("env_sizes"),
+                       process_files=facts.get("process_files", {}), process_units=facts.get("process_units", {}))
 
 
 def last_lines(text: str, lines: int = 30) -> str:

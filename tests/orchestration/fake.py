@@ -181,7 +181,7 @@ def server(*releases_, live: str | None = None, running=None, applied=(), histor
     """The parsed facts of a provisioned server holding `releases_` (tasks.session.run.server_probes' keys),
     provisioned with `inventory` (default: `default_inventory()`)."""
     from tasks.commands import release as commands
-    from tasks.provisioning import served
+    from tasks.provisioning import processes, served
     from tasks.layout import Layout
     layout = layout or Layout("mysite")
     live = live if live is not None else (releases_[-1].id if releases_ else None)
@@ -202,6 +202,8 @@ def server(*releases_, live: str | None = None, running=None, applied=(), histor
         "job_files": {},
         "env_sizes": {"env": {}, "managed": [], "config": {}, "arg_max": 2 * 1024 * 1024},
         "served_files": served.as_provisioned(inventory or default_inventory()),
+        "process_files": processes.as_provisioned(inventory or default_inventory()),
+        "process_units": {},
     }
 
 
