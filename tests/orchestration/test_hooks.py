@@ -170,8 +170,8 @@ def test_an_after_switch_hook_that_fails_leaves_the_release_live_and_fails_the_d
         return answer
     remote.gather = live_is_new
     original = deploy._new_release
-    deploy._new_release = lambda src, state: new_id.append(original(src, state).id) or \
-        dataclasses.replace(original(src, state), id=new_id[0])
+    deploy._new_release = lambda src, state, server: new_id.append(original(src, state, server).id) or \
+        dataclasses.replace(original(src, state, server), id=new_id[0])
     try:
         message, text = deploy_with(remote, inv)
     finally:
