@@ -146,11 +146,41 @@ def deployed_id(out: subprocess.CompletedProcess | str) -> str:
     return match.group(1)
 
 
+# Drops the tables of the project's own apps (every app but Django's own) and forgets their migrations, so
+# that the next deploy migrates the example app from scratch. Read by psql from stdin: no value is spliced in.
+FORGET_PROJECT_APPS = r"""
+DO $$
+DECLARE label text; t text;
+BEGIN
+  IF to_regclass('public.django_migrations') IS NULL THEN RETURN; END IF;
+  FOR label IN SELECT DISTINCT app FROM django_migrations
+               WHERE app NOT IN ('admin', 'auth', 'contenttypes', 'sessions') LOOP
+    FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public'
+             AND starts_with(tablename, label || '_') LOOP
+      EXECUTE format('DROP TABLE %I CASCADE', t);
+    END LOOP;
+    DELETE FROM django_migrations WHERE app = label;
+  END LOOP;
+END $$;
+"""
+
+
+def forget_project_apps(provisioned: Provisioned) -> None:
+    """Put the server's database back to where no migration of the project's apps ran. Modules share a
+    server, and a module that left a migration applied (a test of a refused or a reversed one) would make the
+    next module's first deploy or rollback meet a schema ahead of its code: every module starts from here."""
+    psql = f"cd / && runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d {quote(APP)}"
+    out = subprocess.run(provisioned.host.ssh_argv(f"sudo -n sh -c {quote(psql)}", user="deploy"),
+                         input=FORGET_PROJECT_APPS, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"could not reset the database of {APP}:\n{out.stdout}\n{out.stderr}"
+
+
 def make_site(provisioned: Provisioned, tmp_path_factory, name: str, *, kind: type[Site] = Site,
               **app_keys) -> Site:
     """A fresh copy of the example app in its own git repository, and an inventory that deploys it to
     PROVISIONED as APP at DOMAINS with a health check; APP_KEYS (keep_releases, server, ...) are added to the
-    app."""
+    app. The database starts with none of the project's migrations applied (forget_project_apps)."""
+    forget_project_apps(provisioned)
     tmp = tmp_path_factory.mktemp(name)
     repo = AppRepo(tmp / "project")
     inventory = tmp / "site.yaml"
