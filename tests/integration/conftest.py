@@ -21,25 +21,51 @@ APP = "mysite"
 DOMAINS = ("app.test", "www.app.test")
 
 
-# Modules that share the provisioned trixie server run in this order: provision checks first (they expect
-# the placeholder page), then the release history, then deploys under keep-alive load. Unlisted modules run
-# after them, and test_reboot last of all, because it powers the shared server off and on.
-MODULE_ORDER = ["test_provision", "test_judges", "test_hostile", "test_releases", "test_hostkeys",
-                "test_faults", "test_keepalive", "test_bookworm"]
-LAST = ["test_reboot"]
+# Modules that share a provisioned Debian 13 server (the `trixie` fixture), in the order they run on it. Each
+# list is one server: under pytest-xdist (the README's test command: `-n 4 --dist loadgroup`) a list is one
+# group, run in this order by one worker, and since a session fixture belongs to its worker, each list gets a
+# server of its own and the lists run side by side. Run without xdist, the lists run one after the other on
+# one server. On each, the provision checks come first (they expect the placeholder page), deploys under
+# keep-alive load after the release history, and test_reboot last, because it powers its server off and on.
+# Every module starts from the state it needs (appsite.make_site resets the database), so a module may move
+# from one list to the other to balance their times. Modules that boot servers of their own are groups of
+# their own.
+SHARED_SERVER_RUNS = {
+    "trixie-1": ["test_provision", "test_judges", "test_hostile", "test_releases", "test_hostkeys",
+                 "test_keepalive", "test_beginners", "test_backups", "test_operate", "test_build_failures"],
+    "trixie-2": ["test_asgi", "test_dryrun", "test_hooks", "test_jobs", "test_migration_safety",
+                 "test_processes", "test_readiness", "test_redis", "test_standby", "test_status", "test_reboot"],
+}
 
 
-def pytest_collection_modifyitems(items):
+def _place(module: str) -> tuple[int, int] | None:
+    """(which shared server, position on it) of a module listed in SHARED_SERVER_RUNS, else None."""
+    for run, modules in enumerate(SHARED_SERVER_RUNS.values()):
+        if module in modules:
+            return run, modules.index(module)
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the marks
+def pytest_collection_modifyitems(config, items):
+    groups = list(SHARED_SERVER_RUNS)
     for item in items:
-        if "tests/integration" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
+        if "tests/integration" not in str(item.fspath):
+            continue
+        item.add_marker(pytest.mark.integration)
+        module = Path(str(item.fspath)).stem
+        place = _place(module)
+        if place is None and "trixie" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{module} uses the shared trixie server: add it to SHARED_SERVER_RUNS in "
+                                    "tests/integration/conftest.py")
+        item.add_marker(pytest.mark.xdist_group(groups[place[0]] if place else module))
 
     def rank(item):
-        name = Path(str(item.fspath)).stem
-        if name in LAST:
-            return (len(MODULE_ORDER) + 1 + LAST.index(name),)
-        return (MODULE_ORDER.index(name) if name in MODULE_ORDER else len(MODULE_ORDER),)
-    items.sort(key=lambda item: ("tests/integration" in str(item.fspath), rank(item)))
+        if "tests/integration" not in str(item.fspath):
+            return (0,)
+        place = _place(Path(str(item.fspath)).stem)
+        return (1, *place) if place else (2,)
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session", autouse=True)
