@@ -34,6 +34,7 @@ CONNECT_TIMEOUT = 15    # seconds for the TCP connection, unless ssh_config's Co
 SLOW_SERVER_TIMEOUT = 30  # seconds for the server's SSH banner and for authentication: a busy or fresh server is slow
 RETRY_DELAYS = (1, 2, 3, 4)  # seconds between connection attempts while a server is still starting: 5 attempts
 RETRY_WINDOW = 40       # seconds: no new attempt starts when it could not end within this time
+OUTPUT_AFTER_EXIT_S = 5  # seconds a command's output may still arrive after its exit status
 
 
 class RemoteError(Exception):
@@ -538,14 +539,22 @@ class Remote:
             channel.shutdown_write()
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout if timeout else None
+            exited = None
             while True:
                 if channel.recv_ready():
                     out += channel.recv(65536)
                 elif channel.recv_stderr_ready():
                     err += channel.recv_stderr(65536)
-                elif channel.exit_status_ready():
+                elif channel.exit_status_ready() and channel.eof_received:
                     break
                 else:
+                    if channel.exit_status_ready():
+                        # sshd may send the exit status before the last of the output it still reads from the
+                        # program's pipes (seen on a busy server: a gather cut short). The end of the output
+                        # follows within moments, unless a process left behind holds the pipe open.
+                        exited = exited or time.monotonic()
+                        if time.monotonic() - exited > OUTPUT_AFTER_EXIT_S:
+                            break
                     if deadline and time.monotonic() > deadline:
                         raise RemoteError(f"a command on {self.connection.host} did not finish within {timeout} s")
                     if not self._connected():

@@ -310,6 +310,8 @@ class FakeChannel:
     def exit_status_ready(self):
         return True
 
+    eof_received = True
+
     def recv_exit_status(self):
         return self.exited
 
@@ -538,3 +540,50 @@ def test_a_public_key_file_that_is_not_one_plain_key_line_is_refused(tmp_path):
     (tmp_path / "id_ed25519.pub").write_text('command="touch /tmp/x" ' + (tmp_path / "id_ed25519.pub").read_text())
     with pytest.raises(InventoryError, match="id_ed25519.pub"):
         public_keys(inventory.hosts[0], inventory)
+
+
+class LateOutputChannel(FakeChannel):
+    """sshd's order on a busy server: the exit status first, then the output it still read from the program's
+    pipes, then the end of the output."""
+
+    def __init__(self, transport, exited, drop, chunks, eof=True):
+        super().__init__(transport, exited, drop)
+        self.chunks, self.eof, self.polls = list(chunks), eof, 0
+        self._wake_r, wake_w = os.pipe()
+        os.write(wake_w, b"x")  # always readable: the wait between polls returns at once
+        os.close(wake_w)
+
+    def fileno(self):
+        return self._wake_r
+
+    def recv_ready(self):
+        self.polls += 1
+        return self.polls > 3 and bool(self.chunks)  # nothing for the first polls, as if still in flight
+
+    def recv(self, size):
+        return self.chunks.pop(0)
+
+    @property
+    def eof_received(self):
+        return self.eof and not self.chunks
+
+    def close(self):
+        os.close(self._wake_r)
+
+
+def test_output_that_arrives_after_the_exit_status_is_still_read():
+    transport = FakeTransport()
+    connection = FakeConnection(transport)
+    transport.open_session = lambda: transport.channels.append(
+        LateOutputChannel(transport, 0, False, [b"first\n", b"last\n"])) or transport.channels[-1]
+    result = Remote(connection, Stats()).run("printf 'first\\nlast\\n'")
+    assert result.ok and result.stdout == "first\nlast\n"
+
+
+def test_a_pipe_held_open_after_the_exit_does_not_hang_the_run(monkeypatch):
+    monkeypatch.setattr(remote, "OUTPUT_AFTER_EXIT_S", 0.05)
+    transport = FakeTransport()
+    connection = FakeConnection(transport)
+    transport.open_session = lambda: transport.channels.append(
+        LateOutputChannel(transport, 0, False, [], eof=False)) or transport.channels[-1]
+    assert Remote(connection, Stats()).run("sleep 60 & echo started").ok
