@@ -132,4 +132,6 @@ def units(server: Server) -> Step:
     return Step("process types", [*files.values(), Check(files_probe(layout), install(server, files))],
                 note=f"{names}: {layout.app}-NAME@RELEASE.service, started by each deploy"
                 if names else "none in the inventory (app.processes)",
-                changed_note="the live release's processes run this from the next `fab deploy` (or `fab config --set`)")
+                # Only a type written here waits for a deploy: one taken out is stopped by this step itself.
+                changed_note="the live release's processes run this from the next `fab deploy` (or `fab config --set`)"
+                if names else "")

@@ -12,7 +12,7 @@ from tasks.commands import processes as commands, release
 from tasks.facts.releases import Release
 from tasks.inventory import InventoryError, Process
 from tasks.layout import Layout
-from tasks.provisioning import processes
+from tasks.provisioning import Server, processes
 from tests.unit.shellcheck import assert_shellcheck_clean
 
 R = "20261201T000000Z-abcdef1"
@@ -128,3 +128,13 @@ def test_unit_states_are_read_into_names_and_releases():
     assert commands.split_unit(Layout("mysite"), f"mysite-worker@{R}.service") == ("worker", R)
     assert commands.split_unit(Layout("mysite"), "mysite-backup.service") is None
     assert commands.parse_units("", 1) is None
+
+
+def test_only_a_type_written_by_provision_is_said_to_wait_for_the_next_deploy():
+    def step(procs):
+        inv = inventory.parse({"app": {"name": "mysite", "processes": procs}, "hosts": [{"address": "10.0.0.2"}]},
+                              "production.yaml", Path("."))
+        return processes.units(Server(inv, inv.hosts[0], (), lambda: None))
+    assert "from the next `fab deploy`" in step({"worker": "celery -A p worker"}).changed_note
+    # Every type taken out: the step stops their instances itself, nothing waits for a deploy.
+    assert step({}).changed_note == ""
