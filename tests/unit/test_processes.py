@@ -132,9 +132,7 @@ def test_unit_states_are_read_into_names_and_releases():
 
 def test_only_a_type_written_by_provision_is_said_to_wait_for_the_next_deploy():
     def step(procs):
-        inv = inventory.parse({"app": {"name": "mysite", "processes": procs}, "hosts": [{"address": "10.0.0.2"}]},
-                              "production.yaml", Path("."))
-        return processes.units(Server(inv, inv.hosts[0], (), lambda: None))
+        return processes.units(Server(parsed(procs), None, (), lambda: None))
     assert "from the next `fab deploy`" in step({"worker": "celery -A p worker"}).changed_note
     # Every type taken out: the step stops their instances itself, nothing waits for a deploy.
     assert step({}).changed_note == ""
