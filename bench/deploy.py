@@ -17,20 +17,19 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import fab as run_fab, warm_bytecode
 from tests import testhost
 from tests.integration.inventory import write_inventory
 from tests.apprepo import AppRepo
 from tests.load import Load
 from tests.wrk import Wrk, require_wrk
 
-REPO = Path(__file__).resolve().parent.parent
 DOMAIN = "app.test"
 WARM, STARTED = "warm target", "cold target"  # the release kept warm for it, or one started first
 KEEPALIVE = True  # wrk is there: kept-alive connections too during the loaded switches
@@ -49,9 +48,7 @@ class Run:
 
 
 def fab(*args: str) -> tuple[float, str]:
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=REPO, capture_output=True, text=True)
-    seconds = time.monotonic() - started
+    seconds, result = run_fab(*args)
     if result.returncode != 0:
         sys.exit(f"fab {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return seconds, result.stdout
@@ -113,6 +110,7 @@ def main() -> None:
         inv = ("--inventory", str(inventory))
         print("provisioning a fresh test server...", file=sys.stderr)
         fab("provision", *inv)
+        warm_bytecode()
 
         runs.append(timed("first deploy (venv + migrations)", host, "deploy", *inv)[0])
         out = ""
