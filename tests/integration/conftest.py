@@ -29,7 +29,7 @@ DOMAINS = ("app.test", "www.app.test")
 # keep-alive load after the release history, and test_reboot last, because it powers its server off and on.
 # Every module starts from the state it needs (appsite.make_site resets the database), so a module may move
 # from one list to the other to balance their times. Modules that boot servers of their own are groups of
-# their own.
+# their own, and a test of theirs marked with a group of its own (`pytest.mark.xdist_group`) keeps it.
 SHARED_SERVER_RUNS = {
     "trixie-1": ["test_provision", "test_judges", "test_hostile", "test_releases", "test_hostkeys",
                  "test_keepalive", "test_beginners", "test_backups", "test_operate", "test_build_failures"],
@@ -59,7 +59,8 @@ def pytest_collection_modifyitems(config, items):
         if place is None and "trixie" in getattr(item, "fixturenames", ()):
             raise pytest.UsageError(f"{module} uses the shared trixie server: add it to SHARED_SERVER_RUNS in "
                                     "tests/integration/conftest.py")
-        item.add_marker(pytest.mark.xdist_group(groups[place[0]] if place else module))
+        if place is not None or item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(groups[place[0]] if place else module))
 
     def rank(item):
         if "tests/integration" not in str(item.fspath):

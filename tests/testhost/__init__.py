@@ -10,12 +10,20 @@ ACME server with pebble-challtestsrv answering every DNS name with the container
     with testhost.start() as host:
         host.ssh("systemctl is-system-running")
 
-From a shell (as root): ``python -m tests.testhost up [--persistent]|reboot NAME|down NAME|--all|list|image``
-(cli.py).  Everything a host holds is recorded in /run/gangway-testhost/NAME.json, so that a later run can
-tear down what a dead one left behind (state.py: ``reap_stale``).  Only the standard library is used here.
+Several servers on one private network (a bridge on this machine, one veth each, one proxy and pebble for all)
+come from ``start_cluster`` (cluster.py):
+
+    with testhost.start_cluster(["lb", "web1", "db"]) as cluster:
+        cluster["web1"].ssh(f"exec 3<>/dev/tcp/{cluster['db'].address}/22")
+
+From a shell (as root): ``python -m tests.testhost up [--persistent] [--cluster MEMBER...]|reboot NAME|down
+NAME|--all|list|image`` (cli.py).  Everything a host or cluster holds is recorded in
+/run/gangway-testhost/NAME.json, so that a later run can tear down what a dead one left behind (state.py:
+``reap_stale``).  Only the standard library is used here.
 The gangway inventory for a host is written by the tests (tests/integration/inventory.py).
 """
 
+from .cluster import Cluster, start_cluster
 from .common import (CACHE_DIR, DEFAULT_SUITE, RUN_DIR, SUITES, HostSetupError, TestHostError,
                      require_host)
 from .host import TestHost, down, find, reboot_detached, start
@@ -25,5 +33,6 @@ from .processes import alive
 from .state import reap_stale
 
 __all__ = ["CACHE_DIR", "DEFAULT_SUITE", "RUN_DIR", "SUITES", "HostSetupError", "TestHostError", "require_host",
-           "TestHost", "down", "find", "reboot_detached", "start", "IMAGES_DIR", "SSH_KEY", "debian_mirrors",
-           "ensure_image", "ensure_ssh_key", "stale_ephemeral_copies", "alive", "reap_stale"]
+           "Cluster", "start_cluster", "TestHost", "down", "find", "reboot_detached", "start", "IMAGES_DIR",
+           "SSH_KEY", "debian_mirrors", "ensure_image", "ensure_ssh_key", "stale_ephemeral_copies", "alive",
+           "reap_stale"]

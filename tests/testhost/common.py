@@ -1,5 +1,5 @@
 """What every part of the harness shares: suites, the cache and runtime dirs, errors, host checks, and
-small helpers (running a host command, file locks, the tail of a log)."""
+small helpers (running a host command, file locks, the tail of a log, threads for a cluster's members)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 log = logging.getLogger("gangway.testhost")
@@ -110,3 +111,22 @@ def locked_by_another(path: Path, lock=fcntl.lockf, create: bool = False) -> boo
         return True
     finally:
         os.close(fd)  # also drops our test lock
+
+
+def in_parallel(fn, items) -> None:
+    """FN(item) for each of ITEMS, each in a thread of its own; once all have ended, raise the first error."""
+    errors = []
+
+    def one(item) -> None:
+        try:
+            fn(item)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(item,), daemon=True) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

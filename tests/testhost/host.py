@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import network
 from .common import (DEFAULT_SUITE, RUN_DIR, START_TOOLS, STATE_LOCK, TestHostError, check_suite, flock, log,
@@ -27,6 +28,9 @@ from .image import COPY_TIMEOUT, HOSTS_DIR, PASSWORD, PASSWORD_USER, ensure_imag
 from .processes import (NSPAWN_STOP_TIMEOUT, PEBBLE_PORT, alive, children, poll, record, send_signal, spawn,
                         start_helpers, terminate, timeout_error, wait_gone)
 from .state import load_states, reap_orphans, reap_stale, state_path, teardown, write_state
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 # Bounded waits, in seconds.
 SSH_READY_TIMEOUT = 120
@@ -165,8 +169,8 @@ def start(suite: str = DEFAULT_SUITE, name: str | None = None, image: Path | Non
     is removed at teardown (or by ``reap_stale`` once its run is dead)."""
     check_suite(suite)
     require_host(START_TOOLS)
-    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", name):
-        raise TestHostError(f"bad name {name!r}: use letters, digits and '-' (at most 63)")
+    if name is not None:
+        check_name(name)
     reap_stale()
     image = Path(image) if image else ensure_image(suite)
     if not (image / "usr/lib/systemd/systemd").exists() and not (image / "lib/systemd/systemd").exists():
@@ -182,11 +186,15 @@ def start(suite: str = DEFAULT_SUITE, name: str | None = None, image: Path | Non
     return host
 
 
+def check_name(name: str) -> None:
+    """A host's name is its container's host name too."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", name):
+        raise TestHostError(f"bad name {name!r}: use letters, digits and '-' (at most 63)")
 
 
 # ---------------------------------------------------------------------------------------------
-# In-process hosts, stopped at exit or on SIGTERM/SIGINT even when a test dies.
-_LIVE: dict[str, TestHost] = {}
+# In-process hosts (and clusters), stopped at exit or on SIGTERM/SIGINT even when a test dies.
+_LIVE: dict[str, TestHost | Cluster] = {}
 _PREVIOUS_HANDLERS: dict[int, object] = {}
 
 
@@ -242,44 +250,64 @@ def _allocate(suite: str, name: str | None, image: Path, key: Path, persistent: 
 def _allocate_locked(suite: str, name: str | None, image: Path, key: Path, persistent: bool = False) -> TestHost:
     if name is not None and state_path(name).exists():
         raise TestHostError(f"a test host named {name} already exists (see: python -m tests.testhost list)")
+    slot, fd = claim_slot(lambda slot: [name or network.names(slot)[0]])
+    netns, link, _ = network.names(slot)
+    hostname = name or netns
+    host = new_host(hostname, suite, slot, network.addresses(slot)[1], netns, link, image, key, persistent,
+                    RUN_DIR / hostname)
+    host._lock_fd = fd
+    return host
+
+
+def claim_slot(names_of) -> tuple[int, int]:
+    """A slot no one uses, whose NAMES_OF(slot) no record has yet; with its lock (an fd to keep)."""
     claimed = {s.get("slot") for s in load_states()}
     shown = network.host_addresses()
     for slot in network.SLOTS:
-        netns, link, _ = network.names(slot)
-        hostname = name or netns
-        if slot in claimed or network.in_use(slot, shown) or state_path(hostname).exists():
+        if slot in claimed or network.in_use(slot, shown) or any(state_path(n).exists() for n in names_of(slot)):
             continue
         fd = network.claim(slot)
         if fd is not None:
-            break
-    else:
-        raise TestHostError(f"no free slot in {network.NET_PREFIX}.1-254.0/24")
+            return slot, fd
+    raise TestHostError(f"no free slot in {network.NET_PREFIX}.1-254.0/24")
 
-    gateway, address = network.addresses(slot)
-    rundir = RUN_DIR / hostname
+
+def new_host(name: str, suite: str, slot: int, address: str, netns: str, link: str, image: Path, key: Path,
+             persistent: bool, helpers_dir: Path, member_of: str | None = None) -> TestHost:
+    """Record host NAME (nothing made yet) and return it; its pebble's files are in HELPERS_DIR."""
+    gateway = network.addresses(slot)[0]
     host = TestHost(
-        name=hostname, suite=suite, slot=slot, address=address, gateway=gateway, ssh_key=key,
+        name=name, suite=suite, slot=slot, address=address, gateway=gateway, ssh_key=key,
         proxy_url="", acme_directory=f"https://{gateway}:{PEBBLE_PORT}/dir",
-        acme_ca_bundle=rundir / "pebble-ca.pem", acme_root=rundir / "acme-root.pem", persistent=persistent,
-        _lock_fd=fd)
+        acme_ca_bundle=helpers_dir / "pebble-ca.pem", acme_root=helpers_dir / "acme-root.pem",
+        persistent=persistent)
     host._state = {
-        "name": hostname, "slot": slot, "suite": suite, "image": str(image), "netns": netns,
-        "link": link, "runtime_dir": str(rundir), "status": "starting", "created": time.time(),
+        "name": name, "slot": slot, "suite": suite, "image": str(image), "netns": netns,
+        "link": link, "runtime_dir": str(RUN_DIR / name), "status": "starting", "created": time.time(),
         # A persistent host's own disk, recorded before it exists so that teardown and the reaper find it.
-        "copy": str(HOSTS_DIR / hostname) if persistent else None,
+        "copy": str(HOSTS_DIR / name) if persistent else None,
         "owner": record(os.getpid()), "detached": False, "procs": {}, "leader": None, "timings": {},
+        "member_of": member_of,  # the cluster whose bridge it is on
     }
     write_state(host._state)
-    _LIVE[hostname] = host
+    _LIVE[name] = host
     return host
 
 
 def _launch(host: TestHost) -> None:
-    st, t0 = host._state, time.monotonic()
-    Path(st["runtime_dir"]).mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
     network.create(host.slot)
+    power_on(host, t0)  # the container first: it takes longest (copy of the image, then boot)
+    # Its proxy and pebble, while the container boots.
+    start_helpers(host, host.address)
+    host._state["timings"]["services"] = round(time.monotonic() - t0, 2)
+    wait_ready(host, t0)
 
-    # The container first: it takes longest (copy of the image, then boot).
+
+def power_on(host: TestHost, t0: float) -> None:
+    """Boot HOST's container (a persistent host's own copy of the image made first); its network exists."""
+    st = host._state
+    Path(st["runtime_dir"]).mkdir(parents=True, exist_ok=True)
     if st.get("copy"):
         copy = Path(st["copy"])
         HOSTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -289,10 +317,10 @@ def _launch(host: TestHost) -> None:
         st["timings"]["copy"] = round(time.monotonic() - t0, 2)
     _boot(host)
 
-    # Its proxy and pebble, while the container boots.
-    start_helpers(host)
-    st["timings"]["services"] = round(time.monotonic() - t0, 2)
 
+def wait_ready(host: TestHost, t0: float) -> None:
+    """Wait until root logs in over SSH and the boot has finished; record HOST as running."""
+    st = host._state
     _wait_ssh(host)
     st["timings"]["ssh"] = round(time.monotonic() - t0, 2)
     kids = children(st["procs"]["nspawn"]["pid"])
@@ -399,7 +427,8 @@ def reboot_detached(name: str, timeout: float = REBOOT_TIMEOUT) -> float:
 
 
 def down(name: str | None = None) -> list[str]:
-    """Tear down host NAME (or every recorded host and any orphans if None), whoever started it."""
+    """Tear down host or cluster NAME (or every recorded one and any orphans if None), whoever started it;
+    return the names of the hosts and clusters torn down."""
     require_host(("ip",))
     with flock(STATE_LOCK):
         states = load_states()
@@ -407,11 +436,13 @@ def down(name: str | None = None) -> list[str]:
             states = [s for s in states if s["name"] == name]
             if not states:
                 raise TestHostError(f"no test host named {name} (see: python -m tests.testhost list)")
+        stopped = []
         for state in states:
+            stopped += [state["name"], *(m for m in state.get("members", ()) if state_path(m).exists())]
             if state["name"] in _LIVE:
                 _LIVE[state["name"]].stop()
             else:
                 teardown(state)
         if name is None:
             reap_orphans(load_states())
-    return [s["name"] for s in states]
+    return list(dict.fromkeys(stopped))

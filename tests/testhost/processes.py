@@ -1,6 +1,7 @@
 """The processes a test host runs on this machine: its container's systemd-nspawn and its helpers
-(tinyproxy, pebble, pebble-challtestsrv).  Each is recorded by PID, start time and command line, and only
-ever signalled while /proc still shows that very process: a PID reused by something else is left alone."""
+(tinyproxy, pebble, pebble-challtestsrv; a cluster's members share one set).  Each is recorded by PID, start
+time and command line, and only ever signalled while /proc still shows that very process: a PID reused by
+something else is left alone."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .common import TestHostError, run, tail
 from .network import free_port
 
 if TYPE_CHECKING:
+    from .cluster import Cluster
     from .host import TestHost
 
 PROXY_PORTS = range(8888, 8900)  # 8888 unless something already holds it on our address
@@ -132,11 +134,11 @@ def spawn_helper(host: TestHost, role: str, argv: list[str], env: dict | None = 
     write_state(st)
 
 
-def start_helpers(host: TestHost) -> None:
-    """Start, next to HOST, on its gateway address: tinyproxy (the target's only way out) and pebble with
-    pebble-challtestsrv as its DNS (every name resolves to the target); wait until they answer and save
-    pebble's roots, which change at every start."""
-    st, gw, addr = host._state, host.gateway, host.address
+def start_helpers(host: TestHost | Cluster, answer: str) -> None:
+    """Start, next to HOST (or a cluster), on its gateway address: tinyproxy (the targets' only way out) and
+    pebble with pebble-challtestsrv as its DNS (every name resolves to ANSWER unless set_dns says otherwise);
+    wait until they answer and save pebble's roots, which change at every start."""
+    st, gw = host._state, host.gateway
     rundir = Path(st["runtime_dir"])
 
     port = free_port(gw, PROXY_PORTS)
@@ -152,7 +154,7 @@ def start_helpers(host: TestHost) -> None:
         "certificate": str(rundir / "pebble-cert.pem"), "privateKey": str(rundir / "pebble-key.pem"),
         "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False,
     }}, indent=1))
-    spawn_helper(host, "challtestsrv", ["pebble-challtestsrv", "-defaultIPv4", addr, "-defaultIPv6", "",
+    spawn_helper(host, "challtestsrv", ["pebble-challtestsrv", "-defaultIPv4", answer, "-defaultIPv6", "",
                                         "-dns01", f"{gw}:{CHALL_DNS_PORT}", "-http01", "", "-https01", "",
                                         "-tlsalpn01", "", "-management", f"{gw}:{CHALL_MGMT_PORT}"])
     spawn_helper(host, "pebble", ["pebble", "-config", str(rundir / "pebble.json"),
@@ -162,6 +164,14 @@ def start_helpers(host: TestHost) -> None:
     wait_port(host, "tinyproxy", gw, port)
     wait_port(host, "challtestsrv", gw, CHALL_MGMT_PORT)
     fetch_acme_roots(host)
+
+
+def set_dns(gateway: str, name: str, address: str) -> None:
+    """Make the pebble-challtestsrv on GATEWAY answer NAME with ADDRESS (its management API)."""
+    body = json.dumps({"host": name, "addresses": [address]}).encode()
+    request = urllib.request.Request(f"http://{gateway}:{CHALL_MGMT_PORT}/add-a", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass  # a refusal raises HTTPError
 
 
 def stop_helpers(state: dict, procs: dict) -> None:

@@ -3,8 +3,10 @@
 Everything a host holds (its slot, namespace, link, processes, runtime dir, disk) is recorded in
 /run/gangway-testhost/NAME.json before it is made, under a lock, so that a later run can tear down what a dead
 one left (``reap_stale``): a host is stale when its owner (the process that started it, or its container's
-nspawn once ``up`` detached it) is gone.  Things of ours that no record claims (a run killed between making
-and recording them) are found by their names and command lines."""
+nspawn once ``up`` detached it) is gone.  A cluster is recorded the same way (its link is its bridge, its
+processes the shared helpers, its owner their tinyproxy once detached) and lists its members, each recorded
+as a host: tearing the cluster down takes them too.  Things of ours that no record claims (a run killed
+between making and recording them) are found by their names and command lines."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import signal
 from pathlib import Path
 
 from . import network
-from .common import RUN_DIR, STATE_LOCK, SUITES, flock, log, require_host
+from .common import RUN_DIR, STATE_LOCK, SUITES, flock, in_parallel, log, require_host
 from .image import HOSTS_DIR, IMAGES_DIR, remove_copy, remove_dead_builds, remove_ephemeral_copies
 from .processes import (NSPAWN_STOP_TIMEOUT, PROCESS_STOP_TIMEOUT, alive, children, proc_argv, record,
                         send_signal, stop_helpers, terminate, wait_gone)
@@ -31,6 +33,13 @@ def write_state(state: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def read_state(name: str) -> dict | None:
+    try:
+        return json.loads(state_path(name).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def load_states() -> list[dict]:
@@ -52,8 +61,9 @@ def owner_alive(state: dict) -> bool:
 
 
 def teardown(state: dict, procs: dict | None = None) -> None:
-    """Remove everything STATE records; skip what is already gone.  Processes are signalled only
-    while /proc still shows the very process we started."""
+    """Remove everything STATE records (a cluster's: its members first); skip what is already gone.
+    Processes are signalled only while /proc still shows the very process we started."""
+    in_parallel(teardown, [m for m in map(read_state, state.get("members", ())) if m is not None])
     procs = procs or {}
     recs = state.get("procs", {})
     nspawn = recs.get("nspawn")
@@ -106,7 +116,7 @@ def reap_orphans(states: list[dict]) -> None:
 
     rundir = re.escape(str(RUN_DIR))
     signatures = [  # command lines only we start, and the slot or name they belong to
-        (r"systemd-nspawn\0.*--network-namespace-path=/run/netns/gw-t(\d+)\0", "slot"),
+        (r"systemd-nspawn\0.*--network-namespace-path=/run/netns/gw-t(\d+)(?:-\d+)?\0", "slot"),
         (rf"tinyproxy\0-d\0-c\0{rundir}/([^/\0]+)/tinyproxy\.conf\0", "name"),
         (rf"pebble\0-config\0{rundir}/([^/\0]+)/pebble\.json\0", "name"),
         (rf"pebble-challtestsrv\0.*-management\0{re.escape(network.NET_PREFIX)}\.(\d+)\.1:\d+\0", "slot"),
