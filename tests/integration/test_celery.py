@@ -1,11 +1,12 @@
 """A real Celery project on a real server, with `services: [redis]` as its broker and its worker and beat as
 process types (app.processes). The test's copy of the example app adds what any Celery project has: celery in
 its requirements, mysite/celery.py, the broker's URL read from the environment in its settings, the app
-imported by mysite/__init__.py, and counter/tasks.py. The live release's worker runs a task queued from
-`fab manage`, and beat's schedule reaches it; `fab status` and `fab logs --process` show both; after a
+imported by mysite/__init__.py, counter/tasks.py, and a view that queues a task. The live release's worker runs
+a task queued by a web request (through nginx, by the site's name) or from `fab manage`, and beat's schedule
+reaches it; `fab status` and `fab logs --process` show both; systemd restarts a killed worker; after a
 code-only deploy the worker runs the new code and the two beats never ran at once; a long task started before
 a deploy is finished by the old worker across the switch (Celery's warm shutdown); a rollback moves the
-processes back."""
+processes back; after a reboot, the site, the worker, beat and Redis are back with no command."""
 
 from __future__ import annotations
 
@@ -89,6 +90,23 @@ def slow(token):
     Hit.objects.create(path=f"/slow-done/{token}/{ran_by()}")
 '''
 
+# A view that queues a task, as a web request of the app would: GET /enqueue/TOKEN/ answers 202 once it is queued.
+URLS = '''
+
+from django.http import HttpResponse
+from django.urls import path as _path
+
+from counter import tasks as _tasks
+
+
+def enqueue(request, token):
+    _tasks.record.delay(token)
+    return HttpResponse("queued", status=202)
+
+
+urlpatterns.append(_path("enqueue/<slug:token>/", enqueue))
+'''
+
 # The README's commands. The worker may take up to three minutes to finish its task in hand when it is stopped.
 PROCESSES = {
     "worker": {"command": "celery -A mysite worker -l info", "stop_timeout": 180},
@@ -116,6 +134,7 @@ def site(trixie, tmp_path_factory):
     site.repo.write("mysite/celery.py", CELERY_APP)
     site.repo.write("mysite/__init__.py", INIT)
     site.repo.write("mysite/settings.py", (site.repo.path / "mysite/settings.py").read_text() + SETTINGS)
+    site.repo.write("mysite/urls.py", (site.repo.path / "mysite/urls.py").read_text() + URLS)
     write_tasks(site, "v1")
     with_celery(site, True)
     try:
@@ -189,11 +208,41 @@ def never_two_at_once(site, units: list[str]) -> None:
     assert started == set(units), "\n".join(events)
 
 
+def queue_from_the_web(site, token: str) -> None:
+    """Queue `record(token)` with a request through nginx, by the site's name, as a visitor would."""
+    response = site.get(f"/enqueue/{token}/")
+    assert response.status == 202, f"{response.status}: {response.body[:300]}"
+
+
+def test_a_worker_of_the_live_release_runs_a_task_queued_by_a_web_request(site):
+    queue_from_the_web(site, "from-the-web")
+    assert first_row(site, "/celery/from-the-web/%") == f"/celery/from-the-web/v1/worker/{site.first}"
+
+
 def test_a_worker_of_the_live_release_runs_a_task_queued_from_manage(site):
     enqueue(site, "record.delay('first')")
     assert first_row(site, "/celery/first/%") == f"/celery/first/v1/worker/{site.first}"
     # beat's schedule reaches a worker too.
     assert first_row(site, f"/tick/{site.first}") == f"/tick/{site.first}"
+
+
+def main_pid(site, unit_: str) -> int:
+    return int(site.root(f"systemctl show -P MainPID {unit_}").strip())
+
+
+def test_systemd_restarts_a_killed_worker(site):
+    worker = unit("worker", site.first)
+    before, restarts = main_pid(site, worker), int(site.root(f"systemctl show -P NRestarts {worker}").strip())
+    assert before > 0
+    site.root(f"kill -KILL {before}")
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline and not (state(site, worker) == "active" and main_pid(site, worker) not in
+                                               (0, before)):
+        time.sleep(0.5)
+    assert int(site.root(f"systemctl show -P NRestarts {worker}").strip()) == restarts + 1
+    assert state(site, worker) == "active" and main_pid(site, worker) not in (0, before)
+    queue_from_the_web(site, "after-kill")
+    assert first_row(site, "/celery/after-kill/%") == f"/celery/after-kill/v1/worker/{site.first}"
 
 
 def test_status_and_logs_show_the_worker_and_beat(site):
@@ -251,3 +300,32 @@ def test_a_rollback_moves_the_processes_back(site):
     enqueue(site, "record.delay('rolled-back')")
     assert first_row(site, "/celery/rolled-back/%") == f"/celery/rolled-back/v2/worker/{site.second}"
     never_two_at_once(site, [unit("beat", release) for release in (site.first, site.second, site.third)])
+
+
+def test_after_a_reboot_the_site_worker_beat_and_redis_are_back_with_no_command(site):
+    live = site.second  # the previous test rolled back to it
+    ticks = len(rows(site, f"/tick/{live}"))
+    site.server.host.reboot()
+    deadline, last = time.monotonic() + 120, ""
+    while time.monotonic() < deadline:  # one request at a time, at most every 0.5 s
+        try:
+            response = site.get(timeout=5)
+            if response.status == 200:
+                break
+            last = f"{response.status}"
+        except (OSError, ValueError, IndexError) as exc:  # refused, reset, TLS not ready, empty answer
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.5)
+    assert site.answering().endswith(f" {live}"), last
+    for name in ("worker", "beat"):
+        wait_state(site, unit(name, live), "active")
+    assert state(site, "redis-server") == "active"
+    queue_from_the_web(site, "after-reboot")
+    assert first_row(site, "/celery/after-reboot/%") == f"/celery/after-reboot/v2/worker/{live}"
+    deadline = time.monotonic() + WAIT
+    while len(rows(site, f"/tick/{live}")) <= ticks and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(rows(site, f"/tick/{live}")) > ticks, "no tick from beat since the reboot"
+    # Only the live release's processes came back: no other release's worker or beat runs.
+    running = site.root(f"systemctl list-units --plain --no-legend --state=active '{APP}-worker@*' '{APP}-beat@*'")
+    assert sorted(re.findall(rf"{APP}-(\w+)@(\S+?)\.service", running)) == [("beat", live), ("worker", live)], running
