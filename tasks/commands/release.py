@@ -741,12 +741,12 @@ def remove_file(path: str) -> str:
     return join("rm", "-f", path)
 
 
-def count_rows(layout: Layout, release_id: str, app: str, unit: str, models: list[str]) -> str:
-    """How many rows each model ("app_label.model") has in the server's database, as the live code sees it: a
-    report {"rows": {model: count}, "unknown": [models the code does not have]} (templates/programs/count_rows.py,
-    run in the live release's Django shell)."""
+def count_rows(layout: Layout, release_id: str, app: str, unit: str, models: list[str], every: bool = False) -> str:
+    """How many rows each model ("app_label.model") has in the server's database, as the live code sees it (with
+    `every`, each of the code's models too): a report {"rows": {model: count}, "unknown": [models the code does
+    not have]} (templates/programs/count_rows.py, run in the live release's Django shell)."""
     command = manage_live(layout, release_id, app, ["shell", "--command", programs.BOOTSTRAP], unit)
-    return programs.fed(command, "count_rows.py", {"models": list(models)})
+    return programs.fed(command, "count_rows.py", {"models": list(models), "every": bool(every)})
 
 
 def load_data(layout: Layout, release_id: str, app: str, unit: str, upload: str, replace: bool,

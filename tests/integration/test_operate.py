@@ -304,7 +304,16 @@ def test_the_local_database_and_media_come_along_once(site):
     assert site.get("/paths/").body.split("\n") == LOCAL_PATHS
 
     replaced = site.run("import-data", "--replace", "--no-media", env=laptop)
-    backup = re.search(r"previous data: (\S+\.dump)", replaced.stdout)
+    assert ("before the import (read back): of the models imported, the server's database held 3 row(s): "
+            "counter.hit: 3;") in replaced.stdout, replaced.stdout
+    backup = re.search(r"backup taken first: (\S+\.dump)", replaced.stdout)
     assert backup, replaced.stdout
     assert site.server.root(f"test -s {backup[1]}").returncode == 0
     assert site.get("/paths/").body.split("\n") == LOCAL_PATHS
+
+    # After a flush the server's database holds nothing: a --replace says so, read back, not that it replaced data.
+    site.manage("flush", "--noinput")
+    refilled = site.run("import-data", "--replace", "--no-media", env=laptop)
+    assert ("before the import (read back): of the models imported, the server's database held no rows; backup "
+            "taken first: ") in refilled.stdout, refilled.stdout
+    assert "counter.hit: 3" in refilled.stdout and site.get("/paths/").body.split("\n") == LOCAL_PATHS
