@@ -762,9 +762,25 @@ def relaunch(session: Session, state: ServerState, why: str) -> str:
         go_live(session, release, state, event)
     except DeployError as error:
         _set_aside(session, release, str(error), keep=False)
-        raise DeployError(f"the new instance of {live.id} did not go live, so {live.id} is still serving:"
+        raise DeployError(f"the new instance of {live.id} did not go live; {_live_now(session, live.id)}:"
                           f"\n{error}") from None
     return release.id
+
+
+def _live_now(session: Session, live: str) -> str:
+    """After a relaunch that failed: whether `live` is still the live release and running, read back."""
+    facts = session.remote.gather([commands.live_probe(session.layout),
+                                   commands.unit_state_probe(session.layout, live)])
+    link, active = facts["live"], facts["unit_state"]
+    if link != live:
+        return (f"the live link points at {link or 'nothing'} (read back), not at {live}: see `fab status` and "
+                "`fab releases`")
+    if active is None:
+        return f"{live} is still the live release; whether it is running could not be read back"
+    if active != "active":
+        return (f"{live} is still the live release but it is NOT running (read back: systemd says {active}), so "
+                f"the site does not answer: `fab rollback --to {live}` starts it")
+    return f"{live} is still serving (read back: live, its instance {active})"
 
 
 def _rollback_target(state: ServerState, to: str | None, migrate_back: bool = False) -> str:

@@ -54,8 +54,7 @@ def state_probes(layout: Layout) -> list[Probe]:
                           f"printf '%s\\t' \"$d\"; tr -d '\\n' < \"$d/{meta}\" 2>/dev/null; echo; done",
               lambda out, rc: out),
         Probe("failed", f"ls -1 {q(layout.failed)}", lambda out, rc: out.split()),
-        Probe("live", f"readlink {q(layout.live_socket)}",
-              lambda out, rc: layout.release_of_socket(out.strip()) if rc == 0 else None),
+        live_probe(layout),
         Probe("backend", f"cat {q(layout.nginx_backend)}", lambda out, rc: out if rc == 0 else None),
         Probe("running", f"systemctl list-units --plain --no-legend --state=active {q(app + '@*.service')} "
                          "| awk '{print $1}'",
@@ -72,6 +71,19 @@ def state_probes(layout: Layout) -> list[Probe]:
         Probe("free", f"df -Pk {q(layout.releases)} {q(layout.venvs)}", parse_free),
         maintenance_probe(layout),
     ]
+
+
+def live_probe(layout: Layout) -> Probe:
+    """The release the live link points at (None: no link)."""
+    return Probe("live", f"readlink {q(layout.live_socket)}",
+                 lambda out, rc: layout.release_of_socket(out.strip()) if rc == 0 else None)
+
+
+def unit_state_probe(layout: Layout, release_id: str) -> Probe:
+    """The ActiveState of a release's Gunicorn instance as systemd says it ("active", "inactive", "failed"...);
+    None when systemd said nothing."""
+    return Probe("unit_state", f"systemctl is-active {q(layout.unit(release_id))}",
+                 lambda out, rc: out.strip() or None)
 
 
 def maintenance_probe(layout: Layout) -> Probe:

@@ -1,6 +1,7 @@
 """`fab config --set` restarts the live code with the new values (`deploy.relaunch`), against the fake server: a
 new instance that does not answer healthy leaves the previous one serving with the previous values, and the
-message says which values the server holds now. (An instance that never starts: test_served.py; values past
+message says which values the server holds now, and whether the live release is running, read back after the
+failure. (An instance that never starts: test_served.py; values past
 Linux's limit: test_envsize.py.)"""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tasks.session.run import DeployError
 from tests.orchestration import fake
 
 LIVE = "20261201T000000Z-aaaaaaa"
+SERVING = f"the new instance of {LIVE} did not go live; {LIVE} is still serving (read back: live, its instance active):\n"
 UNHEALTHY = ("release 20261205T000000Z-aaaaaaa is not healthy: GET / answered 500\n--- errors in its log:\n"
              "KeyError: 'SECRET_KEY'")
 
@@ -36,7 +38,7 @@ def failed(remote: fake.FakeRemote) -> str:
 def test_a_new_instance_that_fails_its_health_check_leaves_the_previous_one_and_values_live():
     remote = a_server().on("start", ok=False, output=UNHEALTHY)
     message = failed(remote)
-    assert message.startswith(f"the new instance of {LIVE} did not go live, so {LIVE} is still serving:\n")
+    assert message.startswith(SERVING)
     assert "is not healthy: GET / answered 500" in message and "KeyError: 'SECRET_KEY'" in message
     assert message.endswith("The previous values were restored.")
     assert remote.ran("set aside") and remote.ran("restore")  # the new instance removed, the old file back
@@ -46,7 +48,7 @@ def test_a_new_instance_that_fails_its_health_check_leaves_the_previous_one_and_
 def test_previous_values_that_could_not_be_put_back_are_said_to_be_not_restored():
     remote = a_server().on("start", ok=False, output=UNHEALTHY).on("restore", ok=False, output="mv: No space")
     message = failed(remote)
-    assert message.startswith(f"the new instance of {LIVE} did not go live, so {LIVE} is still serving:\n")
+    assert message.startswith(SERVING)
     assert message.endswith("The previous values were NOT restored: check /srv/mysite/shared/config.env on the "
                             "server.")
     assert "were restored" not in message
@@ -56,8 +58,39 @@ def test_a_new_instance_nginx_does_not_serve_is_undone_the_same_way():
     served = f"nginx does not serve X: GET / through nginx by the name 10.0.0.2 answered 200 from {LIVE}"
     remote = a_server().on("switch", ok=False, output=served)
     message = failed(remote)
-    assert message.startswith(f"the new instance of {LIVE} did not go live, so {LIVE} is still serving:\n")
+    assert message.startswith(SERVING)
     assert served in message and message.endswith("The previous values were restored.")
+
+
+# --- the live release, read back after the failure -----------------------------------------------------------
+
+def test_a_live_release_that_is_not_running_is_not_said_to_be_serving():
+    """Its instance had stopped before the config change (or stopped during it): systemd says so, and so does
+    the message, with the command that starts it."""
+    remote = a_server(running=[], unit_state="failed").on("start", ok=False, output=UNHEALTHY)
+    message = failed(remote)
+    assert message.startswith(f"the new instance of {LIVE} did not go live; {LIVE} is still the live release but "
+                              "it is NOT running (read back: systemd says failed), so the site does not answer: "
+                              f"`fab rollback --to {LIVE}` starts it:\n")
+    assert "still serving" not in message and message.endswith("The previous values were restored.")
+    assert remote.reads[-1] == ["live", "unit_state"]  # read after the failure, not taken from before it
+
+
+def test_a_live_release_whose_state_cannot_be_read_is_not_said_to_be_serving():
+    remote = a_server(unit_state=None).on("start", ok=False, output=UNHEALTHY)
+    message = failed(remote)
+    assert message.startswith(f"the new instance of {LIVE} did not go live; {LIVE} is still the live release; "
+                              "whether it is running could not be read back:\n")
+    assert "still serving" not in message
+
+
+def test_a_live_link_that_no_longer_points_at_the_live_release_is_said_as_read():
+    remote = a_server().on("switch", ok=False, output="nginx did not reload")
+    remote.then_facts().then_facts(live="20261205T000000Z-aaaaaaa")  # read after the failure only
+    message = failed(remote)
+    assert (f"did not go live; the live link points at 20261205T000000Z-aaaaaaa (read back), not at {LIVE}: see "
+            "`fab status` and `fab releases`:\n") in message
+    assert "still serving" not in message
 
 
 def test_a_copy_of_the_live_release_that_fails_starts_nothing_and_puts_the_values_back():
