@@ -180,7 +180,8 @@ def test_a_config_change_that_breaks_the_app_is_undone_and_the_live_release_keep
     live = site.answering()
     broken = site.run("config", "--set", "GUNICORN_CMD_ARGS=--workers=not-a-number", check=False)
     assert broken.returncode != 0, broken.stdout
-    assert "still serving (read back: live, its instance active)" in broken.stderr, broken.stdout + broken.stderr
+    assert "still serving (read back: live, its instance active)" in broken.stdout + broken.stderr, \
+        broken.stdout + broken.stderr
     assert site.answering() == live
     assert "GUNICORN_CMD_ARGS" not in site.run("config").stdout
 
