@@ -240,6 +240,15 @@ def release_check(layout: Layout, release_id: str, program: str) -> str:
     ])
 
 
+def settings_check(layout: Layout, release_id: str, program: str) -> str:
+    """The release check's gates that the environment decides (the readiness check, Django's deploy checks), for
+    a sealed release about to start with other variables (`fab config`): the same program as `release_check`,
+    told so by its arguments, as the build user with nothing writable. Its output comes back as it is."""
+    check = manage(layout, release_id, layout.build_user, ["shell", "--no-startup", "--interface", "python",
+                                                           "--command", programs.BOOTSTRAP])
+    return programs.fed(check, "release_check.py", {"sealed": True}, program)
+
+
 def backup(layout: Layout, app: str, name: str) -> str:
     """A custom-format dump (compressed; pg_restore can restore it) of the app's database, taken as postgres and
     written by root into backups/, owner-only from the first byte. Written under a temporary name and renamed

@@ -1,4 +1,5 @@
-"""`fab config --set` restarts the live code with the new values (`deploy.relaunch`), against the fake server: a
+"""`fab config --set` restarts the live code with the new values (`deploy.relaunch`), against the fake server: the
+settings are checked with them as a deploy checks a release (readiness, check --deploy) before anything starts; a
 new instance that does not answer healthy leaves the previous one serving with the previous values, and the
 message says which values the server holds now, and whether the live release is running, read back after the
 failure. (An instance that never starts: test_served.py; values past
@@ -22,7 +23,7 @@ UNHEALTHY = ("release 20261205T000000Z-aaaaaaa is not healthy: GET / answered 50
 
 def a_server(**facts) -> fake.FakeRemote:
     return fake.FakeRemote({**fake.server(fake.release(LIVE)), "config": "OLD=1\n", "unit_reads_config": True,
-                            **facts})
+                            **facts}).on("checks", report={"gate": "checks", "warnings": []})
 
 
 def config_set(remote: fake.FakeRemote, out: io.StringIO | None = None) -> None:
@@ -60,6 +61,55 @@ def test_a_new_instance_nginx_does_not_serve_is_undone_the_same_way():
     message = failed(remote)
     assert message.startswith(SERVING)
     assert served in message and message.endswith("The previous values were restored.")
+
+
+# --- the gates of a deploy that the environment decides ------------------------------------------------------
+
+DEBUG_ON = ("the settings are not ready for production:\n- DEBUG is on in production: your settings read it from "
+            "the environment variable DJANGO_DEBUG, which the app's environment sets so that DEBUG is on, so error "
+            "pages would show your code, settings and data to any visitor; turn it off with `fab config --set "
+            "DJANGO_DEBUG=0`")
+
+
+def test_new_values_that_turn_debug_on_are_refused_by_the_readiness_check_before_anything_starts():
+    """`fab config --set DJANGO_DEBUG=1`: the health check alone would pass (the app answers 200, with debug
+    pages); the readiness check a deploy runs does not, and it runs here too, with the new values."""
+    remote = a_server().on("checks", ok=False, report={"gate": "readiness"}, output=DEBUG_ON)
+    message = failed(remote)
+    assert message.startswith(f"a new instance of {LIVE} was not started: the settings are not ready for "
+                              f"production, with the new environment; {LIVE} is still serving (read back: live, "
+                              "its instance active):\n  - DEBUG is on in production: your settings read it from "
+                              "the environment variable DJANGO_DEBUG")
+    assert message.endswith("The previous values were restored.")
+    assert not remote.ran("start") and not remote.ran("switch")
+    assert remote.ran("remove") and remote.ran("restore") and not remote.ran("keep")
+
+
+def test_deploy_checks_that_fail_with_the_new_values_are_refused_the_same_way():
+    remote = a_server().on("checks", ok=False, report={"gate": "checks"}, output=(
+        "`manage.py check --deploy` found problems:\nSystemCheckError: System check identified some issues:\n"
+        "ERRORS:\n?: (security.E100) DEFAULT_HASHING_ALGORITHM must be 'sha1' or 'sha256'."))
+    message = failed(remote)
+    assert message.startswith(f"a new instance of {LIVE} was not started: Django's checks (manage.py check "
+                              "--deploy) found errors, with the new environment;")
+    assert "security.E100" in message and message.endswith("The previous values were restored.")
+    assert not remote.ran("start")
+
+
+def test_the_checks_run_in_the_new_instance_with_the_new_values_before_it_starts():
+    remote = a_server().on("checks", report={"gate": "checks", "warnings": ["?: (security.W004) no HSTS"],
+                                             "readiness": ["the cache is local memory"]})
+    remote.on("start", report={"health": "200"}).on("switch", report={"through_nginx": "200", "repaired": False})
+    out = io.StringIO()
+    config_set(remote, out)
+    steps = [name for script in remote.scripts for name in fake.steps_of(script)]
+    assert steps.index("install") < steps.index("copy") < steps.index("checks") < steps.index("start")
+    (checks,) = [script for script in remote.scripts if "checks" in fake.steps_of(script)]
+    assert '"sealed": true' in checks and "/srv/mysite/releases/20261201T000000Z-aaaaaaa" not in checks
+    said = out.getvalue()
+    assert ("  ok        checks: the readiness check and manage.py check --deploy passed with the new environment; "
+            "1 warning(s):\n            ?: (security.W004) no HSTS") in said
+    assert "readiness: 1 thing(s) to improve in the settings:\n            - the cache is local memory" in said
 
 
 # --- the live release, read back after the failure -----------------------------------------------------------
