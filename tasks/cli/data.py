@@ -95,6 +95,22 @@ def compare(local: dict[str, int], server: dict[str, int]) -> list[str]:
             for model, count in sorted(local.items()) if server.get(model) != count]
 
 
+def held(rows: dict[str, int]) -> str:
+    """Rows per model as a message says them: "3 row(s): a.b: 1, c.d: 2", or "no rows"."""
+    full = {model: n for model, n in sorted(rows.items()) if n}
+    return f"{sum(full.values())} row(s): " + ", ".join(f"{m}: {n}" for m, n in full.items()) if full else "no rows"
+
+
+def replaced(before: dict[str, int], after: dict[str, int], imported: dict[str, int]) -> str:
+    """What a --replace took out of the server's database, from its row counts read back before and after: the
+    rows of the imported models, and those of other models that had rows and have none now (flush empties every
+    table; the rows Django makes again right after, content types and permissions, are not lost)."""
+    mine = {m: n for m, n in before.items() if m in imported}
+    others = {m: n for m, n in before.items() if m not in imported and n and after.get(m) == 0}
+    return (f"of the models imported, the server's database held {held(mine)}"
+            + (f"; of models your data has none of, {held(others)}, emptied too" if others else ""))
+
+
 @task(name="import-data", auto_shortflags=False, help={
     "inventory": targets.INVENTORY_HELP,
     "database": "the SQLite file to import (default: the one your local settings use)",
@@ -138,27 +154,31 @@ def import_to(session: Session, dump: Dump, media: Path | None, replace: bool, y
                           "its migrations create the tables the data goes into")
     unit = layout.manage_unit(secrets.token_hex(4))
     if dump.rows:
+        # With --replace every model is counted: flush empties them all, and the messages say what went.
         ok, report, tail = session.run(("count", commands.count_rows(layout, state.live, app, unit,
-                                                                     list(dump.rows))))
+                                                                     list(dump.rows), every=replace)))
         if not ok:
             raise DeployError(f"could not count the rows on the server:\n{last_lines(tail)}")
         if report["unknown"]:
             raise DeployError(f"the live release {state.live} has no model {', '.join(report['unknown'])}: "
                               "deploy the code that has them, then import again. Nothing was changed")
-        full = {model: n for model, n in report["rows"].items() if n}
+        before = report["rows"]
+        full = {model: before[model] for model in dump.rows if before.get(model)}
         if full and not replace:
             raise DeployError("the server's database already has rows in "
                               + ", ".join(f"{m} ({n})" for m, n in sorted(full.items()))
                               + ", so nothing was imported. To replace everything in it with your local data "
                                 "(a backup is taken first), run again with --replace")
-        _load(session, state.live, unit, dump, replace)
+        _load(session, state.live, unit, dump, replace, before)
     else:
         reporter.step("ok", "data", f"{dump.database} has no rows to import")
     if media is not None:
         _upload_media(session, media, replace, yes)
 
 
-def _load(session: Session, live: str, unit: str, dump: Dump, replace: bool) -> None:
+def _load(session: Session, live: str, unit: str, dump: Dump, replace: bool, before: dict[str, int]) -> None:
+    """Load the dump (after a backup and a flush with `replace`) and read the row counts back; `before`: the
+    counts read before (every model's with `replace`)."""
     reporter, layout, app = session.reporter, session.layout, session.app
     upload = send_file(session, dump.fixture, "data.json.gz", "nothing was imported")
     name = f"{timestamps.now().replace(':', '').replace('-', '')}-before-import"
@@ -168,16 +188,33 @@ def _load(session: Session, live: str, unit: str, dump: Dump, replace: bool) -> 
         session.run(("remove", commands.remove_file(upload)))
     backup = report.get("backup")
     kept = f" The backup taken before is {backup}." if backup else ""
+    counted_ok, counted, count_tail = session.run(("count", commands.count_rows(layout, live, app, unit,
+                                                                                list(dump.rows), every=replace)))
+    after = counted.get("rows", {}) if counted_ok else None
     if not ok:
-        raise DeployError(f"loading the data failed at its {report.get('failed', '?')} step.{kept}\n{last_lines(tail)}")
-    ok, counted, tail = session.run(("count", commands.count_rows(layout, live, app, unit, list(dump.rows))))
-    differ = compare(dump.rows, counted.get("rows", {})) if ok else ["could not count them:\n" + tail]
+        raise DeployError(f"loading the data failed at its {report.get('failed', '?')} step.{kept} "
+                          f"{_now(before, after, count_tail, backup)}\n{last_lines(tail)}")
+    differ = compare(dump.rows, after) if after is not None else ["could not count them:\n" + count_tail]
     if differ:
         raise DeployError("THE ROW COUNTS DO NOT MATCH after loading the data: " + "; ".join(differ)
                           + f".{kept} Look at the data on the server (fab manage -- shell) before using it")
-    reporter.step("changed", "data", f"{sum(dump.rows.values())} rows from {dump.database}, the same count on "
-                  "the server for each model:" + "".join(f"\n            {m}: {n}" for m, n in dump.rows.items())
-                  + (f"\n            (the server's previous data: {backup})" if backup else ""))
+    reporter.step("changed", "data", f"{sum(dump.rows.values())} rows from {dump.database}, the same count read "
+                  "back from the server for each model:"
+                  + "".join(f"\n            {m}: {after[m]}" for m in sorted(dump.rows))
+                  + (f"\n            before the import (read back): {replaced(before, after, dump.rows)}; "
+                     f"backup taken first: {backup}" if replace else ""))
+
+
+def _now(before: dict[str, int], after: dict[str, int] | None, tail: str, backup: str | None) -> str:
+    """What the server's database holds after a load that failed, read back and compared with before."""
+    if after is None:
+        return f"What the server's database holds now could not be read back ({last_lines(tail, 1)})."
+    changed = [f"{m}: {after.get(m, 'none')} ({n} before)" for m, n in sorted(before.items()) if after.get(m) != n]
+    if not changed:
+        return "Read back, the server's database holds what it held before: no row count changed."
+    name = backup.rsplit("/", 1)[-1] if backup else None
+    return (f"Read back, the server's database now holds {', '.join(changed)}"
+            + (f"; `fab restore {name}` puts back what it held." if name else "."))
 
 
 def _upload_media(session: Session, media: Path, replace: bool, yes: bool) -> None:

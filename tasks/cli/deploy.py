@@ -536,8 +536,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
                               extra_requirements(src.requirements, inv.app.server), inv.proxy_environment)),
         # The project's own steps (compilemessages): in the release, before the checks seal it.
         *hooks.steps(session, release.id, "after_build"),
-        ("checks", commands.release_check(layout, release.id, project.check_program(
-            KNOWN_MIGRATIONS_SCRIPT.read_text() + "\n" + CHECK_SCRIPT.read_text()))),
+        ("checks", commands.release_check(layout, release.id, check_program())),
         lines=commands.GATE_OUTPUT_LINES,
     )
     if not ok:
@@ -571,8 +570,17 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
                                                                    f"from an interrupted deploy removed"
                                                                    if leftovers else ""))
     hooks.said(session, "after_build", report)
+    _checks_passed(session, report, "manage.py check --deploy passed; static files collected")
+
+
+def check_program() -> str:
+    """The release check a deploy runs in a new release (and `fab config` in a new instance), as one program."""
+    return project.check_program(KNOWN_MIGRATIONS_SCRIPT.read_text() + "\n" + CHECK_SCRIPT.read_text())
+
+
+def _checks_passed(session: Session, report: dict, detail: str) -> None:
+    """Say that the release check passed (`detail`), with the warnings and advice in its report."""
     warnings, advice = report["warnings"], report.get("readiness", [])
-    detail = "manage.py check --deploy passed; static files collected"
     if warnings:  # one per line: each is a thing to fix, not a wall of text
         detail += f"; {len(warnings)} warning(s):" + "".join(f"\n            {w}" for w in warnings)
     session.reporter.step("ok", "checks", detail)
@@ -744,17 +752,30 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
 def relaunch(session: Session, state: ServerState, why: str) -> str:
     """Start the live release's code anew (a new release id, the same files and venv), so it reads the app's
     environment again, and switch to it once it answers healthy: the zero-downtime way to apply changed
-    variables. On failure the new instance is removed and the live release keeps serving. Call it holding the
+    variables. Before it starts, the gates of a deploy's release check that the environment decides run with
+    the new variables (the readiness check, `manage.py check --deploy`); the others (pip, collectstatic, the
+    migrations, the bytecode, the after_build hooks) depend on the code alone, which is the live release's. On
+    failure the new instance is removed and what the live release is doing is read back. Call it holding the
     deploy lock; returns the new release's id."""
     live = state.releases.get(state.live or "")
     if live is None:
         raise DeployError("no release is live yet: nothing to restart")
+    layout = session.layout
     release = dataclasses.replace(live, id=_new_id(live.commit, live.id.endswith("-dirty"), state),
                                   status=releases.BUILDING, created=timestamps.now(), deployed_by=who(), error="")
-    ok, _, tail = session.run(("copy", commands.clone_release(session.layout, live.id, release)))
+    ok, _, tail = session.run(("copy", commands.clone_release(layout, live.id, release)))
     if not ok:
-        session.run(("remove", commands.cleanup(session.layout, [], [release.id], [], [])))
+        session.run(("remove", commands.cleanup(layout, [], [release.id], [], [])))
         raise DeployError(f"could not start a new instance of {live.id}:\n{last_lines(tail)}")
+    ok, report, tail = session.run(("checks", commands.settings_check(layout, release.id, check_program())),
+                                   lines=commands.GATE_OUTPUT_LINES)
+    if not ok:
+        session.run(("remove", commands.cleanup(layout, [], [release.id], [], [])))
+        found = diagnose.diagnose("checks", tail, state.python, gate=report.get("gate", ""))
+        raise DeployError(f"a new instance of {live.id} was not started: {found.headline}, with the new "
+                          f"environment; {_live_now(session, live.id)}:\n{found.explain()}")
+    _checks_passed(session, report, "the readiness check and manage.py check --deploy passed with the new "
+                                    "environment")
     release.status = GOOD
     event = {"time": timestamps.now(), "event": "live", "release": release.id, "previous": live.id, "commit": live.commit,
              "by": who(), "why": why}
@@ -762,9 +783,25 @@ def relaunch(session: Session, state: ServerState, why: str) -> str:
         go_live(session, release, state, event)
     except DeployError as error:
         _set_aside(session, release, str(error), keep=False)
-        raise DeployError(f"the new instance of {live.id} did not go live, so {live.id} is still serving:"
+        raise DeployError(f"the new instance of {live.id} did not go live; {_live_now(session, live.id)}:"
                           f"\n{error}") from None
     return release.id
+
+
+def _live_now(session: Session, live: str) -> str:
+    """After a relaunch that failed: whether `live` is still the live release and running, read back."""
+    facts = session.remote.gather([commands.live_probe(session.layout),
+                                   commands.unit_state_probe(session.layout, live)])
+    link, active = facts["live"], facts["unit_state"]
+    if link != live:
+        return (f"the live link points at {link or 'nothing'} (read back), not at {live}: see `fab status` and "
+                "`fab releases`")
+    if active is None:
+        return f"{live} is still the live release; whether it is running could not be read back"
+    if active != "active":
+        return (f"{live} is still the live release but it is NOT running (read back: systemd says {active}), so "
+                f"the site does not answer: `fab rollback --to {live}` starts it")
+    return f"{live} is still serving (read back: live, its instance {active})"
 
 
 def _rollback_target(state: ServerState, to: str | None, migrate_back: bool = False) -> str:

@@ -8,8 +8,8 @@ writable), with a terminal when fab has one, so createsuperuser, shell and dbshe
 `fab config` keeps the app's own variables in one file on the server that only root reads (systemd hands them
 to the app): values travel inside uploaded files, never on a command line that `ps` or the journal shows, and
 are printed only with --show. A change is applied like a deploy: a new instance of the live release's code
-starts with the new environment, answers healthy, then takes the traffic; if it does not, the previous values
-are put back and the live release keeps serving.
+passes the readiness check and Django's deploy checks with the new environment, starts, answers healthy, then
+takes the traffic; if it does not, the previous values are put back.
 """
 
 from __future__ import annotations

@@ -54,8 +54,7 @@ def state_probes(layout: Layout) -> list[Probe]:
                           f"printf '%s\\t' \"$d\"; tr -d '\\n' < \"$d/{meta}\" 2>/dev/null; echo; done",
               lambda out, rc: out),
         Probe("failed", f"ls -1 {q(layout.failed)}", lambda out, rc: out.split()),
-        Probe("live", f"readlink {q(layout.live_socket)}",
-              lambda out, rc: layout.release_of_socket(out.strip()) if rc == 0 else None),
+        live_probe(layout),
         Probe("backend", f"cat {q(layout.nginx_backend)}", lambda out, rc: out if rc == 0 else None),
         Probe("running", f"systemctl list-units --plain --no-legend --state=active {q(app + '@*.service')} "
                          "| awk '{print $1}'",
@@ -72,6 +71,19 @@ def state_probes(layout: Layout) -> list[Probe]:
         Probe("free", f"df -Pk {q(layout.releases)} {q(layout.venvs)}", parse_free),
         maintenance_probe(layout),
     ]
+
+
+def live_probe(layout: Layout) -> Probe:
+    """The release the live link points at (None: no link)."""
+    return Probe("live", f"readlink {q(layout.live_socket)}",
+                 lambda out, rc: layout.release_of_socket(out.strip()) if rc == 0 else None)
+
+
+def unit_state_probe(layout: Layout, release_id: str) -> Probe:
+    """The ActiveState of a release's Gunicorn instance as systemd says it ("active", "inactive", "failed"...);
+    None when systemd said nothing."""
+    return Probe("unit_state", f"systemctl is-active {q(layout.unit(release_id))}",
+                 lambda out, rc: out.strip() or None)
 
 
 def maintenance_probe(layout: Layout) -> Probe:
@@ -226,6 +238,15 @@ def release_check(layout: Layout, release_id: str, program: str) -> str:
         "printf '%s\\n' \"$out\" | grep '^@gangway ' || true",
         f"chown -R root:root {q(release)}",
     ])
+
+
+def settings_check(layout: Layout, release_id: str, program: str) -> str:
+    """The release check's gates that the environment decides (the readiness check, Django's deploy checks), for
+    a sealed release about to start with other variables (`fab config`): the same program as `release_check`,
+    told so by its arguments, as the build user with nothing writable. Its output comes back as it is."""
+    check = manage(layout, release_id, layout.build_user, ["shell", "--no-startup", "--interface", "python",
+                                                           "--command", programs.BOOTSTRAP])
+    return programs.fed(check, "release_check.py", {"sealed": True}, program)
 
 
 def backup(layout: Layout, app: str, name: str) -> str:
@@ -741,12 +762,12 @@ def remove_file(path: str) -> str:
     return join("rm", "-f", path)
 
 
-def count_rows(layout: Layout, release_id: str, app: str, unit: str, models: list[str]) -> str:
-    """How many rows each model ("app_label.model") has in the server's database, as the live code sees it: a
-    report {"rows": {model: count}, "unknown": [models the code does not have]} (templates/programs/count_rows.py,
-    run in the live release's Django shell)."""
+def count_rows(layout: Layout, release_id: str, app: str, unit: str, models: list[str], every: bool = False) -> str:
+    """How many rows each model ("app_label.model") has in the server's database, as the live code sees it (with
+    `every`, each of the code's models too): a report {"rows": {model: count}, "unknown": [models the code does
+    not have]} (templates/programs/count_rows.py, run in the live release's Django shell)."""
     command = manage_live(layout, release_id, app, ["shell", "--command", programs.BOOTSTRAP], unit)
-    return programs.fed(command, "count_rows.py", {"models": list(models)})
+    return programs.fed(command, "count_rows.py", {"models": list(models), "every": bool(every)})
 
 
 def load_data(layout: Layout, release_id: str, app: str, unit: str, upload: str, replace: bool,

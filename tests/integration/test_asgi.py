@@ -1,7 +1,8 @@
 """ASGI on a real server (app.server: asgi): provision renders Gunicorn with Uvicorn's worker class and an nginx
 site that passes websocket upgrades; a deploy builds a venv with uvicorn-worker added and serves, over HTTPS
 through nginx by the site's name, an async view and a websocket echo; a second deploy under load drops no
-request. Runs on the shared Debian 13 server, which it gives back provisioned for WSGI (the default)."""
+request, neither from a client that connects anew for each request nor from one that keeps its connections
+open (wrk). Runs on the shared Debian 13 server, which it gives back provisioned for WSGI (the default)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.integration.appsite import deployed_id, make_site
 from tests.integration.conftest import APP, DOMAINS
 from tests.load import Load
 from tests.outside import tls_context
+from tests.wrk import Wrk
 
 # The test app's ASGI application: websockets to a tiny echo (which names its release), the rest to Django.
 ASGI = '''import os
@@ -146,7 +148,10 @@ def test_a_switch_under_load_drops_no_request(site):
     before = site.answering().split()[1]
     site.repo.set_version("asgi-2")
     host = site.server.host
-    with Load(host.address, DOMAINS[0], host.acme_root, path="/version/", workers=4, max_seconds=90) as load:
+    # Both kinds of client at once: a connection per request, and 16 kept-alive connections (wrk), which see
+    # what a new connection cannot: nginx's upstream connections and Uvicorn's workers going away mid-switch.
+    with Load(host.address, DOMAINS[0], host.acme_root, path="/version/", workers=4, max_seconds=90) as load, \
+            Wrk(host.address, DOMAINS[0], "/version/", seconds=90, connections=16, threads=2) as kept:
         release = deployed_id(site.deploy())
         returned = time.monotonic()
         time.sleep(1)
@@ -154,4 +159,12 @@ def test_a_switch_under_load_drops_no_request(site):
     assert len(load.samples) > 20, load.samples
     assert load.failures() == [], load.failures()[:5]
     assert load.answered_after(returned) == {f"asgi-2 {release}"}
+    result = kept.result
+    assert result.requests > 20, result.output
+    assert result.errors == {"connect": 0, "read": 0, "write": 0, "timeout": 0, "non-2xx/3xx": 0}, \
+        result.summary()
+    print(f"\nwrk -t2 -c16 during the ASGI switch: {result.summary()}")
+    assert {status for (status, _) in result.answers} == {200}, result.answers
+    # It spanned the switch: the release before and the new one both answered it.
+    assert {body.split()[-1] for (_, body) in result.answers} == {before, release}, result.answers
     assert websocket_echo(site, "after the switch") == f"echo {release}: after the switch"

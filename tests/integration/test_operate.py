@@ -3,7 +3,7 @@ exit status, createsuperuser answered through a real terminal, variables that re
 show in fab's output, the local SQLite content and media served over HTTPS after an import that is refused the
 second time. Refused before anything changes, the live release serving on: `fab config` on a full disk (one
 message, with the free space, no partial upload), an environment past Linux's limits (from fab config, or
-from the inventory's app.env on a deploy)."""
+from the inventory's app.env on a deploy), a config change the readiness check refuses (DEBUG turned on)."""
 
 from __future__ import annotations
 
@@ -162,6 +162,8 @@ def test_config_sets_a_value_verbatim_without_ever_printing_it_and_unsets_it(sit
     before = site.answering()
     out = site.run("config", "--set", f"GREETING={HOSTILE}", "--set", "OTHER=1")
     assert HOSTILE not in out.stdout + out.stderr and "pwned" not in out.stdout + out.stderr
+    # The gates of a deploy that the environment decides ran in the new instance, sealed, and passed.
+    assert "checks: the readiness check and manage.py check --deploy passed with the new environment" in out.stdout
     assert site.env("GREETING") == HOSTILE
     assert site.answering() != before  # a new instance took the traffic
     assert site.server.root("test -e /tmp/pwned").returncode != 0
@@ -180,9 +182,24 @@ def test_a_config_change_that_breaks_the_app_is_undone_and_the_live_release_keep
     live = site.answering()
     broken = site.run("config", "--set", "GUNICORN_CMD_ARGS=--workers=not-a-number", check=False)
     assert broken.returncode != 0, broken.stdout
-    assert "still serving" in broken.stdout + broken.stderr, broken.stdout + broken.stderr
+    assert "still serving (read back: live, its instance active)" in broken.stdout + broken.stderr, \
+        broken.stdout + broken.stderr
     assert site.answering() == live
     assert "GUNICORN_CMD_ARGS" not in site.run("config").stdout
+
+
+def test_a_config_change_that_turns_debug_on_is_refused_before_a_new_instance_starts(site):
+    """The app would answer its health check with DEBUG on; the readiness check a deploy runs refuses it, and
+    runs for `fab config` too, with the new values, before anything starts."""
+    live, releases = site.answering(), site.ls("releases")
+    refused = site.run("config", "--set", "DJANGO_DEBUG=1", check=False)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0, said
+    assert "was not started: the settings are not ready for production, with the new environment" in said, said
+    assert "DEBUG is on in production" in said and "The previous values were restored." in said, said
+    assert "still serving (read back: live, its instance active)" in said, said
+    assert site.answering() == live and site.ls("releases") == releases
+    assert "DJANGO_DEBUG" not in site.run("config").stdout
 
 
 def uploads_left(site) -> str:
@@ -304,7 +321,16 @@ def test_the_local_database_and_media_come_along_once(site):
     assert site.get("/paths/").body.split("\n") == LOCAL_PATHS
 
     replaced = site.run("import-data", "--replace", "--no-media", env=laptop)
-    backup = re.search(r"previous data: (\S+\.dump)", replaced.stdout)
+    assert ("before the import (read back): of the models imported, the server's database held 3 row(s): "
+            "counter.hit: 3;") in replaced.stdout, replaced.stdout
+    backup = re.search(r"backup taken first: (\S+\.dump)", replaced.stdout)
     assert backup, replaced.stdout
     assert site.server.root(f"test -s {backup[1]}").returncode == 0
     assert site.get("/paths/").body.split("\n") == LOCAL_PATHS
+
+    # After a flush the server's database holds nothing: a --replace says so, read back, not that it replaced data.
+    site.manage("flush", "--noinput")
+    refilled = site.run("import-data", "--replace", "--no-media", env=laptop)
+    assert ("before the import (read back): of the models imported, the server's database held no rows; backup "
+            "taken first: ") in refilled.stdout, refilled.stdout
+    assert "counter.hit: 3" in refilled.stdout and site.get("/paths/").body.split("\n") == LOCAL_PATHS

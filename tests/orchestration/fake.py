@@ -191,6 +191,8 @@ def server(*releases_, live: str | None = None, running=None, applied=(), histor
         "live": live,
         "backend": commands.backend_conf(layout),
         "running": list(running if running is not None else ([live] if live else [])),
+        # systemctl is-active of the live release's instance (commands.unit_state_probe)
+        "unit_state": "active" if live and live in (running if running is not None else [live]) else "inactive",
         "history": "".join(json.dumps(e) + "\n" for e in history),
         "venvs": sorted({r.requirements for r in releases_}),
         "python": "3.13.5",

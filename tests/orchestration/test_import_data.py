@@ -1,5 +1,6 @@
 """`fab import-data` against the fake server: the data goes in only into an empty database (or with --replace),
-and "imported" means the row counts read back from the server match the local ones."""
+"imported" means the row counts read back from the server match the local ones, and what the server's database
+held before a --replace, and holds after a failed load, is said from counts read back, never assumed."""
 
 from __future__ import annotations
 
@@ -84,10 +85,11 @@ def test_a_loaddata_that_fails_names_its_step_and_removes_the_upload():
     remote = a_server().on("loaddata", ok=False, output="django.core.serializers.base.DeserializationError: "
                                                         "Problem installing fixture")
     message = refused(remote)
-    assert message.startswith("loading the data failed at its loaddata step.\n")
+    assert message.startswith("loading the data failed at its loaddata step. Read back, the server's database "
+                              "holds what it held before: no row count changed.\n")
     assert "DeserializationError" in message and "The backup taken before" not in message
     assert remote.ran("remove")  # the uploaded fixture is removed all the same
-    assert sum("count" in fake.steps_of(s) for s in remote.scripts) == 1  # no read-back of a load that failed
+    assert "THE ROW COUNTS DO NOT MATCH" not in message  # a load that failed is not compared with the dump
 
 
 def test_a_replace_that_fails_after_its_backup_names_that_backup():
@@ -119,8 +121,59 @@ def test_a_load_with_matching_counts_reports_them_and_the_backup_of_the_replaced
     remote = a_server({"rows": {"auth.user": 1, "notes.note": 9}, "unknown": []}, {"rows": ROWS, "unknown": []})
     remote.on("backup", report={"backup": BACKUP})
     out = imported(remote, replace=True)
-    assert "  changed   data: 4 rows from db.sqlite3, the same count on the server for each model:" in out
-    assert f"(the server's previous data: {BACKUP})" in out
+    assert ("  changed   data: 4 rows from db.sqlite3, the same count read back from the server for each model:\n"
+            "            auth.user: 1\n            notes.note: 3\n"
+            "            before the import (read back): of the models imported, the server's database held 10 "
+            f"row(s): auth.user: 1, notes.note: 9; backup taken first: {BACKUP}\n") in out
+    # With --replace every model is counted, before and after: flush empties them all.
+    counts = [s for s in remote.scripts if "count" in fake.steps_of(s)]
+    assert len(counts) == 2 and all('"every": true' in s for s in counts)
+
+
+# --- --replace: what the server held, read back --------------------------------------------------------------
+
+def test_a_replace_of_a_database_already_emptied_says_it_held_no_rows():
+    """The database was flushed before (a --replace whose load failed, `fab manage -- flush`): the import does
+    not claim it replaced data."""
+    remote = a_server(EMPTY, {"rows": ROWS, "unknown": []}).on("backup", report={"backup": BACKUP})
+    out = imported(remote, replace=True)
+    assert ("before the import (read back): of the models imported, the server's database held no rows; backup "
+            f"taken first: {BACKUP}") in out
+    assert "previous data" not in out and "emptied too" not in out
+    assert remote.ran("flush") and remote.ran("loaddata")
+
+
+def test_a_replace_names_the_rows_of_other_models_it_emptied_and_not_those_django_makes_again():
+    before = {"auth.user": 0, "notes.note": 2, "notes.comment": 5, "contenttypes.contenttype": 20}
+    after = {"auth.user": 1, "notes.note": 3, "notes.comment": 0, "contenttypes.contenttype": 20}
+    remote = a_server({"rows": before, "unknown": []}, {"rows": after, "unknown": []})
+    remote.on("backup", report={"backup": BACKUP})
+    out = imported(remote, replace=True)
+    assert ("of the models imported, the server's database held 2 row(s): notes.note: 2; of models your data "
+            "has none of, 5 row(s): notes.comment: 5, emptied too; backup taken first") in out
+    assert "contenttypes" not in out
+
+
+def test_a_replace_whose_load_fails_after_the_flush_says_the_database_is_empty_now():
+    remote = a_server({"rows": {"auth.user": 2, "notes.note": 5}, "unknown": []}, EMPTY)
+    remote.on("backup", report={"backup": BACKUP}).on("loaddata", ok=False, output="IntegrityError: duplicate key")
+    message = refused(remote, replace=True)
+    assert message.startswith(f"loading the data failed at its loaddata step. The backup taken before is {BACKUP}. "
+                              "Read back, the server's database now holds auth.user: 0 (2 before), notes.note: 0 "
+                              "(5 before); `fab restore 20261205T090000Z-before-import.dump` puts back what it "
+                              "held.\n")
+    assert "IntegrityError" in message
+
+
+def test_a_database_that_cannot_be_read_after_a_failed_load_is_said_to_be_unknown():
+    remote = a_server({"rows": {"auth.user": 2, "notes.note": 5}, "unknown": []})
+    remote.on("count", ok=False, output="OperationalError: the database system is shutting down")
+    remote.on("count", report={"rows": {"auth.user": 2, "notes.note": 5}, "unknown": []}, times=1)
+    remote.on("backup", report={"backup": BACKUP}).on("flush", ok=False, output="CommandError: flush failed")
+    message = refused(remote, replace=True)
+    assert ("What the server's database holds now could not be read back (OperationalError: the database system is "
+            "shutting down).") in message
+    assert "no row count changed" not in message
 
 
 # --- media files -----------------------------------------------------------------------------------------------

@@ -124,7 +124,8 @@ def test_a_relaunch_whose_instance_never_starts_says_so_not_that_it_was_unhealth
     with pytest.raises(DeployError) as failed:
         deploy.relaunch(session, session.state(), "config")
     message = str(failed.value)
-    assert message.startswith(f"the new instance of {LIVE} did not go live, so {LIVE} is still serving:")
+    assert message.startswith(f"the new instance of {LIVE} did not go live; {LIVE} is still serving (read back: "
+                              "live, its instance active):")
     assert "failed to start" in message and "Argument list too long" in message
     assert "did not answer healthy" not in message
 

@@ -106,18 +106,25 @@ def test_every_import_script_passes_shellcheck(script):
     assert_shellcheck_clean(script)
 
 
-# A stand-in for the release's Django: blog.post has 3 rows, nothing else exists.
+# A stand-in for the release's Django: blog.post has 3 rows, blog.comment none, nothing else exists.
 FAKE_APPS = """
 class _Model:
-    def __init__(self, rows):
+    def __init__(self, label, rows):
+        self._meta = type("Meta", (), {"label_lower": label})()
         self._base_manager = type("Manager", (), {"count": lambda manager: rows})()
+
+
+MODELS = {"blog.post": _Model("blog.post", 3), "blog.comment": _Model("blog.comment", 0)}
 
 
 class _Apps:
     def get_model(self, label):
-        if label == "blog.post":
-            return _Model(3)
+        if label in MODELS:
+            return MODELS[label]
         raise LookupError(label)
+
+    def get_models(self):
+        return list(MODELS.values())
 
 
 apps = _Apps()
@@ -139,6 +146,18 @@ def test_a_hostile_model_name_stays_data(tmp_path, value):
     assert shell.parse_reports(out.stdout) == {"rows": {"blog.post": 3}, "unknown": [value]}
     # The command line is the same whatever the models: the program and its arguments come on its input.
     assert (tmp_path / "args").read_text().endswith("manage.py\nshell\n--command\n" + programs.BOOTSTRAP + "\n")
+
+
+def test_every_model_the_code_has_is_counted_when_asked(tmp_path):
+    """What a --replace's flush empties: the code's other models too, beside those asked for."""
+    (tmp_path / "fake" / "django").mkdir(parents=True)
+    (tmp_path / "fake" / "django" / "__init__.py").write_text("")
+    (tmp_path / "fake" / "django" / "apps.py").write_text(FAKE_APPS)
+    for every, rows in ((False, {"blog.post": 3}), (True, {"blog.comment": 0, "blog.post": 3})):
+        script = shell.script(("count", commands.count_rows(LAYOUT, "r1", "mysite", "u", ["blog.post"], every)))
+        out = run(script, tmp_path, {"systemd-run": RUN_MANAGE_SHELL})
+        assert out.returncode == 0, out.stderr
+        assert shell.parse_reports(out.stdout) == {"rows": rows, "unknown": []}
 
 
 def _unpack(tmp_path: Path, files: dict[str, bytes], existing: dict[str, bytes], replace: bool,

@@ -103,6 +103,14 @@ def test_the_release_check_command_passes_shellcheck_and_carries_any_size_as_dat
     assert "x" * 200_000 in big.split(command_line, 1)[1]               # the here-document after it does
 
 
+def test_the_sealed_settings_check_passes_shellcheck_writes_nothing_and_says_it_is_sealed():
+    from tasks.cli.deploy import check_program
+    command = release_commands.settings_check(Layout("mysite"), "20260101T000000Z-abcdef0", check_program())
+    assert_shellcheck_clean(shell.script(("checks", command)))
+    assert "ReadWritePaths" not in command and "chown" not in command
+    assert '"args": {"sealed": true}' in command
+
+
 def test_local_facts_see_only_what_the_server_sets_not_this_shells_variables(beginner, monkeypatch):
     """A laptop's shell (direnv, a sourced .env) may hold DEBUG, DATABASE_URL or DJANGO_DEBUG; the server sets
     none of those, so the settings are read without them."""

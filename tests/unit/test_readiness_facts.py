@@ -138,35 +138,60 @@ def test_settings_outside_a_package_are_read_too(tmp_path: Path):
     assert local.facts and local.facts["debug_source"]["off"] == ["DJANGO_DEBUG", "False"]
 
 
-def test_the_release_check_stops_at_its_readiness_gate_on_the_server_s_reading_of_the_settings(site):
+def release_check(site: project.Project, args: dict | None = None, env: dict[str, str] | None = None):
     """The deploy's release check, run the way the server runs it (Django's shell, the apps loaded, the app's
-    environment): a MEDIA_URL nginx does not serve, with a model that takes uploads, and DEBUG on for want of
-    DJANGO_DEBUG stop it at the readiness gate, the first, before collectstatic and the migrations."""
-    import json
+    environment and `env`), with its arguments `args`."""
     import os
     import subprocess
     import sys
 
-    from tasks.cli.deploy import CHECK_SCRIPT, KNOWN_MIGRATIONS_SCRIPT
-    from tasks.commands import programs, shell
+    from tasks.cli.deploy import check_program
+    from tasks.commands import programs
 
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    environment = {**clean, **project.server_environment(App("mysite", ("app.test",)), "", site.directory),
+                   "DJANGO_SETTINGS_MODULE": "mysite.settings", **(env or {})}
+    return subprocess.run([sys.executable, "manage.py", "shell", "--no-startup", "--interface", "python",
+                           "--command", programs.BOOTSTRAP],
+                          input=programs.document("release_check.py", args or {}, check_program()),
+                          cwd=site.directory, env=environment, capture_output=True, text=True)
+
+
+def gates(out) -> list[str]:
+    """The gates a release check named, in order."""
+    import json
+
+    from tasks.commands import shell
+    return [json.loads(line[len(shell.REPORT) + 1:])["gate"] for line in out.stdout.splitlines()
+            if line.startswith(shell.REPORT + " ") and "gate" in line[len(shell.REPORT) + 1:]]
+
+
+def test_the_release_check_stops_at_its_readiness_gate_on_the_server_s_reading_of_the_settings(site):
+    """The deploy's release check, run the way the server runs it (Django's shell, the apps loaded, the app's
+    environment): a MEDIA_URL nginx does not serve, with a model that takes uploads, and DEBUG on for want of
+    DJANGO_DEBUG stop it at the readiness gate, the first, before collectstatic and the migrations."""
     add_uploads_app(site)
     (site.package_dir / "settings.py").write_text(BASE + 'INSTALLED_APPS += ["gallery"]\nMEDIA_URL = "/uploads/"\n'
                                                   'DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"\n')
-    program = project.check_program(KNOWN_MIGRATIONS_SCRIPT.read_text() + "\n" + CHECK_SCRIPT.read_text())
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    env = {**clean, **project.server_environment(App("mysite", ("app.test",)), "", site.directory),
-           "DJANGO_SETTINGS_MODULE": "mysite.settings"}
-    out = subprocess.run([sys.executable, "manage.py", "shell", "--no-startup", "--interface", "python",
-                          "--command", programs.BOOTSTRAP], input=programs.document("release_check.py", {}, program),
-                         cwd=site.directory, env=env, capture_output=True, text=True)
+    out = release_check(site)
     assert out.returncode != 0
-    gates = [json.loads(line[len(shell.REPORT) + 1:])["gate"] for line in out.stdout.splitlines()
-             if line.startswith(shell.REPORT + " ")]
-    assert gates == ["readiness"]
+    assert gates(out) == ["readiness"]
     assert f"{readiness.NOT_READY}:\n- DEBUG is on in production: your settings read it from the environment " \
            "variable DJANGO_DEBUG, which the server does not set" in out.stderr
     assert "- MEDIA_URL is '/uploads/', but nginx serves uploaded files at /media/: every file your models take " \
            "(gallery.Photo.file) would answer 404" in out.stderr
     assert "`fab config --set DJANGO_DEBUG=False`" in out.stderr
     assert not (site.directory / "static").exists()  # collectstatic never ran
+
+
+def test_a_sealed_release_started_with_debug_turned_on_is_stopped_at_the_readiness_gate(site):
+    """`fab config --set DJANGO_DEBUG=1` starts the live code anew with the new value: the release check runs
+    in it sealed (nothing written) and stops at its readiness gate, as a deploy's would. (That a sealed check
+    that passes stops after Django's deploy checks, before collectstatic: tests/integration/test_operate.py,
+    on a server with PostgreSQL's driver.)"""
+    (site.package_dir / "settings.py").write_text(BASE + 'DEBUG = os.environ.get("DJANGO_DEBUG") == "1"\n')
+    refused = release_check(site, {"sealed": True}, env={"DJANGO_DEBUG": "1"})
+    assert refused.returncode != 0 and gates(refused) == ["readiness"]
+    assert f"{readiness.NOT_READY}:\n- DEBUG is on in production: your settings read it from the environment " \
+           "variable DJANGO_DEBUG, which the app's environment sets so that DEBUG is on" in refused.stderr
+    assert not (site.directory / "static").exists()
