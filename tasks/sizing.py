@@ -14,7 +14,7 @@ config file stays a function of the inventory alone, which is what a deploy comp
 FREE_SHARE = 0.40
 # Estimated sizes, MiB of PSS (a process's own pages plus its share of those it shares). bench/workers.py reads,
 # on the example app: a Gunicorn master 10, a worker that has served 36, a worker process that imports Django 39,
-# the rest of the server 105. Real apps import more, so each is counted about half as large again or more.
+# the rest of the server 106. Real apps import more, so each is counted about half as large again or more.
 OTHERS_MIB = 150   # the rest of the server: PostgreSQL, nginx, systemd, journald, sshd, fail2ban
 MASTER_MIB = 15    # Gunicorn's master: it does not import the app
 WORKER_MIB = 60    # one worker, the app imported and serving
