@@ -32,6 +32,11 @@ PROCESS_STOP_TIMEOUT_S = 60
 PROCESS_SETTLE_S = 5
 # How long systemd waits before restarting a process that exited with an error.
 PROCESS_RESTART_S = 2
+# A web instance (its Gunicorn unit) runs at most this many tasks, processes and threads (TasksMax=; not in the
+# inventory): room for app.workers' largest value, each worker with its threads. Without app.workers,
+# tasks/sizing.py sizes them.
+GUNICORN_TASKS_MAX = 256
+MOST_WORKERS = 32
 # Added to the venv when the project's requirements do not name Gunicorn.
 GUNICORN = "gunicorn>=23,<24"
 # How Gunicorn serves the app (app.server): Django's WSGI application with its own sync workers, or its ASGI

@@ -129,6 +129,7 @@ class App:
     keep_failed: int = defaults.KEEP_FAILED
     keep_backups: int = defaults.KEEP_BACKUPS
     standby_minutes: int = defaults.STANDBY_MINUTES
+    workers: int | None = None  # Gunicorn workers per web instance; None: sized on the server (tasks/sizing.py)
     settings_module: str = ""  # empty: the one manage.py names
     env: tuple[tuple[str, str], ...] = ()  # the app's own non-secret variables, in the inventory's order
     build: Build | None = None
@@ -393,6 +394,14 @@ def check_not_negative(value: int) -> str | None:
 
 def check_at_least_two(value: int) -> str | None:
     return None if value >= 2 else "must be at least 2: the live release and the previous one are always kept"
+
+
+def check_workers(value: int) -> str | None:
+    if 1 <= value <= defaults.MOST_WORKERS:
+        return None
+    return (f"must be from 1 to {defaults.MOST_WORKERS} Gunicorn workers per web instance (each instance may run "
+            f"{defaults.GUNICORN_TASKS_MAX} tasks, threads included); or remove app.workers to let gangway size "
+            "them from the server's cores and memory")
 
 
 def check_time_of_day(value: str) -> str | None:
@@ -680,6 +689,8 @@ APP_KEYS = {
     "keep_backups": Key(int, "how many database dumps (taken before migrations) to keep", check=check_positive),
     "standby_minutes": Key(int, "how long the previous release keeps running after a switch, for an instant "
                                 "rollback (0: stop it at once)", check=check_not_negative),
+    "workers": Key(int, "Gunicorn workers per web instance, e.g. 4 (default: as many as the server's cores and "
+                        "memory allow, see the README)", check=check_workers),
     "settings_module": Key(str, "the settings module production uses, e.g. mysite.settings_production "
                                 "(default: the one manage.py names)", check=check_python_module),
     "env": Key(dict, "the app's own non-secret environment variables, e.g. {SENTRY_ENVIRONMENT: production}"),

@@ -84,11 +84,22 @@ def go_live(session: Session, release: Release, state: ServerState, event: dict)
         through = "; not asked through nginx, which answers 503 in maintenance mode"
     session.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
                           + f"; healthy on its own socket: GET {inv.app.health_check} -> "
-                          f"{report.get('health', '?')}{warm}{through}"
-                          + (f"; {standby} kept warm for `fab rollback` ({inv.app.standby_minutes} min, its web "
-                             "instance only)" if standby and inv.app.standby_minutes > 0 else ""))
+                          f"{report.get('health', '?')}{warm}{through}{_standby_note(inv, standby, report)}")
     if procs:
         _report_processes(session, report)
+
+
+def _standby_note(inv: Inventory, standby: str | None, report: dict) -> str:
+    """What the switch left of the previous release: kept warm for a rollback, or, with app.standby_minutes 0,
+    the instances systemd is stopping (as the switch read back) and the cold start a rollback then has."""
+    minutes = inv.app.standby_minutes
+    if minutes > 0:
+        return f"; {standby} kept warm for `fab rollback` ({minutes} min, its web instance only)" if standby else ""
+    stopping = (report.get("web_stopping") or "").split()
+    return ("; no standby is kept (app.standby_minutes: 0)"
+            + (f": systemd is stopping {', '.join(stopping)}" if stopping else "")
+            + (f"; `fab rollback` starts {standby} cold first, which adds the app's start-up time"
+               if standby else ""))
 
 
 def _states(states: dict | None) -> str:

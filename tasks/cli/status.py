@@ -344,9 +344,11 @@ def release_check(state: ServerState, now: int) -> Check:
                  + (named(previous) if previous else "none (a rollback has nothing to go back to)"))
 
 
-def gunicorn_check(app: str, live: str | None, units: dict[str, str], target: str | None = None) -> Check:
+def gunicorn_check(app: str, live: str | None, units: dict[str, str], target: str | None = None,
+                   standby: bool = True) -> Check:
     """The live instance's state, and what else runs: only `target` (the release `fab rollback` would go to)
-    is called warm, and only when it is running; any other instance is named as not a rollback target."""
+    is called warm, and only when it is running; any other instance is named as not a rollback target. Without
+    a `standby` (app.standby_minutes 0) a target that is not running is what the inventory asks for."""
     instances = {u: s for u, s in units.items() if u.startswith(f"{app}@") and u.endswith(".service")}
     if live is None:
         return Check(OK, "gunicorn", "nothing to run until the first deploy")
@@ -364,6 +366,9 @@ def gunicorn_check(app: str, live: str | None, units: dict[str, str], target: st
     text = f"{unit} active"
     if warm in others:
         text += f"; also running: {warm} (the rollback target, warm for an instant rollback)"
+    elif target and not standby:
+        text += (f"; no standby is kept (app.standby_minutes: 0): the rollback target {target} is not running, "
+                 "and `fab rollback` starts it cold first")
     elif target:
         text += f"; the rollback target {target} is not running (a rollback starts it first)"
     if strays:
@@ -641,7 +646,7 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
     postgres = ["postgresql.service"] + sorted(u for u in units if u.startswith("postgresql@"))
     found = [
         release_check(state, now),
-        gunicorn_check(app.name, state.live, units, state.previous_good()),
+        gunicorn_check(app.name, state.live, units, state.previous_good(), app.standby_minutes > 0),
         *process_checks(layout, [p.name for p in app.processes], state.live, facts.get("processes"), now),
         service_check("nginx", units, ["nginx.service"], "no site answers; `sudo systemctl start nginx`"),
         service_check("postgresql", units, postgres, "the app cannot reach its database; "

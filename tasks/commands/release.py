@@ -446,17 +446,21 @@ def keep_warm(layout: Layout, live: str, standby: str | None, minutes: int) -> s
     """After a switch: `standby` (the release a rollback would go to now) runs, with a timer that stops it in
     `minutes`; every other instance but the live one stops now, with its standby timer. What runs is read on
     the server, not assumed: instances an earlier switch left warm are found and stopped too. Without a standby
-    (none, or `minutes` 0) only the live instance is left."""
+    (none, or `minutes` 0) only the live instance is left. Reports {"web_stopping": "UNIT ..."}: the instances
+    whose stop systemd accepted (it runs on, as requests in flight finish)."""
     warm = standby if standby and minutes > 0 and standby != live else None
     prefix, timer_prefix = f"{layout.app}@", f"{layout.app}-standby-"
     lines = [f"gw_keep_live={q(layout.unit(live))}; gw_keep_warm={q(layout.unit(warm) if warm else '')}",
+             "gw_web_stopping=",
              f"for gw_unit in $(systemctl list-units --plain --no-legend --state=active,activating,reloading "
              f"{q(layout.app + '@*.service')} | awk '{{print $1}}'); do",
              '  if [ "$gw_unit" = "$gw_keep_live" ] || [ "$gw_unit" = "$gw_keep_warm" ]; then continue; fi',
              '  systemctl stop --no-block "$gw_unit"',
+             '  gw_web_stopping="$gw_web_stopping $gw_unit"',
              f'  gw_release=${{gw_unit#{prefix}}}; gw_release=${{gw_release%.service}}',
              f'  systemctl stop "{timer_prefix}$gw_release.timer" 2>/dev/null || true',
-             "done"]
+             "done",
+             f"printf '%s {{\"web_stopping\": \"%s\"}}\\n' {q(shell.REPORT)} \"${{gw_web_stopping# }}\""]
     if warm:
         lines += [join("systemctl", "start", "--no-block", layout.unit(warm)), stop_later(layout, warm, minutes)]
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """The files `fab provision` renders from the inventory that a release is started and served with: the Gunicorn
 unit (`app.wsgi_module`, or `app.asgi_module` with `app.server: asgi`), its config (`app.server`: the worker
-class), and the nginx site (`app.domains`, `app.max_upload_mb`, `app.server`: websocket upgrades). A deploy
-reads their hashes in its first round trip and compares them with what provision would write now, the way
+class; `app.workers`, `app.standby_minutes` (on or off) and `app.processes`: what the worker count is sized
+with), and the nginx site (`app.domains`, `app.max_upload_mb`, `app.server`: websocket upgrades). A deploy reads
+their hashes in its first round trip and compares them with what provision would write now, the way
 `jobs.drift` does for scheduled jobs: a change only a provision carries makes the deploy refuse before it
 builds, naming the key and `fab provision`, instead of a release failing on the old unit."""
 
@@ -22,6 +23,7 @@ from . import Server
 # The lines each inventory key lands in.
 WSGI = r"^ExecStart="
 WORKER_CLASS = r"^worker_class\b"
+SIZING = {"app.workers": r"^WORKERS\b", "app.standby_minutes": r"^STANDBY\b", "app.processes": r"^PROCESSES\b"}
 DOMAINS = r"^\s*server_name\b"
 UPLOAD = r"^\s*client_max_body_size\b"
 UPGRADE = r"^\s*(?:proxy_http_version|proxy_set_header (?:Upgrade|Connection))\b"
@@ -48,7 +50,7 @@ def files(inventory: Inventory) -> list[Served]:
     module = "app.asgi_module" if inventory.app.server == "asgi" else "app.wsgi_module"
     return [Served("Gunicorn unit", layout.unit_path, (gunicorn.unit_file(server),), ((module, WSGI),)),
             Served("Gunicorn config", layout.gunicorn_conf, (gunicorn.config_file(server),),
-                   (("app.server", WORKER_CLASS),)),
+                   (("app.server", WORKER_CLASS), *SIZING.items())),
             Served("nginx site", layout.nginx_site, sites,
                    (("app.domains", DOMAINS), ("app.max_upload_mb", UPLOAD), ("app.server", UPGRADE)))]
 
@@ -60,7 +62,8 @@ def _pattern(item: Served) -> str:
 def probe(layout: Layout) -> Probe:
     """The served files as the server has them: their hashes and the lines the inventory's keys land in
     (templates/programs/served_files.py)."""
-    paths = [(layout.unit_path, WSGI), (layout.gunicorn_conf, WORKER_CLASS),
+    conf = "|".join(f"(?:{regex})" for regex in (WORKER_CLASS, *SIZING.values()))
+    paths = [(layout.unit_path, WSGI), (layout.gunicorn_conf, conf),
              (layout.nginx_site, f"(?:{DOMAINS})|(?:{UPLOAD})|(?:{UPGRADE})")]
     command = programs.fed(join("python3", "-B", "-c", programs.BOOTSTRAP), "served_files.py",
                            {"files": [list(p) for p in paths]})
@@ -101,6 +104,8 @@ def drift(inventory: Inventory, on_server: dict | None) -> list[Drift]:
         keys = []
         for key, regex in item.keys:
             theirs = sorted(line for line in (there or {}).get("lines", []) if re.search(regex, line))
+            if not theirs and regex in SIZING.values():
+                continue  # always written: a file without it was written by an older gangway, not another value
             if not any(theirs == sorted(line.strip() for line in text.splitlines() if re.search(regex, line))
                        for text in item.variants):
                 keys.append(key)

@@ -15,52 +15,8 @@ from tests.integration.conftest import APP
 from tests.integration.inventory import write_inventory
 from tests.integration.conftest import DOMAINS
 
-# Polls counter_hit for rows queued as "/todo/" and marks each done with its code's VERSION and its release.
-WORKER = '''import os
-import signal
-import sys
-import time
-
-from django.core.management.base import BaseCommand
-
-from counter.models import Hit
-
-VERSION = "{version}"
-
-
-class Command(BaseCommand):
-    help = "A database-backed worker, for gangway's tests."
-
-    def add_arguments(self, parser):
-        parser.add_argument("--beat", action="store_true")
-
-    def handle(self, *args, beat, **options):
-        {crash}
-        release = os.environ["GANGWAY_RELEASE"]
-
-        def stop(*_):
-            if beat:
-                Hit.objects.create(path=f"/beat-stop/{{release}}")
-            sys.exit(0)
-
-        signal.signal(signal.SIGTERM, stop)
-        if beat:
-            Hit.objects.create(path=f"/beat-start/{{release}}")
-        while True:
-            if not beat:
-                for hit in Hit.objects.filter(path="/todo/"):
-                    hit.path = f"/done/{{VERSION}}/{{release}}"
-                    hit.save()
-            time.sleep(0.3)
-'''
 PROCESSES = {"worker": "manage.py gw_worker", "beat": {"command": "manage.py gw_worker --beat", "singleton": True,
                                                       "stop_timeout": 10}}
-
-
-def write_worker(site, version: str, crash: bool = False) -> None:
-    site.repo.write("counter/management/commands/gw_worker.py", WORKER.format(
-        version=version, crash='raise RuntimeError("gw-worker-crash at start")' if crash else "pass"))
-    site.repo.commit(f"worker {version}{' crashing' if crash else ''}")
 
 
 def with_processes(site, processes) -> None:
@@ -71,10 +27,7 @@ def with_processes(site, processes) -> None:
 @pytest.fixture(scope="module")
 def site(trixie, tmp_path_factory):
     site = make_site(trixie, tmp_path_factory, "processes")
-    (site.repo.path / "counter/management/commands").mkdir(parents=True)
-    site.repo.write("counter/management/__init__.py", "")
-    site.repo.write("counter/management/commands/__init__.py", "")
-    write_worker(site, "v1")
+    site.repo.write_worker("v1")
     with_processes(site, PROCESSES)
     site.fab("provision")
     site.first = deployed_id(site.deploy())
@@ -122,7 +75,7 @@ def test_systemd_restarts_a_killed_worker(site):
 
 
 def test_after_a_deploy_the_worker_runs_the_new_code_and_the_singleton_never_ran_twice(site):
-    write_worker(site, "v2")
+    site.repo.write_worker("v2")
     out = site.deploy().stdout
     site.second = deployed_id(out)
     assert "stopping gracefully" in out, out
@@ -139,7 +92,7 @@ def test_after_a_deploy_the_worker_runs_the_new_code_and_the_singleton_never_ran
 
 
 def test_a_worker_that_crashes_at_start_fails_the_deploy_before_the_switch(site):
-    write_worker(site, "v3", crash=True)
+    site.repo.write_worker("v3", crash=True)
     out = site.deploy(check=False)
     assert out.returncode != 0
     said = out.stdout + out.stderr

@@ -379,5 +379,14 @@ def test_without_a_rollback_target_or_with_standby_off_only_the_live_release_run
     assert f"systemctl stop --no-block {LAYOUT.unit(A)}" in calls and not any("start" in c.split()[1] for c in calls)
 
 
+def test_keep_warm_reports_the_instances_whose_stop_systemd_accepted(tmp_path):
+    listing = "".join(f"{LAYOUT.unit(r)} loaded active running x\\n" for r in (A, B, C))
+    stubs = {"systemctl": f'[ "$1" = list-units ] && printf "{listing}"; exit 0', "systemd-run": "exit 0"}
+    out = run(commands.keep_warm(LAYOUT, C, B, 0), tmp_path, stubs)
+    assert shell.parse_reports(out.stdout) == {"web_stopping": f"{LAYOUT.unit(A)} {LAYOUT.unit(B)}"}
+    out = run(commands.keep_warm(LAYOUT, C, B, 10), tmp_path, stubs)
+    assert shell.parse_reports(out.stdout) == {"web_stopping": LAYOUT.unit(A)}
+
+
 def test_keep_warm_passes_shellcheck():
     assert_shellcheck_clean(commands.keep_warm(LAYOUT, A, B, 10))
