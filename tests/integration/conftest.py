@@ -32,11 +32,10 @@ DOMAINS = ("app.test", "www.app.test")
 # their own.
 SHARED_SERVER_RUNS = {
     "trixie-1": ["test_provision", "test_judges", "test_hostile", "test_releases", "test_hostkeys",
-                 "test_keepalive", "test_beginners", "test_backups", "test_operate", "test_build_failures",
-                 "test_django_tasks"],
+                 "test_keepalive", "test_beginners", "test_backups", "test_operate", "test_build_failures"],
     "trixie-2": ["test_asgi", "test_dryrun", "test_hooks", "test_jobs", "test_migration_safety",
                  "test_processes", "test_readiness", "test_redis", "test_standby", "test_status", "test_celery",
-                 "test_reboot"],
+                 "test_django_tasks", "test_reboot"],
 }
 
 
