@@ -36,7 +36,7 @@ SHARED_SERVER_RUNS = {
                  "test_sizing"],
     "trixie-2": ["test_asgi", "test_dryrun", "test_hooks", "test_jobs", "test_migration_safety",
                  "test_processes", "test_readiness", "test_redis", "test_standby", "test_status", "test_celery",
-                 "test_reboot"],
+                 "test_django_tasks", "test_reboot"],
 }
 
 
