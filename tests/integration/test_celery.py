@@ -19,6 +19,7 @@ import pytest
 from tests.integration.appsite import deployed_id, make_site
 from tests.integration.conftest import APP, DOMAINS
 from tests.integration.inventory import write_inventory
+from tests.integration.workers import WAIT, first_row, main_pid, rows, state, wait_state
 
 REQUIREMENTS = "celery[redis]>=5.5,<6\n"
 
@@ -112,7 +113,6 @@ PROCESSES = {
     "worker": {"command": "celery -A mysite worker -l info", "stop_timeout": 180},
     "beat": f"celery -A mysite beat -l info --schedule /var/lib/{APP}-beat/celerybeat-schedule",
 }
-WAIT = 60  # seconds for any one thing to happen on a busy machine
 
 
 def write_tasks(site, version: str) -> None:
@@ -162,31 +162,6 @@ def enqueue(site, call: str) -> None:
     site.fab("manage", "--", "shell", "-c", f"from counter import tasks; tasks.{call}")
 
 
-def rows(site, like: str) -> list[str]:
-    return site.sql(f"select path from counter_hit where path like '{like}' order by id").split()
-
-
-def first_row(site, like: str, timeout: float = WAIT) -> str:
-    """The first row of counter_hit whose path is LIKE `like`, waiting for it to be written."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := rows(site, like):
-            return found[0]
-        time.sleep(0.5)
-    raise AssertionError(f"no row like {like} within {timeout} s")
-
-
-def state(site, unit_: str) -> str:
-    return site.root(f"systemctl is-active {unit_}", check=False).strip()
-
-
-def wait_state(site, unit_: str, wanted: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while (now := state(site, unit_)) != wanted and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert now == wanted, f"{unit_} is {now} after {timeout} s, not {wanted}"
-
-
 def never_two_at_once(site, units: list[str]) -> None:
     """From systemd's own records in the journal (the job messages of PID 1: Starting, Stopped), no two of
     `units` were ever running at the same time, each counted from the start of its start to the end of its stop;
@@ -224,10 +199,6 @@ def test_a_worker_of_the_live_release_runs_a_task_queued_from_manage(site):
     assert first_row(site, "/celery/first/%") == f"/celery/first/v1/worker/{site.first}"
     # beat's schedule reaches a worker too.
     assert first_row(site, f"/tick/{site.first}") == f"/tick/{site.first}"
-
-
-def main_pid(site, unit_: str) -> int:
-    return int(site.root(f"systemctl show -P MainPID {unit_}").strip())
 
 
 def test_systemd_restarts_a_killed_worker(site):

@@ -18,6 +18,7 @@ import pytest
 from tests.integration.appsite import deployed_id, make_site
 from tests.integration.conftest import APP, DOMAINS
 from tests.integration.inventory import write_inventory
+from tests.integration.workers import WAIT, first_row, main_pid, rows, state, wait_state
 
 # The backport of Django 6.0's tasks framework, and the database backend that left it for a package of its own
 # in django-tasks 0.12. Both are before 1.0, so each is held to the minor release the test was written against.
@@ -89,7 +90,6 @@ urlpatterns += [path("enqueue/<slug:name>/<slug:token>/", enqueue)]
 # The README's lines: the worker may take up to five minutes to finish its task in hand when it is stopped.
 PROCESSES = {"tasks": {"command": "manage.py db_worker", "stop_timeout": 300}}
 QUEUE = "django_tasks_database_dbtaskresult"  # django-tasks-db's table (its app label is django_tasks_database)
-WAIT = 60  # seconds for any one thing to happen on a busy machine
 
 
 def write_tasks(site, version: str) -> None:
@@ -138,39 +138,10 @@ def enqueue(site, name: str, token: str) -> str:
     return task_id
 
 
-def rows(site, like: str) -> list[str]:
-    return site.sql(f"select path from counter_hit where path like '{like}' order by id").split()
-
-
-def first_row(site, like: str, timeout: float = WAIT) -> str:
-    """The first row of counter_hit whose path is LIKE `like`, waiting for it to be written."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := rows(site, like):
-            return found[0]
-        time.sleep(0.5)
-    raise AssertionError(f"no row like {like} within {timeout} s")
-
-
 def queued(site, task_id: str) -> str:
     """The backend's own record of a task: "STATUS|RETURN VALUE" (the value as JSON)."""
     assert re.fullmatch(r"[0-9a-f-]{36}", task_id), task_id
     return site.sql(f"select status || '|' || coalesce(return_value::text, '') from {QUEUE} where id = '{task_id}'")
-
-
-def state(site, unit_: str) -> str:
-    return site.root(f"systemctl is-active {unit_}", check=False).strip()
-
-
-def wait_state(site, unit_: str, wanted: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while (now := state(site, unit_)) != wanted and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert now == wanted, f"{unit_} is {now} after {timeout} s, not {wanted}"
-
-
-def main_pid(site, unit_: str) -> str:
-    return site.root(f"systemctl show -P MainPID {unit_}").strip()
 
 
 def test_a_request_queues_a_task_that_the_live_releases_worker_runs_with_no_broker(site):
@@ -199,9 +170,9 @@ def test_systemd_restarts_a_killed_worker(site):
     pid = main_pid(site, worker)
     site.root(f"kill -9 {pid}")
     deadline = time.monotonic() + WAIT
-    while (main_pid(site, worker) in ("0", pid) or state(site, worker) != "active") and time.monotonic() < deadline:
+    while (main_pid(site, worker) in (0, pid) or state(site, worker) != "active") and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert main_pid(site, worker) not in ("0", pid) and state(site, worker) == "active"
+    assert main_pid(site, worker) not in (0, pid) and state(site, worker) == "active"
     assert site.root(f"systemctl show -P NRestarts {worker}").strip() != "0"
     enqueue(site, "record", "restarted")
     assert first_row(site, "/dbtask/restarted/%") == f"/dbtask/restarted/v1/tasks/{site.first}"
