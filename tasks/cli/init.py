@@ -26,6 +26,7 @@ from ..project import compat, django as projects, readiness
 from .. import defaults, inventory as inv
 from ..project.django import Project, ProjectError
 from ..commands.render import TEMPLATES, render
+from ..commands.services import REDIS
 
 INVENTORY_FILE = "deploy/production.yaml"
 
@@ -134,7 +135,8 @@ def _domains_problem(typed: str) -> str | None:
 
 # --- the files -------------------------------------------------------------------------------------------------
 
-def inventory_text(answers: Answers, found: Project, facts: dict | None, asgi: Asgi | None = None) -> str:
+def inventory_text(answers: Answers, found: Project, facts: dict | None, asgi: Asgi | None = None,
+                   redis_users: list[str] | tuple[str, ...] = ()) -> str:
     def quoted(value: str) -> str:  # a YAML double-quoted string (JSON's syntax is YAML's)
         return json.dumps(value, ensure_ascii=False)
 
@@ -148,7 +150,8 @@ def inventory_text(answers: Answers, found: Project, facts: dict | None, asgi: A
                   address=quoted(answers.host) if answers.host else "", user=answers.user or "root",
                   key=quoted(answers.key) if answers.key else "",
                   email=quoted(answers.email) if answers.email else "", asgi=asgi,
-                  asgi_module=asgi.module if asgi and asgi.module != f"{answers.name}.asgi" else "")
+                  asgi_module=asgi.module if asgi and asgi.module != f"{answers.name}.asgi" else "",
+                  redis_users=", ".join(redis_users))
 
 
 def wsgi_module(found: Project, facts: dict | None) -> str:
@@ -340,22 +343,25 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
     # The settings are read with the environment the server gives the app, and of this shell's only what Python
     # needs (no DEBUG=1 or DATABASE_URL of the laptop's), so what is judged here is what the server will see.
     app = current.app if current else inv.App(name=answers.name, domains=answers.domains)
-    environment = projects.server_environment(app, answers.host or "", found.directory)
+    first_requirements = projects.read_requirements(found.directory / app.requirements) or ""
+    # Celery, RQ, django-redis, Channels' Redis layer: their settings read the URLs `services: [redis]` gives.
+    redis_users = compat.redis_clients(first_requirements)
+    services = current.services if current else ((REDIS,) if redis_users else ())
+    environment = projects.server_environment(app, answers.host or "", found.directory, services)
     settings_module = app.settings_module or found.settings_module
     local = projects.local_facts(found, settings_module, environment)
     wsgi = current.app.wsgi if current else wsgi_module(found, local.facts)
     say(f"Django project in {found.directory}: settings {found.settings_module}"
         + (f", WSGI {wsgi}" if wsgi else ""))
 
-    asgi = asgi_server(found, local.facts, projects.read_requirements(
-        found.directory / (current.app.requirements if current else defaults.REQUIREMENTS)))
+    asgi = asgi_server(found, local.facts, first_requirements)
     if current:
         say(f"  kept      {INVENTORY_FILE} (it exists)")
         if asgi and current.app.server != "asgi":
             say(f"  note      {asgi.why}, but {INVENTORY_FILE} serves WSGI: set app.server: asgi there (and "
                 f"app.asgi_module: {asgi.module}) for async views and websockets")
     else:
-        text = inventory_text(answers, found, local.facts, asgi)
+        text = inventory_text(answers, found, local.facts, asgi, redis_users)
         inv.parse(yaml.safe_load(text), INVENTORY_FILE, inventory_path.parent)  # what is written must load
         _write(found.directory, INVENTORY_FILE, text)
         outcome.written.append(INVENTORY_FILE)
@@ -368,6 +374,13 @@ def run(directory: Path, answers: Answers, yes: bool, console: Console) -> Outco
         if asgi:
             say(f"  server    asgi: {asgi.why}, so Gunicorn runs {current.app.asgi} with Uvicorn's workers "
                 "(app.server), and nginx passes websockets to it")
+    if redis_users and REDIS in current.services:
+        say(f"  redis     your requirements name {', '.join(redis_users)}: `services: [redis]` in {INVENTORY_FILE} "
+            "makes provision set up a Redis server on the server, and the app reads its address in REDIS_URL"
+            + (" and Celery's queue in CELERY_BROKER_URL" if "celery" in redis_users else ""))
+    elif redis_users:
+        say(f"  note      your requirements name {', '.join(redis_users)}, which need a Redis server: add "
+            f"`services: [redis]` to {INVENTORY_FILE} and read REDIS_URL (CELERY_BROKER_URL for Celery)")
     if asgi and asgi.redis_layers:
         say(f"  redis     your CHANNEL_LAYERS use Redis ({', '.join(asgi.redis_layers)}): `services: [redis]` in "
             f"{INVENTORY_FILE} makes provision set up a Redis server, and the app gets its address in REDIS_URL: "

@@ -293,6 +293,16 @@ def names_postgres_driver(requirements: str) -> bool:
     return bool(_DRIVER_LINE.search(requirements))
 
 
+# The packages whose apps need a Redis server: Celery's and RQ's queues, Django's Redis caches, Channels' layer.
+_REDIS_CLIENT_LINE = re.compile(r"(?im)^\s*(celery|django-rq|rq|django-redis|channels-redis|redis)"
+                                r"(?![A-Za-z0-9._-]*[A-Za-z0-9])")
+
+
+def redis_clients(requirements: str) -> list[str]:
+    """The requirements' packages that need a Redis server, lower case, in order, once each."""
+    return list(dict.fromkeys(m[1].lower() for m in _REDIS_CLIENT_LINE.finditer(requirements)))
+
+
 def postgres_driver(django: tuple[int, ...]) -> str:
     """The driver line for a requirements file: psycopg 3 from Django 4.2 on, psycopg2 before."""
     return "psycopg[binary]>=3.2,<4" if tuple(django[:2]) >= (4, 2) else "psycopg2-binary>=2.8,<2.10"

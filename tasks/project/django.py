@@ -21,6 +21,7 @@ from ..commands import shell
 from ..inventory import App
 from ..layout import Layout
 from ..commands.release import release_environment
+from ..commands.services import REDIS, redis_urls
 from ..commands.render import TEMPLATES
 
 FACTS_SCRIPT = TEMPLATES / "deploy" / "readiness_facts.py"
@@ -180,10 +181,13 @@ def managed_environment(app: App, address: str) -> dict[str, str]:
     }
 
 
-def server_environment(app: App, address: str, directory: Path) -> dict[str, str]:
-    """What the server gives a release of the app, for reading its settings here: the managed variables, a
-    throwaway secret key, and what each release gets of its own, with `directory` as the release."""
-    return {**managed_environment(app, address), "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+def server_environment(app: App, address: str, directory: Path, services: tuple[str, ...] = ()) -> dict[str, str]:
+    """What the server gives a release of the app, for reading its settings here: the managed variables, the
+    services' URLs (with a throwaway password), a throwaway secret key, and what each release gets of its own,
+    with `directory` as the release."""
+    urls = {name: url.format(password=secrets.token_hex(8)) for name, url in redis_urls().items()} \
+        if REDIS in services else {}
+    return {**managed_environment(app, address), **urls, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             **release_environment(Layout(app.name), "local", str(directory))}
 
 

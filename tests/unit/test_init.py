@@ -264,6 +264,29 @@ def test_a_team_project_is_judged_under_the_servers_environment_not_this_shells(
 
 
 
+def test_a_celery_project_gets_redis_and_its_settings_read_with_the_urls_the_server_gives(team):
+    """Settings that read os.environ["CELERY_BROKER_URL"] cannot be imported without it: init asks for Redis
+    (services: [redis], which gives that variable on the server) and reads the settings with its URLs."""
+    team_settings(team, '\nCELERY_BROKER_URL = os.environ["CELERY_BROKER_URL"]\nCACHE_URL = os.environ["REDIS_URL"]\n')
+    (team / "requirements.txt").write_text((team / "requirements.txt").read_text() + "celery[redis]>=5.5,<6\n")
+    outcome, out = run_init(team, TEAM)
+    assert "could not be imported here" not in out, out
+    assert ("  redis     your requirements name celery: `services: [redis]` in deploy/production.yaml makes "
+            "provision set up a Redis server on the server, and the app reads its address in REDIS_URL and "
+            "Celery's queue in CELERY_BROKER_URL") in out
+    assert inventory.load(str(team / "deploy" / "production.yaml")).services == ("redis",)
+    # Run again with that inventory: still read with the URLs, and nothing else to say.
+    outcome, out = run_init(team, TEAM)
+    assert "could not be imported here" not in out and "  redis     " in out, out
+
+
+def test_requirements_that_need_redis_are_named_and_others_are_not():
+    from tasks.project.compat import redis_clients
+    assert redis_clients("Django>=5\ncelery[redis]>=5.5\ndjango-redis==5.4\nredis\nCelery\n") == [
+        "celery", "django-redis", "redis"]
+    assert redis_clients("redisearch-py\ncelery-progress\n# celery\ndjango-rq\n") == ["django-rq"]
+
+
 def team_settings(directory: Path, extra: str) -> None:
     settings = directory / "mysite" / "settings.py"
     settings.write_text(settings.read_text() + extra)
