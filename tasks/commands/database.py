@@ -10,6 +10,7 @@ passfile (PGPASSFILE): Django, psql, pg_dump and pg_restore authenticate the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from ..inventory import Database, Inventory, database_options
 from ..layout import SYSTEM_CA_STORE, Layout
@@ -31,12 +32,14 @@ def connection_url(database: Database, layout: Layout) -> str:
 
 
 def environment(app: str, database: Database | None) -> dict[str, str]:
-    """DATABASE_URL (and PGPASSFILE) as the app's environment gets them."""
+    """DJANGO_DB_NAME, DATABASE_URL (and PGPASSFILE) as the app's environment gets them."""
     layout = Layout(app)
     if database is None:
         # The local socket, and the app's own Unix identity as its database role (peer authentication).
-        return {"DATABASE_URL": f"postgres:///{app}"}
-    return {"DATABASE_URL": connection_url(database, layout), "PGPASSFILE": layout.database_passfile}
+        return {"DJANGO_DB_NAME": app, "DATABASE_URL": f"postgres:///{app}"}
+    name = unquote(urlsplit(database.url).path.lstrip("/"))
+    return {"DJANGO_DB_NAME": name, "DATABASE_URL": connection_url(database, layout),
+            "PGPASSFILE": layout.database_passfile}
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,13 @@ def client(inventory: Inventory) -> Client:
     return Client(inventory.app.name, connection_url(inventory.database, layout), layout.database_passfile)
 
 
-def reach_probe(db: client.Client) -> Probe:
+def reach_probe(db: Client) -> Probe:
     """Who the app is connected as, read back from the database: `USER@DATABASE`, or the client's error."""
     sql = "select current_user || '@' || current_database()"
     return Probe("database:reach", db.command("psql", "-X", "-q", "-t", "-A", "-c", sql) + " 2>&1",
-                 lambda out, rc: {"ok": rc == 0, "said": out.strip().splitlines()[-1] if out.strip() else f"exit {rc}"})
+                 lambda out, rc: {"ok": rc == 0, "said": _one_line(out) or f"exit {rc}"})
+
+
+def _one_line(out: str) -> str:
+    """libpq's message on one line: its reason and where the password came from are on lines of their own."""
+    return "; ".join(line.strip() for line in out.strip().splitlines() if line.strip())

@@ -171,7 +171,6 @@ def managed_environment(app: App, address: str, database: Database | None = None
     return {
         **dict(app.env),
         "DJANGO_ALLOWED_HOSTS": ",".join(app.domains or (address,)),
-        "DJANGO_DB_NAME": app.name,
         # For settings that read DATABASE_URL (dj-database-url, django-environ).
         **database_environment(app.name, database),
         "DJANGO_MEDIA_ROOT": Layout(app.name).media,

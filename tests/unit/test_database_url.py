@@ -98,6 +98,9 @@ def test_the_app_gets_the_url_with_its_ca_and_the_passfile(tmp_path):
     env = managed_environment(inv.app, "10.0.0.2", inv.database)
     assert env["DATABASE_URL"] == f"{URL}&sslrootcert={LAYOUT.database_ca}"
     assert env["PGPASSFILE"] == LAYOUT.database_passfile
+    assert env["DJANGO_DB_NAME"] == "mysite"
+    other = Database("postgres://u@h/shop%5Fdb")
+    assert managed_environment(inv.app, "10.0.0.2", other)["DJANGO_DB_NAME"] == "shop_db"
 
 
 @pytest.mark.parametrize("url, root", [
@@ -162,6 +165,8 @@ def test_the_reach_probe_reads_back_who_is_connected_or_libpqs_error():
     assert probe.parse("mysite@mysite\n", 0) == {"ok": True, "said": "mysite@mysite"}
     said = 'psql: error: connection to server at "10.0.0.3", port 5432 failed: FATAL:  password authentication failed'
     assert probe.parse(said + "\n", 2) == {"ok": False, "said": said}
+    passfile = 'password retrieved from file "/srv/mysite/shared/database.pgpass"'
+    assert probe.parse(f"{said}\n{passfile}\n", 2) == {"ok": False, "said": f"{said}; {passfile}"}
 
 
 # --- provision -------------------------------------------------------------------------------------------------
