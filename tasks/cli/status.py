@@ -600,8 +600,8 @@ def schema_check(state: ServerState) -> Check | None:
     if live is None:
         return None
     if state.applied is None:
-        return Check(FAIL, "schema", "could not read which migrations the database has applied: is PostgreSQL "
-                     "running? (`sudo systemctl status postgresql` on the server)")
+        return Check(FAIL, "schema", "could not read which migrations the database has applied: the database "
+                     "line says why")
     ahead, behind = state.schema_ahead(), state.schema_behind()
     problems = []
     if ahead:
