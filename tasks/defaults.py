@@ -57,13 +57,19 @@ SWAP_SIZE_MIB = 1024
 # What the server gets. Debian's own packages: security updates come with the distribution.
 PACKAGES = (
     "python3", "python3-venv", "python3-dev", "build-essential", "libpq-dev", "pkg-config",
-    "postgresql", "nginx", "certbot", "nftables", "unattended-upgrades", "systemd-timesyncd",
+    "nginx", "certbot", "nftables", "unattended-upgrades", "systemd-timesyncd",
     "sudo", "curl", "ca-certificates", "openssl",
     # Hardening: restart services after library updates, verify installed files against the packages'
     # checksums, show what an upgrade changes, refuse weak passwords should anyone ever set one, block
     # addresses that keep failing to log in (fail2ban reads the journal through python3-systemd).
     "needrestart", "debsums", "apt-listchanges", "libpam-pwquality", "fail2ban", "python3-systemd",
 )
+# The database: Debian's PostgreSQL server on the app's own server; with `database.url` (a PostgreSQL of
+# your own, e.g. a managed one) only Debian's client (psql, pg_dump, pg_restore) instead.
+POSTGRES_SERVER = ("postgresql",)
+POSTGRES_CLIENT = ("postgresql-client",)
+# `database.password_env`: the variable of the operator's environment `fab provision` reads the password from.
+DATABASE_PASSWORD_ENV = "GANGWAY_DATABASE_PASSWORD"
 # Installed too when a release hook runs `manage.py compilemessages` (it needs msgfmt).
 GETTEXT = ("gettext",)
 

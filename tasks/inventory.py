@@ -160,6 +160,14 @@ class Backups:
 
 
 @dataclass(frozen=True)
+class Database:
+    """`database`: an existing PostgreSQL (a managed one, say) the app uses instead of one on its server."""
+    url: str                        # postgres://user@host[:port]/name[?options], never with a password
+    ca_bundle: Path | None = None   # a PEM file on this machine; None: the server's system CA store
+    password_env: str = defaults.DATABASE_PASSWORD_ENV
+
+
+@dataclass(frozen=True)
 class Inventory:
     app: App
     hosts: tuple[Host, ...]
@@ -171,6 +179,7 @@ class Inventory:
     source: str = "(defaults)"
     backups: Backups = field(default_factory=Backups)
     services: tuple[str, ...] = ()  # services the app uses that provision sets up on the server (SERVICES)
+    database: Database | None = None  # None: PostgreSQL on the server itself, peer authentication
 
     @property
     def proxy_environment(self) -> dict[str, str]:
@@ -348,6 +357,47 @@ def check_no_proxy(value: str) -> str | None:
             ".example.com, 10.0.0.5 or 10.0.0.0/8, one per list item")
 
 
+# libpq's sslmode values, and the query options gangway sets itself or that would put a secret in the file.
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_DATABASE_OPTION = re.compile(r"[a-z_]{1,40}=(?:[A-Za-z0-9._~,:/+-]|" + _PCT + r")*")
+_OWN_OPTIONS = {"password": "password_env (the password never goes into the inventory)",
+                "passfile": "password_env (gangway writes the passfile on the server)",
+                "sslrootcert": "ca_bundle (a PEM file next to the inventory)"}
+
+
+def check_database_url(value: str) -> str | None:
+    """postgres[ql]://USER@HOST[:PORT]/NAME[?OPTION=VALUE&...]: a user, a host and a database, no password."""
+    problem = _url_problem(value, ("postgres", "postgresql"), with_path=True, with_userinfo=True)
+    match = None if problem else _URL.fullmatch(value)
+    example = "e.g. postgres://mysite@db.example.com:5432/mysite?sslmode=verify-full"
+    if problem:
+        return f"{problem}; {example}"
+    if not match["userinfo"]:
+        return f"names no user: put it before the host, {example}"
+    if ":" in match["userinfo"]:
+        return ("holds a password: the inventory is committed to git, so remove it from the URL and give it in "
+                f"the environment variable named by database.password_env (default {defaults.DATABASE_PASSWORD_ENV}) "
+                "when you run `fab provision`")
+    path, _, query = (match["path"] or "").partition("?")
+    if not path[1:] or "/" in path[1:]:
+        return f"names no database: put its name after the host, {example}"
+    for option in query.split("&") if query else ():
+        name, _, setting = option.partition("=")
+        if not _DATABASE_OPTION.fullmatch(option):
+            return f"has the option {option!r}, which is not NAME=VALUE (letters and _ before the =); {example}"
+        if name in _OWN_OPTIONS:
+            return f"sets {name}: leave it out and use database.{_OWN_OPTIONS[name]}"
+        if name == "sslmode" and setting not in SSLMODES:
+            return f"has sslmode={setting}: use one of {', '.join(SSLMODES)}"
+    return None
+
+
+def database_options(url: str) -> dict[str, str]:
+    """The query options of a checked database URL."""
+    query = url.partition("?")[2]
+    return dict(option.partition("=")[::2] for option in query.split("&")) if query else {}
+
+
 def check_port(value: int) -> str | None:
     return None if 1 <= value <= 65535 else "must be a port number between 1 and 65535"
 
@@ -424,7 +474,7 @@ def check_url_path(value: str) -> str | None:
 # Names gangway sets itself: the inventory cannot override them (see README, "What the app gets").
 MANAGED_VARIABLES = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_DB_NAME", "DATABASE_URL",
                      "DJANGO_MEDIA_ROOT", "DJANGO_STATIC_ROOT", "DJANGO_HTTPS", "DJANGO_SETTINGS_MODULE",
-                     "GANGWAY_RELEASE", "REDIS_URL", "CELERY_BROKER_URL")
+                     "GANGWAY_RELEASE", "REDIS_URL", "CELERY_BROKER_URL", "PGPASSFILE")
 # What the inventory's `services` may name: each is set up by `fab provision` (tasks/provisioning/).
 SERVICES = ("redis",)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -746,6 +796,15 @@ BACKUP_KEYS = {
     "keep_weekly": Key(int, "how many weeks' scheduled backups to keep besides (the newest of each week)",
                        check=check_not_negative),
 }
+DATABASE_KEYS = {
+    "url": Key(str, "the PostgreSQL to use, without a password, e.g. "
+                    "postgres://mysite@db.example.com:5432/mysite?sslmode=verify-full", required=True,
+               check=check_database_url),
+    "ca_bundle": Key(str, "a PEM file of the CA that signed the database's certificate, relative to this file "
+                          "(default: the server's system CA store)", check=check_local_path),
+    "password_env": Key(str, f"the variable of your environment `fab provision` reads the password from "
+                             f"(default {defaults.DATABASE_PASSWORD_ENV})", check=check_env_name),
+}
 TOP_KEYS = {
     "app": Key(dict, "the app: name, domains", required=True),
     "hosts": Key(list, "the servers: a list of {address, user, port, key}", item_kind=dict),
@@ -757,6 +816,8 @@ TOP_KEYS = {
     "backups": Key(dict, "the scheduled daily database backup: {time: \"03:15\", keep_daily: 7, keep_weekly: 4}"),
     "services": Key(list, "services the app uses, set up by `fab provision` on the server, e.g. [redis]",
                     each=check_service, item_kind=str),
+    "database": Key(dict, "an existing PostgreSQL instead of one on the server: {url: postgres://USER@HOST/NAME, "
+                          "ca_bundle: ..., password_env: ...}"),
     "known_hosts": Key(str, "the file that holds these servers' SSH host keys instead of ~/.ssh/known_hosts, "
                             "relative to this file, e.g. production.known_hosts", check=check_local_path),
 }
@@ -869,6 +930,14 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
         if name in services[:i]:
             raise checker.fail(f"services[{i}]", f"{name!r} is listed twice; remove one")
     processes = [_process(checker, name, raw) for name, raw in app.get("processes", {}).items()]
+    database = None
+    if "database" in top:
+        d = checker.mapping(top["database"], DATABASE_KEYS, "database")
+        if "ca_bundle" in d:
+            d["ca_bundle"] = _file(d["ca_bundle"], base, checker, "database.ca_bundle", "; point it at the PEM "
+                                   "certificate of the CA that signed the database's, or remove the key to use the "
+                                   "server's system CA store")
+        database = Database(**d)
     project = Path(app.get("source", ".")).expanduser()
     return Inventory(**{
         **top,
@@ -878,7 +947,7 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
                       "source": project if project.is_absolute() else (base / project).resolve()}),
         "hosts": tuple(hosts), "acme": Acme(**acme), "proxy": proxy, "backups": Backups(**backups),
         "ssh_keys": tuple(top.get("ssh_keys", ())), "source": source, "services": tuple(services),
-        "known_hosts": _local(top["known_hosts"], base) if "known_hosts" in top else None,
+        "known_hosts": _local(top["known_hosts"], base) if "known_hosts" in top else None, "database": database,
     })
 
 

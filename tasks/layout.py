@@ -9,6 +9,7 @@
       venvs/HASH/             Python environments, keyed by a hash of the requirements (sealed like releases)
       failed/RELEASE/         releases that failed, kept aside for inspection
       shared/                 survives releases: env file, the app's own variables (config.env), media
+        database.pgpass       with `database.url`: the database password (a libpq passfile), the app user's alone
         media/                the only place the app user may write
       static/                 what nginx serves at /static/: every kept release's files, so a page rendered
                               by the previous release still gets its hashed CSS and JS after a switch
@@ -18,7 +19,9 @@
       current -> releases/X   the live release
       live.sock -> /run/APP/X/gunicorn.sock
                               the socket nginx proxies to: re-pointing it switches traffic with no reload
-    /etc/gangway/APP/         rendered config: gunicorn.conf.py, nginx backend include
+    /etc/gangway/APP/         rendered config: gunicorn.conf.py, nginx backend include; with `database.url`,
+                              database-ca.pem (the CA its TLS certificate is checked against) and
+                              backup-command.json (how the scheduled backup runs pg_dump)
     /run/APP/RELEASE/         one Gunicorn socket per running release
     /var/lib/APP-NAME/        a process type's state (Celery beat's schedule file, say): kept across releases
 
@@ -52,6 +55,8 @@ REDIS_CONFIG = f"{CONFIG_ROOT}/redis.conf"
 REDIS_SECRET = f"{CONFIG_ROOT}/redis-auth.conf"
 REDIS_DROP_IN = f"/etc/systemd/system/{REDIS_UNIT}.d/{TOOL}.conf"
 REDIS_DATA = "/var/lib/redis"
+# Without `database.ca_bundle`, sslmode=verify-ca/verify-full checks the database against the system's CA store.
+SYSTEM_CA_STORE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,11 @@ class Layout:
     def config_env(self) -> str:
         """The app's own variables (`fab config`): root's alone (0600), read by systemd after env_file."""
         return f"{self.shared}/config.env"
+
+    @property
+    def database_passfile(self) -> str:
+        """With `database.url`: the password, as a libpq passfile (PGPASSFILE), 0600, the app user's."""
+        return f"{self.shared}/database.pgpass"
 
     def upload(self, token: str, name: str) -> str:
         """Where a file sent from the operator's machine waits (releases/ is the deploy user's upload place);
@@ -174,6 +184,16 @@ class Layout:
     def backup_script(self) -> str:
         """The scheduled backup's program (templates/backups/backup.py), root's."""
         return f"{self.config_dir}/backup.py"
+
+    @property
+    def backup_command(self) -> str:
+        """The scheduled backup's pg_dump command line, as a JSON list (data the script reads), root's."""
+        return f"{self.config_dir}/backup-command.json"
+
+    @property
+    def database_ca(self) -> str:
+        """With `database.url` and `database.ca_bundle`: the CA the database's certificate is checked against."""
+        return f"{self.config_dir}/database-ca.pem"
 
     @property
     def nginx_site(self) -> str:

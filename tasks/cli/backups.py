@@ -71,7 +71,7 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
     """A dump of the database now (and an archive of the media files): TIMESTAMP-manual.dump in backups/."""
     layout, name = session.layout, f"{commands.stamp()}-manual"
     session.reporter.line(f"backup {session.app} on {session.host.address}")
-    steps = [("backup", release_commands.backup(layout, session.app, name))]
+    steps = [("backup", release_commands.backup(layout, session.database, name))]
     if media:
         steps.append(("media", commands.media_archive(layout, name)))
     ok, report, tail = session.run(*steps)
@@ -199,7 +199,7 @@ def _restore_steps(session: Session, name: str | None, upload: tuple[str, bytes]
     state = session.state()
     if upload:
         remote = send_file(session, upload[1], Path(upload[0]).name, "nothing was restored")
-        adopt = commands.adopt_upload(layout, remote, f"{commands.stamp()}-uploaded")
+        adopt = commands.adopt_upload(layout, session.database, remote, f"{commands.stamp()}-uploaded")
         ok, report, tail = session.run(("adopt", adopt))
         if not ok:
             raise DeployError(f"nothing was restored: {last_lines(tail)}")
@@ -211,7 +211,7 @@ def _restore_steps(session: Session, name: str | None, upload: tuple[str, bytes]
             raise DeployError(f"{last_lines(tail)}: see the names `fab backups` lists; nothing was changed")
     before = f"{commands.stamp()}-before-restore"
     progress.taking = before + listing.DUMP
-    ok, report, tail = session.run(("backup", release_commands.backup(layout, session.app, before)))
+    ok, report, tail = session.run(("backup", release_commands.backup(layout, session.database, before)))
     progress.taking = None
     if not ok:
         raise DeployError(f"the backup before the restore failed, so nothing was restored:\n{last_lines(tail)}")
@@ -291,7 +291,7 @@ def _restore(session: Session, state: ServerState, name: str, fresh: str, progre
         reporter.step("changed", "maintenance", "on: visitors get the maintenance page (503) during the restore")
     progress.restoring = True
     try:
-        ok, _, tail = session.run(("restore", commands.restore_database(layout, session.app, name)))
+        ok, _, tail = session.run(("restore", commands.restore_database(layout, session.database, name)))
     except ConnectionLost as error:
         raise ConnectionLost(f"{error} The restore of {name} may or may not have finished (it runs in one "
                              "transaction: the database holds either all of it or none). Maintenance mode stays "
@@ -309,7 +309,7 @@ def _restore(session: Session, state: ServerState, name: str, fresh: str, progre
                           f"{off}. The backup taken just before is {fresh}.{removed}\n{last_lines(tail)}")
     progress.restored = True
     reporter.step("changed", "restore", f"{name} restored into the database {session.app}")
-    applied = session.remote.gather([release_commands.applied_probe(layout)])["applied"]
+    applied = session.remote.gather([release_commands.applied_probe(session.database)])["applied"]
     live = state.releases.get(state.live or "")
     if live is None:
         reporter.step("ok", "schema", "no release is live: the next deploy migrates what the database lacks")

@@ -183,7 +183,7 @@ def _load(session: Session, live: str, unit: str, dump: Dump, replace: bool, bef
     upload = send_file(session, dump.fixture, "data.json.gz", "nothing was imported")
     name = f"{timestamps.now().replace(':', '').replace('-', '')}-before-import"
     try:
-        ok, report, tail = session.run(*commands.load_data(layout, live, app, unit, upload, replace, name))
+        ok, report, tail = session.run(*commands.load_data(layout, live, session.database, unit, upload, replace, name))
     finally:
         session.run(("remove", commands.remove_file(upload)))
     backup = report.get("backup")

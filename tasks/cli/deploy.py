@@ -127,7 +127,7 @@ def _report_processes(session: Session, report: dict) -> None:
 
 def _backup(session: Session, name: str, what: str) -> str:
     """A database dump before the schema changes; its path. `what` says what did not happen if it fails."""
-    ok, report, tail = session.run(("backup", commands.backup(session.layout, session.app, name)))
+    ok, report, tail = session.run(("backup", commands.backup(session.layout, session.database, name)))
     if not ok:
         raise BackupFailed(f"the database backup failed, so {what}:\n{last_lines(tail)}")
     return report["backup"]
@@ -153,7 +153,7 @@ def reverse(session: Session, code: Release, code_dir: str, extra: list[str], na
     ok, report, tail = session.run(("reverse", commands.reverse_migrations(layout, code.id, session.app, extra,
                                                                            code_dir)),
                                    lines=commands.GATE_OUTPUT_LINES)
-    after = session.remote.gather([commands.applied_probe(layout)])["applied"]
+    after = session.remote.gather([commands.applied_probe(session.database)])["applied"]
     if after is None:
         raise DeployError(f"could not read the migrations table after reversing {', '.join(extra)} with release "
                           f"{code.id}'s code, so whether they are still applied is unknown: is PostgreSQL running? "
@@ -603,7 +603,8 @@ def _checks_passed(session: Session, report: dict, detail: str) -> None:
 def _managed_environment(session: Session) -> dict[str, str]:
     """The variables gangway keeps in shared/env, the inventory's app.env among them (a name taken out of it
     leaves the file at the next deploy); the operator's own lines are left alone."""
-    return project.managed_environment(session.inventory.app, session.host.address)
+    return project.managed_environment(session.inventory.app, session.host.address,
+                                       session.inventory.database)
 
 
 def _undo_migrations(session: Session, release: Release, state: ServerState, applied_before: list[str],
@@ -611,7 +612,7 @@ def _undo_migrations(session: Session, release: Release, state: ServerState, app
     """Reverse what this deploy applied, with the new release's code (it holds the reverse operations), as
     Django's executor plans it, and say what the migrations table shows afterwards. When that cannot be done,
     say loudly what is still applied, why, and how to finish."""
-    after = session.remote.gather([commands.applied_probe(session.layout)])["applied"]
+    after = session.remote.gather([commands.applied_probe(session.database)])["applied"]
     finish = (f"`fab rollback --to {state.live} --migrate-back` reverses them with this release's code (kept in "
               f"{session.layout.failed}/)" if state.live else "the next deploy of fixed code starts from there")
     if after is None:

@@ -129,7 +129,7 @@ def _ended(hook: Hook, ran: dict) -> str:
 
 def _live(session: Session) -> str | None:
     """The release the server's live link points at now (None: there is no link)."""
-    probe = next(p for p in release.state_probes(session.layout) if p.key == "live")
+    probe = next(p for p in release.state_probes(session.layout, session.database) if p.key == "live")
     return session.remote.gather([probe])["live"]
 
 

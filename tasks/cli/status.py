@@ -23,6 +23,7 @@ from ..commands.release import LOW_SPACE_KIB
 from ..facts import backups as listing
 from ..facts.releases import ServerState
 from ..session.run import Session, Task, run_task, server_probes, server_state
+from ..commands.database import Client, reach_probe
 from ..commands.services import REDIS, ping
 from ..commands.shell import join, parse_reports, q
 from ..layout import REDIS_SECRET, REDIS_UNIT
@@ -129,7 +130,7 @@ def certificate_command(cert: str) -> str:
             "end=$(openssl x509 -noout -enddate -in \"$c\") && date -d \"${end#notAfter=}\" +%s")
 
 
-def status_probes(layout: Layout, host: str, health_path: str, https: bool,
+def status_probes(layout: Layout, db: Client, host: str, health_path: str, https: bool,
                   services: tuple[str, ...] = ()) -> list[Probe]:
     """Everything `fab status` shows, for one gather (with `state_probes` for the releases)."""
     app = layout.app
@@ -150,6 +151,7 @@ def status_probes(layout: Layout, host: str, health_path: str, https: bool,
               lambda out, rc: int(out.split()[0]) if rc == 0 and out.split() and out.split()[0].isdigit() else None),
         Probe("memory", "cat /proc/meminfo", lambda out, rc: parse_meminfo(out)),
         Probe("newest_backup", listing.listing_command(layout), parse_newest_backup),
+        reach_probe(db),
         # apt's view from the package lists it already has (apt-daily refreshes them): no network, no lock.
         Probe("updates", "apt-get -s -q -o Debug::NoLocking=1 dist-upgrade 2>/dev/null | grep '^Inst ' "
                          "| awk '{n++} /[Ss]ecurity/ {s++} END {print n+0, s+0}'",
@@ -412,6 +414,19 @@ def service_check(name: str, units: dict[str, str], wanted: list[str], why: str)
     return Check(OK, name, ", ".join(f"{u} {s}" for u, s in states.items()))
 
 
+def database_check(reached: dict, inventory: Inventory) -> Check:
+    """The app's database as its client reaches it, with the app's own credentials: who it is connected as, or
+    libpq's error and what usually causes it."""
+    if reached["ok"]:
+        return Check(OK, "database", f"connected as {reached['said']}")
+    if inventory.database is None:
+        return Check(FAIL, "database", f"{reached['said']}: the app cannot use its database; `sudo systemctl "
+                                       "status postgresql` on the server")
+    return Check(FAIL, "database", f"{reached['said']}: the app cannot use its database at "
+                                   f"{inventory.database.url.split('?')[0]}; a wrong password is given anew with "
+                                   f"`{inventory.database.password_env}=... fab provision`")
+
+
 def health_check(health: Health | None, host: str, path: str, https: bool, private_ca: bool,
                  maintenance: bool, live: str | None = None, layout: Layout | None = None) -> Check:
     """The site asked through nginx by its name: a 2xx counts only when the live release answered it (nginx
@@ -590,8 +605,8 @@ def schema_check(state: ServerState) -> Check | None:
     if live is None:
         return None
     if state.applied is None:
-        return Check(FAIL, "schema", "could not read which migrations the database has applied: is PostgreSQL "
-                     "running? (`sudo systemctl status postgresql` on the server)")
+        return Check(FAIL, "schema", "could not read which migrations the database has applied: the database "
+                     "line says why")
     ahead, behind = state.schema_ahead(), state.schema_behind()
     problems = []
     if ahead:
@@ -649,8 +664,9 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
         gunicorn_check(app.name, state.live, units, state.previous_good(), app.standby_minutes > 0),
         *process_checks(layout, [p.name for p in app.processes], state.live, facts.get("processes"), now),
         service_check("nginx", units, ["nginx.service"], "no site answers; `sudo systemctl start nginx`"),
-        service_check("postgresql", units, postgres, "the app cannot reach its database; "
-                      "`sudo systemctl start postgresql`"),
+        None if inventory.database else service_check("postgresql", units, postgres, "the app cannot reach its "
+                                                      "database; `sudo systemctl start postgresql`"),
+        database_check(facts["database:reach"], inventory),
         redis_check(facts["redis"]) if REDIS in inventory.services else None,
         health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"], state.live,
                      Layout(app.name)),
@@ -700,8 +716,8 @@ def status(c, inventory=None, verbose=False):
 def status_on(session: Session) -> int:
     inventory, layout, reporter = session.inventory, session.layout, session.reporter
     name = session.health_host()
-    facts = session.remote.gather(server_probes(layout)
-                                  + status_probes(layout, name, inventory.app.health_check, inventory.tls,
+    facts = session.remote.gather(server_probes(layout, session.database)
+                                  + status_probes(layout, session.database, name, inventory.app.health_check, inventory.tls,
                                                   inventory.services)
                                   + ([processes_probe(layout, [p.name for p in inventory.app.processes])]
                                      if inventory.app.processes else []))

@@ -12,8 +12,9 @@ from datetime import datetime
 
 from . import shell
 from .. import timestamps
+from .database import Client
 from ..layout import Layout
-from .shell import as_user, join, q, report
+from .shell import join, q, report
 from ..facts.backups import DUMP, MEDIA
 
 # The kind of a backup, by how its name ends (after TIMESTAMP- or RELEASE-).
@@ -57,14 +58,14 @@ REFUSED = ("the uploaded file is not a dump pg_restore can read (make one with f
            "pg_dump --format=custom); it was removed and is not kept as a backup")
 
 
-def adopt_upload(layout: Layout, upload: str, name: str) -> str:
+def adopt_upload(layout: Layout, db: Client, upload: str, name: str) -> str:
     """An uploaded dump, checked to be one pg_restore reads whole (by postgres, not root: its table of contents,
     then every data block, written to nowhere), moved into backups/ as NAME.dump, root's alone. A dump it
     refuses is removed and never listed; the upload is gone either way."""
     path = f"{layout.backups}/{name}{DUMP}"
     part = f"{path}.part"
-    reads = [f"cd / && {as_user('postgres', 'pg_restore --list')} < {q(upload)}",
-             f"cd / && {as_user('postgres', 'pg_restore --file=/dev/null')} < {q(upload)}"]
+    reads = [f"{db.command('pg_restore', '--list', dumper=True, connect=False)} < {q(upload)}",
+             f"{db.command('pg_restore', '--file=/dev/null', dumper=True, connect=False)} < {q(upload)}"]
     return "\n".join([
         *[f"if ! out=$({read} 2>&1 > /dev/null); then rm -f {q(upload)}; "
           f"printf '%s: %s\\n' {q(REFUSED)} \"$out\" >&2; exit 6; fi" for read in reads],
@@ -79,12 +80,12 @@ def remove_backup(layout: Layout, name: str) -> str:
     return join("rm", "-f", f"{layout.backups}/{name}")
 
 
-def restore_database(layout: Layout, app: str, dump: str) -> str:
+def restore_database(layout: Layout, db: Client, dump: str) -> str:
     """pg_restore of `dump` into the app's database, as the app's role (which owns what it creates), in one
     transaction: it replaces everything the dump holds, or, on any error, nothing at all."""
-    restore = as_user(app, join("pg_restore", "--clean", "--if-exists", "--no-owner", "--no-privileges",
-                                "--single-transaction", "--exit-on-error", f"--dbname={app}"))
-    return f"cd / && {restore} < {q(layout.backups + '/' + dump)}"
+    restore = db.command("pg_restore", "--clean", "--if-exists", "--no-owner", "--no-privileges",
+                         "--single-transaction", "--exit-on-error")
+    return f"{restore} < {q(layout.backups + '/' + dump)}"
 
 
 def exists(layout: Layout, name: str) -> str:

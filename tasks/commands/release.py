@@ -20,6 +20,7 @@ from ..layout import RELEASE_META, Layout
 from ..facts import backups
 from ..facts.releases import RELEASE_ID, Release
 from .render import TEMPLATES
+from .database import Client
 from .services import SERVICE_VARIABLES, password_reader_source
 from .shell import as_user, join, q, report
 from ..facts.steps import Probe
@@ -45,7 +46,7 @@ def parse_applied(out: str, rc: int) -> list[str] | None:
     return out.split() if rc == 0 else None
 
 
-def state_probes(layout: Layout) -> list[Probe]:
+def state_probes(layout: Layout, db: Client) -> list[Probe]:
     """Everything a deploy or rollback needs to know, for one gather."""
     app = layout.app
     meta = RELEASE_META
@@ -66,7 +67,7 @@ def state_probes(layout: Layout) -> list[Probe]:
         Probe("provisioned", f"test -f {q(layout.unit_path)} && test -d {q(layout.state)} && "
                              f"test -d {q(layout.static)} && id -u {q(layout.build_user)}",
               lambda out, rc: rc == 0),
-        applied_probe(layout),
+        applied_probe(db),
         backups.listing_probe(layout, "backups", backups.dumps),
         Probe("free", f"df -Pk {q(layout.releases)} {q(layout.venvs)}", parse_free),
         maintenance_probe(layout),
@@ -91,17 +92,16 @@ def maintenance_probe(layout: Layout) -> Probe:
     return Probe("maintenance", join("test", "-f", layout.maintenance_flag), lambda out, rc: rc == 0)
 
 
-def applied_probe(layout: Layout) -> Probe:
-    return Probe("applied", applied_migrations(layout.app), parse_applied)
+def applied_probe(db: Client) -> Probe:
+    return Probe("applied", applied_migrations(db), parse_applied)
 
 
-def applied_migrations(app: str) -> str:
+def applied_migrations(db: Client) -> str:
     """The migrations the database has applied, as app.name lines in the order they were applied. Before the
     first migrate there is no such table: that is "none" (exit 0); a database that cannot be read fails."""
     sql = ("select to_regclass('django_migrations') is not null as has_table \\gset\n"
            "\\if :has_table\nselect app || '.' || name from django_migrations order by id;\n\\endif\n")
-    return (f"cd / && printf '%s' {q(sql)} | "
-            f"{as_user(app, f'psql -X -q -t -A -v ON_ERROR_STOP=1 -d {q(app)}')}")
+    return f"printf '%s' {q(sql)} | ({db.command('psql', '-X', '-q', '-t', '-A', '-v', 'ON_ERROR_STOP=1')})"
 
 
 # --- running project code, sandboxed -------------------------------------------------------------------------
@@ -249,15 +249,15 @@ def settings_check(layout: Layout, release_id: str, program: str) -> str:
     return programs.fed(check, "release_check.py", {"sealed": True}, program)
 
 
-def backup(layout: Layout, app: str, name: str) -> str:
-    """A custom-format dump (compressed; pg_restore can restore it) of the app's database, taken as postgres and
+def backup(layout: Layout, db: Client, name: str) -> str:
+    """A custom-format dump (compressed; pg_restore can restore it) of the app's database, taken by its dumper and
     written by root into backups/, owner-only from the first byte. Written under a temporary name and renamed
     when complete: a failed dump leaves nothing that looks like a backup."""
     path = f"{layout.backups}/{name}.dump"
     part = f"{path}.part"
-    dump = as_user("postgres", join("pg_dump", "--format=custom", app))
+    dump = db.command("pg_dump", "--format=custom", dumper=True)
     return "\n".join([
-        f"if ! (cd / && umask 077 && {dump} > {q(part)}); then rm -f {q(part)}; exit 1; fi",
+        f"if ! (umask 077 && {dump} > {q(part)}); then rm -f {q(part)}; exit 1; fi",
         join("mv", "-f", part, path),
         report(backup=path),
     ])
@@ -774,12 +774,12 @@ def count_rows(layout: Layout, release_id: str, app: str, unit: str, models: lis
     return programs.fed(command, "count_rows.py", {"models": list(models), "every": bool(every)})
 
 
-def load_data(layout: Layout, release_id: str, app: str, unit: str, upload: str, replace: bool,
+def load_data(layout: Layout, release_id: str, db: Client, unit: str, upload: str, replace: bool,
               backup_name: str) -> list[tuple[str, str]]:
     """The steps that load an uploaded fixture: with `replace`, a backup and then an emptied database first."""
-    steps = []
+    app, steps = db.app, []
     if replace:
-        steps += [("backup", backup(layout, app, backup_name)),
+        steps += [("backup", backup(layout, db, backup_name)),
                   ("flush", manage_live(layout, release_id, app, ["flush", "--noinput"], unit))]
     steps.append(("loaddata", manage_live(layout, release_id, app, ["loaddata", upload], unit, upload=upload)))
     return steps

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from . import compat
 from ..commands import shell
-from ..inventory import App
+from ..inventory import App, Database
 from ..layout import Layout
+from ..commands.database import environment as database_environment
 from ..commands.release import release_environment
 from ..commands.services import REDIS, redis_urls
 from ..commands.render import TEMPLATES
@@ -165,16 +166,14 @@ def read_requirements(path: Path, seen: frozenset[Path] = frozenset()) -> str | 
     return "\n".join([text] + [read_requirements(path.parent / name, seen | {path}) or "" for name in included])
 
 
-def managed_environment(app: App, address: str) -> dict[str, str]:
+def managed_environment(app: App, address: str, database: Database | None = None) -> dict[str, str]:
     """The variables gangway keeps in the app's shared/env on the server, app.env among them (the secret key
-    aside: the server generates it and keeps it there)."""
+    aside: the server generates it and keeps it there); `database`: the inventory's, None for the local one."""
     return {
         **dict(app.env),
         "DJANGO_ALLOWED_HOSTS": ",".join(app.domains or (address,)),
-        "DJANGO_DB_NAME": app.name,
-        # For settings that read DATABASE_URL (dj-database-url, django-environ): the local socket, and the
-        # app's own Unix identity as its database role (peer authentication), so there is no password.
-        "DATABASE_URL": f"postgres:///{app.name}",
+        # For settings that read DATABASE_URL (dj-database-url, django-environ).
+        **database_environment(app.name, database),
         "DJANGO_MEDIA_ROOT": Layout(app.name).media,
         "DJANGO_HTTPS": "1" if app.domains else "0",  # TLS needs names: certificates are issued for domains
         **({"DJANGO_SETTINGS_MODULE": app.settings_module} if app.settings_module else {}),

@@ -8,7 +8,10 @@ when complete; then the scheduled dumps beyond the inventory's retention are rem
 
 from __future__ import annotations
 
+import json
+
 from . import Server
+from ..commands.database import client as database_client
 from .. import defaults
 from ..commands.render import TEMPLATES, render
 from ..facts.steps import Change, Check, File, Probe, Step
@@ -20,6 +23,7 @@ SYSTEMD = "/etc/systemd/system"
 def service_file(server: Server) -> str:
     layout, backups = server.layout, server.inventory.backups
     return render("systemd/backup.service.j2", app=layout.app, backups=layout.backups, script=layout.backup_script,
+                  command=layout.backup_command, local=server.inventory.database is None,
                   keep_daily=backups.keep_daily, keep_weekly=backups.keep_weekly)
 
 
@@ -44,6 +48,8 @@ def schedule(server: Server) -> Step:
 
     return Step("scheduled backups", [
         File(layout.backup_script, (TEMPLATES / "backups/backup.py").read_text(), mode="700"),
+        File(layout.backup_command, json.dumps(database_client(server.inventory).argv(
+            "pg_dump", "--format=custom", dumper=True)) + "\n", mode="600"),
         File(f"{SYSTEMD}/{unit}.service", service_file(server)),
         File(f"{SYSTEMD}/{timer}", timer_file(server)),
         Check(probe, enable),

@@ -28,6 +28,7 @@ from ..layout import Layout
 from .lock import DeployLock, LockLost, who
 from ..provisioning import jobs, processes, served
 from ..commands import processes as process_commands
+from ..commands.database import Client, client as database_client
 from ..facts.releases import ServerState
 from ..connection.remote import ConnectionLost, Remote, RemoteError, Stats
 from .runner import Reporter
@@ -37,9 +38,9 @@ class DeployError(RemoteError):
     """A task that stopped on purpose, with a message that says what is true on the server now."""
 
 
-def server_probes(layout: Layout) -> list:
+def server_probes(layout: Layout, db: Client) -> list:
     """What a deploy, a rollback and `fab status` read of the server in their first round trip."""
-    return [*commands.state_probes(layout), jobs.files_probe(layout), served.probe(layout), envsize.probe(layout),
+    return [*commands.state_probes(layout, db), jobs.files_probe(layout), served.probe(layout), envsize.probe(layout),
             processes.files_probe(layout), process_commands.units_probe(layout)]
 
 
@@ -81,8 +82,12 @@ class Session:
     def app(self) -> str:
         return self.inventory.app.name
 
+    @property
+    def database(self) -> Client:
+        return database_client(self.inventory)
+
     def state(self) -> ServerState:
-        facts = self.remote.gather(server_probes(self.layout))
+        facts = self.remote.gather(server_probes(self.layout, self.database))
         if not facts["provisioned"]:
             raise DeployError(f"{self.host.address} is not provisioned for {self.app} by this version of gangway: "
                               "run `fab provision` first")

@@ -1,18 +1,20 @@
 #!/usr/bin/python3
 """The scheduled database backup of one app, run by systemd (APP-backup.service) as root.
 
-It dumps the app's database as postgres (pg_dump's custom format, compressed) into BACKUPS/NAME.part, owner-only,
+It runs the dump command COMMAND_FILE holds (a JSON list: pg_dump's custom format, compressed, as gangway's
+provision wrote it for the app's database, local or not) into BACKUPS/NAME.part, owner-only,
 renames it to TIMESTAMP-daily.dump once complete, then prunes the scheduled dumps the retention rule no longer
 keeps: the newest dump of each of the last KEEP_DAILY days that have one, and the newest of each of the last
 KEEP_WEEKLY ISO weeks. Dumps taken before migrations and by hand are not touched here (`fab deploy` prunes them).
 
-    backup.py APP BACKUPS KEEP_DAILY KEEP_WEEKLY
+    backup.py COMMAND_FILE BACKUPS KEEP_DAILY KEEP_WEEKLY
 
 `keep` is the retention rule as a pure function; gangway's tests import it from this file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -52,7 +54,9 @@ def keep(names: list[str], keep_daily: int, keep_weekly: int) -> set[str]:
     return kept
 
 
-def main(app: str, backups: str, keep_daily: int, keep_weekly: int) -> int:
+def main(command_file: str, backups: str, keep_daily: int, keep_weekly: int) -> int:
+    with open(command_file) as f:
+        command = json.load(f)
     name = datetime.now(timezone.utc).strftime(STAMP) + SUFFIX
     path = os.path.join(backups, name)
     part = path + ".part"
@@ -61,11 +65,10 @@ def main(app: str, backups: str, keep_daily: int, keep_weekly: int) -> int:
         if stale.endswith(SUFFIX + ".part"):
             os.remove(os.path.join(backups, stale))
     with open(part, "wb") as out:
-        dump = subprocess.run(["runuser", "-u", "postgres", "--", "pg_dump", "--format=custom", app],
-                              stdout=out, cwd="/")
+        dump = subprocess.run(command, stdout=out, cwd="/")
     if dump.returncode != 0:
         os.remove(part)
-        print(f"pg_dump of {app} failed (exit {dump.returncode}); no backup was kept", file=sys.stderr)
+        print(f"pg_dump failed (exit {dump.returncode}); no backup was kept", file=sys.stderr)
         return 1
     os.replace(part, path)
     print(f"backup {path}: {os.path.getsize(path)} bytes")

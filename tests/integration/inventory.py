@@ -8,10 +8,12 @@ from pathlib import Path
 from tests.testhost import TestHost
 
 
-def write_inventory(host: TestHost, path: Path, app: str = "mysite", domains=(), **app_keys) -> Path:
+def write_inventory(host: TestHost, path: Path, app: str = "mysite", domains=(), database: dict | None = None,
+                    **app_keys) -> Path:
     """Write a gangway inventory (YAML) for HOST at PATH: root with the harness key, pebble as the
     ACME directory (trusting its CA bundle), and the host's tinyproxy as the outbound proxy.
-    APP_KEYS (source, health_check, keep_releases, ...) are added to its app section.
+    APP_KEYS (source, health_check, keep_releases, ...) are added to its app section; DATABASE ({url, ca_bundle,
+    password_env}) is its database section.
     Host keys go to a fresh PATH.known_hosts next to it (known_hosts_path), never to ~/.ssh/known_hosts:
     test hosts reuse addresses with new keys."""
     q = json.dumps  # a JSON string is a valid YAML scalar
@@ -26,7 +28,9 @@ def write_inventory(host: TestHost, path: Path, app: str = "mysite", domains=(),
         f"known_hosts: {q(known_hosts.name)}\n"
         f"acme:\n  email: {q(email)}\n  directory: {q(host.acme_directory)}\n"
         f"  ca_bundle: {q(str(host.acme_ca_bundle))}\n"
-        f"proxy:\n  url: {q(host.proxy_url)}\n  no_proxy: [{q(host.gateway)}]\n")
+        f"proxy:\n  url: {q(host.proxy_url)}\n  no_proxy: [{q(host.gateway)}]\n"
+        + ("database:\n" + "".join(f"  {key}: {q(str(value))}\n" for key, value in database.items())
+           if database else ""))
     return Path(path)
 
 

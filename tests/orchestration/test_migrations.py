@@ -162,7 +162,7 @@ def status_facts(applied, known=NEW) -> dict:
                  timers=[status.Timer("apt-daily-upgrade.timer", "active", None, 1_800_000_100, "success")],
                  health=status.Health("200", 0, True, Layout("mysite").socket(LIVE)), certificate=None, disk=[status.Disk("/", 10, 8 << 20)],
                  memory={"MemTotal": 1000, "MemAvailable": 800}, newest_backup=None, updates=(0, 0),
-                 unattended=True, reboot=None)
+                 unattended=True, reboot=None, **{"database:reach": {"ok": True, "said": "mysite@mysite"}})
     return facts
 
 

@@ -82,7 +82,8 @@ def status_facts(redis_answer):
                                                    "postgresql.service": "active/exited"},
                   "timers": [], "health": status.Health("200", 0, True), "certificate": None,
                   "disk": [], "release_kib": 1000, "memory": {}, "newest_backup": None, "updates": (0, 0),
-                  "unattended": True, "reboot": None, "redis": redis_answer})
+                  "unattended": True, "reboot": None, "redis": redis_answer,
+                  "database:reach": {"ok": True, "said": "mysite@mysite"}})
     return facts
 
 

@@ -139,7 +139,7 @@ def status_facts(health: status.Health) -> dict:
                                             "postgresql.service": "active/exited"},
             "timers": [], "health": health, "certificate": None, "disk": [status.Disk("/", 40, 8 << 20)],
             "memory": {"MemTotal": 2_000_000, "MemAvailable": 1_500_000}, "newest_backup": None,
-            "updates": (0, 0), "unattended": True, "reboot": None}
+            "updates": (0, 0), "unattended": True, "reboot": None, "database:reach": {"ok": True, "said": "mysite@mysite"}}
 
 
 def status_of(health: status.Health) -> tuple[int, str]:

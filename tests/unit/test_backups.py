@@ -5,6 +5,7 @@ names and kinds `fab backups` shows, the schema comparison after a restore, and 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import stat
@@ -26,6 +27,7 @@ from tasks.inventory import Backups, Host, Inventory, App
 from tasks.layout import Layout
 from tasks.provisioning import Server, backups as provisioning
 from tasks.commands.render import TEMPLATES
+from tasks.commands.database import Client
 from tests.unit.shellcheck import assert_shellcheck_clean
 from tests.unit.test_release_commands import HOSTILE, run
 
@@ -90,12 +92,14 @@ def test_the_scheduled_backup_dumps_owner_only_then_prunes(tmp_path):
     (bin_dir / "runuser").write_text("#!/bin/sh\necho \"dump of $6\"\n")
     (bin_dir / "runuser").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    out = subprocess.run(["python3", str(TEMPLATES / "backups" / "backup.py"), "mysite", str(backups), "2", "1"],
+    command = tmp_path / "command.json"
+    command.write_text(json.dumps(Client("mysite").argv("pg_dump", "--format=custom", dumper=True)))
+    out = subprocess.run(["python3", str(TEMPLATES / "backups" / "backup.py"), str(command), str(backups), "2", "1"],
                          capture_output=True, text=True, env=env, timeout=30)
     assert out.returncode == 0, out.stderr
     files = sorted(os.listdir(backups))
     new = [f for f in files if f not in old and f.endswith("-daily.dump")]
-    assert len(new) == 1 and (backups / new[0]).read_text() == "dump of mysite\n"
+    assert len(new) == 1 and (backups / new[0]).read_text() == "dump of --dbname=mysite\n"
     assert stat.S_IMODE((backups / new[0]).stat().st_mode) == 0o600
     # Today's and the newest old day's (the weekly one may be the same); the other dumps untouched.
     assert "r-before-migrate.dump" in files and not [f for f in files if f.endswith(".part")]
@@ -109,7 +113,9 @@ def test_a_failed_scheduled_dump_leaves_no_file(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "runuser").write_text("#!/bin/sh\necho half; exit 1\n")
     (bin_dir / "runuser").chmod(0o755)
-    out = subprocess.run(["python3", str(TEMPLATES / "backups" / "backup.py"), "mysite", str(backups), "7", "4"],
+    command = tmp_path / "command.json"
+    command.write_text(json.dumps(Client("mysite").argv("pg_dump", "--format=custom", dumper=True)))
+    out = subprocess.run(["python3", str(TEMPLATES / "backups" / "backup.py"), str(command), str(backups), "7", "4"],
                          capture_output=True, text=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
     assert out.returncode == 1 and "no backup was kept" in out.stderr and os.listdir(backups) == []
 
@@ -166,10 +172,10 @@ def test_ages_read_at_a_glance(seconds, words):  # one wording for backups and s
 # --- scripts ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("script", [
-    shell.script(release_commands.backup(LAYOUT, "mysite", "20260101T000000Z-manual")),
+    shell.script(release_commands.backup(LAYOUT, Client("mysite"), "20260101T000000Z-manual")),
     shell.script(commands.media_archive(LAYOUT, "20260101T000000Z-manual")),
-    shell.script(commands.adopt_upload(LAYOUT, LAYOUT.upload("t0", "x.dump"), "20260101T000000Z-uploaded")),
-    shell.script(commands.restore_database(LAYOUT, "mysite", "x.dump")),
+    shell.script(commands.adopt_upload(LAYOUT, Client("mysite"), LAYOUT.upload("t0", "x.dump"), "20260101T000000Z-uploaded")),
+    shell.script(commands.restore_database(LAYOUT, Client("mysite"), "x.dump")),
     shell.script(commands.exists(LAYOUT, "x.dump"), commands.readable_copy(LAYOUT, "x.dump", "deploy", LAYOUT.upload("t0", "x.dump"))),
     shell.script(commands.maintenance_on(LAYOUT, "me", "now"), commands.maintenance_off(LAYOUT)),
     listing.listing_command(LAYOUT),
@@ -183,9 +189,9 @@ def test_every_backup_script_passes_shellcheck(script):
 def test_hostile_names_and_paths_stay_values(tmp_path, value):
     layout = Layout(str(tmp_path / value))  # every path below has the hostile value in it
     stubs = {"runuser": "cat >/dev/null 2>&1; echo dumped", "chown": "true", "chmod": "true", "install": "true"}
-    for script in (release_commands.backup(layout, value, value), commands.media_archive(layout, value),
-                   commands.adopt_upload(layout, f"{tmp_path}/{value}.up", value),
-                   commands.restore_database(layout, value, value), commands.exists(layout, value),
+    for script in (release_commands.backup(layout, Client(value), value), commands.media_archive(layout, value),
+                   commands.adopt_upload(layout, Client(value), f"{tmp_path}/{value}.up", value),
+                   commands.restore_database(layout, Client(value), value), commands.exists(layout, value),
                    commands.readable_copy(layout, value, value, value), commands.maintenance_on(layout, value, value),
                    commands.maintenance_off(layout)):
         run(shell.script(script), tmp_path, stubs)
@@ -196,12 +202,12 @@ def test_a_dump_is_written_owner_only_under_a_temporary_name_and_a_failed_one_le
     layout = Layout("mysite")
     backups = tmp_path / "backups"
     backups.mkdir()
-    script = shell.script(release_commands.backup(layout, "mysite", "n").replace(layout.backups, str(backups)))
+    script = shell.script(release_commands.backup(layout, Client("mysite"), "n").replace(layout.backups, str(backups)))
     out = run(script, tmp_path, {"runuser": "echo DUMP"})
     assert out.returncode == 0 and (backups / "n.dump").read_text() == "DUMP\n"
     assert stat.S_IMODE((backups / "n.dump").stat().st_mode) == 0o600
     assert shell.parse_reports(out.stdout) == {"backup": f"{backups}/n.dump"}
-    failed = run(shell.script(release_commands.backup(layout, "mysite", "m").replace(layout.backups, str(backups))),
+    failed = run(shell.script(release_commands.backup(layout, Client("mysite"), "m").replace(layout.backups, str(backups))),
                  tmp_path, {"runuser": "echo half; exit 3"})
     assert failed.returncode != 0 and sorted(os.listdir(backups)) == ["n.dump"]
 
@@ -209,7 +215,7 @@ def test_a_dump_is_written_owner_only_under_a_temporary_name_and_a_failed_one_le
 def test_a_restore_reads_the_dump_as_its_input_as_the_app_user(tmp_path):
     layout = Layout("mysite")
     (tmp_path / "x.dump").write_text("DATA")
-    script = commands.restore_database(layout, "mysite", "x.dump").replace(layout.backups, str(tmp_path))
+    script = commands.restore_database(layout, Client("mysite"), "x.dump").replace(layout.backups, str(tmp_path))
     out = run(shell.script(script), tmp_path, {"runuser": 'echo "$*"; cat'})
     assert out.returncode == 0
     assert "-u mysite --" in out.stdout and "--single-transaction" in out.stdout and "--clean" in out.stdout
@@ -259,7 +265,7 @@ def test_a_restored_schema_behind_the_code_says_to_migrate_and_ahead_says_to_dep
 class _Restoring:
     """A session for restore_on: the steps it runs are answered in order, Ctrl-C comes at `interrupt_at`, and
     the maintenance flag reads back as `flag`."""
-    layout, app, host = LAYOUT, "mysite", Host("192.0.2.1")
+    layout, app, host, database = LAYOUT, "mysite", Host("192.0.2.1"), Client("mysite")
 
     def __init__(self, interrupt_at: str, flag: bool):
         self.interrupt_at, self.flag, self.ran = interrupt_at, flag, []
@@ -314,7 +320,8 @@ def test_the_timer_runs_daily_at_the_inventory_time_persistently_with_a_random_d
     timer = provisioning.timer_file(server(time="04:30"))
     assert "OnCalendar=*-*-* 04:30:00" in timer and "Persistent=true" in timer and "RandomizedDelaySec=" in timer
     service = provisioning.service_file(server(keep_daily=3, keep_weekly=0))
-    assert 'ExecStart=/usr/bin/python3 "/etc/gangway/mysite/backup.py" "mysite" "/srv/mysite/backups" 3 0' in service
+    assert 'ExecStart=/usr/bin/python3 "/etc/gangway/mysite/backup.py" "/etc/gangway/mysite/backup-command.json" "/srv/mysite/backups" 3 0' in service
+    assert "Requires=postgresql.service" in service
     assert "Type=oneshot" in service
 
 
@@ -354,7 +361,7 @@ def test_the_deploy_s_backup_probe_tells_none_from_unreadable(tmp_path):
         def backups(self) -> str:
             return str(tmp_path / "backups")
 
-    probe = next(p for p in release_commands.state_probes(Here("mysite")) if p.key == "backups")
+    probe = next(p for p in release_commands.state_probes(Here("mysite"), Client("mysite")) if p.key == "backups")
     assert_shellcheck_clean(probe.command)
 
     def answer(stubs=None):

@@ -18,6 +18,7 @@ import pytest
 from tasks.cli import data
 from tasks.commands import programs, release as commands, shell
 from tasks.layout import Layout
+from tasks.commands.database import Client
 from tests.unit.shellcheck import assert_shellcheck_clean
 from tests.unit.test_release_commands import HOSTILE, run
 
@@ -98,7 +99,7 @@ def test_row_counts_that_differ_are_named():
 
 @pytest.mark.parametrize("script", [
     shell.script(("count", commands.count_rows(LAYOUT, "r1", "mysite", "mysite-manage-1", ["blog.post"]))),
-    shell.script(*commands.load_data(LAYOUT, "r1", "mysite", "mysite-manage-1", LAYOUT.upload("a", "d.json.gz"),
+    shell.script(*commands.load_data(LAYOUT, "r1", Client("mysite"), "mysite-manage-1", LAYOUT.upload("a", "d.json.gz"),
                                      True, "20260101T000000Z-before-import")),
     shell.script(("media", commands.unpack_media(LAYOUT, "mysite", LAYOUT.upload("a", "media.tar"), False))),
 ], ids=["count", "replace and load", "media"])

@@ -19,6 +19,7 @@ from tasks.provisioning import Server, nginx
 from tasks.commands.release import env_file, state_probes
 from tasks.session.runner import Reporter
 from tasks.facts.steps import File, PathState, Step
+from tasks.commands.database import Client
 from tests.unit.shellcheck import assert_shellcheck_clean
 
 HOSTILE = "$(touch /tmp/x)'\"\n;`id`"
@@ -230,7 +231,7 @@ def test_every_probe_a_dry_run_sends_only_reads():
     """What a dry run runs on the server: the probes of every provision step (fresh server or not, with or
     without domains and a proxy), the deploy's state probes, the content probe. None writes."""
     probes = [p for s in (server(), server(domains=[])) for step in provisioning.steps(s) for p in step.probes()]
-    probes += state_probes(Layout("mysite")) + [dryrun.content_probe("/etc/x")]
+    probes += state_probes(Layout("mysite"), Client("mysite")) + [dryrun.content_probe("/etc/x")]
     for probe in probes:
         command = probe.command.replace("2>/dev/null", "").replace("2>&1", "")
         assert not WRITES.search(command), f"{probe.key} may write: {probe.command}"

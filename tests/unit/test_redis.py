@@ -22,6 +22,7 @@ from tasks.facts.steps import PathState
 from tasks.inventory import InventoryError, parse
 from tasks.layout import REDIS_CONFIG, REDIS_SECRET, Layout
 from tasks.provisioning import redis
+from tasks.commands.database import Client
 from tests.unit.shellcheck import assert_shellcheck_clean as shellcheck
 
 PASSWORD = "ab" * 32
@@ -375,9 +376,9 @@ def test_the_status_line(answer, level, text):
 
 def test_the_status_probe_is_asked_only_when_the_inventory_has_the_service():
     layout = Layout("mysite")
-    keys = [p.key for p in status.status_probes(layout, "app.test", "/", True)]
+    keys = [p.key for p in status.status_probes(layout, Client(layout.app), "app.test", "/", True)]
     assert "redis" not in keys
-    [probe] = [p for p in status.status_probes(layout, "app.test", "/", True, ("redis",)) if p.key == "redis"]
+    [probe] = [p for p in status.status_probes(layout, Client(layout.app), "app.test", "/", True, ("redis",)) if p.key == "redis"]
     report = "@gangway " + json.dumps({**GOOD})
     assert status.parse_redis(f"state=active\n{report}\n", 0)["state"] == "active"
     assert isinstance(status.parse_redis("state=active\n", 1), status.Unreadable)

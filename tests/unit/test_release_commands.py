@@ -12,6 +12,7 @@ import pytest
 from tasks.commands import release as commands, shell
 from tasks.layout import Layout
 from tasks.facts.releases import GOOD, Release
+from tasks.commands.database import Client
 from tests.unit.shellcheck import assert_shellcheck_clean
 
 LAYOUT = Layout("mysite")
@@ -101,7 +102,7 @@ def build_script() -> str:
                                  serving=("203.0.113.10", "/", False))),
     shell.script(commands.set_aside(LAYOUT, RELEASE, {"event": "failed"})),
     shell.script(commands.set_aside(LAYOUT, RELEASE, {"event": "failed"}, keep=False)),
-    shell.script(commands.backup(LAYOUT, "mysite", "r-before-migrate")),
+    shell.script(commands.backup(LAYOUT, Client("mysite"), "r-before-migrate")),
     shell.script(commands.migrate(LAYOUT, RELEASE.id, "mysite", {"counter": "0001_initial", "auth": "zero"})),
     shell.script(commands.prune_static(LAYOUT, ["r1", "r2"])),
 ], ids=["build", "start+switch (first)", "switch", "switch served (first)", "switch served", "set aside", "remove", "backup", "reverse", "prune static"])
@@ -110,7 +111,7 @@ def test_every_deploy_script_passes_shellcheck(script):
 
 
 def test_the_state_probes_pass_shellcheck():
-    for probe in commands.state_probes(LAYOUT):
+    for probe in commands.state_probes(LAYOUT, Client("mysite")):
         assert_shellcheck_clean(probe.command)
 
 
@@ -161,7 +162,7 @@ def test_a_managed_value_that_would_break_the_env_file_is_refused(key, value):
 
 def test_a_failed_dump_leaves_nothing_that_looks_like_a_backup(tmp_path):
     layout = Layout("m")
-    script = commands.backup(layout, "m", "r-before-migrate").replace(layout.backups, str(tmp_path))
+    script = commands.backup(layout, Client("m"), "r-before-migrate").replace(layout.backups, str(tmp_path))
     out = run(shell.script(("backup", script)), tmp_path, {
         "runuser": 'shift 2; exec "$@"', "pg_dump": 'for a; do case "$a" in --file=*) echo partial > "${a#--file=}";;'
                                                      ' esac; done; exit 1'})

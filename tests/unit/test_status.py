@@ -15,6 +15,7 @@ from tasks.facts import backups as listing
 from tasks.facts.backups import BackupFile
 from tasks.facts.releases import GOOD, Release, ServerState
 from tasks.cli.status import FAIL, OK, WARN, Health, Timer
+from tasks.commands.database import Client
 from tests.unit.shellcheck import assert_shellcheck_clean
 from tests.unit.test_release_commands import HOSTILE, LAYOUT, run
 
@@ -26,7 +27,7 @@ OLD = "20261126T100000Z-1234567"
 
 def test_every_status_probe_passes_shellcheck():
     for https in (True, False):
-        for probe in status.status_probes(LAYOUT, "app.example.com", "/healthz/", https):
+        for probe in status.status_probes(LAYOUT, Client("mysite"), "app.example.com", "/healthz/", https):
             assert_shellcheck_clean(probe.command)
 
 
@@ -65,7 +66,7 @@ def test_units_timers_disk_memory_and_backups_are_read():
     assert status.parse_disk(disk, 0) == [status.Disk("/", 91, 9)]
     assert status.parse_meminfo("MemTotal:  2048000 kB\nMemAvailable: 1024000 kB\n") == {
         "MemTotal": 2048000, "MemAvailable": 1024000}
-    newest = next(p for p in status.status_probes(LAYOUT, "a", "/", True) if p.key == "newest_backup")
+    newest = next(p for p in status.status_probes(LAYOUT, Client("a"), "a", "/", True) if p.key == "newest_backup")
     assert newest.parse("20261127T020000Z-daily.dump\t1048576\t1799999000.5\t1800000000\n"
                         "x.media.tar.gz\t10\t1799999999\t1800000000\nold.dump\t5\t1700000000\t1800000000\n", 0
                         ) == ("20261127T020000Z-daily.dump", 1048576, 1000)
@@ -428,7 +429,7 @@ def test_too_little_room_for_the_next_release_fails_before_the_disk_is_full():
 
 
 def test_the_status_probes_measure_the_live_release(tmp_path):
-    probe = next(p for p in status.status_probes(LAYOUT, "a", "/", True) if p.key == "release_kib")
+    probe = next(p for p in status.status_probes(LAYOUT, Client("a"), "a", "/", True) if p.key == "release_kib")
     assert probe.parse("2048\t/srv/mysite/releases/X\n", 0) == 2048
     assert probe.parse("", 1) is None
 
@@ -524,7 +525,8 @@ def _facts(**changes) -> dict:
              "health": Health("200", 0, True, LAYOUT.socket(LIVE)), "certificate": NOW + 60 * DAY,
              "disk": [status.Disk("/", 40, 8 << 20)],
              "memory": {"MemTotal": 2000000, "MemAvailable": 1500000}, "newest_backup": None, "updates": (0, 0),
-             "unattended": True, "reboot": None, "maintenance": False}
+             "unattended": True, "reboot": None, "maintenance": False,
+             "database:reach": {"ok": True, "said": "mysite@mysite"}}
     return {**facts, **changes}
 
 
@@ -537,7 +539,7 @@ def test_a_healthy_server_is_all_ok_and_exits_zero():
     found = status.checks(_inventory(), "app.example.com", STATE, _facts())
     assert [c.level for c in found] == [OK] * len(found) and status.exit_code(found) == 0
     names = [c.name for c in found]
-    assert names[:5] == ["release", "gunicorn", "nginx", "postgresql", "health"] and "certbot.timer" in names
+    assert names[:6] == ["release", "gunicorn", "nginx", "postgresql", "database", "health"] and "certbot.timer" in names
     release = found[0].detail
     assert LIVE in release and "commit abcdef1" in release and OLD in release
     assert "apt-daily-upgrade.timer" not in names  # shown through the updates line
@@ -583,7 +585,7 @@ def test_no_live_release_warns():
 
 
 def test_the_status_gather_keys_do_not_collide_with_the_state_probes():
-    keys = [p.key for p in state_probes(LAYOUT)] + [p.key for p in status.status_probes(LAYOUT, "a", "/", True)]
+    keys = [p.key for p in state_probes(LAYOUT, Client("a"))] + [p.key for p in status.status_probes(LAYOUT, Client("a"), "a", "/", True)]
     assert len(keys) == len(set(keys))
 
 
@@ -606,7 +608,7 @@ def test_only_the_real_rollback_target_is_called_warm_and_other_instances_are_na
 # --- what could not be read is said, never taken for "none" or 0 ---------------------------------------------------
 
 def probe_of(key: str):
-    return next(p for p in status.status_probes(LAYOUT, "a", "/", True) if p.key == key)
+    return next(p for p in status.status_probes(LAYOUT, Client("a"), "a", "/", True) if p.key == key)
 
 
 def answer(probe, tmp_path, stubs=None):
