@@ -417,6 +417,8 @@ def service_check(name: str, units: dict[str, str], wanted: list[str], why: str)
 def database_check(reached: dict, inventory: Inventory) -> Check:
     """The app's database as its client reaches it, with the app's own credentials: who it is connected as, or
     libpq's error and what usually causes it."""
+    if reached is None:
+        return Check(WARN, "database", "could not be read: the probe of the app's database gave no answer")
     if reached["ok"]:
         return Check(OK, "database", f"connected as {reached['said']}")
     if inventory.database is None:

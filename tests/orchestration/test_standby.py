@@ -99,7 +99,8 @@ def status_of(inventory: Inventory) -> str:
              "timers": [], "health": status.Health("200", 0, True, f"/run/mysite/{IDS[1]}/gunicorn.sock"),
              "certificate": None, "disk": [status.Disk("/", 40, 8 << 20)],
              "memory": {"MemTotal": 2_000_000, "MemAvailable": 1_500_000}, "newest_backup": None,
-             "updates": (0, 0), "unattended": True, "reboot": None}
+             "updates": (0, 0), "unattended": True, "reboot": None,
+             "database:reach": {"ok": True, "said": "mysite@mysite"}}
     out = io.StringIO()
     status.status_on(fake.session(fake.FakeRemote(facts), inventory, out=out))
     return next(line for line in out.getvalue().splitlines() if " gunicorn:" in line)
