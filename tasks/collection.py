@@ -19,7 +19,9 @@ from invoke import Collection
 
 from .cli.backups import backup, backups, maintenance, restore
 from .cli.data import import_data
-from .cli.deploy import deploy, list_releases, rollback, unlock
+from .cli.deploy import deploy
+from .cli.releases import list_releases, unlock
+from .cli.rollback import rollback
 from .cli.executor import Executor
 from .cli.init import init
 from .cli.logs import logs

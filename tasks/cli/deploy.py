@@ -1,4 +1,4 @@
-"""`fab deploy`, `fab rollback`, `fab releases`, `fab unlock`: ship releases and move traffic between them.
+"""`fab deploy`: ship a release and move traffic to it; the switch that `fab rollback` and `fab config` share.
 
 A deploy builds the new release next to the live one (as the build user, never with root power), migrates
 (after a backup) only when its code has migrations the database lacks, starts it and asks it for the
@@ -213,7 +213,7 @@ def code_with(session: Session, state: ServerState, extra: list[str]) -> tuple[R
 
 
 
-def _serving(state: ServerState) -> str:
+def serving_words(state: ServerState) -> str:
     return f"{state.live} is still serving" if state.live else "the placeholder page still shows (nothing was live)"
 
 
@@ -230,7 +230,7 @@ def maintenance_note(session: Session, state: ServerState) -> None:
                               "`fab maintenance off`; health checks go to the release's own socket")
 
 
-def _schema_warning(session: Session, state: ServerState) -> None:
+def schema_warning(session: Session, state: ServerState) -> None:
     """Say so when the database has migrations the live code does not know (a deploy that could not undo
     them, or one killed after its migrate)."""
     ahead = state.schema_ahead()
@@ -244,7 +244,7 @@ def _schema_warning(session: Session, state: ServerState) -> None:
 def _processes_drift(session: Session, state: ServerState) -> None:
     """Refuse, before anything is built, when the server's process units are not the inventory's app.processes."""
     if differ := processes.drift(session.inventory, state.process_files):
-        raise DeployError(f"{processes.refusal(differ)}. Nothing was built or uploaded; {_serving(state)}")
+        raise DeployError(f"{processes.refusal(differ)}. Nothing was built or uploaded; {serving_words(state)}")
 
 
 def _jobs_warning(session: Session, state: ServerState) -> None:
@@ -304,7 +304,7 @@ def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool 
     release = _new_release(src, state, session.inventory.app.server)
     reporter.line(f"deploy --dry-run {src.ref} = {src.commit[:7]} to {session.host.address} ({inventory.source})")
     reporter.line("  note: read-only: no deploy lock taken, nothing uploaded or built")
-    _schema_warning(session, state)
+    schema_warning(session, state)
     leftovers = state.unfinished()
     reporter.step("to build", "release", f"{release.id} ({len(src.archive) // 1024} KiB; the id names the time "
                   "the deploy runs)" + (f"; {len(leftovers)} unfinished release(s) from an interrupted deploy "
@@ -380,15 +380,15 @@ def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: boo
     if state.applied is None:
         raise DeployError("could not read which migrations the database has applied: is PostgreSQL "
                           "running? (`sudo systemctl status postgresql` on the server). Nothing was "
-                          f"changed; {_serving(state)}")
+                          f"changed; {serving_words(state)}")
     if differ := served.drift(inventory, state.served_files):
-        raise DeployError(f"{served.refusal(inventory, differ)}. Nothing was built or uploaded; {_serving(state)}")
+        raise DeployError(f"{served.refusal(inventory, differ)}. Nothing was built or uploaded; {serving_words(state)}")
     _processes_drift(session, state)
     _check_environment_size(session, state)
     release = _new_release(src, state, session.inventory.app.server)
     reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "
                   f"({inventory.source})")
-    _schema_warning(session, state)
+    schema_warning(session, state)
     maintenance_note(session, state)
     _jobs_warning(session, state)
     compatibility(session, state, src, allow_unsafe_migrations)
@@ -412,7 +412,7 @@ def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: boo
         migrated = pending and not isinstance(error, BackupFailed)
         reversed_ = _undo_migrations(session, release, state, applied_before, pending) if migrated else ""
         _set_aside(session, release, str(error))
-        serving = hooks.serving(session) if isinstance(error, hooks.HookFailed) else _serving(state)
+        serving = hooks.serving(session) if isinstance(error, hooks.HookFailed) else serving_words(state)
         raise DeployError(f"release {release.id} did not go live; {serving}{reversed_}. Its "
                           f"release is kept in {layout.failed}/.\n{error}") from None
     _prune(session, state.after_deploy(release), release.id, state.live)
@@ -459,7 +459,7 @@ def compatibility(session: Session, state: ServerState, src: source.Source, allo
         for line in shown + caveat + ([] if allow_unsafe else ["(--allow-unsafe-migrations accepts that window)"]):
             reporter.line(dryrun.INDENT + line)
         return
-    raise DeployError(f"{window}:\n" + "\n".join(flagged + caveat) + f"\nNothing was changed; {_serving(state)}. "
+    raise DeployError(f"{window}:\n" + "\n".join(flagged + caveat) + f"\nNothing was changed; {serving_words(state)}. "
                       "To accept that window (requests to the live release failing on these until the switch), "
                       "deploy with --allow-unsafe-migrations")
 
@@ -469,7 +469,7 @@ def _check_environment_size(session: Session, state: ServerState) -> None:
     sizes = envsize.after_deploy(state.env_sizes, _managed_environment(session),
                                  {name for name, _ in session.inventory.app.env})
     if problem := envsize.problem(sizes, envsize.limit_of(state.env_sizes)):
-        raise DeployError(f"{problem}. Nothing was changed; {_serving(state)}. {envsize.ADVICE[0].upper()}"
+        raise DeployError(f"{problem}. Nothing was changed; {serving_words(state)}. {envsize.ADVICE[0].upper()}"
                           f"{envsize.ADVICE[1:]}")
 
 
@@ -504,7 +504,7 @@ def _disk_full(session: Session, state: ServerState, what: str) -> DeployError:
     return DeployError(f"not enough disk space on {session.host.address} {what}: {_free_mib(state)}. Free some "
                        f"space (old database dumps in {session.layout.backups}/, `sudo apt-get clean`, "
                        "`sudo journalctl --vacuum-size=100M`) and deploy again; nothing of this release was kept, "
-                       f"{_serving(state)}")
+                       f"{serving_words(state)}")
 
 
 def _upload(session: Session, state: ServerState, src: source.Source, release: Release) -> str:
@@ -558,7 +558,7 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
             raise DeployError(f"release {release.id}: the server ran out of disk space while building it "
                               f"({_free_mib(state)}). Free some space (old database dumps in {layout.backups}/, "
                               "`sudo apt-get clean`) and deploy again; the release was removed, "
-                              f"{_serving(state)}.\n{last_lines(tail)}")
+                              f"{serving_words(state)}.\n{last_lines(tail)}")
         hooks.said(session, "after_build", report)
         _set_aside(session, release, tail)
         step = report.get("failed")
@@ -566,12 +566,12 @@ def _build(session: Session, state: ServerState, src: source.Source, release: Re
             raise DeployError(f"release {release.id}: {hook}\n{hooks.serving(session)}; the release is kept in "
                               f"{layout.failed}/.") from None
         if step not in ("pip", "checks"):
-            raise DeployError(f"release {release.id}: its {step} step failed; {_serving(state)}. Kept in "
+            raise DeployError(f"release {release.id}: its {step} step failed; {serving_words(state)}. Kept in "
                               f"{layout.failed}/ for inspection.\n{last_lines(tail)}")
         found = diagnose.diagnose(step, tail, state.python, src.requirements.decode(errors="replace"),
                                   gate=report.get("gate", ""))
         log = commands.gate_log(f"{layout.failed}/{release.id}")
-        raise DeployError(f"release {release.id}: {found.headline}; {_serving(state)}. Kept in "
+        raise DeployError(f"release {release.id}: {found.headline}; {serving_words(state)}. Kept in "
                           f"{layout.failed}/.\n{found.explain(log)}")
     release.migrations = report["migrations"]
     release.replaces = report.get("replaces", {})
@@ -694,72 +694,7 @@ def _prune(session: Session, state: ServerState, live: str, previous: str | None
                           + (f", {len(backups)} old database dump(s) removed" if backups else ""))
 
 
-# --- rollback --------------------------------------------------------------------------------------------------
-
-@task(auto_shortflags=False, help={
-    "inventory": targets.INVENTORY_HELP,
-    "to": "the release to go back to (see `fab releases`); default: the previous good one",
-    "migrate-back": "reverse the migrations the target release does not have (after a backup), with the code "
-                    "of a release that has their files; --to LIVE --migrate-back reverses those the live "
-                    "release does not know, without switching",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def rollback(c, inventory=None, to=None, migrate_back=False, verbose=False):
-    """Go back to the previous good release (or --to RELEASE), migration-aware, with no failed request."""
-    run_task(c, inventory, Task("rollback", lock=f"rollback{' to ' + to if to else ''}", interrupted=INTERRUPTED,
-                                recap=False), lambda session: rollback_on(session, to, migrate_back), verbose)
-
-
-def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
-    reporter = session.reporter
-    state = session.state()
-    current = state.live
-    target = _rollback_target(state, to, migrate_back)
-    reporter.line(f"rollback {session.host.address}: {current} -> {target}" + (
-        "" if target != current else " (it is live: reversing the migrations it does not know)"
-        if current in state.running else " (it is live but not running: starting it)"))
-    maintenance_note(session, state)
-    release = state.releases[target]
-    if release.requirements not in state.venvs:
-        raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "
-                          f"({release.commit[:7]}) instead")
-    if state.applied is None:
-        raise DeployError("could not read which migrations the database has applied: is PostgreSQL running? "
-                          "(`sudo systemctl status postgresql` on the server). Nothing was changed")
-    extra = releases.migrations_to_reverse(state.applied, release)
-    if extra and not migrate_back:
-        raise DeployError(
-            f"the database has {len(extra)} migration(s) that release {target} does not know: "
-            f"{', '.join(extra)}. Its code would run against a schema it was not written for. To reverse "
-            f"them first (a backup is taken; data in the columns and tables they added is lost), run: "
-            f"fab rollback --to {target} --migrate-back")
-    if extra:
-        code, code_dir = code_with(session, state, extra)
-        if code.id != current:
-            reporter.line(f"  note      the live release {current} does not have the files of these migrations, "
-                          f"so it cannot reverse them: reversing with release {code.id}'s code ({code_dir})")
-        try:
-            dump, gone = reverse(session, code, code_dir, extra, f"{current}-before-rollback")
-        except DeployError as error:
-            raise DeployError(f"{error}\nNothing was switched: {_serving(state)}") from None
-        reporter.step("changed", "migrations", f"{len(gone)} reversed ({', '.join(gone)}), read back from the "
-                      f"database, after a backup: {dump}")
-    elif migrate_back:
-        reporter.step("ok", "migrations", f"nothing to reverse: the database has no migration {target} does not know")
-    if target == current and current in state.running:
-        reporter.line(f"{target} stays live: the database schema has no migration its code does not know now")
-        return target
-    event = {"time": timestamps.now(), "event": "rollback", "release": target, "from": current, "by": who()}
-    try:
-        go_live(session, release, state, event)
-    except DeployError as error:
-        left = (f"{target} did not start; it is still the live release, and it is not running" if target == current
-                else f"{target} did not go live; {current} is still serving" if current in state.running
-                else f"{target} did not go live; {current} is still the live release (it was not running)")
-        raise DeployError(f"{left}.\n{error}") from None
-    reporter.line(f"rolled back to {target}: {session.stats.summary()}")
-    return target
-
+# --- a new instance of the live code (fab config) ----------------------------------------------------------
 
 def relaunch(session: Session, state: ServerState, why: str) -> str:
     """Start the live release's code anew (a new release id, the same files and venv), so it reads the app's
@@ -814,90 +749,3 @@ def _live_now(session: Session, live: str) -> str:
         return (f"{live} is still the live release but it is NOT running (read back: systemd says {active}), so "
                 f"the site does not answer: `fab rollback --to {live}` starts it")
     return f"{live} is still serving (read back: live, its instance {active})"
-
-
-def _rollback_target(state: ServerState, to: str | None, migrate_back: bool = False) -> str:
-    if state.live is None:
-        raise DeployError("no release is live yet: nothing to roll back from")
-    if to:
-        if to == state.live and to in state.running and not (migrate_back and state.schema_ahead()):
-            raise DeployError(f"{to} is already live and running" + (
-                f"; the database has {len(state.schema_ahead())} migration(s) it does not know: --migrate-back "
-                "reverses them" if state.schema_ahead() and not migrate_back else ""))
-        release = state.releases.get(to)
-        if release is None or release.status != GOOD:
-            where = " (it failed and is kept in failed/)" if to in state.failed else ""
-            raise DeployError(f"no good release {to!r}{where}; good releases: {', '.join(state.good_ids())}")
-        return to
-    target = state.previous_good()
-    if target is None:
-        raise DeployError("there is no previous good release to go back to (see `fab releases`)")
-    return target
-
-
-# --- releases, unlock ----------------------------------------------------------------------------------------
-
-def release_table(state: ServerState) -> list[str]:
-    previous, rolled_back = state.previous_good(), state.rolled_back()
-    rows = []
-    for rid in sorted(state.releases):
-        rel = state.releases[rid]
-        mark = ("current" if rid == state.live else "previous" if rid == previous else
-                "rolled-back" if rid in rolled_back else rel.status)
-        rows.append(f"{rid:<34} {rel.commit[:7]:<8} {rel.created:<21} {mark:<11} {rel.deployed_by}")
-    for rid in state.failed:
-        rows.append(f"{rid:<34} {'':<8} {'':<21} {'failed':<11} (in failed/)")
-    return rows
-
-
-@task(name="releases", auto_shortflags=False, klass=targets.VerboseTask,
-      help={"inventory": targets.INVENTORY_HELP, "verbose": targets.VERBOSE_HELP})
-def list_releases(c, inventory=None, verbose=False):
-    """List the releases on the server: id, commit, when, and which is current, previous, failed."""
-    def show(session: Session) -> None:
-        state = session.state()
-        session.reporter.line(f"{session.host.address}: {session.app}")
-        session.reporter.line(f"{'RELEASE':<34} {'COMMIT':<8} {'CREATED':<21} {'STATUS':<11} BY")
-        for row in release_table(state):
-            session.reporter.line(row)
-        if session.inventory.app.processes:
-            session.reporter.line(f"processes running (app.processes, read from systemd): "
-                                  f"{running_processes(session, state.process_units)}")
-        if state.live and state.live not in state.running:
-            session.reporter.line(f"  WARNING   the live release {state.live} is not running: nginx answers 502. "
-                                  f"Start it with `fab rollback --to {state.live}`")
-        if state.applied is None:
-            session.reporter.line("  WARNING   could not read which migrations the database has applied: is "
-                                  "PostgreSQL running?")
-        _schema_warning(session, state)
-        if state.backups is None:
-            session.reporter.line(f"  WARNING   could not list the database backups in {session.layout.backups}/: "
-                                  f"look with `sudo ls -l {session.layout.backups}/` on the server")
-        elif state.backups:
-            session.reporter.line(f"database backups in {session.layout.backups}/ (restore one with pg_restore):")
-            for file in state.backups:
-                session.reporter.line(f"  {file.name:<60} {file.size / 1024:>9.1f} KiB  {timestamps.age(file.age)} old")
-
-    run_task(c, inventory, Task("releases"), show, verbose)
-
-
-def unlock_on(session: Session, force: bool = False) -> None:
-    """Clear the deploy lock on one server; after ending a run that was still connected, say what that run did
-    as the server shows it once its running step ended (which release is live, whether it switched)."""
-    from ..session.lock import clear_lock
-    said = clear_lock(session.remote, session.layout, force, reporter=session.reporter)
-    session.reporter.line(f"{session.host.address}: {said}")
-
-
-@task(auto_shortflags=False, help={
-    "inventory": targets.INVENTORY_HELP,
-    "force": "end the holder even though its SSH connection is still alive (a run in progress, which then stops "
-             "before its next step); a step of it already running on the server runs to its end, so unlock waits "
-             "for it and says which release is live. Only when you are sure it is stuck",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def unlock(c, inventory=None, force=False, verbose=False):
-    """Clear the deploy lock of a run that is stuck; refuses while that run is still connected, unless --force."""
-    # It cannot take the lock it clears; its audit line is written all the same.
-    run_task(c, inventory, Task("unlock", audit="unlock" + (" --force" if force else "")),
-             lambda session: unlock_on(session, force), verbose)

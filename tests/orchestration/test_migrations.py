@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from tasks.cli import deploy, status
+from tasks.cli import deploy, rollback as rollback_task, status
 from tasks.layout import Layout
 from tasks.session.run import DeployError
 from tests.orchestration import fake
@@ -24,7 +24,7 @@ def failed_listing(*releases_) -> str:
 
 
 def rollback(remote: fake.FakeRemote, to: str | None, out: io.StringIO, migrate_back: bool = True) -> str:
-    return deploy.rollback_on(fake.session(remote, out=out), to, migrate_back)
+    return rollback_task.rollback_on(fake.session(remote, out=out), to, migrate_back)
 
 
 # --- fab rollback --migrate-back ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from tasks.cli import deploy
+from tasks.cli import deploy, rollback
 from tasks.inventory import App, Host, Inventory, Process
 from tasks.session.run import DeployError
 from tests.orchestration import fake
@@ -82,10 +82,10 @@ def test_a_rollback_moves_the_processes_and_a_failing_old_worker_leaves_the_live
     remote = a_server(history=history)
     remote.on("processes", ok=False, output="the process mysite-worker@OLD did not stay up\nKeyError: 'x'")
     with pytest.raises(DeployError) as failed:
-        deploy.rollback_on(fake.session(remote, INV), None, False)
+        rollback.rollback_on(fake.session(remote, INV), None, False)
     assert f"{OLD} did not go live; {LIVE} is still serving" in str(failed.value) and "KeyError" in str(failed.value)
     assert not remote.ran("put back") and not remote.ran("set aside")  # a rollback target is never set aside
     ok = a_server(history=history)
-    assert deploy.rollback_on(fake.session(ok, INV), None, False) == OLD
+    assert rollback.rollback_on(fake.session(ok, INV), None, False) == OLD
     script = next(s for s in ok.scripts if "processes" in fake.steps_of(s))
     assert f"systemctl start mysite-worker@{OLD}.service" in script

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from tasks.cli import deploy
+from tasks.cli import rollback
 from tasks.session.run import DeployError
 from tests.orchestration import fake
 
@@ -28,7 +28,7 @@ def a_server(running=(LIVE, PREVIOUS), applied=NEW, **changes) -> fake.FakeRemot
 
 def rolled_back(remote: fake.FakeRemote, to: str | None = None) -> tuple[str, str]:
     out = io.StringIO()
-    target = deploy.rollback_on(fake.session(remote, out=out), to, False)
+    target = rollback.rollback_on(fake.session(remote, out=out), to, False)
     return target, out.getvalue()
 
 

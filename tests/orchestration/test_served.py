@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from tasks.cli import deploy, status
+from tasks.cli import deploy, rollback, status
 from tasks.commands import release as commands
 from tasks.inventory import App, Host, Inventory
 from tasks.layout import Layout
@@ -110,7 +110,7 @@ def test_a_release_whose_instance_never_starts_is_reported_as_that_with_its_jour
 def test_a_rollback_proves_the_target_answers_through_nginx():
     remote = a_server().on("switch", report={"through_nginx": "200", "repaired": False})
     out = io.StringIO()
-    target = deploy.rollback_on(fake.session(remote, SITE, out), None, False)
+    target = rollback.rollback_on(fake.session(remote, SITE, out), None, False)
     assert target == OLD
     assert f"want={LAYOUT.socket(OLD)}" in switch_script(remote)
     assert f"through nginx as blog.example.com -> 200, from {OLD}" in out.getvalue()

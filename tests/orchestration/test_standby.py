@@ -8,7 +8,7 @@ import io
 import json
 import re
 
-from tasks.cli import deploy, status
+from tasks.cli import deploy, rollback, status
 from tasks.inventory import App, Host, Inventory
 from tasks.commands.shell import q
 from tasks.session.run import server_state
@@ -31,7 +31,7 @@ def test_three_rollbacks_in_a_row_keep_only_the_next_rollback_target_warm():
     facts = fake.server(*[fake.release(r) for r in IDS], live=IDS[-1], running=IDS[-2:], history=history)
     remote = fake.FakeRemote(facts)
     for expected_target, expected_warm in ((IDS[3], IDS[2]), (IDS[2], IDS[1]), (IDS[1], IDS[0])):
-        target = deploy.rollback_on(fake.session(remote), None, False)
+        target = rollback.rollback_on(fake.session(remote), None, False)
         assert target == expected_target
         event, warm = switched(remote)
         # What the switch wrote is what the server has now; the next rollback reads it.
@@ -55,7 +55,7 @@ def test_a_deploy_keeps_the_release_it_replaced_warm_and_nothing_else():
 def test_standby_off_keeps_nothing_warm():
     history = [{"event": "live", "release": r, "previous": p} for p, r in zip([None, *IDS[:3]], IDS[:3])]
     remote = fake.FakeRemote(fake.server(*[fake.release(r) for r in IDS[:3]], live=IDS[2], history=history))
-    deploy.rollback_on(fake.session(remote, STANDBY_OFF), None, False)
+    rollback.rollback_on(fake.session(remote, STANDBY_OFF), None, False)
     assert switched(remote)[1] is None
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tasks.cli import deploy
+from tasks.cli import releases
 from tasks.session.lock import LockLost
 from tasks.session.run import Task, _locked
 from tests.orchestration import fake
@@ -34,7 +34,7 @@ def after(remote: fake.FakeRemote, work, live, *events) -> fake.FakeRemote:
 
 def unlock(remote: fake.FakeRemote) -> list[str]:
     out = io.StringIO()
-    deploy.unlock_on(fake.session(remote, out=out), force=True)
+    releases.unlock_on(fake.session(remote, out=out), force=True)
     return out.getvalue().splitlines()
 
 

@@ -66,7 +66,7 @@ def test_a_failed_host_ends_with_the_failure_not_a_recap(servers, capsys):
 
 @pytest.mark.parametrize("module, name, args", [("provision", "provision", {}),
                                                ("provision", "provision", {"dry_run": True}),
-                                               ("deploy", "deploy", {}), ("deploy", "rollback", {})])
+                                               ("deploy", "deploy", {}), ("rollback", "rollback", {})])
 def test_deploy_rollback_and_provision_print_their_own_recap_so_they_get_no_second(monkeypatch, module, name,
                                                                                       args):
     import importlib
