@@ -145,7 +145,9 @@ def test_an_async_view_and_a_websocket_echo_answer_over_https(site):
 
 
 def test_a_switch_under_load_drops_no_request(site):
-    before = site.answering().split()[1]
+    # Its own starting point, whatever ran before: a live ASGI release.
+    site.repo.set_version("asgi-1")
+    before = deployed_id(site.deploy())
     site.repo.set_version("asgi-2")
     host = site.server.host
     # Both kinds of client at once: a connection per request, and 16 kept-alive connections (wrk), which see
@@ -162,13 +164,11 @@ def test_a_switch_under_load_drops_no_request(site):
     result = kept.result
     assert result.requests > 20, result.output
     print(f"\nwrk -t2 -c16 during the ASGI switch: {result.summary()}")
-    # No kept-alive connection was lost. One CI run saw 1 answer of 14,397 that was not 2xx/3xx during the switch
-    # (cause not yet found, open in the processes issue), so that count is printed above, not yet asserted.
-    assert {kind: n for kind, n in result.errors.items() if kind != "non-2xx/3xx"} == {
-        "connect": 0, "read": 0, "write": 0, "timeout": 0}, result.summary()
-    others = {key: n for key, n in result.answers.items() if key[0] != 200}
-    print(f"answers that were not 200: {others or 'none'}")
-    assert {status for (status, _) in result.answers if status < 400} == {200}, result.answers
+    # No kept-alive connection was lost and every answer was a 200. (A 502 in 14,397 answers once came from
+    # Uvicorn's workers recycling under load: they no longer are, see templates/gunicorn/gunicorn.conf.py.j2.)
+    assert result.errors == {"connect": 0, "read": 0, "write": 0, "timeout": 0, "non-2xx/3xx": 0}, \
+        result.summary()
+    assert {status for (status, _) in result.answers} == {200}, result.answers
     # It spanned the switch: the release before and the new one both answered it.
     assert {body.split()[-1] for (status, body) in result.answers if status == 200} == {before, release}, \
         result.answers

@@ -80,6 +80,12 @@ def test_the_wsgi_unit_and_config_are_as_before_and_asgi_adds_the_worker_class_a
     exec(compile(asgi_conf, "gunicorn.conf.py", "exec"), namespace)
     assert namespace["worker_class"] == "uvicorn_worker.UvicornWorker" == defaults.UVICORN_WORKER_CLASS
     assert namespace["bind"] == "unix:/run/mysite/r1/gunicorn.sock"  # the same socket per release as WSGI
+    # Uvicorn's workers are not recycled after N requests (one that is drops the connections it accepted but
+    # had not read yet: nginx answers them 502); sync workers are, between requests.
+    assert namespace["max_requests"] == 0 and "max_requests_jitter" not in namespace
+    wsgi_namespace: dict = {}
+    exec(compile(wsgi_conf, "gunicorn.conf.py", "exec"), wsgi_namespace)
+    assert wsgi_namespace["max_requests"] == 2000 and wsgi_namespace["max_requests_jitter"] == 200
     assert "mysite.asgi with Uvicorn workers" in gunicorn.service(server(server="asgi")).note
     assert "mysite.wsgi with sync workers" in gunicorn.service(server()).note
 
