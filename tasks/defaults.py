@@ -86,3 +86,7 @@ STATUS_CERT_DAYS = 14      # a certificate with fewer days left (certbot renews 
 STATUS_DISK_PERCENT = 90   # a file system fuller than this
 STATUS_MEMORY_PERCENT = 90  # memory in use beyond this (what the kernel could not free at once)
 STATUS_BACKUP_DAYS = 2     # the newest backup older than this, when backups are scheduled
+
+# The roles a host can hold (README, "Several servers"). A single host with no roles holds these.
+ROLES = ("web", "worker", "db", "lb")
+SINGLE_SERVER_ROLES = ("web", "worker", "db")

@@ -34,9 +34,21 @@ class Host:
     user: str = "root"
     port: int = 22
     key: Path | None = None
+    # What the host does (defaults.ROLES); empty: everything one server does (defaults.SINGLE_SERVER_ROLES).
+    roles: tuple[str, ...] = ()
+    # The address the other servers reach it at (a private network); None: `address`.
+    private_address: str | None = None
 
     def __str__(self) -> str:
         return f"{self.user}@{self.address}" + (f":{self.port}" if self.port != 22 else "")
+
+    @property
+    def peer_address(self) -> str:
+        """Where the other servers of the layout reach this one."""
+        return self.private_address or self.address
+
+    def has(self, role: str) -> bool:
+        return role in (self.roles or defaults.SINGLE_SERVER_ROLES)
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,41 @@ class Inventory:
         """TLS needs names: a certificate from an ACME CA is issued for domains, not for addresses."""
         return bool(self.app.domains)
 
+    # --- roles: which host does what (README, "Several servers") ---
+
+    @property
+    def several_servers(self) -> bool:
+        """Whether the hosts share the work by roles (a single server holds them all)."""
+        return any(host.roles for host in self.hosts)
+
+    def with_role(self, role: str) -> tuple[Host, ...]:
+        """The hosts that hold `role`, in the inventory's order. A single server holds web, worker and db; its
+        db role is someone else's when database.url names the database."""
+        if role == "db" and self.database is not None:
+            return ()
+        return tuple(host for host in self.hosts if host.has(role))
+
+    @property
+    def app_hosts(self) -> tuple[Host, ...]:
+        """The hosts that run the app's code (web or worker): they get releases, and connect to the database."""
+        return tuple(host for host in self.hosts if host.has("web") or host.has("worker"))
+
+    @property
+    def db_host(self) -> Host | None:
+        """The host PostgreSQL runs on; None with database.url."""
+        hosts = self.with_role("db")
+        return hosts[0] if hosts else None
+
+    @property
+    def lb_host(self) -> Host | None:
+        """The load balancer in front of the web hosts, if the layout has one."""
+        hosts = self.with_role("lb")
+        return hosts[0] if hosts else None
+
+    def roles_of(self, host: Host) -> tuple[str, ...]:
+        """What `host` does here, in defaults.ROLES' order."""
+        return tuple(role for role in defaults.ROLES if host in self.with_role(role))
+
 
 # --- checks: each returns an error text (what is wrong and how to fix it) or None -------------------------
 
@@ -271,6 +318,19 @@ def check_address(value: str) -> str | None:
         return None
     problem = _hostname_problem(value, need_dot=False)
     return f"is neither an IP address nor a host name: use e.g. 203.0.113.10 or {problem}" if problem else None
+
+
+def check_private_address(value: str) -> str | None:
+    # PostgreSQL's pg_hba.conf and the firewall take addresses, not names.
+    if "%" not in value and _is_ip(value):
+        return None
+    return "is not an IP address: give the address the other servers reach this one at, e.g. 10.0.0.11"
+
+
+def check_role(value: str) -> str | None:
+    if value in defaults.ROLES:
+        return None
+    return f"is not a role: use {', '.join(defaults.ROLES)}"
 
 
 def check_app_name(value: str) -> str | None:
@@ -718,6 +778,10 @@ HOST_KEYS = {
     "user": Key(str, "the SSH user for the first connection (root, or a user with sudo)", check=check_unix_user),
     "port": Key(int, "the SSH port", check=check_port),
     "key": Key(str, "path of your SSH private key, e.g. ~/.ssh/id_ed25519", check=check_local_path),
+    "roles": Key(list, f"what this server does with several servers: some of {', '.join(defaults.ROLES)}",
+                 each=check_role, item_kind=str),
+    "private_address": Key(str, "the IP address the other servers reach this one at, on a private network",
+                           check=check_private_address),
 }
 APP_KEYS = {
     "name": Key(str, "the app's short name, e.g. mysite", required=True, check=check_app_name),
@@ -896,7 +960,14 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
         if "key" in h:
             h["key"] = _file(h["key"], base, checker, f"hosts[{i}].key", ". Fix the path, or create a key with "
                              "`ssh-keygen -t ed25519` and use ~/.ssh/id_ed25519")
-        hosts.append(Host(**{**h, "address": h["address"].lower()}))
+        roles = h.get("roles", [])
+        for j, role in enumerate(roles):
+            if role in roles[:j]:
+                raise checker.fail(f"hosts[{i}].roles[{j}]", f"{role!r} is listed twice; remove one")
+        if "roles" in h and not roles:
+            raise checker.fail(f"hosts[{i}].roles", f"is empty; give the server a role ({', '.join(defaults.ROLES)}),"
+                               " or remove the key on a single server")
+        hosts.append(Host(**{**h, "address": h["address"].lower(), "roles": tuple(roles)}))
     acme = checker.mapping(top.get("acme", {}), ACME_KEYS, "acme")
     if "ca_bundle" in acme:
         acme["ca_bundle"] = _file(acme["ca_bundle"], base, checker, "acme.ca_bundle", "; point it at the CA's "
@@ -938,6 +1009,7 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
                                    "certificate of the CA that signed the database's, or remove the key to use the "
                                    "server's system CA store")
         database = Database(**d)
+    _check_roles(checker, hosts, database is not None, bool(processes))
     project = Path(app.get("source", ".")).expanduser()
     return Inventory(**{
         **top,
@@ -949,6 +1021,51 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
         "ssh_keys": tuple(top.get("ssh_keys", ())), "source": source, "services": tuple(services),
         "known_hosts": _local(top["known_hosts"], base) if "known_hosts" in top else None, "database": database,
     })
+
+
+def _check_roles(checker: _Checker, hosts: list[Host], managed_database: bool, processes: bool) -> None:
+    """A layout of several servers says who does what, once: web hosts, one database (unless database.url),
+    at most one load balancer, and workers when the app has process types. A single server needs no roles."""
+    if not any(host.roles for host in hosts):
+        if len(hosts) > 1:
+            raise checker.fail("hosts", f"{len(hosts)} servers and none has roles: say what each does, e.g. roles: "
+                               "[web] on each web server and roles: [db] on the database's (README, \"Several "
+                               "servers\"), or list one server")
+        return
+    for i, host in enumerate(hosts):
+        if not host.roles:
+            raise checker.fail(f"hosts[{i}]", f"{host.address} has no roles while other servers have: give it "
+                               f"roles ({', '.join(defaults.ROLES)})")
+        if "lb" in host.roles and "web" in host.roles:
+            raise checker.fail(f"hosts[{i}].roles", "lb and web on one server: the load balancer's nginx and the "
+                               "web server's would both answer ports 80 and 443; put the lb on a server of its own "
+                               "(or with db), or drop lb and let the web server answer")
+        if host.roles and not host.private_address and not _is_ip(host.address):
+            raise checker.fail(f"hosts[{i}]", f"{host.address} is a name: with several servers each needs the IP "
+                               "address the others reach it at (pg_hba.conf and the firewall take addresses): add "
+                               "private_address: 10.0.0.11")
+    peers = [host.peer_address for host in hosts]
+    for i, address in enumerate(peers):
+        if address in peers[:i]:
+            raise checker.fail(f"hosts[{i}]", f"{address} is the address of hosts[{peers.index(address)}] too; "
+                               "list each server once, with all its roles")
+    holding = {role: [i for i, host in enumerate(hosts) if role in host.roles] for role in defaults.ROLES}
+    if not holding["web"]:
+        raise checker.fail("hosts", "no server has the web role: give one (or more) roles: [web]")
+    if managed_database and holding["db"]:
+        raise checker.fail(f"hosts[{holding['db'][0]}].roles", "db and database.url: the database is the one the "
+                           "URL names; remove the db role, or remove database to run PostgreSQL on that server")
+    if not managed_database and len(holding["db"]) != 1:
+        raise checker.fail("hosts", ("no server has the db role: give one roles: [db], or name an existing "
+                                     "PostgreSQL with database.url") if not holding["db"] else
+                           f"{len(holding['db'])} servers have the db role: the app has one database; keep db on "
+                           "one of them")
+    if len(holding["lb"]) > 1:
+        raise checker.fail("hosts", f"{len(holding['lb'])} servers have the lb role: one load balancer fronts the "
+                           "web servers; keep lb on one of them")
+    if processes and not holding["worker"]:
+        raise checker.fail("hosts", "app.processes names process types but no server has the worker role: add "
+                           "worker to the roles of the server(s) that should run them, e.g. roles: [web, worker]")
 
 
 def _hooks(raw: dict, checker: _Checker) -> Hooks:
