@@ -27,12 +27,26 @@ class Server:
     def layout(self) -> Layout:
         return Layout(self.inventory.app.name)
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """What this server does in the inventory's layout (all of a single server's work when it has none)."""
+        return self.inventory.roles_of(self.host)
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+    @property
+    def runs_app(self) -> bool:
+        """Whether the app's code runs here (web or worker): its users, releases and units."""
+        return self.has("web") or self.has("worker")
 
 
 def steps(server: Server) -> list[Step]:
+    """The steps for this server's roles, in order. A single server gets every one of them, as always."""
     from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, processes, redis, ssh,
                    system, tls, users)
 
+    app, web = server.runs_app, server.has("web")
     return [
         system.apt_proxy(server),
         system.hostname(server),
@@ -45,20 +59,15 @@ def steps(server: Server) -> list[Step]:
         hardening.packages(server),
         hardening.login_guard(server),
         users.deploy_user(server),
-        users.app_user(server),
-        users.build_user(server),
-        users.directories(server),
-        postgres.database(server),
-        redis.service(server),
-        redis.environment(server),
-        backups.schedule(server),
-        gunicorn.service(server),
-        jobs.scheduled(server),
-        processes.units(server),
-        nginx.site(server),
-        # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS.
-        *([*tls.certificate(server), nginx.site(server)] if server.inventory.tls else []),
-        catch_all.unknown_hosts(server),
+        *([users.app_user(server), users.build_user(server), users.directories(server)] if app else []),
+        *([postgres.database(server)] if app or server.has("db") else []),
+        *([redis.service(server), redis.environment(server)] if app else []),
+        *([backups.schedule(server)] if app else []),
+        *([gunicorn.service(server), jobs.scheduled(server), processes.units(server)] if app else []),
+        *([nginx.site(server),
+           # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS.
+           *([*tls.certificate(server), nginx.site(server)] if server.inventory.tls else []),
+           catch_all.unknown_hosts(server)] if web else []),
         firewall.rules(server),
         ssh.hardening(server),
     ]
