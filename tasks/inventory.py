@@ -11,7 +11,7 @@ import difflib
 import ipaddress
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -236,6 +236,20 @@ class Inventory:
     def roles_of(self, host: Host) -> tuple[str, ...]:
         """What `host` does here, in defaults.ROLES' order."""
         return tuple(role for role in defaults.ROLES if host in self.with_role(role))
+
+    @property
+    def jobs_host(self) -> Host | None:
+        """The one app host that runs the scheduled jobs: on every server, a daily job would run once each."""
+        return (self.with_role("worker") or self.with_role("web") or (None,))[0]
+
+    def seen_from(self, host: Host) -> "Inventory":
+        """The inventory as `host` runs it: the process types only on worker hosts, the jobs only on the jobs
+        host. A single server runs everything: it gets the inventory as it is."""
+        if not self.several_servers:
+            return self
+        app = replace(self.app, processes=self.app.processes if host.has("worker") else (),
+                      jobs=self.app.jobs if host == self.jobs_host else ())
+        return replace(self, app=app)
 
 
 # --- checks: each returns an error text (what is wrong and how to fix it) or None -------------------------
@@ -1063,6 +1077,13 @@ def _check_roles(checker: _Checker, hosts: list[Host], managed_database: bool, p
     if len(holding["lb"]) > 1:
         raise checker.fail("hosts", f"{len(holding['lb'])} servers have the lb role: one load balancer fronts the "
                            "web servers; keep lb on one of them")
+    for i, host in enumerate(hosts):
+        if "worker" in host.roles and "web" not in host.roles:
+            raise checker.fail(f"hosts[{i}].roles", "worker without web: a server of its own for the workers is not "
+                               "supported yet; give the worker role to a web server, e.g. roles: [web, worker]")
+    if processes and len(holding["worker"]) > 1:
+        raise checker.fail("hosts", f"{len(holding['worker'])} servers have the worker role: each would run every "
+                           "process type, and a scheduler (celery beat) must run once; keep worker on one server")
     if processes and not holding["worker"]:
         raise checker.fail("hosts", "app.processes names process types but no server has the worker role: add "
                            "worker to the roles of the server(s) that should run them, e.g. roles: [web, worker]")

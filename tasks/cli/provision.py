@@ -19,8 +19,11 @@ def provision(c, inventory=None, dry_run=False, verbose=False):
     """Set up a server: packages, users, PostgreSQL, Gunicorn, nginx, TLS, firewall, SSH, jobs. Safe to re-run."""
     # A provision holds the deploy lock once the server has a place for it (not before the first provision):
     # it rewrites the unit and nginx's site, which a deploy running meanwhile relies on. A dry run reads only.
-    what = (Task("provision --dry-run", recap=False) if dry_run
-            else Task("provision", lock="provision", lock_if_provisioned=True, recap=False))
+    # Several servers are provisioned at once, each one's output printed together when it ends; one that
+    # fails or cannot be reached stops only itself, and the closing recap names it.
+    what = (Task("provision --dry-run", recap=False, keep_going=True, parallel=True) if dry_run
+            else Task("provision", lock="provision", lock_if_provisioned=True, recap=False, keep_going=True,
+                      parallel=True))
     try:
         run_task(c, inventory, what, lambda session: provision_host(session, c.config, dry_run), verbose)
     finally:
@@ -28,9 +31,9 @@ def provision(c, inventory=None, dry_run=False, verbose=False):
             Reporter().line(dryrun.DONE)
 
 
-def provision_host(session: Session, config=None, dry_run: bool = False) -> None:
-    """Apply the steps (or only show them) and print the recap. `config` is the task's Fabric config: the
-    proof of the deploy user's login is built from it like every other connection."""
+def provision_host(session: Session, config=None, dry_run: bool = False) -> str:
+    """Apply the steps (or only show them), print the recap and return its counts. `config` is the task's
+    Fabric config: the proof of the deploy user's login is built from it like every other connection."""
     inventory, host, reporter, remote, stats = (session.inventory, session.host, session.reporter, session.remote,
                                                 session.stats)
     keys = targets.public_keys(host, inventory)
@@ -41,6 +44,7 @@ def provision_host(session: Session, config=None, dry_run: bool = False) -> None
     server = provisioning.Server(inventory=inventory, host=host, public_keys=keys,
                                  prove_deploy_login=lambda: targets.prove_login(host, inventory, stats, config))
     recap = (dryrun.preview if dry_run else apply)(remote, provisioning.steps(server), reporter)
-    reporter.line(f"recap {host.address}: {recap.steps} steps, {len(recap.changed)} "
-                  f"{'would change' if dry_run else 'changed'}, "
-                  f"{len(recap.unchanged)} unchanged; {stats.summary()}")
+    counts = (f"{recap.steps} steps, {len(recap.changed)} {'would change' if dry_run else 'changed'}, "
+              f"{len(recap.unchanged)} unchanged")
+    reporter.line(f"recap {host.address}: {counts}; {stats.summary()}")
+    return counts

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable, Sequence
 
 import fabric
 import paramiko
@@ -34,9 +35,13 @@ VERBOSE_HELP = "print every remote command as it runs (or set gangway.verbose / 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 
-def select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
-    """The inventory and the hosts for this invocation of a task."""
+def select(c, inventory_name: str | None, pick: Callable[[Inventory], Sequence[Host]] | None = None
+           ) -> tuple[Inventory, list[Host]]:
+    """The inventory and the hosts for this invocation of a task: `fab -H`'s host, else the inventory's hosts
+    that `pick` chooses by role (all of them without `pick`)."""
     inventory, hosts = _select(c, inventory_name)
+    if pick and not isinstance(c, Connection):
+        hosts = list(pick(inventory))
     configured = (c.config.get("gangway") or {}).get("known_hosts")
     if configured and inventory.known_hosts is None:
         inventory = dataclasses.replace(inventory, known_hosts=Path(configured).expanduser())

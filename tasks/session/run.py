@@ -13,8 +13,9 @@ A task module holds its own steps; this module holds what every task shares:
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from invoke.exceptions import Exit
 
@@ -142,22 +143,32 @@ class Task:
     lock_if_provisioned: bool = False
     recap: bool = True
     results: list[HostResult] = field(default_factory=list)
+    # Which of the inventory's hosts the task acts on, by role (None: all); `fab -H` names its own.
+    hosts: Callable[[Inventory], Sequence[Host]] | None = None
+    # Each host's run whatever became of the others' (status, logs, provision): one that fails or cannot be
+    # reached is named at the end, and the task exits non-zero. `parallel`: all at once, each host's output
+    # printed together when its run ends.
+    keep_going: bool = False
+    parallel: bool = False
 
 
 def run_task(c, inventory: str | None, task: Task, action: Callable[[Session], Any],
              verbose: bool = False) -> list[HostResult]:
     """Run `action` on each host the task selects, holding the deploy lock if the task declares one, and leave
     the audit line. Stops at the first host that fails (the hosts after it are left as they were), turning
-    the failure into one clear line and a non-zero exit."""
+    the failure into one clear line and a non-zero exit; with `keep_going`, runs every host and names those
+    that failed."""
     targets.set_verbose(c, verbose)
     reporter = Reporter()
     host, hosts = None, []
     try:
-        inv, hosts = targets.select(c, inventory)
+        inv, hosts = targets.select(c, inventory, task.hosts)
         if task.before:
             task.before(inv)
+        if task.keep_going:
+            return _each_host(c, inv, hosts, task, action, reporter)
         for host in hosts:
-            session = Session(inv, host, targets.login(host, inv, Stats(), c.config), reporter)
+            session = Session(inv.seen_from(host), host, targets.login(host, inv, Stats(), c.config), reporter)
             try:
                 task.results.append(HostResult(host.address, True, _locked(session, task, action)))
             finally:
@@ -174,6 +185,126 @@ def run_task(c, inventory: str | None, task: Task, action: Callable[[Session], A
             task.results.append(HostResult(host.address, False, error=str(error)))
         raise Exit(f"{task.name} failed{_on(host, hosts)}: {error}", code=1) from None
     return task.results
+
+
+def _each_host(c, inv: Inventory, hosts: list[Host], task: Task, action: Callable[[Session], Any],
+               reporter: Reporter) -> list[HostResult]:
+    """Every host's run, one after another or all at once, each under a header naming the host and its roles
+    when there are several; then one line per host that failed, and exit 1 if any did."""
+    several = len(hosts) > 1
+
+    def one(host: Host, out: Reporter) -> HostResult:
+        if several:
+            out.line(f"== {host.address} ({', '.join(inv.roles_of(host))}) ==")
+        stats = Stats()
+        try:
+            session = Session(inv.seen_from(host), host, targets.login(host, inv, stats, c.config), out)
+            try:
+                result = HostResult(host.address, True, _locked(session, task, action))
+            finally:
+                session.remote.close()
+        except ConnectionLost as error:
+            result = HostResult(host.address, False, error=f"{error} {task.interrupted[0].upper()}"
+                                                           f"{task.interrupted[1:]}.")
+        except (RemoteError, source.SourceError) as error:
+            result = HostResult(host.address, False, error=str(error))
+        if not result.ok and several:
+            out.line(f"{task.name} failed on {host.address}: {result.error}")
+        if task.recap:
+            print(recap_line(task.name, host.address, stats), file=sys.stderr, flush=True)
+        return result
+
+    if task.parallel and several:
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            buffers = [BufferedReporter(reporter, host.address) for host in hosts]
+            futures = [pool.submit(_flushed, one, host, buffer) for host, buffer in zip(hosts, buffers)]
+            task.results.extend(future.result() for future in futures)
+    else:
+        task.results.extend(one(host, reporter) for host in hosts)
+    failed = [r for r in task.results if not r.ok]
+    if failed and not several:
+        raise Exit(f"{task.name} failed: {failed[0].error}", code=1)
+    if several:
+        reporter.line(f"{task.name}: {len(task.results) - len(failed)} of {len(task.results)} hosts ok")
+        for result in task.results:
+            said = (result.value if isinstance(result.value, str) else "ok") if result.ok else \
+                f"FAILED: {result.error.splitlines()[0] if result.error else 'see above'}"
+            reporter.line(f"  {result.host}: {said}")
+    if failed:
+        raise Exit(f"{task.name} failed on {', '.join(r.host for r in failed)} (see above)", code=1)
+    return task.results
+
+
+def _flushed(one: Callable[[Host, Reporter], HostResult], host: Host, buffer: "BufferedReporter") -> HostResult:
+    """A host's run whose output is printed in one piece when it ends, however it ends."""
+    try:
+        return one(host, buffer)
+    finally:
+        buffer.flush()
+
+
+class BufferedReporter(Reporter):
+    """A host's lines, kept until its run ends and then printed together through `into` (a parallel run's
+    output stays grouped per host). A step still running says so at once, naming the host, so a long run is
+    never silent."""
+
+    def __init__(self, into: Reporter, address: str):
+        super().__init__(into.out, into.terminal)
+        self.into, self.address, self.lines = into, address, []
+
+    def line(self, text: str = "") -> None:
+        self.lines.append(text)
+
+    def running(self, title: str):
+        return self.into.running(f"{self.address}: {title}")
+
+    def flush(self) -> None:
+        self.into.line("\n".join(self.lines))
+        self.lines = []
+
+
+def run_together(c, inventory: str | None, task: Task, action: Callable[[list[Session]], Any],
+                 verbose: bool = False) -> Any:
+    """Run `action` once with a session on every host the task selects, logged in to all first and holding
+    the deploy lock on each for the whole run (a rolling deploy, a rollback of every app host). The audit
+    line is left on every host. A failure is one clear line and a non-zero exit."""
+    targets.set_verbose(c, verbose)
+    reporter = Reporter()
+    sessions: list[Session] = []
+    try:
+        inv, hosts = targets.select(c, inventory, task.hosts)
+        if task.before:
+            task.before(inv)
+        with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+            logins = [pool.submit(targets.login, host, inv, Stats(), c.config) for host in hosts]
+            for host, login in zip(hosts, logins):
+                sessions.append(Session(inv.seen_from(host), host, login.result(), reporter))
+        value = _locked_all(sessions, task, action)
+        if task.recap:
+            for session in sessions:
+                print(recap_line(task.name, session.host.address, session.stats), file=sys.stderr, flush=True)
+        return value
+    except KeyboardInterrupt:
+        raise Exit(f"{task.name} interrupted: {task.interrupted}", code=130) from None
+    except ConnectionLost as error:
+        raise Exit(f"{task.name} failed: {error} {task.interrupted[0].upper()}{task.interrupted[1:]}.",
+                   code=1) from None
+    except (InventoryError, RemoteError, source.SourceError) as error:
+        raise Exit(f"{task.name} failed: {error}", code=1) from None
+    finally:
+        for session in sessions:
+            session.remote.close()
+
+
+def _locked_all(sessions: list[Session], task: Task, action: Callable[[list[Session]], Any]) -> Any:
+    """`action(sessions)` inside every session's deploy lock, taken one host after another in the
+    inventory's order: a second run is refused at the first host it finds locked, and lets go of the locks
+    it took before it."""
+    def inside(index: int) -> Any:
+        if index == len(sessions):
+            return action(sessions)
+        return _locked(sessions[index], task, lambda _: inside(index + 1))
+    return inside(0)
 
 
 def recap_line(name: str, address: str, stats: Stats) -> str:

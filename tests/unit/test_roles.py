@@ -78,6 +78,10 @@ def test_a_private_address_is_where_the_others_reach_a_server():
       {"address": "10.0.0.11", "roles": ["web", "db"]}], {}, ["2 servers have the lb role"]),
     ([{"address": "10.0.0.11", "roles": ["web", "db"]}], {"app": {"processes": {"worker": "rqworker"}}},
      ["app.processes names process types but no server has the worker role", "roles: [web, worker]"]),
+    ([{"address": "10.0.0.11", "roles": ["web", "db"]}, {"address": "10.0.0.12", "roles": ["worker"]}], {},
+     ["hosts[1].roles: worker without web", "roles: [web, worker]"]),
+    ([{"address": "10.0.0.11", "roles": ["web", "worker", "db"]}, {"address": "10.0.0.12", "roles": ["web", "worker"]}],
+     {"app": {"processes": {"beat": "celery -A mysite beat"}}}, ["2 servers have the worker role", "must run once"]),
     ([{"address": "web.example.net", "roles": ["web", "db"]}], {},
      ["hosts[0]: web.example.net is a name", "private_address: 10.0.0.11"]),
     ([{"address": "10.0.0.11", "roles": ["web", "db"]}, {"address": "10.0.0.11", "port": 2222, "roles": ["web"]}],
@@ -95,3 +99,20 @@ def test_a_layout_that_cannot_work_is_refused_naming_the_fix(hosts, top, words):
 def test_a_private_address_that_is_not_an_ip_address_is_refused(value):
     message = error_for([{"address": "10.0.0.11", "private_address": value, "roles": ["web", "db"]}])
     assert "hosts[0].private_address" in message and "is not an IP address" in message, message
+
+
+def test_each_server_sees_the_process_types_and_jobs_it_runs():
+    jobs = [{"name": "reminders", "command": "send_reminders", "schedule": "daily"}]
+    inv = parsed(LAYOUT, app={"processes": {"worker": "celery -A mysite worker"}, "jobs": jobs})
+    lb, web1, web2, db = inv.hosts
+    assert inv.jobs_host == web1  # the worker host: a job runs once, not once per server
+    assert [p.name for p in inv.seen_from(web1).app.processes] == ["worker"]
+    assert [j.name for j in inv.seen_from(web1).app.jobs] == ["reminders"]
+    for other in (web2, lb, db):
+        assert inv.seen_from(other).app.processes == () and inv.seen_from(other).app.jobs == ()
+    assert inv.seen_from(web2).hosts == inv.hosts  # the layout itself is unchanged
+
+
+def test_a_single_server_sees_the_whole_inventory():
+    inv = parsed([{"address": "203.0.113.10"}], app={"processes": {"worker": "rqworker"}})
+    assert inv.seen_from(inv.hosts[0]) is inv and inv.jobs_host == inv.hosts[0]

@@ -29,7 +29,7 @@ class Remote:
 @pytest.fixture
 def servers(monkeypatch):
     inventory = Inventory(App("mysite"), HOSTS)
-    monkeypatch.setattr(targets, "select", lambda c, name: (inventory, list(HOSTS)))
+    monkeypatch.setattr(targets, "select", lambda c, name, pick=None: (inventory, list(HOSTS)))
     monkeypatch.setattr(targets, "login", lambda host, inv, stats, config=None: Remote(stats))
     return SimpleNamespace(config=SimpleNamespace(get=lambda key: None))
 
@@ -79,3 +79,83 @@ def test_deploy_rollback_and_provision_print_their_own_recap_so_they_get_no_seco
     monkeypatch.setattr(tasks_module, "run_task", run_task_)
     getattr(tasks_module, name).body(SimpleNamespace(config=SimpleNamespace()), **args)
     assert [t.recap for t in declared] == [False]
+
+
+# --- several servers: every host's run whatever the others did, at once, grouped; or one run on all ---------
+
+LAYOUT = Inventory(App("mysite"), (Host("10.0.0.10", roles=("lb",)), Host("10.0.0.11", roles=("web", "db")),
+                                   Host("10.0.0.12", roles=("web",))))
+
+
+@pytest.fixture
+def layout(monkeypatch):
+    monkeypatch.setattr(targets, "select", lambda c, name, pick=None: (
+        LAYOUT, list(pick(LAYOUT) if pick else LAYOUT.hosts)))
+    monkeypatch.setattr(targets, "login", lambda host, inv, stats, config=None: Remote(stats))
+    return SimpleNamespace(config=SimpleNamespace(get=lambda key: None))
+
+
+def _chatty(session):
+    import time
+    for n in range(3):
+        session.reporter.line(f"{session.host.address} line {n}")
+        time.sleep(0.01)
+    if session.host.address == "10.0.0.11":
+        raise session_layer.DeployError("unreachable, say")
+    return "3 steps, 0 changed"
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_failed_host_stops_only_itself_and_the_recap_names_it(layout, capsys, parallel):
+    with pytest.raises(Exit) as failed:
+        run_task(layout, None, Task("provision", recap=False, keep_going=True, parallel=parallel), _chatty)
+    out = capsys.readouterr().out
+    assert "provision failed on 10.0.0.11" in failed.value.message
+    # Each host's lines together, under its header, whichever ran first.
+    for address, roles in (("10.0.0.10", "lb"), ("10.0.0.11", "web, db"), ("10.0.0.12", "web")):
+        block = f"== {address} ({roles}) ==\n" + "".join(f"{address} line {n}\n" for n in range(3))
+        assert block in out, out
+    assert "provision failed on 10.0.0.11: unreachable, say" in out
+    assert out.endswith("provision: 2 of 3 hosts ok\n  10.0.0.10: 3 steps, 0 changed\n"
+                        "  10.0.0.11: FAILED: unreachable, say\n  10.0.0.12: 3 steps, 0 changed\n"), out
+
+
+def test_a_task_picks_its_hosts_by_role(layout, capsys):
+    seen = []
+    run_task(layout, None, Task("status", hosts=lambda inv: inv.with_role("web"), keep_going=True),
+             lambda session: seen.append(session.host.address))
+    assert seen == ["10.0.0.11", "10.0.0.12"]
+
+
+def test_a_run_on_all_hosts_holds_every_lock_and_audits_each(layout, monkeypatch):
+    events = []
+
+    class Lock:
+        def __init__(self, remote, layout_, what, if_provisioned=False):
+            self.remote, self.held = remote, True
+
+        def __enter__(self):
+            events.append(("lock", self.remote.host))
+            return self
+
+        def __exit__(self, *exc):
+            events.append(("unlock", self.remote.host))
+
+    def login(host, inv, stats, config=None):
+        remote = Remote(stats)
+        remote.host = host.address
+        return remote
+    monkeypatch.setattr(targets, "login", login)
+    monkeypatch.setattr(session_layer, "DeployLock", Lock)
+    monkeypatch.setattr(session_layer.Session, "audit",
+                        lambda self, event, result, detail="": events.append(("audit", self.host.address, result)))
+
+    def action(sessions):
+        events.append(("action", [s.host.address for s in sessions]))
+        return "done"
+    value = session_layer.run_together(layout, None, Task("deploy", lock="deploy", recap=False,
+                                                          hosts=lambda inv: inv.app_hosts), action)
+    assert value == "done"
+    assert events == [("lock", "10.0.0.11"), ("lock", "10.0.0.12"), ("action", ["10.0.0.11", "10.0.0.12"]),
+                      ("audit", "10.0.0.12", "ok"), ("unlock", "10.0.0.12"),
+                      ("audit", "10.0.0.11", "ok"), ("unlock", "10.0.0.11")]
