@@ -90,3 +90,5 @@ STATUS_BACKUP_DAYS = 2     # the newest backup older than this, when backups are
 # The roles a host can hold (README, "Several servers"). A single host with no roles holds these.
 ROLES = ("web", "worker", "db", "lb")
 SINGLE_SERVER_ROLES = ("web", "worker", "db")
+# A rolling deploy switches this many web servers at once (deploy.batch): one keeps the most serving.
+DEPLOY_BATCH = 1

@@ -192,6 +192,7 @@ class Inventory:
     backups: Backups = field(default_factory=Backups)
     services: tuple[str, ...] = ()  # services the app uses that provision sets up on the server (SERVICES)
     database: Database | None = None  # None: PostgreSQL on the server itself, peer authentication
+    deploy_batch: int = defaults.DEPLOY_BATCH  # web servers a deploy switches at once
 
     @property
     def proxy_environment(self) -> dict[str, str]:
@@ -874,6 +875,10 @@ BACKUP_KEYS = {
     "keep_weekly": Key(int, "how many weeks' scheduled backups to keep besides (the newest of each week)",
                        check=check_not_negative),
 }
+DEPLOY_KEYS = {
+    "batch": Key(int, "how many web servers a deploy switches at once (default 1: one after another)",
+                 check=check_positive),
+}
 DATABASE_KEYS = {
     "url": Key(str, "the PostgreSQL to use, without a password, e.g. "
                     "postgres://mysite@db.example.com:5432/mysite?sslmode=verify-full", required=True,
@@ -892,6 +897,7 @@ TOP_KEYS = {
     "ssh_keys": Key(list, "more public keys allowed to log in as the deploy user", each=check_public_key,
                     item_kind=str),
     "backups": Key(dict, "the scheduled daily database backup: {time: \"03:15\", keep_daily: 7, keep_weekly: 4}"),
+    "deploy": Key(dict, "how a deploy moves several web servers: {batch: 1}"),
     "services": Key(list, "services the app uses, set up by `fab provision` on the server, e.g. [redis]",
                     each=check_service, item_kind=str),
     "database": Key(dict, "an existing PostgreSQL instead of one on the server: {url: postgres://USER@HOST/NAME, "
@@ -1023,6 +1029,9 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
                                    "certificate of the CA that signed the database's, or remove the key to use the "
                                    "server's system CA store")
         database = Database(**d)
+    deploy = checker.mapping(top.pop("deploy", {}), DEPLOY_KEYS, "deploy")
+    if "batch" in deploy:
+        top["deploy_batch"] = deploy["batch"]
     _check_roles(checker, hosts, database is not None, bool(processes))
     project = Path(app.get("source", ".")).expanduser()
     return Inventory(**{

@@ -29,7 +29,7 @@ from ..connection.remote import ConnectionLost, RemoteError
 from ..commands.render import TEMPLATES
 from ..commands.services import env_services
 from ..session.runner import Reporter
-from ..session.run import DeployError, Session, Task, last_lines, run_task
+from ..session.run import DeployError, Session, Task, last_lines, run_task, run_together
 
 CHECK_SCRIPT = TEMPLATES / "deploy" / "release_check.py"
 KNOWN_MIGRATIONS_SCRIPT = TEMPLATES / "deploy" / "known_migrations.py"  # put in front of CHECK_SCRIPT
@@ -285,15 +285,21 @@ def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False, allo
             reporter.step("ok", "build", f"{', '.join(build.outputs)} built, shipped with the release")
 
     if not dry_run:
-        run_task(c, inventory, Task("deploy", lock=lambda session: f"deploy {shipped[0].commit[:7]}", before=read,
-                                    interrupted=INTERRUPTED, recap=False),
-                 lambda session: deploy_to(session, shipped[0], allow_unsafe_migrations), verbose)
+        from .rolling import deploy_all
+        run_together(c, inventory, Task("deploy", lock=lambda session: f"deploy {shipped[0].commit[:7]}",
+                                        before=read, interrupted=INTERRUPTED, recap=False, hosts=app_hosts),
+                     lambda sessions: deploy_all(sessions, shipped[0], allow_unsafe_migrations), verbose)
         return
     try:
-        run_task(c, inventory, Task("deploy --dry-run", before=read),
+        run_task(c, inventory, Task("deploy --dry-run", before=read, hosts=app_hosts),
                  lambda session: preview(session, shipped[0], allow_unsafe_migrations), verbose)
     finally:
         reporter.line(dryrun.DONE)
+
+
+def app_hosts(inventory: Inventory):
+    """The hosts a deploy, a rollback or `fab releases` acts on: those that run the app's code."""
+    return inventory.app_hosts
 
 
 def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool = False) -> None:
@@ -494,7 +500,11 @@ def _new_id(commit: str, dirty: bool, state: ServerState) -> str:
 
 
 def _new_release(src: source.Source, state: ServerState, server: str) -> Release:
-    release_id = _new_id(src.commit, src.dirty, state)
+    return release_for(src, state, server, _new_id(src.commit, src.dirty, state))
+
+
+def release_for(src: source.Source, state: ServerState, server: str, release_id: str) -> Release:
+    """Release `release_id` of `src` as this server records it (its environment's hash is its Python's)."""
     return Release(id=release_id, commit=src.commit, ref=src.ref, created=timestamps.now(), deployed_by=who(),
                    requirements=source.requirements_hash(src.requirements, state.python,
                                                          " ".join(extra_requirements(src.requirements, server))))

@@ -12,8 +12,8 @@ from ..connection import targets
 from ..facts import releases
 from ..facts.releases import GOOD, ServerState
 from ..session.lock import who
-from ..session.run import DeployError, Session, Task, run_task
-from .deploy import INTERRUPTED, code_with, go_live, maintenance_note, reverse, serving_words
+from ..session.run import DeployError, Session, Task, run_together
+from .deploy import INTERRUPTED, app_hosts, code_with, go_live, maintenance_note, reverse, serving_words
 
 
 @task(auto_shortflags=False, help={
@@ -26,8 +26,10 @@ from .deploy import INTERRUPTED, code_with, go_live, maintenance_note, reverse, 
 }, klass=targets.VerboseTask)
 def rollback(c, inventory=None, to=None, migrate_back=False, verbose=False):
     """Go back to the previous good release (or --to RELEASE), migration-aware, with no failed request."""
-    run_task(c, inventory, Task("rollback", lock=f"rollback{' to ' + to if to else ''}", interrupted=INTERRUPTED,
-                                recap=False), lambda session: rollback_on(session, to, migrate_back), verbose)
+    from .rolling import rollback_all
+    run_together(c, inventory, Task("rollback", lock=f"rollback{' to ' + to if to else ''}",
+                                    interrupted=INTERRUPTED, recap=False, hosts=app_hosts),
+                 lambda sessions: rollback_all(sessions, to, migrate_back), verbose)
 
 
 def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
@@ -46,7 +48,27 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
     if state.applied is None:
         raise DeployError("could not read which migrations the database has applied: is PostgreSQL running? "
                           "(`sudo systemctl status postgresql` on the server). Nothing was changed")
-    extra = releases.migrations_to_reverse(state.applied, release)
+    reverse_for_rollback(session, state, target, migrate_back)
+    if target == current and current in state.running:
+        reporter.line(f"{target} stays live: the database schema has no migration its code does not know now")
+        return target
+    event = {"time": timestamps.now(), "event": "rollback", "release": target, "from": current, "by": who()}
+    try:
+        go_live(session, release, state, event)
+    except DeployError as error:
+        left = (f"{target} did not start; it is still the live release, and it is not running" if target == current
+                else f"{target} did not go live; {current} is still serving" if current in state.running
+                else f"{target} did not go live; {current} is still the live release (it was not running)")
+        raise DeployError(f"{left}.\n{error}") from None
+    reporter.line(f"rolled back to {target}: {session.stats.summary()}")
+    return target
+
+
+def reverse_for_rollback(session: Session, state: ServerState, target: str, migrate_back: bool) -> None:
+    """Refuse migrations release `target` does not know, or reverse them first with --migrate-back (after a
+    backup, with the code of a release that has their files): once, for every host of the database."""
+    reporter, current = session.reporter, state.live
+    extra = releases.migrations_to_reverse(state.applied, state.releases[target])
     if extra and not migrate_back:
         raise DeployError(
             f"the database has {len(extra)} migration(s) that release {target} does not know: "
@@ -66,19 +88,6 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
                       f"database, after a backup: {dump}")
     elif migrate_back:
         reporter.step("ok", "migrations", f"nothing to reverse: the database has no migration {target} does not know")
-    if target == current and current in state.running:
-        reporter.line(f"{target} stays live: the database schema has no migration its code does not know now")
-        return target
-    event = {"time": timestamps.now(), "event": "rollback", "release": target, "from": current, "by": who()}
-    try:
-        go_live(session, release, state, event)
-    except DeployError as error:
-        left = (f"{target} did not start; it is still the live release, and it is not running" if target == current
-                else f"{target} did not go live; {current} is still serving" if current in state.running
-                else f"{target} did not go live; {current} is still the live release (it was not running)")
-        raise DeployError(f"{left}.\n{error}") from None
-    reporter.line(f"rolled back to {target}: {session.stats.summary()}")
-    return target
 
 
 def _rollback_target(state: ServerState, to: str | None, migrate_back: bool = False) -> str:

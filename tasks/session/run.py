@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from invoke.exceptions import Exit
@@ -261,6 +261,27 @@ class BufferedReporter(Reporter):
     def flush(self) -> None:
         self.into.line("\n".join(self.lines))
         self.lines = []
+
+
+def at_once(sessions: list[Session], work: Callable[[Session], Any]) -> list[Any]:
+    """`work(session)` on every session at once: what each returned, or the error (a RemoteError other than a
+    lost connection) it raised, in the sessions' order. Each host's lines are printed together when its work
+    ends; a single session's as they come."""
+    def one(session: Session) -> Any:
+        try:
+            return work(session)
+        except ConnectionLost:
+            raise
+        except RemoteError as error:
+            return error if isinstance(error, DeployError) else DeployError(str(error))
+
+    if len(sessions) <= 1:
+        return [one(session) for session in sessions]
+    buffered = [replace(session, reporter=BufferedReporter(session.reporter, session.host.address))
+                for session in sessions]
+    with ThreadPoolExecutor(max_workers=len(sessions)) as pool:
+        futures = [pool.submit(_flushed, lambda _, out, s=s: one(s), s.host, s.reporter) for s in buffered]
+        return [future.result() for future in futures]
 
 
 def run_together(c, inventory: str | None, task: Task, action: Callable[[list[Session]], Any],
