@@ -52,7 +52,7 @@ def test_a_rolling_deploy_builds_everywhere_migrates_once_and_switches_every_hos
     assert first.ran("migrate") and not second.ran("migrate")  # one database: migrated once
     assert first.ran("backup") and not second.ran("backup")
     assert switches(first) == switches(second) == 1
-    assert f"1 applied once, from 10.0.0.11 (notes.0002_tag)" in text
+    assert "1 applied once, from 10.0.0.11 (notes.0002_tag)" in text
     assert f"deploy {release_id} (main = abcdef1) to 2 app hosts (10.0.0.11, 10.0.0.12), 1 at a time" in text
     # Each host's lines of the build come together, under its address.
     assert text.index("10.0.0.11") < text.index("release") and f"deployed {release_id} to 2 hosts" in text
