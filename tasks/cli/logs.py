@@ -143,7 +143,16 @@ def logs(c, inventory=None, lines=None, follow=False, since=None, grep=None, lev
             raise Exit(f"logs: {error}", code=2) from None
         status.append(session.remote.attached(command, terminal=follow))
 
-    run_task(c, inventory, Task("logs"), show, verbose)
+    def hosts(inv):
+        """The app's journal is on the hosts that run it; nginx's on the web hosts and the load balancer."""
+        lb = (inv.lb_host,) if nginx and inv.lb_host else ()
+        chosen = (*lb, *(inv.with_role("web") if nginx else inv.app_hosts))
+        if follow and len(chosen) > 1:
+            raise Exit(f"logs: --follow follows one server, and {len(chosen)} have these logs: name one with "
+                       f"-H, e.g. fab -H {inv.deploy_user}@{chosen[0].address} logs --follow", code=2)
+        return chosen
+
+    run_task(c, inventory, Task("logs", hosts=hosts, keep_going=True), show, verbose)
     # grep exits 1 when no line matched: that is an answer, not a failure. Ctrl-C ends a followed log by a
     # signal on the server: 255 from Remote.attached (no exit status), 130 from a shell.
     fine = (0, 1, 130, 255) if follow else (0, 1)

@@ -17,7 +17,7 @@ from .. import defaults, timestamps
 from ..commands import release as commands
 from ..connection import targets
 from ..timestamps import age
-from ..inventory import Inventory
+from ..inventory import Host, Inventory
 from ..layout import Layout
 from ..commands.release import LOW_SPACE_KIB
 from ..facts import backups as listing
@@ -707,7 +707,8 @@ def status(c, inventory=None, verbose=False):
     """Is the site well? Releases, services, health, certificate, disk, backups, updates: exit 1/2 on WARN/FAIL."""
     codes = []
     try:
-        run_task(c, inventory, Task("status"), lambda session: codes.append(status_on(session)), verbose)
+        run_task(c, inventory, Task("status", keep_going=True), lambda session: codes.append(status_on(session)),
+                 verbose)
     except Exit as error:
         # A server that cannot be asked needs attention as much as one that answers FAIL.
         raise Exit(error.message, code=EXIT_CODES[FAIL]) from None
@@ -715,8 +716,38 @@ def status(c, inventory=None, verbose=False):
         raise Exit(code=max(codes))
 
 
+def server_probes_only(layout: Layout) -> list[Probe]:
+    """What `fab status` reads of a server that does not run the app (a db or lb host of several)."""
+    return [p for p in status_probes(layout, Client(layout.app), "", "/", False)
+            if p.key in ("now", "units", "timers", "memory", "updates", "unattended", "reboot")] + [
+        Probe("disk", "df -Pk /", parse_disk)]  # no app directory here
+
+
+def server_checks(inventory: Inventory, host: Host, facts: dict) -> list[Check]:
+    """The lines of a db or lb host's status: its own services, disk, memory, updates and timers."""
+    units, now = facts["units"], facts["now"]
+    postgres = ["postgresql.service"] + sorted(u for u in units if u.startswith("postgresql@"))
+    found = [
+        service_check("postgresql", units, postgres, "the app cannot reach its database; `sudo systemctl start "
+                      "postgresql` on this server") if host.has("db") else None,
+        service_check("nginx", units, ["nginx.service"], "the site does not answer; `sudo systemctl start nginx` "
+                      "on this server") if host.has("lb") else None,
+        disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, asked="df -h /"),
+        memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
+        updates_check(facts["updates"], facts["unattended"], units, facts["timers"]),
+        reboot_check(facts["reboot"]),
+    ]
+    found += [timer_check(t, now) for t in sorted(facts["timers"], key=lambda t: t.unit)
+              if t.unit != "apt-daily-upgrade.timer"]
+    return [c for c in found if c is not None]
+
+
 def status_on(session: Session) -> int:
     inventory, layout, reporter = session.inventory, session.layout, session.reporter
+    if not (session.host.has("web") or session.host.has("worker")):
+        return _report(session, f"{session.host.address}: {', '.join(inventory.roles_of(session.host))} of "
+                                f"{session.app}", server_checks(inventory, session.host,
+                                                                session.remote.gather(server_probes_only(layout))))
     name = session.health_host()
     facts = session.remote.gather(server_probes(layout, session.database)
                                   + status_probes(layout, session.database, name, inventory.app.health_check, inventory.tls,
@@ -728,7 +759,14 @@ def status_on(session: Session) -> int:
         reporter.step(FAIL, "provision", f"the server is not provisioned for {session.app} by this version of "
                       "gangway: run `fab provision`")
         return EXIT_CODES[FAIL]
-    found = checks(inventory, name, server_state(facts), facts)
+    return _report(session, None, checks(inventory, name, server_state(facts), facts))
+
+
+def _report(session: Session, title: str | None, found: list[Check]) -> int:
+    """Print the checks and the closing verdict; the exit code they call for."""
+    reporter = session.reporter
+    if title:
+        reporter.line(title)
     for check in found:
         reporter.step(check.level, check.name, check.detail)
     attention = [c.name for c in found if c.level != OK]

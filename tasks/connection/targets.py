@@ -74,6 +74,10 @@ def _select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
         key = Path(keys[0]).expanduser() if keys else (inventory.hosts[0].key if inventory and inventory.hosts
                                                         else None)
         host = Host(address=cli.host, user=cli.user, port=cli.port or 22, key=key)
+        # A server of the inventory's layout keeps its roles and private address when -H names it.
+        listed = next((h for h in inventory.hosts if h.address == host.address.lower()), None) if inventory else None
+        if listed:
+            host = dataclasses.replace(listed, user=host.user, port=host.port, key=host.key)
         return (inventory or for_host(host)), [host]
     if not inventory.hosts:
         raise InventoryError(f"{inventory.source}: hosts is empty; add a server (address, user, key), "
