@@ -207,8 +207,8 @@ class Inventory:
 
     @property
     def several_servers(self) -> bool:
-        """Whether the hosts share the work by roles (a single server holds them all)."""
-        return any(host.roles for host in self.hosts)
+        """Whether several hosts share the work by roles (a single server holds them all, roles or not)."""
+        return len(self.hosts) > 1
 
     def with_role(self, role: str) -> tuple[Host, ...]:
         """The hosts that hold `role`, in the inventory's order. A single server holds web, worker and db; its
@@ -687,14 +687,6 @@ def job_command(value: str) -> tuple[str, ...]:
     return words
 
 
-def check_job_command(value: str) -> str | None:
-    try:
-        job_command(value)
-    except ValueError as error:
-        return str(error)
-    return None
-
-
 # A program in the release's virtualenv (.venv/bin/NAME), or one word of an absolute path.
 _PROGRAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 _ABSOLUTE_PATH = re.compile(r"(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)+")
@@ -730,14 +722,6 @@ def hook_command(value: str) -> tuple[str, ...]:
     return words
 
 
-def check_hook_command(value: str) -> str | None:
-    try:
-        hook_command(value)
-    except ValueError as error:
-        return str(error)
-    return None
-
-
 def check_process_name(value: str) -> str | None:
     from .layout import OWN_UNIT_WORDS
     if value in OWN_UNIT_WORDS:
@@ -762,17 +746,25 @@ def process_command(value: str) -> tuple[str, ...]:
     return words
 
 
-def check_process_command(value: str) -> str | None:
-    try:
-        process_command(value)
-    except ValueError as error:
-        return str(error)
-    return None
-
-
 def is_celery_beat(command: tuple[str, ...]) -> bool:
     """`celery ... beat ...`: a scheduler, which must never run twice (each would send every periodic task)."""
     return command[0].rsplit("/", 1)[-1] == "celery" and "beat" in command[1:]
+
+
+def _problem_of(parse: Callable[[str], Any]) -> Callable[[str], str | None]:
+    """The check of a value a parser reads: the problem its ValueError names, or None."""
+    def check(value: str) -> str | None:
+        try:
+            parse(value)
+        except ValueError as error:
+            return str(error)
+        return None
+    return check
+
+
+check_job_command = _problem_of(job_command)
+check_hook_command = _problem_of(hook_command)
+check_process_command = _problem_of(process_command)
 
 
 # --- the schema ---------------------------------------------------------------------------------------------
@@ -1033,6 +1025,10 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
     if "batch" in deploy:
         top["deploy_batch"] = deploy["batch"]
     _check_roles(checker, hosts, database is not None, bool(processes))
+    if services and len(hosts) > 1:
+        raise checker.fail("services", f"{', '.join(services)} with several servers: each app server would run "
+                           "its own, and a task queued on one would never reach a worker on another; not "
+                           "supported yet: use a managed Redis by its URL in app.env, or one server")
     project = Path(app.get("source", ".")).expanduser()
     return Inventory(**{
         **top,

@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from tests.outside import https_get
+from tests.outside import http_get, https_get
 
 MAX_SECONDS = 120
 MAX_REQUESTS = 50_000
@@ -32,7 +32,7 @@ class Sample:
 class Load:
     address: str
     name: str
-    cafile: object
+    cafile: object  # None: plain HTTP
     path: str = "/version/"
     workers: int = 4
     max_seconds: float = MAX_SECONDS
@@ -52,7 +52,8 @@ class Load:
                     return
             started = time.monotonic()
             try:
-                response = https_get(self.address, self.name, self.cafile, self.path, timeout=15)
+                response = (https_get(self.address, self.name, self.cafile, self.path, timeout=15)
+                            if self.cafile is not None else http_get(self.address, self.name, self.path, timeout=15))
                 sample = Sample(started, time.monotonic(), response.status, response.body.strip())
             except Exception as error:  # a failed request is what we are counting
                 sample = Sample(started, time.monotonic(), None, "", f"{type(error).__name__}: {error}")

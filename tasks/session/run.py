@@ -268,6 +268,9 @@ def at_once(sessions: list[Session], work: Callable[[Session], Any]) -> list[Any
     lost connection) it raised, in the sessions' order. Each host's lines are printed together when its work
     ends; a single session's as they come."""
     def one(session: Session) -> Any:
+        if session.inventory.several_servers:
+            session.reporter.line(f"== {session.host.address} "
+                                  f"({', '.join(session.inventory.roles_of(session.host))}) ==")
         try:
             return work(session)
         except ConnectionLost:

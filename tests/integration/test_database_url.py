@@ -60,7 +60,9 @@ ssl_cert_file = '/etc/test-db/server.crt'
 ssl_key_file = '/etc/test-db/server.key'
 password_encryption = 'scram-sha-256'
 EOF
-echo "hostssl $APP $APP $CLIENT/32 scram-sha-256" >> "$conf/pg_hba.conf"
+for client in $CLIENTS; do
+    echo "hostssl $APP $APP $client/32 scram-sha-256" >> "$conf/pg_hba.conf"
+done
 systemctl restart postgresql
 runuser -u postgres -- createuser --login "$APP"
 runuser -u postgres -- createdb --owner "$APP" "$APP"
@@ -99,6 +101,17 @@ def provision(inventory, password: str | None, check: bool = True) -> subprocess
     return result
 
 
+def stand_up_database(db: testhost.TestHost, clients: list[testhost.TestHost], ca_file) -> None:
+    """Debian's PostgreSQL on `db`, as a managed one would be: TLS, scram, only `clients` let in; the app's
+    role has PASSWORD, and its CA certificate is written to `ca_file` for the inventory's ca_bundle."""
+    clients_ = " ".join(client.address for client in clients)
+    env = f"PROXY={shlex.quote(db.proxy_url)} ADDRESS={db.address} CLIENTS={shlex.quote(clients_)} APP={APP}"
+    out = db.ssh(f"{env} sh -c {shlex.quote(STAND_UP)}", timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    set_password(db, PASSWORD)
+    ca_file.write_text(db.ssh("cat /etc/test-db/ca.pem").stdout)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     with testhost.start_cluster(["app", "db"]) as cluster:
@@ -108,12 +121,8 @@ def cluster():
 @pytest.fixture(scope="module")
 def site(cluster, tmp_path_factory):
     app, db = cluster["app"], cluster["db"]
-    env = f"PROXY={shlex.quote(db.proxy_url)} ADDRESS={db.address} CLIENT={app.address} APP={APP}"
-    out = db.ssh(f"{env} sh -c {shlex.quote(STAND_UP)}", timeout=900)
-    assert out.returncode == 0, out.stdout + out.stderr
-    set_password(db, PASSWORD)
     tmp = tmp_path_factory.mktemp("database-url")
-    (tmp / "db-ca.pem").write_text(db.ssh("cat /etc/test-db/ca.pem").stdout)
+    stand_up_database(db, [app], tmp / "db-ca.pem")
     repo = AppRepo(tmp / "project")
     repo.write("mysite/settings.py", (repo.path / "mysite" / "settings.py").read_text() + SETTINGS_FROM_URL)
     repo.commit("read the database from DATABASE_URL")

@@ -31,6 +31,8 @@ def test_a_single_server_without_roles_does_everything_it_did_before():
     inv = parsed([{"address": "203.0.113.10"}])
     host = inv.hosts[0]
     assert not inv.several_servers and host.roles == ()
+    listed = parsed([{"address": "203.0.113.10", "roles": ["web", "worker", "db"]}], services=["redis"])
+    assert not listed.several_servers  # one server, its roles written out: still one server
     assert inv.roles_of(host) == defaults.SINGLE_SERVER_ROLES == ("web", "worker", "db")
     assert inv.app_hosts == (host,) and inv.db_host == host and inv.lb_host is None
     assert host.peer_address == "203.0.113.10"
@@ -82,6 +84,9 @@ def test_a_private_address_is_where_the_others_reach_a_server():
      ["hosts[1].roles: worker without web", "roles: [web, worker]"]),
     ([{"address": "10.0.0.11", "roles": ["web", "worker", "db"]}, {"address": "10.0.0.12", "roles": ["web", "worker"]}],
      {"app": {"processes": {"beat": "celery -A mysite beat"}}}, ["2 servers have the worker role", "must run once"]),
+    ([{"address": "10.0.0.11", "roles": ["web", "worker", "db"]}, {"address": "10.0.0.12", "roles": ["web"]}],
+     {"services": ["redis"]},
+     ["services: redis with several servers", "not supported yet"]),
     ([{"address": "web.example.net", "roles": ["web", "db"]}], {},
      ["hosts[0]: web.example.net is a name", "private_address: 10.0.0.11"]),
     ([{"address": "10.0.0.11", "roles": ["web", "db"]}, {"address": "10.0.0.11", "port": 2222, "roles": ["web"]}],
