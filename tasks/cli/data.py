@@ -131,7 +131,8 @@ def import_data(c, inventory=None, database=None, replace=False, media=None, no_
         folder = None if no_media else _media_dir(Path(inv.app.source), media, dump.media_root)
         prepared.append((dump, folder))
 
-    run_task(c, inventory, Task("import-data", lock="import-data", before=prepare),
+    run_task(c, inventory, Task("import-data", lock="import-data", before=prepare,
+                                     hosts=lambda inv: inv.app_hosts[:1]),
              lambda session: import_to(session, *prepared[0], replace, yes), verbose)
 
 

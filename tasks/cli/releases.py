@@ -53,7 +53,7 @@ def list_releases(c, inventory=None, verbose=False):
             for file in state.backups:
                 session.reporter.line(f"  {file.name:<60} {file.size / 1024:>9.1f} KiB  {timestamps.age(file.age)} old")
 
-    run_task(c, inventory, Task("releases"), show, verbose)
+    run_task(c, inventory, Task("releases", hosts=lambda inv: inv.app_hosts, keep_going=True), show, verbose)
 
 
 def unlock_on(session: Session, force: bool = False) -> None:

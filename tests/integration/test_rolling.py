@@ -13,6 +13,7 @@ no host on it and names the host; a rollback over a migration is refused on both
 from __future__ import annotations
 
 import re
+import shlex
 import time
 
 import pytest
@@ -64,6 +65,11 @@ def layout(cluster, tmp_path_factory):
     return {"web1": web1, "web2": web2, "db": db, "repo": repo, "inventory": inventory, "first": first}
 
 
+def root(host: testhost.TestHost, command: str):
+    """A root command on a provisioned server, through the deploy user's sudo (root cannot log in any more)."""
+    return host.ssh(f"sudo -n sh -c {shlex.quote(command)}", user="deploy")
+
+
 def run(layout, task: str, *args: str, check: bool = True):
     return fab(task, "--inventory", str(layout["inventory"]), *args, check=check)
 
@@ -77,7 +83,7 @@ def answer(host: testhost.TestHost) -> str:
 
 def live_worker(host: testhost.TestHost) -> str:
     """The release whose worker runs on `host` (read from systemd)."""
-    out = host.ssh(f"systemctl list-units --plain --no-legend --state=active '{APP}-worker@*.service'").stdout
+    out = root(host, f"systemctl list-units --plain --no-legend --state=active '{APP}-worker@*.service'").stdout
     return ",".join(sorted(re.findall(rf"{APP}-worker@(\S+)\.service", out)))
 
 
@@ -92,8 +98,8 @@ def test_the_servers_are_provisioned_together_and_a_second_time_change_nothing(l
     for host in (web1, web2):
         assert re.search(rf"^  {re.escape(host.address)}: \d+ steps, 0 changed", again.stdout, re.M), again.stdout
     # The worker's unit is on the worker host only; Gunicorn's on both.
-    assert web2.ssh(f"test -f /etc/systemd/system/{APP}-worker@.service").returncode == 0
-    assert web1.ssh(f"test -e /etc/systemd/system/{APP}-worker@.service").returncode != 0
+    assert root(web2, f"test -f /etc/systemd/system/{APP}-worker@.service").returncode == 0
+    assert root(web1, f"test -e /etc/systemd/system/{APP}-worker@.service").returncode != 0
 
 
 def test_a_rolling_deploy_under_load_drops_no_request_and_moves_every_host_and_the_worker(layout):
@@ -128,11 +134,11 @@ def test_a_release_that_fails_its_health_check_on_the_second_host_goes_live_nowh
     views = (repo.path / "counter/views.py").read_text()
     repo.write("counter/views.py", views.replace("def healthz(request):", "def _healthz(request):") + SICK_HEALTH)
     repo.set_version("sick")  # commits the ill health check with it
-    web2.ssh(f"touch {SICK}")
+    root(web2, f"touch {SICK}")
     try:
         failed = run(layout, "deploy", check=False)
     finally:
-        web2.ssh(f"rm -f {SICK}")
+        root(web2, f"rm -f {SICK}")
         repo.reset(good)
     said = failed.stdout + failed.stderr
     assert failed.returncode != 0, said
@@ -142,7 +148,7 @@ def test_a_release_that_fails_its_health_check_on_the_second_host_goes_live_nowh
     assert answer(web1).split()[1] == answer(web2).split()[1] == live
     sick = re.search(r"release (\S+) did not go live", said).group(1)
     for host in (web1, web2):
-        assert host.ssh(f"test -d /srv/{APP}/failed/{sick}").returncode == 0  # set aside on both
+        assert root(host, f"test -d /srv/{APP}/failed/{sick}").returncode == 0  # set aside on both
     assert live_worker(web2) == live
 
 

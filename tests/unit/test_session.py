@@ -161,3 +161,29 @@ def test_a_run_on_all_hosts_holds_every_lock_and_audits_each(layout, monkeypatch
     assert events == [("lock", "10.0.0.11"), ("lock", "10.0.0.12"), ("action", ["10.0.0.11", "10.0.0.12"]),
                       ("audit", "10.0.0.12", "ok"), ("unlock", "10.0.0.12"),
                       ("audit", "10.0.0.11", "ok"), ("unlock", "10.0.0.11")]
+
+
+@pytest.mark.parametrize("module, name, args, chosen", [
+    ("operate", "manage", {"args": ["showmigrations"]}, ["10.0.0.11"]),  # one database: one app host
+    ("operate", "config", {}, ["10.0.0.11", "10.0.0.12"]),               # every app host's environment
+    ("releases", "list_releases", {}, ["10.0.0.11", "10.0.0.12"]),
+    ("status", "status", {}, ["10.0.0.10", "10.0.0.11", "10.0.0.12"]),  # every server, db and lb too
+    ("logs", "logs", {}, ["10.0.0.11", "10.0.0.12"]),                   # the app's journal: where it runs
+    ("logs", "logs", {"nginx": True}, ["10.0.0.10", "10.0.0.11", "10.0.0.12"]),
+    ("deploy", "deploy", {}, ["10.0.0.11", "10.0.0.12"]),
+    ("rollback", "rollback", {}, ["10.0.0.11", "10.0.0.12"]),
+])
+def test_each_task_acts_on_the_servers_its_work_is_on(monkeypatch, module, name, args, chosen):
+    import importlib
+    tasks_module = importlib.import_module(f"tasks.cli.{module}")
+    declared = []
+
+    def runner(c, inventory, task, action, verbose=False):
+        declared.append(task)
+        return []
+    for attribute in ("run_task", "run_together"):
+        if hasattr(tasks_module, attribute):
+            monkeypatch.setattr(tasks_module, attribute, runner)
+    getattr(tasks_module, name).body(SimpleNamespace(config=SimpleNamespace()), **args)
+    picked = declared[0].hosts(LAYOUT) if declared[0].hosts else LAYOUT.hosts
+    assert [h.address for h in picked] == chosen
