@@ -42,8 +42,8 @@ ACME_WEBROOT = f"/var/www/{TOOL}-acme"
 RELEASE_META = f".{TOOL}/release.json"  # inside each release directory
 UNIT_DIR = "/etc/systemd/system"
 BOOT_WANTS = f"{UNIT_DIR}/multi-user.target.wants"
-# The words gangway's own units put after "APP-" (APP-backup, APP-build-R, APP-hook-R-P-N, APP-job-N, APP-manage-T,
-# APP-standby-R): a process type may not be called so, and no process unit is ever taken for one of them.
+# The words gangway's own units put after "APP-" (APP-backup, APP-build-R-STEP, APP-hook-R-P-N, APP-job-N,
+# APP-manage-T, APP-standby-R): a process type may not be called so, and no process unit is ever taken for one.
 OWN_UNIT_WORDS = ("backup", "build", "hook", "job", "manage", "standby")
 # The first line of every process type's unit file: how a provision finds the ones it wrote.
 PROCESS_MARK = f"# {TOOL} process type: "
@@ -292,9 +292,11 @@ class Layout:
             return target[len(prefix):-len(suffix)] or None
         return None
 
-    def build_unit(self, release_id: str) -> str:
-        """The transient unit a build step runs in; a later deploy stops what an interrupted one left."""
-        return f"{self.app}-build-{release_id}"
+    def build_unit(self, release_id: str, step: str) -> str:
+        """The transient unit a step of a release's build or migrations runs in, one name per step: systemd
+        forgets a finished unit a moment after it ends, and the next step must not find it still loaded. A
+        later deploy stops what an interrupted one left (APP-build-*)."""
+        return f"{self.app}-build-{release_id}-{step}"
 
     def hook_unit(self, release_id: str, point: str, index: int) -> str:
         """The transient unit the `index`th hook (from 1) at `point` of a release's deploy runs in."""

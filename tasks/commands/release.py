@@ -141,11 +141,11 @@ def release_environment(layout: Layout, release_id: str, release_dir: str) -> di
     return {"GANGWAY_RELEASE": release_id, "DJANGO_STATIC_ROOT": f"{release_dir}/static"}
 
 
-def manage(layout: Layout, release_id: str, user: str, args: list[str], writable: list[str] = (),
-           release_dir: str | None = None, unit: str | None = None) -> str:
+def manage(layout: Layout, release_id: str, user: str, args: list[str], step: str, writable: list[str] = (),
+           release_dir: str | None = None) -> str:
     """`manage.py ARGS` of a release, as `user`, sandboxed, with the app's environment."""
     release_dir = release_dir or layout.release(release_id)
-    return sandboxed(layout, unit or layout.build_unit(release_id), user, release_dir,
+    return sandboxed(layout, layout.build_unit(release_id, step), user, release_dir,
                      [f"{release_dir}/.venv/bin/python", "manage.py", *args], list(writable),
                      release_environment(layout, release_id, release_dir))
 
@@ -202,7 +202,7 @@ def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_f
     builder = layout.build_user
     pip = ["sh", "-ec", 'python3 -m venv "$0"; "$0/bin/pip" install --quiet --disable-pip-version-check '
            '--no-input "$@"', target, "-r", f"{release}/{requirements_file}", *extra]
-    build = sandboxed(layout, layout.build_unit(release_id), builder, release, pip, [target, release], env)
+    build = sandboxed(layout, layout.build_unit(release_id, "pip"), builder, release, pip, [target, release], env)
     return "\n".join([
         f"if [ -f {q(target + '/.complete')} ]; then {report(venv='reused')}; else",
         f"  rm -rf {q(target)}",
@@ -231,7 +231,7 @@ def release_check(layout: Layout, release_id: str, program: str) -> str:
     process as the build user (`program`: project.check_program); then the release is sealed."""
     release, builder = layout.release(release_id), layout.build_user
     check = manage(layout, release_id, builder, ["shell", "--no-startup", "--interface", "python",
-                                                 "--command", programs.BOOTSTRAP], writable=[release])
+                                                 "--command", programs.BOOTSTRAP], "check", writable=[release])
     return "\n".join([
         f"if ! out=$({programs.fed(check + ' 2>&1', 'release_check.py', {}, program)}); then "
         f"{free_space_report(release)}; {keep_gate_output(release)}; exit 1; fi",
@@ -245,7 +245,7 @@ def settings_check(layout: Layout, release_id: str, program: str) -> str:
     a sealed release about to start with other variables (`fab config`): the same program as `release_check`,
     told so by its arguments, as the build user with nothing writable. Its output comes back as it is."""
     check = manage(layout, release_id, layout.build_user, ["shell", "--no-startup", "--interface", "python",
-                                                           "--command", programs.BOOTSTRAP])
+                                                           "--command", programs.BOOTSTRAP], "settings")
     return programs.fed(check, "release_check.py", {"sealed": True}, program)
 
 
@@ -265,7 +265,7 @@ def backup(layout: Layout, db: Client, name: str) -> str:
 
 def migrate(layout: Layout, release_id: str, app: str, release_dir: str | None = None) -> str:
     """Apply the release's migrations, as the app user (peer authentication)."""
-    return manage(layout, release_id, app, ["migrate", "--noinput"], release_dir=release_dir)
+    return manage(layout, release_id, app, ["migrate", "--noinput"], "migrate", release_dir=release_dir)
 
 
 REVERSE_SCRIPT = TEMPLATES / "deploy" / "reverse_migrations.py"
@@ -276,7 +276,7 @@ def reverse_migrations(layout: Layout, release_id: str, app: str, remove: list[s
     """Reverse `remove` ("app.name") with Django's executor, in the release at `release_dir` (the one whose code
     has their files), as the app user: one backwards plan for all apps, as `migrate` itself would run it."""
     command = manage(layout, release_id, app, ["shell", "--no-startup", "--interface", "python", "--command",
-                                               programs.BOOTSTRAP], release_dir=release_dir)
+                                               programs.BOOTSTRAP], "reverse", release_dir=release_dir)
     return programs.fed(command, "reverse_migrations.py", {"remove": list(remove)}, REVERSE_SCRIPT.read_text())
 
 
