@@ -11,6 +11,7 @@ from .. import timestamps
 from ..connection import targets
 from ..facts import releases
 from ..facts.releases import GOOD, ServerState
+from ..commands.database import unanswered
 from ..session.lock import who
 from ..session.run import DeployError, Session, Task, run_task
 from .deploy import INTERRUPTED, code_with, go_live, maintenance_note, reverse, serving_words
@@ -44,8 +45,8 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
         raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "
                           f"({release.commit[:7]}) instead")
     if state.applied is None:
-        raise DeployError("could not read which migrations the database has applied: is PostgreSQL running? "
-                          "(`sudo systemctl status postgresql` on the server). Nothing was changed")
+        raise DeployError(f"could not read which migrations the database has applied: "
+                          f"{unanswered(session.inventory)} Nothing was changed")
     extra = releases.migrations_to_reverse(state.applied, release)
     if extra and not migrate_back:
         raise DeployError(
