@@ -84,7 +84,7 @@ class Session:
 
     @property
     def database(self) -> Client:
-        return database_client(self.inventory)
+        return database_client(self.inventory, self.host)
 
     def state(self) -> ServerState:
         facts = self.remote.gather(server_probes(self.layout, self.database))
@@ -133,7 +133,8 @@ class Task:
     should fail fast). `recap`: the session prints the closing line after each host's run (commands, SSH
     connections, seconds: `Stats.summary`), on stderr, so a task whose output is data (`fab manage --
     dumpdata > posts.json`, `fab logs | grep`) keeps its stdout clean; False for the tasks that print their own
-    (deploy, rollback, provision)."""
+    (deploy, rollback, provision). `hosts`: which of the selected hosts it acts on, in order (None: all of them),
+    e.g. the db host for backups in a layout of several servers."""
     name: str
     lock: str | Callable[[Session], str | None] | None = None
     audit: str | None = None
@@ -141,6 +142,7 @@ class Task:
     before: Callable[[Inventory], None] | None = None
     lock_if_provisioned: bool = False
     recap: bool = True
+    hosts: Callable[[Inventory, list[Host]], list[Host]] | None = None
     results: list[HostResult] = field(default_factory=list)
 
 
@@ -154,6 +156,8 @@ def run_task(c, inventory: str | None, task: Task, action: Callable[[Session], A
     host, hosts = None, []
     try:
         inv, hosts = targets.select(c, inventory)
+        if task.hosts:
+            hosts = task.hosts(inv, hosts)
         if task.before:
             task.before(inv)
         for host in hosts:
