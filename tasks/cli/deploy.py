@@ -157,8 +157,9 @@ def reverse(session: Session, code: Release, code_dir: str, extra: list[str], na
     after = session.remote.gather([commands.applied_probe(session.database)])["applied"]
     if after is None:
         raise DeployError(f"could not read the migrations table after reversing {', '.join(extra)} with release "
-                          f"{code.id}'s code, so whether they are still applied is unknown: {unanswered(session.inventory)} "
-                          f"`fab status` compares them once it answers (a backup was taken first: {dump})")
+                          f"{code.id}'s code, so whether they are still applied is unknown: "
+                          f"{unanswered(session.inventory)} `fab status` compares them once it answers (a backup was "
+                          f"taken first: {dump})")
     gone = [m for m in extra if m not in set(after)]
     still = [m for m in extra if m in set(after)]
     if ok and not still:

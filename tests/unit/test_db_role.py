@@ -120,7 +120,8 @@ def test_an_app_host_writes_the_db_hosts_ca_and_password_as_file_contents_never_
     facts = {p.key: None for p in step.probes()} | {"database:reach": {"ok": False, "said": "refused"}}
     plan = step.plan(facts)
     assert "pa:ss$(x)" not in plan.script and "pa\\:ss$(x)" not in plan.script  # base64 in the script
-    assert [c.what for c in plan.changes][:2] == [f"{LAYOUT.database_ca} created", f"{LAYOUT.database_passfile} created"]
+    assert [c.what for c in plan.changes][:2] == [f"{LAYOUT.database_ca} created",
+                                                  f"{LAYOUT.database_passfile} created"]
     assert step.operations[1].secret and step.operations[1].mode == "600"
 
 
