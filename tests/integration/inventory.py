@@ -9,11 +9,12 @@ from tests.testhost import TestHost
 
 
 def write_inventory(host: TestHost, path: Path, app: str = "mysite", domains=(), database: dict | None = None,
-                    **app_keys) -> Path:
+                    roles: list[tuple[TestHost, list[str]]] | None = None, **app_keys) -> Path:
     """Write a gangway inventory (YAML) for HOST at PATH: root with the harness key, pebble as the
     ACME directory (trusting its CA bundle), and the host's tinyproxy as the outbound proxy.
     APP_KEYS (source, health_check, keep_releases, ...) are added to its app section; DATABASE ({url, ca_bundle,
-    password_env}) is its database section.
+    password_env}) is its database section; ROLES ([(member, [role, ...])], HOST among them) lists several
+    servers of one cluster, each with its roles.
     Host keys go to a fresh PATH.known_hosts next to it (known_hosts_path), never to ~/.ssh/known_hosts:
     test hosts reuse addresses with new keys."""
     q = json.dumps  # a JSON string is a valid YAML scalar
@@ -24,8 +25,10 @@ def write_inventory(host: TestHost, path: Path, app: str = "mysite", domains=(),
     known_hosts.unlink(missing_ok=True)  # keys of an earlier host at this address
     Path(path).write_text(
         f"app:\n  name: {q(app)}\n  domains: [{', '.join(q(d) for d in domains)}]\n{extra}"
-        f"hosts:\n  - address: {q(host.address)}\n    user: root\n    key: {q(str(host.ssh_key))}\n"
-        f"known_hosts: {q(known_hosts.name)}\n"
+        "hosts:\n" + "".join(f"  - address: {q(member.address)}\n    user: root\n    key: {q(str(member.ssh_key))}\n"
+                             + (f"    roles: {q(list(held))}\n" if held else "")
+                             for member, held in (roles or [(host, [])]))
+        + f"known_hosts: {q(known_hosts.name)}\n"
         f"acme:\n  email: {q(email)}\n  directory: {q(host.acme_directory)}\n"
         f"  ca_bundle: {q(str(host.acme_ca_bundle))}\n"
         f"proxy:\n  url: {q(host.proxy_url)}\n  no_proxy: [{q(host.gateway)}]\n"
