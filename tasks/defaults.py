@@ -68,6 +68,13 @@ PACKAGES = (
 # your own, e.g. a managed one) only Debian's client (psql, pg_dump, pg_restore) instead.
 POSTGRES_SERVER = ("postgresql",)
 POSTGRES_CLIENT = ("postgresql-client",)
+# A db host of several servers: PostgreSQL's port on its private address, open to the app hosts alone.
+POSTGRES_PORT = 5432
+# The CA gangway makes on a db host (its key never leaves it) and the server certificate it signs, in days: the
+# certificate is made anew when it has fewer than POSTGRES_CERT_RENEW_DAYS left (or names another address).
+POSTGRES_CA_DAYS = 3650
+POSTGRES_CERT_DAYS = 825
+POSTGRES_CERT_RENEW_DAYS = 30
 # `database.password_env`: the variable of the operator's environment `fab provision` reads the password from.
 DATABASE_PASSWORD_ENV = "GANGWAY_DATABASE_PASSWORD"
 # Installed too when a release hook runs `manage.py compilemessages` (it needs msgfmt).

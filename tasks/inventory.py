@@ -319,6 +319,13 @@ def check_domain(value: str) -> str | None:
     return f"is not a valid domain name: use {problem}" if problem else None
 
 
+def ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address for pg_hba.conf and the firewall, or ValueError: a plain IP address, no IPv6 scope (%eth0)."""
+    if "%" in value:
+        raise ValueError(f"{value!r} has a scope: not an address other servers reach")
+    return ipaddress.ip_address(value)
+
+
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)

@@ -21,7 +21,13 @@
                               the socket nginx proxies to: re-pointing it switches traffic with no reload
     /etc/gangway/APP/         rendered config: gunicorn.conf.py, nginx backend include; with `database.url`,
                               database-ca.pem (the CA its TLS certificate is checked against) and
-                              backup-command.json (how the scheduled backup runs pg_dump)
+                              backup-command.json (how the scheduled backup runs pg_dump); on the app
+                              hosts of several servers, database-ca.pem is the db host's CA
+    /etc/gangway/APP/         on a db host of several servers (README, "Several servers"): database-ca.pem and
+                              database-ca.key (the CA gangway made there; the key root's alone, never copied),
+                              database-server.pem/.key (PostgreSQL's certificate, the key postgres's alone),
+                              database-password (the app role's, root's alone), pg_hba.conf (PostgreSQL's
+                              hba_file: who may connect)
     /run/APP/RELEASE/         one Gunicorn socket per running release
     /var/lib/APP-NAME/        a process type's state (Celery beat's schedule file, say): kept across releases
 
@@ -91,7 +97,8 @@ class Layout:
 
     @property
     def database_passfile(self) -> str:
-        """With `database.url`: the password, as a libpq passfile (PGPASSFILE), 0600, the app user's."""
+        """With `database.url`, or a db host of several servers: the password, as a libpq passfile (PGPASSFILE),
+        0600, the app user's."""
         return f"{self.shared}/database.pgpass"
 
     def upload(self, token: str, name: str) -> str:
@@ -192,8 +199,34 @@ class Layout:
 
     @property
     def database_ca(self) -> str:
-        """With `database.url` and `database.ca_bundle`: the CA the database's certificate is checked against."""
+        """The CA the database's certificate is checked against: `database.ca_bundle`'s copy, or on the hosts of
+        several servers the CA gangway made on the db host (on the db host itself, that CA's certificate)."""
         return f"{self.config_dir}/database-ca.pem"
+
+    # --- a db host of several servers ------------------------------------------------------------------------
+    @property
+    def database_ca_key(self) -> str:
+        """The key of the CA gangway made on the db host: root's alone, it never leaves the db host."""
+        return f"{self.config_dir}/database-ca.key"
+
+    @property
+    def database_server_cert(self) -> str:
+        return f"{self.config_dir}/database-server.pem"
+
+    @property
+    def database_server_key(self) -> str:
+        """PostgreSQL's TLS key: postgres's alone (0600), as PostgreSQL requires."""
+        return f"{self.config_dir}/database-server.key"
+
+    @property
+    def database_password(self) -> str:
+        """The app role's password, made once on the db host: root's alone (0600)."""
+        return f"{self.config_dir}/database-password"
+
+    @property
+    def database_hba(self) -> str:
+        """PostgreSQL's hba_file on the db host: who may connect, from where, how."""
+        return f"{self.config_dir}/pg_hba.conf"
 
     @property
     def nginx_site(self) -> str:

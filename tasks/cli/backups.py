@@ -4,6 +4,15 @@ that tells visitors the site is being worked on.
 Backups are root's files in backups/ on the server (tasks/commands/backup.py builds the shell). A restore takes a
 fresh backup first, puts the site in maintenance mode, restores in one transaction (all or nothing), checks the
 restored schema against the live release's migrations, and ends maintenance mode.
+
+With several servers and a db host, backups are where the database is: `fab backup` dumps on the db host (as
+postgres, locally), next to its daily dumps. The dump a deploy takes before migrating is taken by the deploy's
+own session on its app host, through the app's client (the same TLS connection the app uses, as with
+database.url), into that host's backups/: the deploy runs there, and a dump that must exist before the migrate
+starts is best taken in the same session, with no second login. `fab backups` lists the db host's and the app
+hosts'; `fab restore NAME` restores from the first of them that holds NAME: on the db host as postgres with the
+app's role, from an app host through the client. On a db host that runs no app there is no maintenance page
+and no release to compare the schema with: the restore says so and what to run instead.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from ..commands import backup as commands, release as release_commands
 from ..facts import backups as listing, releases
 from ..connection import targets
 from .. import timestamps
-from ..inventory import Inventory
+from ..commands.database import db_address
+from ..inventory import Host, Inventory
 from ..session.lock import who
 from ..session.uploads import send_file
 from ..facts.releases import ServerState
@@ -28,6 +38,31 @@ from ..connection.remote import ConnectionLost, RemoteError
 from ..session.run import DeployError, Session, Task, last_lines, run_task
 
 # --- fab backup / fab backups ---------------------------------------------------------------------------------
+
+
+def _db_host(inventory: Inventory) -> Host | None:
+    """The db host of several servers, where backups are taken; None for a single server and database.url."""
+    return inventory.db_host if db_address(inventory) is not None else None
+
+
+def on_db_host(inventory: Inventory, hosts: list[Host]) -> list[Host]:
+    """The hosts `fab backup` acts on: the db host of several servers (when selected), else every one."""
+    db = _db_host(inventory)
+    return [h for h in hosts if h.address == db.address] if db else hosts
+
+
+def holding_dumps(inventory: Inventory, hosts: list[Host]) -> list[Host]:
+    """The hosts that may hold dumps, the db host first: with several servers, the db host (backups) and the
+    app hosts (the dumps their deploys took before migrating); else every one."""
+    db = _db_host(inventory)
+    if db is None:
+        return hosts
+    wanted = [db.address] + [h.address for h in inventory.app_hosts if h.address != db.address]
+    return sorted((h for h in hosts if h.address in wanted), key=lambda h: wanted.index(h.address))
+
+
+def _app_runs_on(session: Session) -> bool:
+    return session.host.has("web") or session.host.has("worker")
 
 
 def _size(size: int) -> str:
@@ -101,8 +136,8 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
 }, klass=targets.VerboseTask)
 def backup(c, inventory=None, media=False, download=None, verbose=False):
     """Back up the database now (pg_dump, compressed) into backups/ on the server; --media, --download DIR."""
-    run_task(c, inventory, Task("backup", lock="backup"), lambda session: backup_on(session, media, download),
-             verbose)
+    run_task(c, inventory, Task("backup", lock="backup", hosts=on_db_host),
+             lambda session: backup_on(session, media, download), verbose)
 
 
 def table(files: list[listing.BackupFile]) -> list[str]:
@@ -120,13 +155,21 @@ def table(files: list[listing.BackupFile]) -> list[str]:
 }, klass=targets.VerboseTask)
 def backups(c, inventory=None, download=None, to=None, verbose=False):
     """List the backups on the server (name, size, age, kind), or --download NAME to your machine."""
-    def show(session: Session) -> None:
-        if download:
-            name = download if download.endswith((listing.DUMP, listing.MEDIA)) else download + listing.DUMP
-            if not commands.NAME.fullmatch(name):
-                raise DeployError(f"--download {download!r} is not a backup's name: see the names `fab backups` lists")
+    name = (download if download.endswith((listing.DUMP, listing.MEDIA)) else download + listing.DUMP) \
+        if download else None
+    job = Task("backups", hosts=holding_dumps)
+
+    if name and not commands.NAME.fullmatch(name):
+        raise Exit(f"backups: --download {download!r} is not a backup's name: see the names `fab backups` lists",
+                   code=2)
+
+    def show(session: Session) -> bool:
+        if name:
+            several = _db_host(session.inventory) is not None
+            if several and not first_holding(session, job, name):
+                return False
             fetch_backup(session, name, to)
-            return
+            return True
         files = session.remote.gather([listing.listing_probe(session.layout)])["backup_files"]
         if files is None:
             raise DeployError(f"could not list {session.layout.backups}/ on {session.host.address}, so which "
@@ -137,7 +180,9 @@ def backups(c, inventory=None, download=None, to=None, verbose=False):
                 session.reporter.line(row)
         session.reporter.line("  restore one with `fab restore NAME`; take one now with `fab backup`")
 
-    run_task(c, inventory, Task("backups"), show, verbose)
+    results = run_task(c, inventory, job, show, verbose)
+    if name:
+        found_somewhere(results, "backups", name)
 
 
 # --- fab restore ------------------------------------------------------------------------------------------------
@@ -181,8 +226,31 @@ class _Progress:
         self.restored = False
 
 
+def first_holding(session: Session, task: Task, name: str) -> bool:
+    """Whether this host is the one to act on NAME: the first of the task's hosts that holds it (a host after
+    that one is passed over)."""
+    if any(result.value for result in task.results):
+        return False
+    listed = session.remote.gather([listing.listing_probe(session.layout)])["backup_files"] or []
+    if any(file.name == name for file in listed):
+        return True
+    session.reporter.line(f"{session.host.address}: no {name} in {session.layout.backups}/")
+    return False
+
+
+def found_somewhere(results: list, task: str, name: str) -> None:
+    """After a task that acts on the first host holding NAME: fails, naming where it looked, when none did."""
+    if not any(result.value for result in results):
+        raise Exit(f"{task} failed: there is no backup {name} on {', '.join(r.host for r in results)}: see the "
+                   "names `fab backups` lists; nothing was changed", code=1)
+
+
 def restore_on(session: Session, name: str | None, upload: tuple[str, bytes] | None,
-               task: Task | None = None) -> None:
+               task: Task | None = None) -> bool:
+    """Restore NAME (or the upload) here; with several servers, only on the first host that holds NAME.
+    Whether it ran here."""
+    if name and task is not None and _db_host(session.inventory) and not first_holding(session, task, name):
+        return False
     progress = _Progress()
     try:
         _restore_steps(session, name, upload, progress)
@@ -190,13 +258,14 @@ def restore_on(session: Session, name: str | None, upload: tuple[str, bytes] | N
         if task is not None:
             task.interrupted = _interrupted(session, progress, name)
         raise
+    return True
 
 
 def _restore_steps(session: Session, name: str | None, upload: tuple[str, bytes] | None,
                    progress: _Progress) -> None:
     reporter, layout = session.reporter, session.layout
     reporter.line(f"restore {name or upload[0]} into {session.app} on {session.host.address}")
-    state = session.state()
+    state = session.state() if _app_runs_on(session) else None
     if upload:
         remote = send_file(session, upload[1], Path(upload[0]).name, "nothing was restored")
         adopt = commands.adopt_upload(layout, session.database, remote, f"{commands.stamp()}-uploaded")
@@ -276,10 +345,14 @@ def _off_words(ok: bool, flag: bool | None) -> str:
     return "turning maintenance mode off could not be confirmed: run `fab maintenance off`"
 
 
-def _restore(session: Session, state: ServerState, name: str, fresh: str, progress: _Progress) -> None:
+def _restore(session: Session, state: ServerState | None, name: str, fresh: str, progress: _Progress) -> None:
+    """`state`: the app's on this host; None on a db host that runs no app (no maintenance page, no release)."""
     reporter, layout = session.reporter, session.layout
-    was_on = state.maintenance
-    if was_on:
+    was_on = state is None or state.maintenance
+    if state is None:
+        reporter.step("ok", "maintenance", f"not switched: {session.host.address} is the db host and serves no "
+                      "page (`fab maintenance on` first keeps visitors from seeing the data change)")
+    elif was_on:
         reporter.step("ok", "maintenance", "already on; it stays on after the restore")
     else:
         progress.maintenance = True  # from here on, Ctrl-C turns it off again (it may be on already)
@@ -310,8 +383,13 @@ def _restore(session: Session, state: ServerState, name: str, fresh: str, progre
     progress.restored = True
     reporter.step("changed", "restore", f"{name} restored into the database {session.app}")
     applied = session.remote.gather([release_commands.applied_probe(session.database)])["applied"]
-    live = state.releases.get(state.live or "")
-    if live is None:
+    live = state.releases.get(state.live or "") if state else None
+    if state is None:
+        reporter.step("ok", "schema", f"{len(applied or [])} migrations applied (read back); compare them with the "
+                      "live release's: `fab manage -- showmigrations`" if applied is not None else
+                      "could not read which migrations the restored database has applied: `fab manage -- "
+                      "showmigrations`")
+    elif live is None:
         reporter.step("ok", "schema", "no release is live: the next deploy migrates what the database lacks")
     elif problem := schema_difference(applied, live.migrations, live.replaces):
         reporter.step("WARNING", "schema", problem)
@@ -366,8 +444,11 @@ def restore(c, backup, inventory=None, yes=False, upload=False, verbose=False):
         if not yes:
             _confirm(inventory_, name or backup)
 
-    job = Task("restore", lock=f"restore {name or 'upload'}", before=ask, interrupted=RESTORE_INTERRUPTED)
-    run_task(c, inventory, job, lambda session: restore_on(session, name, sent, job), verbose)
+    job = Task("restore", lock=f"restore {name or 'upload'}", before=ask, interrupted=RESTORE_INTERRUPTED,
+               hosts=holding_dumps if name else on_db_host)
+    results = run_task(c, inventory, job, lambda session: restore_on(session, name, sent, job), verbose)
+    if name:
+        found_somewhere(results, "restore", name)
 
 
 # --- fab maintenance --------------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def import_data(c, inventory=None, database=None, replace=False, media=None, no_
         prepared.append((dump, folder))
 
     run_task(c, inventory, Task("import-data", lock="import-data", before=prepare,
-                                     hosts=lambda inv: inv.app_hosts[:1]),
+                                     hosts=targets.one_app_host),
              lambda session: import_to(session, *prepared[0], replace, yes), verbose)
 
 

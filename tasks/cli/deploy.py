@@ -27,6 +27,7 @@ from ..provisioning import jobs, processes, served
 from ..facts.releases import FAILED, GOOD, Release, ServerState
 from ..connection.remote import ConnectionLost, RemoteError
 from ..commands.render import TEMPLATES
+from ..commands.database import db_address, unanswered
 from ..commands.services import env_services
 from ..session.runner import Reporter
 from ..session.run import DeployError, Session, Task, last_lines, run_task, run_together
@@ -156,8 +157,9 @@ def reverse(session: Session, code: Release, code_dir: str, extra: list[str], na
     after = session.remote.gather([commands.applied_probe(session.database)])["applied"]
     if after is None:
         raise DeployError(f"could not read the migrations table after reversing {', '.join(extra)} with release "
-                          f"{code.id}'s code, so whether they are still applied is unknown: is PostgreSQL running? "
-                          f"`fab status` compares them once it answers (a backup was taken first: {dump})")
+                          f"{code.id}'s code, so whether they are still applied is unknown: "
+                          f"{unanswered(session.inventory)} `fab status` compares them once it answers (a backup was "
+                          f"taken first: {dump})")
     gone = [m for m in extra if m not in set(after)]
     still = [m for m in extra if m in set(after)]
     if ok and not still:
@@ -287,19 +289,14 @@ def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False, allo
     if not dry_run:
         from .rolling import deploy_all
         run_together(c, inventory, Task("deploy", lock=lambda session: f"deploy {shipped[0].commit[:7]}",
-                                        before=read, interrupted=INTERRUPTED, recap=False, hosts=app_hosts),
+                                        before=read, interrupted=INTERRUPTED, recap=False, hosts=targets.app_hosts),
                      lambda sessions: deploy_all(sessions, shipped[0], allow_unsafe_migrations), verbose)
         return
     try:
-        run_task(c, inventory, Task("deploy --dry-run", before=read, hosts=app_hosts),
+        run_task(c, inventory, Task("deploy --dry-run", before=read, hosts=targets.app_hosts),
                  lambda session: preview(session, shipped[0], allow_unsafe_migrations), verbose)
     finally:
         reporter.line(dryrun.DONE)
-
-
-def app_hosts(inventory: Inventory):
-    """The hosts a deploy, a rollback or `fab releases` acts on: those that run the app's code."""
-    return inventory.app_hosts
 
 
 def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool = False) -> None:
@@ -367,7 +364,7 @@ def _preview_migrations(session: Session, state: ServerState, src: source.Source
     """The project's migration files the database has not applied; those of packages are known once built."""
     if state.applied is None:
         session.reporter.step("unknown", "migrations", "could not read which migrations the database has applied: "
-                              "is PostgreSQL running?")
+                              + unanswered(session.inventory))
         return
     pending = [m for m in dryrun.migration_files(src.archive) if m not in set(state.applied)]
     later = "those of installed packages are unknown until built (a dry run does not build)"
@@ -384,9 +381,8 @@ def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: boo
     layout = session.layout
     state = session.state()
     if state.applied is None:
-        raise DeployError("could not read which migrations the database has applied: is PostgreSQL "
-                          "running? (`sudo systemctl status postgresql` on the server). Nothing was "
-                          f"changed; {serving_words(state)}")
+        raise DeployError(f"could not read which migrations the database has applied: {unanswered(inventory)} "
+                          f"Nothing was changed; {serving_words(state)}")
     if differ := served.drift(inventory, state.served_files):
         raise DeployError(f"{served.refusal(inventory, differ)}. Nothing was built or uploaded; {serving_words(state)}")
     _processes_drift(session, state)
@@ -614,7 +610,7 @@ def _managed_environment(session: Session) -> dict[str, str]:
     """The variables gangway keeps in shared/env, the inventory's app.env among them (a name taken out of it
     leaves the file at the next deploy); the operator's own lines are left alone."""
     return project.managed_environment(session.inventory.app, session.host.address,
-                                       session.inventory.database)
+                                       session.inventory.database, db_address(session.inventory))
 
 
 def _undo_migrations(session: Session, release: Release, state: ServerState, applied_before: list[str],
@@ -627,8 +623,8 @@ def _undo_migrations(session: Session, release: Release, state: ServerState, app
               f"{session.layout.failed}/)" if state.live else "the next deploy of fixed code starts from there")
     if after is None:
         return (f".\nWARNING: could not read the migrations table after the failure, so whether the migrations "
-                f"it meant to apply ({', '.join(pending)}) are applied is unknown: is PostgreSQL running? Once it "
-                f"answers, `fab status` compares the schema with the live code, and {finish}")
+                f"it meant to apply ({', '.join(pending)}) are applied is unknown: {unanswered(session.inventory)} "
+                "Once it answers, `fab status` compares the schema with the live code, and {finish}")
     extra = releases.migrations_to_reverse(after, Release("before", migrations=applied_before))
     if not extra:
         return ""

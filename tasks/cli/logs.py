@@ -143,10 +143,10 @@ def logs(c, inventory=None, lines=None, follow=False, since=None, grep=None, lev
             raise Exit(f"logs: {error}", code=2) from None
         status.append(session.remote.attached(command, terminal=follow))
 
-    def hosts(inv):
+    def hosts(inv, selected):
         """The app's journal is on the hosts that run it; nginx's on the web hosts and the load balancer."""
-        lb = (inv.lb_host,) if nginx and inv.lb_host else ()
-        chosen = (*lb, *(inv.with_role("web") if nginx else inv.app_hosts))
+        chosen = ([h for h in selected if h.has("lb") or h.has("web")] if nginx
+                  else targets.app_hosts(inv, selected))
         if follow and len(chosen) > 1:
             raise Exit(f"logs: --follow follows one server, and {len(chosen)} have these logs: name one with "
                        f"-H, e.g. fab -H {inv.deploy_user}@{chosen[0].address} logs --follow", code=2)

@@ -67,7 +67,7 @@ def manage(c, file=None, inventory=None, args=None, verbose=False):
     # A command that may write (migrate, loaddata, shell...) holds the deploy lock: it cannot race a deploy.
     lock = None if words[0] in READ_ONLY_COMMANDS else f"manage {words[0]}"
     # One app host: the command acts on the one database all of them share.
-    run_task(c, inventory, Task("manage", lock=lock, audit=lock, hosts=lambda inv: inv.app_hosts[:1]),
+    run_task(c, inventory, Task("manage", lock=lock, audit=lock, hosts=targets.one_app_host),
              lambda session: status.append(manage_on(session, words, terminal, (file, data) if file else None)),
              verbose)
     if any(status):
@@ -145,7 +145,7 @@ def config(c, inventory=None, set_=None, unset=None, show=False, verbose=False):
     except ValueError as error:
         raise Exit(f"config: {error}", code=2) from None
     run_task(c, inventory, Task("config", lock="config" if changes or removals else None,
-                                hosts=lambda inv: inv.app_hosts),
+                                hosts=targets.app_hosts),
              lambda session: config_on(session, changes, removals, show), verbose)
 
 

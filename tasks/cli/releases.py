@@ -8,6 +8,7 @@ from fabric import task
 from .. import timestamps
 from ..connection import targets
 from ..facts.releases import ServerState
+from ..commands.database import unanswered
 from ..session.run import Session, Task, run_task
 from .deploy import running_processes, schema_warning
 
@@ -42,8 +43,8 @@ def list_releases(c, inventory=None, verbose=False):
             session.reporter.line(f"  WARNING   the live release {state.live} is not running: nginx answers 502. "
                                   f"Start it with `fab rollback --to {state.live}`")
         if state.applied is None:
-            session.reporter.line("  WARNING   could not read which migrations the database has applied: is "
-                                  "PostgreSQL running?")
+            session.reporter.line("  WARNING   could not read which migrations the database has applied: "
+                                  + unanswered(session.inventory))
         schema_warning(session, state)
         if state.backups is None:
             session.reporter.line(f"  WARNING   could not list the database backups in {session.layout.backups}/: "
@@ -53,7 +54,7 @@ def list_releases(c, inventory=None, verbose=False):
             for file in state.backups:
                 session.reporter.line(f"  {file.name:<60} {file.size / 1024:>9.1f} KiB  {timestamps.age(file.age)} old")
 
-    run_task(c, inventory, Task("releases", hosts=lambda inv: inv.app_hosts, keep_going=True), show, verbose)
+    run_task(c, inventory, Task("releases", hosts=targets.app_hosts, keep_going=True), show, verbose)
 
 
 def unlock_on(session: Session, force: bool = False) -> None:

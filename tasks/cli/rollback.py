@@ -11,9 +11,10 @@ from .. import timestamps
 from ..connection import targets
 from ..facts import releases
 from ..facts.releases import GOOD, ServerState
+from ..commands.database import unanswered
 from ..session.lock import who
 from ..session.run import DeployError, Session, Task, run_together
-from .deploy import INTERRUPTED, app_hosts, code_with, go_live, maintenance_note, reverse, serving_words
+from .deploy import INTERRUPTED, code_with, go_live, maintenance_note, reverse, serving_words
 
 
 @task(auto_shortflags=False, help={
@@ -28,7 +29,7 @@ def rollback(c, inventory=None, to=None, migrate_back=False, verbose=False):
     """Go back to the previous good release (or --to RELEASE), migration-aware, with no failed request."""
     from .rolling import rollback_all
     run_together(c, inventory, Task("rollback", lock=f"rollback{' to ' + to if to else ''}",
-                                    interrupted=INTERRUPTED, recap=False, hosts=app_hosts),
+                                    interrupted=INTERRUPTED, recap=False, hosts=targets.app_hosts),
                  lambda sessions: rollback_all(sessions, to, migrate_back), verbose)
 
 
@@ -46,8 +47,8 @@ def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:
         raise DeployError(f"release {target}'s Python environment is gone; deploy its commit again "
                           f"({release.commit[:7]}) instead")
     if state.applied is None:
-        raise DeployError("could not read which migrations the database has applied: is PostgreSQL running? "
-                          "(`sudo systemctl status postgresql` on the server). Nothing was changed")
+        raise DeployError(f"could not read which migrations the database has applied: "
+                          f"{unanswered(session.inventory)} Nothing was changed")
     reverse_for_rollback(session, state, target, migrate_back)
     if target == current and current in state.running:
         reporter.line(f"{target} stays live: the database schema has no migration its code does not know now")

@@ -23,7 +23,7 @@ from ..commands.release import LOW_SPACE_KIB
 from ..facts import backups as listing
 from ..facts.releases import ServerState
 from ..session.run import Session, Task, run_task, server_probes, server_state
-from ..commands.database import Client, reach_probe
+from ..commands.database import Client, db_address, reach_probe
 from ..commands.services import REDIS, ping
 from ..commands.shell import join, parse_reports, q
 from ..layout import REDIS_SECRET, REDIS_UNIT
@@ -421,12 +421,51 @@ def database_check(reached: dict, inventory: Inventory) -> Check:
         return Check(WARN, "database", "could not be read: the probe of the app's database gave no answer")
     if reached["ok"]:
         return Check(OK, "database", f"connected as {reached['said']}")
+    if db_address(inventory) is not None:
+        return Check(FAIL, "database", f"{reached['said']}: the app cannot use its database on the db host "
+                                       f"{db_address(inventory)}; `fab status` shows PostgreSQL there, and "
+                                       "`fab provision` gives the app hosts its CA and password anew")
     if inventory.database is None:
         return Check(FAIL, "database", f"{reached['said']}: the app cannot use its database; `sudo systemctl "
                                        "status postgresql` on the server")
     return Check(FAIL, "database", f"{reached['said']}: the app cannot use its database at "
                                    f"{inventory.database.url.split('?')[0]}; a wrong password is given anew with "
                                    f"`{inventory.database.password_env}=... fab provision`")
+
+
+def postgres_probe(app: str) -> Probe:
+    """A db host's PostgreSQL, read back: the addresses it listens on (the kernel's sockets), whether TLS is on,
+    and the connections to the app's database (how many over TLS)."""
+    lit = app.replace("'", "''")
+    sql = ("select current_setting('ssl') || ' ' || count(*) || ' ' || count(*) filter (where s.ssl) "
+           f"from pg_stat_activity a left join pg_stat_ssl s using (pid) where a.datname = '{lit}' "
+           "and a.backend_type = 'client backend'")
+    return Probe("postgres_server", f"ss -ltnH {q(f'sport = :{defaults.POSTGRES_PORT}')} | awk '{{print $4}}'; "
+                                    f"echo; cd / && runuser -u postgres -- psql -X -q -t -A -c {q(sql)}",
+                 parse_postgres)
+
+
+def parse_postgres(out: str, rc: int) -> dict | Unreadable:
+    sockets, _, pg = out.strip().rpartition("\n\n")
+    fields = pg.split()
+    if rc != 0 or len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit():
+        return Unreadable(f"PostgreSQL did not answer (exit {rc})")
+    return {"listening": sockets.split(), "ssl": fields[0] == "on", "connections": int(fields[1]),
+            "tls": int(fields[2])}
+
+
+def postgres_check(found: dict | Unreadable, app: str, address: str) -> Check:
+    """The db host's PostgreSQL as read back: where it listens, TLS, the app's connections."""
+    if isinstance(found, Unreadable):
+        return Check(FAIL, "postgresql", f"{found.why}: the app hosts cannot reach the database; `sudo systemctl "
+                                         "status postgresql` here")
+    where = ", ".join(found["listening"]) or "no address"
+    text = (f"listening on {where} (and its socket), TLS {'on' if found['ssl'] else 'OFF'}, "
+            f"{found['connections']} connection(s) to {app}, {found['tls']} over TLS")
+    wanted = f"{address}:{defaults.POSTGRES_PORT}" if ":" not in address else f"[{address}]:{defaults.POSTGRES_PORT}"
+    if found["listening"] != [wanted] or not found["ssl"]:
+        return Check(FAIL, "postgresql", f"{text}; wanted {wanted} alone, with TLS: run `fab provision`")
+    return Check(OK, "postgresql", text)
 
 
 def health_check(health: Health | None, host: str, path: str, https: bool, private_ca: bool,
@@ -653,6 +692,29 @@ def timer_check(timer: Timer, now: int) -> Check:
     return Check(OK, timer.unit, text)
 
 
+def db_checks(inventory: Inventory, host: Host, facts: dict) -> list[Check]:
+    """A db host's lines: PostgreSQL, its backups and the machine (no site, no release here)."""
+    app, units, timers = inventory.app.name, facts["units"], facts["timers"]
+    layout = Layout(app)
+    postgres = ["postgresql.service"] + sorted(u for u in units if u.startswith("postgresql@"))
+    backup = [t for t in timers if t.unit == f"{app}-backup.timer"]
+    return [service_check("postgresql", units, postgres, "the app hosts cannot reach the database; `sudo systemctl "
+                          "start postgresql`"),
+            postgres_check(facts["postgres_server"], app, host.peer_address),
+            disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, backups=f"{layout.backups}/",
+                       asked=f"df -h / {layout.root}"),
+            memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
+            backup_check(facts["newest_backup"], bool(backup), defaults.STATUS_BACKUP_DAYS, f"{layout.backups}/"),
+            updates_check(facts["updates"], facts["unattended"], units, timers),
+            reboot_check(facts["reboot"]),
+            *(timer_check(t, facts["now"]) for t in backup)]
+
+
+# What `fab status` reads of a db host that runs no app (of status_probes, and postgres_probe).
+DB_HOST_FACTS = ("now", "units", "timers", "disk", "memory", "newest_backup", "updates", "unattended", "reboot",
+                 "postgres_server")
+
+
 def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> list[Check]:
     """Every line of one server's status, in the order shown."""
     app, now = inventory.app, facts["now"]
@@ -669,6 +731,8 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
         None if inventory.database else service_check("postgresql", units, postgres, "the app cannot reach its "
                                                       "database; `sudo systemctl start postgresql`"),
         database_check(facts["database:reach"], inventory),
+        postgres_check(facts["postgres_server"], app.name, inventory.db_host.peer_address)
+        if "postgres_server" in facts else None,
         redis_check(facts["redis"]) if REDIS in inventory.services else None,
         health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"], state.live,
                      Layout(app.name)),
@@ -716,57 +780,57 @@ def status(c, inventory=None, verbose=False):
         raise Exit(code=max(codes))
 
 
-def server_probes_only(layout: Layout) -> list[Probe]:
-    """What `fab status` reads of a server that does not run the app (a db or lb host of several)."""
+def lb_probes(layout: Layout) -> list[Probe]:
+    """What `fab status` reads of a load balancer (of status_probes; its disk without the app's directory)."""
     return [p for p in status_probes(layout, Client(layout.app), "", "/", False)
             if p.key in ("now", "units", "timers", "memory", "updates", "unattended", "reboot")] + [
-        Probe("disk", "df -Pk /", parse_disk)]  # no app directory here
+        Probe("disk", "df -Pk /", parse_disk)]
 
 
-def server_checks(inventory: Inventory, host: Host, facts: dict) -> list[Check]:
-    """The lines of a db or lb host's status: its own services, disk, memory, updates and timers."""
+def lb_checks(inventory: Inventory, facts: dict) -> list[Check]:
+    """A load balancer's lines: its nginx and the machine (no release, no database here)."""
     units, now = facts["units"], facts["now"]
-    postgres = ["postgresql.service"] + sorted(u for u in units if u.startswith("postgresql@"))
     found = [
-        service_check("postgresql", units, postgres, "the app cannot reach its database; `sudo systemctl start "
-                      "postgresql` on this server") if host.has("db") else None,
         service_check("nginx", units, ["nginx.service"], "the site does not answer; `sudo systemctl start nginx` "
-                      "on this server") if host.has("lb") else None,
+                      "on this server"),
         disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, asked="df -h /"),
         memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
         updates_check(facts["updates"], facts["unattended"], units, facts["timers"]),
         reboot_check(facts["reboot"]),
     ]
-    found += [timer_check(t, now) for t in sorted(facts["timers"], key=lambda t: t.unit)
-              if t.unit != "apt-daily-upgrade.timer"]
-    return [c for c in found if c is not None]
+    return found + [timer_check(t, now) for t in sorted(facts["timers"], key=lambda t: t.unit)
+                    if t.unit != "apt-daily-upgrade.timer"]
 
 
 def status_on(session: Session) -> int:
     inventory, layout, reporter = session.inventory, session.layout, session.reporter
-    if not (session.host.has("web") or session.host.has("worker")):
-        return _report(session, f"{session.host.address}: {', '.join(inventory.roles_of(session.host))} of "
-                                f"{session.app}", server_checks(inventory, session.host,
-                                                                session.remote.gather(server_probes_only(layout))))
+    runs_app = session.host.has("web") or session.host.has("worker")
     name = session.health_host()
-    facts = session.remote.gather(server_probes(layout, session.database)
-                                  + status_probes(layout, session.database, name, inventory.app.health_check, inventory.tls,
-                                                  inventory.services)
+    probes = status_probes(layout, session.database, name, inventory.app.health_check, inventory.tls,
+                           inventory.services)
+    db_host = session.database.db_host
+    if db_host and not runs_app:
+        facts = session.remote.gather([p for p in probes if p.key in DB_HOST_FACTS] + [postgres_probe(session.app)])
+        reporter.line(f"{session.host.address}: the database of {session.app} (db host)")
+        return _show(session, db_checks(inventory, session.host, facts))
+    if not runs_app:
+        reporter.line(f"{session.host.address}: the load balancer of {session.app}")
+        return _show(session, lb_checks(inventory, session.remote.gather(lb_probes(layout))))
+    facts = session.remote.gather(server_probes(layout, session.database) + probes
                                   + ([processes_probe(layout, [p.name for p in inventory.app.processes])]
-                                     if inventory.app.processes else []))
+                                     if inventory.app.processes else [])
+                                  + ([postgres_probe(session.app)] if db_host else []))
     reporter.line(f"{session.host.address}: {session.app}" + (f" at {name}" if inventory.tls else ""))
     if not facts["provisioned"]:
         reporter.step(FAIL, "provision", f"the server is not provisioned for {session.app} by this version of "
                       "gangway: run `fab provision`")
         return EXIT_CODES[FAIL]
-    return _report(session, None, checks(inventory, name, server_state(facts), facts))
+    return _show(session, checks(inventory, name, server_state(facts), facts))
 
 
-def _report(session: Session, title: str | None, found: list[Check]) -> int:
-    """Print the checks and the closing verdict; the exit code they call for."""
+def _show(session: Session, found: list[Check]) -> int:
+    """The lines, and the one that sums them up; the exit code they mean."""
     reporter = session.reporter
-    if title:
-        reporter.line(title)
     for check in found:
         reporter.step(check.level, check.name, check.detail)
     attention = [c.name for c in found if c.level != OK]

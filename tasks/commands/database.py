@@ -5,6 +5,11 @@ its socket, so the app's Unix user is its role and no password exists; dumps and
 who reads everything. URL form (`database.url`): an existing PostgreSQL elsewhere, reached by every client as the
 app user with the connection string the app itself gets (DATABASE_URL) and the password in the app user's libpq
 passfile (PGPASSFILE): Django, psql, pg_dump and pg_restore authenticate the same way.
+
+Several servers with a db host (README, "Several servers"): the app hosts are the URL form, with the URL gangway
+knows (the db host's private address, sslmode=verify-full against the CA gangway made there); on the db host
+itself the clients run as postgres over the socket, since no app user exists there, and a restore takes the
+app's role (pg_restore --role), so what it creates is the app's.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from ..inventory import Database, Inventory, database_options
+from .. import defaults
+from ..inventory import Database, Host, Inventory, database_options
 from ..layout import SYSTEM_CA_STORE, Layout
 from .shell import join
 from ..facts.steps import Probe
@@ -31,9 +37,28 @@ def connection_url(database: Database, layout: Layout) -> str:
     return f"{database.url}{'&' if '?' in database.url else '?'}sslrootcert={root}"
 
 
-def environment(app: str, database: Database | None) -> dict[str, str]:
-    """DJANGO_DB_NAME, DATABASE_URL (and PGPASSFILE) as the app's environment gets them."""
+def linked_url(app: str, address: str) -> str:
+    """The db host's database as every app host reaches it: over TCP to its private address, TLS with the
+    certificate checked against the CA gangway made there, as the app's role (the password is in the passfile)."""
+    host = f"[{address}]" if ":" in address else address
+    return (f"postgres://{app}@{host}:{defaults.POSTGRES_PORT}/{app}"
+            f"?sslmode=verify-full&sslrootcert={Layout(app).database_ca}")
+
+
+def db_address(inventory: Inventory) -> str | None:
+    """The private address of the layout's db host, when the app reaches its database there over the network
+    (several servers); None for a single server and for database.url."""
+    db = inventory.db_host
+    return db.peer_address if inventory.several_servers and db is not None else None
+
+
+def environment(app: str, database: Database | None, db_address: str | None = None) -> dict[str, str]:
+    """DJANGO_DB_NAME, DATABASE_URL (and PGPASSFILE) as the app's environment gets them; `db_address`: the db
+    host's, in a layout of several servers."""
     layout = Layout(app)
+    if db_address is not None:
+        return {"DJANGO_DB_NAME": app, "DATABASE_URL": linked_url(app, db_address),
+                "PGPASSFILE": layout.database_passfile}
     if database is None:
         # The local socket, and the app's own Unix identity as its database role (peer authentication).
         return {"DJANGO_DB_NAME": app, "DATABASE_URL": f"postgres:///{app}"}
@@ -48,13 +73,17 @@ class Client:
     app: str
     url: str | None = None  # the connection string; None: the local socket, peer authentication
     passfile: str = ""
+    db_host: bool = False  # the db host of several servers: as postgres over the socket (no app user there)
 
     def argv(self, program: str, *args: str, dumper: bool = False, connect: bool = True) -> tuple[str, ...]:
         """`program args` connected to the app's database (`connect`), run as the app user; `dumper`: as the
         user that may read all of it (postgres on the local socket)."""
         if self.url is None:
-            user = "postgres" if dumper else self.app
-            return ("runuser", "-u", user, "--", program, *args, *((f"--dbname={self.app}",) if connect else ()))
+            user = "postgres" if dumper or self.db_host else self.app
+            # On a db host, what pg_restore creates must be the app's, as if its role had run it.
+            role = (f"--role={self.app}",) if self.db_host and not dumper and program == "pg_restore" else ()
+            return ("runuser", "-u", user, "--", program, *args, *role,
+                    *((f"--dbname={self.app}",) if connect else ()))
         return ("runuser", "-u", self.app, "--", "env", f"PGPASSFILE={self.passfile}", program, *args,
                 *((f"--dbname={self.url}",) if connect else ()))
 
@@ -63,11 +92,30 @@ class Client:
         return "cd / && " + join(*self.argv(program, *args, dumper=dumper, connect=connect))
 
 
-def client(inventory: Inventory) -> Client:
-    layout = Layout(inventory.app.name)
-    if inventory.database is None:
-        return Client(inventory.app.name)
-    return Client(inventory.app.name, connection_url(inventory.database, layout), layout.database_passfile)
+def client(inventory: Inventory, host: Host | None = None) -> Client:
+    """The app's database client on `host` (None: a host that is not the db host of several servers)."""
+    app = inventory.app.name
+    layout = Layout(app)
+    if inventory.database is not None:
+        return Client(app, connection_url(inventory.database, layout), layout.database_passfile)
+    address = db_address(inventory)
+    if address is None:
+        return Client(app)
+    if host is not None and host.address == inventory.db_host.address:
+        return Client(app, db_host=True)
+    return Client(app, linked_url(app, address), layout.database_passfile)
+
+
+def unanswered(inventory: Inventory) -> str:
+    """What to ask when the app's database gave no answer, naming where it is."""
+    address = db_address(inventory)
+    if address is not None:
+        return (f"does PostgreSQL on the db host {address} answer? (`fab status` shows it; `sudo systemctl "
+                "status postgresql` there)")
+    if inventory.database is not None:
+        return (f"does the database at {urlsplit(inventory.database.url).hostname} answer? (`fab status` says what "
+                "its client was told)")
+    return "is PostgreSQL running? (`sudo systemctl status postgresql` on the server)"
 
 
 def reach_probe(db: Client) -> Probe:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Sequence
 
 import fabric
 import paramiko
@@ -35,13 +34,9 @@ VERBOSE_HELP = "print every remote command as it runs (or set gangway.verbose / 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 
-def select(c, inventory_name: str | None, pick: Callable[[Inventory], Sequence[Host]] | None = None
-           ) -> tuple[Inventory, list[Host]]:
-    """The inventory and the hosts for this invocation of a task: `fab -H`'s host, else the inventory's hosts
-    that `pick` chooses by role (all of them without `pick`)."""
+def select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
+    """The inventory and the hosts for this invocation of a task: `fab -H`'s host, else the inventory's."""
     inventory, hosts = _select(c, inventory_name)
-    if pick and not isinstance(c, Connection):
-        hosts = list(pick(inventory))
     configured = (c.config.get("gangway") or {}).get("known_hosts")
     if configured and inventory.known_hosts is None:
         inventory = dataclasses.replace(inventory, known_hosts=Path(configured).expanduser())
@@ -83,6 +78,17 @@ def _select(c, inventory_name: str | None) -> tuple[Inventory, list[Host]]:
         raise InventoryError(f"{inventory.source}: hosts is empty; add a server (address, user, key), "
                              "or name one with fab -H")
     return inventory, list(inventory.hosts)
+
+
+def app_hosts(inventory: Inventory, hosts: list[Host]) -> list[Host]:
+    """Of the selected hosts, those that run the app's code (web or worker): a deploy's, a rollback's."""
+    return [host for host in hosts if host.has("web") or host.has("worker")]
+
+
+def one_app_host(inventory: Inventory, hosts: list[Host]) -> list[Host]:
+    """The first selected app host: a one-off command (`fab manage`, `fab import-data`) acts on the one
+    database every app host shares, once."""
+    return app_hosts(inventory, hosts)[:1]
 
 
 def verbose(config) -> bool:

@@ -166,14 +166,16 @@ def read_requirements(path: Path, seen: frozenset[Path] = frozenset()) -> str | 
     return "\n".join([text] + [read_requirements(path.parent / name, seen | {path}) or "" for name in included])
 
 
-def managed_environment(app: App, address: str, database: Database | None = None) -> dict[str, str]:
+def managed_environment(app: App, address: str, database: Database | None = None,
+                        db_address: str | None = None) -> dict[str, str]:
     """The variables gangway keeps in the app's shared/env on the server, app.env among them (the secret key
-    aside: the server generates it and keeps it there); `database`: the inventory's, None for the local one."""
+    aside: the server generates it and keeps it there); `database`: the inventory's, None for the local one;
+    `db_address`: the db host's private address, with several servers."""
     return {
         **dict(app.env),
         "DJANGO_ALLOWED_HOSTS": ",".join(app.domains or (address,)),
         # For settings that read DATABASE_URL (dj-database-url, django-environ).
-        **database_environment(app.name, database),
+        **database_environment(app.name, database, db_address),
         "DJANGO_MEDIA_ROOT": Layout(app.name).media,
         "DJANGO_HTTPS": "1" if app.domains else "0",  # TLS needs names: certificates are issued for domains
         **({"DJANGO_SETTINGS_MODULE": app.settings_module} if app.settings_module else {}),

@@ -6,12 +6,22 @@ matters: packages before the services they bring, the deploy user's key login pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..inventory import Host, Inventory
 from ..layout import Layout
 from ..facts.steps import Step
+
+
+@dataclass(frozen=True)
+class DatabaseLink:
+    """What the app hosts of several servers need of the db host, read back from it after its provision: the
+    address PostgreSQL listens on, the certificate of the CA gangway made there, the app role's password. It
+    travels to the app hosts as file contents, never on a command line or in a log."""
+    address: str
+    ca_pem: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,8 @@ class Server:
     public_keys: tuple[str, ...]
     # Opens a fresh SSH connection as the deploy user and proves sudo works; raises if it does not.
     prove_deploy_login: Callable[[], None]
+    # The db host's facts, for an app host of several servers (None elsewhere, and on the db host itself).
+    database_link: DatabaseLink | None = None
 
     @property
     def layout(self) -> Layout:
@@ -39,6 +51,13 @@ class Server:
     def runs_app(self) -> bool:
         """Whether the app's code runs here (web or worker): its users, releases and units."""
         return self.has("web") or self.has("worker")
+
+    @property
+    def keeps_backups(self) -> bool:
+        """Whether the daily backup runs here: where the database is (the db host of several servers), else
+        on the app's server (a single one, or each with database.url)."""
+        several = self.inventory.several_servers and self.inventory.db_host is not None
+        return self.has("db") if several else self.runs_app
 
 
 def steps(server: Server) -> list[Step]:
@@ -59,10 +78,11 @@ def steps(server: Server) -> list[Step]:
         hardening.packages(server),
         hardening.login_guard(server),
         users.deploy_user(server),
-        *([users.app_user(server), users.build_user(server), users.directories(server)] if app else []),
-        *([postgres.database(server)] if app or server.has("db") else []),
+        *([users.app_user(server), users.build_user(server), users.directories(server)] if app else
+          [users.database_directories(server)] if server.has("db") else []),
+        *(postgres.steps(server) if app or server.has("db") else []),
         *([redis.service(server), redis.environment(server)] if app else []),
-        *([backups.schedule(server)] if app else []),
+        *([backups.schedule(server)] if server.keeps_backups else []),
         *([gunicorn.service(server), jobs.scheduled(server), processes.units(server)] if app else []),
         *([nginx.site(server),
            # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS.

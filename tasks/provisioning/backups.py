@@ -23,7 +23,7 @@ SYSTEMD = "/etc/systemd/system"
 def service_file(server: Server) -> str:
     layout, backups = server.layout, server.inventory.backups
     return render("systemd/backup.service.j2", app=layout.app, backups=layout.backups, script=layout.backup_script,
-                  command=layout.backup_command, local=server.inventory.database is None,
+                  command=layout.backup_command, local=database_client(server.inventory, server.host).url is None,
                   keep_daily=backups.keep_daily, keep_weekly=backups.keep_weekly)
 
 
@@ -48,7 +48,7 @@ def schedule(server: Server) -> Step:
 
     return Step("scheduled backups", [
         File(layout.backup_script, (TEMPLATES / "backups/backup.py").read_text(), mode="700"),
-        File(layout.backup_command, json.dumps(database_client(server.inventory).argv(
+        File(layout.backup_command, json.dumps(database_client(server.inventory, server.host).argv(
             "pg_dump", "--format=custom", dumper=True)) + "\n", mode="600"),
         File(f"{SYSTEMD}/{unit}.service", service_file(server)),
         File(f"{SYSTEMD}/{timer}", timer_file(server)),

@@ -17,6 +17,7 @@ from . import Server
 from .. import defaults
 from ..layout import REDIS_CONFIG, REDIS_DATA, REDIS_DROP_IN, REDIS_SECRET, REDIS_UNIT
 from ..commands import release as commands
+from ..commands.database import db_address
 from ..commands.render import render
 from ..commands.services import REDIS, SERVICE_VARIABLES, env_services, env_state, new_password, ping
 from ..commands.shell import join, parse_reports, q
@@ -117,7 +118,8 @@ def environment(server: Server) -> Step:
     `fab manage`, jobs and the next release to get them (the first deploy writes the file). Only a difference
     in them makes a change; the file is then written as a deploy would write it."""
     inventory, layout = server.inventory, server.layout
-    write = commands.env_file(layout, managed_environment(inventory.app, server.host.address, inventory.database),
+    write = commands.env_file(layout, managed_environment(inventory.app, server.host.address, inventory.database,
+                                                          db_address(inventory)),
                               services=env_services(inventory), if_exists=True)
 
     def decide(found: dict | None, facts: Facts) -> list[Change]:

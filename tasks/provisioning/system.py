@@ -25,16 +25,17 @@ def apt_proxy(server: Server) -> Step:
 
 
 def packages(server: Server) -> Step:
-    wanted = defaults.PACKAGES + database_packages(server.inventory) + hook_packages(server.inventory)
+    wanted = defaults.PACKAGES + database_packages(server) + hook_packages(server.inventory)
     return Step("system packages", [Packages(wanted, env=server.inventory.proxy_environment)],
                 note=f"{len(wanted)} installed")
 
 
-def database_packages(inventory) -> tuple[str, ...]:
-    """PostgreSQL's server for a database on this server; only its client (psql, pg_dump, pg_restore) for
-    `database.url`. Debian's client dumps servers of its own major version and older: pg_dump refuses a newer
-    server ("server version mismatch"), so a managed database must not run ahead of the server's Debian."""
-    return defaults.POSTGRES_CLIENT if inventory.database else defaults.POSTGRES_SERVER
+def database_packages(server) -> tuple[str, ...]:
+    """PostgreSQL's server for a database on this server (a single one, or the db host of several); only its
+    client (psql, pg_dump, pg_restore) for `database.url` and on the app hosts of several servers. Debian's
+    client dumps servers of its own major version and older: pg_dump refuses a newer server ("server version
+    mismatch"), so a managed database must not run ahead of the server's Debian."""
+    return defaults.POSTGRES_SERVER if server.has("db") else defaults.POSTGRES_CLIENT
 
 
 def hook_packages(inventory) -> tuple[str, ...]:

@@ -84,3 +84,16 @@ def directories(server: Server) -> Step:
         Directory(layout.config_dir, "755"),
         Directory(ACME_WEBROOT, "755"),
     ], note=f"{layout.root}: releases/, shared/, media owned by {app}")
+
+
+def database_directories(server: Server) -> Step:
+    """A db host that runs no app: where its backups, its deploy lock and gangway's config for it live."""
+    layout = server.layout
+    deploy = server.inventory.deploy_user
+    return Step("database host layout", [
+        Directory(layout.root, "755"),
+        Directory(layout.state, "710", deploy, deploy),
+        Directory(layout.backups, "700"),
+        Directory(CONFIG_ROOT, "755"),
+        Directory(layout.config_dir, "755"),
+    ], note=f"{layout.backups}/ (the dumps), {layout.config_dir}/ (TLS, pg_hba, the role's password)")

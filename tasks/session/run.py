@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from invoke.exceptions import Exit
 
@@ -85,7 +85,7 @@ class Session:
 
     @property
     def database(self) -> Client:
-        return database_client(self.inventory)
+        return database_client(self.inventory, self.host)
 
     def state(self) -> ServerState:
         facts = self.remote.gather(server_probes(self.layout, self.database))
@@ -134,7 +134,8 @@ class Task:
     should fail fast). `recap`: the session prints the closing line after each host's run (commands, SSH
     connections, seconds: `Stats.summary`), on stderr, so a task whose output is data (`fab manage --
     dumpdata > posts.json`, `fab logs | grep`) keeps its stdout clean; False for the tasks that print their own
-    (deploy, rollback, provision)."""
+    (deploy, rollback, provision). `hosts`: which of the selected hosts it acts on, in order (None: all of them),
+    e.g. the db host for backups in a layout of several servers."""
     name: str
     lock: str | Callable[[Session], str | None] | None = None
     audit: str | None = None
@@ -142,9 +143,8 @@ class Task:
     before: Callable[[Inventory], None] | None = None
     lock_if_provisioned: bool = False
     recap: bool = True
+    hosts: Callable[[Inventory, list[Host]], list[Host]] | None = None
     results: list[HostResult] = field(default_factory=list)
-    # Which of the inventory's hosts the task acts on, by role (None: all); `fab -H` names its own.
-    hosts: Callable[[Inventory], Sequence[Host]] | None = None
     # Each host's run whatever became of the others' (status, logs, provision): one that fails or cannot be
     # reached is named at the end, and the task exits non-zero. `parallel`: all at once, each host's output
     # printed together when its run ends.
@@ -162,7 +162,7 @@ def run_task(c, inventory: str | None, task: Task, action: Callable[[Session], A
     reporter = Reporter()
     host, hosts = None, []
     try:
-        inv, hosts = targets.select(c, inventory, task.hosts)
+        inv, hosts = _selected(c, inventory, task)
         if task.before:
             task.before(inv)
         if task.keep_going:
@@ -185,6 +185,13 @@ def run_task(c, inventory: str | None, task: Task, action: Callable[[Session], A
             task.results.append(HostResult(host.address, False, error=str(error)))
         raise Exit(f"{task.name} failed{_on(host, hosts)}: {error}", code=1) from None
     return task.results
+
+
+def _selected(c, inventory: str | None, task: Task) -> tuple[Inventory, list[Host]]:
+    """The inventory, and the hosts the task acts on: of those selected (`fab -H`, else the inventory's), the
+    ones `task.hosts` chooses by role."""
+    inv, hosts = targets.select(c, inventory)
+    return inv, (list(task.hosts(inv, hosts)) if task.hosts else hosts)
 
 
 def _each_host(c, inv: Inventory, hosts: list[Host], task: Task, action: Callable[[Session], Any],
@@ -296,7 +303,7 @@ def run_together(c, inventory: str | None, task: Task, action: Callable[[list[Se
     reporter = Reporter()
     sessions: list[Session] = []
     try:
-        inv, hosts = targets.select(c, inventory, task.hosts)
+        inv, hosts = _selected(c, inventory, task)
         if task.before:
             task.before(inv)
         with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:

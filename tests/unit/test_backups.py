@@ -266,6 +266,7 @@ class _Restoring:
     """A session for restore_on: the steps it runs are answered in order, Ctrl-C comes at `interrupt_at`, and
     the maintenance flag reads back as `flag`."""
     layout, app, host, database = LAYOUT, "mysite", Host("192.0.2.1"), Client("mysite")
+    inventory = Inventory(App("mysite"), (Host("192.0.2.1"),))
 
     def __init__(self, interrupt_at: str, flag: bool):
         self.interrupt_at, self.flag, self.ran = interrupt_at, flag, []

@@ -29,7 +29,7 @@ class Remote:
 @pytest.fixture
 def servers(monkeypatch):
     inventory = Inventory(App("mysite"), HOSTS)
-    monkeypatch.setattr(targets, "select", lambda c, name, pick=None: (inventory, list(HOSTS)))
+    monkeypatch.setattr(targets, "select", lambda c, name: (inventory, list(HOSTS)))
     monkeypatch.setattr(targets, "login", lambda host, inv, stats, config=None: Remote(stats))
     return SimpleNamespace(config=SimpleNamespace(get=lambda key: None))
 
@@ -91,8 +91,7 @@ LAYOUT = Inventory(App("mysite"), (Host("10.0.0.10", roles=("lb",)), Host("10.0.
 
 @pytest.fixture
 def layout(monkeypatch):
-    monkeypatch.setattr(targets, "select", lambda c, name, pick=None: (
-        LAYOUT, list(pick(LAYOUT) if pick else LAYOUT.hosts)))
+    monkeypatch.setattr(targets, "select", lambda c, name: (LAYOUT, list(LAYOUT.hosts)))
     monkeypatch.setattr(targets, "login", lambda host, inv, stats, config=None: Remote(stats))
     return SimpleNamespace(config=SimpleNamespace(get=lambda key: None))
 
@@ -124,7 +123,8 @@ def test_a_failed_host_stops_only_itself_and_the_recap_names_it(layout, capsys, 
 
 def test_a_task_picks_its_hosts_by_role(layout, capsys):
     seen = []
-    run_task(layout, None, Task("status", hosts=lambda inv: inv.with_role("web"), keep_going=True),
+    run_task(layout, None, Task("status", hosts=lambda inv, hosts: [h for h in hosts if h.has("web")],
+                                keep_going=True),
              lambda session: seen.append(session.host.address))
     assert seen == ["10.0.0.11", "10.0.0.12"]
 
@@ -156,7 +156,7 @@ def test_a_run_on_all_hosts_holds_every_lock_and_audits_each(layout, monkeypatch
         events.append(("action", [s.host.address for s in sessions]))
         return "done"
     value = session_layer.run_together(layout, None, Task("deploy", lock="deploy", recap=False,
-                                                          hosts=lambda inv: inv.app_hosts), action)
+                                                          hosts=targets.app_hosts), action)
     assert value == "done"
     assert events == [("lock", "10.0.0.11"), ("lock", "10.0.0.12"), ("action", ["10.0.0.11", "10.0.0.12"]),
                       ("audit", "10.0.0.12", "ok"), ("unlock", "10.0.0.12"),
@@ -185,5 +185,5 @@ def test_each_task_acts_on_the_servers_its_work_is_on(monkeypatch, module, name,
         if hasattr(tasks_module, attribute):
             monkeypatch.setattr(tasks_module, attribute, runner)
     getattr(tasks_module, name).body(SimpleNamespace(config=SimpleNamespace()), **args)
-    picked = declared[0].hosts(LAYOUT) if declared[0].hosts else LAYOUT.hosts
+    picked = declared[0].hosts(LAYOUT, list(LAYOUT.hosts)) if declared[0].hosts else LAYOUT.hosts
     assert [h.address for h in picked] == chosen
