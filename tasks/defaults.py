@@ -90,3 +90,10 @@ STATUS_BACKUP_DAYS = 2     # the newest backup older than this, when backups are
 # The roles a host can hold (README, "Several servers"). A single host with no roles holds these.
 ROLES = ("web", "worker", "db", "lb")
 SINGLE_SERVER_ROLES = ("web", "worker", "db")
+
+# The load balancer (role lb): a web host that fails this many requests in a row (connection refused or timed
+# out, 502/503/504) is left out for this many seconds, then tried again with one request (nginx's passive health
+# checks: its open-source build has no active ones).
+LB_MAX_FAILS = 1
+LB_FAIL_TIMEOUT_S = 10
+LB_CONNECT_TIMEOUT_S = 2   # a web host that takes longer to accept a connection is taken for down

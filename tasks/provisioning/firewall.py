@@ -1,4 +1,4 @@
-"""The firewall: nftables, only SSH, HTTP and HTTPS in.
+"""The firewall: nftables, only SSH, HTTP and HTTPS in (behind a load balancer, HTTP from it alone).
 
 The rules are one file loaded in one transaction (the SSH rule can't lag behind the drop policy), checked
 with `nft -c` first, and confirmed afterwards by opening a new SSH connection; if that fails the table is
@@ -15,8 +15,18 @@ from ..facts.steps import Change, Check, File, Probe, Step
 RULES = "/etc/nftables.conf"
 
 
-def ruleset(ssh_port: int) -> str:
-    return render("firewall/nftables.conf.j2", ssh_port=ssh_port, ports=sorted({ssh_port, 80, 443}))
+def ruleset(ssh_port: int, public: tuple[int, ...] = (80, 443), peers: tuple[tuple[str, int], ...] = ()) -> str:
+    """SSH and the `public` ports from anywhere; each (address, port) of `peers` from that address alone."""
+    return render("firewall/nftables.conf.j2", ssh_port=ssh_port, ports=sorted({ssh_port, *public}),
+                  peers=[("ip6" if ":" in address else "ip", address, port) for address, port in peers])
+
+
+def openings(server: Server) -> tuple[tuple[int, ...], tuple[tuple[str, int], ...]]:
+    """(the ports open to all, the (address, port) open to one server): the web to the site's front (the load
+    balancer, else each web host); a web host behind the load balancer takes HTTP from it alone."""
+    inventory, host = server.inventory, server.host
+    lb = inventory.lb_in_front_of(host)
+    return (80, 443) if inventory.fronts_site(host) else (), ((lb.peer_address, 80),) if lb else ()
 
 
 def parse_live(out: str, rc: int) -> dict:
@@ -37,8 +47,10 @@ def _live_changes(state: dict, facts) -> list[Change]:
 
 def rules(server: Server) -> Step:
     port = server.host.port
+    public, peers = openings(server)
+    only = "".join(f"; {peer_port}/tcp from {address} only" for address, peer_port in peers)
     return Step("firewall", [
-        File(RULES, ruleset(port), mode="755"),
+        File(RULES, ruleset(port, public, peers), mode="755"),
         Check(LIVE, _live_changes),
     ], validate=f"nft -c -f {RULES}", after=[f"nft -f {RULES}"], confirm=server.prove_deploy_login,
-        undo="nft delete table inet filter", note=f"open: {', '.join(map(str, sorted({port, 80, 443})))}/tcp")
+        undo="nft delete table inet filter", note=f"open: {', '.join(map(str, sorted({port, *public})))}/tcp{only}")

@@ -68,6 +68,16 @@ def build_user(server: Server) -> Step:
 def directories(server: Server) -> Step:
     layout = server.layout
     app, deploy = server.inventory.app.name, server.inventory.deploy_user
+    if not server.runs_app:
+        # The load balancer: the deploy lock and the maintenance flag in state/, its own pages, the ACME webroot.
+        return Step("lb layout", [
+            Directory(layout.root, "755"),
+            Directory(layout.state, "710", deploy, "www-data"),
+            Directory(layout.placeholder, "755"),
+            Directory(CONFIG_ROOT, "755"),
+            Directory(layout.config_dir, "755"),
+            Directory(ACME_WEBROOT, "755"),
+        ], note=f"{layout.root}: state/ (the deploy lock, the maintenance flag) and pages/")
     return Step("release layout", [
         Directory(layout.root, "755"),
         Directory(layout.releases, "755", deploy, deploy),  # deploy uploads here; each release is sealed
