@@ -693,6 +693,121 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
     return [c for c in found if c is not None]
 
 
+# --- the load balancer ----------------------------------------------------------------------------------------
+
+# What `fab status` reads on the load balancer: the probes of a web host's status it shares, then its own.
+LB_PROBES = ("now", "units", "timers", "health", "certificate", "disk", "memory", "updates", "unattended", "reboot")
+
+
+@dataclass(frozen=True)
+class Member:
+    """A web host in the load balancer's upstream, as its nginx site lists it, asked from the load balancer."""
+    peer: str           # ADDRESS:80, as the upstream names it
+    code: str           # the HTTP status, "000" when nothing answered
+    curl: int           # curl's exit status
+    socket: str = ""    # the release socket that web host's nginx says answered
+
+
+def upstream_command(site_file: str, host: str, path: str, https: bool) -> str:
+    """Each web host the load balancer's site (on the server, as nginx reads it) passes to, asked from the load
+    balancer for `path` by the site's name, as the load balancer asks it: `PEER CURL CODE SOCKET` lines. It says
+    it is 127.0.0.1 (X-Forwarded-For), as the load balancer does for a request made on it, so the web host names
+    the release that answered, as it does for gangway's checks on itself."""
+    ask = join("curl", "-s", "-g", "--noproxy", "*", "--max-time", "5", "-o", "/dev/null", "-w", commands.SERVED,
+               "-H", f"Host: {host}", "-H", "X-Forwarded-For: 127.0.0.1",
+               "-H", f"X-Forwarded-Proto: {'https' if https else 'http'}")
+    return (f"sed -n 's/^[[:space:]]*server \\([^ ;]*\\) max_fails=.*/\\1/p' {q(site_file)} | "
+            "while read -r peer; do\n"
+            f"  served=$({ask} \"http://$peer\"{q(path)}); rc=$?\n"
+            "  echo \"$peer $rc $served\"\n"
+            "done")
+
+
+def parse_upstream(out: str, rc: int) -> list[Member] | Unreadable:
+    if rc != 0:
+        return Unreadable(f"the site file could not be read (exit {rc})")
+    members = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) not in (3, 4) or not fields[1].isdigit():
+            return Unreadable(f"an answer that is not curl's: {line[:200]!r}")
+        members.append(Member(fields[0], fields[2], int(fields[1]), fields[3] if len(fields) == 4 else ""))
+    return members
+
+
+def upstream_checks(members: list[Member] | Unreadable, inventory: Inventory, path: str) -> list[Check]:
+    """One line per web host the load balancer passes to, read back from its site on the server: whether it
+    answers `path`, and from which release; a web host of the inventory missing there is a FAIL too."""
+    from ..provisioning.nginx import port_80
+    if isinstance(members, Unreadable):
+        return [Check(FAIL, "upstream", f"which web hosts the load balancer passes to is unknown: {members.why}; "
+                      "run `fab provision`")]
+    layout = Layout(inventory.app.name)
+    found = [Check(OK, "upstream", f"passes to {len(members)} web host(s): {', '.join(m.peer for m in members)} "
+                   "(read back from its site)")]
+    for member in members:
+        what = f"GET {path} at {member.peer}"
+        if member.code.startswith("2"):
+            release = layout.release_of_socket(member.socket) if member.socket else None
+            found.append(Check(OK, f"web {member.peer}", f"{what} -> {member.code}"
+                               + (f", from {release}" if release else "")))
+        else:
+            answer = f"-> {member.code}" if member.code != "000" else f"no answer (curl exit {member.curl})"
+            found.append(Check(FAIL, f"web {member.peer}", f"{what} {answer}: the load balancer leaves it out, and "
+                               f"tries it again every {defaults.LB_FAIL_TIMEOUT_S} s; `fab status` on that host "
+                               "says why"))
+    listed = {m.peer for m in members}
+    missing = [port_80(h.peer_address) for h in inventory.with_role("web") if port_80(h.peer_address) not in listed]
+    if missing:
+        found.append(Check(FAIL, "upstream", f"{', '.join(missing)} of the inventory's web hosts not in the load "
+                           "balancer's site, so it gets no traffic: run `fab provision`"))
+    return found
+
+
+def lb_checks(inventory: Inventory, host: str, facts: dict) -> list[Check]:
+    """The load balancer's status: nginx, the site through it, each web host behind it, the certificate, the
+    maintenance flag, and the server's own health."""
+    now, units, timers = facts["now"], facts["units"], facts["timers"]
+    https, layout = inventory.tls, Layout(inventory.app.name)
+    private_ca = inventory.acme.directory != defaults.ACME_DIRECTORY
+    found = [
+        service_check("nginx", units, ["nginx.service"], "no site answers; `sudo systemctl start nginx`"),
+        health_check(facts["health"], host, inventory.app.health_check, https, private_ca, facts["maintenance"]),
+        *upstream_checks(facts["upstream"], inventory, inventory.app.health_check),
+        certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS,
+                          f"{layout.certificate_dir}/cert.pem"),
+        disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, asked=f"df -h / {layout.root}"),
+        memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
+        updates_check(facts["updates"], facts["unattended"], units, timers),
+        reboot_check(facts["reboot"]),
+        maintenance_check(facts["maintenance"]),
+    ]
+    certbot = [t for t in timers if t.unit == "certbot.timer"]
+    if https and not certbot:
+        found.append(Check(FAIL, "certbot.timer", "missing: the certificate will not renew; run `fab provision`"))
+    found += [timer_check(t, now) for t in (certbot if https else [])]
+    return [c for c in found if c is not None]
+
+
+def lb_status_on(session: Session) -> int:
+    inventory, layout, reporter = session.inventory, session.layout, session.reporter
+    name, https = session.health_host(), inventory.tls
+    probes = [p for p in status_probes(layout, session.database, name, inventory.app.health_check, https)
+              if p.key in LB_PROBES]
+    facts = session.remote.gather([
+        *probes, commands.maintenance_probe(layout),
+        Probe("upstream", upstream_command(layout.nginx_site, name, inventory.app.health_check, https),
+              parse_upstream)])
+    reporter.line(f"{session.host.address}: the load balancer of {session.app}" + (f" at {name}" if https else ""))
+    found = lb_checks(inventory, name, facts)
+    for check in found:
+        reporter.step(check.level, check.name, check.detail)
+    attention = [c.name for c in found if c.level != OK]
+    reporter.line(f"{session.host.address}: " + (f"needs attention: {', '.join(attention)}" if attention
+                                                 else "all well"))
+    return exit_code(found)
+
+
 def exit_code(found: list[Check]) -> int:
     return max((EXIT_CODES[c.level] for c in found), default=0)
 
@@ -716,6 +831,8 @@ def status(c, inventory=None, verbose=False):
 
 
 def status_on(session: Session) -> int:
+    if session.host.has("lb"):
+        return lb_status_on(session)
     inventory, layout, reporter = session.inventory, session.layout, session.reporter
     name = session.health_host()
     facts = session.remote.gather(server_probes(layout, session.database)
