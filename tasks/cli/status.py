@@ -653,12 +653,13 @@ def timer_check(timer: Timer, now: int) -> Check:
     return Check(OK, timer.unit, text)
 
 
-def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> list[Check]:
-    """Every line of one server's status, in the order shown."""
+def checks(inventory: Inventory, host: str, state: ServerState, facts: dict, https: bool | None = None) -> list[Check]:
+    """Every line of one server's status, in the order shown. `https`: whether this server's nginx holds the
+    certificate (default: whether the site has one; a web host behind a load balancer does not)."""
     app, now = inventory.app, facts["now"]
     layout = Layout(app.name)
     units, timers = facts["units"], facts["timers"]
-    https = inventory.tls
+    https = inventory.tls if https is None else https
     private_ca = inventory.acme.directory != defaults.ACME_DIRECTORY
     postgres = ["postgresql.service"] + sorted(u for u in units if u.startswith("postgresql@"))
     found = [
@@ -835,8 +836,9 @@ def status_on(session: Session) -> int:
         return lb_status_on(session)
     inventory, layout, reporter = session.inventory, session.layout, session.reporter
     name = session.health_host()
+    https = inventory.terminates_tls(session.host)  # behind a load balancer, it holds the certificate
     facts = session.remote.gather(server_probes(layout, session.database)
-                                  + status_probes(layout, session.database, name, inventory.app.health_check, inventory.tls,
+                                  + status_probes(layout, session.database, name, inventory.app.health_check, https,
                                                   inventory.services)
                                   + ([processes_probe(layout, [p.name for p in inventory.app.processes])]
                                      if inventory.app.processes else []))
@@ -845,7 +847,7 @@ def status_on(session: Session) -> int:
         reporter.step(FAIL, "provision", f"the server is not provisioned for {session.app} by this version of "
                       "gangway: run `fab provision`")
         return EXIT_CODES[FAIL]
-    found = checks(inventory, name, server_state(facts), facts)
+    found = checks(inventory, name, server_state(facts), facts, https)
     for check in found:
         reporter.step(check.level, check.name, check.detail)
     attention = [c.name for c in found if c.level != OK]

@@ -110,3 +110,16 @@ def test_maintenance_is_switched_on_the_lb_alone(monkeypatch):
         assert said[web][2].scripts == []
         assert (f"{web}: not switched here: visitors reach the site through the load balancer 10.0.0.10, which "
                 "holds the maintenance flag") in said[web][1].getvalue()
+
+
+def test_status_on_a_web_host_behind_the_lb_asks_its_own_nginx_over_http_and_wants_no_certificate():
+    facts = {**fake.server(fake.release(LIVE), live=LIVE, running=[LIVE], inventory=SITE), **lb_facts([]),
+             "units": {f"mysite@{LIVE}.service": "active/running", "nginx.service": "active/running",
+                       "unattended-upgrades.service": "active/running"},
+             "health": status.Health("200", 0, True, LAYOUT.socket(LIVE)), "certificate": None,
+             "newest_backup": None, "database:reach": {"ok": True, "said": "mysite@mysite"}}
+    remote, out = fake.FakeRemote(facts, host=WEB1.address), io.StringIO()
+    status.status_on(on(WEB1, remote, out))
+    said = out.getvalue()
+    assert f"GET http://app.test/healthz/ through nginx on the server -> 200, from {LIVE}" in said, said
+    assert "certificate" not in said and "certbot" not in said, said
