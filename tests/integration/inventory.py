@@ -37,3 +37,18 @@ def write_inventory(host: TestHost, path: Path, app: str = "mysite", domains=(),
 def known_hosts_path(inventory: Path) -> Path:
     """The host keys file write_inventory names for the inventory at INVENTORY: NAME.known_hosts beside it."""
     return Path(inventory).with_suffix(".known_hosts")
+
+
+def write_layout_inventory(members, path: Path, app: str = "mysite", domains=(), database: dict | None = None,
+                           **app_keys) -> Path:
+    """An inventory of several servers: MEMBERS is a list of (TestHost, roles), in the inventory's order; the
+    rest is write_inventory's (the first member's proxy and ACME directory serve the whole cluster)."""
+    write_inventory(members[0][0], path, app=app, domains=domains, database=database, **app_keys)
+    q = json.dumps
+    hosts = "".join(f"  - address: {q(host.address)}\n    user: root\n    key: {q(str(host.ssh_key))}\n"
+                    f"    roles: [{', '.join(q(role) for role in roles)}]\n" for host, roles in members)
+    text = Path(path).read_text()
+    start = text.index("hosts:\n") + len("hosts:\n")
+    end = text.index("known_hosts:", start)
+    Path(path).write_text(text[:start] + hosts + text[end:])
+    return Path(path)
