@@ -105,4 +105,14 @@ def site(server: Server) -> Step:
         Link(layout.nginx_site_enabled, layout.nginx_site),
         Absent(DEFAULT_SITE, "Debian's default site"),
     ], extra_probes=[NGINX_VERSION, certificate_probe(server)], validate="nginx -t",
-        after=["systemctl reload-or-restart nginx"], note=note)
+        after=[reload_after_site(server)], note=note)
+
+
+def reload_after_site(server: Server) -> str:
+    """How nginx takes a new site. A reload cannot move a listening port from every address (Debian's default
+    site, a single server's site) to one address: the master still holds the wildcard socket, the bind fails,
+    and nginx goes on with the old config while `systemctl reload` says nothing. So a web host behind a load
+    balancer, which listens on its own addresses, is restarted: the load balancer passes the requests it
+    refuses meanwhile to the other web hosts."""
+    return "systemctl restart nginx" if server.inventory.lb_in_front_of(server.host) else \
+        "systemctl reload-or-restart nginx"

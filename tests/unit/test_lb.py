@@ -147,3 +147,8 @@ def test_status_reads_the_upstream_back_and_says_which_web_host_answers():
     assert one[-1].level == "FAIL" and "10.0.0.12:80 of the inventory's web hosts not in" in one[-1].detail
     assert isinstance(status.parse_upstream("garbage\n", 0), status.Unreadable)
     assert status.upstream_checks(status.parse_upstream("", 1), layout(), "/")[0].level == "FAIL"
+
+
+def test_a_web_host_behind_the_lb_restarts_nginx_for_a_new_site_since_a_reload_cannot_leave_the_wildcard():
+    assert nginx.site(server(layout(), 1)).after == ["systemctl restart nginx"]
+    assert nginx.site(server(layout(), 0)).after == ["systemctl reload-or-restart nginx"]
