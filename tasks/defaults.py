@@ -99,3 +99,10 @@ ROLES = ("web", "worker", "db", "lb")
 SINGLE_SERVER_ROLES = ("web", "worker", "db")
 # A rolling deploy switches this many web servers at once (deploy.batch): one keeps the most serving.
 DEPLOY_BATCH = 1
+
+# The load balancer (role lb): a web host that fails this many requests in a row (connection refused or timed
+# out, 502/503/504) is left out for this many seconds, then tried again with one request (nginx's passive health
+# checks: its open-source build has no active ones).
+LB_MAX_FAILS = 1
+LB_FAIL_TIMEOUT_S = 10
+LB_CONNECT_TIMEOUT_S = 2   # a web host that takes longer to accept a connection is taken for down

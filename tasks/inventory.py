@@ -234,6 +234,19 @@ class Inventory:
         hosts = self.with_role("lb")
         return hosts[0] if hosts else None
 
+    def lb_in_front_of(self, host: Host) -> Host | None:
+        """The load balancer that passes the site's requests to `host`: a web host's, when the layout has one."""
+        return self.lb_host if self.lb_host and host.has("web") else None
+
+    def fronts_site(self, host: Host) -> bool:
+        """Whether visitors reach the site at `host`'s nginx: the load balancer's, else each web host's. It holds
+        the certificate and the maintenance flag."""
+        return host.has("lb") if self.lb_host else host.has("web")
+
+    def terminates_tls(self, host: Host) -> bool:
+        """Whether `host`'s own nginx holds the certificate."""
+        return self.tls and self.fronts_site(host)
+
     def roles_of(self, host: Host) -> tuple[str, ...]:
         """What `host` does here, in defaults.ROLES' order."""
         return tuple(role for role in defaults.ROLES if host in self.with_role(role))

@@ -466,7 +466,13 @@ def maintenance(c, mode, inventory=None, verbose=False):
                    code=2)
 
     def switch(session: Session) -> None:
-        layout = session.layout
+        inventory, layout = session.inventory, session.layout
+        if not inventory.fronts_site(session.host):
+            session.reporter.line(f"{session.host.address}: not switched here: visitors reach the site through the "
+                                  f"load balancer {inventory.lb_host.address}, which holds the maintenance flag"
+                                  if inventory.lb_host and session.host.has("web") else
+                                  f"{session.host.address}: not switched here: no site is served from this server")
+            return
         step = commands.maintenance_on(layout, who(), timestamps.now()) if mode == "on" else commands.maintenance_off(layout)
         ok, report, tail = session.run(("maintenance", step), ("readback", commands.maintenance_read(layout)))
         flag = report.get("maintenance")
@@ -481,5 +487,7 @@ def maintenance(c, mode, inventory=None, verbose=False):
             if mode == "on" else f"{session.host.address}: maintenance mode is off (read back from the server): "
                                  "visitors reach the app again")
 
-    run_task(c, inventory, Task("maintenance", lock=f"maintenance {mode}", audit=f"maintenance {mode}"), switch,
-             verbose)
+    # Switched where visitors reach the site: on the load balancer when there is one, else on each web host; the
+    # other servers hold no flag, take no lock and get no audit line.
+    run_task(c, inventory, Task(f"maintenance {mode}", lock=lambda session: f"maintenance {mode}"
+                                if session.inventory.fronts_site(session.host) else None), switch, verbose)

@@ -56,6 +56,8 @@ def go_live(session: Session, release: Release, state: ServerState, event: dict)
     inv, layout, old = session.inventory, session.layout, state.live
     procs = inv.app.processes
     name = session.health_host()
+    # Behind a load balancer, this host's nginx serves the site over HTTP (the lb holds the certificate).
+    local_https, lb = inv.terminates_tls(session.host), inv.lb_in_front_of(session.host)
     standby = state.after_switch(release, event).previous_good()  # the next rollback's target: kept warm
     ok, report, tail = session.run((
         "start", commands.start_and_check(layout, release.id, name, inv.app.health_check,
@@ -63,8 +65,8 @@ def go_live(session: Session, release: Release, state: ServerState, event: dict)
         "processes", process_commands.start_and_check(layout, release.id, procs, defaults.PROCESS_SETTLE_S)), (
         "switch", commands.switch(layout, release, old, event, inv.app.standby_minutes,
                                   backend_ready=state.backend == commands.backend_conf(layout),
-                                  static_check=commands.static_served(layout, release, name, inv.tls),
-                                  serving=(name, inv.app.health_check, inv.tls), standby=standby,
+                                  static_check=commands.static_served(layout, release, name, local_https),
+                                  serving=(name, inv.app.health_check, local_https), standby=standby,
                                   processes=procs)))
     if not ok:
         if report.get("failed") == "processes":
@@ -79,8 +81,11 @@ def go_live(session: Session, release: Release, state: ServerState, event: dict)
     warm = ", it was still running, nothing to start" if report.get("standby") else ""
     if "through_nginx" in report:
         repaired = (" (nginx was serving something else: it is reloaded now)" if report.get("repaired") else "")
-        through = (f"; the site answers GET {inv.app.health_check} through nginx as {name} -> "
-                   f"{report['through_nginx']}, from {release.id}{repaired}")
+        where = "this web host's own nginx" if lb else "nginx"
+        behind = (f" (what one host's switch can prove: the load balancer {lb.peer_address} passes requests to it; "
+                  "`fab status` there reads back whether each web host answers)" if lb else "")
+        through = (f"; the site answers GET {inv.app.health_check} through {where} as {name} -> "
+                   f"{report['through_nginx']}, from {release.id}{repaired}{behind}")
     else:
         through = "; not asked through nginx, which answers 503 in maintenance mode"
     session.reporter.step("changed", "switch", f"{release.id} is live" + (f" (was {old})" if old else "")
@@ -378,12 +383,16 @@ def _preview_migrations(session: Session, state: ServerState, src: source.Source
 
 def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: bool = False) -> str:
     inventory, host, reporter, stats = session.inventory, session.host, session.reporter, session.stats
+    if host not in inventory.app_hosts:
+        reporter.line(f"{host.address} ({', '.join(inventory.roles_of(host))}): no release runs here, nothing to "
+                      "deploy")
+        return ""
     layout = session.layout
     state = session.state()
     if state.applied is None:
         raise DeployError(f"could not read which migrations the database has applied: {unanswered(inventory)} "
                           f"Nothing was changed; {serving_words(state)}")
-    if differ := served.drift(inventory, state.served_files):
+    if differ := served.drift(inventory, state.served_files, session.host):
         raise DeployError(f"{served.refusal(inventory, differ)}. Nothing was built or uploaded; {serving_words(state)}")
     _processes_drift(session, state)
     _check_environment_size(session, state)

@@ -135,7 +135,7 @@ def _readable_state(session: Session) -> ServerState:
 def _refusals(session: Session, state: ServerState) -> None:
     """What refuses a deploy on one server refuses it on all: nothing is built anywhere."""
     try:
-        if differ := served.drift(session.inventory, state.served_files):
+        if differ := served.drift(session.inventory, state.served_files, session.host):
             raise DeployError(f"{served.refusal(session.inventory, differ)}. Nothing was built or uploaded")
         _processes_drift(session, state)
         _check_environment_size(session, state)

@@ -715,12 +715,13 @@ DB_HOST_FACTS = ("now", "units", "timers", "disk", "memory", "newest_backup", "u
                  "postgres_server")
 
 
-def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> list[Check]:
-    """Every line of one server's status, in the order shown."""
+def checks(inventory: Inventory, host: str, state: ServerState, facts: dict, https: bool | None = None) -> list[Check]:
+    """Every line of one server's status, in the order shown. `https`: whether this server's nginx holds the
+    certificate (default: whether the site has one; a web host behind a load balancer does not)."""
     app, now = inventory.app, facts["now"]
     layout = Layout(app.name)
     units, timers = facts["units"], facts["timers"]
-    https = inventory.tls
+    https = inventory.tls if https is None else https
     private_ca = inventory.acme.directory != defaults.ACME_DIRECTORY
     postgres = ["postgresql.service"] + sorted(u for u in units if u.startswith("postgresql@"))
     found = [
@@ -757,6 +758,115 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict) -> 
     return [c for c in found if c is not None]
 
 
+# --- the load balancer ----------------------------------------------------------------------------------------
+
+# What `fab status` reads on the load balancer: the probes of a web host's status it shares, then its own.
+LB_PROBES = ("now", "units", "timers", "health", "certificate", "disk", "memory", "updates", "unattended", "reboot")
+
+
+@dataclass(frozen=True)
+class Member:
+    """A web host in the load balancer's upstream, as its nginx site lists it, asked from the load balancer."""
+    peer: str           # ADDRESS:80, as the upstream names it
+    code: str           # the HTTP status, "000" when nothing answered
+    curl: int           # curl's exit status
+    socket: str = ""    # the release socket that web host's nginx says answered
+
+
+def upstream_command(site_file: str, host: str, path: str, https: bool) -> str:
+    """Each web host the load balancer's site (on the server, as nginx reads it) passes to, asked from the load
+    balancer for `path` by the site's name, as the load balancer asks it: `PEER CURL CODE SOCKET` lines. It says
+    it is 127.0.0.1 (X-Forwarded-For), as the load balancer does for a request made on it, so the web host names
+    the release that answered, as it does for gangway's checks on itself."""
+    ask = join("curl", "-s", "-g", "--noproxy", "*", "--max-time", "5", "-o", "/dev/null", "-w", commands.SERVED,
+               "-H", f"Host: {host}", "-H", "X-Forwarded-For: 127.0.0.1",
+               "-H", f"X-Forwarded-Proto: {'https' if https else 'http'}")
+    return (f"sed -n 's/^[[:space:]]*server \\([^ ;]*\\) max_fails=.*/\\1/p' {q(site_file)} | "
+            "while read -r peer; do\n"
+            f"  served=$({ask} \"http://$peer\"{q(path)}); rc=$?\n"
+            "  echo \"$peer $rc $served\"\n"
+            "done")
+
+
+def parse_upstream(out: str, rc: int) -> list[Member] | Unreadable:
+    if rc != 0:
+        return Unreadable(f"the site file could not be read (exit {rc})")
+    members = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) not in (3, 4) or not fields[1].isdigit():
+            return Unreadable(f"an answer that is not curl's: {line[:200]!r}")
+        members.append(Member(fields[0], fields[2], int(fields[1]), fields[3] if len(fields) == 4 else ""))
+    return members
+
+
+def upstream_checks(members: list[Member] | Unreadable, inventory: Inventory, path: str) -> list[Check]:
+    """One line per web host the load balancer passes to, read back from its site on the server: whether it
+    answers `path`, and from which release; a web host of the inventory missing there is a FAIL too."""
+    from ..provisioning.nginx import port_80
+    if isinstance(members, Unreadable):
+        return [Check(FAIL, "upstream", f"which web hosts the load balancer passes to is unknown: {members.why}; "
+                      "run `fab provision`")]
+    layout = Layout(inventory.app.name)
+    found = [Check(OK, "upstream", f"passes to {len(members)} web host(s): {', '.join(m.peer for m in members)} "
+                   "(read back from its site)")]
+    for member in members:
+        what = f"GET {path} at {member.peer}"
+        if member.code.startswith("2"):
+            release = layout.release_of_socket(member.socket) if member.socket else None
+            found.append(Check(OK, f"web {member.peer}", f"{what} -> {member.code}"
+                               + (f", from {release}" if release else "")))
+        else:
+            answer = f"-> {member.code}" if member.code != "000" else f"no answer (curl exit {member.curl})"
+            found.append(Check(FAIL, f"web {member.peer}", f"{what} {answer}: the load balancer leaves it out, and "
+                               f"tries it again every {defaults.LB_FAIL_TIMEOUT_S} s; `fab status` on that host "
+                               "says why"))
+    listed = {m.peer for m in members}
+    missing = [port_80(h.peer_address) for h in inventory.with_role("web") if port_80(h.peer_address) not in listed]
+    if missing:
+        found.append(Check(FAIL, "upstream", f"{', '.join(missing)} of the inventory's web hosts not in the load "
+                           "balancer's site, so it gets no traffic: run `fab provision`"))
+    return found
+
+
+def lb_checks(inventory: Inventory, host: str, facts: dict) -> list[Check]:
+    """The load balancer's status: nginx, the site through it, each web host behind it, the certificate, the
+    maintenance flag, and the server's own health."""
+    now, units, timers = facts["now"], facts["units"], facts["timers"]
+    https, layout = inventory.tls, Layout(inventory.app.name)
+    private_ca = inventory.acme.directory != defaults.ACME_DIRECTORY
+    found = [
+        service_check("nginx", units, ["nginx.service"], "no site answers; `sudo systemctl start nginx`"),
+        health_check(facts["health"], host, inventory.app.health_check, https, private_ca, facts["maintenance"]),
+        *upstream_checks(facts["upstream"], inventory, inventory.app.health_check),
+        certificate_check(facts["certificate"], now, https, defaults.STATUS_CERT_DAYS,
+                          f"{layout.certificate_dir}/cert.pem"),
+        disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, asked=f"df -h / {layout.root}"),
+        memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
+        updates_check(facts["updates"], facts["unattended"], units, timers),
+        reboot_check(facts["reboot"]),
+        maintenance_check(facts["maintenance"]),
+    ]
+    certbot = [t for t in timers if t.unit == "certbot.timer"]
+    if https and not certbot:
+        found.append(Check(FAIL, "certbot.timer", "missing: the certificate will not renew; run `fab provision`"))
+    found += [timer_check(t, now) for t in (certbot if https else [])]
+    return [c for c in found if c is not None]
+
+
+def lb_status_on(session: Session) -> int:
+    inventory, layout, reporter = session.inventory, session.layout, session.reporter
+    name, https = session.health_host(), inventory.tls
+    probes = [p for p in status_probes(layout, session.database, name, inventory.app.health_check, https)
+              if p.key in LB_PROBES]
+    facts = session.remote.gather([
+        *probes, commands.maintenance_probe(layout),
+        Probe("upstream", upstream_command(layout.nginx_site, name, inventory.app.health_check, https),
+              parse_upstream)])
+    reporter.line(f"{session.host.address}: the load balancer of {session.app}" + (f" at {name}" if https else ""))
+    return _show(session, lb_checks(inventory, name, facts))
+
+
 def exit_code(found: list[Check]) -> int:
     return max((EXIT_CODES[c.level] for c in found), default=0)
 
@@ -780,42 +890,19 @@ def status(c, inventory=None, verbose=False):
         raise Exit(code=max(codes))
 
 
-def lb_probes(layout: Layout) -> list[Probe]:
-    """What `fab status` reads of a load balancer (of status_probes; its disk without the app's directory)."""
-    return [p for p in status_probes(layout, Client(layout.app), "", "/", False)
-            if p.key in ("now", "units", "timers", "memory", "updates", "unattended", "reboot")] + [
-        Probe("disk", "df -Pk /", parse_disk)]
-
-
-def lb_checks(inventory: Inventory, facts: dict) -> list[Check]:
-    """A load balancer's lines: its nginx and the machine (no release, no database here)."""
-    units, now = facts["units"], facts["now"]
-    found = [
-        service_check("nginx", units, ["nginx.service"], "the site does not answer; `sudo systemctl start nginx` "
-                      "on this server"),
-        disk_check(facts["disk"], defaults.STATUS_DISK_PERCENT, asked="df -h /"),
-        memory_check(facts["memory"], defaults.STATUS_MEMORY_PERCENT),
-        updates_check(facts["updates"], facts["unattended"], units, facts["timers"]),
-        reboot_check(facts["reboot"]),
-    ]
-    return found + [timer_check(t, now) for t in sorted(facts["timers"], key=lambda t: t.unit)
-                    if t.unit != "apt-daily-upgrade.timer"]
-
-
 def status_on(session: Session) -> int:
+    if session.host.has("lb"):
+        return lb_status_on(session)
     inventory, layout, reporter = session.inventory, session.layout, session.reporter
     runs_app = session.host.has("web") or session.host.has("worker")
     name = session.health_host()
-    probes = status_probes(layout, session.database, name, inventory.app.health_check, inventory.tls,
-                           inventory.services)
+    https = inventory.terminates_tls(session.host)  # behind a load balancer, it holds the certificate
+    probes = status_probes(layout, session.database, name, inventory.app.health_check, https, inventory.services)
     db_host = session.database.db_host
     if db_host and not runs_app:
         facts = session.remote.gather([p for p in probes if p.key in DB_HOST_FACTS] + [postgres_probe(session.app)])
         reporter.line(f"{session.host.address}: the database of {session.app} (db host)")
         return _show(session, db_checks(inventory, session.host, facts))
-    if not runs_app:
-        reporter.line(f"{session.host.address}: the load balancer of {session.app}")
-        return _show(session, lb_checks(inventory, session.remote.gather(lb_probes(layout))))
     facts = session.remote.gather(server_probes(layout, session.database) + probes
                                   + ([processes_probe(layout, [p.name for p in inventory.app.processes])]
                                      if inventory.app.processes else [])
@@ -825,7 +912,7 @@ def status_on(session: Session) -> int:
         reporter.step(FAIL, "provision", f"the server is not provisioned for {session.app} by this version of "
                       "gangway: run `fab provision`")
         return EXIT_CODES[FAIL]
-    return _show(session, checks(inventory, name, server_state(facts), facts))
+    return _show(session, checks(inventory, name, server_state(facts), facts, https))
 
 
 def _show(session: Session, found: list[Check]) -> int:

@@ -65,7 +65,8 @@ def steps(server: Server) -> list[Step]:
     from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, processes, redis, ssh,
                    system, tls, users)
 
-    app, web = server.runs_app, server.has("web")
+    app, web, lb = server.runs_app, server.has("web"), server.has("lb")
+    certificate = server.inventory.terminates_tls(server.host)
     return [
         system.apt_proxy(server),
         system.hostname(server),
@@ -78,16 +79,17 @@ def steps(server: Server) -> list[Step]:
         hardening.packages(server),
         hardening.login_guard(server),
         users.deploy_user(server),
-        *([users.app_user(server), users.build_user(server), users.directories(server)] if app else
-          [users.database_directories(server)] if server.has("db") else []),
+        *([users.app_user(server), users.build_user(server)] if app else []),
+        users.directories(server),
         *(postgres.steps(server) if app or server.has("db") else []),
         *([redis.service(server), redis.environment(server)] if app else []),
         *([backups.schedule(server)] if server.keeps_backups else []),
         *([gunicorn.service(server), jobs.scheduled(server), processes.units(server)] if app else []),
         *([nginx.site(server),
-           # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS.
-           *([*tls.certificate(server), nginx.site(server)] if server.inventory.tls else []),
-           catch_all.unknown_hosts(server)] if web else []),
+           # With TLS: get the certificate through the HTTP site, then render the site again with HTTPS. With a
+           # load balancer, it holds the certificate and the web hosts serve it over the private network.
+           *([*tls.certificate(server), nginx.site(server)] if certificate else []),
+           catch_all.unknown_hosts(server)] if web or lb else []),
         firewall.rules(server),
         ssh.hardening(server),
     ]

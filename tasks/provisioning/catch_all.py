@@ -7,7 +7,7 @@ default server, so then the catch-all is removed.
 from __future__ import annotations
 
 from . import Server
-from .nginx import NGINX_VERSION
+from .nginx import NGINX_VERSION, port_80
 from ..commands.render import render
 from ..facts.steps import Absent, Facts, File, Step
 
@@ -16,8 +16,11 @@ CATCH_ALL = "/etc/nginx/conf.d/gangway-catch-all.conf"
 REJECT_HANDSHAKE_SINCE = (1, 19, 4)
 
 
-def config(nginx_version: tuple[int, ...]) -> str:
-    return render("nginx/catch-all.conf.j2", reject_handshake=nginx_version >= REJECT_HANDSHAKE_SINCE)
+def config(nginx_version: tuple[int, ...], listen: tuple[str, ...] = ()) -> str:
+    """The catch-all for every address port 80 and 443 listen on; `listen`: only these (port 80 only, HTTP), where
+    a web server behind the load balancer listens."""
+    return render("nginx/catch-all.conf.j2", listen=list(listen or ("80", "[::]:80")),
+                  reject_handshake=not listen and nginx_version >= REJECT_HANDSHAKE_SINCE)
 
 
 def unknown_hosts(server: Server) -> Step:
@@ -26,8 +29,11 @@ def unknown_hosts(server: Server) -> Step:
                     validate="nginx -t", after=["systemctl reload-or-restart nginx"],
                     note="none: the site answers every name")
 
+    behind_lb = server.inventory.lb_in_front_of(server.host)
+    listen = (port_80(server.host.peer_address), "127.0.0.1:80") if behind_lb else ()
+
     def content(facts: Facts) -> str:
-        return config(facts[NGINX_VERSION.key])
+        return config(facts[NGINX_VERSION.key], listen)
 
     return Step("nginx catch-all", [File(CATCH_ALL, content)], extra_probes=[NGINX_VERSION],
                 validate="nginx -t", after=["systemctl reload-or-restart nginx"],

@@ -12,7 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from ..inventory import Inventory
+from ..inventory import Host, Inventory
 from ..layout import Layout
 from ..commands import programs
 from ..commands.shell import join
@@ -37,13 +37,14 @@ class Served:
     keys: tuple[tuple[str, str], ...]  # (inventory key, regex of the lines it lands in)
 
 
-def _server(inventory: Inventory) -> Server:
-    return Server(inventory, inventory.hosts[0] if inventory.hosts else None, (), lambda: None)
+def _server(inventory: Inventory, host: Host | None) -> Server:
+    return Server(inventory, host or (inventory.hosts[0] if inventory.hosts else None), (), lambda: None)
 
 
-def files(inventory: Inventory) -> list[Served]:
+def files(inventory: Inventory, host: Host | None = None) -> list[Served]:
+    """What provision writes on `host` (default: the first), whose nginx site depends on its place in the layout."""
     from . import gunicorn, nginx
-    server, layout = _server(inventory), Layout(inventory.app.name)
+    server, layout = _server(inventory, host), Layout(inventory.app.name)
     tls_options = (True, False) if inventory.tls else (False,)  # HTTP only until a certificate exists
     sites = tuple(dict.fromkeys(nginx.site_config(server, tls, version) for tls in tls_options
                                 for version in ((1, 25, 1), (1, 22, 0))))
@@ -74,10 +75,10 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def as_provisioned(inventory: Inventory) -> dict:
+def as_provisioned(inventory: Inventory, host: Host | None = None) -> dict:
     """What the probe answers on a server provisioned with `inventory` (first variant of each file)."""
     found = {}
-    for item in files(inventory):
+    for item in files(inventory, host):
         text = item.variants[0]
         found[item.path] = {"sha256": _sha(text), "lines": [line.strip() for line in text.splitlines()
                                                             if item.keys and re.search(_pattern(item), line)]}
@@ -91,13 +92,13 @@ class Drift:
     keys: tuple[str, ...]  # the inventory keys whose lines differ; empty: something else differs
 
 
-def drift(inventory: Inventory, on_server: dict | None) -> list[Drift]:
-    """The served files a provision would rewrite now, with the inventory keys that changed in each. Unknown
-    (the probe could not run) is no drift: the deploy goes on as before."""
+def drift(inventory: Inventory, on_server: dict | None, host: Host | None = None) -> list[Drift]:
+    """The served files a provision would rewrite now on `host`, with the inventory keys that changed in each.
+    Unknown (the probe could not run) is no drift: the deploy goes on as before."""
     if not on_server:
         return []
     found = []
-    for item in files(inventory):
+    for item in files(inventory, host):
         there = on_server.get(item.path)
         if there and there.get("sha256") in {_sha(text) for text in item.variants}:
             continue

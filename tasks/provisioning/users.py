@@ -68,6 +68,8 @@ def build_user(server: Server) -> Step:
 def directories(server: Server) -> Step:
     layout = server.layout
     app, deploy = server.inventory.app.name, server.inventory.deploy_user
+    if not server.runs_app:
+        return _server_layout(server)
     return Step("release layout", [
         Directory(layout.root, "755"),
         Directory(layout.releases, "755", deploy, deploy),  # deploy uploads here; each release is sealed
@@ -86,14 +88,18 @@ def directories(server: Server) -> Step:
     ], note=f"{layout.root}: releases/, shared/, media owned by {app}")
 
 
-def database_directories(server: Server) -> Step:
-    """A db host that runs no app: where its backups, its deploy lock and gangway's config for it live."""
-    layout = server.layout
-    deploy = server.inventory.deploy_user
-    return Step("database host layout", [
+def _server_layout(server: Server) -> Step:
+    """A server of several that runs no app: its deploy lock in state/ and gangway's config for it; on the
+    load balancer its pages, the maintenance flag (in state/, which nginx may look up) and the ACME webroot;
+    on the db host the backups."""
+    layout, deploy = server.layout, server.inventory.deploy_user
+    lb, db = server.has("lb"), server.has("db")
+    return Step("server layout", [
         Directory(layout.root, "755"),
-        Directory(layout.state, "710", deploy, deploy),
-        Directory(layout.backups, "700"),
+        Directory(layout.state, "710", deploy, "www-data" if lb else deploy),
+        *([Directory(layout.placeholder, "755"), Directory(ACME_WEBROOT, "755")] if lb else []),
+        *([Directory(layout.backups, "700")] if db else []),
         Directory(CONFIG_ROOT, "755"),
         Directory(layout.config_dir, "755"),
-    ], note=f"{layout.backups}/ (the dumps), {layout.config_dir}/ (TLS, pg_hba, the role's password)")
+    ], note=f"{layout.root}: state/ (the deploy lock" + (", the maintenance flag) and pages/" if lb else ")")
+        + (f", backups/ (the dumps); {layout.config_dir}/ (TLS, pg_hba, the role's password)" if db else ""))

@@ -44,3 +44,4 @@ def write_inventory(host: TestHost, path: Path, app: str = "mysite", domains=(),
 def known_hosts_path(inventory: Path) -> Path:
     """The host keys file write_inventory names for the inventory at INVENTORY: NAME.known_hosts beside it."""
     return Path(inventory).with_suffix(".known_hosts")
+

@@ -46,7 +46,7 @@ def test_pg_hba_the_settings_and_the_firewall_refuse_what_is_not_an_address(valu
     with pytest.raises(ValueError):
         postgres.server_settings(LAYOUT, value)
     with pytest.raises(ValueError):
-        firewall.ruleset(22, [value])
+        firewall.ruleset(22, peers=((value, 5432),))
 
 
 @pytest.mark.parametrize("app", ['my"site', "my site", "mysite\nhost", "all,x"])
@@ -66,14 +66,15 @@ def test_settings_are_sql_literals_and_name_gangways_files():
 
 
 def test_the_firewall_opens_postgresql_to_the_app_hosts_alone_and_a_single_server_not_at_all():
-    rules = firewall.ruleset(22, ["10.0.0.2", "fd00::5"])
-    assert "ip saddr { 10.0.0.2 } tcp dport 5432 accept" in rules
-    assert "ip6 saddr { fd00::5 } tcp dport 5432 accept" in rules
+    rules = firewall.ruleset(22, peers=(("10.0.0.2", 5432), ("fd00::5", 5432)))
+    assert "ip saddr 10.0.0.2 tcp dport 5432 accept" in rules
+    assert "ip6 saddr fd00::5 tcp dport 5432 accept" in rules
     assert "5432" not in firewall.ruleset(22)
-    assert firewall.database_clients(server(LAYOUT_OF_TWO, DB_HOST)) == ["10.0.0.2"]
-    assert firewall.database_clients(server(LAYOUT_OF_TWO, APP_HOST)) == []
+    # The db host of two servers: no web ports, PostgreSQL from the app host alone; the app host: no 5432.
+    assert firewall.openings(server(LAYOUT_OF_TWO, DB_HOST)) == ((), (("10.0.0.2", 5432),))
+    assert all(port != 5432 for _, port in firewall.openings(server(LAYOUT_OF_TWO, APP_HOST))[1])
     single = several({"address": "203.0.113.10"})
-    assert firewall.database_clients(server(single, single.hosts[0])) == []
+    assert firewall.openings(server(single, single.hosts[0])) == ((80, 443), ())
 
 
 def test_the_app_hosts_reach_the_db_host_through_the_one_client_builder():
@@ -101,8 +102,8 @@ def test_each_host_gets_the_steps_of_its_roles():
     link = DatabaseLink("10.0.0.3", "PEM", "secret")
     db = [s.title for s in provisioning.steps(server(LAYOUT_OF_TWO, DB_HOST))]
     app = [s.title for s in provisioning.steps(server(LAYOUT_OF_TWO, APP_HOST, link))]
-    assert db[db.index("database host layout"):db.index("firewall")] == [
-        "database host layout", "database TLS", "database access", "postgresql", "database password",
+    assert db[db.index("server layout"):db.index("firewall")] == [
+        "server layout", "database TLS", "database access", "postgresql", "database password",
         "scheduled backups"]
     assert "database" in app and "postgresql" not in app and "scheduled backups" not in app
     assert system.database_packages(server(LAYOUT_OF_TWO, DB_HOST)) == ("postgresql",)

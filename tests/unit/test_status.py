@@ -685,15 +685,3 @@ def test_the_status_of_a_server_whose_backups_and_disk_could_not_be_read_says_so
     assert "could not read the free space" in by_name["disk"].detail and "/srv/mysite" in by_name["disk"].detail
     assert status.exit_code(found) == 1
 
-
-# --- several servers: a db or lb host shows its own services and the server's health -------------------------
-
-def test_a_load_balancer_shows_its_nginx_disk_memory_and_updates_not_the_app():
-    facts = {"now": 1_800_000_000, "units": {"nginx.service": "inactive/dead"}, "timers": [],
-             "disk": [status.Disk("/", 10, 9_000_000)], "memory": {"MemTotal": 1000, "MemAvailable": 800},
-             "updates": (0, 0), "unattended": True, "reboot": None}
-    found = {c.name: c for c in status.lb_checks(Inventory(App("mysite"), ()), facts)}
-    assert found["nginx"].level == FAIL and "sudo systemctl start nginx" in found["nginx"].detail
-    assert "release" not in found and "health" not in found and "postgresql" not in found
-    assert {p.key for p in status.lb_probes(LAYOUT)} == {
-        "now", "units", "timers", "disk", "memory", "updates", "unattended", "reboot"}
