@@ -21,7 +21,8 @@
                               the socket nginx proxies to: re-pointing it switches traffic with no reload
     /etc/gangway/APP/         rendered config: gunicorn.conf.py, nginx backend include; with `database.url`,
                               database-ca.pem (the CA its TLS certificate is checked against) and
-                              backup-command.json (how the scheduled backup runs pg_dump)
+                              backup-command.json (how the scheduled backup runs pg_dump); with `media`,
+                              media-credentials.json (the store's access key and secret, root's alone)
     /run/APP/RELEASE/         one Gunicorn socket per running release
     /var/lib/APP-NAME/        a process type's state (Celery beat's schedule file, say): kept across releases
 
@@ -194,6 +195,12 @@ class Layout:
     def database_ca(self) -> str:
         """With `database.url` and `database.ca_bundle`: the CA the database's certificate is checked against."""
         return f"{self.config_dir}/database-ca.pem"
+
+    @property
+    def media_credentials(self) -> str:
+        """With `media`: the S3 store's access key id and secret as JSON, root's alone (0600), written by
+        provision from the operator's environment; the app's environment file gets them from it."""
+        return f"{self.config_dir}/media-credentials.json"
 
     @property
     def nginx_site(self) -> str:
