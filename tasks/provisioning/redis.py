@@ -117,7 +117,8 @@ def environment(server: Server) -> Step:
     `fab manage`, jobs and the next release to get them (the first deploy writes the file). Only a difference
     in them makes a change; the file is then written as a deploy would write it."""
     inventory, layout = server.inventory, server.layout
-    write = commands.env_file(layout, managed_environment(inventory.app, server.host.address, inventory.database),
+    write = commands.env_file(layout, managed_environment(inventory.app, server.host.address, inventory.database,
+                                                          inventory.media),
                               services=env_services(inventory), if_exists=True)
 
     def decide(found: dict | None, facts: Facts) -> list[Change]:
