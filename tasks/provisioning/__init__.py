@@ -30,8 +30,8 @@ class Server:
 
 
 def steps(server: Server) -> list[Step]:
-    from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, processes, redis, ssh,
-                   system, tls, users)
+    from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, media, nginx, postgres, processes, redis,
+                   ssh, system, tls, users)
 
     return [
         system.apt_proxy(server),
@@ -50,6 +50,7 @@ def steps(server: Server) -> list[Step]:
         users.directories(server),
         postgres.database(server),
         redis.service(server),
+        *([media.store(server)] if server.inventory.media else []),
         redis.environment(server),
         backups.schedule(server),
         gunicorn.service(server),
