@@ -134,12 +134,12 @@ def sites(cluster, tmp_path_factory):
 def test_provision_keeps_the_key_on_the_server_only_and_checks_the_store(sites, cluster):
     for site in sites:
         said = site.server.first_run.stdout
-        assert re.search(r"changed\s+media store: .*\(the store answered " + BUCKET + " with the app.s key\)", said), said
+        assert re.search(r"changed\s+media store: .*\(the store answered " + BUCKET + r" with the app.s key\)", said), said
         stat = site.root(f"stat -c '%U %a' /etc/gangway/{APP}/media-credentials.json").strip()
         assert stat == "root 600"
         assert KEY_ID not in site.inventory.read_text() and SECRET not in site.inventory.read_text()
         env = site.root(f"cat /srv/{APP}/shared/env")
-        assert f'AWS_SECRET_ACCESS_KEY="{SECRET}"' in env and f"AWS_STORAGE_BUCKET_NAME='{BUCKET}'" in env, env
+        assert f'AWS_SECRET_ACCESS_KEY="{SECRET}"' in env and f'AWS_STORAGE_BUCKET_NAME="{BUCKET}"' in env, env
     # Again, without the key in the environment: the one on the server is kept, and it says so.
     again = subprocess.run([sys.executable, "-m", "fabric", "provision", "--inventory", str(sites[0].inventory)],
                            cwd=REPO, capture_output=True, text=True, timeout=900,
