@@ -77,6 +77,14 @@ POSTGRES_CERT_DAYS = 825
 POSTGRES_CERT_RENEW_DAYS = 30
 # `database.password_env`: the variable of the operator's environment `fab provision` reads the password from.
 DATABASE_PASSWORD_ENV = "GANGWAY_DATABASE_PASSWORD"
+# `media`: uploads in an existing S3-compatible store, shared by every web server. The app's key and secret
+# are read from these variables of the operator's environment by `fab provision`, never from the inventory.
+MEDIA_ACCESS_KEY_ENV = "GANGWAY_MEDIA_ACCESS_KEY_ID"
+MEDIA_SECRET_KEY_ENV = "GANGWAY_MEDIA_SECRET_ACCESS_KEY"
+# The region requests are signed for (SigV4): stores that have no regions accept this one.
+MEDIA_REGION = "us-east-1"
+# The store must answer provision's and status's signed request within this many seconds.
+MEDIA_TIMEOUT_S = 10
 # Installed too when a release hook runs `manage.py compilemessages` (it needs msgfmt).
 GETTEXT = ("gettext",)
 

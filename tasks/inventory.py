@@ -180,6 +180,16 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Media:
+    """`media`: an existing S3-compatible store holding the app's uploads, the same for every web server."""
+    endpoint: str                   # http[s]://host[:port], path-style: the bucket goes in the path
+    bucket: str
+    region: str = defaults.MEDIA_REGION
+    access_key_env: str = defaults.MEDIA_ACCESS_KEY_ENV
+    secret_key_env: str = defaults.MEDIA_SECRET_KEY_ENV
+
+
+@dataclass(frozen=True)
 class Inventory:
     app: App
     hosts: tuple[Host, ...]
@@ -193,6 +203,7 @@ class Inventory:
     services: tuple[str, ...] = ()  # services the app uses that provision sets up on the server (SERVICES)
     database: Database | None = None  # None: PostgreSQL on the server itself, peer authentication
     deploy_batch: int = defaults.DEPLOY_BATCH  # web servers a deploy switches at once
+    media: Media | None = None  # None: uploads on each server's disk (shared/media)
 
     @property
     def proxy_environment(self) -> dict[str, str]:
@@ -291,6 +302,8 @@ _KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp
               "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
 _PROJECT_PATH = re.compile(r"[A-Za-z0-9._+@/-]+")
 _PROJECT_PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+@/-")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _RESERVED_NAMES = {"root", "postgres", "www-data", "nobody", "daemon", "sys", "bin", "sshd", "admin"}
 
 
@@ -428,6 +441,24 @@ def _url_problem(value: str, schemes: tuple[str, ...], with_path: bool, with_use
 def check_https_url(value: str) -> str | None:
     problem = _url_problem(value, ("https",), with_path=True, with_userinfo=False)
     return f"{problem}; use an https:// URL, e.g. {defaults.ACME_DIRECTORY}" if problem else None
+
+
+def check_media_endpoint(value: str) -> str | None:
+    problem = _url_problem(value, ("http", "https"), with_path=False, with_userinfo=False)
+    return (f"{problem}; use the store's S3 endpoint, e.g. https://s3.eu-central-1.amazonaws.com or "
+            "http://10.0.0.5:8333 on a private network (the bucket is a key of its own)") if problem else None
+
+
+def check_bucket(value: str) -> str | None:
+    """S3's bucket naming rules: 3 to 63 lowercase letters, digits, . and -, starting and ending with one."""
+    if _BUCKET.fullmatch(value) and ".." not in value and not _is_ip(value):
+        return None
+    return ("is not a bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, beginning and ending "
+            "with a letter or digit, e.g. mysite-media")
+
+
+def check_region(value: str) -> str | None:
+    return None if _REGION.fullmatch(value) else "is not a region name: lowercase letters, digits and -, e.g. eu-central-1"
 
 
 def check_proxy_url(value: str) -> str | None:
@@ -569,7 +600,8 @@ def check_url_path(value: str) -> str | None:
 # Names gangway sets itself: the inventory cannot override them (see README, "What the app gets").
 MANAGED_VARIABLES = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DJANGO_DB_NAME", "DATABASE_URL",
                      "DJANGO_MEDIA_ROOT", "DJANGO_STATIC_ROOT", "DJANGO_HTTPS", "DJANGO_SETTINGS_MODULE",
-                     "GANGWAY_RELEASE", "REDIS_URL", "CELERY_BROKER_URL", "PGPASSFILE")
+                     "GANGWAY_RELEASE", "REDIS_URL", "CELERY_BROKER_URL", "PGPASSFILE", "AWS_STORAGE_BUCKET_NAME",
+                     "AWS_S3_ENDPOINT_URL", "AWS_S3_REGION_NAME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 # What the inventory's `services` may name: each is set up by `fab provision` (tasks/provisioning/).
 SERVICES = ("redis",)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -900,6 +932,17 @@ DATABASE_KEYS = {
     "password_env": Key(str, f"the variable of your environment `fab provision` reads the password from "
                              f"(default {defaults.DATABASE_PASSWORD_ENV})", check=check_env_name),
 }
+MEDIA_KEYS = {
+    "endpoint": Key(str, "the store's S3 endpoint, e.g. https://s3.eu-central-1.amazonaws.com", required=True,
+                    check=check_media_endpoint),
+    "bucket": Key(str, "the bucket the uploads go into, which must exist, e.g. mysite-media", required=True,
+                  check=check_bucket),
+    "region": Key(str, f"the region requests are signed for (default {defaults.MEDIA_REGION})", check=check_region),
+    "access_key_env": Key(str, f"the variable of your environment `fab provision` reads the access key id from "
+                               f"(default {defaults.MEDIA_ACCESS_KEY_ENV})", check=check_env_name),
+    "secret_key_env": Key(str, f"the variable of your environment `fab provision` reads the secret access key "
+                               f"from (default {defaults.MEDIA_SECRET_KEY_ENV})", check=check_env_name),
+}
 TOP_KEYS = {
     "app": Key(dict, "the app: name, domains", required=True),
     "hosts": Key(list, "the servers: a list of {address, user, port, key}", item_kind=dict),
@@ -914,6 +957,8 @@ TOP_KEYS = {
                     each=check_service, item_kind=str),
     "database": Key(dict, "an existing PostgreSQL instead of one on the server: {url: postgres://USER@HOST/NAME, "
                           "ca_bundle: ..., password_env: ...}"),
+    "media": Key(dict, "uploads in an existing S3-compatible store shared by every server: {endpoint: https://..., "
+                       "bucket: ...}, the credentials from your environment"),
     "known_hosts": Key(str, "the file that holds these servers' SSH host keys instead of ~/.ssh/known_hosts, "
                             "relative to this file, e.g. production.known_hosts", check=check_local_path),
 }
@@ -1041,6 +1086,10 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
                                    "certificate of the CA that signed the database's, or remove the key to use the "
                                    "server's system CA store")
         database = Database(**d)
+    media = None
+    if "media" in top:
+        m = checker.mapping(top["media"], MEDIA_KEYS, "media")
+        media = Media(**{**m, "endpoint": m["endpoint"].rstrip("/")})
     deploy = checker.mapping(top.pop("deploy", {}), DEPLOY_KEYS, "deploy")
     if "batch" in deploy:
         top["deploy_batch"] = deploy["batch"]
@@ -1059,6 +1108,7 @@ def parse(data: Any, source: str, base: Path) -> Inventory:
         "hosts": tuple(hosts), "acme": Acme(**acme), "proxy": proxy, "backups": Backups(**backups),
         "ssh_keys": tuple(top.get("ssh_keys", ())), "source": source, "services": tuple(services),
         "known_hosts": _local(top["known_hosts"], base) if "known_hosts" in top else None, "database": database,
+        "media": media,
     })
 
 

@@ -22,7 +22,8 @@
     /etc/gangway/APP/         rendered config: gunicorn.conf.py, nginx backend include; with `database.url`,
                               database-ca.pem (the CA its TLS certificate is checked against) and
                               backup-command.json (how the scheduled backup runs pg_dump); on the app
-                              hosts of several servers, database-ca.pem is the db host's CA
+                              hosts of several servers, database-ca.pem is the db host's CA; with `media`,
+                              media-credentials.json (the store's access key and secret, root's alone)
     /etc/gangway/APP/         on a db host of several servers (README, "Several servers"): database-ca.pem and
                               database-ca.key (the CA gangway made there; the key root's alone, never copied),
                               database-server.pem/.key (PostgreSQL's certificate, the key postgres's alone),
@@ -227,6 +228,12 @@ class Layout:
     def database_hba(self) -> str:
         """PostgreSQL's hba_file on the db host: who may connect, from where, how."""
         return f"{self.config_dir}/pg_hba.conf"
+
+    @property
+    def media_credentials(self) -> str:
+        """With `media`: the S3 store's access key id and secret as JSON, root's alone (0600), written by
+        provision from the operator's environment; the app's environment file gets them from it."""
+        return f"{self.config_dir}/media-credentials.json"
 
     @property
     def nginx_site(self) -> str:

@@ -619,7 +619,8 @@ def _managed_environment(session: Session) -> dict[str, str]:
     """The variables gangway keeps in shared/env, the inventory's app.env among them (a name taken out of it
     leaves the file at the next deploy); the operator's own lines are left alone."""
     return project.managed_environment(session.inventory.app, session.host.address,
-                                       session.inventory.database, db_address(session.inventory))
+                                       session.inventory.database, db_address(session.inventory),
+                                       session.inventory.media)
 
 
 def _undo_migrations(session: Session, release: Release, state: ServerState, applied_before: list[str],

@@ -14,7 +14,7 @@ from fabric import task
 from invoke.exceptions import Exit
 
 from .. import defaults, timestamps
-from ..commands import release as commands
+from ..commands import media, release as commands
 from ..connection import targets
 from ..timestamps import age
 from ..inventory import Host, Inventory
@@ -168,6 +168,28 @@ def redis_probe(layout: Layout) -> Probe:
     """redis-server's state and Redis as the app sees it (services.ping: the password read on the server)."""
     return Probe("redis", f"echo \"state=$(systemctl is-active {REDIS_UNIT} 2>/dev/null)\"\n{ping(layout)}",
                  parse_redis)
+
+
+def media_probe(inventory: Inventory) -> Probe:
+    """The media store asked for the bucket with the app's key, from the server (commands/media.py `check`)."""
+    return Probe("media", media.check(inventory), parse_media)
+
+
+def parse_media(out: str, rc: int) -> dict | Unreadable:
+    found = parse_reports(out)
+    if rc != 0 or "said" not in found:
+        return Unreadable(f"could not ask the media store (exit {rc}): {out.strip()[-200:] or 'no output'}")
+    return found
+
+
+def media_check(found: dict | Unreadable, inventory: Inventory) -> Check:
+    """The store answers the app's key for its bucket: uploads can be written and served."""
+    where = f"bucket {inventory.media.bucket} at {inventory.media.endpoint}"
+    if isinstance(found, Unreadable):
+        return Check(FAIL, "media store", f"{found.why}; run `fab provision`")
+    if found["status"] != 200:
+        return Check(FAIL, "media store", f"{where} {found['said']}: uploads fail; fix it, then `fab provision`")
+    return Check(OK, "media store", f"{where} {found['said']}")
 
 
 def parse_redis(out: str, rc: int) -> dict | Unreadable:
@@ -735,6 +757,7 @@ def checks(inventory: Inventory, host: str, state: ServerState, facts: dict, htt
         postgres_check(facts["postgres_server"], app.name, inventory.db_host.peer_address)
         if "postgres_server" in facts else None,
         redis_check(facts["redis"]) if REDIS in inventory.services else None,
+        media_check(facts["media"], inventory) if inventory.media else None,
         health_check(facts["health"], host, app.health_check, https, private_ca, facts["maintenance"], state.live,
                      Layout(app.name)),
         schema_check(state),
@@ -906,7 +929,8 @@ def status_on(session: Session) -> int:
     facts = session.remote.gather(server_probes(layout, session.database) + probes
                                   + ([processes_probe(layout, [p.name for p in inventory.app.processes])]
                                      if inventory.app.processes else [])
-                                  + ([postgres_probe(session.app)] if db_host else []))
+                                  + ([postgres_probe(session.app)] if db_host else [])
+                                  + ([media_probe(inventory)] if inventory.media else []))
     reporter.line(f"{session.host.address}: {session.app}" + (f" at {name}" if inventory.tls else ""))
     if not facts["provisioned"]:
         reporter.step(FAIL, "provision", f"the server is not provisioned for {session.app} by this version of "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import compat
 from ..commands import shell
-from ..inventory import App, Database
+from ..inventory import App, Database, Media
 from ..layout import Layout
 from ..commands.database import environment as database_environment
 from ..commands.release import release_environment
@@ -167,10 +167,11 @@ def read_requirements(path: Path, seen: frozenset[Path] = frozenset()) -> str | 
 
 
 def managed_environment(app: App, address: str, database: Database | None = None,
-                        db_address: str | None = None) -> dict[str, str]:
+                        db_address: str | None = None, media: Media | None = None) -> dict[str, str]:
     """The variables gangway keeps in the app's shared/env on the server, app.env among them (the secret key
     aside: the server generates it and keeps it there); `database`: the inventory's, None for the local one;
-    `db_address`: the db host's private address, with several servers."""
+    `db_address`: the db host's private address, with several servers; `media`: the inventory's S3 store, whose
+    key and secret come from the server (commands/services.py)."""
     return {
         **dict(app.env),
         "DJANGO_ALLOWED_HOSTS": ",".join(app.domains or (address,)),
@@ -179,6 +180,9 @@ def managed_environment(app: App, address: str, database: Database | None = None
         "DJANGO_MEDIA_ROOT": Layout(app.name).media,
         "DJANGO_HTTPS": "1" if app.domains else "0",  # TLS needs names: certificates are issued for domains
         **({"DJANGO_SETTINGS_MODULE": app.settings_module} if app.settings_module else {}),
+        # What django-storages' S3 backend needs besides the credentials, for settings to read (see the README).
+        **({"AWS_STORAGE_BUCKET_NAME": media.bucket, "AWS_S3_ENDPOINT_URL": media.endpoint,
+            "AWS_S3_REGION_NAME": media.region} if media else {}),
     }
 
 

@@ -62,8 +62,8 @@ class Server:
 
 def steps(server: Server) -> list[Step]:
     """The steps for this server's roles, in order. A single server gets every one of them, as always."""
-    from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, nginx, postgres, processes, redis, ssh,
-                   system, tls, users)
+    from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, media, nginx, postgres, processes, redis,
+                   ssh, system, tls, users)
 
     app, web, lb = server.runs_app, server.has("web"), server.has("lb")
     certificate = server.inventory.terminates_tls(server.host)
@@ -82,7 +82,8 @@ def steps(server: Server) -> list[Step]:
         *([users.app_user(server), users.build_user(server)] if app else []),
         users.directories(server),
         *(postgres.steps(server) if app or server.has("db") else []),
-        *([redis.service(server), redis.environment(server)] if app else []),
+        *([redis.service(server), *([media.store(server)] if server.inventory.media else []),
+           redis.environment(server)] if app else []),
         *([backups.schedule(server)] if server.keeps_backups else []),
         *([gunicorn.service(server), jobs.scheduled(server), processes.units(server)] if app else []),
         *([nginx.site(server),

@@ -119,7 +119,7 @@ def environment(server: Server) -> Step:
     in them makes a change; the file is then written as a deploy would write it."""
     inventory, layout = server.inventory, server.layout
     write = commands.env_file(layout, managed_environment(inventory.app, server.host.address, inventory.database,
-                                                          db_address(inventory)),
+                                                          db_address(inventory), inventory.media),
                               services=env_services(inventory), if_exists=True)
 
     def decide(found: dict | None, facts: Facts) -> list[Change]:

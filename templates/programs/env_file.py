@@ -1,16 +1,17 @@
 # The app's environment file (shared/env): created once with a new secret key, then the keys gangway manages
 # kept up to date. Run as root by tasks/commands/release.py `env_file`, after the environment-file reader of
 # tasks/commands/envfile.py (`split_line`), which reads a line as systemd does, and the Redis password
-# file's reader (tasks/commands/services.py `redis_password`).
+# file's and the media credentials' readers (tasks/commands/services.py `service_values`).
 # Input: {"path": ..., "managed": {NAME: "NAME=encoded line"}, "mark": "# comment naming the managed keys",
-#         "services": {"secret": the Redis password file, "urls": {NAME: URL with {password}}} or null,
+#         "services": {"secret": the Redis password file, "urls": {NAME: URL with {password}},
+#                      "media": the media store's credentials file} (each part optional) or null,
 #         "hidden": [names whose values a preview replaces by a digest], "preview": bool, "if_exists": bool,
 #         "report": "@gangway"}.
 # A key gangway wrote before and no longer manages is removed; lines the operator added are left alone. The
 # secret key is generated here and never printed. With "preview", nothing is written: the file as it is and
 # as it would be are printed as one report line ({"env_before", "env_after"}). With "if_exists", a missing file is left missing (the first deploy creates it).
-# The services' URLs (REDIS_URL, ...) are made here from the root-only password file that provision wrote on
-# the server: the password never leaves the server in them.
+# The services' variables (REDIS_URL, ..., the media store's AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) are
+# made here from the root-only files that provision wrote on the server (`service_values`).
 import hashlib
 import json
 import os
@@ -22,13 +23,12 @@ path, managed, mark = args["path"], dict(args["managed"]), args["mark"]
 old = open(path).read() if os.path.exists(path) else None
 if old is None and args.get("if_exists"):
     sys.exit(0)
-services = args.get("services")
-if services:
-    password, problem = redis_password(services["secret"])
+if args.get("services"):
+    values, problem = service_values(args["services"])
     if problem:
-        sys.exit("the Redis password file %s %s" % (services["secret"], problem))
-    for name, url in services["urls"].items():
-        managed[name] = '%s="%s"' % (name, url.replace("{password}", password))  # nothing in it needs escaping
+        sys.exit(problem)
+    for name, value in values.items():
+        managed[name] = '%s="%s"' % (name, value)  # nothing in them needs escaping (checked by their readers)
 lines = old.splitlines() if old is not None else []
 before = set()
 for line in lines:

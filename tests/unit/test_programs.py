@@ -17,8 +17,9 @@ from tasks.commands.render import TEMPLATES
 HOSTILE = "$(touch pwned) `touch pwned` ' \" \\ \n; rm -rf / #"
 # The names project.check_program defines in front of release_check.py (it is run assembled).
 ASSEMBLED = {"release_check.py": {"readiness", "readiness_facts", "known_migrations"},
-             "env_file.py": {"split_line", "redis_password"}, "env_sizes.py": {"parse"},
-             "env_services.py": {"parse", "redis_password"}, "redis_ping.py": {"parse", "redis_password"}}
+             "env_file.py": {"split_line", "service_values"}, "env_sizes.py": {"parse"},
+             "env_services.py": {"parse", "service_values"}, "redis_ping.py": {"parse", "redis_password"},
+             "media_store.py": {"media_keys"}}
 SHIPPED = sorted([*TEMPLATES.glob("programs/*.py"), *TEMPLATES.glob("deploy/*.py"), *TEMPLATES.glob("backups/*.py")])
 
 
