@@ -267,13 +267,19 @@ class Inventory:
         """The one app host that runs the scheduled jobs: on every server, a daily job would run once each."""
         return (self.with_role("worker") or self.with_role("web") or (None,))[0]
 
+    @property
+    def backup_host(self) -> Host | None:
+        """The one server of several that takes the daily backup and `fab backup`'s dumps: the db host; with
+        database.url, the jobs host (each app host would dump the same database)."""
+        return self.db_host or self.jobs_host
+
     def seen_from(self, host: Host) -> "Inventory":
         """The inventory as `host` runs it: the process types only on worker hosts, the jobs only on the jobs
         host. A single server runs everything: it gets the inventory as it is."""
         if not self.several_servers:
             return self
         app = replace(self.app, processes=self.app.processes if host.has("worker") else (),
-                      jobs=self.app.jobs if host == self.jobs_host else ())
+                      jobs=self.app.jobs if host.address == self.jobs_host.address else ())
         return replace(self, app=app)
 
 

@@ -46,9 +46,10 @@ def _db_host(inventory: Inventory) -> Host | None:
 
 
 def on_db_host(inventory: Inventory, hosts: list[Host]) -> list[Host]:
-    """The hosts `fab backup` acts on: the db host of several servers (when selected), else every one."""
-    db = _db_host(inventory)
-    return [h for h in hosts if h.address == db.address] if db else hosts
+    """The hosts `fab backup` acts on: of several servers, the one that takes the backups (the db host, or with
+    database.url one app host: Inventory.backup_host), when selected; else every one."""
+    keeper = inventory.backup_host if inventory.several_servers else None
+    return [h for h in hosts if h.address == keeper.address] if keeper else hosts
 
 
 def holding_dumps(inventory: Inventory, hosts: list[Host]) -> list[Host]:

@@ -54,10 +54,11 @@ class Server:
 
     @property
     def keeps_backups(self) -> bool:
-        """Whether the daily backup runs here: where the database is (the db host of several servers), else
-        on the app's server (a single one, or each with database.url)."""
-        several = self.inventory.several_servers and self.inventory.db_host is not None
-        return self.has("db") if several else self.runs_app
+        """Whether the daily backup runs here: on a single server, or the backup host of several
+        (Inventory.backup_host)."""
+        if not self.inventory.several_servers:
+            return self.runs_app
+        return self.inventory.backup_host.address == self.host.address
 
 
 def steps(server: Server) -> list[Step]:

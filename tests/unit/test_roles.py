@@ -121,3 +121,14 @@ def test_each_server_sees_the_process_types_and_jobs_it_runs():
 def test_a_single_server_sees_the_whole_inventory():
     inv = parsed([{"address": "203.0.113.10"}], app={"processes": {"worker": "rqworker"}})
     assert inv.seen_from(inv.hosts[0]) is inv and inv.jobs_host == inv.hosts[0]
+
+
+def test_one_server_takes_the_daily_backup_of_several():
+    inv = parsed(LAYOUT, app={"processes": {"worker": "celery -A mysite worker"}})
+    assert inv.backup_host == inv.hosts[3]  # the db host
+    managed = parsed([{"address": "10.0.0.11", "roles": ["web"]}, {"address": "10.0.0.12", "roles": ["web", "worker"]}],
+                     database={"url": "postgres://mysite@db.example.net/mysite"})
+    assert managed.backup_host == managed.hosts[1]  # database.url: the jobs host, not each app host
+    from tasks.provisioning import Server
+    keeps = [Server(managed, host, (), lambda: None).keeps_backups for host in managed.hosts]
+    assert keeps == [False, True]
