@@ -51,11 +51,12 @@ def _in_order(c, inventory, what, provision_one, verbose, dry_run) -> None:
         later.extend(host for host in hosts if host.address != db.address)
         return [host for host in hosts if host.address == db.address]
 
-    def first(session: Session) -> None:
-        provision_one(session, None)
+    def first(session: Session) -> str:
+        counts = provision_one(session, None)
         if later:
             probe = postgres.link_probe(session.layout)
             links.append(session.remote.gather([probe])[probe.key])
+        return counts
 
     try:
         run_task(c, inventory, what(db_first), first, verbose)

@@ -252,21 +252,29 @@ def _flushed(one: Callable[[Host, Reporter], HostResult], host: Host, buffer: "B
 
 class BufferedReporter(Reporter):
     """A host's lines, kept until its run ends and then printed together through `into` (a parallel run's
-    output stays grouped per host). A step still running says so at once, naming the host, so a long run is
+    output stays grouped per host), under `header` if there are any; `live`: printed as they come instead,
+    the header before the first. A step still running says so at once, naming the host, so a long run is
     never silent."""
 
-    def __init__(self, into: Reporter, address: str):
+    def __init__(self, into: Reporter, address: str, header: str = "", live: bool = False):
         super().__init__(into.out, into.terminal)
-        self.into, self.address, self.lines = into, address, []
+        self.into, self.address, self.header, self.live, self.lines = into, address, header, live, []
 
     def line(self, text: str = "") -> None:
-        self.lines.append(text)
+        if self.live:
+            if self.header:
+                self.into.line(self.header)
+                self.header = ""
+            self.into.line(text)
+        else:
+            self.lines.append(text)
 
     def running(self, title: str):
         return self.into.running(f"{self.address}: {title}")
 
     def flush(self) -> None:
-        self.into.line("\n".join(self.lines))
+        if self.lines:
+            self.into.line("\n".join(([self.header] if self.header else []) + self.lines))
         self.lines = []
 
 
@@ -275,9 +283,6 @@ def at_once(sessions: list[Session], work: Callable[[Session], Any]) -> list[Any
     lost connection) it raised, in the sessions' order. Each host's lines are printed together when its work
     ends; a single session's as they come."""
     def one(session: Session) -> Any:
-        if session.inventory.several_servers:
-            session.reporter.line(f"== {session.host.address} "
-                                  f"({', '.join(session.inventory.roles_of(session.host))}) ==")
         try:
             return work(session)
         except ConnectionLost:
@@ -285,10 +290,16 @@ def at_once(sessions: list[Session], work: Callable[[Session], Any]) -> list[Any
         except RemoteError as error:
             return error if isinstance(error, DeployError) else DeployError(str(error))
 
+    def headed(session: Session, live: bool) -> Session:
+        """The session with its lines under its host's header (when there are several servers)."""
+        if not session.inventory.several_servers:
+            return session
+        header = f"== {session.host.address} ({', '.join(session.inventory.roles_of(session.host))}) =="
+        return replace(session, reporter=BufferedReporter(session.reporter, session.host.address, header, live))
+
     if len(sessions) <= 1:
-        return [one(session) for session in sessions]
-    buffered = [replace(session, reporter=BufferedReporter(session.reporter, session.host.address))
-                for session in sessions]
+        return [one(headed(session, live=True)) for session in sessions]
+    buffered = [headed(session, live=False) for session in sessions]
     with ThreadPoolExecutor(max_workers=len(sessions)) as pool:
         futures = [pool.submit(_flushed, lambda _, out, s=s: one(s), s.host, s.reporter) for s in buffered]
         return [future.result() for future in futures]

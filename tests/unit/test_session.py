@@ -187,3 +187,23 @@ def test_each_task_acts_on_the_servers_its_work_is_on(monkeypatch, module, name,
     getattr(tasks_module, name).body(SimpleNamespace(config=SimpleNamespace()), **args)
     picked = declared[0].hosts(LAYOUT, list(LAYOUT.hosts)) if declared[0].hosts else LAYOUT.hosts
     assert [h.address for h in picked] == chosen
+
+
+def test_work_at_once_groups_each_hosts_lines_under_its_header_and_says_nothing_for_a_silent_one():
+    import io
+    from tasks.session.runner import Reporter
+    out = io.StringIO()
+    reporter = Reporter(out, terminal=False)
+    sessions = [session_layer.Session(LAYOUT, host, None, reporter) for host in LAYOUT.hosts[1:]]
+
+    def work(session):
+        if session.host.address == "10.0.0.12":
+            raise session_layer.DeployError("it broke")
+        session.reporter.line("built")
+        return "fine"
+    results = session_layer.at_once(sessions, work)
+    assert results[0] == "fine" and str(results[1]) == "it broke"
+    assert out.getvalue() == "== 10.0.0.11 (web, db) ==\nbuilt\n"  # the silent host prints no header
+    out.truncate(0), out.seek(0)
+    assert session_layer.at_once(sessions[:1], work) == ["fine"]
+    assert out.getvalue() == "== 10.0.0.11 (web, db) ==\nbuilt\n"  # one host: as it comes, under its header
