@@ -168,6 +168,26 @@ class FakeRemote:
         return any(text in s for s in self.scripts)
 
 
+class StepRemote:
+    """A server for one provision step's apply: gathers answered from `facts`; a script that holds `fails_on`
+    fails with `refusal` (exit `code`) while a refusal is set (a database or a store refusing the app's key)."""
+
+    class connection:
+        host = "10.0.0.2"
+
+    def __init__(self, facts: dict, refusal: str = "", fails_on: str = "", code: int = 1):
+        self.facts, self.refusal, self.fails_on, self.code, self.scripts = facts, refusal, fails_on, code, []
+
+    def gather(self, probes) -> dict:
+        return {p.key: self.facts.get(p.key) for p in probes}
+
+    def run(self, script: str) -> Result:
+        self.scripts.append(script)
+        if self.refusal and self.fails_on in script:
+            return Result("", self.refusal, self.code)
+        return Result("", "", 0)
+
+
 # --- a server to start from ----------------------------------------------------------------------------------
 
 def release(release_id: str, migrations=(), status: str = "good", requirements: str = "req1"):

@@ -8,12 +8,12 @@ import io
 import pytest
 
 from tasks import provisioning
-from tasks.connection.remote import Result
 from tasks.inventory import Database, Inventory, App, Host
 from tasks.layout import Layout
 from tasks.facts.steps import PathState
 from tasks.provisioning import postgres
 from tasks.session.runner import Reporter, StepFailed, apply
+from tests.orchestration.fake import StepRemote
 
 LAYOUT = Layout("mysite")
 URL = "postgres://mysite@10.0.0.3/mysite?sslmode=require"
@@ -23,32 +23,13 @@ REFUSED = ('psql: error: connection to server at "10.0.0.3", port 5432 failed: F
 PASSFILE = PathState("regular file", "600", "mysite", "mysite", "0" * 64)
 
 
-class StepRemote:
-    """Answers gathers from facts; a script that connects fails with `refusal` while one is set."""
-
-    class connection:
-        host = "10.0.0.2"
-
-    def __init__(self, facts, refusal=""):
-        self.facts, self.refusal, self.scripts = facts, refusal, []
-
-    def gather(self, probes):
-        return {p.key: self.facts.get(p.key) for p in probes}
-
-    def run(self, script):
-        self.scripts.append(script)
-        if self.refusal and "psql" in script:
-            return Result("", self.refusal, 2)
-        return Result("", "", 0)
-
-
 def provision(monkeypatch, facts, password=None, refusal=""):
     if password is None:
         monkeypatch.delenv("MYSITE_DB_PASSWORD", raising=False)
     else:
         monkeypatch.setenv("MYSITE_DB_PASSWORD", password)
     step = postgres.database(provisioning.Server(INVENTORY, INVENTORY.hosts[0], (), lambda: None))
-    remote, out = StepRemote(facts, refusal), io.StringIO()
+    remote, out = StepRemote(facts, refusal, fails_on="psql", code=2), io.StringIO()
     apply(remote, [step], Reporter(out, terminal=False))
     return out.getvalue(), remote.scripts
 

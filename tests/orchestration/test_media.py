@@ -9,13 +9,13 @@ import pytest
 
 from tasks import provisioning
 from tasks.cli import status
-from tasks.connection.remote import Result
 from tasks.facts.steps import PathState
 from tasks.commands.media import MediaKeyError
 from tasks.inventory import App, Host, Inventory, Media
 from tasks.layout import Layout
 from tasks.provisioning import media
 from tasks.session.runner import Reporter, StepFailed, apply
+from tests.orchestration.fake import StepRemote
 
 LAYOUT = Layout("mysite")
 INVENTORY = Inventory(App("mysite"), (Host("10.0.0.2"),),
@@ -27,25 +27,6 @@ REFUSES = {"status": 403, "said": "refuses the app's key (403): check the key an
 REFUSAL = "the media store refuses the app's key (403): check the key and secret"
 
 
-class StepRemote:
-    """Answers gathers from facts; a script that asks the store fails with `refusal` while one is set."""
-
-    class connection:
-        host = "10.0.0.2"
-
-    def __init__(self, facts, refusal=""):
-        self.facts, self.refusal, self.scripts = facts, refusal, []
-
-    def gather(self, probes):
-        return {p.key: self.facts.get(p.key) for p in probes}
-
-    def run(self, script):
-        self.scripts.append(script)
-        if self.refusal and "media_store.py" in script:
-            return Result("", self.refusal, 1)
-        return Result("", "", 0)
-
-
 def provision(monkeypatch, facts, key=None, secret=None, refusal=""):
     for name, value in (("MY_KEY", key), ("MY_SECRET", secret)):
         if value is None:
@@ -53,7 +34,7 @@ def provision(monkeypatch, facts, key=None, secret=None, refusal=""):
         else:
             monkeypatch.setenv(name, value)
     step = media.store(provisioning.Server(INVENTORY, INVENTORY.hosts[0], (), lambda: None))
-    remote, out = StepRemote(facts, refusal), io.StringIO()
+    remote, out = StepRemote(facts, refusal, fails_on="media_store.py"), io.StringIO()
     apply(remote, [step], Reporter(out, terminal=False))
     return out.getvalue(), remote.scripts
 
