@@ -69,18 +69,23 @@ def test_a_failed_host_ends_with_the_failure_not_a_recap(servers, capsys):
                                                ("deploy", "deploy", {}), ("rollback", "rollback", {})])
 def test_deploy_rollback_and_provision_print_their_own_recap_so_they_get_no_second(monkeypatch, module, name,
                                                                                       args):
+    assert [t.recap for t in declared_tasks(monkeypatch, module, name, args)] == [False]
+
+
+def declared_tasks(monkeypatch, module: str, name: str, args: dict) -> list[Task]:
+    """What the task NAME of tasks/cli/MODULE declares to the session layer when called with ARGS."""
     import importlib
     tasks_module = importlib.import_module(f"tasks.cli.{module}")
     declared = []
 
-    def run_task_(c, inventory, task, action, verbose=False):
+    def runner(c, inventory, task, action, verbose=False):
         declared.append(task)
         return []
-    for runner in ("run_task", "run_together"):
-        if hasattr(tasks_module, runner):
-            monkeypatch.setattr(tasks_module, runner, run_task_)
+    for attribute in ("run_task", "run_together"):
+        if hasattr(tasks_module, attribute):
+            monkeypatch.setattr(tasks_module, attribute, runner)
     getattr(tasks_module, name).body(SimpleNamespace(config=SimpleNamespace()), **args)
-    assert [t.recap for t in declared] == [False]
+    return declared
 
 
 # --- several servers: every host's run whatever the others did, at once, grouped; or one run on all ---------
@@ -174,18 +179,8 @@ def test_a_run_on_all_hosts_holds_every_lock_and_audits_each(layout, monkeypatch
     ("rollback", "rollback", {}, ["10.0.0.11", "10.0.0.12"]),
 ])
 def test_each_task_acts_on_the_servers_its_work_is_on(monkeypatch, module, name, args, chosen):
-    import importlib
-    tasks_module = importlib.import_module(f"tasks.cli.{module}")
-    declared = []
-
-    def runner(c, inventory, task, action, verbose=False):
-        declared.append(task)
-        return []
-    for attribute in ("run_task", "run_together"):
-        if hasattr(tasks_module, attribute):
-            monkeypatch.setattr(tasks_module, attribute, runner)
-    getattr(tasks_module, name).body(SimpleNamespace(config=SimpleNamespace()), **args)
-    picked = declared[0].hosts(LAYOUT, list(LAYOUT.hosts)) if declared[0].hosts else LAYOUT.hosts
+    task = declared_tasks(monkeypatch, module, name, args)[0]
+    picked = task.hosts(LAYOUT, list(LAYOUT.hosts)) if task.hosts else LAYOUT.hosts
     assert [h.address for h in picked] == chosen
 
 
