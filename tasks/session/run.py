@@ -199,6 +199,7 @@ def _each_host(c, inv: Inventory, hosts: list[Host], task: Task, action: Callabl
     """Every host's run, one after another or all at once, each under a header naming the host and its roles
     when there are several; then one line per host that failed, and exit 1 if any did."""
     several = len(hosts) > 1
+    opened: list = []  # every connection the runs opened, for Ctrl-C to close
 
     def one(host: Host, out: Reporter) -> HostResult:
         if several:
@@ -206,6 +207,7 @@ def _each_host(c, inv: Inventory, hosts: list[Host], task: Task, action: Callabl
         stats = Stats()
         try:
             session = Session(inv.seen_from(host), host, targets.login(host, inv, stats, c.config), out)
+            opened.append(session.remote)
             try:
                 result = HostResult(host.address, True, _locked(session, task, action))
             finally:
@@ -222,10 +224,9 @@ def _each_host(c, inv: Inventory, hosts: list[Host], task: Task, action: Callabl
         return result
 
     if task.parallel and several:
-        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-            buffers = [BufferedReporter(reporter, host.address) for host in hosts]
-            futures = [pool.submit(_flushed, one, host, buffer) for host, buffer in zip(hosts, buffers)]
-            task.results.extend(future.result() for future in futures)
+        buffers = [BufferedReporter(reporter, host.address) for host in hosts]
+        task.results.extend(_in_threads([lambda h=host, b=buffer: _flushed(one, h, b)
+                                         for host, buffer in zip(hosts, buffers)], opened))
     else:
         task.results.extend(one(host, reporter) for host in hosts)
     failed = [r for r in task.results if not r.ok]
@@ -300,9 +301,25 @@ def at_once(sessions: list[Session], work: Callable[[Session], Any]) -> list[Any
     if len(sessions) <= 1:
         return [one(headed(session, live=True)) for session in sessions]
     buffered = [headed(session, live=False) for session in sessions]
-    with ThreadPoolExecutor(max_workers=len(sessions)) as pool:
-        futures = [pool.submit(_flushed, lambda _, out, s=s: one(s), s.host, s.reporter) for s in buffered]
-        return [future.result() for future in futures]
+    return _in_threads([lambda s=s: _flushed(lambda _, out: one(s), s.host, s.reporter) for s in buffered],
+                       [s.remote for s in sessions])
+
+
+def _in_threads(calls: list[Callable[[], Any]], opened: list) -> list[Any]:
+    """Each call in a thread of its own (Fabric's way with a group of hosts), their results in order. Ctrl-C
+    closes every connection the calls use (`opened`), so each ends at its next command rather than running to
+    its end, and is then raised here."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        try:
+            return [future.result() for future in futures]
+        except KeyboardInterrupt:
+            for remote in list(opened):
+                try:
+                    remote.close()
+                except Exception:  # a connection half gone already: closing what is left is all that matters
+                    pass
+            raise
 
 
 def run_together(c, inventory: str | None, task: Task, action: Callable[[list[Session]], Any],

@@ -202,3 +202,33 @@ def test_work_at_once_groups_each_hosts_lines_under_its_header_and_says_nothing_
     out.truncate(0), out.seek(0)
     assert session_layer.at_once(sessions[:1], work) == ["fine"]
     assert out.getvalue() == "== 10.0.0.11 (web, db) ==\nbuilt\n"  # one host: as it comes, under its header
+
+
+def test_ctrl_c_during_work_at_once_closes_every_connection_instead_of_waiting_for_the_work():
+    import os
+    import signal
+    import threading
+    import time
+
+    class Hanging:
+        """A connection whose command runs until the connection is closed (a long pip, a slow migration)."""
+        def __init__(self):
+            self.closed = threading.Event()
+
+        def run(self, script):
+            if self.closed.wait(30):
+                raise session_layer.ConnectionLost("the connection was closed")
+            return None
+
+        def close(self):
+            self.closed.set()
+
+    remotes = [Hanging(), Hanging()]
+    sessions = [session_layer.Session(LAYOUT, host, remote, session_layer.Reporter())
+                for host, remote in zip(LAYOUT.hosts[1:], remotes)]
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()  # the operator's Ctrl-C
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        session_layer.at_once(sessions, lambda session: session.remote.run("sleep 600"))
+    assert all(remote.closed.is_set() for remote in remotes)
+    assert time.monotonic() - started < 10  # not the 30 s the commands would have taken
