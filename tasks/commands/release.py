@@ -196,8 +196,10 @@ def unpack(layout: Layout, release: Release, archive: str) -> str:
 
 # How uv builds a venv: from uv's cache, copied (a hard link would share its file with the cache, which stays the
 # build user's, and sealing the venv would change the cache's file too); with the server's own Python only, and
-# no configuration but this (a uv.toml in the project or the build user's home is not read: pip read none either).
-UV_ENV = {"UV_LINK_MODE": "copy", "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1", "UV_NO_PROGRESS": "1"}
+# no configuration but this (a uv.toml in the project or the build user's home is not read: pip read none either);
+# TLS trusted as Debian's CA store says, as pip does (a proxy that inspects TLS has its CA there, not in uv's own).
+UV_ENV = {"UV_LINK_MODE": "copy", "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1", "UV_NO_PROGRESS": "1",
+          "UV_SYSTEM_CERTS": "1"}
 
 
 def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_file: str, extra: list[str],
