@@ -50,6 +50,11 @@ UVICORN_WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 UVICORN_WORKER = "uvicorn-worker>=0.4,<1"
 UVICORN = "uvicorn[standard]>=0.36,<1"
 
+# uv builds the releases' Python environments. It is not in Debian: provision installs a version in this range
+# ([at least, below)) from PyPI; uv changes its command line between minor versions before 1.0.
+UV_VERSIONS = ((0, 13), (0, 14))
+UV = "uv>={},<{}".format(*(".".join(map(str, v)) for v in UV_VERSIONS))
+
 # Below this much memory a swap file keeps pip builds and migrations from being killed by the OOM killer.
 SWAP_BELOW_MIB = 2048
 SWAP_SIZE_MIB = 1024

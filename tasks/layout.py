@@ -31,6 +31,9 @@
                               hba_file: who may connect)
     /run/APP/RELEASE/         one Gunicorn socket per running release
     /var/lib/APP-NAME/        a process type's state (Celery beat's schedule file, say): kept across releases
+    /var/cache/gangway/APP/uv/
+                              uv's cache (downloads, wheels built once), the build user's; survives releases
+    /opt/gangway/uv/          uv, which builds the releases' Python environments: a root-owned tool venv
 
     With `services: [redis]`, one Redis for the server (Debian's redis-server, its data in /var/lib/redis):
     /etc/gangway/redis.conf   gangway's settings, read after Debian's /etc/redis/redis.conf
@@ -54,6 +57,11 @@ BOOT_WANTS = f"{UNIT_DIR}/multi-user.target.wants"
 OWN_UNIT_WORDS = ("backup", "build", "hook", "job", "manage", "standby")
 # The first line of every process type's unit file: how a provision finds the ones it wrote.
 PROCESS_MARK = f"# {TOOL} process type: "
+
+# uv is not in Debian: provision installs it from PyPI into a venv of its own, root's, shared by the server's apps.
+UV_HOME = f"/opt/{TOOL}/uv"
+UV = f"{UV_HOME}/bin/uv"
+CACHE_ROOT = f"/var/cache/{TOOL}"
 
 # Redis is the server's, not an app's: its files sit beside the apps' directories under CONFIG_ROOT, with
 # names no app directory can have (app names hold neither "-" nor ".").
@@ -137,6 +145,17 @@ class Layout:
 
     def venv(self, requirements_hash: str) -> str:
         return f"{self.venvs}/{requirements_hash}"
+
+    @property
+    def cache(self) -> str:
+        return f"{CACHE_ROOT}/{self.app}"
+
+    @property
+    def uv_cache(self) -> str:
+        """uv's cache: what it downloaded and the wheels it built, reused by the next builds. The build user's
+        (it writes there while building); venvs are copied out of it, never linked, so a sealed venv shares
+        no file with it."""
+        return f"{self.cache}/uv"
 
     @property
     def failed(self) -> str:

@@ -23,7 +23,7 @@ from ..commands import processes as process_commands, release as commands, shell
 from ..connection import targets
 from ..inventory import Inventory
 from ..session.lock import who
-from ..provisioning import jobs, processes, served
+from ..provisioning import jobs, processes, served, uv
 from ..facts.releases import FAILED, GOOD, Release, ServerState
 from ..connection.remote import ConnectionLost, RemoteError
 from ..commands.render import TEMPLATES
@@ -254,6 +254,12 @@ def _processes_drift(session: Session, state: ServerState) -> None:
         raise DeployError(f"{processes.refusal(differ)}. Nothing was built or uploaded; {serving_words(state)}")
 
 
+def _uv_drift(state: ServerState) -> None:
+    """Refuse, before anything is built, on a server whose uv cannot build the release's venv."""
+    if problem := uv.refusal(state.uv):
+        raise DeployError(f"{problem}. Nothing was built or uploaded; {serving_words(state)}")
+
+
 def _jobs_warning(session: Session, state: ServerState) -> None:
     """Say so when the inventory's scheduled jobs (app.jobs) are not what the server has: provision sets them up."""
     if differ := jobs.drift(session.inventory, state.job_files):
@@ -318,7 +324,9 @@ def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool 
                   "the deploy runs)" + (f"; {len(leftovers)} unfinished release(s) from an interrupted deploy "
                                        "would be removed" if leftovers else ""))
     venv = ("reused (these requirements are built already)" if release.requirements in state.venvs
-            else "built (new requirements)")
+            else f"built with uv {uv.shown(state.uv)} (new requirements)")
+    if release.requirements not in state.venvs and (refused := uv.refusal(state.uv)):
+        venv = f"cannot be built: {refused}"
     reporter.step("to build", "python", f"environment {release.requirements} {venv}")
     hooks.preview(session, "after_build")
     managed = _managed_environment(session)
@@ -395,6 +403,7 @@ def deploy_to(session: Session, src: source.Source, allow_unsafe_migrations: boo
     if differ := served.drift(inventory, state.served_files, session.host):
         raise DeployError(f"{served.refusal(inventory, differ)}. Nothing was built or uploaded; {serving_words(state)}")
     _processes_drift(session, state)
+    _uv_drift(state)
     _check_environment_size(session, state)
     release = _new_release(src, state, session.inventory.app.server)
     reporter.line(f"deploy {release.id} ({src.ref} = {src.commit[:7]}) to {host.address} "

@@ -25,7 +25,7 @@ from ..project import source
 from ..session.lock import who
 from ..session.run import DeployError, Session, at_once
 from . import hooks
-from .deploy import (_build, _check_environment_size, _jobs_warning, _processes_drift, _prune, _set_aside,
+from .deploy import (_build, _check_environment_size, _jobs_warning, _processes_drift, _prune, _set_aside, _uv_drift,
                      _undo_migrations, compatibility, deploy_to, go_live, maintenance_note, migrate, release_for,
                      schema_warning)
 from .rollback import _rollback_target, rollback_on, reverse_for_rollback
@@ -138,6 +138,7 @@ def _refusals(session: Session, state: ServerState) -> None:
         if differ := served.drift(session.inventory, state.served_files, session.host):
             raise DeployError(f"{served.refusal(session.inventory, differ)}. Nothing was built or uploaded")
         _processes_drift(session, state)
+        _uv_drift(state)
         _check_environment_size(session, state)
     except DeployError as error:
         raise HostFailed(f"on {session.host.address}: {error}") from None

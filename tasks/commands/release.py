@@ -16,7 +16,7 @@ import json
 
 from . import envfile, processes as process_commands, programs, shell
 from .envfile import ENV_FILE_MARK
-from ..layout import RELEASE_META, Layout
+from ..layout import RELEASE_META, UV, Layout
 from ..facts import backups
 from ..facts.releases import RELEASE_ID, Release
 from .render import TEMPLATES
@@ -194,20 +194,32 @@ def unpack(layout: Layout, release: Release, archive: str) -> str:
     ])
 
 
+# How uv builds a venv: from uv's cache, copied (a hard link would share its file with the cache, which stays the
+# build user's, and sealing the venv would change the cache's file too); with the server's own Python only, and
+# no configuration but this (a uv.toml in the project or the build user's home is not read: pip read none either);
+# TLS trusted as Debian's CA store says, as pip does (a proxy that inspects TLS has its CA there, not in uv's own).
+UV_ENV = {"UV_LINK_MODE": "copy", "UV_PYTHON_DOWNLOADS": "never", "UV_NO_CONFIG": "1", "UV_NO_PROGRESS": "1",
+          "UV_SYSTEM_CERTS": "1"}
+
+
 def venv(layout: Layout, release_id: str, requirements_hash: str, requirements_file: str, extra: list[str],
          env: dict[str, str]) -> str:
-    """Reuse the venv built for the same requirements, or build it as the build user (pip runs the project's
-    dependencies' build code: never as root); a venv counts once it is sealed and `.complete` exists."""
+    """Reuse the venv built for the same requirements, or build it with uv as the build user (the dependencies'
+    build code runs: never as root), from uv's cache, which keeps what earlier builds downloaded and built; a
+    venv counts once it is sealed and `.complete` exists. Bytecode is compiled now, as pip did: the sealed venv
+    cannot be written when the app first imports it."""
     target, release = layout.venv(requirements_hash), layout.release(release_id)
     builder = layout.build_user
-    pip = ["sh", "-ec", 'python3 -m venv "$0"; "$0/bin/pip" install --quiet --disable-pip-version-check '
-           '--no-input "$@"', target, "-r", f"{release}/{requirements_file}", *extra]
-    build = sandboxed(layout, layout.build_unit(release_id, "pip"), builder, release, pip, [target, release], env)
+    build_env = {**env, **UV_ENV, "UV_CACHE_DIR": layout.uv_cache}
+    uv = ["sh", "-ec", '"$0" venv --quiet --python python3 "$1"; venv=$1; shift; '
+          '"$0" pip install --quiet --compile-bytecode --python "$venv/bin/python" "$@"', UV, target, "-r", f"{release}/{requirements_file}", *extra]
+    build = sandboxed(layout, layout.build_unit(release_id, "pip"), builder, release, uv,
+                      [target, release, layout.uv_cache], build_env)
     return "\n".join([
         f"if [ -f {q(target + '/.complete')} ]; then {report(venv='reused')}; else",
         f"  rm -rf {q(target)}",
         f"  {join('install', '-d', '-m', '755', '-o', builder, '-g', builder, target)}",
-        "  # shellcheck disable=SC2016  # pip's little script expands its own $0 and $@, on the server",
+        "  # shellcheck disable=SC2016  # the little script expands its own $0, $1 and $@, on the server",
         f"  if ! out=$({build} 2>&1); then {free_space_report(target)}; {keep_gate_output(release)}; "
         f"rm -rf {q(target)}; exit 1; fi",
         # Sealed: from now on nothing but root may change it.
@@ -630,7 +642,15 @@ def cleanup(layout: Layout, stop: list[str], remove_releases: list[str], remove_
              + [layout.venv(v) for v in remove_venvs] + [f"{layout.backups}/{b}" for b in remove_backups])
     if paths:
         lines.append(join("rm", "-rf", "--", *paths))
+    if remove_venvs:  # what only they used is now unreachable in uv's cache (the requirements changed)
+        lines.append(uv_cache_prune(layout))
     return "\n".join(lines)
+
+
+def uv_cache_prune(layout: Layout) -> str:
+    """Remove what uv's cache holds that nothing reaches any more, as the cache's owner."""
+    return as_user(layout.build_user, join("env", "UV_NO_CONFIG=1", UV, "cache", "prune", "--quiet",
+                                           "--cache-dir", layout.uv_cache))
 
 
 def prune_static(layout: Layout, kept_releases: list[str]) -> str:

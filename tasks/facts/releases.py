@@ -73,6 +73,7 @@ class ServerState:
     process_files: dict[str, str] | None = field(default_factory=dict)  # process types' template files:
     # {name: sha256} (provisioning.processes); None: could not be listed
     process_units: dict[str, str] | None = field(default_factory=dict)  # loaded APP-*@R units: {unit: ActiveState}
+    uv: tuple[int, ...] | None = None  # the version of the uv that builds venvs (provisioning.uv); None: none runs
 
     def previous_good(self) -> str | None:
         """The release that was live before the live one, if it still exists and is good."""

@@ -1,7 +1,7 @@
 """What went wrong when a release failed one of its gates, read from the gate's output.
 
-A gate is a step that runs the project's code or its requirements on the server: pip building the Python
-environment, importing the project, Django's checks, collectstatic, migrate. Its output is a traceback or
+A gate is a step that runs the project's code or its requirements on the server: uv (pip, before) building the
+Python environment, importing the project, Django's checks, collectstatic, migrate. Its output is a traceback or
 pip's error report, whose last line is rarely the one that matters. `diagnose` finds the line that decides,
 names the gate in a headline, and adds hints for the causes people meet most: a Django too old for the
 server's Python, a pin with no release for that Python, SQLite settings, a module the requirements lack.
@@ -18,6 +18,7 @@ from ..commands.shell import REPORT
 
 HEADLINES = {
     "pip": "pip could not install the requirements into the release's Python environment",
+    "uv": "uv could not install the requirements into the release's Python environment",
     "import": "the project could not be imported (its settings, apps or URLs)",
     "readiness": readiness.NOT_READY,
     "checks": "Django's checks (manage.py check --deploy) found errors",
@@ -66,6 +67,14 @@ _PIP_DECISIVE = (
     re.compile(r"^× .+ did not run successfully\."),
     re.compile(r"^ERROR: .+"),
     re.compile(r"^error: .+"),
+)
+# uv's errors, as it writes them when its output is not a terminal (`error:` then `cause:` lines), or on one.
+_UV_OUTPUT = re.compile(r"^(?:error: |× )(?:No solution found when resolving dependencies|Failed to build `|"
+                        r"Failed to (?:download|fetch|prepare)|The build backend returned an error)", re.M)
+_UV_DECISIVE = (
+    re.compile(r"^(?:error: |× )Failed to build `.+`"),
+    re.compile(r"^(?:cause: |╰─▶ )Because .+"),
+    re.compile(r"^(?:error: |× ).+"),
 )
 _IMPORT_ERROR = re.compile(r"(ModuleNotFoundError|ImportError|SyntaxError|IndentationError)\b")
 _CHECK_ERROR = re.compile(r"^\S*: \([\w.]+\.E\d+\) .+")
@@ -120,6 +129,9 @@ def diagnose(step: str, output: str, python: str = "", requirements: str = "", g
         lines.pop(0)
     tail = "\n".join(lines).strip("\n")
     server = compat.python_version(python)
+    if step == "pip" and _UV_OUTPUT.search(tail):
+        decisive = _first_match(lines, _UV_DECISIVE) or _last_line(lines)
+        return Diagnosis("uv", decisive, tuple(_uv_hints(lines, server, requirements)), tail)
     if step == "pip":
         decisive = _first_match(lines, _PIP_DECISIVE) or _last_line(lines)
         return Diagnosis("pip", decisive, tuple(_pip_hints(lines, server, requirements)), tail)
@@ -309,16 +321,51 @@ def _pip_hints(lines: list[str], server: tuple[int, int] | None, requirements: s
                 f"the versions it found), or remove the line if your project does not import {name}; "
                 f"`python -m pip index versions {name}` shows them."]
     failed = _failed_package(text)
-    pin = pins.get(_normal(failed), failed) if failed else ""
     if failed or re.search(r"did not run successfully|metadata-generation-failed|Failed building wheel", text):
-        which = f"{pin} (from your requirements)" if pin else "one of your requirements (see the output)"
-        special = (" For psycopg2, use psycopg2-binary or psycopg[binary], which come as wheels."
-                   if failed and _normal(failed) == "psycopg2" else "")
         stopped = next((line.strip()[:200] for line in lines if line.startswith(" ") and
                         re.search(r"(?i)\berror\b", line) and "subprocess-exited-with-error" not in line), "")
-        return [f"{which} has no ready-made wheel for {on}, so pip tried to build it from source on the server, "
-                "and that failed" + (f" ({stopped})" if stopped else "") + ". Pin a newer version that publishes "
-                f"wheels for Python {python or 'it'} (its PyPI page lists them under \"Download files\").{special}"]
+        return [_build_hint("pip", failed, pins, on, python, stopped)]
+    return []
+
+
+def _build_hint(tool: str, failed: str, pins: dict[str, str], on: str, python: str, stopped: str) -> str:
+    """A requirement that `tool` had to build from source, and the build failed."""
+    pin = pins.get(_normal(failed), failed) if failed else ""
+    which = f"{pin} (from your requirements)" if pin else "one of your requirements (see the output)"
+    special = (" For psycopg2, use psycopg2-binary or psycopg[binary], which come as wheels."
+               if failed and _normal(failed) == "psycopg2" else "")
+    return (f"{which} has no ready-made wheel for {on}, so {tool} tried to build it from source on the server, "
+            "and that failed" + (f" ({stopped})" if stopped else "") + ". Pin a newer version that publishes "
+            f"wheels for Python {python or 'it'} (its PyPI page lists them under \"Download files\").{special}")
+
+
+def _uv_hints(lines: list[str], server: tuple[int, int] | None, requirements: str) -> list[str]:
+    """uv's resolver says why in one sentence ("Because ..."); its build failures name the package."""
+    python = "%d.%d" % server if server else ""
+    text = "\n".join(lines)
+    on = f"Python {python}, the server's Python" if python else "the server's Python"
+    pins = _pins(requirements)
+    supported = f"Pin a version of {{name}} that supports Python {python or 'the server runs'}, or remove the line " \
+                "if your project does not import {name}; `python -m pip index versions {name}` lists the versions."
+    if unknown := re.search(r"Because (\S+) was not found in the package registry", text):
+        return [f"the package index has no package called {unknown.group(1)}: check the name's spelling in your "
+                "requirements; if it is right, the server could not reach the package index (a proxy setting? "
+                "see proxy in the inventory)."]
+    if missing := re.search(r"Because there is no version of (\S+?)(==\S+)? and", text):
+        name = missing.group(1)
+        return [f"{name} has no release {missing.group(2)[2:] if missing.group(2) else 'that matches'} on the "
+                f"package index. " + supported.format(name=name)]
+    if wheels := re.search(r"Because (([A-Za-z0-9._-]+)\S*) has no wheels with a matching Python ABI tag", text):
+        name = wheels.group(2)
+        tags = re.search(r"with the following Python ABI tags: (.+)$", text, re.M)
+        return [f"{wheels.group(1)} publishes ready-made wheels only for other Pythons"
+                + (f" ({tags.group(1).replace('`', '')})" if tags else "") + f" and no source to build, so it cannot "
+                f"be installed on {on}. " + supported.format(name=name)]
+    if built := re.search(r"Failed to build `([A-Za-z0-9._-]+)", text):
+        # The build's own last words: the end of its [stderr] (a compiler error, a traceback's exception).
+        said = [line.strip() for line in lines if line.startswith("  ") and line.strip()]
+        stopped = said[-1][:200] if said and not said[-1].startswith("cause:") else ""
+        return [_build_hint("uv", built.group(1), pins, on, python, stopped)]
     return []
 
 

@@ -64,7 +64,7 @@ class Server:
 def steps(server: Server) -> list[Step]:
     """The steps for this server's roles, in order. A single server gets every one of them, as always."""
     from . import (backups, catch_all, firewall, gunicorn, hardening, jobs, media, nginx, postgres, processes, redis,
-                   ssh, system, tls, users)
+                   ssh, system, tls, users, uv)
 
     app, web, lb = server.runs_app, server.has("web"), server.has("lb")
     certificate = server.inventory.terminates_tls(server.host)
@@ -82,6 +82,7 @@ def steps(server: Server) -> list[Step]:
         users.deploy_user(server),
         *([users.app_user(server), users.build_user(server)] if app else []),
         users.directories(server),
+        *([uv.installed(server)] if app else []),
         *(postgres.steps(server) if app or server.has("db") else []),
         *([redis.service(server), *([media.store(server)] if server.inventory.media else []),
            redis.environment(server)] if app else []),

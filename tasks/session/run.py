@@ -27,7 +27,7 @@ from .. import timestamps
 from ..inventory import Host, Inventory, InventoryError
 from ..layout import Layout
 from .lock import DeployLock, LockLost, who
-from ..provisioning import jobs, processes, served
+from ..provisioning import jobs, processes, served, uv
 from ..commands import processes as process_commands
 from ..commands.database import Client, client as database_client
 from ..facts.releases import ServerState
@@ -42,7 +42,7 @@ class DeployError(RemoteError):
 def server_probes(layout: Layout, db: Client) -> list:
     """What a deploy, a rollback and `fab status` read of the server in their first round trip."""
     return [*commands.state_probes(layout, db), jobs.files_probe(layout), served.probe(layout), envsize.probe(layout),
-            processes.files_probe(layout), process_commands.units_probe(layout)]
+            processes.files_probe(layout), process_commands.units_probe(layout), uv.PROBE]
 
 
 def server_state(facts: dict) -> ServerState:
@@ -54,7 +54,8 @@ def server_state(facts: dict) -> ServerState:
                        free_kib=facts["free"], backend=facts["backend"] or "",
                        maintenance=facts["maintenance"], job_files=facts["job_files"],
                        served_files=facts.get("served_files"), env_sizes=facts.get("env_sizes"),
-                       process_files=facts.get("process_files", {}), process_units=facts.get("process_units", {}))
+                       process_files=facts.get("process_files", {}), process_units=facts.get("process_units", {}),
+                       uv=facts.get("uv"))
 
 
 def last_lines(text: str, lines: int = 30) -> str:

@@ -137,7 +137,9 @@ def test_provision_renders_uvicorn_workers_and_websocket_upgrades(site):
 def test_an_async_view_and_a_websocket_echo_answer_over_https(site):
     release = deployed_id(site.deploy())
     venv = site.root(f"readlink -f /srv/{APP}/releases/{release}/.venv")
-    installed = site.root(f"{venv.strip()}/bin/python -m pip list --format=freeze")
+    # uv builds venvs without pip in them: the venv's own Python lists what is installed.
+    installed = site.root(f"{venv.strip()}/bin/python -c 'import importlib.metadata as m; "
+                          "print(*(d.name + \"==\" + d.version for d in m.distributions()))'")
     assert "uvicorn-worker==" in installed.lower() and "websockets==" in installed.lower(), installed
     response = site.get("/async/")
     assert response.status == 200 and response.body.strip() == f"async {release} ASGIRequest", response

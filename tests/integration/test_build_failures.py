@@ -96,19 +96,38 @@ def test_a_django_too_old_for_the_servers_python_names_the_gate_and_the_versions
     assert site.answering().endswith(live["release"])  # the live release untouched
 
 
-def test_a_pin_with_no_release_for_the_servers_python_fails_at_pip_naming_it(site, live):
+def test_a_pin_with_no_release_for_the_servers_python_fails_at_uv_naming_it(site, live):
     good = site.repo.git("rev-parse", "HEAD")
-    site.repo.commit("a backport frozen on Python 3.6", **{"requirements.txt": GOOD_REQUIREMENTS + "dataclasses==0.8\n"})
+    # Wheels for Python 3.7 to 3.10 only, and no source to build one from.
+    site.repo.commit("a pin from 2022", **{"requirements.txt": GOOD_REQUIREMENTS + "tensorflow==2.10.0\n"})
     try:
         message, release = failed_deploy(site)
     finally:
         site.repo.reset(good)
     print(message)
-    log = assert_teaches(message, release, "pip could not install the requirements",
-                         "No matching distribution found for dataclasses==0.8")
+    log = assert_teaches(message, release, "uv could not install the requirements",
+                         "Because tensorflow==2.10.0 has no wheels with a matching Python ABI tag (e.g., `cp313`)")
     hint = next(line for line in message.splitlines() if line.startswith("hint: "))
-    assert "dataclasses 0.8 requires Python >=3.6, <3.7" in hint and "Python 3.13" in hint, message
-    assert "dataclasses==0.8" in site.root(f"cat {log}")
+    assert "tensorflow==2.10.0 publishes ready-made wheels only for other Pythons (cp37m" in hint, message
+    assert "Python 3.13" in hint, message
+    assert "tensorflow==2.10.0" in site.root(f"cat {log}")
+    assert site.answering().endswith(live["release"])
+
+
+def test_a_pin_that_fails_to_build_from_source_names_it_and_where_its_build_stopped(site, live):
+    good = site.repo.git("rev-parse", "HEAD")
+    # No wheel for Python 3.13, and its setup.py fails under Cython 3.
+    site.repo.commit("an old PyYAML", **{"requirements.txt": GOOD_REQUIREMENTS + "PyYAML==5.4.1\n"})
+    try:
+        message, release = failed_deploy(site)
+    finally:
+        site.repo.reset(good)
+    print(message)
+    assert_teaches(message, release, "uv could not install the requirements", "Failed to build `pyyaml==5.4.1`")
+    hint = next(line for line in message.splitlines() if line.startswith("hint: "))
+    assert hint.startswith("hint: PyYAML==5.4.1 (from your requirements) has no ready-made wheel for Python 3.13, "
+                           "the server's Python, so uv tried to build it from source on the server, and that "
+                           "failed ("), message
     assert site.answering().endswith(live["release"])
     # The next good deploy goes through.
     assert deployed_id(site.deploy())

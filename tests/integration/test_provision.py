@@ -12,6 +12,7 @@ from contextlib import closing
 import paramiko
 import pytest
 
+from tasks import defaults
 from tests.integration.conftest import APP, DOMAINS
 from tests.outside import http_get, https_get, port_open, tls_version
 
@@ -137,6 +138,25 @@ def test_security_updates_time_sync_and_certificate_renewal_are_on(trixie):
     renewal = trixie.root(f"cat /etc/letsencrypt/renewal/{APP}.conf").stdout
     assert "renew_hook = systemctl reload nginx" in renewal
     assert "REQUESTS_CA_BUNDLE" in trixie.root("systemctl show certbot.service -p Environment").stdout
+
+
+def test_uv_is_root_owned_in_its_own_venv_and_its_cache_is_the_build_users(trixie):
+    out = trixie.root(f"/opt/gangway/uv/bin/uv --version && stat -c '%U %a' /opt/gangway/uv/bin/uv "
+                      f"/var/cache/gangway/{APP}/uv")
+    said, tool, cache = out.stdout.splitlines()
+    version = tuple(int(p) for p in re.match(r"uv ([\d.]+)", said).group(1).split("."))
+    least, below = defaults.UV_VERSIONS
+    assert least <= version < below, said
+    assert tool == "root 755" and cache == f"{APP}_build 700", out.stdout
+
+
+def test_a_missing_uv_is_installed_again_and_an_installed_one_left_alone(trixie):
+    trixie.root("rm -rf /opt/gangway/uv")
+    out = trixie.provision().stdout
+    assert re.search(rf"changed\s+uv: uv none -> {re.escape(defaults.UV)} from PyPI", out), out
+    assert trixie.root("/opt/gangway/uv/bin/uv --version").returncode == 0
+    again = trixie.provision().stdout
+    assert re.search(r"ok\s+uv: uv 0\.\d+\.\d+ in /opt/gangway/uv", again), again
 
 
 def test_a_second_run_changes_nothing_and_says_so(trixie):

@@ -197,9 +197,11 @@ def release(release_id: str, migrations=(), status: str = "good", requirements: 
 
 
 def server(*releases_, live: str | None = None, running=None, applied=(), history=(), backups=(),
-           maintenance=False, free=(10_000_000, 10_000_000), failed=(), layout=None, inventory=None) -> dict:
+           maintenance=False, free=(10_000_000, 10_000_000), failed=(), layout=None, inventory=None,
+           uv=(0, 13, 9)) -> dict:
     """The parsed facts of a provisioned server holding `releases_` (tasks.session.run.server_probes' keys),
-    provisioned with `inventory` (default: `default_inventory()`)."""
+    provisioned with `inventory` (default: `default_inventory()`); `uv`: the version `uv --version` says (None:
+    no uv, a server provisioned before gangway built with it)."""
     from tasks.commands import release as commands
     from tasks.provisioning import processes, served
     from tasks.layout import Layout
@@ -226,6 +228,7 @@ def server(*releases_, live: str | None = None, running=None, applied=(), histor
         "served_files": served.as_provisioned(inventory or default_inventory()),
         "process_files": processes.as_provisioned(inventory or default_inventory()),
         "process_units": {},
+        "uv": uv,
     }
 
 

@@ -47,6 +47,18 @@ def test_a_wsgi_module_changed_since_the_last_provision_is_refused_before_anythi
     assert remote.scripts == [] and remote.uploads == {}
 
 
+@pytest.mark.parametrize("version, found", [(None, "no uv"), ((0, 12, 3), "uv 0.12.3")])
+def test_a_server_provisioned_before_uv_is_told_to_provision_before_anything_is_built(version, found):
+    remote = fake.FakeRemote(fake.server(fake.release(LIVE), uv=version))
+    with pytest.raises(DeployError) as refused:
+        deploy.deploy_to(fake.session(remote), fake.a_source())
+    message = str(refused.value)
+    assert f"the server has {found} in /opt/gangway/uv and gangway builds Python environments with uv>=" in message
+    assert "run `fab provision` once, then deploy again" in message and "Nothing was built or uploaded" in message
+    assert f"{LIVE} is still serving" in message
+    assert remote.scripts == [] and remote.uploads == {}
+
+
 def test_settings_a_readiness_finding_blocks_stop_the_deploy_before_the_backup_and_migrations():
     """The release check's first gate words the settings' problems (here a MEDIA_URL nginx does not serve):
     the deploy stops there, with nothing backed up or migrated, and the live release still serving."""

@@ -170,6 +170,45 @@ def test_a_pin_that_does_not_build_for_the_servers_python_is_named_with_where_th
     assert hint.startswith("psycopg2==2.8.6 (from your requirements) has no ready-made wheel")
 
 
+# --- uv's output (tests/unit/gate_output/uv_*: uv 0.13 on Debian 13's Python 3.13, as the build step runs it) ------
+
+def test_uv_finding_no_wheel_for_the_servers_python_names_the_pin_and_the_pythons_it_has():
+    found = diagnose.diagnose("pip", as_the_step_prints_it(sample("uv_no_wheel_for_python"), "pip"), PYTHON,
+                              REQUIREMENTS + "tensorflow==2.10.0\n")
+    assert found.gate == "uv" and found.headline.startswith("uv could not install the requirements")
+    assert found.decisive.startswith("cause: Because tensorflow==2.10.0 has no wheels with a matching Python ABI "
+                                     "tag (e.g., `cp313`)")
+    (hint,) = found.hints
+    assert hint.startswith("tensorflow==2.10.0 publishes ready-made wheels only for other Pythons (cp37m, cp38, "
+                           "cp39, cp310) and no source to build, so it cannot be installed on Python 3.13, the "
+                           "server's Python. Pin a version of tensorflow that supports Python 3.13")
+
+
+def test_uv_finding_no_such_package_or_version_says_which():
+    (hint,) = diagnose.diagnose("pip", sample("uv_not_found"), PYTHON, "djngo\n").hints
+    assert hint.startswith("the package index has no package called djngo: check the name's spelling")
+    found = diagnose.diagnose("pip", sample("uv_no_such_version"), PYTHON, "Django==9.9\n")
+    assert found.decisive.startswith("cause: Because there is no version of django==9.9")
+    assert found.hints[0].startswith("django has no release 9.9 on the package index. Pin a version of django "
+                                     "that supports Python 3.13")
+
+
+def test_a_build_that_fails_under_uv_names_the_pin_and_the_builds_last_words():
+    found = diagnose.diagnose("pip", as_the_step_prints_it(sample("uv_build_failed"), "pip"), PYTHON,
+                              REQUIREMENTS + "PyYAML==5.4.1\n")
+    assert found.gate == "uv" and found.decisive == "error: Failed to build `pyyaml==5.4.1`"
+    (hint,) = found.hints
+    assert hint == ("PyYAML==5.4.1 (from your requirements) has no ready-made wheel for Python 3.13, the server's "
+                    "Python, so uv tried to build it from source on the server, and that failed (AttributeError: "
+                    "'build_ext' object has no attribute 'cython_sources'). Pin a newer version that publishes "
+                    "wheels for Python 3.13 (its PyPI page lists them under \"Download files\").")
+    assert found.tail.splitlines()[-1].startswith("hint: Build failures usually indicate")
+
+
+def test_pips_own_output_is_still_read_as_pips():
+    assert diagnose.diagnose("pip", sample("pip_build_failed"), PYTHON).gate == "pip"
+
+
 def test_the_tail_is_the_gates_own_output_never_a_report_or_trap_line():
     found = diagnose.diagnose("checks", as_the_step_prints_it(sample("import_url_removed"), "checks"))
     assert found.tail.splitlines()[-1].startswith("ImportError: cannot import name 'url'")

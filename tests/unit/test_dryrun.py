@@ -260,7 +260,7 @@ def test_deploy_preview_reads_the_state_runs_only_the_env_preview_and_names_what
     facts = {"releases": f"{live}\t{meta}\n{old}\t{meta}\n", "failed": [], "live": live, "backend": "",
              "running": [live], "history": "", "venvs": ["r1"], "python": "3.13.5", "provisioned": True,
              "applied": ["counter.0001_initial"], "backups": [], "free": [10 ** 7, 10 ** 7],
-             "maintenance": False, "job_files": {}}
+             "maintenance": False, "job_files": {}, "uv": (0, 13, 9)}
 
     class Remote(FakeRemote):
         def __init__(self):
@@ -284,7 +284,7 @@ def test_deploy_preview_reads_the_state_runs_only_the_env_preview_and_names_what
     text = out.getvalue()
     assert len(remote.scripts) == 1 and "env_before" in remote.scripts[0]  # the env file, previewed; nothing else
     assert re.search(r"to build  release: \d{8}T\d{6}Z-ccccccc ", text), text
-    assert "python: environment" in text and "built (new requirements)" in text
+    assert "python: environment" in text and "built with uv 0.13.9 (new requirements)" in text
     assert "~ DJANGO_ALLOWED_HOSTS: old.test -> app.test" in text and "+ PAYMENT_TOKEN (value not shown)" in text
     assert "tok-private" not in text and "sk'" not in text and "DJANGO_SECRET_KEY" not in text
     assert "1 pending in the project's files, applied after a database backup: counter.0002_more" in text

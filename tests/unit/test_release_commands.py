@@ -153,6 +153,34 @@ def test_project_code_runs_sandboxed_with_every_value_as_one_argument(tmp_path, 
     assert "--property=NoNewPrivileges=yes" in args and "--property=ProtectSystem=strict" in args
 
 
+def test_the_venv_is_built_by_uv_from_its_cache_copied_never_linked(tmp_path):
+    """The build user's uv makes the venv with the server's Python, then installs the requirements and the extra
+    ones into it, with bytecode; its cache is the one writable place besides the venv and the release, and
+    files are copied out of it (sealing the venv must not touch the cache's files)."""
+    import subprocess
+    from tasks.layout import UV
+    script = commands.venv(LAYOUT, RELEASE.id, "h1", "requirements.txt", ["gunicorn>=23,<24"], {})
+    out = run(shell.script(script), tmp_path, {
+        "systemd-run": 'printf "%s\\n" "$@" > args; exit 9', "install": "true", "rm": "true"})
+    assert out.returncode != 0
+    args = (tmp_path / "args").read_text().splitlines()
+    venv, release = LAYOUT.venv("h1"), LAYOUT.release(RELEASE.id)
+    assert f"--property=ReadWritePaths={venv} {release} {LAYOUT.uv_cache}" in args
+    assert {f"--setenv=UV_CACHE_DIR={LAYOUT.uv_cache}", "--setenv=UV_LINK_MODE=copy",
+            "--setenv=UV_PYTHON_DOWNLOADS=never", "--setenv=UV_NO_CONFIG=1"} <= set(args)
+    argv = args[args.index("--") + 1:]
+    assert argv[3] == UV
+    # The little script, run with a uv that says how it was called.
+    fake = tmp_path / "uv"
+    fake.write_text('#!/bin/sh\nprintf "%s|" "$@" >> calls; echo >> calls\n')
+    fake.chmod(0o755)
+    subprocess.run([*argv[:3], str(fake), *argv[4:]], cwd=tmp_path, check=True)
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        f"venv|--quiet|--python|python3|{venv}|",
+        f"pip|install|--quiet|--compile-bytecode|--python|{venv}/bin/python|-r|{release}/requirements.txt|"
+        "gunicorn>=23,<24|"]
+
+
 @pytest.mark.parametrize("key, value", [("DJANGO_ALLOWED_HOSTS", "a\nB=c"), ("DJANGO_ALLOWED_HOSTS", "a\rb"),
                                         ("NOT A NAME", "x")])
 def test_a_managed_value_that_would_break_the_env_file_is_refused(key, value):
