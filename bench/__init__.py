@@ -11,14 +11,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def fab(*args: str, repo: Path = REPO) -> tuple[float, subprocess.CompletedProcess]:
-    """Run `fab ARGS` in this repository (or another checkout of gangway) as a user would: the wall time, and
-    what it printed. Python may write
-    and reuse its bytecode cache even where the caller's environment forbids it (PYTHONDONTWRITEBYTECODE), as
-    an installed gangway has its bytecode compiled: otherwise every run would time compiling gangway anew."""
+def fab(*args: str, cwd: Path = REPO) -> tuple[float, subprocess.CompletedProcess]:
+    """Run `fab ARGS` in this repository (or `cwd`: another checkout of gangway, a project) as a user would:
+    the wall time, and what it printed. Python may write and reuse its bytecode cache even where the caller's
+    environment forbids it (PYTHONDONTWRITEBYTECODE), as an installed gangway has its bytecode compiled:
+    otherwise every run would time compiling gangway anew."""
     env = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=repo, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=cwd, capture_output=True, text=True,
                             env=env)
     return time.monotonic() - started, result
 

@@ -33,7 +33,7 @@ SIX = ("1.17.0", "1.16.0", "1.15.0", "1.14.0", "1.13.0", "1.12.0", "1.11.0", "1.
 
 def deploy(repo: Path, inv: tuple[str, ...]) -> tuple[float, str]:
     """One `fab deploy` with the gangway in `repo`: its wall time and what it printed; it must build a venv."""
-    seconds, result = fab("deploy", *inv, repo=repo)
+    seconds, result = fab("deploy", *inv, cwd=repo)
     if result.returncode != 0:
         sys.exit(f"fab deploy ({repo}) failed:\n{result.stdout}\n{result.stderr}")
     if "Python environment built" not in result.stdout:
@@ -63,7 +63,7 @@ def main() -> None:
         if result.returncode != 0:
             sys.exit(f"fab provision failed:\n{result.stdout}\n{result.stderr}")
         warm_bytecode()
-        fab("--list", repo=other)
+        fab("--list", cwd=other)
         first, _ = deploy(REPO, inv)
         print(f"first deploy, uv's cache empty: {first:.2f} s", file=sys.stderr)
         versions = iter(SIX)

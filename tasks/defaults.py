@@ -4,6 +4,8 @@ APP_NAME = "app"
 DEPLOY_USER = "deploy"
 ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 MAX_UPLOAD_MB = 20
+# `fab logs` shows this many of the latest lines unless --lines says otherwise.
+LOG_LINES = 100
 
 # Deploys.
 REQUIREMENTS = "requirements.txt"

@@ -22,12 +22,10 @@ import secrets
 import sys
 from pathlib import Path
 
-from fabric import task
 from invoke.exceptions import Exit
 
 from ..commands import backup as commands, release as release_commands
 from ..facts import backups as listing, releases
-from ..connection import targets
 from .. import timestamps
 from ..commands.database import db_address
 from ..inventory import Host, Inventory
@@ -35,7 +33,7 @@ from ..session.lock import who
 from ..session.uploads import send_file
 from ..facts.releases import ServerState
 from ..connection.remote import ConnectionLost, RemoteError
-from ..session.run import DeployError, Session, Task, last_lines, run_task
+from ..session.run import DeployError, Session, Task, last_lines
 
 # --- fab backup / fab backups ---------------------------------------------------------------------------------
 
@@ -129,16 +127,6 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
     return files[0]
 
 
-@task(auto_shortflags=False, help={
-    "inventory": targets.INVENTORY_HELP,
-    "media": "also pack the uploaded media files (shared/media) into NAME.media.tar.gz beside the dump",
-    "download": "also copy the backup to this local directory (e.g. . for here); only you can read the copy",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def backup(c, inventory=None, media=False, download=None, verbose=False):
-    """Back up the database now (pg_dump, compressed) into backups/ on the server; --media, --download DIR."""
-    run_task(c, inventory, Task("backup", lock="backup", hosts=on_db_host),
-             lambda session: backup_on(session, media, download), verbose)
 
 
 def table(files: list[listing.BackupFile]) -> list[str]:
@@ -148,45 +136,29 @@ def table(files: list[listing.BackupFile]) -> list[str]:
     return rows
 
 
-@task(auto_shortflags=False, help={
-    "inventory": targets.INVENTORY_HELP,
-    "download": "copy this backup (a NAME from the list) to your machine instead of listing",
-    "to": "the local directory --download writes into (default: the current one)",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def backups(c, inventory=None, download=None, to=None, verbose=False):
-    """List the backups on the server (name, size, age, kind), or --download NAME to your machine."""
-    name = (download if download.endswith((listing.DUMP, listing.MEDIA)) else download + listing.DUMP) \
-        if download else None
-    job = Task("backups", hosts=holding_dumps)
-
-    if name and not commands.NAME.fullmatch(name):
-        raise Exit(f"backups: --download {download!r} is not a backup's name: see the names `fab backups` lists",
-                   code=2)
-
-    def show(session: Session) -> bool:
-        if name:
-            several = _db_host(session.inventory) is not None
-            if several and not first_holding(session, job, name):
-                return False
-            fetch_backup(session, name, to)
-            return True
-        files = session.remote.gather([listing.listing_probe(session.layout)])["backup_files"]
-        if files is None:
-            raise DeployError(f"could not list {session.layout.backups}/ on {session.host.address}, so which "
-                              f"backups it holds is unknown: look with `sudo ls -l {session.layout.backups}/` there")
-        session.reporter.line(f"{session.host.address}: {len(files)} backup file(s) in {session.layout.backups}/")
-        if files:
-            for row in table(files):
-                session.reporter.line(row)
-        session.reporter.line("  restore one with `fab restore NAME`; take one now with `fab backup`")
-
-    results = run_task(c, inventory, job, show, verbose)
-    if name:
-        found_somewhere(results, "backups", name)
 
 
 # --- fab restore ------------------------------------------------------------------------------------------------
+
+
+def backups_on(session: Session, job: Task, name: str | None, to: str | None) -> bool | None:
+    """`fab backups` on one server: list its backups, or with NAME download it from the first that holds it."""
+    if name:
+        several = _db_host(session.inventory) is not None
+        if several and not first_holding(session, job, name):
+            return False
+        fetch_backup(session, name, to)
+        return True
+    files = session.remote.gather([listing.listing_probe(session.layout)])["backup_files"]
+    if files is None:
+        raise DeployError(f"could not list {session.layout.backups}/ on {session.host.address}, so which "
+                          f"backups it holds is unknown: look with `sudo ls -l {session.layout.backups}/` there")
+    session.reporter.line(f"{session.host.address}: {len(files)} backup file(s) in {session.layout.backups}/")
+    if files:
+        for row in table(files):
+            session.reporter.line(row)
+    session.reporter.line("  restore one with `fab restore NAME`; take one now with `fab backup`")
+    return None
 
 
 def schema_difference(applied: list[str] | None, known: list[str], replaces: dict | None = None) -> str:
@@ -405,7 +377,7 @@ def _restore(session: Session, state: ServerState | None, name: str, fresh: str,
             raise DeployError(f"{name} was restored, but {_off_words(ok, flag)}")
 
 
-def _confirm(inventory: Inventory, what: str) -> None:
+def confirm(inventory: Inventory, what: str) -> None:
     hosts = ", ".join(h.address for h in inventory.hosts)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise DeployError(f"a restore replaces all the data of {inventory.app.name} on {hosts}, and there is no "
@@ -416,79 +388,31 @@ def _confirm(inventory: Inventory, what: str) -> None:
         raise DeployError("not confirmed; nothing was changed")
 
 
-@task(auto_shortflags=False, positional=["backup"], help={
-    "backup": "the backup to restore: a NAME `fab backups` lists (with or without .dump); with --upload, a local "
-              "file",
-    "inventory": targets.INVENTORY_HELP,
-    "yes": "restore without asking (needed when there is no terminal, e.g. in CI)",
-    "upload": "BACKUP is a dump on this machine (from fab backup --download, or pg_dump --format=custom): upload it "
-              "and restore it",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def restore(c, backup, inventory=None, yes=False, upload=False, verbose=False):
-    """Restore a database backup (or --upload a local one): a fresh backup first, maintenance mode around it."""
-    if backup.startswith("-"):
-        raise Exit(f"restore: {backup!r} is not a backup's name; for help: fab --help restore", code=2)
-    sent, name = None, None
-    if upload:
-        try:
-            sent = (backup, Path(backup).expanduser().read_bytes())
-        except OSError as error:
-            raise Exit(f"restore: cannot read {backup} ({error.strerror}); give the path of a local dump", code=2)
-    else:
-        name = commands.dump_name(backup)
-        if name is None:
-            raise Exit(f"restore: {backup!r} is not a backup's name: see the names `fab backups` lists (a file on "
-                       "this machine goes with --upload)", code=2)
-
-    def ask(inventory_: Inventory) -> None:
-        if not yes:
-            _confirm(inventory_, name or backup)
-
-    job = Task("restore", lock=f"restore {name or 'upload'}", before=ask, interrupted=RESTORE_INTERRUPTED,
-               hosts=holding_dumps if name else on_db_host)
-    results = run_task(c, inventory, job, lambda session: restore_on(session, name, sent, job), verbose)
-    if name:
-        found_somewhere(results, "restore", name)
 
 
 # --- fab maintenance --------------------------------------------------------------------------------------------
 
 
-@task(auto_shortflags=False, positional=["mode"], help={
-    "mode": "on or off",
-    "inventory": targets.INVENTORY_HELP,
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def maintenance(c, mode, inventory=None, verbose=False):
-    """Turn maintenance mode on or off: while on, nginx answers 503 with a maintenance page and Retry-After."""
-    if mode not in ("on", "off"):
-        raise Exit(f"maintenance: say on or off, not {mode!r}: fab maintenance on (help: fab --help maintenance)",
-                   code=2)
-
-    def switch(session: Session) -> None:
-        inventory, layout = session.inventory, session.layout
-        if not inventory.fronts_site(session.host):
-            session.reporter.line(f"{session.host.address}: not switched here: visitors reach the site through the "
-                                  f"load balancer {inventory.lb_host.address}, which holds the maintenance flag"
-                                  if inventory.lb_host and session.host.has("web") else
-                                  f"{session.host.address}: not switched here: no site is served from this server")
-            return
-        step = commands.maintenance_on(layout, who(), timestamps.now()) if mode == "on" else commands.maintenance_off(layout)
-        ok, report, tail = session.run(("maintenance", step), ("readback", commands.maintenance_read(layout)))
-        flag = report.get("maintenance")
-        if not ok or flag is not (mode == "on"):
-            seen = {True: "on", False: "off"}.get(flag, "unknown: it could not be read")
-            raise DeployError(f"could not turn maintenance mode {mode}; read back from the server it is {seen}"
-                              + (f":\n{last_lines(tail)}" if not ok else ""))
-        session.reporter.line(
-            f"{session.host.address}: maintenance mode is on (read back from the server): every request but ACME "
-            "challenges gets the maintenance page (503, Retry-After); deploys and rollbacks still work. End it with "
-            "`fab maintenance off`"
-            if mode == "on" else f"{session.host.address}: maintenance mode is off (read back from the server): "
-                                 "visitors reach the app again")
-
-    # Switched where visitors reach the site: on the load balancer when there is one, else on each web host; the
-    # other servers hold no flag, take no lock and get no audit line.
-    run_task(c, inventory, Task(f"maintenance {mode}", lock=lambda session: f"maintenance {mode}"
-                                if session.inventory.fronts_site(session.host) else None), switch, verbose)
+def maintenance_on(session: Session, mode: str) -> None:
+    """`fab maintenance on|off` on one server, where visitors reach the site; the flag read back."""
+    inventory, layout = session.inventory, session.layout
+    if not inventory.fronts_site(session.host):
+        session.reporter.line(f"{session.host.address}: not switched here: visitors reach the site through the "
+                              f"load balancer {inventory.lb_host.address}, which holds the maintenance flag"
+                              if inventory.lb_host and session.host.has("web") else
+                              f"{session.host.address}: not switched here: no site is served from this server")
+        return
+    step = (commands.maintenance_on(layout, who(), timestamps.now()) if mode == "on"
+            else commands.maintenance_off(layout))
+    ok, report, tail = session.run(("maintenance", step), ("readback", commands.maintenance_read(layout)))
+    flag = report.get("maintenance")
+    if not ok or flag is not (mode == "on"):
+        seen = {True: "on", False: "off"}.get(flag, "unknown: it could not be read")
+        raise DeployError(f"could not turn maintenance mode {mode}; read back from the server it is {seen}"
+                          + (f":\n{last_lines(tail)}" if not ok else ""))
+    session.reporter.line(
+        f"{session.host.address}: maintenance mode is on (read back from the server): every request but ACME "
+        "challenges gets the maintenance page (503, Retry-After); deploys and rollbacks still work. End it with "
+        "`fab maintenance off`"
+        if mode == "on" else f"{session.host.address}: maintenance mode is off (read back from the server): "
+                             "visitors reach the app again")

@@ -20,15 +20,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fabric import task
 
 from ..commands import release as commands
-from ..connection import targets
 from .. import timestamps
-from ..inventory import Inventory
 from ..session.uploads import send_file
 from ..commands.render import TEMPLATES
-from ..session.run import DeployError, Session, Task, last_lines, run_task
+from ..session.run import DeployError, Session, last_lines
 
 DUMP_SCRIPT = TEMPLATES / "data" / "dump.py"
 
@@ -111,32 +108,9 @@ def replaced(before: dict[str, int], after: dict[str, int], imported: dict[str, 
             + (f"; of models your data has none of, {held(others)}, emptied too" if others else ""))
 
 
-@task(name="import-data", auto_shortflags=False, help={
-    "inventory": targets.INVENTORY_HELP,
-    "database": "the SQLite file to import (default: the one your local settings use)",
-    "replace": "empty the server's database first (after a backup in backups/), and overwrite media files "
-               "of the same name",
-    "media": "the local media directory to upload (default: your local MEDIA_ROOT, else media/ in the project)",
-    "no-media": "do not upload media files",
-    "yes": "upload the media files without asking",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def import_data(c, inventory=None, database=None, replace=False, media=None, no_media=False, yes=False,
-                verbose=False):
-    """Copy the local SQLite database's content (and media files) to the server, checked by row counts."""
-    prepared = []
-
-    def prepare(inv: Inventory) -> None:
-        dump = dump_locally(Path(inv.app.source), database, inv.app.settings_module)
-        folder = None if no_media else _media_dir(Path(inv.app.source), media, dump.media_root)
-        prepared.append((dump, folder))
-
-    run_task(c, inventory, Task("import-data", lock="import-data", before=prepare,
-                                     hosts=targets.one_app_host),
-             lambda session: import_to(session, *prepared[0], replace, yes), verbose)
 
 
-def _media_dir(project: Path, given: str | None, media_root: str) -> Path | None:
+def media_dir(project: Path, given: str | None, media_root: str) -> Path | None:
     if given:
         if not Path(given).is_dir():
             raise DumpError(f"--media {given} is not a directory")

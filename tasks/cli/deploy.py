@@ -13,14 +13,12 @@ import re
 import time
 from dataclasses import dataclass
 
-from fabric import task
 
 from .. import defaults, timestamps
 from ..project import diagnose, django as project, migration_safety, source
 from . import dryrun, hooks
 from ..facts import envsize, releases
 from ..commands import processes as process_commands, release as commands, shell
-from ..connection import targets
 from ..inventory import Inventory
 from ..session.lock import who
 from ..provisioning import jobs, processes, served, uv
@@ -29,8 +27,7 @@ from ..connection.remote import ConnectionLost, RemoteError
 from ..commands.render import TEMPLATES
 from ..commands.database import db_address, unanswered
 from ..commands.services import env_services
-from ..session.runner import Reporter
-from ..session.run import DeployError, Session, Task, last_lines, run_task, run_together
+from ..session.run import DeployError, Session, last_lines
 
 CHECK_SCRIPT = TEMPLATES / "deploy" / "release_check.py"
 KNOWN_MIGRATIONS_SCRIPT = TEMPLATES / "deploy" / "known_migrations.py"  # put in front of CHECK_SCRIPT
@@ -269,45 +266,6 @@ def _jobs_warning(session: Session, state: ServerState) -> None:
 
 # --- deploy --------------------------------------------------------------------------------------------------
 
-@task(auto_shortflags=False, help={
-    "inventory": targets.INVENTORY_HELP,
-    "ref": "the git commit, branch or tag to ship (default: HEAD)",
-    "allow-dirty": "ship uncommitted changes to tracked files too, instead of refusing",
-    "dry-run": "show what the deploy would do (release, environment, migrations, pruning) and change nothing",
-    "allow-unsafe-migrations": "migrate even though the live release would trip on the pending migrations "
-                               "(a dropped, renamed or retyped column, a NOT NULL one it does not fill) until "
-                               "the switch: accept that window instead of refusing",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def deploy(c, inventory=None, ref="HEAD", allow_dirty=False, dry_run=False, allow_unsafe_migrations=False,
-           verbose=False):
-    """Ship a release: build it, migrate after a backup, switch traffic once it answers healthy."""
-    shipped = []  # the project, read once, before connecting to any host
-    reporter = Reporter()
-
-    def read(inv: Inventory) -> None:
-        build = inv.app.build
-        if build and dry_run:
-            reporter.line(f"build: `{build.command}` would run in a clean copy of {ref}; a dry run does not run it")
-            build = None
-        elif build:
-            reporter.line(f"build: `{build.command}` in a clean copy of {ref} of {inv.app.source}")
-        shipped.append(source.read(inv.app.source, ref, allow_dirty, inv.app.requirements, build,
-                                   echo=lambda line: reporter.line(f"  | {line}")))
-        if build:
-            reporter.step("ok", "build", f"{', '.join(build.outputs)} built, shipped with the release")
-
-    if not dry_run:
-        from .rolling import deploy_all
-        run_together(c, inventory, Task("deploy", lock=lambda session: f"deploy {shipped[0].commit[:7]}",
-                                        before=read, interrupted=INTERRUPTED, recap=False, hosts=targets.app_hosts),
-                     lambda sessions: deploy_all(sessions, shipped[0], allow_unsafe_migrations), verbose)
-        return
-    try:
-        run_task(c, inventory, Task("deploy --dry-run", before=read, hosts=targets.app_hosts),
-                 lambda session: preview(session, shipped[0], allow_unsafe_migrations), verbose)
-    finally:
-        reporter.line(dryrun.DONE)
 
 
 def preview(session: Session, src: source.Source, allow_unsafe_migrations: bool = False) -> None:

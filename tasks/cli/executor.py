@@ -12,7 +12,7 @@ import sys
 
 import fabric
 
-from .operate import manage
+from ..collection import manage
 
 
 def remainder_argv(remainder: str, argv: list[str] | None = None) -> list[str]:

@@ -13,18 +13,15 @@ import difflib
 import json
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import yaml
-from fabric import task
-from invoke.exceptions import Exit
 
 from ..project import compat, django as projects, readiness
 from .. import defaults, inventory as inv
-from ..project.django import Project, ProjectError
+from ..project.django import Project
 from ..commands.render import TEMPLATES, render
 from ..commands.services import REDIS
 
@@ -545,26 +542,3 @@ def _next_steps(found: Project, current: inv.Inventory, local: projects.LocalFac
         say(f"  {number}. {step}")
 
 
-@task(auto_shortflags=False, iterable=["domain"], help={
-    "project": "the Django project's directory (the one with manage.py); default: the current directory",
-    "host": "the server's IP address or host name",
-    "user": "the SSH user for the first connection (default: root)",
-    "key": "your SSH private key, e.g. ~/.ssh/id_ed25519 (default: your SSH agent and ~/.ssh/id_*)",
-    "domain": "a domain name the site answers on (repeat for more); none: plain HTTP",
-    "email": "an e-mail address for certificate expiry notices",
-    "name": "the app's short name on the server (default: the settings package's name)",
-    "yes": "write the fixes without asking (without it and without a terminal, they are only shown)",
-})
-def init(c, project=None, host=None, user=None, key=None, domain=None, email=None, name=None, yes=False):
-    """Set up this Django project for gangway: fabfile, deploy/production.yaml, readiness check and fixes."""
-    answers = Answers(host=host, user=user, key=key, domains=tuple(d.lower() for d in domain or ()),
-                      email=email, name=name)
-    console = Console(ask=input if sys.stdin.isatty() else None)
-    try:
-        outcome = run(Path(project or "."), answers, yes, console)
-    except (InitError, ProjectError, inv.InventoryError) as error:
-        raise Exit(f"init failed: {error}", code=1) from None
-    except (EOFError, KeyboardInterrupt):
-        raise Exit("init stopped: nothing more was written", code=130) from None
-    if outcome.blocking:
-        raise Exit(f"init: {len(outcome.blocking)} problem(s) above would stop a deploy", code=1)

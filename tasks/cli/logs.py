@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import re
 
-from fabric import task
-from invoke.exceptions import Exit
 
-from ..connection import targets
+from .. import defaults
 from ..layout import Layout
-from ..session.run import Task, run_task
 from ..commands.shell import join, q
 
-DEFAULT_LINES = 100
 NGINX_LOGS = ("/var/log/nginx/access.log", "/var/log/nginx/error.log")
 LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 
@@ -77,7 +73,7 @@ def check_process(value: str, names: list[str] | None) -> str:
     return value
 
 
-def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = False, since: str | None = None,
+def logs_command(layout: Layout, lines: int = defaults.LOG_LINES, follow: bool = False, since: str | None = None,
                  grep: str | None = None, level: str | None = None, nginx: bool = False,
                  process: str | None = None, processes: list[str] | None = None) -> str:
     """The command printing the logs asked for. Values are checked (LogsError) and quoted.
@@ -113,48 +109,3 @@ def logs_command(layout: Layout, lines: int = DEFAULT_LINES, follow: bool = Fals
     return f"{join(*argv)} | {match}" if match else join(*argv)
 
 
-@task(auto_shortflags=False, help={
-    "inventory": targets.INVENTORY_HELP,
-    "lines": f"how many of the latest lines (default {DEFAULT_LINES})",
-    "follow": "keep showing new lines as they come, until Ctrl-C",
-    "since": "only lines since then, in journalctl's words: \"1 hour ago\", \"today\", \"2026-11-27 10:00\"",
-    "grep": "only lines containing this text (any case)",
-    "level": "only lines of this journal priority or more severe: err, warning, info, ...",
-    "nginx": "nginx's access and error logs instead of the app's journal",
-    "process": "a process type's journal (app.processes, e.g. worker): every release's instance of it",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def logs(c, inventory=None, lines=None, follow=False, since=None, grep=None, level=None, nginx=False, process=None,
-         verbose=False):
-    """Show the app's log (all its Gunicorn instances), a worker's (--process NAME), or nginx's (--nginx)."""
-    # --lines has no int default: invoke would cast the text itself and print a traceback for '2; x'.
-    lines = DEFAULT_LINES if lines is None else lines
-    try:
-        # Checked before connecting, so a typo costs no login.
-        logs_command(Layout("app"), lines, follow, since, grep, level, nginx, process)
-    except LogsError as error:
-        raise Exit(f"logs: {error}", code=2) from None
-    status = []
-    def show(session) -> None:
-        names = [p.name for p in session.inventory.app.processes]
-        try:
-            command = logs_command(session.layout, lines, follow, since, grep, level, nginx, process, names)
-        except LogsError as error:
-            raise Exit(f"logs: {error}", code=2) from None
-        status.append(session.remote.attached(command, terminal=follow))
-
-    def hosts(inv, selected):
-        """The app's journal is on the hosts that run it; nginx's on the web hosts and the load balancer."""
-        chosen = ([h for h in selected if h.has("lb") or h.has("web")] if nginx
-                  else targets.app_hosts(inv, selected))
-        if follow and len(chosen) > 1:
-            raise Exit(f"logs: --follow follows one server, and {len(chosen)} have these logs: name one with "
-                       f"-H, e.g. fab -H {inv.deploy_user}@{chosen[0].address} logs --follow", code=2)
-        return chosen
-
-    run_task(c, inventory, Task("logs", hosts=hosts, keep_going=True), show, verbose)
-    # grep exits 1 when no line matched: that is an answer, not a failure. Ctrl-C ends a followed log by a
-    # signal on the server: 255 from Remote.attached (no exit status), 130 from a shell.
-    fine = (0, 1, 130, 255) if follow else (0, 1)
-    if any(code not in fine for code in status):
-        raise Exit(code=next(code for code in status if code not in fine))

@@ -15,20 +15,16 @@ takes the traffic; if it does not, the previous values are put back.
 from __future__ import annotations
 
 import secrets
-import shlex
 import sys
 from pathlib import Path
 
-from fabric import task
-from invoke.exceptions import Exit
 
 from ..facts import envsize
 from ..project import diagnose
 from ..commands import envfile, release as commands
-from ..connection import targets
 from .deploy import relaunch
 from ..inventory import ENV_NAME, check_env_name
-from ..session.run import DeployError, Session, Task, last_lines, run_task
+from ..session.run import DeployError, Session, last_lines
 from ..session.uploads import send_file
 
 # --- fab manage -------------------------------------------------------------------------------------------------
@@ -43,35 +39,6 @@ def with_upload(args: list[str], local: str, remote: str) -> list[str]:
     return [remote if arg == local else arg for arg in args]
 
 
-@task(auto_shortflags=False, help={
-    "inventory": targets.INVENTORY_HELP,
-    "file": "a local file to send along: each argument equal to it is replaced by its path on the server, e.g. "
-            "fab manage --file posts.json -- loaddata posts.json",
-    "args": "the command and its arguments as a list, when called from Python; on the command line they "
-            "follow --",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def manage(c, file=None, inventory=None, args=None, verbose=False):
-    """Run a Django management command in the live release: fab manage -- createsuperuser."""
-    words = shlex.split(args) if isinstance(args, str) else list(args or [])
-    if not words:
-        raise Exit("manage: say which command to run after --, e.g. fab manage -- createsuperuser", code=2)
-    data = None
-    if file:
-        try:
-            data = Path(file).read_bytes()
-        except OSError as error:
-            raise Exit(f"manage: cannot read {file} ({error.strerror}); give the path of a local file", code=2)
-    terminal = sys.stdin.isatty() and sys.stdout.isatty()
-    status = []
-    # A command that may write (migrate, loaddata, shell...) holds the deploy lock: it cannot race a deploy.
-    lock = None if words[0] in READ_ONLY_COMMANDS else f"manage {words[0]}"
-    # One app host: the command acts on the one database all of them share.
-    run_task(c, inventory, Task("manage", lock=lock, audit=lock, hosts=targets.one_app_host),
-             lambda session: status.append(manage_on(session, words, terminal, (file, data) if file else None)),
-             verbose)
-    if any(status):
-        raise Exit(code=next(s for s in status if s))
 
 
 def manage_on(session: Session, args: list[str], terminal: bool, file: tuple[str, bytes] | None = None) -> int:
@@ -131,22 +98,6 @@ def parse_changes(set_: list[str], unset: list[str]) -> tuple[dict[str, str], li
     return changes, list(unset)
 
 
-@task(auto_shortflags=False, iterable=["set_", "unset"], help={
-    "inventory": targets.INVENTORY_HELP,
-    "set": "NAME=VALUE: set a variable (repeatable); the value is stored owner-only on the server",
-    "unset": "NAME: remove a variable (repeatable)",
-    "show": "print the values too (they are hidden otherwise)",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def config(c, inventory=None, set_=None, unset=None, show=False, verbose=False):
-    """List the app's own variables (values hidden), or change them with --set/--unset and restart it healthy."""
-    try:
-        changes, removals = parse_changes(set_ or [], unset or [])
-    except ValueError as error:
-        raise Exit(f"config: {error}", code=2) from None
-    run_task(c, inventory, Task("config", lock="config" if changes or removals else None,
-                                hosts=targets.app_hosts),
-             lambda session: config_on(session, changes, removals, show), verbose)
 
 
 def config_on(session: Session, changes: dict[str, str], removals: list[str], show: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fabric import task
 from invoke.exceptions import Exit
 
 from . import dryrun
@@ -10,34 +9,13 @@ from .. import provisioning
 from ..provisioning import postgres
 from ..connection import targets
 from ..inventory import Host, Inventory
-from ..session.runner import Reporter, apply
-from ..session.run import Session, Task, run_task
+from ..session.runner import apply
+from ..session.run import Session, run_task
 
 
-@task(auto_shortflags=False, klass=targets.VerboseTask,
-      help={"inventory": targets.INVENTORY_HELP,
-            "dry-run": "show what would change (diffs of config files, the commands for the rest), change nothing",
-            "verbose": targets.VERBOSE_HELP})
-def provision(c, inventory=None, dry_run=False, verbose=False):
-    """Set up a server: packages, users, PostgreSQL, Gunicorn, nginx, TLS, firewall, SSH, jobs. Safe to re-run."""
-    # A provision holds the deploy lock once the server has a place for it (not before the first provision):
-    # it rewrites the unit and nginx's site, which a deploy running meanwhile relies on. A dry run reads only.
-    # Several servers are provisioned at once (after the db host, whose facts the others need), each one's
-    # output printed together when it ends; one that fails or cannot be reached stops only itself, and the
-    # closing recap names it.
-    def what(hosts=None) -> Task:
-        return (Task("provision --dry-run", recap=False, hosts=hosts, keep_going=True, parallel=True) if dry_run
-                else Task("provision", lock="provision", lock_if_provisioned=True, recap=False, hosts=hosts,
-                          keep_going=True, parallel=True))
-    try:
-        _in_order(c, inventory, what, lambda session, link: provision_host(session, c.config, dry_run, link),
-                  verbose, dry_run)
-    finally:
-        if dry_run:
-            Reporter().line(dryrun.DONE)
 
 
-def _in_order(c, inventory, what, provision_one, verbose, dry_run) -> None:
+def in_order(c, inventory, what, provision_one, verbose, dry_run) -> None:
     """Several servers with a db host: the db host first, then its facts read back (`DatabaseLink`: address,
     CA, password) and the other hosts provisioned with them. If the db host fails or gives no link, the others
     are not provisioned: their database step would have nothing to connect to. Otherwise every host as given."""

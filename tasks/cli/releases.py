@@ -3,13 +3,11 @@ lock whose run is stuck."""
 
 from __future__ import annotations
 
-from fabric import task
 
 from .. import timestamps
-from ..connection import targets
 from ..facts.releases import ServerState
 from ..commands.database import unanswered
-from ..session.run import Session, Task, run_task
+from ..session.run import Session
 from .deploy import running_processes, schema_warning
 
 
@@ -26,35 +24,32 @@ def release_table(state: ServerState) -> list[str]:
     return rows
 
 
-@task(name="releases", auto_shortflags=False, klass=targets.VerboseTask,
-      help={"inventory": targets.INVENTORY_HELP, "verbose": targets.VERBOSE_HELP})
-def list_releases(c, inventory=None, verbose=False):
-    """List the releases on the server: id, commit, when, and which is current, previous, failed."""
-    def show(session: Session) -> None:
-        state = session.state()
-        session.reporter.line(f"{session.host.address}: {session.app}")
-        session.reporter.line(f"{'RELEASE':<34} {'COMMIT':<8} {'CREATED':<21} {'STATUS':<11} BY")
-        for row in release_table(state):
-            session.reporter.line(row)
-        if session.inventory.app.processes:
-            session.reporter.line(f"processes running (app.processes, read from systemd): "
-                                  f"{running_processes(session, state.process_units)}")
-        if state.live and state.live not in state.running:
-            session.reporter.line(f"  WARNING   the live release {state.live} is not running: nginx answers 502. "
-                                  f"Start it with `fab rollback --to {state.live}`")
-        if state.applied is None:
-            session.reporter.line("  WARNING   could not read which migrations the database has applied: "
-                                  + unanswered(session.inventory))
-        schema_warning(session, state)
-        if state.backups is None:
-            session.reporter.line(f"  WARNING   could not list the database backups in {session.layout.backups}/: "
-                                  f"look with `sudo ls -l {session.layout.backups}/` on the server")
-        elif state.backups:
-            session.reporter.line(f"database backups in {session.layout.backups}/ (restore one with pg_restore):")
-            for file in state.backups:
-                session.reporter.line(f"  {file.name:<60} {file.size / 1024:>9.1f} KiB  {timestamps.age(file.age)} old")
 
-    run_task(c, inventory, Task("releases", hosts=targets.app_hosts, keep_going=True), show, verbose)
+
+def releases_on(session: Session) -> None:
+    """`fab releases` on one server: its releases, the processes running, and what needs attention."""
+    state = session.state()
+    session.reporter.line(f"{session.host.address}: {session.app}")
+    session.reporter.line(f"{'RELEASE':<34} {'COMMIT':<8} {'CREATED':<21} {'STATUS':<11} BY")
+    for row in release_table(state):
+        session.reporter.line(row)
+    if session.inventory.app.processes:
+        session.reporter.line(f"processes running (app.processes, read from systemd): "
+                              f"{running_processes(session, state.process_units)}")
+    if state.live and state.live not in state.running:
+        session.reporter.line(f"  WARNING   the live release {state.live} is not running: nginx answers 502. "
+                              f"Start it with `fab rollback --to {state.live}`")
+    if state.applied is None:
+        session.reporter.line("  WARNING   could not read which migrations the database has applied: "
+                              + unanswered(session.inventory))
+    schema_warning(session, state)
+    if state.backups is None:
+        session.reporter.line(f"  WARNING   could not list the database backups in {session.layout.backups}/: "
+                              f"look with `sudo ls -l {session.layout.backups}/` on the server")
+    elif state.backups:
+        session.reporter.line(f"database backups in {session.layout.backups}/ (restore one with pg_restore):")
+        for file in state.backups:
+            session.reporter.line(f"  {file.name:<60} {file.size / 1024:>9.1f} KiB  {timestamps.age(file.age)} old")
 
 
 def unlock_on(session: Session, force: bool = False) -> None:
@@ -65,15 +60,3 @@ def unlock_on(session: Session, force: bool = False) -> None:
     session.reporter.line(f"{session.host.address}: {said}")
 
 
-@task(auto_shortflags=False, help={
-    "inventory": targets.INVENTORY_HELP,
-    "force": "end the holder even though its SSH connection is still alive (a run in progress, which then stops "
-             "before its next step); a step of it already running on the server runs to its end, so unlock waits "
-             "for it and says which release is live. Only when you are sure it is stuck",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def unlock(c, inventory=None, force=False, verbose=False):
-    """Clear the deploy lock of a run that is stuck; refuses while that run is still connected, unless --force."""
-    # It cannot take the lock it clears; its audit line is written all the same.
-    run_task(c, inventory, Task("unlock", audit="unlock" + (" --force" if force else "")),
-             lambda session: unlock_on(session, force), verbose)

@@ -5,32 +5,16 @@ code of a release that has their files."""
 
 from __future__ import annotations
 
-from fabric import task
 
 from .. import timestamps
-from ..connection import targets
 from ..facts import releases
 from ..facts.releases import GOOD, ServerState
 from ..commands.database import unanswered
 from ..session.lock import who
-from ..session.run import DeployError, Session, Task, run_together
-from .deploy import INTERRUPTED, code_with, go_live, maintenance_note, reverse, serving_words
+from ..session.run import DeployError, Session
+from .deploy import code_with, go_live, maintenance_note, reverse, serving_words
 
 
-@task(auto_shortflags=False, help={
-    "inventory": targets.INVENTORY_HELP,
-    "to": "the release to go back to (see `fab releases`); default: the previous good one",
-    "migrate-back": "reverse the migrations the target release does not have (after a backup), with the code "
-                    "of a release that has their files; --to LIVE --migrate-back reverses those the live "
-                    "release does not know, without switching",
-    "verbose": targets.VERBOSE_HELP,
-}, klass=targets.VerboseTask)
-def rollback(c, inventory=None, to=None, migrate_back=False, verbose=False):
-    """Go back to the previous good release (or --to RELEASE), migration-aware, with no failed request."""
-    from .rolling import rollback_all
-    run_together(c, inventory, Task("rollback", lock=f"rollback{' to ' + to if to else ''}",
-                                    interrupted=INTERRUPTED, recap=False, hosts=targets.app_hosts),
-                 lambda sessions: rollback_all(sessions, to, migrate_back), verbose)
 
 
 def rollback_on(session: Session, to: str | None, migrate_back: bool) -> str:

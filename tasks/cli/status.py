@@ -10,19 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fabric import task
-from invoke.exceptions import Exit
 
 from .. import defaults, timestamps
 from ..commands import media, release as commands
-from ..connection import targets
 from ..timestamps import age
 from ..inventory import Host, Inventory
 from ..layout import Layout
 from ..commands.release import LOW_SPACE_KIB
 from ..facts import backups as listing
 from ..facts.releases import ServerState
-from ..session.run import Session, Task, run_task, server_probes, server_state
+from ..session.run import Session, server_probes, server_state
 from ..commands.database import Client, db_address, reach_probe
 from ..commands.services import REDIS, ping
 from ..commands.shell import join, parse_reports, q
@@ -896,21 +893,6 @@ def exit_code(found: list[Check]) -> int:
 
 # --- the task ------------------------------------------------------------------------------------------------
 
-@task(auto_shortflags=False, klass=targets.VerboseTask, help={
-    "inventory": targets.INVENTORY_HELP,
-    "verbose": targets.VERBOSE_HELP,
-})
-def status(c, inventory=None, verbose=False):
-    """Is the site well? Releases, services, health, certificate, disk, backups, updates: exit 1/2 on WARN/FAIL."""
-    codes = []
-    try:
-        run_task(c, inventory, Task("status", keep_going=True), lambda session: codes.append(status_on(session)),
-                 verbose)
-    except Exit as error:
-        # A server that cannot be asked needs attention as much as one that answers FAIL.
-        raise Exit(error.message, code=EXIT_CODES[FAIL]) from None
-    if max(codes, default=0):
-        raise Exit(code=max(codes))
 
 
 def status_on(session: Session) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import fabric
 import paramiko
 from fabric import Connection
 
@@ -26,11 +25,6 @@ from ..inventory import INVENTORY_DIR, Host, Inventory, InventoryError, check_pu
 from .remote import Remote, RemoteError, Stats, echo_line, key_file_problem, open_connection, say
 
 DEFAULT_INVENTORY = "production"
-# The --inventory option of every task, in `fab --help TASK`.
-INVENTORY_HELP = ("inventory name (NAME.yaml in the project's deploy/, inventory/ in gangway's own repository) "
-                  "or path; default: production")
-# The -v option of every task that talks to a server.
-VERBOSE_HELP = "print every remote command as it runs (or set gangway.verbose / FABRIC_GANGWAY_VERBOSE=1)"
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 
@@ -104,17 +98,6 @@ def set_verbose(c, flag: bool) -> None:
     """A task's -v flag: the same as gangway.verbose for every connection this task opens."""
     if flag:
         c.config.gangway = {**(c.config.get("gangway") or {}), "verbose": True}
-
-
-class VerboseTask(fabric.Task):
-    """A task whose `verbose` option is also -v (Fabric gives a task short flags for all options or none, and
-    -i, -H, -S ... are its own)."""
-
-    def arg_opts(self, name, default, taken_names):
-        opts = super().arg_opts(name, default, taken_names)
-        if name == "verbose" and "v" not in taken_names:
-            opts["names"] = [*opts["names"], "v"]
-        return opts
 
 
 def login(host: Host, inventory: Inventory, stats: Stats, config=None) -> Remote:

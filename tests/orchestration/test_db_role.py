@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from invoke.exceptions import Exit
 
+from tasks import collection
 from tasks.cli import backups as backup_tasks, provision as provision_task
 from tasks.connection import targets
 from tasks.connection.remote import RemoteError
@@ -56,7 +57,7 @@ def provisioned(monkeypatch):
 def test_the_db_host_comes_first_and_the_others_get_its_link(servers, provisioned):
     remotes, _ = servers
     remotes["10.0.0.3"].facts["database:link"] = LINK
-    provision_task.provision.body(CONTEXT)
+    collection.provision.body(CONTEXT)
     assert provisioned == [("10.0.0.3", None), ("10.0.0.2", LINK), ("10.0.0.4", LINK)]
 
 
@@ -64,7 +65,7 @@ def test_an_unreachable_db_host_leaves_the_app_hosts_alone_and_says_so(servers, 
     remotes, logins = servers
     remotes["10.0.0.3"] = None
     with pytest.raises(Exit) as stopped:
-        provision_task.provision.body(CONTEXT)
+        collection.provision.body(CONTEXT)
     said = stopped.value.message
     assert "10.0.0.3 refused the key" in said
     assert "The other hosts (10.0.0.2, 10.0.0.4) were not provisioned" in said and "db host" in said
@@ -73,7 +74,7 @@ def test_an_unreachable_db_host_leaves_the_app_hosts_alone_and_says_so(servers, 
 
 def test_a_db_host_that_gives_no_link_back_stops_the_others_too(servers, provisioned):
     with pytest.raises(Exit) as stopped:
-        provision_task.provision.body(CONTEXT)
+        collection.provision.body(CONTEXT)
     assert "gave no address, CA or password back" in stopped.value.message
     assert provisioned == [("10.0.0.3", None)]
 
@@ -82,7 +83,7 @@ def test_a_single_server_is_provisioned_as_before(monkeypatch, provisioned):
     single = parse({"app": {"name": "mysite"}, "hosts": [{"address": "10.0.0.2"}]}, "inventory/test.yaml", Path("."))
     monkeypatch.setattr(targets, "select", lambda c, name: (single, list(single.hosts)))
     monkeypatch.setattr(targets, "login", lambda host, inventory, stats, config=None: FakeRemote())
-    provision_task.provision.body(CONTEXT)
+    collection.provision.body(CONTEXT)
     assert provisioned == [("10.0.0.2", None)]
 
 
@@ -90,7 +91,7 @@ def test_backup_runs_on_the_db_host_alone(servers, monkeypatch):
     _, logins = servers
     taken = []
     monkeypatch.setattr(backup_tasks, "backup_on", lambda session, media, download: taken.append(session.host.address))
-    backup_tasks.backup.body(CONTEXT)
+    collection.backup.body(CONTEXT)
     assert taken == ["10.0.0.3"] and logins == ["10.0.0.3"]
 
 
@@ -102,7 +103,7 @@ def test_a_restore_finds_a_dump_taken_before_a_migration_on_the_app_host(servers
     restored = []
     monkeypatch.setattr(backup_tasks, "_restore_steps",
                         lambda session, name_, upload, progress: restored.append((session.host.address, name_)))
-    backup_tasks.restore.body(CONTEXT, name, yes=True)
+    collection.restore.body(CONTEXT, name, yes=True)
     assert restored == [("10.0.0.2", name)]
     assert logins == ["10.0.0.3", "10.0.0.2", "10.0.0.4"]  # the db host first, then the app hosts
 
@@ -111,5 +112,5 @@ def test_a_restore_of_a_dump_no_host_holds_names_where_it_looked(servers, monkey
     for remote in servers[0].values():
         remote.facts["backup_files"] = []
     with pytest.raises(Exit) as stopped:
-        backup_tasks.restore.body(CONTEXT, "nothing-manual", yes=True)
+        collection.restore.body(CONTEXT, "nothing-manual", yes=True)
     assert ("there is no backup nothing-manual.dump on 10.0.0.3, 10.0.0.2, 10.0.0.4" in stopped.value.message)

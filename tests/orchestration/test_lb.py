@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
-from tasks.cli import backups, deploy, status
+from tasks import collection
+from tasks.cli import deploy, status
 from tasks.inventory import App, Database, Host, Inventory
 from tasks.layout import Layout
 from tasks.provisioning import served
+from tasks.session import run as session_run
 from tasks.session.run import Session
 from tasks.session.runner import Reporter
 from tests.orchestration import fake
@@ -94,8 +96,8 @@ def test_status_on_the_lb_fails_naming_the_web_host_that_does_not_answer():
 
 def test_maintenance_is_switched_on_the_lb_alone(monkeypatch):
     seen = []
-    monkeypatch.setattr(backups, "run_task", lambda c, inv, task, action, verbose: seen.append((task, action)))
-    backups.maintenance.body(SimpleNamespace(config=SimpleNamespace()), "on")
+    monkeypatch.setattr(session_run, "run_task", lambda c, inv, task, action, verbose: seen.append((task, action)))
+    collection.maintenance.body(SimpleNamespace(config=SimpleNamespace()), "on")
     (task, action), = seen
     said = {}
     for host in SITE.hosts:

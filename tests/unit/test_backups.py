@@ -241,9 +241,9 @@ def test_a_restore_goes_on_only_when_the_app_name_is_typed(monkeypatch, tty, typ
     inventory = Inventory(App("mysite"), (Host("192.0.2.1"),))
     if refused:
         with pytest.raises(DeployError, match=refused):
-            tasks_backups._confirm(inventory, "x.dump")
+            tasks_backups.confirm(inventory, "x.dump")
     else:
-        tasks_backups._confirm(inventory, "x.dump")
+        tasks_backups.confirm(inventory, "x.dump")
 
 
 # --- schema after a restore -------------------------------------------------------------------------------------

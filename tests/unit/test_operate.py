@@ -14,8 +14,10 @@ from invoke import Context
 
 from tasks.cli import executor as gangway_executor, operate
 from tasks.commands import release as commands, shell
+from tasks import collection
 from tasks.collection import namespace_for
 from tasks.layout import Layout
+from tasks.session import run as session_run
 from tasks.facts.releases import GOOD, Release
 from tests.unit.shellcheck import assert_shellcheck_clean
 from tests.unit.test_release_commands import HOSTILE, run
@@ -95,13 +97,13 @@ def test_manage_without_hosts_reaches_the_task_not_fabric_s_refusal(tmp_path, pr
 
 def test_the_manage_task_is_callable_from_python_with_a_list(monkeypatch):
     seen = []
-    monkeypatch.setattr(operate, "run_task", lambda c, inv, task, action, verbose: seen.append((task, action)))
-    operate.manage(Context(), args=["loaddata", "my posts.json"])
+    monkeypatch.setattr(session_run, "run_task", lambda c, inv, task, action, verbose: seen.append((task, action)))
+    collection.manage(Context(), args=["loaddata", "my posts.json"])
     assert len(seen) == 1 and seen[0][0].lock == "manage loaddata"
-    operate.manage(Context(), args=["showmigrations"])
+    collection.manage(Context(), args=["showmigrations"])
     assert seen[1][0].lock is None  # a command that only reads takes no lock
     with pytest.raises(Exception, match="say which command"):
-        operate.manage(Context())
+        collection.manage(Context())
 
 
 def test_an_argument_naming_the_local_file_becomes_the_uploaded_path():

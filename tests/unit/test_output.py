@@ -128,7 +128,7 @@ def test_the_v_flag_sets_the_config_key_for_the_whole_task():
 
 
 def test_provision_takes_v_as_its_verbose_flag():
-    from tasks.cli.provision import provision
+    from tasks.collection import provision
     # get_arguments consumes the task's help texts: ask a copy
     [verbose] = [a for a in copy.deepcopy(provision).get_arguments() if a.name == "verbose"]
     assert set(verbose.names) == {"verbose", "v"}

@@ -64,27 +64,26 @@ def test_a_failed_host_ends_with_the_failure_not_a_recap(servers, capsys):
     assert "remote command" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module, name, args", [("provision", "provision", {}),
-                                               ("provision", "provision", {"dry_run": True}),
-                                               ("deploy", "deploy", {}), ("rollback", "rollback", {})])
-def test_deploy_rollback_and_provision_print_their_own_recap_so_they_get_no_second(monkeypatch, module, name,
-                                                                                      args):
-    assert [t.recap for t in declared_tasks(monkeypatch, module, name, args)] == [False]
+@pytest.mark.parametrize("name, args", [("provision", {}), ("provision", {"dry_run": True}), ("deploy", {}),
+                                        ("rollback", {})])
+def test_deploy_rollback_and_provision_print_their_own_recap_so_they_get_no_second(monkeypatch, name, args):
+    assert [t.recap for t in declared_tasks(monkeypatch, name, args)] == [False]
 
 
-def declared_tasks(monkeypatch, module: str, name: str, args: dict) -> list[Task]:
-    """What the task NAME of tasks/cli/MODULE declares to the session layer when called with ARGS."""
-    import importlib
-    tasks_module = importlib.import_module(f"tasks.cli.{module}")
+def declared_tasks(monkeypatch, name: str, args: dict) -> list[Task]:
+    """What the task NAME declares to the session layer when called with ARGS."""
+    from tasks import collection
+    from tasks.cli import provision as provision_steps  # provision's runs are in its steps (db host first)
     declared = []
 
     def runner(c, inventory, task, action, verbose=False):
         declared.append(task)
         return []
-    for attribute in ("run_task", "run_together"):
-        if hasattr(tasks_module, attribute):
-            monkeypatch.setattr(tasks_module, attribute, runner)
-    getattr(tasks_module, name).body(SimpleNamespace(config=SimpleNamespace()), **args)
+    for module in (session_layer, provision_steps):
+        for attribute in ("run_task", "run_together"):
+            if hasattr(module, attribute):
+                monkeypatch.setattr(module, attribute, runner)
+    getattr(collection, name).body(SimpleNamespace(config=SimpleNamespace()), **args)
     return declared
 
 
@@ -168,18 +167,18 @@ def test_a_run_on_all_hosts_holds_every_lock_and_audits_each(layout, monkeypatch
                       ("audit", "10.0.0.11", "ok"), ("unlock", "10.0.0.11")]
 
 
-@pytest.mark.parametrize("module, name, args, chosen", [
-    ("operate", "manage", {"args": ["showmigrations"]}, ["10.0.0.11"]),  # one database: one app host
-    ("operate", "config", {}, ["10.0.0.11", "10.0.0.12"]),               # every app host's environment
-    ("releases", "list_releases", {}, ["10.0.0.11", "10.0.0.12"]),
-    ("status", "status", {}, ["10.0.0.10", "10.0.0.11", "10.0.0.12"]),  # every server, db and lb too
-    ("logs", "logs", {}, ["10.0.0.11", "10.0.0.12"]),                   # the app's journal: where it runs
-    ("logs", "logs", {"nginx": True}, ["10.0.0.10", "10.0.0.11", "10.0.0.12"]),
-    ("deploy", "deploy", {}, ["10.0.0.11", "10.0.0.12"]),
-    ("rollback", "rollback", {}, ["10.0.0.11", "10.0.0.12"]),
+@pytest.mark.parametrize("name, args, chosen", [
+    ("manage", {"args": ["showmigrations"]}, ["10.0.0.11"]),  # one database: one app host
+    ("config", {}, ["10.0.0.11", "10.0.0.12"]),               # every app host's environment
+    ("list_releases", {}, ["10.0.0.11", "10.0.0.12"]),
+    ("status", {}, ["10.0.0.10", "10.0.0.11", "10.0.0.12"]),  # every server, db and lb too
+    ("logs", {}, ["10.0.0.11", "10.0.0.12"]),                   # the app's journal: where it runs
+    ("logs", {"nginx": True}, ["10.0.0.10", "10.0.0.11", "10.0.0.12"]),
+    ("deploy", {}, ["10.0.0.11", "10.0.0.12"]),
+    ("rollback", {}, ["10.0.0.11", "10.0.0.12"]),
 ])
-def test_each_task_acts_on_the_servers_its_work_is_on(monkeypatch, module, name, args, chosen):
-    task = declared_tasks(monkeypatch, module, name, args)[0]
+def test_each_task_acts_on_the_servers_its_work_is_on(monkeypatch, name, args, chosen):
+    task = declared_tasks(monkeypatch, name, args)[0]
     picked = task.hosts(LAYOUT, list(LAYOUT.hosts)) if task.hosts else LAYOUT.hosts
     assert [h.address for h in picked] == chosen
 
