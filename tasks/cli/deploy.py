@@ -601,7 +601,7 @@ def _undo_migrations(session: Session, release: Release, state: ServerState, app
     if after is None:
         return (f".\nWARNING: could not read the migrations table after the failure, so whether the migrations "
                 f"it meant to apply ({', '.join(pending)}) are applied is unknown: {unanswered(session.inventory)} "
-                "Once it answers, `fab status` compares the schema with the live code, and {finish}")
+                f"Once it answers, `fab status` compares the schema with the live code, and {finish}")
     extra = releases.migrations_to_reverse(after, Release("before", migrations=applied_before))
     if not extra:
         return ""

@@ -76,3 +76,19 @@ def test_settings_a_readiness_finding_blocks_stop_the_deploy_before_the_backup_a
                                               "/media/" in message
     assert f"{LIVE} is still serving" in message
     assert not remote.ran("backup") and not remote.ran("migrate") and not remote.ran("switch")
+
+
+def test_a_database_gone_after_the_migrate_gives_the_command_that_reverses_it_once_it_answers():
+    """PostgreSQL stops between the migrate and the switch: the message says whether the migrations are applied
+    is unknown, and gives the exact command that reverses them with the failed release's code."""
+    remote = fake.FakeRemote(fake.server(fake.release(LIVE, ["notes.0001_initial"]), applied=["notes.0001_initial"]))
+    a_build(remote, ["notes.0001_initial", "notes.0002_tag"])
+    remote.on("backup", report={"backup": "/srv/mysite/backups/x.dump"})
+    remote.on("start", ok=False, output="release is not healthy: GET / answered 500")
+    remote.then_facts(applied=None)
+    with pytest.raises(DeployError) as failed:
+        deploy.deploy_to(fake.session(remote), fake.a_source())
+    message = str(failed.value)
+    assert "whether the migrations it meant to apply (notes.0002_tag) are applied is unknown" in message
+    assert f"`fab rollback --to {LIVE} --migrate-back` reverses them with this release's code" in message
+    assert "{" not in message, message
