@@ -132,3 +132,15 @@ def test_one_server_takes_the_daily_backup_of_several():
     from tasks.provisioning import Server
     keeps = [Server(managed, host, (), lambda: None).keeps_backups for host in managed.hosts]
     assert keeps == [False, True]
+
+
+def test_the_example_inventorys_several_servers_block_parses_into_its_roles():
+    """inventory/example.yaml's commented layout, uncommented as a user would, is a valid inventory."""
+    import yaml
+    text = (Path(__file__).resolve().parents[2] / "inventory" / "example.yaml").read_text()
+    block = text[text.index("# hosts:\n#   - address: 203.0.113.9"):text.index("#   batch: 1") + len("#   batch: 1")]
+    uncommented = "\n".join(line[2:] for line in block.splitlines()
+                            if line.startswith("# ") and not line.startswith("# A deploy"))
+    inv = parsed(**yaml.safe_load(uncommented))
+    assert [inv.roles_of(host) for host in inv.hosts] == [("lb",), ("web", "worker"), ("web",), ("db",)]
+    assert inv.deploy_batch == 1 and inv.lb_host.peer_address == "10.0.0.9"
