@@ -191,8 +191,13 @@ def run_task(c, inventory: str | None, task: Task, action: Callable[[Session], A
 def _selected(c, inventory: str | None, task: Task) -> tuple[Inventory, list[Host]]:
     """The inventory, and the hosts the task acts on: of those selected (`fab -H`, else the inventory's), the
     ones `task.hosts` chooses by role."""
-    inv, hosts = targets.select(c, inventory)
-    return inv, (list(task.hosts(inv, hosts)) if task.hosts else hosts)
+    inv, selected = targets.select(c, inventory)
+    hosts = list(task.hosts(inv, selected)) if task.hosts else selected
+    if selected and not hosts:  # `fab -H` naming a server whose roles do not hold this task's work
+        raise InventoryError(f"{task.name} has nothing to do on {', '.join(h.address for h in selected)} "
+                             f"({', '.join(r for h in selected for r in inv.roles_of(h))}): leave -H out, or name a "
+                             "server whose roles hold its work")
+    return inv, hosts
 
 
 def _each_host(c, inv: Inventory, hosts: list[Host], task: Task, action: Callable[[Session], Any],

@@ -231,3 +231,14 @@ def test_ctrl_c_during_work_at_once_closes_every_connection_instead_of_waiting_f
         session_layer.at_once(sessions, lambda session: session.remote.run("sleep 600"))
     assert all(remote.closed.is_set() for remote in remotes)
     assert time.monotonic() - started < 10  # not the 30 s the commands would have taken
+
+
+def test_a_server_named_by_h_that_does_not_hold_the_tasks_work_is_refused_not_skipped(monkeypatch):
+    lb = LAYOUT.hosts[0]
+    monkeypatch.setattr(targets, "select", lambda c, name: (LAYOUT, [lb]))
+    context = SimpleNamespace(config=SimpleNamespace(get=lambda key: None))
+    for runner in (run_task, session_layer.run_together):
+        with pytest.raises(Exit) as refused:
+            runner(context, None, Task("deploy", hosts=targets.app_hosts), lambda anything: None)
+        assert refused.value.message == ("deploy failed: deploy has nothing to do on 10.0.0.10 (lb): leave -H out, "
+                                         "or name a server whose roles hold its work"), refused.value.message
