@@ -207,15 +207,15 @@ def test_ctrl_c_during_work_at_once_closes_every_connection_instead_of_waiting_f
     import os
     import signal
     import threading
-    import time
 
     class Hanging:
         """A connection whose command runs until the connection is closed (a long pip, a slow migration)."""
         def __init__(self):
-            self.closed = threading.Event()
+            self.closed, self.ended_by_close = threading.Event(), False
 
         def run(self, script):
-            if self.closed.wait(30):
+            if self.closed.wait(120):
+                self.ended_by_close = True
                 raise session_layer.ConnectionLost("the connection was closed")
             return None
 
@@ -226,11 +226,10 @@ def test_ctrl_c_during_work_at_once_closes_every_connection_instead_of_waiting_f
     sessions = [session_layer.Session(LAYOUT, host, remote, session_layer.Reporter())
                 for host, remote in zip(LAYOUT.hosts[1:], remotes)]
     threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()  # the operator's Ctrl-C
-    started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         session_layer.at_once(sessions, lambda session: session.remote.run("sleep 600"))
-    assert all(remote.closed.is_set() for remote in remotes)
-    assert time.monotonic() - started < 10  # not the 30 s the commands would have taken
+    # Each command ended because its connection was closed, not by running to its end.
+    assert all(remote.closed.is_set() and remote.ended_by_close for remote in remotes)
 
 
 def test_a_server_named_by_h_that_does_not_hold_the_tasks_work_is_refused_not_skipped(monkeypatch):
