@@ -1,5 +1,5 @@
 """The load balancer (role lb) and the web hosts behind it: what each server's provision writes and opens, and
-how status reads the lb back. (nginx -t of these files runs on a real server in tests/integration/test_lb.py.)"""
+how status reads the lb back. (nginx -t of these files runs on a real server in tests/integration/test_layout.py.)"""
 
 from pathlib import Path
 
