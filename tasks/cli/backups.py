@@ -64,14 +64,6 @@ def _app_runs_on(session: Session) -> bool:
     return session.host.has("web") or session.host.has("worker")
 
 
-def _size(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return ""
-
-
 def _local_target(directory: str | None, name: str) -> Path:
     folder = Path(directory or ".").expanduser()
     if not folder.is_dir():
@@ -97,7 +89,7 @@ def fetch_backup(session: Session, name: str, directory: str | None) -> Path:
     finally:
         part.unlink(missing_ok=True)
         session.remote.run(release_commands.remove_file(copy))
-    session.reporter.step("ok", "download", f"{target} ({_size(target.stat().st_size)}, only you can read it)")
+    session.reporter.step("ok", "download", f"{target} ({listing.size_words(target.stat().st_size)}, only you can read it)")
     return target
 
 
@@ -108,7 +100,7 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
     steps = [("backup", release_commands.backup(layout, session.database, name))]
     if media:
         steps.append(("media", commands.media_archive(layout, name)))
-    ok, report, tail = session.run(*steps)
+    ok, report, tail = session.run(*steps, progress=listing.dump_progress)
     if not ok:
         where = "the media archive" if report.get("failed") == "media" else "the database dump"
         raise DeployError(f"{where} failed on {session.host.address}; no partial file was kept:\n{last_lines(tail)}")
@@ -117,7 +109,7 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
     by_name = {file.name: file.size for file in files_now or []}
     for path in files:
         file = path.rsplit("/", 1)[1]
-        size = _size(by_name[file]) if file in by_name else "its size could not be read"
+        size = listing.size_words(by_name[file]) if file in by_name else "its size could not be read"
         session.reporter.step("changed", "backup", f"{path} ({size}, root's alone)")
     if not media:
         session.reporter.line("  (media files are not in the dump: `fab backup --media` packs shared/media too)")
@@ -132,7 +124,7 @@ def backup_on(session: Session, media: bool, download_to: str | None) -> str:
 def table(files: list[listing.BackupFile]) -> list[str]:
     rows = [f"  {'NAME':<48} {'SIZE':>10}  {'AGE':>7}  KIND"]
     for name, size, seconds in files:
-        rows.append(f"  {name:<48} {_size(size):>10}  {timestamps.age(seconds):>8}  {commands.kind_of(name)}")
+        rows.append(f"  {name:<48} {listing.size_words(size):>10}  {timestamps.age(seconds):>8}  {commands.kind_of(name)}")
     return rows
 
 
@@ -253,7 +245,8 @@ def _restore_steps(session: Session, name: str | None, upload: tuple[str, bytes]
             raise DeployError(f"{last_lines(tail)}: see the names `fab backups` lists; nothing was changed")
     before = f"{commands.stamp()}-before-restore"
     progress.taking = before + listing.DUMP
-    ok, report, tail = session.run(("backup", release_commands.backup(layout, session.database, before)))
+    ok, report, tail = session.run(("backup", release_commands.backup(layout, session.database, before)),
+                                   progress=listing.dump_progress)
     progress.taking = None
     if not ok:
         raise DeployError(f"the backup before the restore failed, so nothing was restored:\n{last_lines(tail)}")
@@ -337,7 +330,8 @@ def _restore(session: Session, state: ServerState | None, name: str, fresh: str,
         reporter.step("changed", "maintenance", "on: visitors get the maintenance page (503) during the restore")
     progress.restoring = True
     try:
-        ok, _, tail = session.run(("restore", commands.restore_database(layout, session.database, name)))
+        ok, _, tail = session.run(("restore", commands.restore_database(layout, session.database, name)),
+                                  progress=listing.restore_progress)
     except ConnectionLost as error:
         raise ConnectionLost(f"{error} The restore of {name} may or may not have finished (it runs in one "
                              "transaction: the database holds either all of it or none). Maintenance mode stays "

@@ -18,6 +18,7 @@ from .. import defaults, timestamps
 from ..project import diagnose, django as project, migration_safety, source
 from . import dryrun, hooks
 from ..facts import envsize, releases
+from ..facts.backups import dump_progress
 from ..commands import processes as process_commands, release as commands, shell
 from ..inventory import Inventory
 from ..session.lock import who
@@ -130,7 +131,8 @@ def _report_processes(session: Session, report: dict) -> None:
 
 def _backup(session: Session, name: str, what: str) -> str:
     """A database dump before the schema changes; its path. `what` says what did not happen if it fails."""
-    ok, report, tail = session.run(("backup", commands.backup(session.layout, session.database, name)))
+    ok, report, tail = session.run(("backup", commands.backup(session.layout, session.database, name)),
+                                   progress=dump_progress)
     if not ok:
         raise BackupFailed(f"the database backup failed, so {what}:\n{last_lines(tail)}")
     return report["backup"]

@@ -85,7 +85,12 @@ def restore_database(layout: Layout, db: Client, dump: str) -> str:
     transaction: it replaces everything the dump holds, or, on any error, nothing at all."""
     restore = db.command("pg_restore", "--clean", "--if-exists", "--no-owner", "--no-privileges",
                          "--single-transaction", "--exit-on-error")
-    return f"{restore} < {q(layout.backups + '/' + dump)}"
+    path = q(layout.backups + '/' + dump)
+    # How far pg_restore has read into the dump: the offset of the standard input it shares with the shell
+    # that opened the file (gw_pid), and the dump's size.
+    return shell.watched(f"{{ {restore}; }} < {path}",
+                         f"printf '%s %s' \"$(awk '/^pos:/ {{print $2}}' /proc/\"$gw_pid\"/fdinfo/0 2>/dev/null)\" "
+                         f"\"$(stat -c %s {path})\"")
 
 
 def exists(layout: Layout, name: str) -> str:

@@ -269,7 +269,8 @@ def backup(layout: Layout, db: Client, name: str) -> str:
     part = f"{path}.part"
     dump = db.command("pg_dump", "--format=custom", dumper=True)
     return "\n".join([
-        f"if ! (umask 077 && {dump} > {q(part)}); then rm -f {q(part)}; exit 1; fi",
+        shell.watched(f"if ! (umask 077 && {dump} > {q(part)}); then rm -f {q(part)}; exit 1; fi",
+                      f"stat -c %s {q(part)} 2>/dev/null || echo 0"),
         join("mv", "-f", part, path),
         report(backup=path),
     ])

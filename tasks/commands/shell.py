@@ -14,6 +14,9 @@ q = shlex.quote
 
 # A line a remote script prints to report facts as data: the marker, a space, one JSON object.
 REPORT = "@gangway"
+# How a long command says how far it got, on stderr, while it runs (`watched`); the reading side
+# (tasks/connection/remote.py) takes these lines out of what the command printed.
+PROGRESS = "@gangway-progress"
 
 
 def join(*tokens: str) -> str:
@@ -24,6 +27,34 @@ def join(*tokens: str) -> str:
 def report(**facts) -> str:
     """A command printing `facts` (known when the script is built) as one report line."""
     return f"printf '%s\\n' {q(REPORT + ' ' + json.dumps(facts, sort_keys=True))}"
+
+
+def watched(command: str, measure: str, every: int = 2) -> str:
+    """`command`, with a progress line on stderr every `every` seconds holding what `measure` prints (it may
+    read "$gw_pid", the command's process): for a dump or a restore that takes minutes. The command runs in the
+    background so that its exit status is waited for, not polled: it ends the step the moment it ends. The
+    watcher's sleep writes nowhere, so that once the watcher is killed nothing holds the output open."""
+    return "\n".join([
+        f"{command} &",
+        "gw_pid=$!",
+        f"( while sleep {every} >/dev/null 2>&1; do printf '%s %s\\n' {q(PROGRESS)} \"$({measure})\" >&2; done ) &",
+        "gw_watch=$!",
+        'if wait "$gw_pid"; then gw_rc=0; else gw_rc=$?; fi',
+        'kill "$gw_watch" 2>/dev/null || true',
+        'wait "$gw_watch" 2>/dev/null || true',
+        '[ "$gw_rc" -eq 0 ] || exit "$gw_rc"',
+    ])
+
+
+def progress_lines(stderr: str) -> tuple[list[str], str]:
+    """What `watched` said (each line's text after the marker, in order), and stderr without those lines."""
+    said, kept = [], []
+    for line in stderr.splitlines(keepends=True):
+        if line.startswith(PROGRESS + " "):
+            said.append(line[len(PROGRESS) + 1:].strip())
+        else:
+            kept.append(line)
+    return said, "".join(kept)
 
 
 def parse_reports(stdout: str) -> dict:

@@ -22,6 +22,7 @@ from fabric import Config, Connection
 from invoke.exceptions import ThreadException
 
 from ..inventory import Host
+from ..commands import shell
 from ..commands.shell import q
 from ..facts.steps import Facts, Probe
 
@@ -515,29 +516,34 @@ class Remote:
         command = self._prepared(command, echo)
         return f"sudo -n -H sh -c {q(command)}" if as_root and self.user != "root" else command
 
-    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
+    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True,
+            progress: Callable[[str], None] | None = None) -> Result:
         """Run a script and return its output and exit status. The script travels on the command's standard
-        input, not as an argument: no size limit (Linux caps one argument at 128 KiB), and no quoting of it."""
+        input, not as an argument: no size limit (Linux caps one argument at 128 KiB), and no quoting of it.
+        `progress` is told each progress line (shell.watched) as it comes; they are not in the result."""
         command = self._prepared(command, echo)
         reader = f"sudo -n -H sh -c {q(SCRIPT_READER)}" if as_root and self.user != "root" else \
             f"sh -c {q(SCRIPT_READER)}"
         try:
-            return self._exec(reader, (command + SCRIPT_END).encode(), timeout)
+            return self._exec(reader, (command + SCRIPT_END).encode(), timeout, progress)
         except (paramiko.SSHException, OSError, EOFError) as error:
             if self._gone_after():
                 raise self._lost("running a command") from None
             raise RemoteError(f"{self.name}: running a command failed ({describe(error)}); the server kept "
                               "whatever it had finished. Run the same task again.") from None
 
-    def _exec(self, command: str, stdin: bytes, timeout: float | None) -> Result:
+    def _exec(self, command: str, stdin: bytes, timeout: float | None,
+              progress: Callable[[str], None] | None = None) -> Result:
         """One channel: `command` started, `stdin` sent and closed, stdout and stderr read as they come (both,
-        so that neither fills the channel's window while the other is awaited) until the command ends."""
+        so that neither fills the channel's window while the other is awaited) until the command ends; each
+        whole progress line of stderr is handed to `progress` as it comes."""
         channel = self.connection.client.get_transport().open_session()
         try:
             channel.exec_command(command)
             channel.sendall(stdin)
             channel.shutdown_write()
             out, err = bytearray(), bytearray()
+            told = 0  # how much of stderr was looked at for progress lines
             deadline = time.monotonic() + timeout if timeout else None
             exited = None
             while True:
@@ -545,6 +551,10 @@ class Remote:
                     out += channel.recv(65536)
                 elif channel.recv_stderr_ready():
                     err += channel.recv_stderr(65536)
+                    if progress is not None and (end := err.rfind(b"\n") + 1) > told:
+                        for said in shell.progress_lines(err[told:end].decode(errors="replace"))[0]:
+                            progress(said)
+                        told = end
                 elif channel.exit_status_ready() and channel.eof_received:
                     break
                 else:
@@ -567,7 +577,7 @@ class Remote:
             code = channel.recv_exit_status()
         finally:
             channel.close()
-        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        stdout, stderr = out.decode(errors="replace"), shell.progress_lines(err.decode(errors="replace"))[1]
         if code == -1:
             if self._gone_after():
                 raise self._lost("running a command")

@@ -17,6 +17,29 @@ MEDIA = ".media.tar.gz"        # the media directory
 DAILY_SUFFIX = "-daily" + DUMP  # a scheduled backup's name: TIMESTAMP-daily.dump (templates/backups/backup.py)
 
 
+def size_words(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+def dump_progress(said: str) -> str:
+    """How far a dump got, in words, from its progress line (the bytes written so far: commands.release.backup)."""
+    return f"{size_words(int(said))} written so far" if said.isdigit() else ""
+
+
+def restore_progress(said: str) -> str:
+    """How far a restore got, from its progress line: how far pg_restore has read into the dump, and its size
+    (commands.backup.restore_database)."""
+    words = said.split()
+    if len(words) != 2 or not all(word.isdigit() for word in words) or not int(words[1]):
+        return ""
+    done, total = min(int(words[0]), int(words[1])), int(words[1])
+    return f"{size_words(done)} of the dump's {size_words(total)} restored ({100 * done // total} %)"
+
+
 class BackupFile(NamedTuple):
     name: str
     size: int  # bytes

@@ -95,13 +95,21 @@ class Session:
                               "run `fab provision` first")
         return server_state(facts)
 
-    def run(self, *steps: str | tuple[str, str], lines: int = 60) -> tuple[bool, dict, str]:
+    def run(self, *steps: str | tuple[str, str], lines: int = 60,
+            progress: Callable[[str], str] | None = None) -> tuple[bool, dict, str]:
         """Run a script of named steps: (ok, its report, the last `lines` lines of its output). A step that takes
-        long (pip installing the requirements) says it is still running."""
+        long (pip installing the requirements) says it is still running; with `progress`, how far it got: the
+        words it makes of the latest progress line (shell.watched)."""
         from ..commands import shell
         first = steps[0][0] if steps and isinstance(steps[0], tuple) else "remote script"
-        with self.reporter.running(first):
-            result = self.remote.run(shell.script(*steps))
+        latest = [""]
+
+        def heard(line: str) -> None:
+            latest[0] = line
+
+        with self.reporter.running(first, lambda: progress(latest[0]) if progress and latest[0] else ""):
+            script = shell.script(*steps)
+            result = self.remote.run(script, progress=heard) if progress else self.remote.run(script)
         return result.ok, shell.parse_reports(result.stdout), result.tail(lines)
 
     def health_host(self) -> str:
@@ -276,8 +284,8 @@ class BufferedReporter(Reporter):
         else:
             self.lines.append(text)
 
-    def running(self, title: str):
-        return self.into.running(f"{self.address}: {title}")
+    def running(self, title: str, so_far: Callable[[], str] = lambda: ""):
+        return self.into.running(f"{self.address}: {title}", so_far)
 
     def flush(self) -> None:
         if self.lines:

@@ -8,7 +8,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence, TextIO
+from typing import Callable, Iterator, Sequence, TextIO
 
 from ..connection.remote import Remote, RemoteError
 from ..facts.steps import Step
@@ -66,14 +66,16 @@ class Reporter:
         self.line(f"  {label} {title}" + (f": {detail}" if detail else "") + took)
 
     @contextmanager
-    def running(self, title: str) -> Iterator[None]:
-        """While the body runs: "  …         TITLE: still running (40 s)" every `every` seconds."""
+    def running(self, title: str, so_far: Callable[[], str] = lambda: "") -> Iterator[None]:
+        """While the body runs: "  …         TITLE: still running (40 s)" every `every` seconds, with how far it
+        got when `so_far` says ("TITLE: 812 MiB written (40 s)")."""
         done = threading.Event()
         started = time.monotonic()
 
         def tell() -> None:
             while not done.wait(self.every):
-                self.line(f"  {'…':<9} {title}: still running ({time.monotonic() - started:.0f} s)")
+                self.line(f"  {'…':<9} {title}: {so_far() or 'still running'} "
+                          f"({time.monotonic() - started:.0f} s)")
 
         thread = threading.Thread(target=tell, daemon=True)
         thread.start()

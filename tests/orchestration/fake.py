@@ -112,7 +112,8 @@ class FakeRemote:
             self.facts.update(self.queued.pop(0))
         return answer
 
-    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True) -> Result:
+    def run(self, command: str, *, as_root: bool = True, timeout: int | None = None, echo: bool = True,
+            progress=None) -> Result:
         self.scripts.append(command)
         names = steps_of(command)
         if not names:
@@ -181,7 +182,7 @@ class StepRemote:
     def gather(self, probes) -> dict:
         return {p.key: self.facts.get(p.key) for p in probes}
 
-    def run(self, script: str) -> Result:
+    def run(self, script: str, progress=None) -> Result:
         self.scripts.append(script)
         if self.refusal and self.fails_on in script:
             return Result("", self.refusal, self.code)

@@ -222,6 +222,71 @@ def test_a_restore_reads_the_dump_as_its_input_as_the_app_user(tmp_path):
     assert out.stdout.rstrip().endswith("DATA")
 
 
+def test_a_long_dump_says_how_much_it_wrote_while_it_runs(tmp_path):
+    layout = Layout("mysite")
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    script = shell.script(release_commands.backup(layout, Client("mysite"), "n").replace(layout.backups, str(backups)))
+    # A dump that writes 3 MiB, one a second: the watcher sees the part file grow.
+    out = run(script, tmp_path, {"runuser": "for i in 1 2 3; do head -c 1048576 /dev/zero; sleep 1; done"})
+    said, rest = shell.progress_lines(out.stderr)
+    assert out.returncode == 0 and (backups / "n.dump").stat().st_size == 3 * 1048576, out.stderr
+    assert said and all(line.isdigit() for line in said) and int(said[-1]) > 0, out.stderr
+    assert listing.dump_progress(said[-1]).endswith("MiB written so far")
+    assert shell.REPORT not in rest and shell.PROGRESS not in rest
+    # A dump that fails after a while still fails, with its own exit status, and leaves nothing.
+    failed = run(shell.script(release_commands.backup(layout, Client("mysite"), "m").replace(layout.backups,
+                                                                                           str(backups))),
+                 tmp_path, {"runuser": "head -c 1000 /dev/zero; sleep 3; exit 4"})
+    assert failed.returncode != 0 and shell.parse_reports(failed.stdout)["failed"] == "step 1"
+    assert sorted(os.listdir(backups)) == ["n.dump"]
+
+
+def test_a_long_restore_says_how_far_it_read_into_the_dump(tmp_path):
+    layout = Layout("mysite")
+    (tmp_path / "x.dump").write_bytes(b"x" * 4096)
+    script = commands.restore_database(layout, Client("mysite"), "x.dump").replace(layout.backups, str(tmp_path))
+    # pg_restore stands in: it reads half the dump, then takes its time with the rest.
+    out = run(shell.script(script), tmp_path, {"runuser": "head -c 2048 >/dev/null; sleep 3; cat >/dev/null"})
+    said, _ = shell.progress_lines(out.stderr)
+    assert out.returncode == 0 and said, out.stderr
+    assert "2048 4096" in said, said
+    assert listing.restore_progress("2048 4096") == "2.0 KiB of the dump's 4.0 KiB restored (50 %)"
+
+
+@pytest.mark.parametrize("said", ["", "x", "12", "12 0", "1 2 3", "$(reboot) 4", "-1 4"])
+def test_a_restore_progress_line_that_is_not_two_sizes_says_nothing(said):
+    assert listing.restore_progress(said) == ""
+
+
+@pytest.mark.parametrize("said", ["", "x", "12 0", "-1", "$(reboot)"])
+def test_a_dump_progress_line_that_is_not_a_size_says_nothing(said):
+    assert listing.dump_progress(said) == ""
+
+
+def test_the_session_shows_the_latest_progress_in_its_still_running_line():
+    import io
+    from tasks.session.run import Session
+    from tasks.session.runner import Reporter
+    from tasks.connection.remote import Result
+
+    class Remote:
+        def run(self, script, progress=None):
+            for line in ("1048576", "3145728"):
+                progress(line)
+            import time
+            time.sleep(0.3)
+            return Result('@gangway {"backup": "x"}\n', "", 0)
+
+    out = io.StringIO()
+    reporter = Reporter(out, terminal=False)
+    reporter.every = 0.1
+    session = Session(inventory=None, host=None, remote=Remote(), reporter=reporter)
+    ok, report, _ = session.run(("backup", "true"), progress=listing.dump_progress)
+    assert ok and report == {"backup": "x"}
+    assert "backup: 3.0 MiB written so far (" in out.getvalue(), out.getvalue()
+
+
 # --- confirmation -----------------------------------------------------------------------------------------------
 
 class _Terminal:
@@ -275,7 +340,7 @@ class _Restoring:
     def state(self):
         return type("State", (), {"maintenance": False, "releases": {}, "live": None})()
 
-    def run(self, *steps):
+    def run(self, *steps, progress=None):
         names = [name for name, _ in steps]
         self.ran.append(names)
         if names[0] == self.interrupt_at:
